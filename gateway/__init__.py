@@ -1,0 +1,1 @@
+"""The gateway: read-only HTTP API and Server-Sent Events over the poller's live state and archive."""

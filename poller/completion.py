@@ -1,0 +1,57 @@
+"""When a run is finished, and how it ended, decided from OpenCode's own facts.
+
+The rule measured on the real server: the session is absent from `GET /session/status` (idle) and the
+newest message is an assistant message with `time.completed` set and either an `error` or a `finish`
+other than "tool-calls" (a tool step is followed by another assistant message). No tool part may still
+be pending or running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from shared.models import Status
+
+ABORTED_ERROR = "MessageAbortedError"
+LIVE_TOOL_STATES = frozenset({"pending", "running"})
+
+
+def current_tool_calls(messages: Sequence[Any]) -> list[Any]:
+    """The tool parts still pending or running, in transcript order (the state's `currentToolCalls`)."""
+    return [
+        part
+        for message in messages
+        for part in message.get("parts", ())
+        if part.get("type") == "tool" and part.get("state", {}).get("status") in LIVE_TOOL_STATES
+    ]
+
+
+def run_finished(messages: Sequence[Any], busy: bool) -> bool:
+    """True when OpenCode is idle and the newest message closes the run."""
+    if busy or not messages:
+        return False
+    info = messages[-1].get("info", {})
+    if info.get("role") != "assistant" or not info.get("time", {}).get("completed"):
+        return False
+    if current_tool_calls(messages):
+        return False
+    return bool(info.get("error")) or info.get("finish") != "tool-calls"
+
+
+def outcome(messages: Sequence[Any], cancel_requested: bool) -> tuple[Status, str | None]:
+    """Final status and error text: an aborted run is `cancelled`, an assistant error is `error`."""
+    error = messages[-1].get("info", {}).get("error") if messages else None
+    if cancel_requested or (error and error.get("name") == ABORTED_ERROR):
+        return "cancelled", None
+    if error:
+        return "error", error_text(error)
+    return "completed", None
+
+
+def error_text(error: Any) -> str:
+    """OpenCode's own message for an assistant error, falling back to its name."""
+    data = error.get("data") if isinstance(error, dict) else None
+    message = data.get("message") if isinstance(data, dict) else None
+    name = error.get("name") if isinstance(error, dict) else None
+    return str(message or name or "unknown OpenCode error")

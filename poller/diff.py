@@ -1,0 +1,94 @@
+"""What changed between the last poll and this one — pure, so it is tested without any server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from poller.completion import current_tool_calls
+from shared.models import part_key
+
+
+@dataclass(slots=True)
+class Mirror:
+    """The poller's copy of what Redis holds for one session, kept to diff the next poll against."""
+
+    infos: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, Any] = field(default_factory=dict)
+    tool_calls: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, messages: Sequence[Any]) -> Mirror:
+        mirror = cls()
+        mirror.update(messages)
+        return mirror
+
+    def update(self, messages: Sequence[Any]) -> None:
+        self.infos = {m["info"]["id"]: m["info"] for m in messages}
+        self.parts = {part_key(p): p for m in messages for p in m["parts"]}
+        self.tool_calls = current_tool_calls(messages)
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """Upserted infos and parts, removed ids, and the new currentToolCalls when they changed."""
+
+    infos: list[Any]
+    parts: list[Any]
+    removed_messages: list[str]
+    removed_parts: list[str]
+    tool_calls: list[Any] | None
+
+    def __bool__(self) -> bool:
+        return bool(self.infos or self.parts or self.removed_messages or self.removed_parts) or (
+            self.tool_calls is not None
+        )
+
+
+NO_CHANGE = Delta(infos=[], parts=[], removed_messages=[], removed_parts=[], tool_calls=None)
+
+
+def diff(mirror: Mirror, messages: Sequence[Any]) -> Delta:
+    """Compare parsed values (a C-speed dict equality), so an unchanged poll serialises nothing."""
+    infos: list[Any] = []
+    parts: list[Any] = []
+    seen_messages: set[str] = set()
+    seen_parts: set[str] = set()
+    for message in messages:
+        info = message["info"]
+        seen_messages.add(info["id"])
+        if mirror.infos.get(info["id"]) != info:
+            infos.append(info)
+        for part in message["parts"]:
+            key = part_key(part)
+            seen_parts.add(key)
+            if mirror.parts.get(key) != part:
+                parts.append(part)
+    removed_messages = [mid for mid in mirror.infos if mid not in seen_messages]
+    removed_parts = [key for key in mirror.parts if key not in seen_parts]
+    tool_calls = current_tool_calls(messages)
+    return Delta(
+        infos=infos,
+        parts=parts,
+        removed_messages=removed_messages,
+        removed_parts=removed_parts,
+        tool_calls=tool_calls if tool_calls != mirror.tool_calls else None,
+    )
+
+
+def check_shape(messages: Any) -> list[Any]:
+    """The minimum the mirror relies on; anything else is a malformed answer (retried like a 5xx)."""
+    from shared.errors import OpenCodeError
+
+    ok = isinstance(messages, list) and all(
+        isinstance(m, dict)
+        and isinstance(m.get("info"), dict)
+        and isinstance(m["info"].get("id"), str)
+        and isinstance(m.get("parts"), list)
+        and all(isinstance(p, dict) and isinstance(p.get("id"), str) and "messageID" in p for p in m["parts"])
+        for m in messages
+    )
+    if not ok:
+        raise OpenCodeError("OpenCode returned a malformed message list")
+    return list(messages)

@@ -1,0 +1,61 @@
+"""`opencode-poller`: read the settings, then run one replica until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import anyio
+import structlog
+
+from poller.worker import Worker
+from shared.config import Settings
+from shared.connections import pg_pool, redis_client
+from shared.errors import ConfigError
+from shared.logs import configure_logging
+from shared.opencode.client import OpenCodeClient
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(settings: Settings) -> None:
+    redis = redis_client(settings.redis_url, max_connections=max(20, settings.max_sessions_per_poller // 10))
+    try:
+        async with (
+            pg_pool(settings.database_url, min_size=1, max_size=10) as pool,
+            OpenCodeClient(
+                settings.opencode_url,
+                timeout_s=settings.opencode_timeout_s,
+                max_connections=max(10, settings.max_sessions_per_poller),
+                directory=settings.opencode_directory,
+            ) as opencode,
+            anyio.create_task_group() as tg,
+        ):
+            worker = Worker(settings, redis, pool, opencode)
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            await worker.run()
+            tg.cancel_scope.cancel()
+    finally:
+        await redis.aclose()
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("poller_stopping", signal=signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(settings)
+    anyio.run(serve, settings)
+
+
+if __name__ == "__main__":
+    main()

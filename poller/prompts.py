@@ -1,0 +1,110 @@
+"""Delivers a session's queued prompts to OpenCode exactly once, oldest first, without blocking the poll loop.
+
+Each prompt carries its own `messageID`. Before any (re-)send we look for that id in a message list fetched
+after the last attempt: OpenCode appends the parts of a repeated messageID to the existing message, so a
+blind re-send would corrupt the transcript. A prompt leaves the Redis list only once OpenCode shows it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from shared.connections import store_errors
+from shared.errors import LeaseLost, OpenCodeError, Unavailable
+from shared.lua import Claimed, Scripts
+from shared.opencode.client import OpenCodeClient
+
+log = structlog.get_logger(__name__)
+
+# OpenCode appends the user message before answering 204, so a sent prompt shows up on the next poll; only a
+# prompt still invisible after this long is sent again (its messageID makes a late duplicate detectable).
+VISIBLE_TIMEOUT_S = 30.0
+# A request that timed out may still be processed by OpenCode: give it this long to show up before a re-send.
+RESEND_AFTER_FAILURE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    raw: str  # exactly as stored in Redis: pop_prompt compares it
+    message_id: str
+    text: str
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Prompt:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        body = json.loads(text)
+        return cls(raw=text, message_id=str(body["messageID"]), text=str(body["text"]))
+
+    def as_record(self) -> dict[str, str]:
+        return {"messageID": self.message_id, "text": self.text}
+
+
+class PromptDelivery:
+    """Per-session delivery state; `fatal` is set when OpenCode refuses a prompt outright."""
+
+    def __init__(self, opencode: OpenCodeClient, session_id: str, lease_valid: Callable[[], bool]) -> None:
+        self._opencode = opencode
+        self._session_id = session_id
+        self._lease_valid = lease_valid
+        self.pending: list[Prompt] = []
+        self.in_flight = False
+        self.last_attempt_at: float | None = None
+        self.failed_at: float | None = None
+        self.sent_at: float | None = None
+        self.fatal: str | None = None
+
+    @property
+    def idle(self) -> bool:
+        return not self.pending and not self.in_flight
+
+    def load(self, entries: Sequence[bytes | str]) -> None:
+        self.pending = [Prompt.parse(raw) for raw in entries]
+
+    async def step(
+        self, tg: TaskGroup, scripts: Scripts, lease: Claimed, known_ids: Collection[str], fetched_at: float
+    ) -> None:
+        """Drop prompts OpenCode already shows; start sending the next one if it is safe to."""
+        while self.pending and self.pending[0].message_id in known_ids and not self.in_flight:
+            head = self.pending.pop(0)
+            with store_errors("Redis"):
+                popped = await scripts.pop_prompt(lease, head.raw)
+            if popped < 0:
+                raise LeaseLost(f"lease lost while popping prompt {head.message_id}")
+            self.sent_at = None
+            log.info("prompt_delivered", message_id=head.message_id)
+        if self.pending and self._may_send(fetched_at):
+            self.in_flight = True
+            tg.start_soon(self._send, self.pending[0])
+
+    def _may_send(self, fetched_at: float) -> bool:
+        if self.in_flight or not self._lease_valid():
+            return False
+        if self.last_attempt_at is not None and fetched_at <= self.last_attempt_at:
+            return False  # the list we hold predates the end of the last attempt: it may have landed
+        if self.failed_at is not None and anyio.current_time() - self.failed_at < RESEND_AFTER_FAILURE_S:
+            return False
+        return self.sent_at is None or anyio.current_time() - self.sent_at >= VISIBLE_TIMEOUT_S
+
+    async def _send(self, prompt: Prompt) -> None:
+        try:
+            await self._opencode.prompt_async(self._session_id, message_id=prompt.message_id, text=prompt.text)
+            self.sent_at = anyio.current_time()
+            self.failed_at = None
+            log.debug("prompt_sent", message_id=prompt.message_id)
+        except OpenCodeError as exc:
+            self.failed_at = anyio.current_time()
+            if not exc.retryable:
+                self.fatal = f"OpenCode refused the prompt {prompt.message_id}: {exc.message}"
+            log.warning("prompt_send_failed", message_id=prompt.message_id, error=exc.message)
+        except Unavailable as exc:
+            self.failed_at = anyio.current_time()
+            log.warning("prompt_send_failed", message_id=prompt.message_id, error=exc.message)
+        finally:
+            self.last_attempt_at = anyio.current_time()
+            self.in_flight = False

@@ -1,0 +1,33 @@
+"""One `GET /session/status` per tick for the whole replica: OpenCode answers it for every busy session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from shared.opencode.client import OpenCodeClient
+
+
+class StatusBoard:
+    """The latest busy map and when the request that produced it started."""
+
+    def __init__(self, opencode: OpenCodeClient, max_age_s: float) -> None:
+        self._opencode = opencode
+        self._max_age_s = max_age_s
+        self._statuses: dict[str, Any] = {}
+        self.fetched_at: float | None = None
+
+    async def refresh(self) -> None:
+        started = anyio.current_time()
+        self._statuses = dict(await self._opencode.status())
+        self.fetched_at = started
+
+    def busy(self, session_id: str, since: float) -> bool | None:
+        """Whether OpenCode runs the session, from a fetch started after `since`; None when no such fetch."""
+        if self.fetched_at is None or self.fetched_at <= since:
+            return None
+        if anyio.current_time() - self.fetched_at > self._max_age_s:
+            return None
+        status = self._statuses.get(session_id)
+        return status is not None and status.get("type") != "idle"

@@ -1,0 +1,24 @@
+"""A drift-free cadence: the loop body's own duration is subtracted, and missed ticks are skipped."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+import anyio
+
+
+async def every(interval_s: float) -> AsyncIterator[int]:
+    """Yield the tick number every interval_s; a body slower than one interval skips ticks, never bunches them."""
+    tick = 0
+    next_at = anyio.current_time()
+    while True:
+        yield tick
+        tick += 1
+        next_at += interval_s
+        now = anyio.current_time()
+        if next_at <= now:
+            missed = math.floor((now - next_at) / interval_s) + 1
+            next_at += missed * interval_s
+            tick += missed
+        await anyio.sleep(next_at - now)

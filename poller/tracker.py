@@ -1,0 +1,258 @@
+"""SessionTracker: one per owned session; tick → fetch → diff → fenced write → deliver prompts → finish."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from redis.asyncio import Redis
+
+from poller.archive import Archive
+from poller.backoff import Backoff
+from poller.completion import outcome, run_finished
+from poller.diff import Mirror, check_shape, diff
+from poller.prompts import PromptDelivery
+from poller.status_board import StatusBoard
+from poller.ticker import every
+from poller.writer import StateWriter
+from shared import keys
+from shared.connections import store_errors
+from shared.errors import LeaseLost, NotFound, OpenCodeError, Unavailable
+from shared.lua import Claimed, Scripts
+from shared.models import dumps, index_event
+from shared.opencode.client import OpenCodeClient
+
+log = structlog.get_logger(__name__)
+
+STORE_BACKOFF_BASE_S = 0.2
+STORE_BACKOFF_CAP_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerDeps:
+    """What every tracker of a replica shares."""
+
+    redis: Redis
+    scripts: Scripts
+    opencode: OpenCodeClient
+    archive: Archive
+    board: StatusBoard
+    poll_interval_s: float
+    retry_deadline_s: float
+
+
+class SessionTracker:
+    """Mirrors one OpenCode session into Redis until it ends and is archived, or the lease is lost."""
+
+    def __init__(self, deps: TrackerDeps, lease: Claimed, lease_valid: Callable[[], bool]) -> None:
+        self._deps = deps
+        self._lease = lease
+        self._sid = lease.session_id
+        self._epoch = int(lease.token.split(":", 1)[0])
+        self._prompts = PromptDelivery(deps.opencode, self._sid, lease_valid)
+        self._opencode_backoff = Backoff(deps.poll_interval_s, 10 * deps.poll_interval_s, deps.retry_deadline_s)
+        self._store_backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
+        self._retry_at = 0.0
+        self._mirror = Mirror()
+        self._messages: list[Any] = []
+        self._session: dict[str, Any] = {}
+        self._writer: StateWriter | None = None
+        self._prompts_rev: str | None = None
+        self._cancel = False
+        self._abort_sent = False
+        self._claim_recorded = False
+
+    @property
+    def writes(self) -> int:
+        return self._writer.writes if self._writer else 0
+
+    async def run(self) -> None:
+        with structlog.contextvars.bound_contextvars(session_id=self._sid):
+            log.info("session_claimed", epoch=self._epoch)
+            try:
+                async with anyio.create_task_group() as tg:
+                    await self._load()
+                    async for _ in every(self._deps.poll_interval_s):
+                        if await self._tick(tg):
+                            break
+                    tg.cancel_scope.cancel()
+            except LeaseLost as exc:
+                log.info("lease_lost", reason=exc.message)
+
+    async def _load(self) -> None:
+        """Start from what Redis holds, so the first diff writes only what differs from it."""
+        sid = self._sid
+        with store_errors("Redis"):
+            async with self._deps.redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(keys.session(sid))
+                pipe.hgetall(keys.session_messages(sid))
+                pipe.hgetall(keys.session_parts(sid))
+                fields, infos, parts = await pipe.execute()
+        if not fields:
+            raise LeaseLost("the session has no live state (Redis lost it; the backstop will re-queue it)")
+        raw = {k.decode(): v.decode() for k, v in fields.items()}
+        self._session = {
+            "sessionId": sid,
+            "ticketId": raw.get("ticketId") or None,
+            "sessionType": raw.get("sessionType") or "chat",
+            "title": raw.get("title") or None,
+            "status": raw.get("status"),
+            "startedAt": int(raw.get("startedAt") or 0) or None,
+            "metadata": json.loads(raw.get("metadata") or "null"),
+        }
+        self._mirror.infos = {k.decode(): json.loads(v) for k, v in infos.items()}
+        self._mirror.parts = {k.decode(): json.loads(v) for k, v in parts.items()}
+        self._mirror.tool_calls = json.loads(raw.get("currentToolCalls") or "[]")
+        self._writer = StateWriter(self._deps.scripts, self._session)
+        self._writer.seq = int(raw.get("seq") or 0)
+
+    async def _tick(self, tg: TaskGroup) -> bool:
+        """One poll; True when the session ended and is archived."""
+        if anyio.current_time() < self._retry_at:
+            return False
+        try:
+            await self._sync_job()
+        except Unavailable as exc:
+            return self._wait(self._store_backoff, exc)
+        try:
+            fetched_at = anyio.current_time()
+            if self._cancel and not self._abort_sent:
+                await self._deps.opencode.abort(self._sid)
+                self._abort_sent = True
+                log.info("session_aborted")
+            messages = check_shape(await self._deps.opencode.messages(self._sid))
+            self._opencode_backoff.reset()
+        except NotFound as exc:
+            return await self._end("error", f"OpenCode no longer has this session: {exc.message}")
+        except (Unavailable, OpenCodeError) as exc:
+            if self._opencode_backoff.expired(anyio.current_time()):
+                deadline = self._deps.retry_deadline_s
+                return await self._end("error", f"OpenCode failed for {deadline:.0f} s: {exc.message}")
+            return self._wait(self._opencode_backoff, exc)
+        try:
+            await self._mirror_changes(messages)
+            await self._prompts.step(tg, self._deps.scripts, self._lease, self._mirror.infos, fetched_at)
+            if self._prompts.fatal:
+                return await self._end("error", self._prompts.fatal)
+            if self._finished():
+                return await self._end(*outcome(self._messages, self._cancel))
+        except Unavailable as exc:
+            return self._wait(self._store_backoff, exc)
+        self._store_backoff.reset()
+        return False
+
+    async def _sync_job(self) -> None:
+        """Pick up new prompts and a cancel request; record both in PostgreSQL before acting on them."""
+        sid = self._sid
+        with store_errors("Redis"):
+            rev, cancel = await self._deps.redis.hmget(keys.job(sid), ["promptsRev", "cancel"])
+        if rev is None:
+            raise LeaseLost("the job is gone")
+        if _text(rev) != self._prompts_rev:
+            with store_errors("Redis"):
+                entries = await self._deps.redis.lrange(keys.prompts(sid), 0, -1)
+            self._prompts.load(entries)
+            self._prompts_rev = _text(rev)
+            self._claim_recorded = False
+        self._cancel = cancel == b"1"
+        if self._cancel:
+            self._prompts.pending.clear()
+        if self._session.get("status") != "running":
+            await self._writer_or_fail().apply(self._lease, status="running")
+        if not self._claim_recorded:
+            await self._record_claim()
+
+    async def _record_claim(self) -> None:
+        """The PostgreSQL backstop row; while PostgreSQL is down polling goes on and this is retried next tick."""
+        records = [p.as_record() for p in self._prompts.pending]
+        try:
+            recorded = await self._deps.archive.record_claim(self._session, self._epoch, records)
+        except Unavailable as exc:
+            log.warning("claim_record_retry", error=exc.message)
+            return
+        if not recorded:
+            raise LeaseLost("PostgreSQL holds a newer owner's epoch")
+        self._claim_recorded = True
+
+    async def _mirror_changes(self, messages: list[Any]) -> None:
+        delta = diff(self._mirror, messages)
+        if delta:  # an unchanged poll writes nothing and publishes nothing
+            await self._writer_or_fail().apply(self._lease, delta)
+            self._mirror.update(messages)
+        self._messages = messages
+
+    def _finished(self) -> bool:
+        if not self._prompts.idle:
+            return False
+        since = self._prompts.last_attempt_at or 0.0
+        busy = self._deps.board.busy(self._sid, since)
+        if busy is None or busy:
+            return False
+        if self._cancel or not self._messages:
+            return True  # nothing runs: a cancelled session, or one that was never prompted
+        return run_finished(self._messages, busy)
+
+    async def _end(self, status: str, error: str | None) -> bool:
+        """Archive until PostgreSQL commits, then finish in Redis; False when new prompts arrived meanwhile."""
+        writer = self._writer_or_fail()
+        final_seq = writer.seq + 1
+        rev = self._prompts_rev or "0"
+        backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
+        while True:
+            try:
+                stored = await self._deps.archive.record_final(
+                    self._session, self._epoch, status=status, messages=self._messages, error=error, seq=final_seq
+                )
+                break
+            except Unavailable as exc:  # PostgreSQL down: keep the live state and try again, never drop it
+                delay = backoff.failed(anyio.current_time())
+                log.warning("archive_retry", error=exc.message, retry_in_s=round(delay, 2))
+                await anyio.sleep(delay)
+        if not stored:
+            raise LeaseLost("PostgreSQL holds a newer owner's epoch")
+        completed = {**self._session, "status": status, "updatedAt": int(time.time() * 1000)}
+        event = dumps({"type": "complete", "sessionId": self._sid, "status": status, "error": error})
+        while True:
+            try:
+                with store_errors("Redis"):
+                    seq = await self._deps.scripts.finish(
+                        self._lease,
+                        self._session.get("ticketId"),
+                        prompts_rev=rev,
+                        event=event,
+                        index_event=index_event("ended", completed),
+                    )
+                break
+            except Unavailable as exc:
+                delay = backoff.failed(anyio.current_time())
+                log.warning("finish_retry", error=exc.message, retry_in_s=round(delay, 2))
+                await anyio.sleep(delay)
+        if seq == -1:
+            raise LeaseLost("lease lost before the live state was cleaned")
+        if seq == -2:
+            log.info("session_continues", reason="a prompt or cancel arrived while archiving")
+            self._claim_recorded = False
+            return False
+        log.info("session_archived", status=status, messages=len(self._messages), seq=seq)
+        return True
+
+    def _wait(self, backoff: Backoff, exc: Exception) -> bool:
+        delay = backoff.failed(anyio.current_time())
+        self._retry_at = anyio.current_time() + delay
+        log.warning("poll_retry", error=str(exc), failures=backoff.failures, retry_in_s=round(delay, 2))
+        return False
+
+    def _writer_or_fail(self) -> StateWriter:
+        if self._writer is None:
+            raise RuntimeError("tracker used before _load()")
+        return self._writer
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,220 @@
+"""Worker: one replica's loops — claim, renew, OpenCode status, heartbeat, backstop — and its trackers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+import anyio
+import psycopg_pool
+import structlog
+from anyio.abc import TaskGroup
+from redis.asyncio import Redis
+
+from poller.archive import Archive
+from poller.reconcile import reconcile_once
+from poller.status_board import StatusBoard
+from poller.ticker import every
+from poller.tracker import SessionTracker, TrackerDeps
+from shared import keys
+from shared.config import Settings
+from shared.connections import store_errors
+from shared.errors import SessionLayerError
+from shared.ids import SessionId
+from shared.lua import Claimed, Scripts
+from shared.models import dumps
+from shared.opencode.client import OpenCodeClient
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_TTL_FACTOR = 5
+RELEASE_TIMEOUT_S = 1.5
+STATUS_MAX_AGE_FACTOR = 4
+
+
+@dataclass(slots=True)
+class Held:
+    """A lease this replica holds, the scope that stops its tracker, and until when the lease surely holds."""
+
+    lease: Claimed
+    valid_until: float
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    tracker: SessionTracker | None = None
+
+
+class Worker:
+    """Runs until cancelled; on the way out it releases every lease so other replicas take over at once."""
+
+    def __init__(
+        self, settings: Settings, redis: Redis, pool: psycopg_pool.AsyncConnectionPool, opencode: OpenCodeClient
+    ) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._pool = pool
+        self._scripts = Scripts(redis)
+        self._board = StatusBoard(opencode, STATUS_MAX_AGE_FACTOR * settings.poll_interval_s)
+        self._deps = TrackerDeps(
+            redis=redis,
+            scripts=self._scripts,
+            opencode=opencode,
+            archive=Archive(pool),
+            board=self._board,
+            poll_interval_s=settings.poll_interval_s,
+            retry_deadline_s=settings.opencode_retry_deadline_s,
+        )
+        self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)
+        self._held: dict[SessionId, Held] = {}
+        self._started_ms = int(time.time() * 1000)
+        self.claiming = True
+
+    @property
+    def held(self) -> dict[SessionId, Held]:
+        return self._held
+
+    async def run(self) -> None:
+        log.info(
+            "poller_started", replica=self._settings.replica_id, max_sessions=self._settings.max_sessions_per_poller
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._claim_loop, tg)
+                tg.start_soon(self._renew_loop)
+                tg.start_soon(self._status_loop)
+                tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._reconcile_loop)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT_S):
+                await self._release_all()
+
+    async def _claim_loop(self, tg: TaskGroup) -> None:
+        async for _ in every(self._settings.poll_interval_s):
+            room = self._settings.max_sessions_per_poller - len(self._held)
+            if not self.claiming or room <= 0:
+                continue
+            started = anyio.current_time()
+            try:
+                with store_errors("Redis"):
+                    claimed = await self._scripts.claim(self._settings.replica_id, self._lease_ttl_ms, room)
+            except SessionLayerError as exc:
+                log.warning("claim_failed", error=exc.message)
+                continue
+            for lease in claimed:
+                held = Held(lease, valid_until=started + self._settings.lease_ttl_s)
+                self._held[lease.session_id] = held
+                tg.start_soon(self._track, held)
+
+    async def _track(self, held: Held) -> None:
+        tracker = SessionTracker(self._deps, held.lease, lambda: anyio.current_time() < held.valid_until)
+        held.tracker = tracker
+        try:
+            with held.scope:
+                await tracker.run()
+        except Exception:
+            # A bug in one session must not take the replica down: give the lease back for another try.
+            log.exception("tracker_crashed", session_id=held.lease.session_id)
+            with anyio.CancelScope(shield=True):
+                await self._release([held])
+        finally:
+            if self._held.get(held.lease.session_id) is held:
+                del self._held[held.lease.session_id]
+
+    async def _renew_loop(self) -> None:
+        async for _ in every(self._settings.lease_ttl_s / 3):
+            held = list(self._held.values())
+            if not held:
+                continue
+            started = anyio.current_time()
+            try:
+                with store_errors("Redis"):
+                    flags = await self._scripts.renew(self._lease_ttl_ms, [h.lease for h in held])
+            except SessionLayerError as exc:
+                log.warning("renew_failed", error=exc.message, leases=len(held))
+                self._stop_expired()
+                continue
+            for entry, renewed in zip(held, flags, strict=True):
+                if renewed:
+                    entry.valid_until = started + self._settings.lease_ttl_s
+                else:
+                    log.info("lease_lost", session_id=entry.lease.session_id)
+                    entry.scope.cancel()
+
+    def _stop_expired(self) -> None:
+        now = anyio.current_time()
+        for entry in self._held.values():
+            if entry.valid_until <= now:
+                log.info("lease_expired", session_id=entry.lease.session_id)
+                entry.scope.cancel()
+
+    async def _status_loop(self) -> None:
+        async for _ in every(self._settings.poll_interval_s):
+            if not self._held:
+                continue
+            try:
+                await self._board.refresh()
+            except SessionLayerError as exc:
+                log.warning("status_failed", error=exc.message)
+
+    async def _heartbeat_loop(self) -> None:
+        name = keys.poller(self._settings.replica_id)
+        async for _ in every(HEARTBEAT_INTERVAL_S):
+            now_ms = int(time.time() * 1000)
+            try:
+                with store_errors("Redis"):
+                    async with self._redis.pipeline(transaction=True) as pipe:
+                        pipe.hset(
+                            name,
+                            mapping={
+                                "replicaId": self._settings.replica_id,
+                                "host": socket.gethostname(),
+                                "pid": os.getpid(),
+                                "startedAt": self._started_ms,
+                                "heartbeatAt": now_ms,
+                                "sessions": dumps(sorted(self._held)),
+                                "maxSessions": self._settings.max_sessions_per_poller,
+                            },
+                        )
+                        pipe.pexpire(name, int(HEARTBEAT_TTL_FACTOR * HEARTBEAT_INTERVAL_S * 1000))
+                        pipe.zadd(keys.POLLERS, {self._settings.replica_id: now_ms})
+                        await pipe.execute()
+            except SessionLayerError as exc:
+                log.warning("heartbeat_failed", error=exc.message)
+
+    async def _reconcile_loop(self) -> None:
+        interval_s = self._settings.reconcile_interval_s
+        async for _ in every(interval_s):
+            try:
+                with store_errors("Redis"):
+                    leader = await self._redis.set(
+                        keys.RECONCILE_LOCK, self._settings.replica_id, nx=True, px=int(interval_s * 900)
+                    )
+                if leader:
+                    requeued = await reconcile_once(self._redis, self._pool)
+                    if requeued:
+                        log.warning("backstop_requeued", sessions=requeued)
+            except SessionLayerError as exc:
+                log.warning("reconcile_failed", error=exc.message)
+
+    async def _release_all(self) -> None:
+        self.claiming = False
+        held = list(self._held.values())
+        for entry in held:
+            entry.scope.cancel()
+        released = await self._release(held)
+        try:
+            with store_errors("Redis"):
+                await self._redis.zrem(keys.POLLERS, self._settings.replica_id)
+                await self._redis.delete(keys.poller(self._settings.replica_id))
+        except SessionLayerError:
+            pass
+        log.info("poller_stopped", released=released)
+
+    async def _release(self, held: list[Held]) -> int:
+        try:
+            with store_errors("Redis"):
+                return await self._scripts.release([h.lease for h in held])
+        except SessionLayerError as exc:
+            log.warning("release_failed", error=exc.message, leases=len(held))
+            return 0

@@ -1,0 +1,80 @@
+"""`opencode-sessions`: the click group, and the one place errors become a line on stderr and an exit code.
+
+Exit codes: 0 success, 1 the operation failed (unreachable server, unknown session, conflict),
+2 bad usage or input (click's own usage errors, invalid ids, bad JSON, bad configuration).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from shared.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OpenCodeError,
+    SessionLayerError,
+    Unauthorized,
+    Unavailable,
+)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CODES: dict[type[SessionLayerError], int] = {
+    InvalidInput: EXIT_USAGE,
+    NotFound: EXIT_FAILED,
+    Conflict: EXIT_FAILED,
+    Unavailable: EXIT_FAILED,
+    OpenCodeError: EXIT_FAILED,
+    Unauthorized: EXIT_FAILED,
+    Forbidden: EXIT_FAILED,
+}
+
+
+def exit_code_for(exc: SessionLayerError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return EXIT_FAILED
+
+
+def fail(exc: SessionLayerError) -> NoReturn:
+    message = " ".join(exc.message.split())  # one line, whatever the cause said
+    click.echo(f"error: {message}", err=True)
+    sys.exit(exit_code_for(exc))
+
+
+class Group(click.Group):
+    """Runs every command inside the error mapping, so no traceback ever reaches the user."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SessionLayerError as exc:
+            fail(exc)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="opencode-session-layer")
+def cli() -> None:
+    """Queue, follow and operate OpenCode sessions (live in Redis, archived in PostgreSQL)."""
+
+
+def register(*modules: Callable[[click.Group], None]) -> None:
+    for add in modules:
+        add(cli)
+
+
+def main() -> None:
+    from shared.cli import ops, sessions
+
+    register(sessions.add_commands, ops.add_commands)
+    cli(prog_name="opencode-sessions")

@@ -1,0 +1,56 @@
+"""What CLI commands share: settings from the environment, clients opened and closed around one call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import click
+from redis.asyncio import Redis
+
+from shared.config import Settings
+from shared.connections import pg_connect, redis_client
+from shared.opencode.client import OpenCodeClient
+
+T = TypeVar("T")
+CLI_OPENCODE_TIMEOUT_S = 15.0
+
+
+@dataclass(slots=True)
+class Clients:
+    settings: Settings
+    redis: Redis
+    db: Any
+    opencode: OpenCodeClient | None
+
+
+@asynccontextmanager
+async def clients(*, opencode: bool = False, db: bool = True) -> AsyncIterator[Clients]:
+    settings = Settings.from_env()
+    redis = redis_client(settings.redis_url, max_connections=4)
+    conn = None
+    oc = None
+    try:
+        if opencode:
+            oc = OpenCodeClient(settings.opencode_url, timeout_s=CLI_OPENCODE_TIMEOUT_S, max_connections=4)
+        if db:
+            conn = await pg_connect(settings.database_url)
+        yield Clients(settings, redis, conn, oc)
+    finally:
+        if conn is not None:
+            await conn.close()
+        if oc is not None:
+            await oc.aclose()
+        await redis.aclose()
+
+
+def run(func: Callable[[], Awaitable[T]]) -> T:
+    return anyio.run(func)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))

@@ -1,0 +1,141 @@
+"""Commands on one session: enqueue, send, cancel, show."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from shared import commands
+from shared.cli.runtime import clients, emit_json, run
+from shared.errors import InvalidInput
+from shared.models import SESSION_TYPES
+from shared.sessions import get_session
+
+
+def _read_prompt(prompt: str | None) -> str | None:
+    if prompt == "-":
+        text = sys.stdin.read()
+        if not text.strip():
+            raise InvalidInput("the prompt read from standard input is empty")
+        return text
+    return prompt
+
+
+@click.command()
+@click.option("--type", "session_type", required=True, type=click.Choice(SESSION_TYPES), help="Kind of session.")
+@click.option("--ticket", "ticket_id", help="Ticket the session belongs to (becomes its active session).")
+@click.option("--prompt", help="First prompt; '-' reads it from standard input.")
+@click.option("--title", help="OpenCode session title.")
+@click.option("--metadata", help="JSON object stored with the session.")
+@click.option("--json", "as_json", is_flag=True, help="Print the pending state as JSON instead of the id.")
+def enqueue(
+    session_type: str,
+    ticket_id: str | None,
+    prompt: str | None,
+    title: str | None,
+    metadata: str | None,
+    as_json: bool,
+) -> None:
+    """Create an OpenCode session and queue it for the pollers; prints its id at once."""
+    text = _read_prompt(prompt)
+    meta = commands.parse_metadata(metadata) if metadata is not None else None
+
+    async def go() -> dict[str, object]:
+        async with clients(opencode=True) as c:
+            assert c.opencode is not None
+            return await commands.enqueue(
+                c.redis,
+                c.db,
+                c.opencode,
+                session_type=session_type,
+                ticket_id=ticket_id,
+                prompt=text,
+                title=title,
+                metadata=meta,
+            )
+
+    state = run(go)
+    if as_json:
+        emit_json(state)
+    else:
+        click.echo(state["sessionId"])
+
+
+@click.command()
+@click.argument("session_id")
+@click.argument("text")
+@click.option("--json", "as_json", is_flag=True, help="Print the queued prompt as JSON.")
+def send(session_id: str, text: str, as_json: bool) -> None:
+    """Queue a follow-up prompt (TEXT, or '-' for standard input); an archived session comes back to life."""
+    body = _read_prompt(text) or ""
+
+    async def go() -> str:
+        async with clients() as c:
+            return await commands.send(c.redis, c.db, session_id, body)
+
+    message_id = run(go)
+    if as_json:
+        emit_json({"sessionId": session_id, "messageID": message_id})
+    else:
+        click.echo(message_id)
+
+
+@click.command()
+@click.argument("session_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def cancel(session_id: str, as_json: bool) -> None:
+    """Abort a session in OpenCode (or drop it before it starts); its final status is `cancelled`."""
+
+    async def go() -> str:
+        async with clients() as c:
+            return await commands.cancel(c.redis, c.db, session_id)
+
+    result = run(go)
+    if as_json:
+        emit_json({"sessionId": session_id, "cancel": result})
+    else:
+        click.echo(f"cancel {result}: {session_id}")
+
+
+@click.command()
+@click.argument("session_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole session object as JSON.")
+def show(session_id: str, as_json: bool) -> None:
+    """Show a session: live state if it runs, else its archived row."""
+
+    async def go() -> dict[str, object]:
+        async with clients() as c:
+            return await get_session(c.redis, c.db, session_id)
+
+    session = run(go)
+    if as_json:
+        emit_json(session)
+        return
+    where = "live" if session["live"] else "archived"
+    click.echo(f"{session['sessionId']}  {session['status']}  ({where}, {session['sessionType']})")
+    if session.get("error"):
+        click.echo(f"error: {session['error']}")
+    messages = session.get("messages") or []
+    assert isinstance(messages, list)
+    for message in messages:
+        info = message["info"]
+        for part in message["parts"]:
+            click.echo(_describe_part(info.get("role", "?"), part))
+
+
+def _describe_part(role: str, part: dict[str, object]) -> str:
+    kind = part.get("type")
+    if kind in ("text", "reasoning"):
+        text = str(part.get("text") or "…")
+        return f"  {role:9} {kind}: {text}"
+    if kind == "tool":
+        state = part.get("state") if isinstance(part.get("state"), dict) else {}
+        assert isinstance(state, dict)
+        return f"  {role:9} tool {part.get('tool')} [{state.get('status')}] {state.get('title') or ''}".rstrip()
+    return f"  {role:9} {kind}"
+
+
+def add_commands(group: click.Group) -> None:
+    for command in (enqueue, send, cancel, show):
+        group.add_command(command)

@@ -1,0 +1,273 @@
+"""Enqueue, send and cancel: the writes that come from outside the poller (the CLI, other backends).
+
+Each records the request in PostgreSQL first (the backstop survives a Redis that lost its data), then
+in one atomic Redis step; from then on the owning poller is the only writer of the session.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg.types.json import Jsonb
+from redis.asyncio import Redis
+
+from shared.archive_rows import COLUMNS, LAYER_KEY, layer_of, to_epoch_ms, to_timestamp, user_metadata
+from shared.connections import store_errors
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.ids import SessionId, TicketId, new_message_id, parse_session_id, parse_ticket_id
+from shared.lua import Scripts
+from shared.models import SESSION_TYPES, dumps, index_event, part_key, prompt_entry
+from shared.opencode.client import OpenCodeClient
+
+log = structlog.get_logger(__name__)
+
+MAX_PROMPT_CHARS = 1_000_000
+MAX_TITLE_CHARS = 500
+MAX_METADATA_BYTES = 64 * 1024
+
+PgConnection = psycopg.AsyncConnection[Any]
+
+
+def parse_session_type(value: object) -> str:
+    if value not in SESSION_TYPES:
+        raise InvalidInput(f"invalid session type {value!r}: expected one of {', '.join(SESSION_TYPES)}")
+    return str(value)
+
+
+def parse_prompt(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput("the prompt is empty")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
+    return value
+
+
+def parse_metadata(value: object) -> dict[str, Any]:
+    """Metadata is a JSON object (a string is parsed); our own bookkeeping key is reserved."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"metadata is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("metadata must be a JSON object")
+    if LAYER_KEY in value:
+        raise InvalidInput(f"metadata key {LAYER_KEY!r} is reserved")
+    if len(dumps(value).encode()) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+    return value
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def enqueue(
+    redis: Redis,
+    db: PgConnection,
+    opencode: OpenCodeClient,
+    *,
+    session_type: str,
+    ticket_id: str | None = None,
+    prompt: str | None = None,
+    title: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Create the OpenCode session and queue it for a poller; returns the pending state without waiting."""
+    kind = parse_session_type(session_type)
+    ticket = parse_ticket_id(ticket_id) if ticket_id is not None else None
+    text = parse_prompt(prompt) if prompt is not None else None
+    if title is not None and (not title.strip() or len(title) > MAX_TITLE_CHARS):
+        raise InvalidInput(f"the title must be 1-{MAX_TITLE_CHARS} characters")
+    user_meta = parse_metadata(dict(metadata)) if metadata is not None else {}
+
+    session = await opencode.create_session(title=title)
+    sid = parse_session_id(session["id"])
+    prompts = [{"messageID": new_message_id(), "text": text}] if text is not None else []
+    started_ms = _now_ms()
+    stored_meta = {**user_meta, LAYER_KEY: {"title": title, "prompts": prompts, "epoch": 0}}
+    if text is not None:
+        stored_meta.setdefault("prompt", text)
+    with store_errors("PostgreSQL"):
+        await db.execute(
+            f"INSERT INTO opencode_sessions ({COLUMNS}) VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL)",
+            (sid, ticket, kind, Jsonb(stored_meta), to_timestamp(started_ms)),
+        )
+    state = _pending_state(sid, ticket, kind, title, user_meta, started_ms)
+    entries = [prompt_entry(p["messageID"], p["text"]) for p in prompts]
+    await _queue(redis, sid, ticket, state, entries, epoch=0, metadata=user_meta)
+    log.info("session_enqueued", session_id=sid, session_type=kind, prompts=len(prompts))
+    return {**state, "metadata": user_meta, "messages": [], "currentToolCalls": [], "seq": 1, "live": True}
+
+
+async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> str:
+    """Queue a follow-up prompt; an archived session comes back to life. Returns the prompt's messageID."""
+    sid = parse_session_id(session_id)
+    body = parse_prompt(text)
+    message_id = new_message_id()
+    entry = prompt_entry(message_id, body)
+    scripts = Scripts(redis)
+    with store_errors("Redis"):
+        if await scripts.send(sid, entry):
+            log.info("prompt_queued", session_id=sid, message_id=message_id)
+            return message_id
+    row = await _archived_row(db, sid)
+    layer = layer_of(row[5])
+    layer["prompts"] = [*layer.get("prompts", []), {"messageID": message_id, "text": body}]
+    with store_errors("PostgreSQL"):
+        await db.execute(
+            "UPDATE opencode_sessions SET status = 'pending', completed_at = NULL, error_message = NULL,"
+            " metadata = jsonb_set(coalesce(metadata, '{}'::jsonb), %s, %s) WHERE id = %s",
+            ([LAYER_KEY], Jsonb(layer), sid),
+        )
+    await _revive(redis, row, [entry], cancel=False)
+    log.info("session_revived", session_id=sid, message_id=message_id)
+    return message_id
+
+
+async def cancel(redis: Redis, db: PgConnection, session_id: str) -> str:
+    """Ask the owner to abort the session (or a poller to drop it before it starts); final status `cancelled`.
+
+    Returns "requested"; raises Conflict when the session already ended, NotFound when it never existed.
+    """
+    sid = parse_session_id(session_id)
+    with store_errors("Redis"):
+        if await Scripts(redis).cancel(sid):
+            log.info("cancel_requested", session_id=sid)
+            return "requested"
+    row = await _archived_row(db, sid)
+    if row[3] not in ("pending", "running"):
+        raise Conflict(f"session {sid} already ended with status {row[3]}")
+    # Live state was lost (Redis restarted): queue it again, already cancelled, rather than wait for the backstop.
+    await _revive(redis, row, [], cancel=True)
+    return "requested"
+
+
+def _pending_state(
+    sid: SessionId,
+    ticket: TicketId | None,
+    kind: str,
+    title: str | None,
+    user_meta: Mapping[str, Any] | None,
+    started_ms: int,
+) -> dict[str, Any]:
+    return {
+        "sessionId": sid,
+        "ticketId": ticket,
+        "sessionType": kind,
+        "status": "pending",
+        "title": title,
+        "error": None,
+        "startedAt": started_ms,
+        "updatedAt": _now_ms(),
+    }
+
+
+async def _queue(
+    redis: Redis,
+    sid: SessionId,
+    ticket: TicketId | None,
+    state: Mapping[str, Any],
+    prompts: list[str],
+    *,
+    epoch: int,
+    metadata: Mapping[str, Any] | None = None,
+    messages: list[Any] | None = None,
+    cancel: bool = False,
+    if_exists: str = "append",
+) -> int:
+    job = {
+        "sessionId": sid,
+        "ticketId": ticket or "",
+        "sessionType": str(state["sessionType"]),
+        "title": state.get("title") or "",
+        "createdAt": str(state["updatedAt"]),
+        "cancel": "1" if cancel else "0",
+        # Fencing epochs only grow: a revived job continues from the last owner recorded in PostgreSQL.
+        "epoch": str(epoch),
+    }
+    fields = {
+        "sessionId": sid,
+        "ticketId": ticket or "",
+        "sessionType": str(state["sessionType"]),
+        "status": "pending",
+        "title": state.get("title") or "",
+        "error": "",
+        "startedAt": str(state["startedAt"]),
+        "currentToolCalls": "[]",
+        "metadata": dumps(metadata) if metadata is not None else "null",
+    }
+    infos = {m["info"]["id"]: dumps(m["info"]) for m in messages or []}
+    parts = {part_key(p): dumps(p) for m in messages or [] for p in m["parts"]}
+    with store_errors("Redis"):
+        created = await Scripts(redis).enqueue(
+            sid,
+            ticket,
+            job=job,
+            state=fields,
+            prompts=prompts,
+            index_event=index_event("appeared", state),
+            messages=infos,
+            parts=parts,
+            if_exists=if_exists,
+        )
+    return created
+
+
+async def _archived_row(db: PgConnection, sid: SessionId) -> tuple[Any, ...]:
+    with store_errors("PostgreSQL"):
+        cur = await db.execute(f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = %s", (sid,))
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"session {sid} not found")
+    return tuple(row)
+
+
+async def _revive(redis: Redis, row: tuple[Any, ...], prompts: list[str], *, cancel: bool) -> int:
+    """Recreate live state from an archived row, seeded with its messages, so readers see no gap."""
+    sid, ticket_id, kind, _status, messages, metadata, started_at, _completed, _error = row
+    layer = layer_of(metadata)
+    ticket = parse_ticket_id(ticket_id) if ticket_id else None
+    started_ms = to_epoch_ms(started_at) or _now_ms()
+    state = _pending_state(sid, ticket, kind, layer.get("title"), None, started_ms)
+    return await _queue(
+        redis,
+        sid,
+        ticket,
+        state,
+        prompts,
+        epoch=int(layer.get("epoch") or 0),
+        metadata=user_metadata(metadata),
+        messages=messages or [],
+        cancel=cancel,
+    )
+
+
+async def requeue_from_archive(redis: Redis, row: tuple[Any, ...]) -> bool:
+    """The PostgreSQL backstop: queue a pending/running row whose live state is gone. False if it is live.
+
+    Every prompt the row records is queued again; the poller skips those OpenCode already has.
+    """
+    layer = layer_of(row[5])
+    prompts = [prompt_entry(p["messageID"], p["text"]) for p in layer.get("prompts", [])]
+    sid, ticket_id, kind, _status, messages, metadata, started_at, _completed, _error = row
+    ticket = parse_ticket_id(ticket_id) if ticket_id else None
+    state = _pending_state(sid, ticket, kind, layer.get("title"), None, to_epoch_ms(started_at) or _now_ms())
+    created = await _queue(
+        redis,
+        sid,
+        ticket,
+        state,
+        prompts,
+        epoch=int(layer.get("epoch") or 0),
+        metadata=user_metadata(metadata),
+        messages=messages or [],
+        cancel=bool(layer.get("cancel")),
+        if_exists="skip",
+    )
+    return created == 1

@@ -1,0 +1,162 @@
+"""Settings, parsed once from the environment at start-up; the only module that reads os.environ."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from shared.errors import ConfigError
+
+T = TypeVar("T")
+LogFormat = Literal["json", "console"]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class Secret:
+    """A string whose repr never shows it (DSN passwords, HMAC keys)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the processes and the CLI are configured with; see the README's configuration table."""
+
+    redis_url: Secret = field(default_factory=lambda: Secret("redis://localhost:6379/0"))
+    database_url: Secret = field(default_factory=lambda: Secret("postgresql://localhost:5432/opencode"))
+    opencode_url: str = "http://localhost:4096"
+    opencode_directory: str | None = None
+    opencode_timeout_s: float = 10.0
+    opencode_retry_deadline_s: float = 60.0
+    poll_interval_s: float = 0.5
+    lease_ttl_s: float = 5.0
+    max_sessions_per_poller: int = 500
+    reconcile_interval_s: float = 30.0
+    replica_id: str = field(default_factory=_default_replica_id)
+    log_level: str = "info"
+    log_format: LogFormat = "json"
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_auth_secret: Secret | None = None
+    gateway_auth: bool = True
+    gateway_cors_origins: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse every variable; the first bad one raises ConfigError naming it and its value."""
+        env = Environ(os.environ if environ is None else environ)
+        secret = env.get("GATEWAY_AUTH_SECRET", str, None)
+        return cls(
+            redis_url=Secret(env.get("REDIS_URL", _url("redis", "rediss", "unix"), "redis://localhost:6379/0")),
+            database_url=Secret(
+                env.get("DATABASE_URL", _url("postgresql", "postgres"), "postgresql://localhost:5432/opencode")
+            ),
+            opencode_url=env.get("OPENCODE_URL", _url("http", "https"), "http://localhost:4096").rstrip("/"),
+            opencode_directory=env.get("OPENCODE_DIRECTORY", str, None),
+            opencode_timeout_s=env.get("OPENCODE_TIMEOUT_MS", _millis(100, 600_000), 10.0),
+            opencode_retry_deadline_s=env.get("OPENCODE_RETRY_DEADLINE_MS", _millis(0, 86_400_000), 60.0),
+            poll_interval_s=env.get("POLL_INTERVAL_MS", _millis(10, 60_000), 0.5),
+            lease_ttl_s=env.get("LEASE_TTL_MS", _millis(300, 600_000), 5.0),
+            max_sessions_per_poller=env.get("MAX_SESSIONS_PER_POLLER", _int(1, 100_000), 500),
+            reconcile_interval_s=env.get("RECONCILE_INTERVAL_MS", _millis(100, 86_400_000), 30.0),
+            replica_id=env.get("POLLER_ID", _replica_id, None) or _default_replica_id(),
+            log_level=env.get("LOG_LEVEL", _choice(*LOG_LEVELS), "info"),
+            log_format=env.get("LOG_FORMAT", _choice("json", "console"), "json"),  # type: ignore[arg-type]  # checked by _choice
+            gateway_host=env.get("GATEWAY_HOST", str, "127.0.0.1"),
+            gateway_port=env.get("GATEWAY_PORT", _int(0, 65535), 8080),
+            gateway_auth_secret=Secret(secret) if secret else None,
+            gateway_auth=env.get("GATEWAY_AUTH", _choice("on", "off"), "on") == "on",
+            gateway_cors_origins=tuple(
+                o.strip() for o in env.get("GATEWAY_CORS_ORIGINS", str, "").split(",") if o.strip()
+            ),
+        )
+
+
+class Environ:
+    """Reads one variable at a time and turns a parse failure into a ConfigError that names it."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def get(self, name: str, cast: Callable[[str], T], default: T) -> T:
+        raw = self._environ.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return cast(raw.strip())
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def cast(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes:
+            raise ValueError(f"expected a {'/'.join(s + '://' for s in schemes)} URL")
+        if parts.scheme != "unix" and not parts.hostname and parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("the URL has no host")
+        return raw
+
+    return cast
+
+
+def _millis(low: int, high: int) -> Callable[[str], float]:
+    def cast(raw: str) -> float:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"expected milliseconds between {low} and {high}")
+        return value / 1000
+
+    return cast
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def cast(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"expected a whole number between {low} and {high}")
+        return value
+
+    return cast
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def cast(raw: str) -> str:
+        if raw.lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return raw.lower()
+
+    return cast
+
+
+def _replica_id(raw: str) -> str:
+    if not all(c.isalnum() or c in "-_." for c in raw) or len(raw) > 100:
+        raise ValueError("expected up to 100 characters of A-Z a-z 0-9 - _ .")
+    return raw

@@ -1,0 +1,91 @@
+"""Clients for Redis and PostgreSQL, and store_errors(): their failures become Unavailable at the call site."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import psycopg
+import psycopg_pool
+import redis.exceptions
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from shared.config import Secret
+from shared.errors import Unavailable
+
+REDIS_SOCKET_TIMEOUT_S = 5.0
+REDIS_RETRIES = 2
+PG_CONNECT_TIMEOUT_S = 5
+PG_POOL_TIMEOUT_S = 10.0
+
+
+def redis_client(url: Secret | str, *, max_connections: int = 50) -> Redis:
+    """A command client; a dropped connection is retried twice before the caller sees Unavailable.
+
+    The pool blocks (up to the socket timeout) rather than failing when every connection is busy, so
+    hundreds of session tasks can share a few connections.
+    """
+    pool = BlockingConnectionPool.from_url(
+        str(url),
+        max_connections=max_connections,
+        timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+    )
+    return Redis(
+        connection_pool=pool,
+        decode_responses=False,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
+    )
+
+
+def pg_conninfo(url: Secret | str) -> str:
+    return str(url)
+
+
+@asynccontextmanager
+async def pg_pool(
+    url: Secret | str, *, min_size: int = 1, max_size: int = 10
+) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
+    """An open pool that does not block start-up when PostgreSQL is down: connections are made on demand."""
+    pool = psycopg_pool.AsyncConnectionPool(
+        pg_conninfo(url),
+        min_size=min_size,
+        max_size=max_size,
+        timeout=PG_POOL_TIMEOUT_S,
+        kwargs={"connect_timeout": PG_CONNECT_TIMEOUT_S, "autocommit": True},
+        open=False,
+    )
+    await pool.open(wait=False)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def pg_connect(url: Secret | str) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    with store_errors("PostgreSQL"):
+        return await psycopg.AsyncConnection.connect(
+            pg_conninfo(url), connect_timeout=PG_CONNECT_TIMEOUT_S, autocommit=True
+        )
+
+
+@contextmanager
+def store_errors(store: str) -> Iterator[None]:
+    """Translate Redis and PostgreSQL connection failures into Unavailable, naming the store."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise Unavailable(f"{store} is unreachable: {_first_line(exc)}") from exc
+    except redis.exceptions.BusyLoadingError as exc:
+        raise Unavailable(f"{store} is loading its data: {_first_line(exc)}") from exc
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        raise Unavailable(f"{store} is unreachable: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,71 @@
+"""Validated identifiers: nothing reaches a Redis key name or SQL query before passing through here."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from typing import NewType
+
+from shared.errors import InvalidInput
+
+SessionId = NewType("SessionId", str)
+TicketId = NewType("TicketId", str)
+MessageId = NewType("MessageId", str)
+
+# OpenCode ids are `<prefix>_` + 12 hex digits of time + 14 base62 characters (26 after the prefix);
+# we allow a little slack in length so a future format change is not a hard failure.
+_SESSION_RE = re.compile(r"ses_[0-9A-Za-z]{20,40}")
+_MESSAGE_RE = re.compile(r"msg_[0-9A-Za-z]{20,40}")
+# Ticket ids come from the host app: a conservative key-safe set (no ':' or whitespace, which would
+# change the shape of a Redis key, and no '*?[]', which would be glob patterns).
+_TICKET_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_id_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def parse_session_id(value: object) -> SessionId:
+    """Return the id if it has OpenCode's `ses_…` form, else raise InvalidInput."""
+    if not isinstance(value, str) or not _SESSION_RE.fullmatch(value):
+        raise InvalidInput(f"invalid session id {_shown(value)}: expected OpenCode's ses_… form")
+    return SessionId(value)
+
+
+def parse_ticket_id(value: object) -> TicketId:
+    """Return the id if it is 1-128 characters of [A-Za-z0-9_.-], else raise InvalidInput."""
+    if not isinstance(value, str) or not _TICKET_RE.fullmatch(value):
+        raise InvalidInput(f"invalid ticket id {_shown(value)}: expected 1-128 characters of A-Z a-z 0-9 _ . -")
+    return TicketId(value)
+
+
+def parse_message_id(value: object) -> MessageId:
+    """Return the id if it has OpenCode's `msg_…` form, else raise InvalidInput."""
+    if not isinstance(value, str) or not _MESSAGE_RE.fullmatch(value):
+        raise InvalidInput(f"invalid message id {_shown(value)}: expected OpenCode's msg_… form")
+    return MessageId(value)
+
+
+def new_message_id() -> MessageId:
+    """A fresh `msg_…` id in OpenCode's ascending form, so it sorts after every earlier message.
+
+    OpenCode orders a session's messages by id, and takes a client-chosen `messageID` as is: our
+    prompt ids must therefore be built exactly like its own (48 bits of ms*4096+counter, then base62).
+    """
+    global _last_ms, _counter
+    with _id_lock:
+        now_ms = int(time.time() * 1000)
+        if now_ms != _last_ms:
+            _last_ms, _counter = now_ms, 0
+        _counter += 1
+        value = (now_ms * 0x1000 + _counter) & 0xFFFFFFFFFFFF
+    suffix = "".join(_BASE62[b % 62] for b in os.urandom(14))
+    return MessageId(f"msg_{value:012x}{suffix}")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,162 @@
+"""The Lua scripts, loaded once from package data, each behind a typed async method.
+
+Every key a script touches is named by shared.keys; callers pass parsed ids, never key strings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared import keys
+from shared.ids import SessionId, TicketId
+
+LEASE_PREFIX = keys.lease(SessionId(""))
+JOB_PREFIX = keys.job(SessionId(""))
+NO_TICKET = "opencode:ticket:-:active"  # a placeholder key for scripts whose ticket key is optional
+
+
+def _load(name: str) -> str:
+    return files("shared.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    session_id: SessionId
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """What one apply() writes: scalar fields, upserted/removed messages and parts, and the event bodies."""
+
+    fields: Mapping[str, str]
+    messages: Mapping[str, str]
+    parts: Mapping[str, str]
+    removed_messages: Sequence[str]
+    removed_parts: Sequence[str]
+    event: str
+    index_event: str = ""
+
+
+class Scripts:
+    """One instance per Redis client; redis-py re-sends a script's source if the server lost its cache."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._enqueue = redis.register_script(_load("enqueue"))
+        self._send = redis.register_script(_load("send"))
+        self._cancel = redis.register_script(_load("cancel"))
+        self._claim = redis.register_script(_load("claim"))
+        self._renew = redis.register_script(_load("renew"))
+        self._release = redis.register_script(_load("release"))
+        self._apply = redis.register_script(_load("apply"))
+        self._finish = redis.register_script(_load("finish"))
+        self._pop_prompt = redis.register_script(_load("pop_prompt"))
+
+    async def enqueue(
+        self,
+        session_id: SessionId,
+        ticket_id: TicketId | None,
+        *,
+        job: Mapping[str, str],
+        state: Mapping[str, str],
+        prompts: Sequence[str],
+        index_event: str,
+        messages: Mapping[str, str] | None = None,
+        parts: Mapping[str, str] | None = None,
+        if_exists: str = "append",
+    ) -> int:
+        """1 created; 0 the job existed and the prompts were appended; -1 it existed and nothing was done."""
+        ticket_key = keys.ticket_active(ticket_id) if ticket_id else NO_TICKET
+        script_keys = [keys.job(session_id), keys.prompts(session_id), keys.QUEUE, *keys.state_keys(session_id)]
+        script_keys += [keys.LIVE_INDEX, keys.LIVE_UPDATES, ticket_key]
+        args = [
+            session_id,
+            json.dumps(dict(job)),
+            json.dumps(dict(state)),
+            json.dumps(list(prompts)),
+            json.dumps(dict(messages or {})),
+            json.dumps(dict(parts or {})),
+            index_event,
+            "1" if ticket_id else "0",
+            if_exists,
+        ]
+        return int(await self._enqueue(keys=script_keys, args=args))
+
+    async def send(self, session_id: SessionId, prompt: str) -> bool:
+        """False when the session has no live job."""
+        return bool(await self._send(keys=[keys.job(session_id), keys.prompts(session_id)], args=[prompt]))
+
+    async def cancel(self, session_id: SessionId) -> bool:
+        """False when the session has no live job."""
+        script_keys = [keys.job(session_id), keys.QUEUE, keys.lease(session_id)]
+        return bool(await self._cancel(keys=script_keys, args=[session_id]))
+
+    async def claim(self, replica_id: str, lease_ttl_ms: int, max_jobs: int) -> list[Claimed]:
+        if max_jobs <= 0:
+            return []
+        args: list[str | int] = [replica_id, lease_ttl_ms, max_jobs, LEASE_PREFIX, JOB_PREFIX]
+        flat = await self._claim(keys=[keys.QUEUE], args=args)
+        return [Claimed(SessionId(_text(flat[i])), _text(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def renew(self, lease_ttl_ms: int, leases: Sequence[Claimed]) -> list[bool]:
+        """One flag per lease, in order: False means it is lost and its tracker must stop."""
+        if not leases:
+            return []
+        result = await self._renew(keys=[keys.QUEUE], args=[lease_ttl_ms, LEASE_PREFIX, *_pairs(leases)])
+        return [bool(flag) for flag in result]
+
+    async def release(self, leases: Sequence[Claimed]) -> int:
+        if not leases:
+            return 0
+        return int(await self._release(keys=[keys.QUEUE], args=[LEASE_PREFIX, *_pairs(leases)]))
+
+    async def apply(self, lease: Claimed, change: StateChange) -> int:
+        """The new seq, or -1 (nothing written) when the lease is no longer this token's."""
+        sid = lease.session_id
+        script_keys = [keys.lease(sid), *keys.state_keys(sid), keys.updates(sid), keys.LIVE_UPDATES]
+        args: list[Any] = [lease.token, change.event, change.index_event]
+        for mapping in (change.fields, change.messages, change.parts):
+            args.append(len(mapping))
+            for key, value in mapping.items():
+                args += (key, value)
+        for removed in (change.removed_messages, change.removed_parts):
+            args.append(len(removed))
+            args += removed
+        return int(await self._apply(keys=script_keys, args=args))
+
+    async def finish(
+        self,
+        lease: Claimed,
+        ticket_id: TicketId | None,
+        *,
+        prompts_rev: str,
+        event: str,
+        index_event: str,
+    ) -> int:
+        """The final seq; -1 lease lost; -2 a prompt or cancel arrived since prompts_rev was read."""
+        sid = lease.session_id
+        script_keys = [keys.lease(sid), *keys.state_keys(sid), keys.updates(sid), keys.LIVE_UPDATES]
+        script_keys += [keys.job(sid), keys.prompts(sid), keys.QUEUE, keys.LIVE_INDEX]
+        script_keys.append(keys.ticket_active(ticket_id) if ticket_id else NO_TICKET)
+        args = [lease.token, sid, prompts_rev, event, index_event, "1" if ticket_id else "0"]
+        return int(await self._finish(keys=script_keys, args=args))
+
+    async def pop_prompt(self, lease: Claimed, head: str) -> int:
+        """1 popped; 0 the head changed; -1 lease lost."""
+        sid = lease.session_id
+        return int(await self._pop_prompt(keys=[keys.lease(sid), keys.prompts(sid)], args=[lease.token, head]))
+
+
+def _pairs(leases: Iterable[Claimed]) -> list[str]:
+    return [value for lease in leases for value in (lease.session_id, lease.token)]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

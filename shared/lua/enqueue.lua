@@ -1,0 +1,40 @@
+-- Records a job, its prompts, the pending live state and the ticket's active pointer in one step.
+-- Used by enqueue (new session), send to an archived session (revive) and the PostgreSQL backstop.
+-- KEYS: 1 job, 2 prompts, 3 queue, 4 state, 5 messages, 6 parts, 7 live index, 8 live updates channel,
+--       9 ticket active pointer (any key when the session has no ticket)
+-- ARGV: 1 session id, 2 job fields (JSON object of strings, `epoch` included), 3 state fields (JSON object of strings),
+--       4 prompts (JSON array of JSON strings), 5 seeded messages (JSON object id -> info JSON),
+--       6 seeded parts (JSON object key -> part JSON), 7 index event body (JSON object, without seq),
+--       8 has ticket ("1"/"0"), 9 when the job exists: "append" its prompts to it, or "skip"
+-- Returns: 1 created; 0 the job existed and the prompts were appended; -1 the job existed, nothing done.
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local prompts = cjson.decode(ARGV[4])
+
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[9] ~= 'append' then return -1 end
+  for _, p in ipairs(prompts) do redis.call('RPUSH', KEYS[2], p) end
+  redis.call('HINCRBY', KEYS[1], 'promptsRev', 1)
+  return 0
+end
+
+local function hset_object(key, json)
+  local obj = cjson.decode(json)
+  local flat = {}
+  for k, v in pairs(obj) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+  if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
+end
+
+redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[6])
+hset_object(KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'promptsRev', 0)
+for _, p in ipairs(prompts) do redis.call('RPUSH', KEYS[2], p) end
+hset_object(KEYS[4], ARGV[3])
+redis.call('HSET', KEYS[4], 'seq', 1, 'updatedAt', now_ms)
+hset_object(KEYS[5], ARGV[5])
+hset_object(KEYS[6], ARGV[6])
+redis.call('ZADD', KEYS[3], now_ms, ARGV[1])
+redis.call('ZADD', KEYS[7], tonumber(redis.call('HGET', KEYS[4], 'startedAt')) or now_ms, ARGV[1])
+if ARGV[8] == '1' then redis.call('SET', KEYS[9], ARGV[1]) end
+redis.call('PUBLISH', KEYS[8], '{"seq":1,' .. string.sub(ARGV[7], 2))
+return 1

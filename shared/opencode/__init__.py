@@ -1,0 +1,1 @@
+"""Client, types and simulator for the OpenCode server HTTP API."""

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from poller.diff import Mirror, check_shape, diff
+from shared.errors import OpenCodeError
+
+
+def message(mid: str, role: str = "assistant", parts: list | None = None, **info) -> dict:
+    return {"info": {"id": mid, "sessionID": "ses_x", "role": role, "time": {"created": 1}, **info}, "parts": parts or []}
+
+
+def tool(pid: str, mid: str, status: str) -> dict:
+    return {"id": pid, "messageID": mid, "sessionID": "ses_x", "type": "tool", "tool": "bash", "state": {"status": status}}
+
+
+def test_unchanged_poll_is_an_empty_delta():
+    messages = [message("msg_1", "user", [{"id": "prt_1", "messageID": "msg_1", "type": "text", "text": "hi"}])]
+    mirror = Mirror.of(messages)
+    assert not diff(mirror, copy.deepcopy(messages))
+
+
+def test_new_part_is_the_only_upsert():
+    before = [message("msg_1", "user"), message("msg_2", parts=[tool("prt_1", "msg_2", "pending")])]
+    mirror = Mirror.of(before)
+    after = copy.deepcopy(before)
+    after[1]["parts"].append({"id": "prt_2", "messageID": "msg_2", "type": "text", "text": ""})
+    delta = diff(mirror, after)
+    assert delta.infos == []
+    assert [p["id"] for p in delta.parts] == ["prt_2"]
+    assert delta.tool_calls is None  # still the same pending tool
+
+
+def test_tool_state_change_updates_current_tool_calls():
+    before = [message("msg_2", parts=[tool("prt_1", "msg_2", "running")])]
+    mirror = Mirror.of(before)
+    after = [message("msg_2", parts=[tool("prt_1", "msg_2", "completed")])]
+    delta = diff(mirror, after)
+    assert [p["state"]["status"] for p in delta.parts] == ["completed"]
+    assert delta.tool_calls == []
+
+
+def test_info_change_and_removals():
+    before = [message("msg_1", "user"), message("msg_2", parts=[tool("prt_1", "msg_2", "completed")])]
+    mirror = Mirror.of(before)
+    after = [message("msg_1", "user", finish="stop")]
+    delta = diff(mirror, after)
+    assert [i["id"] for i in delta.infos] == ["msg_1"]
+    assert delta.removed_messages == ["msg_2"]
+    assert delta.removed_parts == ["msg_2/prt_1"]
+
+
+def test_check_shape_rejects_malformed_lists():
+    with pytest.raises(OpenCodeError):
+        check_shape({"not": "a list"})
+    with pytest.raises(OpenCodeError):
+        check_shape([{"info": {"id": "msg_1"}}])
+    assert check_shape([message("msg_1")]) == [message("msg_1")]

@@ -1,0 +1,74 @@
+"""claim.lua, renew.lua, release.lua: at most one owner, fenced tokens, and no live state touched."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import keys
+from shared.lua import Claimed
+from tests.shared.lua.helpers import SID, SID2, enqueue
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_claim_takes_each_due_job_once(redis):
+    scripts = await enqueue(redis)
+    await enqueue(redis, SID2, ticket=None)
+    first = await scripts.claim("r1", 10_000, 10)
+    assert sorted(c.session_id for c in first) == sorted([SID, SID2])
+    assert all(c.token == "1:r1" for c in first)
+    assert await scripts.claim("r2", 10_000, 10) == []  # leased: not due again before expiry
+    assert await redis.get(keys.lease(SID)) == b"1:r1"
+
+
+async def test_claim_respects_max_jobs(redis):
+    scripts = await enqueue(redis)
+    await enqueue(redis, SID2)
+    assert len(await scripts.claim("r1", 10_000, 1)) == 1
+    assert len(await scripts.claim("r1", 10_000, 0)) == 0
+
+
+async def test_expired_lease_is_taken_over_with_a_newer_epoch(redis):
+    scripts = await enqueue(redis)
+    [lease] = await scripts.claim("r1", 10_000, 10)
+    await redis.delete(keys.lease(SID))  # as if the TTL ran out
+    await redis.zadd(keys.QUEUE, {SID: 0})
+    [taken] = await scripts.claim("r2", 10_000, 10)
+    assert taken.token == "2:r2"
+    assert await scripts.renew(10_000, [lease, taken]) == [False, True]
+
+
+async def test_claim_pushes_a_still_leased_job_to_its_expiry(redis):
+    scripts = await enqueue(redis)
+    await scripts.claim("r1", 60_000, 10)
+    await redis.zadd(keys.QUEUE, {SID: 0})  # e.g. a clock-skewed score
+    assert await scripts.claim("r2", 60_000, 10) == []
+    assert await redis.zscore(keys.QUEUE, SID) > 0
+
+
+async def test_claim_drops_orphaned_queue_entries(redis):
+    scripts = await enqueue(redis)
+    await redis.delete(keys.job(SID))
+    assert await scripts.claim("r1", 10_000, 10) == []
+    assert await redis.zscore(keys.QUEUE, SID) is None
+
+
+async def test_renew_extends_and_release_makes_claimable_at_once(redis):
+    scripts = await enqueue(redis)
+    [lease] = await scripts.claim("r1", 1_000, 10)
+    assert await scripts.renew(60_000, [lease]) == [True]
+    assert await redis.pttl(keys.lease(SID)) > 30_000
+    assert await scripts.release([Claimed(SID, "9:other")]) == 0  # a stale token releases nothing
+    assert await scripts.release([lease]) == 1
+    assert await redis.get(keys.lease(SID)) is None
+    [again] = await scripts.claim("r2", 10_000, 10)
+    assert again.token == "2:r2"
+
+
+async def test_lease_bookkeeping_never_touches_state(redis):
+    scripts = await enqueue(redis)
+    before = await redis.hgetall(keys.session(SID))
+    [lease] = await scripts.claim("r1", 10_000, 10)
+    await scripts.renew(10_000, [lease])
+    await scripts.release([lease])
+    assert await redis.hgetall(keys.session(SID)) == before
