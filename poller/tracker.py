@@ -163,8 +163,9 @@ class SessionTracker:
         self._cancel = cancel == b"1"
         if self._cancel:
             self._prompts.pending.clear()
-        if self._session.get("status") != "running":
-            await self._writer_or_fail().apply(self._lease, status="running")
+        writer = self._writer_or_fail()
+        if writer.status != "running":
+            await writer.apply(self._lease, status="running")
         if not self._claim_recorded:
             await self._record_claim()
 

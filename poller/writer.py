@@ -38,11 +38,16 @@ class StateWriter:
         status: str | None = None,
         error: str | None = None,
     ) -> int:
-        """Write the delta (and a status change); raises LeaseLost when the fence refuses it."""
+        """Write the delta (and a status change); raises LeaseLost when the fence refuses it.
+
+        Nothing to write (no delta, same status) writes nothing and returns the current seq.
+        """
+        status_changed = status is not None and status != self._session.get("status")
+        if not delta and not status_changed:
+            return self.seq
         now = _now_ms()
         state: dict[str, Any] = {"updatedAt": now}
         fields: dict[str, str] = {"updatedAt": str(now)}
-        status_changed = status is not None and status != self._session.get("status")
         if status_changed:
             state["status"] = fields["status"] = str(status)
             state["error"] = error

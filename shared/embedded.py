@@ -64,7 +64,7 @@ class EmbeddedServerError(RuntimeError):
 
 
 class _PortTaken(EmbeddedServerError):
-    """The freshly picked port was grabbed by someone else before the server bound it; pick another."""
+    """Someone else holds the port; a freshly picked one is then replaced by another, a chosen one is an error."""
 
 
 class _User(NamedTuple):
@@ -422,7 +422,7 @@ class _Server:
         raise NotImplementedError
 
     def _foreign(self, what: str) -> EmbeddedServerError:
-        return EmbeddedServerError(f"port {self.port} is answered by another {self._kind} ({what}), not ours")
+        return _PortTaken(f"port {self.port} is answered by another {self._kind} ({what}), not ours")
 
     def _after_ready(self) -> None:
         """Hook run once the server answers."""

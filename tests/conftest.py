@@ -129,3 +129,6 @@ async def redis(redis_url: str, anyio_backend: str) -> AsyncIterator[aioredis.Re
         yield client
     finally:
         await client.aclose()
+
+
+pytest_plugins = ["tests.fixtures"]

@@ -56,7 +56,7 @@ _MASK48 = (1 << 48) - 1
 _id_lock = threading.Lock()
 _id_state = [0, 0]  # last ms, counter
 _call_ids = itertools.count(1)
-_WORDS = (("brave", "calm", "eager", "lucky", "misty", "proud", "swift", "witty"), ("canyon", "comet", "harbor", "panda"))
+_WORDS = (("brave", "calm", "lucky", "misty", "proud", "swift", "witty"), ("canyon", "comet", "harbor", "panda"))
 
 
 def new_id(prefix: str, *, descending: bool = False) -> str:
@@ -182,7 +182,7 @@ class Simulation:
     def create_session(self, *, title: str | None, directory: str | None) -> SimSession:
         now, where = now_ms(), directory or self.directory
         iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now / 1000)) + f".{now % 1000:03d}Z"
-        info = {"id": new_id("ses", descending=True), "slug": "-".join(random.choice(w) for w in _WORDS)}
+        info: JSON = {"id": new_id("ses", descending=True), "slug": "-".join(random.choice(w) for w in _WORDS)}
         info |= {"projectID": hashlib.sha1(where.encode()).hexdigest(), "directory": where, "path": ""}
         info |= {"cost": 0, "tokens": _zero_tokens(), "title": title if title is not None else f"New session - {iso}"}
         info |= {"version": VERSION, "time": {"created": now, "updated": now}}
@@ -200,7 +200,7 @@ class Simulation:
         message_id = message_id or new_message_id()
         message = sess.messages.get(message_id)
         if message is None:
-            info = {"id": message_id, "sessionID": sess.id, "role": "user", "time": {"created": now_ms()}}
+            info: JSON = {"id": message_id, "sessionID": sess.id, "role": "user", "time": {"created": now_ms()}}
             message = SimMessage(info | {"agent": agent, "model": model})
             sess.add(message)
             self._message_updated(sess, message)
@@ -274,7 +274,7 @@ class Simulation:
         self._set_status(sess, BUSY)
         await self._sleep(ASSISTANT_S)
         agent, model, cwd = user.info["agent"], user.info["model"], sess.info["directory"]
-        info = {"id": new_message_id(), "sessionID": sess.id, "role": "assistant", "time": {"created": now_ms()}}
+        info: JSON = {"id": new_message_id(), "sessionID": sess.id, "role": "assistant", "time": {"created": now_ms()}}
         info |= {"parentID": user.info["id"], "modelID": model["modelID"], "providerID": model["providerID"]}
         info |= {"mode": agent, "agent": agent, "path": {"cwd": cwd, "root": cwd}, "cost": 0, "tokens": _zero_tokens()}
         message = SimMessage(info)
@@ -390,14 +390,13 @@ class Simulation:
     # -- state changes, each published as OpenCode's event --------------------------------------------------
 
     def _unanswered(self, sess: SimSession) -> SimMessage | None:
-        """The newest user message, unless a finished assistant message (finish != tool-calls) follows it."""
-        for message_id in reversed(sess.order):
-            info = sess.messages[message_id].info
-            if info["role"] == "user":
-                return sess.messages[message_id]
-            if "completed" in info["time"] and info.get("finish") != "tool-calls":
-                return None
-        return None
+        """The newest user message, unless a finished assistant step (finish != tool-calls) answers it."""
+        users = (sess.messages[i] for i in reversed(sess.order) if sess.messages[i].info["role"] == "user")
+        if (user := next(users, None)) is None:
+            return None
+        answers = (m.info for m in sess.messages.values() if m.info.get("parentID") == user.info["id"])
+        final = any("completed" in info["time"] and info.get("finish") != "tool-calls" for info in answers)
+        return None if final else user
 
     def _open_assistant(self, sess: SimSession) -> SimMessage | None:
         for message_id in reversed(sess.order):

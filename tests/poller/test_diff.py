@@ -9,11 +9,21 @@ from shared.errors import OpenCodeError
 
 
 def message(mid: str, role: str = "assistant", parts: list | None = None, **info) -> dict:
-    return {"info": {"id": mid, "sessionID": "ses_x", "role": role, "time": {"created": 1}, **info}, "parts": parts or []}
+    return {
+        "info": {"id": mid, "sessionID": "ses_x", "role": role, "time": {"created": 1}, **info},
+        "parts": parts or [],
+    }
 
 
 def tool(pid: str, mid: str, status: str) -> dict:
-    return {"id": pid, "messageID": mid, "sessionID": "ses_x", "type": "tool", "tool": "bash", "state": {"status": status}}
+    return {
+        "id": pid,
+        "messageID": mid,
+        "sessionID": "ses_x",
+        "type": "tool",
+        "tool": "bash",
+        "state": {"status": status},
+    }
 
 
 def test_unchanged_poll_is_an_empty_delta():

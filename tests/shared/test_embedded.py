@@ -80,7 +80,7 @@ def test_redis_answers_on_loopback_and_cleans_up_its_temp_dir() -> None:
 @pytest.mark.anyio
 async def test_redis_runs_lua(redis: aioredis.Redis) -> None:
     script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCRBY', KEYS[2], ARGV[2])"
-    assert await redis.eval(script, 2, "k", "n", "v", "5") == 5  # type: ignore[misc]
+    assert await redis.eval(script, 2, "k", "n", "v", "5") == 5
     assert await redis.get("k") == b"v"
 
 

@@ -1,0 +1,97 @@
+"""Helpers the tests share: waiting on a condition with a deadline, and child processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+
+T = TypeVar("T")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[T]], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds (never a sleep-and-hope)."""
+    deadline = anyio.current_time() + timeout
+    last: T | None = None
+    while anyio.current_time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await anyio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or check!r}; last value: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Child:
+    """A `python -m MODULE` child with its output in a log file; stopped (then killed) on close."""
+
+    def __init__(self, name: str, module: str, args: list[str], env: Mapping[str, str]) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.name = name
+        self.log_path = ARTIFACTS / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return -9
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.alive():
+            self.terminate()
+        self._log.close()
+
+
+def wait_port(port: int, timeout: float = 20.0, child: Child | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child is not None and not child.alive():
+            raise AssertionError(f"{child.name} exited early:\n{child.output()[-3000:]}")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")

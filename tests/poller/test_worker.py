@@ -1,0 +1,174 @@
+"""One in-process replica against real Redis, PostgreSQL and the OpenCode simulator."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import httpx
+import pytest
+
+from shared import commands, keys
+from shared.errors import Conflict
+from shared.opencode.client import OpenCodeClient
+from shared.opencode.simulator import create_simulator, serve_in_thread
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def archived(db, sid):
+    cur = await db.execute(
+        "SELECT status, messages, error_message, completed_at FROM opencode_sessions WHERE id = %s", (sid,)
+    )
+    row = await cur.fetchone()
+    return row if row and row[0] not in ("pending", "running") else None
+
+
+async def test_tool_session_is_mirrored_then_archived_byte_for_byte(make_worker, redis, db, opencode):
+    await make_worker()
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id="T-7", prompt="TOOL run echo")
+    sid = state["sessionId"]
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.updates(sid))
+    row = await wait_for(lambda: archived(db, sid), timeout=30, what="the archive")
+    status, messages, error, completed_at = row
+    assert status == "completed" and error is None and completed_at is not None
+    assert messages == await opencode.messages(sid)
+    roles = [m["info"]["role"] for m in messages]
+    assert roles[0] == "user" and roles.count("assistant") == 2  # a tool step, then the answer
+    assert not await redis.exists(keys.session(sid), keys.job(sid), keys.ticket_active("T-7"))
+    seqs, kinds = [], []
+    while (msg := await pubsub.get_message(timeout=0.5)) is not None:
+        if msg["type"] in ("message", b"message"):
+            event = json.loads(msg["data"])
+            seqs.append(event["seq"])
+            kinds.append(event["type"])
+    await pubsub.aclose()
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert kinds[-1] == "complete"
+
+
+async def test_failed_and_rejected_runs_end_in_error_with_opencodes_message(make_worker, redis, db, opencode):
+    await make_worker()
+    rejected = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="REJECT this")
+    failed = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="FAIL this")
+    for state in (rejected, failed):
+        status, messages, error, _ = await wait_for(lambda s=state: archived(db, s["sessionId"]), timeout=30)
+        assert status == "error"
+        final_error = messages[-1]["info"]["error"]
+        assert error == final_error["data"]["message"]
+
+
+async def sim(simulator_url, method, path, body=None):
+    async with httpx.AsyncClient(base_url=simulator_url) as client:
+        response = await client.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+
+async def test_prompt_is_delivered_exactly_once_when_the_answer_is_lost(
+    make_worker, redis, db, opencode, simulator_url
+):
+    # OpenCode takes the prompt, but the connection drops before the 204: the poller must look, not re-send.
+    await sim(
+        simulator_url, "POST", "/__sim/faults", {"kind": "reset_after", "path": "/session/*/prompt_async", "count": 1}
+    )
+    await make_worker()
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO once")
+    sid = state["sessionId"]
+    _, messages, _, _ = await wait_for(lambda: archived(db, sid), timeout=30)
+    stats = await sim(simulator_url, "GET", "/__sim/stats")
+    assert stats["prompt_async"]["by_session"][sid] == 1
+    user_parts = [p for m in messages if m["info"]["role"] == "user" for p in m["parts"]]
+    assert [p["text"] for p in user_parts] == ["ECHO once"]
+
+
+async def test_follow_up_revives_an_archived_chat(make_worker, redis, db, opencode):
+    await make_worker()
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", ticket_id="T-9", prompt="ECHO first")
+    sid = state["sessionId"]
+    await wait_for(lambda: archived(db, sid), timeout=30)
+    message_id = await commands.send(redis, db, sid, "ECHO second")
+    assert await redis.get(keys.ticket_active("T-9")) == sid.encode()  # live again at once
+
+    async def archived_with_both():
+        row = await archived(db, sid)
+        return row if row and len(row[1]) == 4 else None
+
+    status, messages, _, _ = await wait_for(archived_with_both, timeout=30)
+    assert status == "completed"
+    assert messages == await opencode.messages(sid)
+    assert messages[2]["info"]["id"] == message_id
+    assert messages[3]["parts"][-2]["text"] == "ECHO: ECHO second" or "ECHO second" in json.dumps(messages[3])
+
+
+async def test_cancel_aborts_a_running_session(make_worker, redis, db, opencode):
+    await make_worker(poll_interval_s=0.05)
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="SLOW answer please")
+    sid = state["sessionId"]
+
+    async def running():
+        return await redis.hget(keys.session(sid), "status") == b"running" and await redis.hlen(keys.session_parts(sid))
+
+    await wait_for(running, timeout=30)
+    assert await commands.cancel(redis, db, sid) == "requested"
+    status, messages, error, _ = await wait_for(lambda: archived(db, sid), timeout=30)
+    assert status == "cancelled" and error is None
+    assert messages[-1]["info"]["error"]["name"] == "MessageAbortedError"
+    with pytest.raises(Conflict):
+        await commands.cancel(redis, db, sid)
+
+
+async def test_cancel_before_any_poller_runs_it_never_prompts(make_worker, redis, db, opencode, simulator_url):
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO never")
+    sid = state["sessionId"]
+    await commands.cancel(redis, db, sid)
+    await make_worker()
+    status, messages, _, _ = await wait_for(lambda: archived(db, sid), timeout=30)
+    assert (status, messages) == ("cancelled", [])
+    stats = await sim(simulator_url, "GET", "/__sim/stats")
+    assert stats["prompt_async"]["by_session"].get(sid, 0) == 0
+
+
+async def test_an_unchanged_poll_writes_nothing(make_worker, redis, db):
+    # While OpenCode streams a text part its stored text stays "", so the message list does not change:
+    # every poll in that window must cost zero Redis writes and publish nothing.
+    with serve_in_thread(create_simulator(1.0)) as url:
+        async with OpenCodeClient(url) as slow_opencode:
+            worker = await make_worker(poll_interval_s=0.02, opencode_url=url)
+            state = await commands.enqueue(redis, db, slow_opencode, session_type="ask", prompt="SLOW answer")
+            sid = state["sessionId"]
+
+            async def streaming():
+                messages = await slow_opencode.messages(sid)
+                parts = [p for m in messages for p in m["parts"]]
+                return any(p["type"] == "text" and p["text"] == "" and "end" not in p.get("time", {}) for p in parts)
+
+            await wait_for(streaming, timeout=20)
+            await wait_for(lambda: _async(sid in worker.held and worker.held[sid].tracker is not None), timeout=10)
+            tracker = worker.held[sid].tracker
+            pubsub = redis.pubsub()
+            await pubsub.subscribe(keys.updates(sid))
+            await pubsub.get_message(timeout=1)
+            await anyio.sleep(0.1)  # let the poll that saw the text part start land
+            while await pubsub.get_message(timeout=0.05) is not None:
+                pass  # changes from before the window
+            messages_before = await slow_opencode.messages(sid)
+            writes_before, seq_before = tracker.writes, await redis.hget(keys.session(sid), "seq")
+            polls_before = (await sim(url, "GET", "/__sim/stats"))["requests"].get(f"GET /session/{sid}/message", 0)
+            await wait_for(lambda: _polled_more(url, sid, polls_before + 20), timeout=10, what="20 more polls")
+            assert await slow_opencode.messages(sid) == messages_before, "the window must really be unchanged"
+            assert tracker.writes == writes_before
+            assert await redis.hget(keys.session(sid), "seq") == seq_before
+            assert await pubsub.get_message(timeout=0.05) is None
+            await pubsub.aclose()
+
+
+async def _async(value):
+    return value
+
+
+async def _polled_more(simulator_url, sid, target):
+    stats = await sim(simulator_url, "GET", "/__sim/stats")
+    return stats["requests"].get(f"GET /session/{sid}/message", 0) >= target
