@@ -33,6 +33,7 @@ HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_TTL_FACTOR = 5
 RELEASE_TIMEOUT_S = 1.5
 STATUS_MAX_AGE_FACTOR = 4
+CLAIM_BATCH = 50  # per tick: a replica that starts first does not take the whole queue before the others wake
 
 
 @dataclass(slots=True)
@@ -91,7 +92,7 @@ class Worker:
 
     async def _claim_loop(self, tg: TaskGroup) -> None:
         async for _ in every(self._settings.poll_interval_s):
-            room = self._settings.max_sessions_per_poller - len(self._held)
+            room = min(CLAIM_BATCH, self._settings.max_sessions_per_poller - len(self._held))
             if not self.claiming or room <= 0:
                 continue
             started = anyio.current_time()
@@ -110,16 +111,17 @@ class Worker:
         tracker = SessionTracker(self._deps, held.lease, lambda: anyio.current_time() < held.valid_until)
         held.tracker = tracker
         try:
-            with held.scope:
+            with held.scope:  # cancelled by the renew loop when the lease is lost
                 await tracker.run()
         except Exception:
             # A bug in one session must not take the replica down: give the lease back for another try.
             log.exception("tracker_crashed", session_id=held.lease.session_id)
             with anyio.CancelScope(shield=True):
                 await self._release([held])
-        finally:
-            if self._held.get(held.lease.session_id) is held:
-                del self._held[held.lease.session_id]
+        # Not in a `finally`: when the replica shuts down, the cancellation skips this, and _release_all
+        # still finds the lease to hand back.
+        if self._held.get(held.lease.session_id) is held:
+            del self._held[held.lease.session_id]
 
     async def _renew_loop(self) -> None:
         async for _ in every(self._settings.lease_ttl_s / 3):

@@ -6,11 +6,14 @@ Exit codes: 0 success, 1 the operation failed (unreachable server, unknown sessi
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
+import psycopg
+import structlog
 
 from shared.errors import (
     Conflict,
@@ -44,9 +47,13 @@ def exit_code_for(exc: SessionLayerError) -> int:
 
 
 def fail(exc: SessionLayerError) -> NoReturn:
-    message = " ".join(exc.message.split())  # one line, whatever the cause said
+    _error(exc.message, exit_code_for(exc))
+
+
+def _error(message: str, code: int) -> NoReturn:
+    message = " ".join(message.split())  # one line, whatever the cause said
     click.echo(f"error: {message}", err=True)
-    sys.exit(exit_code_for(exc))
+    sys.exit(code)
 
 
 class Group(click.Group):
@@ -60,6 +67,13 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # main() reports these
+        except psycopg.errors.UndefinedTable:
+            _error("PostgreSQL has no opencode_sessions table: run `opencode-sessions migrate` first", EXIT_FAILED)
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            _error(f"unexpected {type(exc).__name__}: {text[0] if text else ''}", EXIT_FAILED)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,4 +91,19 @@ def main() -> None:
     from shared.cli import ops, sessions
 
     register(sessions.add_commands, ops.add_commands)
-    cli(prog_name="opencode-sessions")
+    # stdout is the command's output (a session id, JSON): logs go to stderr, and only warnings.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+    try:
+        result = cli.main(prog_name="opencode-sessions", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # bare `opencode-sessions`: the help text
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: one `error:` line too, not click's three
+        _error(exc.format_message(), exc.exit_code)
+    except click.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)  # --help / --version come back as their exit code

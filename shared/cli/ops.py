@@ -7,6 +7,7 @@ import click
 from shared.cli.runtime import emit_json, run
 from shared.config import Settings
 from shared.connections import pg_connect, store_errors
+from shared.migrate import load_migrations
 from shared.migrate import migrate as apply_migrations
 
 
@@ -25,10 +26,13 @@ def migrate(as_json: bool) -> None:
             await conn.close()
 
     applied = run(go)
+    # Every-run files are re-applied each time; only the others say whether the schema was behind.
+    every_run = {m.name for m in load_migrations() if m.every_run}
+    up_to_date = all(name in every_run for name in applied)
     if as_json:
-        emit_json({"applied": applied})
+        emit_json({"applied": applied, "upToDate": up_to_date})
     else:
-        click.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
+        click.echo("up to date" if up_to_date else f"applied: {', '.join(applied)}")
 
 
 def add_commands(group: click.Group) -> None:

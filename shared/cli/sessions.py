@@ -9,6 +9,7 @@ import click
 from shared import commands
 from shared.cli.runtime import clients, emit_json, run
 from shared.errors import InvalidInput
+from shared.ids import parse_session_id, parse_ticket_id
 from shared.models import SESSION_TYPES
 from shared.sessions import get_session
 
@@ -38,7 +39,12 @@ def enqueue(
     as_json: bool,
 ) -> None:
     """Create an OpenCode session and queue it for the pollers; prints its id at once."""
+    # Bad input is exit 2 whatever the state of the servers: check it before connecting to any.
     text = _read_prompt(prompt)
+    if text is not None:
+        commands.parse_prompt(text)
+    if ticket_id is not None:
+        parse_ticket_id(ticket_id)
     meta = commands.parse_metadata(metadata) if metadata is not None else None
 
     async def go() -> dict[str, object]:
@@ -68,7 +74,8 @@ def enqueue(
 @click.option("--json", "as_json", is_flag=True, help="Print the queued prompt as JSON.")
 def send(session_id: str, text: str, as_json: bool) -> None:
     """Queue a follow-up prompt (TEXT, or '-' for standard input); an archived session comes back to life."""
-    body = _read_prompt(text) or ""
+    parse_session_id(session_id)
+    body = commands.parse_prompt(_read_prompt(text) or "")
 
     async def go() -> str:
         async with clients() as c:
@@ -86,6 +93,7 @@ def send(session_id: str, text: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def cancel(session_id: str, as_json: bool) -> None:
     """Abort a session in OpenCode (or drop it before it starts); its final status is `cancelled`."""
+    parse_session_id(session_id)
 
     async def go() -> str:
         async with clients() as c:
@@ -103,6 +111,7 @@ def cancel(session_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole session object as JSON.")
 def show(session_id: str, as_json: bool) -> None:
     """Show a session: live state if it runs, else its archived row."""
+    parse_session_id(session_id)
 
     async def go() -> dict[str, object]:
         async with clients() as c:

@@ -14,6 +14,7 @@ import email.utils
 import hashlib
 import itertools
 import json
+import logging
 import os
 import random
 import threading
@@ -29,6 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from shared.ids import new_message_id
 
 JSON = dict[str, Any]
+logger = logging.getLogger(__name__)
 
 VERSION = "1.18.33"
 PROVIDER_ID, MODEL_ID, AGENT = "fake", "fake-model", "build"
@@ -240,8 +242,14 @@ class Simulation:
         self._set_status(sess, None)
         run.done.set()
 
+    def reset(self) -> None:
+        """Stop every run and forget every session."""
+        for session_id in list(self.sessions):
+            self.abort(session_id)
+        self.sessions.clear()
+
     def close(self) -> None:
-        """Stop every run and end every event stream (server shutdown, or a reset)."""
+        """Stop every run and end every event stream (server shutdown)."""
         for session_id in list(self.sessions):
             self.abort(session_id)
         self.bus.close()
@@ -250,8 +258,11 @@ class Simulation:
 
     async def _loop(self, sess: SimSession, run: Run) -> None:
         with run.scope:
-            while (user := self._unanswered(sess)) is not None:
-                await self._answer(sess, run, user)
+            try:
+                while (user := self._unanswered(sess)) is not None:
+                    await self._answer(sess, run, user)
+            except Exception:  # a bug in one script must not take the whole server down
+                logger.exception("simulated run of %s failed", sess.id)
             sess.run = None
             self._set_status(sess, None)
             run.done.set()

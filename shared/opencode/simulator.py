@@ -51,8 +51,6 @@ from shared.opencode.scenarios import (
     new_id,
 )
 
-logger = logging.getLogger(__name__)
-
 FaultKind = Literal["slow", "error500", "reset", "reset_after", "malformed"]
 _PART_TYPES = ("text", "file", "agent", "subtask")
 _PARTS_EXPECTED = " | ".join(f'{{ readonly "type": "{t}", ... }}' for t in _PART_TYPES)
@@ -368,9 +366,7 @@ async def sim_stats(request: Request) -> Response:
 
 async def sim_reset(request: Request) -> Response:
     app = _sim(request)
-    for session_id in list(app.simulation.sessions):
-        app.simulation.abort(session_id)
-    app.simulation.sessions.clear()
+    app.simulation.reset()
     app.faults.clear()
     app.stats = Stats()
     return JSONResponse(True)
@@ -410,9 +406,9 @@ def create_simulator(
     heartbeat_s: float = 10.0,
 ) -> SimulatorApp:
     """A simulated OpenCode server. `speed` divides every scripted delay (2 = twice as fast); `retry_delays`
-    are FAIL's waits before each retry (also divided by speed); `directory` is where sessions "run"
-    (default: the current directory, as OpenCode uses its start directory). Serve it with uvicorn: runs
-    are tasks of the app's lifespan."""
+    are FAIL's waits before each retry (also divided by speed); `heartbeat_s` is the quiet time before a
+    server.heartbeat (not scaled); `directory` is where sessions "run" (default: the current directory, as
+    OpenCode uses its start directory). Serve it with uvicorn: runs are tasks of the app's lifespan."""
     routes = [
         Route("/global/health", health),
         Route("/event", events),

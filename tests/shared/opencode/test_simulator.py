@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from shared.opencode.simulator import create_simulator, serve_in_thread
 pytestmark = pytest.mark.anyio
 
 SPEED = 2.0
+ROOT = Path(__file__).resolve().parents[3]
 BASH_ABORTED = "(no output)\n\n<shell_metadata>\nUser aborted the command\n</shell_metadata>"
 
 
@@ -179,8 +179,10 @@ def conform_messages(messages: list[dict[str, Any]], specs: list[tuple[Shape, li
             conform(part, spec, f"[{i}].parts[{j}]")
             assert part["messageID"] == message["info"]["id"]
     ids = [m["info"]["id"] for m in messages]
-    part_ids = [p["id"] for m in messages for p in m["parts"]]
-    assert ids == sorted(ids) and part_ids == sorted(part_ids), "msg_ and prt_ ids ascend"
+    assert ids == sorted(ids), "messages are listed by id, and msg_ ids ascend"
+    for message in messages:
+        part_ids = [p["id"] for p in message["parts"]]
+        assert part_ids == sorted(part_ids), "parts are listed by id, and prt_ ids ascend"
 
 
 # -- a simulated server and a few ways to drive it -------------------------------------------------------------
@@ -240,19 +242,32 @@ def is_finished(session_status: dict[str, Any], session_id: str, msgs: list[dict
     )
 
 
-async def wait_for(http: httpx.AsyncClient, session_id: str, check: Callable[[list[dict[str, Any]]], bool]) -> list:
+async def wait_for(http: httpx.AsyncClient, session_id: str, check: Callable[[list[Any]], bool]) -> list[Any]:
+    """Poll the message list until `check` holds (20 s at most)."""
     with anyio.fail_after(20):
-        while not check(msgs := await messages(http, session_id)):
+        while True:
+            if check(msgs := await messages(http, session_id)):
+                return msgs
             await anyio.sleep(0.02)
-    return msgs
+
+
+async def wait_status(http: httpx.AsyncClient, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    with anyio.fail_after(20):
+        while True:
+            if check(found := await status(http)):
+                return found
+            await anyio.sleep(0.02)
 
 
 async def run_to_end(http: httpx.AsyncClient, session_id: str, text: str) -> list[dict[str, Any]]:
+    """Prompt, then poll until the README's completion rule holds."""
     await prompt(http, session_id, text)
     with anyio.fail_after(20):
-        while not is_finished(await status(http), session_id, msgs := await messages(http, session_id)):
+        while True:
+            msgs = await messages(http, session_id)
+            if is_finished(await status(http), session_id, msgs):
+                return msgs
             await anyio.sleep(0.02)
-    return msgs
 
 
 class EventStream:
@@ -371,9 +386,7 @@ async def test_echo(http: httpx.AsyncClient) -> None:
     assert msgs[0]["info"]["id"] == message_id and msgs[0]["info"]["summary"] == {"diffs": []}
     assert msgs[1]["info"]["parentID"] == message_id
     assert msgs[1]["parts"][1]["text"] == "ECHO: ECHO hello world"
-    with anyio.fail_after(10):
-        while session_id in await status(http):
-            await anyio.sleep(0.02)
+    await wait_status(http, lambda found: session_id not in found)
 
 
 async def test_tool_run_transitions(sim_url: str, http: httpx.AsyncClient) -> None:
@@ -398,14 +411,13 @@ async def test_tool_run_transitions(sim_url: str, http: httpx.AsyncClient) -> No
     assert {m["info"]["parentID"] for m in msgs[1:]} == {user_id}
 
     timeline = events.of(session_id)
-    tool_states = [
-        p["part"]["state"] for t, p in timeline if t == "message.part.updated" and p["part"]["type"] == "tool"
-    ]
-    assert [s["status"] for s in tool_states][0] == "pending" and tool_states[-1]["status"] == "completed"
+    parts = [p["part"] for t, p in timeline if t == "message.part.updated"]
+    tool_states = [p["state"] for p in parts if p["type"] == "tool"]
+    assert tool_states[0]["status"] == "pending" and tool_states[-1]["status"] == "completed"
     assert "pending" not in [s["status"] for s in tool_states[1:]]
     for s in tool_states:
         conform(s, {"pending": PENDING, "running": RUNNING, "completed": COMPLETED}[s["status"]])
-    text_states = [p["part"] for t, p in timeline if t == "message.part.updated" and p["part"]["type"] == "text"]
+    text_states = [p for p in parts if p["type"] == "text"]
     conform(text_states[-2], Shape(PART | {"type": "text"} | STREAMING))  # stored "" while it streams
     conform(text_states[-1], TEXT)
     deltas = "".join(
@@ -476,7 +488,7 @@ async def test_fail_retries_then_errors(sim_url: str, http: httpx.AsyncClient) -
     msgs = await messages(http, session_id)
     conform_messages(msgs, [(USER, [USER_TEXT]), (failed(api_error(500, True)), [])])
     assert session_id not in await status(http)
-    error = [p["error"] for t, p in timeline if t == "session.error"][0]
+    error = next(p["error"] for t, p in timeline if t == "session.error")
     assert error == msgs[1]["info"]["error"]
 
 
@@ -537,16 +549,13 @@ async def test_abort_while_retrying(slow_retry_url: str) -> None:
     async with httpx.AsyncClient(base_url=slow_retry_url, timeout=20) as http:
         session_id = await new_session(http)
         await prompt(http, session_id, "FAIL then abort")
-        with anyio.fail_after(20):
-            while (await status(http)).get(session_id, {}).get("type") != "retry":
-                await anyio.sleep(0.02)
-        conform((await status(http))[session_id], RETRY)
+        retrying = await wait_status(http, lambda found: found.get(session_id, {}).get("type") == "retry")
+        conform(retrying[session_id], RETRY)
         assert (await messages(http, session_id))[-1]["parts"] == []  # open, no parts, while retrying
         assert (await http.post(f"/session/{session_id}/abort")).json() is True
         msgs = await messages(http, session_id)
-        conform_messages(
-            msgs, [(USER, [USER_TEXT]), (Shape(ASSISTANT_BASE | {"time": COMPLETED_TIME, "tokens": TOKENS}), [])]
-        )
+        closed = Shape(ASSISTANT_BASE | {"time": COMPLETED_TIME, "tokens": TOKENS})  # no error, no finish
+        conform_messages(msgs, [(USER, [USER_TEXT]), (closed, [])])
         assert session_id not in await status(http)
 
 
@@ -575,6 +584,7 @@ async def test_prompt_while_busy_is_queued(sim_url: str, http: httpx.AsyncClient
     session_id = await new_session(http)
     async with EventStream(sim_url) as events:
         first = await prompt(http, session_id, "SLOW first")
+        await wait_for(http, session_id, lambda m: len(m) == 2)  # as captured: the first answer has begun
         second = await prompt(http, session_id, "ECHO second while busy")
         during = await messages(http, session_id)
         assert during[-1]["info"]["id"] == second and "summary" not in during[-1]["info"]  # appended now
@@ -594,10 +604,10 @@ async def test_prompt_while_busy_is_queued(sim_url: str, http: httpx.AsyncClient
 
 async def test_known_message_id_appends_its_parts_again(sim_url: str, http: httpx.AsyncClient) -> None:
     session_id = await new_session(http)
-    message_id = new_message_id()
     await run_to_end(http, session_id, "ECHO once")
+    message_id = new_message_id()  # fresh: OpenCode orders messages by id
     first = await prompt(http, session_id, "ECHO twice", message_id)
-    msgs = await wait_for(http, session_id, lambda m: is_finished({}, session_id, m))
+    msgs = await wait_for(http, session_id, lambda m: len(m) == 4 and is_finished({}, session_id, m))
     await prompt(http, session_id, "ECHO twice", message_id)
     again = await messages(http, session_id)
     assert first == message_id and len(again) == len(msgs) == 4  # one message, no second answer
@@ -617,13 +627,13 @@ async def test_limit_pages_with_cursor(http: httpx.AsyncClient) -> None:
     resp = await http.get(f"/session/{session_id}/message", params={"limit": 1})
     assert resp.json() == full[-1:]
     cursor = resp.headers["x-next-cursor"]
-    link = f'<{http.base_url}session/{session_id}/message?limit=1&before={cursor}>; rel="next"'
+    link = f'<{http.base_url.join(f"/session/{session_id}/message")}?limit=1&before={cursor}>; rel="next"'
     assert resp.headers["link"] == link
     assert json.loads(base64.urlsafe_b64decode(cursor + "==")) == {
         "id": full[-1]["info"]["id"],
         "time": full[-1]["info"]["time"]["created"],
     }
-    pages, params = [resp.json()], {"limit": 3, "before": cursor}
+    pages, params = [resp.json()], {"limit": "3", "before": cursor}
     while True:
         resp = await http.get(f"/session/{session_id}/message", params=params)
         pages.insert(0, resp.json())
@@ -656,22 +666,32 @@ async def test_sim_controls(http: httpx.AsyncClient) -> None:
     assert (await http.delete("/__sim/faults")).json() == []
     assert (await http.get("/global/health")).json()["healthy"] is True
 
+    session_id = await new_session(http)
+    await prompt(http, session_id, "SLOW interrupted by a reset")
+    assert (await http.post("/__sim/reset")).json() is True
+    assert (await http.get(f"/session/{session_id}")).status_code == 404
+    assert await status(http) == {}
+    stats = (await http.get("/__sim/stats")).json()
+    assert stats["prompt_async"] == {"total": 0, "by_session": {}, "by_message_id": {}}
+
 
 async def test_runs_as_a_process(tmp_path: Path) -> None:
-    port_file = tmp_path / "port"
-    root = Path(__file__).resolve().parents[3]
+    port_file = anyio.Path(tmp_path / "port")
     cmd = [sys.executable, "-m", "shared.opencode.simulator", "--port", "0", "--port-file", str(port_file)]
-    proc = subprocess.Popen([*cmd, "--speed", "4"], cwd=root, env=os.environ | {"PYTHONPATH": str(root)})
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    process = await anyio.open_process([*cmd, "--speed", "4"], cwd=ROOT, env=env, stdout=None, stderr=None)
     try:
         with anyio.fail_after(20):
-            while not port_file.exists():
-                assert proc.poll() is None, "the simulator process exited"
+            while not await port_file.exists():
+                assert process.returncode is None, "the simulator process exited"
                 await anyio.sleep(0.05)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_file.read_text()}", timeout=10) as http:
+        port = await port_file.read_text()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             assert (await http.get("/global/health")).json()["version"] == "1.18.33"
             session_id = await new_session(http)
             msgs = await run_to_end(http, session_id, "ECHO from a process")
             assert msgs[-1]["parts"][1]["text"] == "ECHO: ECHO from a process"
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        process.terminate()
+        with anyio.fail_after(15):
+            await process.wait()

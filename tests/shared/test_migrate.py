@@ -1,0 +1,182 @@
+"""shared.migrate against a real PostgreSQL: each test gets a database of its own, created and dropped here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import psycopg
+import pytest
+from psycopg import sql
+
+from shared.migrate import MIGRATE_LOCK_ID, Migration, load_migrations, migrate
+
+pytestmark = pytest.mark.anyio
+
+FK_NAME = "opencode_sessions_ticket_id_fkey"
+ALL = [m.name for m in load_migrations()]
+EVERY_RUN = [m.name for m in load_migrations() if m.every_run]
+
+
+@pytest.fixture
+def fresh_database(database_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on the test server (so the session's `schema` is never touched)."""
+    name = f"migrate_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlsplit(database_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+async def connect(url: str) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+
+async def fetchall(conn: psycopg.AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    cur = await conn.execute(query, params)
+    return await cur.fetchall()
+
+
+async def ticket_fks(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+    """Every foreign key of opencode_sessions: (name, referenced table, validated)."""
+    return await fetchall(
+        conn,
+        "SELECT conname, confrelid::regclass::text, convalidated FROM pg_constraint"
+        " WHERE conrelid = 'opencode_sessions'::regclass AND contype = 'f'",
+    )
+
+
+def test_the_shipped_files_are_ordered_and_only_the_fk_file_runs_every_time():
+    assert ALL == sorted(ALL) == ["001_opencode_sessions.sql", "002_ticket_fk.sql"]
+    assert EVERY_RUN == ["002_ticket_fk.sql"]
+
+
+async def test_migrating_twice_applies_only_the_every_run_file_the_second_time(fresh_database):
+    async with await connect(fresh_database) as conn:
+        assert await migrate(conn) == ALL
+        assert await migrate(conn) == EVERY_RUN
+        rows = await fetchall(conn, "SELECT name FROM opencode_schema_migrations ORDER BY name")
+        assert [r[0] for r in rows] == ALL
+        # the lock is released after each run: another session can take it at once
+        async with await connect(fresh_database) as other:
+            assert (await fetchall(other, "SELECT pg_try_advisory_lock(%s)", (MIGRATE_LOCK_ID,)))[0][0] is True
+            await other.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK_ID,))
+
+
+async def test_five_replicas_migrating_at_once_create_everything_exactly_once(fresh_database):
+    conns = [await connect(fresh_database) for _ in range(5)]
+    results: list[list[str]] = []
+    go = anyio.Event()
+    try:
+
+        async def replica(conn: psycopg.AsyncConnection[Any]) -> None:
+            await go.wait()
+            results.append(await migrate(conn))
+
+        async with anyio.create_task_group() as tg:
+            for conn in conns:
+                tg.start_soon(replica, conn)
+            await anyio.sleep(0)
+            go.set()
+    finally:
+        for conn in conns:
+            await conn.close()
+
+    assert len(results) == 5
+    assert sorted(results, key=len, reverse=True) == [ALL] + [EVERY_RUN] * 4  # one replica did the work
+    async with await connect(fresh_database) as conn:
+        tables = await fetchall(
+            conn, "SELECT count(*) FROM pg_class WHERE relname = 'opencode_sessions' AND relkind = 'r'"
+        )
+        assert tables[0][0] == 1
+        recorded = await fetchall(conn, "SELECT name FROM opencode_schema_migrations ORDER BY name")
+        assert [r[0] for r in recorded] == ALL
+
+
+async def test_opencode_sessions_has_exactly_the_host_apps_columns(fresh_database):
+    async with await connect(fresh_database) as conn:
+        await migrate(conn)
+        columns = await fetchall(
+            conn,
+            "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default"
+            " FROM information_schema.columns WHERE table_name = 'opencode_sessions' ORDER BY ordinal_position",
+        )
+        primary_key = await fetchall(
+            conn,
+            "SELECT a.attname FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = 'opencode_sessions'::regclass AND i.indisprimary",
+        )
+    assert columns == [
+        ("id", "character varying", 255, "NO", None),
+        ("ticket_id", "character varying", 255, "YES", None),
+        ("session_type", "character varying", 50, "NO", None),
+        ("status", "character varying", 50, "NO", None),
+        ("messages", "jsonb", None, "YES", "'[]'::jsonb"),
+        ("metadata", "jsonb", None, "YES", None),
+        ("started_at", "timestamp without time zone", None, "NO", "now()"),
+        ("completed_at", "timestamp without time zone", None, "YES", None),
+        ("error_message", "text", None, "YES", None),
+    ]
+    assert [r[0] for r in primary_key] == ["id"]
+
+
+async def test_ticket_foreign_key_lands_once_the_tickets_table_exists(fresh_database):
+    async with await connect(fresh_database) as conn:
+        await migrate(conn)
+        assert await ticket_fks(conn) == []
+        await conn.execute("INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES ('a', 'ask', 'x', 'T-0')")
+        try:
+            await conn.execute("CREATE TABLE tickets (id varchar(255) PRIMARY KEY)")
+            await conn.execute("INSERT INTO tickets (id) VALUES ('T-0'), ('T-1')")
+            assert await migrate(conn) == EVERY_RUN
+            assert await ticket_fks(conn) == [(FK_NAME, "tickets", True)]
+            assert await migrate(conn) == EVERY_RUN
+            assert await ticket_fks(conn) == [(FK_NAME, "tickets", True)]  # not added twice
+            await conn.execute("INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES ('b', 'ask', 'x', 'T-1')")
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                await conn.execute(
+                    "INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES ('c', 'ask', 'x', 'T-404')"
+                )
+        finally:
+            await conn.execute(f"ALTER TABLE opencode_sessions DROP CONSTRAINT IF EXISTS {FK_NAME}")
+            await conn.execute("DROP TABLE IF EXISTS tickets")
+        assert await ticket_fks(conn) == []
+
+
+async def test_rows_written_before_tickets_existed_do_not_break_migrate(fresh_database):
+    # A standalone install records ticket ids the host app's table, created later, does not have.
+    async with await connect(fresh_database) as conn:
+        await migrate(conn)
+        await conn.execute(
+            "INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES ('a', 'ask', 'completed', 'T-old')"
+        )
+        try:
+            await conn.execute("CREATE TABLE tickets (id varchar(255) PRIMARY KEY)")
+            assert await migrate(conn) == EVERY_RUN
+            assert await ticket_fks(conn) == [(FK_NAME, "tickets", False)]  # enforced for new rows only
+            assert await migrate(conn) == EVERY_RUN
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                await conn.execute(
+                    "INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES ('b', 'ask', 'x', 'T-404')"
+                )
+        finally:
+            await conn.execute(f"ALTER TABLE opencode_sessions DROP CONSTRAINT IF EXISTS {FK_NAME}")
+            await conn.execute("DROP TABLE IF EXISTS tickets")
+
+
+async def test_a_failing_migration_leaves_nothing_behind_and_releases_the_lock(fresh_database):
+    broken = Migration("900_broken.sql", "CREATE TABLE half_done (x int); SELECT 1/0;")
+    async with await connect(fresh_database) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await migrate(conn, [broken])
+        assert (await fetchall(conn, "SELECT to_regclass('half_done')"))[0][0] is None
+        assert await fetchall(conn, "SELECT name FROM opencode_schema_migrations") == []
+        async with await connect(fresh_database) as other:
+            assert await migrate(other) == ALL  # not blocked by the failed run's lock
