@@ -25,7 +25,7 @@ from shared import keys
 from shared.connections import store_errors
 from shared.errors import LeaseLost, NotFound, OpenCodeError, Unavailable
 from shared.lua import Claimed, Scripts
-from shared.models import dumps, index_event
+from shared.models import as_text, dumps, index_event
 from shared.opencode.client import OpenCodeClient
 
 log = structlog.get_logger(__name__)
@@ -154,11 +154,11 @@ class SessionTracker:
             rev, cancel = await self._deps.redis.hmget(keys.job(sid), ["promptsRev", "cancel"])
         if rev is None:
             raise LeaseLost("the job is gone")
-        if _text(rev) != self._prompts_rev:
+        if as_text(rev) != self._prompts_rev:
             with store_errors("Redis"):
                 entries = await self._deps.redis.lrange(keys.prompts(sid), 0, -1)
             self._prompts.load(entries)
-            self._prompts_rev = _text(rev)
+            self._prompts_rev = as_text(rev)
             self._claim_recorded = False
         self._cancel = cancel == b"1"
         if self._cancel:
@@ -253,7 +253,3 @@ class SessionTracker:
         if self._writer is None:
             raise RuntimeError("tracker used before _load()")
         return self._writer
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

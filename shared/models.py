@@ -46,8 +46,9 @@ def index_event(event: str, state: Mapping[str, Any]) -> str:
     )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def as_text(value: object) -> str:
+    """Redis answers bytes (decode_responses=False everywhere); everything we store is UTF-8 text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def assemble_state(
@@ -58,13 +59,13 @@ def assemble_state(
     """Rebuild the session object from the three hashes; None when the state hash is empty."""
     if not fields:
         return None
-    raw = {_text(k): _text(v) for k, v in fields.items()}
+    raw = {as_text(k): as_text(v) for k, v in fields.items()}
     by_message: dict[str, list[Any]] = {}
-    for key in sorted(_text(k) for k in parts):
+    for key in sorted(as_text(k) for k in parts):
         message_id = key.split("/", 1)[0]
         by_message.setdefault(message_id, []).append(key)
-    parts_text = {_text(k): _text(v) for k, v in parts.items()}
-    infos = {_text(k): _text(v) for k, v in messages.items()}
+    parts_text = {as_text(k): as_text(v) for k, v in parts.items()}
+    infos = {as_text(k): as_text(v) for k, v in messages.items()}
     message_list = [
         {"info": json.loads(infos[mid]), "parts": [json.loads(parts_text[k]) for k in by_message.get(mid, [])]}
         for mid in sorted(infos)

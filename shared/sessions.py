@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from redis.asyncio import Redis
 
 from shared import keys
-from shared.archive_rows import COLUMNS, row_to_session
+from shared.archive_rows import COLUMNS, row_to_session, to_timestamp
 from shared.connections import store_errors
-from shared.errors import NotFound
-from shared.ids import SessionId, parse_session_id
-from shared.models import assemble_state
+from shared.errors import InvalidInput, NotFound
+from shared.ids import SessionId, parse_session_id, parse_ticket_id
+from shared.models import as_text, assemble_state
 
 
 async def read_live(redis: Redis, session_id: SessionId) -> dict[str, Any] | None:
@@ -42,3 +43,110 @@ async def get_session(redis: Redis, db: Any, session_id: str) -> dict[str, Any]:
     if archived is None:
         raise NotFound(f"session {sid} not found")
     return archived
+
+
+async def active_for_ticket(redis: Redis, ticket_id: str) -> dict[str, Any]:
+    """The ticket's live session; NotFound when it has none (its history is in PostgreSQL)."""
+    ticket = parse_ticket_id(ticket_id)
+    with store_errors("Redis"):
+        pointer = await redis.get(keys.ticket_active(ticket))
+    if pointer is not None:
+        live = await read_live(redis, parse_session_id(as_text(pointer)))
+        if live is not None:
+            return live
+    raise NotFound(f"ticket {ticket} has no live session")
+
+
+async def live_sessions(redis: Redis, *, session_type: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+    """Summaries of live sessions from the live index (never a key scan), newest first."""
+    with store_errors("Redis"):
+        ids = await redis.zrevrange(keys.LIVE_INDEX, 0, limit - 1)
+        async with redis.pipeline(transaction=False) as pipe:
+            for raw in ids:
+                pipe.hmget(keys.session(SessionId(as_text(raw))), SUMMARY_FIELDS)
+            rows = await pipe.execute()
+    out = []
+    for values in rows:
+        summary = _summary(dict(zip(SUMMARY_FIELDS, values, strict=True)))
+        if summary is not None and (session_type is None or summary["sessionType"] == session_type):
+            out.append(summary)
+    return out
+
+
+SUMMARY_FIELDS = ("sessionId", "ticketId", "sessionType", "status", "title", "error", "startedAt", "updatedAt", "seq")
+
+
+def _summary(raw: dict[str, bytes | None]) -> dict[str, Any] | None:
+    if raw["sessionId"] is None:
+        return None  # ended between the index read and this one
+    text = {k: (v.decode() if v is not None else None) for k, v in raw.items()}
+    return {
+        "sessionId": text["sessionId"],
+        "ticketId": text["ticketId"] or None,
+        "sessionType": text["sessionType"],
+        "status": text["status"],
+        "title": text["title"] or None,
+        "error": text["error"] or None,
+        "startedAt": int(text["startedAt"] or 0),
+        "updatedAt": int(text["updatedAt"] or 0),
+        "seq": int(text["seq"] or 0),
+        "live": True,
+    }
+
+
+def encode_cursor(started_at_ms: int, session_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{started_at_ms}:{session_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, SessionId]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        started, sid = raw.split(":", 1)
+        return int(started), parse_session_id(sid)
+    except (ValueError, UnicodeDecodeError, InvalidInput):
+        raise InvalidInput(f"invalid cursor {cursor[:40]!r}") from None
+
+
+async def archived_sessions(
+    db: Any,
+    *,
+    ticket_id: str | None = None,
+    session_type: str | None = None,
+    limit: int = 20,
+    before: str | None = None,
+    include_messages: bool = False,
+) -> dict[str, Any]:
+    """Archived (ended) sessions newest first, `limit` at a time; `nextCursor` continues the list."""
+    clauses = ["status IN ('completed', 'error', 'cancelled')"]
+    params: list[Any] = []
+    if ticket_id is not None:
+        clauses.append("ticket_id = %s")
+        params.append(parse_ticket_id(ticket_id))
+    if session_type is not None:
+        clauses.append("session_type = %s")
+        params.append(session_type)
+    if before is not None:
+        started_ms, sid = decode_cursor(before)
+        clauses.append("(started_at, id) < (%s, %s)")
+        params += [to_timestamp(started_ms), sid]
+    messages = "messages" if include_messages else "'[]'::jsonb"
+    columns = COLUMNS.replace("messages", messages, 1)
+    sql = (
+        f"SELECT {columns}, jsonb_array_length(coalesce(messages, '[]'::jsonb)) FROM opencode_sessions"
+        f" WHERE {' AND '.join(clauses)} ORDER BY started_at DESC, id DESC LIMIT %s"
+    )
+    with store_errors("PostgreSQL"):
+        cur = await db.execute(sql, [*params, limit + 1])
+        rows = await cur.fetchall()
+    items = []
+    for row in rows[:limit]:
+        session = row_to_session(tuple(row[:-1]))
+        session["messageCount"] = row[-1]
+        if not include_messages:
+            del session["messages"]
+        items.append(session)
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = encode_cursor(int(last["startedAt"]), last["sessionId"])
+    return {"sessions": items, "nextCursor": next_cursor}

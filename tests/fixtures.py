@@ -143,3 +143,34 @@ def simulator_process() -> Iterator[Callable[..., str]]:
     yield start
     for child in children:
         child.close()
+
+
+@pytest.fixture
+async def make_gateway(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
+    """Serve the gateway with uvicorn on a loopback port in this event loop: `url = await make_gateway()`."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.main import GatewayServer
+
+    servers: list[GatewayServer] = []
+    async with anyio.create_task_group() as tg:
+
+        async def start(ping_interval_s: float = 15.0, **overrides: Any) -> str:
+            gateway_settings = dataclasses.replace(settings, gateway_auth=False, **overrides)
+            app = create_app(gateway_settings, ping_interval_s=ping_interval_s)
+            port = free_port()
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=3
+            )
+            server = GatewayServer(config, app)
+            servers.append(server)
+            tg.start_soon(server.serve)
+            with anyio.fail_after(10):
+                while not server.started:
+                    await anyio.sleep(0.01)
+            return f"http://127.0.0.1:{port}"
+
+        yield start
+        for server in servers:
+            server.should_exit = True

@@ -88,9 +88,9 @@ def register(*modules: Callable[[click.Group], None]) -> None:
 
 
 def main() -> None:
-    from shared.cli import ops, sessions
+    from shared.cli import ops, sessions, tokens
 
-    register(sessions.add_commands, ops.add_commands)
+    register(sessions.add_commands, ops.add_commands, tokens.add_commands)
     # stdout is the command's output (a session id, JSON): logs go to stderr, and only warnings.
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),

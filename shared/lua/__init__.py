@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from shared import keys
 from shared.ids import SessionId, TicketId
+from shared.models import as_text
 
 LEASE_PREFIX = keys.lease(SessionId(""))
 JOB_PREFIX = keys.job(SessionId(""))
@@ -75,7 +76,7 @@ class Scripts:
         """1 created; 0 the job existed and the prompts were appended; -1 it existed and nothing was done."""
         ticket_key = keys.ticket_active(ticket_id) if ticket_id else NO_TICKET
         script_keys = [keys.job(session_id), keys.prompts(session_id), keys.QUEUE, *keys.state_keys(session_id)]
-        script_keys += [keys.LIVE_INDEX, keys.LIVE_UPDATES, ticket_key]
+        script_keys += [keys.LIVE_INDEX, keys.LIVE_UPDATES, ticket_key, keys.updates(session_id)]
         args = [
             session_id,
             json.dumps(dict(job)),
@@ -103,7 +104,7 @@ class Scripts:
             return []
         args: list[str | int] = [replica_id, lease_ttl_ms, max_jobs, LEASE_PREFIX, JOB_PREFIX]
         flat = await self._claim(keys=[keys.QUEUE], args=args)
-        return [Claimed(SessionId(_text(flat[i])), _text(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [Claimed(SessionId(as_text(flat[i])), as_text(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def renew(self, lease_ttl_ms: int, leases: Sequence[Claimed]) -> list[bool]:
         """One flag per lease, in order: False means it is lost and its tracker must stop."""
@@ -156,7 +157,3 @@ class Scripts:
 
 def _pairs(leases: Iterable[Claimed]) -> list[str]:
     return [value for lease in leases for value in (lease.session_id, lease.token)]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

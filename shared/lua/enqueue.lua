@@ -1,7 +1,7 @@
 -- Records a job, its prompts, the pending live state and the ticket's active pointer in one step.
 -- Used by enqueue (new session), send to an archived session (revive) and the PostgreSQL backstop.
 -- KEYS: 1 job, 2 prompts, 3 queue, 4 state, 5 messages, 6 parts, 7 live index, 8 live updates channel,
---       9 ticket active pointer (any key when the session has no ticket)
+--       9 ticket active pointer (any key when the session has no ticket), 10 the session's updates channel
 -- ARGV: 1 session id, 2 job fields (JSON object of strings, `epoch` included), 3 state fields (JSON object of strings),
 --       4 prompts (JSON array of JSON strings), 5 seeded messages (JSON object id -> info JSON),
 --       6 seeded parts (JSON object key -> part JSON), 7 index event body (JSON object, without seq),
@@ -37,4 +37,6 @@ redis.call('ZADD', KEYS[3], now_ms, ARGV[1])
 redis.call('ZADD', KEYS[7], tonumber(redis.call('HGET', KEYS[4], 'startedAt')) or now_ms, ARGV[1])
 if ARGV[8] == '1' then redis.call('SET', KEYS[9], ARGV[1]) end
 redis.call('PUBLISH', KEYS[8], '{"seq":1,' .. string.sub(ARGV[7], 2))
+-- the live state starts again at seq 1: anyone following the session must take a fresh snapshot
+redis.call('PUBLISH', KEYS[10], '{"seq":1,"type":"reset","sessionId":"' .. ARGV[1] .. '"}')
 return 1

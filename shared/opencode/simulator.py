@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal, cast, get_args
 
@@ -426,7 +426,7 @@ def create_simulator(
     ]
     app = SimulatorApp(routes=routes, lifespan=_lifespan)
     app.simulation = Simulation(speed=speed, directory=directory or os.getcwd(), retry_delays=retry_delays)
-    app.faults = list(faults)
+    app.faults = [replace(f) for f in faults]  # copies: counts go down as faults are used
     app.stats = Stats()
     app.heartbeat_s = heartbeat_s
     return app

@@ -88,9 +88,7 @@ async def _when_all(rows_coro, n):
     return rows if len(rows) >= n else None
 
 
-async def test_three_replicas_fifty_sessions_with_a_kill_and_a_pause(
-    redis, db, schema, make_poller, simulator_process
-):
+async def test_three_replicas_fifty_sessions_with_a_kill_and_a_pause(redis, db, schema, make_poller, simulator_process):
     simulator = simulator_process(speed=3)
     children = [make_poller(simulator, name=f"replica{i}", MAX_SESSIONS_PER_POLLER="20") for i in range(3)]
     async with OpenCodeClient(simulator) as opencode:

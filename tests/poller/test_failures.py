@@ -21,7 +21,9 @@ async def final_row(database_url: str, sid: str):
     """A fresh connection each time, so a PostgreSQL restart does not break the check itself."""
     try:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True, connect_timeout=2) as conn:
-            cur = await conn.execute("SELECT status, messages, error_message FROM opencode_sessions WHERE id = %s", (sid,))
+            cur = await conn.execute(
+                "SELECT status, messages, error_message FROM opencode_sessions WHERE id = %s", (sid,)
+            )
             row = await cur.fetchone()
     except psycopg.OperationalError:
         return None
@@ -50,7 +52,9 @@ async def test_transient_opencode_failures_are_retried_and_lose_nothing(
     assert messages == await opencode.messages(sid)
 
 
-async def test_opencode_gone_past_the_deadline_ends_the_session_in_error(make_worker, redis, db, opencode, simulator_url, schema):
+async def test_opencode_gone_past_the_deadline_ends_the_session_in_error(
+    make_worker, redis, db, opencode, simulator_url, schema
+):
     await make_worker(opencode_retry_deadline_s=1.0)
     state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="SLOW answer")
     sid = state["sessionId"]

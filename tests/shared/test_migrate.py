@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.lowlevel
 import psycopg
 import pytest
 from psycopg import sql
@@ -41,6 +42,13 @@ async def connect(url: str) -> psycopg.AsyncConnection[Any]:
 async def fetchall(conn: psycopg.AsyncConnection[Any], query: str, params: tuple[Any, ...] = ()) -> list[Any]:
     cur = await conn.execute(query, params)
     return await cur.fetchall()
+
+
+async def insert_row(conn: psycopg.AsyncConnection[Any], sid: str, status: str, ticket_id: str) -> None:
+    await conn.execute(
+        "INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES (%s, 'ask', %s, %s)",
+        (sid, status, ticket_id),
+    )
 
 
 async def ticket_fks(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
@@ -82,7 +90,7 @@ async def test_five_replicas_migrating_at_once_create_everything_exactly_once(fr
         async with anyio.create_task_group() as tg:
             for conn in conns:
                 tg.start_soon(replica, conn)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             go.set()
     finally:
         for conn in conns:
@@ -131,7 +139,7 @@ async def test_ticket_foreign_key_lands_once_the_tickets_table_exists(fresh_data
     async with await connect(fresh_database) as conn:
         await migrate(conn)
         assert await ticket_fks(conn) == []
-        await conn.execute("INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES ('a', 'ask', 'x', 'T-0')")
+        await insert_row(conn, "a", "x", "T-0")
         try:
             await conn.execute("CREATE TABLE tickets (id varchar(255) PRIMARY KEY)")
             await conn.execute("INSERT INTO tickets (id) VALUES ('T-0'), ('T-1')")
@@ -139,11 +147,9 @@ async def test_ticket_foreign_key_lands_once_the_tickets_table_exists(fresh_data
             assert await ticket_fks(conn) == [(FK_NAME, "tickets", True)]
             assert await migrate(conn) == EVERY_RUN
             assert await ticket_fks(conn) == [(FK_NAME, "tickets", True)]  # not added twice
-            await conn.execute("INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES ('b', 'ask', 'x', 'T-1')")
+            await insert_row(conn, "b", "x", "T-1")
             with pytest.raises(psycopg.errors.ForeignKeyViolation):
-                await conn.execute(
-                    "INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES ('c', 'ask', 'x', 'T-404')"
-                )
+                await insert_row(conn, "c", "x", "T-404")
         finally:
             await conn.execute(f"ALTER TABLE opencode_sessions DROP CONSTRAINT IF EXISTS {FK_NAME}")
             await conn.execute("DROP TABLE IF EXISTS tickets")
@@ -154,18 +160,14 @@ async def test_rows_written_before_tickets_existed_do_not_break_migrate(fresh_da
     # A standalone install records ticket ids the host app's table, created later, does not have.
     async with await connect(fresh_database) as conn:
         await migrate(conn)
-        await conn.execute(
-            "INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES ('a', 'ask', 'completed', 'T-old')"
-        )
+        await insert_row(conn, "a", "completed", "T-old")
         try:
             await conn.execute("CREATE TABLE tickets (id varchar(255) PRIMARY KEY)")
             assert await migrate(conn) == EVERY_RUN
             assert await ticket_fks(conn) == [(FK_NAME, "tickets", False)]  # enforced for new rows only
             assert await migrate(conn) == EVERY_RUN
             with pytest.raises(psycopg.errors.ForeignKeyViolation):
-                await conn.execute(
-                    "INSERT INTO opencode_sessions (id, session_type, status, ticket_id) VALUES ('b', 'ask', 'x', 'T-404')"
-                )
+                await insert_row(conn, "b", "x", "T-404")
         finally:
             await conn.execute(f"ALTER TABLE opencode_sessions DROP CONSTRAINT IF EXISTS {FK_NAME}")
             await conn.execute("DROP TABLE IF EXISTS tickets")

@@ -1,0 +1,251 @@
+"""Fanout: the process's one Redis pub/sub connection, shared by every SSE client.
+
+A channel is subscribed when its first client arrives and unsubscribed when its last leaves. Each client
+gets a bounded queue: a client too slow to keep up, or one that was connected while the Redis connection
+dropped, is told it lost events (`LOST`) and must take a fresh snapshot — nothing is silently skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio
+import redis.exceptions
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from gateway.metrics import Metrics
+from gateway.sse import format_event
+from shared.errors import Unavailable
+
+log = structlog.get_logger(__name__)
+
+SUBSCRIBE_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 1.0
+RECONNECT_BASE_S = 0.1
+RECONNECT_CAP_S = 5.0
+
+
+class Signal:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+LOST: Final = Signal("LOST")  # events were dropped for this subscriber: resynchronise
+CLOSED: Final = Signal("CLOSED")  # the gateway is shutting down: end the stream
+
+
+@dataclass(slots=True)
+class Published:
+    """One message from Redis, parsed once and framed once however many clients receive it."""
+
+    raw: bytes
+    body: dict[str, Any]
+    _frames: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def seq(self) -> int:
+        return int(self.body.get("seq") or 0)
+
+    @property
+    def type(self) -> str:
+        return str(self.body.get("type") or "")
+
+    def frame(self, name: str) -> bytes:
+        if name not in self._frames:
+            self._frames[name] = format_event(name, self.raw.decode(), self.seq)
+        return self._frames[name]
+
+
+class Subscription:
+    """One client's view of a channel: a bounded queue and a wake-up."""
+
+    def __init__(self, channel: str, max_queued: int) -> None:
+        self.channel = channel
+        self._max_queued = max_queued
+        self._queue: deque[Published] = deque()
+        self._signal: Signal | None = None
+        self._wakeup = anyio.Event()
+
+    def push(self, item: Published) -> None:
+        if len(self._queue) >= self._max_queued:
+            self.interrupt(LOST)
+            return
+        self._queue.append(item)
+        self._wakeup.set()
+
+    def interrupt(self, signal: Signal) -> None:
+        self._queue.clear()
+        if self._signal is not CLOSED:
+            self._signal = signal
+        self._wakeup.set()
+
+    async def get(self, timeout_s: float) -> Published | Signal | None:
+        """The next item, a signal, or None when nothing came within timeout_s."""
+        if not self._queue and self._signal is None:
+            self._wakeup = anyio.Event()
+            with anyio.move_on_after(timeout_s):
+                await self._wakeup.wait()
+        if self._signal is not None:
+            signal, self._signal = self._signal, None
+            if signal is CLOSED:
+                self._signal = CLOSED  # stays closed
+            return signal
+        return self._queue.popleft() if self._queue else None
+
+
+class Fanout:
+    """Run `run()` in a task for the life of the process; `subscribe()` from request handlers."""
+
+    def __init__(self, redis_url: str, *, max_queued: int = 1000, metrics: Metrics | None = None) -> None:
+        self._redis_url = redis_url
+        self._max_queued = max_queued
+        self._metrics = metrics
+        self._subs: dict[str, set[Subscription]] = {}
+        self._confirmed: dict[str, anyio.Event] = {}
+        self._pubsub: PubSub | None = None
+        self._client: Redis | None = None
+        self._closed = False
+        self.connections_opened = 0
+
+    @property
+    def channels(self) -> int:
+        return len(self._subs)
+
+    async def run(self) -> None:
+        """Keep one pub/sub connection up; after a drop, reconnect, resubscribe and tell every client."""
+        delay = RECONNECT_BASE_S
+        while not self._closed:
+            try:
+                await self._connect()
+                delay = RECONNECT_BASE_S
+                await self._read()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                log.warning("fanout_disconnected", error=str(exc), retry_in_s=delay)
+                self._drop_connection()
+                for subs in self._subs.values():
+                    for sub in subs:
+                        sub.interrupt(LOST)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_CAP_S)
+            finally:
+                if self._closed:
+                    await self._close_connection()
+
+    async def _connect(self) -> None:
+        self._client = Redis.from_url(self._redis_url, decode_responses=False, health_check_interval=10)
+        self._pubsub = self._client.pubsub()
+        self.connections_opened += 1
+        channels = list(self._subs)
+        for channel in channels:
+            self._confirmed[channel] = anyio.Event()
+        if channels:
+            await self._pubsub.subscribe(*channels)
+        else:
+            await self._pubsub.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        log.info("fanout_connected", channels=len(channels))
+
+    async def _read(self) -> None:
+        pubsub = self._pubsub
+        assert pubsub is not None
+        while not self._closed:
+            if not self._subs and not pubsub.subscribed:
+                await anyio.sleep(0.05)
+                continue
+            message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=READ_TIMEOUT_S)
+            if message is None:
+                continue
+            kind = message["type"]
+            channel = message["channel"].decode()
+            if kind in ("subscribe", b"subscribe"):
+                if (event := self._confirmed.get(channel)) is not None:
+                    event.set()
+            elif kind in ("message", b"message"):
+                self._dispatch(channel, message["data"])
+
+    def _dispatch(self, channel: str, data: bytes) -> None:
+        subs = self._subs.get(channel)
+        if not subs:
+            return
+        try:
+            body = json.loads(data)
+        except ValueError:
+            log.warning("fanout_bad_message", channel=channel)
+            return
+        item = Published(data, body if isinstance(body, dict) else {})
+        for sub in subs:
+            sub.push(item)
+        if self._metrics is not None:
+            self._metrics.events_fanned_out.inc(len(subs))
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        """Yields once Redis confirmed the subscription, so a snapshot read afterwards misses nothing."""
+        if self._closed:
+            raise Unavailable("the gateway is shutting down")
+        sub = Subscription(channel, self._max_queued)
+        subs = self._subs.setdefault(channel, set())
+        first = not subs
+        subs.add(sub)
+        self._gauge()
+        try:
+            if first:
+                self._confirmed[channel] = anyio.Event()
+                await self._send("subscribe", channel)
+            with anyio.move_on_after(SUBSCRIBE_TIMEOUT_S) as scope:
+                await self._confirmed.setdefault(channel, anyio.Event()).wait()
+            if scope.cancelled_caught:
+                raise Unavailable("Redis did not confirm the subscription")
+            yield sub
+        finally:
+            subs.discard(sub)
+            if not subs and self._subs.get(channel) is subs:
+                del self._subs[channel]
+                self._confirmed.pop(channel, None)
+                with anyio.CancelScope(shield=True):
+                    await self._send("unsubscribe", channel)
+            self._gauge()
+
+    async def _send(self, command: str, channel: str) -> None:
+        if self._pubsub is None:
+            return  # not connected yet: run() subscribes every known channel when it connects
+        try:
+            await getattr(self._pubsub, command)(channel)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            log.warning("fanout_command_failed", command=command, error=str(exc))  # run() reconnects
+
+    def close(self) -> None:
+        """End every stream (shutdown): each client gets CLOSED."""
+        self._closed = True
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.interrupt(CLOSED)
+
+    def _drop_connection(self) -> None:
+        self._pubsub = None
+        client, self._client = self._client, None
+        if client is not None:
+            # closing may block on a dead socket: leave it to the garbage collector's disconnect
+            client.connection_pool.reset()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+
+    async def _close_connection(self) -> None:
+        pubsub, client = self._pubsub, self._client
+        self._pubsub, self._client = None, None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            if pubsub is not None:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            if client is not None:
+                await client.aclose()
+
+    def _gauge(self) -> None:
+        if self._metrics is not None:
+            self._metrics.subscribed_sessions.set(len(self._subs))

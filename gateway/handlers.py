@@ -1,0 +1,64 @@
+"""Our errors become JSON `{"error", "detail"}` with the right status; the codes live here, not on the errors."""
+
+from __future__ import annotations
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from shared.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OpenCodeError,
+    SessionLayerError,
+    Unauthorized,
+    Unavailable,
+)
+
+log = structlog.get_logger(__name__)
+
+STATUS_CODES: dict[type[SessionLayerError], int] = {
+    InvalidInput: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    OpenCodeError: 502,
+    Unavailable: 503,
+}
+
+
+def status_for(exc: SessionLayerError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return 500
+
+
+async def session_layer_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SessionLayerError)
+    status = status_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status >= 500:
+        log.warning("request_failed", path=request.url.path, error=exc.message)
+    return JSONResponse({"error": exc.message, "detail": exc.detail}, status_code=status, headers=headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail, "detail": None}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("request_crashed", path=request.url.path)
+    return JSONResponse({"error": "internal error", "detail": None}, status_code=500)
+
+
+EXCEPTION_HANDLERS = {
+    SessionLayerError: session_layer_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

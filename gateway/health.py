@@ -1,0 +1,44 @@
+"""/healthz (the process answers), /readyz (Redis and PostgreSQL answer), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import anyio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.state import GatewayState
+from shared.connections import store_errors
+from shared.errors import SessionLayerError
+
+READY_TIMEOUT_S = 2.0
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    state = GatewayState.of(request)
+    checks: dict[str, str] = {}
+    try:
+        with anyio.fail_after(READY_TIMEOUT_S), store_errors("Redis"):
+            await state.redis.ping()
+        checks["redis"] = "ok"
+    except (SessionLayerError, TimeoutError) as exc:
+        checks["redis"] = getattr(exc, "message", "timed out")
+    try:
+        with anyio.fail_after(READY_TIMEOUT_S), store_errors("PostgreSQL"):
+            async with state.pool.connection(timeout=READY_TIMEOUT_S) as conn:
+                await conn.execute("SELECT 1")
+        checks["postgres"] = "ok"
+    except (SessionLayerError, TimeoutError) as exc:
+        checks["postgres"] = getattr(exc, "message", "timed out")
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    state = GatewayState.of(request)
+    state.auth.require_admin(request)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,55 @@
+"""`opencode-gateway`: read the settings, then serve the app with uvicorn until SIGTERM."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.state import GatewayState
+from shared.config import Settings
+from shared.errors import ConfigError
+from shared.logs import configure_logging
+
+GRACEFUL_SHUTDOWN_S = 5
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn waits for open responses before it stops; SSE streams never end by themselves, so end them first."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        state = getattr(self._app.state, "gateway", None)
+        if isinstance(state, GatewayState):
+            state.fanout.close()
+        await super().shutdown(sockets=sockets)
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings)
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    config = uvicorn.Config(
+        app,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        lifespan="on",
+    )
+    GatewayServer(config, app).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""GET /openapi.json: the gateway's API, described by hand (the routes are few and the SSE part is prose)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "invalid id or query",
+        401: "no valid token",
+        403: "token of another scope",
+        404: "not found",
+        503: "Redis or PostgreSQL unreachable",
+    }
+    return {str(code): _json(ERROR, text[code]) for code in codes}
+
+
+SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^ses_"}}
+TICKET_ID = {"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}
+LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
+BEFORE = {"name": "before", "in": "query", "schema": {"type": "string"}, "description": "nextCursor of a page"}
+SSE = {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "OpenCode Session Layer gateway",
+        "version": "0.1.0",
+        "description": "Read-only API and Server-Sent Events over live (Redis) and archived (PostgreSQL) "
+        "OpenCode sessions. Auth: `Authorization: Bearer <token>` or `?token=` (see `opencode-sessions token`).",
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}, "detail": {}},
+            },
+            "Session": {
+                "type": "object",
+                "required": ["sessionId", "sessionType", "status", "seq", "live"],
+                "properties": {
+                    "sessionId": {"type": "string"},
+                    "ticketId": {"type": ["string", "null"]},
+                    "sessionType": {"enum": ["ask", "chat", "admin"]},
+                    "status": {"enum": ["pending", "running", "completed", "error", "cancelled"]},
+                    "title": {"type": ["string", "null"]},
+                    "messages": {
+                        "type": "array",
+                        "items": {"type": "object"},
+                        "description": "OpenCode's {info, parts}",
+                    },
+                    "currentToolCalls": {"type": "array", "items": {"type": "object"}},
+                    "error": {"type": ["string", "null"]},
+                    "startedAt": {"type": "integer"},
+                    "updatedAt": {"type": "integer"},
+                    "metadata": {},
+                    "seq": {"type": "integer"},
+                    "live": {"type": "boolean"},
+                },
+            },
+            "Page": {
+                "type": "object",
+                "properties": {
+                    "sessions": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}},
+                    "nextCursor": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/sessions/{session_id}": {
+            "get": {
+                "summary": "A session: live state if live, else the archived row",
+                "parameters": [SESSION_ID],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Session"}, "the session"),
+                    **_errors(400, 401, 403, 404, 503),
+                },
+            }
+        },
+        "/sessions/{session_id}/stream": {
+            "get": {
+                "summary": "SSE: `snapshot`, then `update` per change (id = seq), then `complete`; `ping` every 15 s",
+                "parameters": [
+                    SESSION_ID,
+                    {"name": "lastEventId", "in": "query", "schema": {"type": "string"}},
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": SSE, **_errors(400, 401, 403, 404, 503)},
+            }
+        },
+        "/tickets/{ticket_id}/active": {
+            "get": {
+                "summary": "The ticket's live session",
+                "parameters": [TICKET_ID],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Session"}, "live state"),
+                    **_errors(400, 401, 403, 404, 503),
+                },
+            }
+        },
+        "/tickets/{ticket_id}/sessions": {
+            "get": {
+                "summary": "Archived sessions of a ticket, newest first",
+                "parameters": [
+                    TICKET_ID,
+                    LIMIT,
+                    BEFORE,
+                    {"name": "messages", "in": "query", "schema": {"type": "boolean"}},
+                ],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Page"}, "a page"),
+                    **_errors(400, 401, 403, 503),
+                },
+            }
+        },
+        "/sessions": {
+            "get": {
+                "summary": "Live sessions (`live=true`) or archived ones (filter by type and ticket); admin",
+                "parameters": [
+                    {"name": "live", "in": "query", "schema": {"type": "boolean"}},
+                    {"name": "type", "in": "query", "schema": {"enum": ["ask", "chat", "admin"]}},
+                    {"name": "ticket", "in": "query", "schema": {"type": "string"}},
+                    LIMIT,
+                    BEFORE,
+                ],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/Page"}, "a page"),
+                    **_errors(400, 401, 403, 503),
+                },
+            }
+        },
+        "/sessions/live/stream": {
+            "get": {
+                "summary": "SSE of the live list: `snapshot`, then `appeared` / `status` / `ended`; admin",
+                "responses": {"200": SSE, **_errors(401, 403, 503)},
+            }
+        },
+        "/healthz": {
+            "get": {"summary": "The process is up", "security": [], "responses": {"200": {"description": "ok"}}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Redis and PostgreSQL answer",
+                "security": [],
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
+        },
+        "/metrics": {"get": {"summary": "Prometheus metrics; admin", "responses": {"200": {"description": "text"}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+    },
+}
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(SPEC)

@@ -1,0 +1,33 @@
+"""What every request handler reaches through the app: the clients and helpers the lifespan opened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+import psycopg_pool
+from redis.asyncio import Redis
+from starlette.requests import Request
+
+from gateway.auth import Auth
+from gateway.fanout import Fanout
+from gateway.metrics import Metrics
+
+PING_INTERVAL_S = 15.0
+
+
+@dataclass(slots=True)
+class GatewayState:
+    redis: Redis
+    pool: psycopg_pool.AsyncConnectionPool
+    fanout: Fanout
+    auth: Auth
+    metrics: Metrics
+    ping_interval_s: float = PING_INTERVAL_S
+    closing: anyio.Event | None = None
+
+    @classmethod
+    def of(cls, request: Request) -> GatewayState:
+        state = request.app.state.gateway
+        assert isinstance(state, GatewayState)
+        return state

@@ -1,0 +1,235 @@
+"""A real `opencode serve`, offline on loopback, backed by our scripted model: install, start, stop.
+
+The pinned release is `DEFAULT_OPENCODE_VERSION`; `OPENCODE_VERSION=x.y.z` picks another one. It is installed
+from the npm registry with `npm install --prefix` into `${XDG_CACHE_HOME:-~/.cache}/opencode-session-layer/
+opencode-<version>` (outside the repository, reused across runs). Each server gets a fresh temporary HOME and
+XDG directories (its own database, no user config) and a work directory that is a git repository holding
+`opencode.json` (one custom OpenAI-compatible provider pointing at the scripted model, everything allowed,
+nothing auto-updated or shared) and `hello.txt`. With the environment below the server opens no connection
+except to loopback.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_OPENCODE_VERSION = "1.18.33"
+HELLO_TEXT = "hello from the real opencode test\n"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 15.0
+OFFLINE_ENV = {
+    "OPENCODE_DISABLE_AUTOUPDATE": "1",
+    "OPENCODE_DISABLE_MODELS_FETCH": "1",
+    "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+    "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
+    "OPENCODE_DISABLE_SHARE": "1",
+    "OPENCODE_DISABLE_CLAUDE_CODE": "1",
+    "OPENCODE_DISABLE_EXTERNAL_SKILLS": "1",
+    # OpenCode runs `npm install @opencode-ai/plugin` in its config dir at start: offline, it fails at once.
+    "npm_config_offline": "true",
+    "npm_config_update_notifier": "false",
+    "npm_config_audit": "false",
+    "npm_config_fund": "false",
+}
+
+
+class NpmMissing(RuntimeError):
+    """npm is not on PATH, so opencode-ai cannot be installed."""
+
+
+def opencode_version() -> str:
+    return os.environ.get("OPENCODE_VERSION", "").strip() or DEFAULT_OPENCODE_VERSION
+
+
+def install_dir(version: str) -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "opencode-session-layer" / f"opencode-{version}"
+
+
+def _candidates(prefix: Path) -> list[Path]:
+    """The wrapper's linked binary first, then the platform packages (in case install scripts did not run)."""
+    arch = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64"}.get(platform.machine().lower(), platform.machine())
+    system = platform.system().lower()
+    modules = prefix / "node_modules"
+    found = [modules / "opencode-ai" / "bin" / "opencode.exe"]
+    for variant in ("", "-baseline", "-musl", "-baseline-musl"):
+        found.append(modules / f"opencode-{system}-{arch}{variant}" / "bin" / "opencode")
+    return found
+
+
+def _runnable(binary: Path, version: str) -> bool:
+    if not os.access(binary, os.X_OK):
+        return False
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == version
+
+
+def find_opencode(version: str) -> Path | None:
+    return next((b for b in _candidates(install_dir(version)) if _runnable(b, version)), None)
+
+
+def install_opencode(version: str | None = None) -> Path:
+    """The `opencode` binary of `version`, installed with npm if the cache does not have it yet."""
+    version = version or opencode_version()
+    if (binary := find_opencode(version)) is not None:
+        return binary
+    npm = shutil.which("npm")
+    if npm is None:
+        raise NpmMissing(f"npm is not on PATH: cannot install opencode-ai@{version}")
+    prefix = install_dir(version)
+    prefix.mkdir(parents=True, exist_ok=True)
+    with (prefix.parent / f".opencode-{version}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test process may be installing the same version
+        if (binary := find_opencode(version)) is not None:
+            return binary
+        command = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--no-package-lock"]
+        command += ["--no-save", "--loglevel=error", f"opencode-ai@{version}"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"`{' '.join(command)}` failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        if (binary := find_opencode(version)) is None:
+            raise RuntimeError(f"no runnable opencode {version} under {prefix}/node_modules after npm install")
+        return binary
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def opencode_config(model_url: str) -> dict[str, object]:
+    """opencode.json: the scripted model as provider `fake`, model `fake-model`; no prompts for permission."""
+    model = {
+        "name": "Fake Model",
+        "tool_call": True,
+        "reasoning": False,
+        "limit": {"context": 128000, "output": 4096},
+    }
+    provider = {
+        "npm": "@ai-sdk/openai-compatible",  # bundled in the binary: nothing is downloaded
+        "name": "Scripted test model",
+        "options": {"baseURL": model_url, "apiKey": "sk-test-not-a-secret"},
+        "models": {"fake-model": model},
+    }
+    return {
+        "$schema": "https://opencode.ai/config.json",
+        "model": "fake/fake-model",
+        "small_model": "fake/fake-model",
+        "enabled_providers": ["fake"],
+        "autoupdate": False,
+        "share": "disabled",
+        "lsp": False,
+        "formatter": False,
+        "permission": {"*": "allow"},
+        "provider": {"fake": provider},
+    }
+
+
+def make_workdir(path: Path, model_url: str, env: dict[str, str]) -> Path:
+    """The project directory OpenCode serves: a git repository with opencode.json and hello.txt."""
+    path.mkdir(parents=True)
+    (path / "opencode.json").write_text(json.dumps(opencode_config(model_url), indent=2) + "\n")
+    (path / "hello.txt").write_text(HELLO_TEXT)
+    if shutil.which("git"):
+        ident = ["-c", "user.name=test", "-c", "user.email=test@localhost", "-c", "commit.gpgsign=false"]
+        for args in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-qm", "init"]):
+            subprocess.run(["git", *args], cwd=path, env=env, check=True, capture_output=True, timeout=60)
+    return path
+
+
+@dataclass
+class OpenCodeServer:
+    url: str
+    version: str
+    workdir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def _healthy(url: str) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/global/health", timeout=2) as resp:
+            body = json.loads(resp.read())
+            return body if isinstance(body, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def run_opencode(binary: Path, root: Path, model_url: str, *, version: str) -> Iterator[OpenCodeServer]:
+    """`opencode serve` on a free loopback port, its state under `root`; stopped with its whole process group."""
+    home, xdg = root / "home", root / "xdg"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE")}
+    env |= {"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"} | OFFLINE_ENV
+    for name in ("config", "data", "cache", "state"):
+        (xdg / name).mkdir(parents=True)
+        env[f"XDG_{name.upper()}_HOME"] = str(xdg / name)
+    home.mkdir(parents=True)
+    workdir = make_workdir(root / "work", model_url, env)
+    port = free_port()
+    log_path = root / "opencode.log"
+    command = [str(binary), "serve", "--hostname", "127.0.0.1", "--port", str(port), "--print-logs"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "--log-level", "INFO"],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the tools it spawns are stopped with it
+        )
+    server = OpenCodeServer(f"http://127.0.0.1:{port}", version, workdir, log_path, process)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (health := _healthy(server.url)) is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"opencode serve did not come up on {server.url}:\n{server.log_tail()}")
+            time.sleep(0.1)
+        if health.get("version") != version:
+            raise RuntimeError(f"opencode serve reports version {health.get('version')!r}, expected {version}")
+        yield server
+    finally:
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the group `process` leads, SIGKILL it after STOP_TIMEOUT_S; then reap it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; its children (a tool's `sleep`) may not be
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        break
+    process.wait()

@@ -1,0 +1,274 @@
+"""shared.commands (enqueue, send, cancel) against real Redis, PostgreSQL and the OpenCode simulator; no poller."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from psycopg.types.json import Jsonb
+
+from shared import commands, keys
+from shared.archive_rows import COLUMNS, LAYER_KEY, to_epoch_ms
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.ids import SessionId, TicketId, parse_message_id, parse_session_id
+
+pytestmark = pytest.mark.anyio
+
+UNKNOWN = SessionId("ses_000000000000AAAAAAAAAAAAAA")  # the ses_ form, but no store has it
+
+
+async def row_of(db: Any, sid: str) -> Any:
+    cur = await db.execute(f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = %s", (sid,))
+    row = await cur.fetchone()
+    return tuple(row) if row else None
+
+
+async def row_count(db: Any) -> int:
+    cur = await db.execute("SELECT count(*) FROM opencode_sessions")
+    return int((await cur.fetchone())[0])
+
+
+async def opencode_sessions(simulator_url: str) -> list[Any]:
+    async with httpx.AsyncClient(base_url=simulator_url) as client:
+        response = await client.get("/session")
+        response.raise_for_status()
+        sessions: list[Any] = response.json()
+        return sessions
+
+
+async def redis_keys(redis: Any) -> set[str]:
+    return {k.decode() for k in await redis.keys("*")}
+
+
+def text(mapping: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in mapping.items()}
+
+
+async def insert_archived(db: Any, sid: str, status: str, *, ticket: str | None = None, layer: Any = None) -> None:
+    metadata = {"owner": "tests", LAYER_KEY: layer or {"title": "old", "prompts": [], "epoch": 3}}
+    await db.execute(
+        "INSERT INTO opencode_sessions (id, ticket_id, session_type, status, messages, metadata, completed_at)"
+        " VALUES (%s, %s, 'chat', %s, '[]', %s, CASE WHEN %s IN ('pending', 'running') THEN NULL ELSE now() END)",
+        (sid, ticket, status, Jsonb(metadata), status),
+    )
+
+
+BAD_ENQUEUES = {
+    "unknown type": {"session_type": "bogus"},
+    "empty type": {"session_type": ""},
+    "ticket with a space": {"ticket_id": "a b"},
+    "ticket with a colon": {"ticket_id": "T:1"},
+    "empty ticket": {"ticket_id": ""},
+    "ticket too long": {"ticket_id": "T" * 129},
+    "empty prompt": {"prompt": ""},
+    "blank prompt": {"prompt": " \n\t"},
+    "prompt too long": {"prompt": "x" * (commands.MAX_PROMPT_CHARS + 1)},
+    "blank title": {"title": "   "},
+    "title too long": {"title": "t" * (commands.MAX_TITLE_CHARS + 1)},
+    "reserved metadata key": {"metadata": {"sessionLayer": {"epoch": 99}}},
+    "metadata too large": {"metadata": {"blob": "x" * (commands.MAX_METADATA_BYTES + 1)}},
+}
+
+
+@pytest.mark.parametrize("bad", BAD_ENQUEUES.values(), ids=BAD_ENQUEUES.keys())
+async def test_invalid_enqueue_raises_before_anything_is_written(redis, db, opencode, simulator_url, bad):
+    call = {"session_type": "ask", "ticket_id": "T-1", "prompt": "ECHO hi", **bad}
+    with pytest.raises(InvalidInput):
+        await commands.enqueue(redis, db, opencode, **call)
+    assert await opencode_sessions(simulator_url) == []
+    assert await row_count(db) == 0
+    assert await redis_keys(redis) == set()
+
+
+@pytest.mark.xfail(
+    raises=(TypeError, ValueError),
+    reason="commands.enqueue calls dict(metadata) before parse_metadata: a non-mapping raises TypeError/ValueError",
+)
+@pytest.mark.parametrize("metadata", [[1, 2], "not an object"], ids=["list", "string"])
+async def test_metadata_that_is_not_an_object_is_invalid_input(redis, db, opencode, simulator_url, metadata):
+    with pytest.raises(InvalidInput):
+        await commands.enqueue(redis, db, opencode, session_type="ask", metadata=metadata)
+    assert await opencode_sessions(simulator_url) == []
+
+
+def test_parse_metadata_accepts_only_json_objects_without_the_reserved_key():
+    assert commands.parse_metadata('{"a": [1, {"b": null}]}') == {"a": [1, {"b": None}]}
+    for bad in ("{bad", "[1]", '"text"', "null", "3", '{"sessionLayer": 1}'):
+        with pytest.raises(InvalidInput):
+            commands.parse_metadata(bad)
+
+
+async def test_enqueue_writes_the_row_and_the_live_state_together(redis, db, opencode, simulator_url):
+    user_meta = {"source": "tests", "nested": {"n": [1, 2], "ok": True}}
+    updates = redis.pubsub()
+    await updates.subscribe(keys.LIVE_UPDATES)
+    confirmed = await updates.get_message(timeout=5.0)  # subscribed before anything is published
+    assert confirmed is not None and confirmed["type"] == "subscribe"
+    state = await commands.enqueue(
+        redis,
+        db,
+        opencode,
+        session_type="chat",
+        ticket_id="T-42",
+        prompt="ECHO hello",
+        title="A title",
+        metadata=user_meta,
+    )
+    sid = SessionId(state["sessionId"])
+    assert parse_session_id(sid) == sid
+    assert state["status"] == "pending" and state["live"] is True and state["seq"] == 1
+    assert (state["ticketId"], state["sessionType"], state["title"]) == ("T-42", "chat", "A title")
+    assert state["metadata"] == user_meta and state["messages"] == [] and state["error"] is None
+
+    # OpenCode: the session exists with its title, and nothing was prompted yet (that is the poller's job)
+    [created] = await opencode_sessions(simulator_url)
+    assert created["id"] == sid and created["title"] == "A title"
+    assert await opencode.messages(sid) == []
+
+    # PostgreSQL: the pending row, user metadata kept beside our bookkeeping
+    row = await row_of(db, sid)
+    assert row is not None
+    _, ticket_id, session_type, status, messages, metadata, started_at, completed_at, error = row
+    assert (ticket_id, session_type, status, messages, completed_at, error) == (
+        "T-42",
+        "chat",
+        "pending",
+        [],
+        None,
+        None,
+    )
+    assert {k: metadata[k] for k in user_meta} == user_meta
+    layer = metadata[LAYER_KEY]
+    assert layer["title"] == "A title" and layer["epoch"] == 0
+    [prompt] = layer["prompts"]
+    assert prompt["text"] == "ECHO hello" and parse_message_id(prompt["messageID"])
+    assert abs(to_epoch_ms(started_at) - state["startedAt"]) <= 1
+
+    # Redis: job, prompt, queue entry, state, live index and ticket pointer; nothing else
+    assert await redis_keys(redis) == {
+        keys.job(sid),
+        keys.prompts(sid),
+        keys.QUEUE,
+        keys.session(sid),
+        keys.LIVE_INDEX,
+        keys.ticket_active(TicketId("T-42")),
+    }
+    job = text(await redis.hgetall(keys.job(sid)))
+    assert job["sessionId"] == sid and job["ticketId"] == "T-42" and job["sessionType"] == "chat"
+    assert (job["cancel"], job["epoch"], job["promptsRev"], job["title"]) == ("0", "0", "0", "A title")
+    assert [json.loads(p) for p in await redis.lrange(keys.prompts(sid), 0, -1)] == [prompt]
+    fields = text(await redis.hgetall(keys.session(sid)))
+    assert (fields["status"], fields["sessionType"], fields["ticketId"], fields["seq"]) == (
+        "pending",
+        "chat",
+        "T-42",
+        "1",
+    )
+    assert json.loads(fields["metadata"]) == user_meta
+    assert await redis.zscore(keys.QUEUE, sid) is not None
+    assert await redis.zscore(keys.LIVE_INDEX, sid) == state["startedAt"]
+    assert await redis.get(keys.ticket_active(TicketId("T-42"))) == sid.encode()
+
+    events = []
+    while (message := await updates.get_message(timeout=1.0)) is not None:
+        events.append(json.loads(message["data"]))
+    await updates.aclose()
+    assert [(e["type"], e["sessionId"], e["seq"]) for e in events] == [("appeared", sid, 1)]
+
+
+async def test_enqueue_without_ticket_or_prompt_queues_an_empty_job(redis, db, opencode):
+    state = await commands.enqueue(redis, db, opencode, session_type="admin")
+    sid = SessionId(state["sessionId"])
+    assert await redis_keys(redis) == {keys.job(sid), keys.QUEUE, keys.session(sid), keys.LIVE_INDEX}
+    assert text(await redis.hgetall(keys.job(sid)))["ticketId"] == ""
+    row = await row_of(db, sid)
+    assert row is not None and row[1] is None and row[2] == "admin"
+    assert row[5] == {LAYER_KEY: {"title": None, "prompts": [], "epoch": 0}}
+    assert state["metadata"] == {}
+
+
+@pytest.mark.parametrize("session_id", ["", "bad-id", "ses_short", "ses_" + "A" * 26 + ":x", "msg_" + "A" * 26])
+async def test_invalid_session_ids_are_invalid_input(redis, db, session_id):
+    with pytest.raises(InvalidInput):
+        await commands.send(redis, db, session_id, "ECHO hi")
+    with pytest.raises(InvalidInput):
+        await commands.cancel(redis, db, session_id)
+    assert await redis_keys(redis) == set()
+
+
+async def test_send_of_an_empty_prompt_is_invalid_input_and_writes_nothing(redis, db, opencode):
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="ECHO first")
+    sid = SessionId(state["sessionId"])
+    for empty in ("", "  \n"):
+        with pytest.raises(InvalidInput):
+            await commands.send(redis, db, sid, empty)
+    assert await redis.llen(keys.prompts(sid)) == 1
+    assert text(await redis.hgetall(keys.job(sid)))["promptsRev"] == "0"
+
+
+async def test_send_to_an_unknown_session_is_not_found_and_writes_nothing(redis, db):
+    with pytest.raises(NotFound):
+        await commands.send(redis, db, UNKNOWN, "ECHO hi")
+    assert await redis_keys(redis) == set()
+    assert await row_count(db) == 0
+
+
+async def test_send_to_a_live_session_appends_the_prompt(redis, db, opencode):
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="ECHO first")
+    sid = SessionId(state["sessionId"])
+    message_id = await commands.send(redis, db, sid, "ECHO second")
+    queued = [json.loads(p) for p in await redis.lrange(keys.prompts(sid), 0, -1)]
+    assert [p["text"] for p in queued] == ["ECHO first", "ECHO second"]
+    assert queued[1]["messageID"] == message_id and queued[0]["messageID"] < message_id
+    assert text(await redis.hgetall(keys.job(sid)))["promptsRev"] == "1"
+
+
+async def test_send_to_an_archived_session_revives_it(redis, db):
+    sid = SessionId("ses_111111111111BBBBBBBBBBBBBB")
+    await insert_archived(db, sid, "completed", ticket="T-5")
+    message_id = await commands.send(redis, db, sid, "ECHO again")
+    row = await row_of(db, sid)
+    assert row is not None and row[3] == "pending" and row[7] is None
+    assert row[5]["owner"] == "tests"
+    assert row[5][LAYER_KEY]["prompts"] == [{"messageID": message_id, "text": "ECHO again"}]
+    job = text(await redis.hgetall(keys.job(sid)))
+    assert (job["epoch"], job["cancel"], job["ticketId"], job["title"]) == ("3", "0", "T-5", "old")
+    assert [json.loads(p)["messageID"] for p in await redis.lrange(keys.prompts(sid), 0, -1)] == [message_id]
+    assert json.loads(text(await redis.hgetall(keys.session(sid)))["metadata"]) == {"owner": "tests"}
+    assert await redis.get(keys.ticket_active(TicketId("T-5"))) == sid.encode()
+
+
+async def test_cancel_of_a_live_session_is_requested(redis, db, opencode):
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO hi")
+    sid = SessionId(state["sessionId"])
+    assert await commands.cancel(redis, db, sid) == "requested"
+    job = text(await redis.hgetall(keys.job(sid)))
+    assert job["cancel"] == "1" and job["promptsRev"] == "1"
+    assert (await row_of(db, sid))[3] == "pending"  # the poller, not cancel, archives it
+
+
+@pytest.mark.parametrize("status", ["completed", "error", "cancelled"])
+async def test_cancel_of_an_archived_finished_session_is_a_conflict(redis, db, status):
+    sid = SessionId("ses_222222222222CCCCCCCCCCCCCC")
+    await insert_archived(db, sid, status)
+    with pytest.raises(Conflict, match=status):
+        await commands.cancel(redis, db, sid)
+    assert await redis_keys(redis) == set()
+    assert (await row_of(db, sid))[3] == status
+
+
+async def test_cancel_of_an_unknown_session_is_not_found(redis, db):
+    with pytest.raises(NotFound):
+        await commands.cancel(redis, db, UNKNOWN)
+    assert await redis_keys(redis) == set()
+
+
+async def test_cancel_of_a_pending_row_whose_live_state_was_lost_queues_it_cancelled(redis, db):
+    sid = SessionId("ses_333333333333DDDDDDDDDDDDDD")
+    await insert_archived(db, sid, "pending")
+    assert await commands.cancel(redis, db, sid) == "requested"
+    job = text(await redis.hgetall(keys.job(sid)))
+    assert (job["cancel"], job["epoch"]) == ("1", "3")
+    assert await redis.zscore(keys.QUEUE, sid) is not None
