@@ -40,7 +40,9 @@ def _auth(settings: Settings) -> Auth:
     return Auth(None)
 
 
-def create_app(settings: Settings, *, ping_interval_s: float = PING_INTERVAL_S) -> Starlette:
+def create_app(
+    settings: Settings, *, ping_interval_s: float = PING_INTERVAL_S, fanout_queue: int = FANOUT_QUEUE
+) -> Starlette:
     """Raises ConfigError when auth is neither configured nor explicitly off."""
     auth = _auth(settings)
     metrics = Metrics()
@@ -48,7 +50,7 @@ def create_app(settings: Settings, *, ping_interval_s: float = PING_INTERVAL_S) 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = redis_client(settings.redis_url, max_connections=100)
-        fanout = Fanout(str(settings.redis_url), max_queued=FANOUT_QUEUE, metrics=metrics)
+        fanout = Fanout(str(settings.redis_url), max_queued=fanout_queue, metrics=metrics)
         try:
             async with pg_pool(settings.database_url, min_size=1, max_size=10) as pool, anyio.create_task_group() as tg:
                 app.state.gateway = GatewayState(

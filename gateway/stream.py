@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import anyio
 import structlog
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -21,13 +22,15 @@ from gateway.fanout import CLOSED, LOST, Published, Signal, Subscription
 from gateway.sse import format_event, ping, retry_line
 from gateway.state import GatewayState
 from shared import keys
-from shared.errors import SessionLayerError
+from shared.errors import NotFound, SessionLayerError, Unavailable
 from shared.ids import SessionId, parse_session_id
-from shared.models import dumps
+from shared.models import FINAL_STATUSES, dumps
 from shared.sessions import live_sessions
 
 log = structlog.get_logger(__name__)
 
+RESYNC_RETRY_BASE_S = 0.1
+RESYNC_RETRY_CAP_S = 5.0
 STREAM_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
@@ -74,7 +77,7 @@ async def _session_events(
             yield retry_line()
             if last_event_id != str(snapshot["seq"]) or not snapshot["live"]:
                 yield _snapshot(snapshot)
-            if not snapshot["live"]:
+            if _ended(snapshot):
                 yield format_event("complete", dumps(snapshot), snapshot["seq"])
                 return
             async for frame in _follow(state, sid, sub, int(snapshot["seq"])):
@@ -95,9 +98,13 @@ async def _follow(state: GatewayState, sid: SessionId, sub: Subscription, seq: i
         resync = _resync_reason(item, seq)
         if resync is not None:
             state.metrics.resyncs.labels(resync).inc()
-            snapshot = await read_session(state, sid)
+            try:
+                snapshot = await _read_when_available(state, sid)
+            except NotFound as exc:
+                yield format_event("error", dumps({"error": exc.message}))
+                return
             yield _snapshot(snapshot)
-            if not snapshot["live"]:
+            if _ended(snapshot):
                 yield format_event("complete", dumps(snapshot), snapshot["seq"])
                 return
             seq = int(snapshot["seq"])
@@ -110,6 +117,24 @@ async def _follow(state: GatewayState, sid: SessionId, sub: Subscription, seq: i
             yield await _complete(state, sid, item)
             return
         yield item.frame("update")
+
+
+async def _read_when_available(state: GatewayState, sid: SessionId) -> dict[str, Any]:
+    """A resync right after a Redis restart may find it still down: wait for it rather than drop the client."""
+    delay = RESYNC_RETRY_BASE_S
+    while True:
+        try:
+            return await read_session(state, sid)
+        except Unavailable as exc:
+            log.warning("resync_retry", error=exc.message, retry_in_s=delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RESYNC_RETRY_CAP_S)
+
+
+def _ended(snapshot: dict[str, Any]) -> bool:
+    """Archived with a final status. A `pending`/`running` row without live state is being re-queued by the
+    poller's backstop: the stream waits for its `reset` rather than calling it complete."""
+    return not snapshot["live"] and snapshot["status"] in FINAL_STATUSES
 
 
 def _resync_reason(item: Published | Signal, seq: int) -> str | None:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from shared.archive_rows import COLUMNS, LAYER_KEY, layer_of, to_epoch_ms, to_timestamp, user_metadata
 from shared.connections import store_errors
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.errors import Conflict, InvalidInput, NotFound, Unavailable
 from shared.ids import SessionId, TicketId, new_message_id, parse_session_id, parse_ticket_id
 from shared.lua import Scripts
 from shared.models import SESSION_TYPES, dumps, index_event, part_key, prompt_entry
@@ -84,23 +84,29 @@ async def enqueue(
     text = parse_prompt(prompt) if prompt is not None else None
     if title is not None and (not title.strip() or len(title) > MAX_TITLE_CHARS):
         raise InvalidInput(f"the title must be 1-{MAX_TITLE_CHARS} characters")
-    user_meta = parse_metadata(dict(metadata)) if metadata is not None else {}
+    user_meta = parse_metadata(metadata) if metadata is not None else {}
 
     session = await opencode.create_session(title=title)
     sid = parse_session_id(session["id"])
     prompts = [{"messageID": new_message_id(), "text": text}] if text is not None else []
     started_ms = _now_ms()
     stored_meta = {**user_meta, LAYER_KEY: {"title": title, "prompts": prompts, "epoch": 0}}
-    if text is not None:
-        stored_meta.setdefault("prompt", text)
     with store_errors("PostgreSQL"):
-        await db.execute(
-            f"INSERT INTO opencode_sessions ({COLUMNS}) VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL)",
-            (sid, ticket, kind, Jsonb(stored_meta), to_timestamp(started_ms)),
-        )
+        try:
+            await db.execute(
+                f"INSERT INTO opencode_sessions ({COLUMNS}) VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL)",
+                (sid, ticket, kind, Jsonb(stored_meta), to_timestamp(started_ms)),
+            )
+        except psycopg.errors.ForeignKeyViolation:
+            raise InvalidInput(f"unknown ticket {ticket}: the tickets table has no such id") from None
     state = _pending_state(sid, ticket, kind, title, user_meta, started_ms)
     entries = [prompt_entry(p["messageID"], p["text"]) for p in prompts]
-    await _queue(redis, sid, ticket, state, entries, epoch=0, metadata=user_meta)
+    try:
+        await _queue(redis, sid, ticket, state, entries, epoch=0, metadata=user_meta)
+    except Unavailable as exc:
+        # The row is in PostgreSQL: the pollers' backstop queues it once Redis is back. Say so, so that the
+        # caller does not enqueue a duplicate.
+        raise Unavailable(f"{exc.message}; session {sid} is recorded and will be queued when Redis is back") from exc
     log.info("session_enqueued", session_id=sid, session_type=kind, prompts=len(prompts))
     return {**state, "metadata": user_meta, "messages": [], "currentToolCalls": [], "seq": 1, "live": True}
 

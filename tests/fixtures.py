@@ -156,9 +156,9 @@ async def make_gateway(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
     servers: list[GatewayServer] = []
     async with anyio.create_task_group() as tg:
 
-        async def start(ping_interval_s: float = 15.0, **overrides: Any) -> str:
-            gateway_settings = dataclasses.replace(settings, gateway_auth=False, **overrides)
-            app = create_app(gateway_settings, ping_interval_s=ping_interval_s)
+        async def start(ping_interval_s: float = 15.0, fanout_queue: int = 1000, **overrides: Any) -> str:
+            gateway_settings = dataclasses.replace(settings, **{"gateway_auth": False, **overrides})
+            app = create_app(gateway_settings, ping_interval_s=ping_interval_s, fanout_queue=fanout_queue)
             port = free_port()
             config = uvicorn.Config(
                 app, host="127.0.0.1", port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=3
@@ -167,7 +167,7 @@ async def make_gateway(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
             servers.append(server)
             tg.start_soon(server.serve)
             with anyio.fail_after(10):
-                while not server.started:
+                while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
                     await anyio.sleep(0.01)
             return f"http://127.0.0.1:{port}"
 

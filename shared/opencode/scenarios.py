@@ -1,9 +1,9 @@
 """The simulator's sessions, and the scripted runs that fill them the way OpenCode 1.18.33 does.
 
 A prompt's keywords pick the script, like the harness's scripted model (first match wins):
-FAIL (retries, then APIError 500), REJECT (APIError 400 at once), TOOL / TOOLERR (a `bash` or failing `read`
-tool step, then a text step), SLOW (slow text), ECHO or anything else ("ECHO: <prompt>"); THINK adds a
-reasoning part. Every delay is divided by `speed`. Each session has at most one run loop, a task in the
+FAIL (retries, then APIError 500), REJECT (APIError 400 at once), TOOLERR / READ / TOOL (a tool step, then a
+text step: `read` of a missing file, `read` of `hello.txt` in the session's directory, or `bash`), SLOW (slow
+text), ECHO or anything else ("ECHO: <prompt>"); THINK adds a reasoning part. Every delay is divided by `speed`. Each session has at most one run loop, a task in the
 app's task group: it answers the newest user message until none is left unanswered, one assistant message
 per model step, exactly as OpenCode's loop does (so prompts sent while busy are queued, not refused).
 """
@@ -39,6 +39,7 @@ REASONING = "Thinking about the request step by step."
 ABORTED: JSON = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
 BASH_ABORTED = "(no output)\n\n<shell_metadata>\nUser aborted the command\n</shell_metadata>"
 MODEL_URL = "http://127.0.0.1:8000/v1/chat/completions"
+READ_FILE, MISSING_FILE = "hello.txt", "does-not-exist.txt"  # what READ and TOOLERR ask the `read` tool for
 BUSY: JSON = {"type": "busy"}
 # OpenCode retries a 5xx after ~2, 4, 8, 16, 30 s; a hundredth of that keeps a FAIL run short.
 DEFAULT_RETRY_DELAYS = (0.02, 0.04, 0.08, 0.16, 0.3)
@@ -50,6 +51,7 @@ CHUNK_S, SLOW_CHUNK_S, REASONING_CHUNK_S = 0.02, 0.5, 0.05  # after each streame
 ARGS_S, SLOW_ARGS_S = 0.15, 1.2  # tool part `pending` while its arguments stream
 BASH_S, SLOW_BASH_S = 0.1, 4.0  # `echo hello` / `sleep 4; echo hello` running
 STEP_END_S = 0.02  # step-finish stored -> info.finish -> info.time.completed
+READ_S = 0.004
 REJECT_S = 0.08
 ERROR_WINDOW_S = 0.02  # session idle before the failed message is final
 
@@ -101,6 +103,28 @@ def _api_error(retryable: bool) -> JSON:
     headers |= {"date": email.utils.formatdate(usegmt=True), "server": "fake-llm/1.0"}
     data = {"message": message, "statusCode": status, "isRetryable": retryable, "responseHeaders": headers}
     return {"name": "APIError", "data": data | {"responseBody": body, "metadata": {"url": MODEL_URL}}}
+
+
+def read_file(directory: str, file_path: str) -> JSON:
+    """The end state of OpenCode's `read` tool (without input and time): `completed` with the numbered lines,
+    or `error` when there is no such file. A relative path is taken from the session's directory."""
+    path = os.path.join(directory, file_path)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return {"status": "error", "error": f"File not found: {path}"}
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    numbered = "\n".join(f"{i}: {line}" for i, line in enumerate(lines, 1))
+    output = f"<path>{path}</path>\n<type>file</type>\n<content>\n{numbered}\n\n"
+    output += f"(End of file - total {len(lines)} lines)\n</content>"
+    shown = "\n".join(lines)
+    display = {"type": "file", "path": path, "text": shown, "lineStart": 1, "lineEnd": len(lines)}
+    display |= {"totalLines": len(lines), "truncated": False}
+    metadata = {"preview": "\n".join(lines[:20]), "truncated": False, "loaded": [], "display": display}
+    return {"status": "completed", "output": output, "title": os.path.relpath(path, directory), "metadata": metadata}
 
 
 class EventBus:
@@ -273,8 +297,14 @@ class Simulation:
         reasoning = REASONING if "THINK" in prompt else None
         if "FAIL" in prompt or "REJECT" in prompt:
             await self._model_error(sess, run, user, retryable="FAIL" in prompt)
-        elif "TOOL" in prompt:
-            output = await self._tool_step(sess, run, user, failing="TOOLERR" in prompt, slow=slow, reasoning=reasoning)
+        elif "TOOL" in prompt or "READ" in prompt:
+            if "TOOLERR" in prompt:
+                tool, args = "read", {"filePath": MISSING_FILE}
+            elif "READ" in prompt:
+                tool, args = "read", {"filePath": READ_FILE}
+            else:
+                tool, args = "bash", {"command": "sleep 4; echo hello" if slow else "echo hello"}
+            output = await self._tool_step(sess, run, user, tool, args, slow=slow, reasoning=reasoning)
             await self._text_step(sess, run, user, f"The tool ran. Output: {output.strip()[:200]}", slow=slow)
         elif slow:
             await self._text_step(sess, run, user, f"Slow answer to: {prompt[:200]}", slow=True, reasoning=reasoning)
@@ -314,24 +344,32 @@ class Simulation:
         await self._close_step(sess, message, "stop")
 
     async def _tool_step(
-        self, sess: SimSession, run: Run, user: SimMessage, *, failing: bool, slow: bool, reasoning: str | None
+        self,
+        sess: SimSession,
+        run: Run,
+        user: SimMessage,
+        tool: str,
+        args: JSON,
+        *,
+        slow: bool,
+        reasoning: str | None,
     ) -> str:
+        """One tool call (`bash` or `read`) as OpenCode stores it; returns what the model gets back."""
         message = await self._open_step(sess, user)
         self._add_part(sess, message, {"type": "step-start", "snapshot": sess.snapshot})
         if reasoning:
             await self._stream(sess, run, message, "reasoning", reasoning, 4, REASONING_CHUNK_S)
-        fields = {"type": "tool", "callID": f"call_{next(_call_ids):06d}", "tool": "read" if failing else "bash"}
+        fields = {"type": "tool", "callID": f"call_{next(_call_ids):06d}", "tool": tool}
         part = self._add_part(sess, message, fields | {"state": {"status": "pending", "input": {}, "raw": ""}})
         await self._sleep(SLOW_ARGS_S if slow else ARGS_S)
-        command = "sleep 4; echo hello" if slow else "echo hello"
-        args: JSON = {"filePath": "does-not-exist.txt"} if failing else {"command": command}
         start = now_ms()
         running = {"status": "running", "input": args, "time": {"start": start}}
         self._set_tool(sess, part, running)
-        if failing:
-            await self._sleep(0.004)
-            output = f"File not found: {os.path.join(sess.info['directory'], args['filePath'])}"
-            ended: JSON = {"status": "error", "input": args, "error": output}
+        ended: JSON
+        if tool == "read":
+            await self._sleep(READ_S)
+            ended = read_file(sess.info["directory"], args["filePath"])
+            output = str(ended.get("output", ended.get("error")))
         else:
             await self._sleep(0.01)
             self._set_tool(sess, part, running | {"metadata": {"output": ""}})  # bash streams its output
@@ -339,8 +377,8 @@ class Simulation:
             output = "hello\n"
             self._set_tool(sess, part, running | {"metadata": {"output": output}})
             metadata = {"output": output, "exit": 0, "truncated": False}
-            ended = {"status": "completed", "input": args, "output": output, "title": command, "metadata": metadata}
-        self._set_tool(sess, part, ended | {"time": {"start": start, "end": now_ms()}})
+            ended = {"status": "completed", "output": output, "title": args["command"], "metadata": metadata}
+        self._set_tool(sess, part, {"input": args} | ended | {"time": {"start": start, "end": now_ms()}})
         await self._close_step(sess, message, "tool-calls")
         return output
 

@@ -32,7 +32,8 @@ SCENARIOS = {
 async def archived_rows(database_url: str) -> dict[str, tuple]:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         cur = await conn.execute(
-            "SELECT id, status, messages, error_message FROM opencode_sessions WHERE status NOT IN ('pending', 'running')"
+            "SELECT id, status, messages, error_message FROM opencode_sessions"
+            " WHERE status NOT IN ('pending', 'running')"
         )
         return {row[0]: row for row in await cur.fetchall()}
 
@@ -71,7 +72,8 @@ async def assert_all_archived_faithfully(schema, opencode, simulator, expected, 
         lambda: _when_all(archived_rows(schema), len(expected)), timeout=120, what=f"{len(expected)} archived"
     )
     assert set(rows) == set(expected)
-    stats = httpx.get(f"{simulator}/__sim/stats").json()
+    async with httpx.AsyncClient() as client:
+        stats = (await client.get(f"{simulator}/__sim/stats")).json()
     for sid, want in expected.items():
         _, status, messages, error = rows[sid]
         assert status == want, (sid, status, error)

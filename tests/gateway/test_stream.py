@@ -92,7 +92,7 @@ async def test_a_client_that_reconnects_with_last_event_id_loses_nothing(
 
 
 async def test_resume_at_the_current_seq_sends_nothing_old(make_worker, make_gateway, redis, db, slow_sim):
-    sim_url, oc = slow_sim
+    _, oc = slow_sim
     gateway = await make_gateway(ping_interval_s=0.2)
     state = await commands.enqueue(redis, db, oc, session_type="chat", prompt="ECHO waiting")  # no poller yet
     sid = state["sessionId"]

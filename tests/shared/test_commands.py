@@ -82,10 +82,6 @@ async def test_invalid_enqueue_raises_before_anything_is_written(redis, db, open
     assert await redis_keys(redis) == set()
 
 
-@pytest.mark.xfail(
-    raises=(TypeError, ValueError),
-    reason="commands.enqueue calls dict(metadata) before parse_metadata: a non-mapping raises TypeError/ValueError",
-)
 @pytest.mark.parametrize("metadata", [[1, 2], "not an object"], ids=["list", "string"])
 async def test_metadata_that_is_not_an_object_is_invalid_input(redis, db, opencode, simulator_url, metadata):
     with pytest.raises(InvalidInput):

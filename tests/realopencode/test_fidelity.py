@@ -1,0 +1,189 @@
+"""The simulator answers like the real server: compared with fixtures recorded from `opencode serve`.
+
+`record_fixtures.py` recorded each scenario on the real server; here the same driver runs it on the simulator,
+and the two recordings must agree on:
+
+- shapes: the final message list and the session object have the same keys and value types at every level
+  (lists element by element: same messages, same parts, in the same order);
+- transitions: every message and every part goes through the same sequence of shapes (`GET /event` carries
+  each stored state: tool pending -> running -> completed, text "" while it streams -> full text, ...), and the
+  session goes through the same status changes, interleaved the same way with the assistant steps' ends and
+  errors (OpenCode goes idle once *before* a failed or aborted message is final);
+- outcome: the status and error text our poller derives for the archive.
+
+The end-to-end half runs the e2e scenarios through our CLI and two poller processes against the simulator and
+checks the archive gets the very status and error text the real server's recording implies. No npm needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.opencode.simulator import create_simulator, serve_in_thread
+from tests.realopencode.harness import HELLO_TEXT
+from tests.realopencode.record_fixtures import (
+    FIXTURES,
+    SCENARIOS,
+    collapse,
+    record,
+    status_timeline,
+)
+
+pytestmark = pytest.mark.anyio
+
+SIM_SPEED = 4.0
+JSON = dict[str, Any]
+
+
+def fixture(name: str) -> JSON:
+    path = FIXTURES / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"no recorded fixture {path.name}: run python -m tests.realopencode.record_fixtures")
+    return dict(json.loads(path.read_text()))
+
+
+# -- structure -------------------------------------------------------------------------------------------------
+
+
+def skeleton(value: Any) -> Any:
+    """The JSON value with every leaf replaced by its type: keys and types at every level, nothing else."""
+    if isinstance(value, dict):
+        return {key: skeleton(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        return [skeleton(item) for item in value]
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"  # JSON has one number type; JavaScript writes 0 and 0.0 alike
+    if isinstance(value, str):
+        return "string"
+    assert value is None, f"not JSON: {value!r}"
+    return "null"
+
+
+def differences(real: Any, sim: Any, where: str = "$") -> Iterator[str]:
+    """Where two skeletons differ, as readable paths."""
+    if isinstance(real, dict) and isinstance(sim, dict):
+        for key in sorted(real.keys() - sim.keys()):
+            yield f"{where}.{key}: only on the real server ({real[key]})"
+        for key in sorted(sim.keys() - real.keys()):
+            yield f"{where}.{key}: only on the simulator ({sim[key]})"
+        for key in sorted(real.keys() & sim.keys()):
+            yield from differences(real[key], sim[key], f"{where}.{key}")
+    elif isinstance(real, list) and isinstance(sim, list):
+        if len(real) != len(sim):
+            yield f"{where}: {len(real)} items on the real server, {len(sim)} on the simulator"
+        for i, (a, b) in enumerate(zip(real, sim, strict=False)):
+            yield from differences(a, b, f"{where}[{i}]")
+    elif real != sim:
+        yield f"{where}: {real} on the real server, {sim} on the simulator"
+
+
+def assert_same_shape(real: Any, sim: Any, what: str) -> None:
+    diffs = list(differences(skeleton(real), skeleton(sim)))
+    assert not diffs, f"{what} differ:\n  " + "\n  ".join(diffs)
+
+
+# -- transitions -----------------------------------------------------------------------------------------------
+
+
+def entity_transitions(recording: JSON) -> dict[str, list[Any]]:
+    """For each message and part (named by its position in the final list), the shapes it went through."""
+    names: dict[str, str] = {}
+    for i, message in enumerate(recording["messages"]):
+        names[message["info"]["id"]] = f"message[{i}] ({message['info']['role']})"
+        for j, part in enumerate(message["parts"]):
+            names[part["id"]] = f"message[{i}].part[{j}] ({part['type']})"
+    seen: dict[str, list[Any]] = {name: [] for name in names.values()}
+    for event in recording["events"]:
+        props = event["properties"]
+        if event["type"] == "message.updated":
+            seen[names[props["info"]["id"]]].append(skeleton(props["info"]))
+        elif event["type"] == "message.part.updated":
+            seen[names[props["part"]["id"]]].append(skeleton(props["part"]))
+    return {name: collapse(shapes) for name, shapes in seen.items()}
+
+
+def milestones(recording: JSON) -> list[str]:
+    """Status changes, errors and idles, interleaved with each assistant step's states (open, finished, ...)."""
+    out: list[str] = []
+    status = "idle"
+    steps: dict[str, int] = {}
+    for event in recording["events"]:
+        kind, props = event["type"], event["properties"]
+        if kind == "session.status" and props["status"]["type"] != status:
+            status = props["status"]["type"]
+            out.append(f"status {status}")
+        elif kind == "session.idle":
+            out.append("session.idle")
+        elif kind == "session.error":
+            out.append(f"session.error {props['error']['name']}")
+        elif kind == "message.updated" and props["info"]["role"] == "assistant":
+            info = props["info"]
+            step = steps.setdefault(info["id"], len(steps))
+            state = [f"error {info['error']['name']}"] if "error" in info else []
+            state += [f"finish {info['finish']}"] if "finish" in info else []
+            state += ["completed"] if "completed" in info["time"] else []
+            out.append(f"step {step}: {', '.join(state) or 'open'}")
+    return collapse(out)
+
+
+def deltas_match_text(recording: JSON) -> bool:
+    """Streamed deltas add up to each text or reasoning part's stored text (the partial one, when aborted)."""
+    streamed: dict[str, str] = {}
+    for event in recording["events"]:
+        if event["type"] == "message.part.delta":
+            part_id = event["properties"]["partID"]
+            streamed[part_id] = streamed.get(part_id, "") + event["properties"]["delta"]
+    parts = {p["id"]: p for m in recording["messages"] for p in m["parts"]}
+    return bool(streamed) and all(parts[pid]["text"] == text for pid, text in streamed.items())
+
+
+# -- the simulator, driven like the real server ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("sim-work")
+    (work / "hello.txt").write_text(HELLO_TEXT)
+    return work
+
+
+@pytest.fixture(scope="module")
+def sim_url(sim_workdir: Path) -> Iterator[str]:
+    app = create_simulator(SIM_SPEED, directory=str(sim_workdir), retry_delays=(0.05,) * 5)
+    with serve_in_thread(app) as url:
+        yield url
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_simulator_matches_recording(name: str, sim_url: str) -> None:
+    real = fixture(name)
+    scenario = SCENARIOS[name]
+    sim = await record(sim_url, scenario, timeout=60)
+
+    assert real["outcome"] == {"status": scenario.status, "error": scenario.error}, "the real server's verdict"
+    assert sim["outcome"] == real["outcome"]
+    assert real["statuses"] == status_timeline(real["events"])
+    assert sim["statuses"] == real["statuses"]
+    assert sim["abortAnswer"] == real["abortAnswer"]
+
+    assert_same_shape(real["messages"], sim["messages"], "final message lists")
+    assert_same_shape(real["session"], sim["session"], "session objects")
+    real_steps, sim_steps = entity_transitions(real), entity_transitions(sim)
+    assert real_steps.keys() == sim_steps.keys()
+    for entity, shapes in real_steps.items():
+        pairs = enumerate(zip(shapes, sim_steps[entity], strict=False))
+        diffs = [d for i, (a, b) in pairs for d in differences(a, b, f"{entity} state {i}")]
+        assert len(shapes) == len(sim_steps[entity]) and not diffs, (
+            f"{entity}: {len(shapes)} states on the real server, {len(sim_steps[entity])} on the simulator\n  "
+            + "\n  ".join(diffs)
+        )
+    assert milestones(sim) == milestones(real)
+    if any(e["type"] == "message.part.delta" for e in real["events"]):
+        assert deltas_match_text(real) and deltas_match_text(sim)
