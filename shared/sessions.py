@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from redis.asyncio import Redis
@@ -150,3 +151,86 @@ async def archived_sessions(
         last = items[-1]
         next_cursor = encode_cursor(int(last["startedAt"]), last["sessionId"])
     return {"sessions": items, "nextCursor": next_cursor}
+
+
+# --- operator reads for `opencode-sessions status` -----------------------------------------------------------------
+
+STATUS_SCAN_CHUNK = 500
+
+
+async def redis_now_ms(redis: Redis) -> int:
+    """Redis's clock, the one queue scores and heartbeats are written with (never this machine's)."""
+    with store_errors("Redis"):
+        seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def queue_depth(redis: Redis, now_ms: int) -> dict[str, int]:
+    """Jobs in `opencode:queue`: `due` (score <= now: claimable) and `leased` (score in the future: held)."""
+    with store_errors("Redis"):
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(keys.QUEUE)
+            pipe.zcount(keys.QUEUE, "-inf", now_ms)
+            total, due = await pipe.execute()
+    return {"total": int(total), "due": int(due), "leased": int(total) - int(due)}
+
+
+async def live_status_counts(redis: Redis) -> dict[str, int]:
+    """How many live sessions there are in each status, from the live index (chunked, never a key scan)."""
+    counts: dict[str, int] = {}
+    start = 0
+    with store_errors("Redis"):
+        while True:
+            ids = await redis.zrange(keys.LIVE_INDEX, start, start + STATUS_SCAN_CHUNK - 1)
+            if not ids:
+                break
+            async with redis.pipeline(transaction=False) as pipe:
+                for raw in ids:
+                    pipe.hget(keys.session(SessionId(as_text(raw))), "status")
+                statuses = await pipe.execute()
+            for status in statuses:
+                if status is not None:  # ended between the two reads
+                    name = as_text(status)
+                    counts[name] = counts.get(name, 0) + 1
+            if len(ids) < STATUS_SCAN_CHUNK:
+                break
+            start += STATUS_SCAN_CHUNK
+    return counts
+
+
+async def poller_replicas(redis: Redis, now_ms: int) -> list[dict[str, Any]]:
+    """Every replica in `opencode:pollers`, most recent heartbeat first, with what its heartbeat hash says.
+
+    `alive` is false when the hash has expired (the replica stopped beating); its last heartbeat stays in the
+    ZSET until a replica of the same id beats again.
+    """
+    with store_errors("Redis"):
+        rows: Any = await redis.zrevrange(keys.POLLERS, 0, -1, withscores=True)
+        entries = [(as_text(member), float(score)) for member, score in rows]
+        async with redis.pipeline(transaction=False) as pipe:
+            for replica, _ in entries:
+                pipe.hgetall(keys.poller(replica))
+            hashes = await pipe.execute()
+    out = []
+    for (replica, score), fields in zip(entries, hashes, strict=True):
+        raw = {as_text(k): as_text(v) for k, v in fields.items()}
+        heartbeat = int(raw.get("heartbeatAt") or score)
+        try:
+            held = json.loads(raw.get("sessions") or "[]")
+        except ValueError:
+            held = []
+        started = raw.get("startedAt")
+        out.append(
+            {
+                "replicaId": replica,
+                "alive": bool(raw),
+                "host": raw.get("host"),
+                "pid": int(raw["pid"]) if raw.get("pid") else None,
+                "startedAt": int(started) if started else None,
+                "heartbeatAt": heartbeat,
+                "heartbeatAgeMs": max(0, now_ms - heartbeat),
+                "sessions": [str(s) for s in held] if isinstance(held, list) else [],
+                "maxSessions": int(raw["maxSessions"]) if raw.get("maxSessions") else None,
+            }
+        )
+    return out

@@ -1,11 +1,13 @@
 """The simulator's sessions, and the scripted runs that fill them the way OpenCode 1.18.33 does.
 
-A prompt's keywords pick the script, like the harness's scripted model (first match wins):
-FAIL (retries, then APIError 500), REJECT (APIError 400 at once), TOOLERR / READ / TOOL (a tool step, then a
-text step: `read` of a missing file, `read` of `hello.txt` in the session's directory, or `bash`), SLOW (slow
-text), ECHO or anything else ("ECHO: <prompt>"); THINK adds a reasoning part. Every delay is divided by `speed`. Each session has at most one run loop, a task in the
-app's task group: it answers the newest user message until none is left unanswered, one assistant message
-per model step, exactly as OpenCode's loop does (so prompts sent while busy are queued, not refused).
+A prompt's keywords pick the script, like the scripted model of the real-server tests
+(`tests/realopencode/scripted_model.py`; first match wins): FAIL (retries, then APIError 500), REJECT
+(APIError 400 at once), TOOLERR / READ / TOOL (a tool step, then a text step: `read` of a missing file, `read`
+of `hello.txt` in the session's directory, or `bash`), SLOW (slow text), ECHO or anything else ("ECHO:
+<prompt>"); THINK adds a reasoning part. Every delay is divided by `speed`. Each session has at most one run
+loop, a task in the app's task group: it answers the newest user message until none is left unanswered, one
+assistant message per model step, exactly as OpenCode's loop does (so prompts sent while busy are queued, not
+refused). `tests/realopencode/test_fidelity.py` checks all this against recordings of the real server.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,7 @@ CHUNK_S, SLOW_CHUNK_S, REASONING_CHUNK_S = 0.02, 0.5, 0.05  # after each streame
 ARGS_S, SLOW_ARGS_S = 0.15, 1.2  # tool part `pending` while its arguments stream
 BASH_S, SLOW_BASH_S = 0.1, 4.0  # `echo hello` / `sleep 4; echo hello` running
 STEP_END_S = 0.02  # step-finish stored -> info.finish -> info.time.completed
+STEP_SUMMARY_S = 0.05  # a step's end -> the prompt's message stored again with its diff summary
 READ_S = 0.004
 REJECT_S = 0.08
 ERROR_WINDOW_S = 0.02  # session idle before the failed message is final
@@ -312,7 +315,6 @@ class Simulation:
             await self._text_step(sess, run, user, f"ECHO: {prompt[:500]}", slow=False, reasoning=reasoning)
 
     async def _open_step(self, sess: SimSession, user: SimMessage) -> SimMessage:
-        self._set_status(sess, BUSY)
         await self._sleep(ASSISTANT_S)
         agent, model, cwd = user.info["agent"], user.info["model"], sess.info["directory"]
         info: JSON = {"id": new_message_id(), "sessionID": sess.id, "role": "assistant", "time": {"created": now_ms()}}
@@ -321,10 +323,11 @@ class Simulation:
         message = SimMessage(info)
         sess.add(message)
         self._message_updated(sess, message)
-        await self._sleep(FIRST_TOKEN_S)
         if "summary" not in user.info:
             user.info["summary"] = {"diffs": []}
             self._message_updated(sess, user)
+        self._set_status(sess, BUSY)  # OpenCode marks the session busy again once the step's message exists
+        await self._sleep(FIRST_TOKEN_S)
         if "summary" not in sess.info:  # the first run: OpenCode generates the title, sums up the diff
             if sess.generated_title:
                 sess.info["title"] = GENERATED_TITLE
@@ -341,7 +344,7 @@ class Simulation:
         if reasoning:
             await self._stream(sess, run, message, "reasoning", reasoning, 4, REASONING_CHUNK_S)
         await self._stream(sess, run, message, "text", text, 10 if slow else 3, SLOW_CHUNK_S if slow else CHUNK_S)
-        await self._close_step(sess, message, "stop")
+        await self._close_step(sess, user, message, "stop")
 
     async def _tool_step(
         self,
@@ -379,7 +382,7 @@ class Simulation:
             metadata = {"output": output, "exit": 0, "truncated": False}
             ended = {"status": "completed", "output": output, "title": args["command"], "metadata": metadata}
         self._set_tool(sess, part, {"input": args} | ended | {"time": {"start": start, "end": now_ms()}})
-        await self._close_step(sess, message, "tool-calls")
+        await self._close_step(sess, user, message, "tool-calls")
         return output
 
     async def _stream(
@@ -398,7 +401,7 @@ class Simulation:
         part["time"]["end"] = now_ms()
         self._part_updated(sess, part)
 
-    async def _close_step(self, sess: SimSession, message: SimMessage, reason: str) -> None:
+    async def _close_step(self, sess: SimSession, user: SimMessage, message: SimMessage, reason: str) -> None:
         fields = {"type": "step-finish", "reason": reason, "snapshot": sess.snapshot, "cost": 0}
         self._add_part(sess, message, fields | {"tokens": _step_tokens()})
         await self._sleep(STEP_END_S)
@@ -411,6 +414,10 @@ class Simulation:
         tokens["input"] += 100
         tokens["output"] += 20
         self._session_updated(sess)
+        self._set_status(sess, BUSY)  # the loop's next turn starts busy, before it knows whether one more step runs
+        # OpenCode sums up each finished step's diff in the background and stores the prompt's message again
+        # (unchanged here: no file changes); for the last step that lands after the session went idle.
+        self._later(STEP_SUMMARY_S, lambda: self._message_updated(sess, user))
 
     async def _model_error(self, sess: SimSession, run: Run, user: SimMessage, *, retryable: bool) -> None:
         message = await self._open_step(sess, user)
@@ -497,6 +504,14 @@ class Simulation:
         self.bus.publish("session.status", {"sessionID": sess.id, "status": status or {"type": "idle"}})
         if status is None:
             self.bus.publish("session.idle", {"sessionID": sess.id})
+
+    def _later(self, seconds: float, publish: Callable[[], None]) -> None:
+        async def later() -> None:
+            await self._sleep(seconds)
+            publish()
+
+        if self.task_group is not None:
+            self.task_group.start_soon(later)
 
     async def _sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds / self.speed)

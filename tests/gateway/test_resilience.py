@@ -46,23 +46,23 @@ async def test_redis_restarted_mid_stream_the_client_resyncs_and_ends_equal(
 async def test_live_list_stream_shows_sessions_appear_change_and_end(make_worker, make_gateway, redis, db, opencode):
     gateway = await make_gateway()
     seen: list[tuple[str, str | None]] = []
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
-        async with client.stream("GET", "/sessions/live/stream") as response:
-            sid = None
-            async for event in events(response):
-                if event.name == "snapshot":
-                    assert event.data == {"sessions": []}
-                    sid = (await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO x"))[
-                        "sessionId"
-                    ]
-                    await make_worker()
-                    continue
-                if event.name == "ping":
-                    continue
-                assert event.data["sessionId"] == sid
-                seen.append((event.name, event.data["status"]))
-                if event.name == "ended":
-                    break
+    async with (
+        httpx.AsyncClient(base_url=gateway, timeout=60) as client,
+        client.stream("GET", "/sessions/live/stream") as response,
+    ):
+        sid = None
+        async for event in events(response):
+            if event.name == "snapshot":
+                assert event.data == {"sessions": []}
+                sid = (await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO x"))["sessionId"]
+                await make_worker()
+                continue
+            if event.name == "ping":
+                continue
+            assert event.data["sessionId"] == sid
+            seen.append((event.name, event.data["status"]))
+            if event.name == "ended":
+                break
     assert seen[0] == ("appeared", "pending")
     assert ("status", "running") in seen
     assert seen[-1] == ("ended", "completed")

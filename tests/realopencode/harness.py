@@ -11,6 +11,7 @@ except to loopback.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -25,6 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.realopencode.scripted_model import ScriptedModel
 
 DEFAULT_OPENCODE_VERSION = "1.18.33"
 HELLO_TEXT = "hello from the real opencode test\n"
@@ -169,6 +172,18 @@ class OpenCodeServer:
             return ""
 
 
+@dataclass
+class RealOpenCode:
+    """A running server and the scripted model behind it (whose `requests` list every call it answered)."""
+
+    server: OpenCodeServer
+    model: ScriptedModel
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
 def _healthy(url: str) -> dict[str, object] | None:
     try:
         with urllib.request.urlopen(f"{url}/global/health", timeout=2) as resp:
@@ -227,9 +242,23 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
             process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             continue
-        try:  # the leader is gone; its children (a tool's `sleep`) may not be
+        with contextlib.suppress(ProcessLookupError):  # the leader is gone; its children may not be
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         break
     process.wait()
+
+
+def main() -> None:
+    """`python -m tests.realopencode.harness`: install the pinned (or OPENCODE_VERSION) opencode-ai, print where."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.realopencode.harness", description=main.__doc__)
+    parser.add_argument("--version", default=opencode_version(), help="default: OPENCODE_VERSION or the pinned one")
+    args = parser.parse_args()
+    started = time.monotonic()
+    binary = install_opencode(args.version)
+    print(f"opencode {args.version} at {binary} ({time.monotonic() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

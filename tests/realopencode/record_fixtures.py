@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +32,8 @@ from tests.realopencode.harness import install_opencode, opencode_version, run_o
 from tests.realopencode.scripted_model import FAILURE, REJECTION, serve_scripted_model
 
 JSON = dict[str, Any]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# Recorded from the pinned release and committed; REALOPENCODE_FIXTURES points test_fidelity at other recordings.
+FIXTURES = Path(os.environ.get("REALOPENCODE_FIXTURES") or Path(__file__).resolve().parent / "fixtures")
 # Not part of a run's own state: the title, token counts and diff summary of the session object.
 SESSION_EVENTS = frozenset({"session.updated", "session.created", "session.diff"})
 
@@ -45,7 +47,7 @@ class Scenario:
     status: str  # final status in the archive
     error: str | None = None  # error text in the archive
     session_type: str = "ask"
-    cancel: bool = False  # cancel (abort) once the answer streams
+    cancel: str | None = None  # cancel (abort) once the answer streams "text", or once a "tool" runs
     e2e: bool = True  # also run end to end (CLI + pollers) against the real server
     long: bool = False  # recorded only with --with-fail: the real server retries for ~70 s
 
@@ -56,7 +58,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("echo", ("ECHO hello from the test",), "completed"),
         Scenario("read", ("READ hello.txt and quote it",), "completed"),
         Scenario("reject", ("REJECT this prompt",), "error", REJECTION["message"]),
-        Scenario("cancel", ("SLOW story to be cancelled",), "cancelled", cancel=True),
+        Scenario("cancel", ("SLOW story to be cancelled",), "cancelled", cancel="text"),
+        Scenario("cancel_tool", ("TOOL SLOW to be cancelled",), "cancelled", cancel="tool"),
         Scenario("followup", ("ECHO first question", "ECHO follow-up question"), "completed", session_type="chat"),
         Scenario("tool", ("TOOL run echo hello",), "completed", e2e=False),
         Scenario("toolerr", ("TOOLERR read a missing file",), "completed", e2e=False),
@@ -108,6 +111,16 @@ async def event_log(http: httpx.AsyncClient) -> AsyncIterator[EventLog]:
             tg.cancel_scope.cancel()
 
 
+def cancel_point(events: list[JSON], scenario: Scenario) -> bool:
+    """Time to cancel: a text delta arrived (the answer streams), or a tool part is `running`."""
+    if scenario.cancel == "text":
+        return any(e["type"] == "message.part.delta" and e["properties"].get("field") == "text" for e in events)
+    return any(
+        e["type"] == "message.part.updated" and e["properties"]["part"].get("state", {}).get("status") == "running"
+        for e in events
+    )
+
+
 def finished(messages: list[JSON], statuses: JSON, session_id: str, message_id: str) -> bool:
     """The completion rule the poller uses, for the answer to `message_id`."""
     if not messages or messages[-1]["info"].get("parentID") != message_id:
@@ -142,14 +155,8 @@ async def record(base_url: str, scenario: Scenario, *, timeout: float = 150.0) -
             resp = await http.post(f"/session/{session_id}/prompt_async", json=body)
             assert resp.status_code == 204, (resp.status_code, resp.text)
             if scenario.cancel:
-
-                def streaming() -> bool:
-                    return any(
-                        e["type"] == "message.part.delta" and e["properties"].get("field") == "text"
-                        for e in log.of(session_id)
-                    )
-
-                await log.wait(streaming, timeout, "the answer streaming")
+                what = "the answer streaming" if scenario.cancel == "text" else "a tool running"
+                await log.wait(lambda: cancel_point(log.of(session_id), scenario), timeout, what)
                 aborted = (await http.post(f"/session/{session_id}/abort")).raise_for_status().json()
             with anyio.fail_after(timeout):
                 while True:
@@ -164,7 +171,7 @@ async def record(base_url: str, scenario: Scenario, *, timeout: float = 150.0) -
         session = (await http.get(f"/session/{session_id}")).raise_for_status().json()
         health = (await http.get("/global/health")).raise_for_status().json()
         events = log.of(session_id)
-    status, error = outcome(messages, scenario.cancel)
+    status, error = outcome(messages, scenario.cancel is not None)
     return {
         "scenario": scenario.name,
         "opencodeVersion": health.get("version"),

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -241,8 +241,8 @@ class ScriptedModel:
     """A running scripted model: its base URL (…/v1) and every request it answered."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        handler = type("Handler", (ScriptedModelHandler,), {"requests": []})
-        self.requests: list[dict[str, Any]] = handler.requests
+        self.requests: list[dict[str, Any]] = []
+        handler = type("Handler", (ScriptedModelHandler,), {"requests": self.requests})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
@@ -281,10 +281,8 @@ def main() -> None:
             f.write(str(model.port))
         os.replace(args.port_file + ".tmp", args.port_file)
     print(f"scripted model listening on {model.url}", flush=True)
-    try:
+    with suppress(KeyboardInterrupt):
         model._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

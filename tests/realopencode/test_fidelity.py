@@ -7,8 +7,8 @@ and the two recordings must agree on:
   (lists element by element: same messages, same parts, in the same order);
 - transitions: every message and every part goes through the same sequence of shapes (`GET /event` carries
   each stored state: tool pending -> running -> completed, text "" while it streams -> full text, ...), and the
-  session goes through the same status changes, interleaved the same way with the assistant steps' ends and
-  errors (OpenCode goes idle once *before* a failed or aborted message is final);
+  events come in the same order: status changes, stored states, deltas, errors and idles (OpenCode goes idle
+  once *before* a failed or aborted message is final, and once after);
 - outcome: the status and error text our poller derives for the archive.
 
 The end-to-end half runs the e2e scenarios through our CLI and two poller processes against the simulator and
@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 
+from shared.opencode.client import OpenCodeClient
 from shared.opencode.simulator import create_simulator, serve_in_thread
+from tests.realopencode.endtoend import RunScenario, check_archived
 from tests.realopencode.harness import HELLO_TEXT
 from tests.realopencode.record_fixtures import (
     FIXTURES,
@@ -36,7 +38,7 @@ from tests.realopencode.record_fixtures import (
 
 pytestmark = pytest.mark.anyio
 
-SIM_SPEED = 4.0
+SIM_SPEED = 1.0
 JSON = dict[str, Any]
 
 
@@ -109,28 +111,39 @@ def entity_transitions(recording: JSON) -> dict[str, list[Any]]:
     return {name: collapse(shapes) for name, shapes in seen.items()}
 
 
-def milestones(recording: JSON) -> list[str]:
-    """Status changes, errors and idles, interleaved with each assistant step's states (open, finished, ...)."""
-    out: list[str] = []
-    status = "idle"
-    steps: dict[str, int] = {}
+def event_sequence(recording: JSON) -> list[str]:
+    """Every event of the session in order, as what it stores or announces: status changes, errors and idles,
+    each message's and part's state, each delta. The prompt's message is left out: OpenCode stores it again
+    (unchanged) after each step, in the background, so where that lands among the others is a matter of timing."""
+    names: dict[str, str] = {}
+    for i, message in enumerate(recording["messages"]):
+        names[message["info"]["id"]] = f"message[{i}]"
+        for j, part in enumerate(message["parts"]):
+            names[part["id"]] = f"message[{i}].part[{j}]"
+    out = []
     for event in recording["events"]:
         kind, props = event["type"], event["properties"]
-        if kind == "session.status" and props["status"]["type"] != status:
-            status = props["status"]["type"]
-            out.append(f"status {status}")
-        elif kind == "session.idle":
-            out.append("session.idle")
+        if kind == "session.status":
+            out.append(f"status {props['status']['type']}")
         elif kind == "session.error":
             out.append(f"session.error {props['error']['name']}")
         elif kind == "message.updated" and props["info"]["role"] == "assistant":
             info = props["info"]
-            step = steps.setdefault(info["id"], len(steps))
             state = [f"error {info['error']['name']}"] if "error" in info else []
             state += [f"finish {info['finish']}"] if "finish" in info else []
             state += ["completed"] if "completed" in info["time"] else []
-            out.append(f"step {step}: {', '.join(state) or 'open'}")
-    return collapse(out)
+            out.append(f"{names[info['id']]}: {', '.join(state) or 'open'}")
+        elif kind == "message.part.updated":
+            part = props["part"]
+            stage = part["state"]["status"] if part["type"] == "tool" else ""
+            if part["type"] in ("text", "reasoning") and "time" in part:
+                stage = "done" if "end" in part["time"] else "streaming"
+            out.append(f"{names[part['id']]}: {part['type']} {stage}".rstrip())
+        elif kind == "message.part.delta":
+            out.append(f"{names[props['partID']]}: delta {props['field']}")
+        elif kind != "message.updated":
+            out.append(kind)
+    return out
 
 
 def deltas_match_text(recording: JSON) -> bool:
@@ -142,6 +155,34 @@ def deltas_match_text(recording: JSON) -> bool:
             streamed[part_id] = streamed.get(part_id, "") + event["properties"]["delta"]
     parts = {p["id"]: p for m in recording["messages"] for p in m["parts"]}
     return bool(streamed) and all(parts[pid]["text"] == text for pid, text in streamed.items())
+
+
+def kinds(messages: list[JSON]) -> list[JSON]:
+    """The enum-like values that say what each message and part is: role, finish, error name, part type, tool
+    name and state, step-finish reason."""
+    out = []
+    for message in messages:
+        info = message["info"]
+        summary = {"role": info["role"], "finish": info.get("finish"), "error": info.get("error", {}).get("name")}
+        summary["parts"] = [
+            [p["type"], p.get("tool"), p.get("state", {}).get("status"), p.get("reason")] for p in message["parts"]
+        ]
+        out.append(summary)
+    return out
+
+
+def status_shapes(recording: JSON) -> list[Any]:
+    """The shapes of the session's status objects in order (retry carries attempt, message, next)."""
+    return collapse([skeleton(e["properties"]["status"]) for e in recording["events"] if e["type"] == "session.status"])
+
+
+def retry_attempts(recording: JSON) -> list[tuple[int, str]]:
+    statuses = [e["properties"]["status"] for e in recording["events"] if e["type"] == "session.status"]
+    return collapse([(s["attempt"], s["message"]) for s in statuses if s["type"] == "retry"])
+
+
+def session_errors(recording: JSON) -> list[Any]:
+    return [e["properties"]["error"] for e in recording["events"] if e["type"] == "session.error"]
 
 
 # -- the simulator, driven like the real server ----------------------------------------------------------------
@@ -156,6 +197,7 @@ def sim_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sim_url(sim_workdir: Path) -> Iterator[str]:
+    """At real speed (a SLOW answer streams ~5 s, long enough to cancel through the CLI), quick retries."""
     app = create_simulator(SIM_SPEED, directory=str(sim_workdir), retry_delays=(0.05,) * 5)
     with serve_in_thread(app) as url:
         yield url
@@ -173,6 +215,7 @@ async def test_simulator_matches_recording(name: str, sim_url: str) -> None:
     assert sim["statuses"] == real["statuses"]
     assert sim["abortAnswer"] == real["abortAnswer"]
 
+    assert kinds(sim["messages"]) == kinds(real["messages"])
     assert_same_shape(real["messages"], sim["messages"], "final message lists")
     assert_same_shape(real["session"], sim["session"], "session objects")
     real_steps, sim_steps = entity_transitions(real), entity_transitions(sim)
@@ -184,6 +227,23 @@ async def test_simulator_matches_recording(name: str, sim_url: str) -> None:
             f"{entity}: {len(shapes)} states on the real server, {len(sim_steps[entity])} on the simulator\n  "
             + "\n  ".join(diffs)
         )
-    assert milestones(sim) == milestones(real)
+    assert event_sequence(sim) == event_sequence(real)
+    assert status_shapes(sim) == status_shapes(real)
+    assert retry_attempts(sim) == retry_attempts(real)
+    assert_same_shape(session_errors(real), session_errors(sim), "session.error payloads")
+    assert [e["name"] for e in session_errors(sim)] == [e["name"] for e in session_errors(real)]
     if any(e["type"] == "message.part.delta" for e in real["events"]):
         assert deltas_match_text(real) and deltas_match_text(sim)
+
+
+@pytest.mark.parametrize("name", [name for name, s in SCENARIOS.items() if s.e2e])
+async def test_archive_on_simulator_matches_real_outcome(name: str, sim_url: str, run_scenario: RunScenario) -> None:
+    """Completion detection, error mapping and cancel: the same final status and error text in the archive as
+    the real server's recording implies (test_real_opencode checks the real archive gets them too)."""
+    real = fixture(name)
+    scenario = SCENARIOS[name]
+    archived = await run_scenario(scenario, sim_url)
+    async with OpenCodeClient(sim_url) as opencode:
+        check_archived(archived, scenario, await opencode.messages(archived.session_id))
+    assert {"status": archived.status, "error": archived.error} == real["outcome"]
+    assert kinds(archived.messages) == kinds(real["messages"])

@@ -1,0 +1,99 @@
+"""`opencode-sessions dev`: the whole system on this machine, for trying it out and for local development."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+
+from shared.config import LOG_LEVELS, Settings
+from shared.devstack import DevOptions, DevStack
+from shared.errors import InvalidInput
+
+
+def _opencode_url(raw: str | None) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"OPENCODE_URL={raw!r} is invalid: expected an http(s)://host[:port] URL")
+    return raw.strip().rstrip("/")
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Keep Redis and PostgreSQL data here, across restarts (default: temporary, removed on exit).",
+)
+@click.option("--demo", is_flag=True, help="Queue sample sessions (text, tool call, failing) under ticket `demo`.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Gateway port (0: any free one). Default 8080, or a free port when 8080 is taken.",
+)
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(1, 16), help="Poller replicas to run.")
+@click.option(
+    "--opencode-url",
+    envvar="OPENCODE_URL",
+    show_envvar=True,
+    metavar="URL",
+    help="An OpenCode server to use; without it the project's OpenCode simulator is started.",
+)
+@click.option(
+    "--sim-speed",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 1000),
+    help="Speed of the simulator (divides its scripted delays).",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS),
+    help="Log level of the pollers and the gateway (their lines are shown prefixed on stderr).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines (ready, up, exited, demo, stopped).")
+def dev(
+    data_dir: Path | None,
+    demo: bool,
+    port: int | None,
+    replicas: int,
+    opencode_url: str | None,
+    sim_speed: float,
+    log_level: str,
+    as_json: bool,
+) -> None:
+    """Run everything locally until Ctrl-C: Redis, PostgreSQL, pollers, the gateway and an OpenCode.
+
+    Redis and PostgreSQL are real servers this command starts itself (no Docker), migrated; the OpenCode is
+    OPENCODE_URL when set, else the built-in simulator. Once all is up, stdout gets
+    GATEWAY_URL, REDIS_URL, DATABASE_URL and OPENCODE_URL as KEY=VALUE lines to export in another terminal
+    (with --json: one `ready` event). Status lines and the components' logs go to stderr. A component that dies
+    is restarted with a backoff. Ctrl-C or SIGTERM stops everything and removes the temporary data (exit 0).
+    Without GATEWAY_AUTH_SECRET the gateway runs with GATEWAY_AUTH=off, on 127.0.0.1 only.
+
+    Exit 1 when something cannot start (a taken --port, a server that fails), 2 for bad options.
+    """
+    url = _opencode_url(opencode_url)
+    settings = Settings.from_env()  # a bad variable is exit 2 now rather than a child failing later
+    options = DevOptions(
+        data_dir=data_dir,
+        gateway_port=port,
+        replicas=replicas,
+        opencode_url=url,
+        sim_speed=sim_speed,
+        log_level=log_level,
+        demo=demo,
+        as_json=as_json,
+        auth_secret=settings.gateway_auth_secret is not None,
+    )
+    DevStack(options).run()
+
+
+def add_commands(group: click.Group) -> None:
+    group.add_command(dev)

@@ -1,0 +1,90 @@
+"""`opencode-sessions status`: the queue, the live sessions and the poller replicas, as Redis sees them now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from shared.cli.runtime import clients, emit_json, run
+from shared.models import STATUSES
+from shared.sessions import live_status_counts, poller_replicas, queue_depth, redis_now_ms
+
+MAX_GONE_SHOWN = 10  # the ZSET keeps every replica id that ever beat; the table shows the latest few
+
+
+async def read_status() -> dict[str, Any]:
+    async with clients(db=False) as c:
+        now_ms = await redis_now_ms(c.redis)
+        queue = await queue_depth(c.redis, now_ms)
+        by_status = await live_status_counts(c.redis)
+        replicas = await poller_replicas(c.redis, now_ms)
+    return {
+        "now": now_ms,
+        "queue": queue,
+        "live": {"total": sum(by_status.values()), "byStatus": by_status},
+        "pollers": replicas,
+    }
+
+
+def age(ms: int) -> str:
+    """0.4s, 12s, 3m05s, 2h01m, 3d04h: short enough for a table cell."""
+    seconds = ms / 1000
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print {now, queue, live, pollers} as JSON.")
+def status(as_json: bool) -> None:
+    """Show the queue depth (due vs leased), live sessions by status and poller replicas (REDIS_URL).
+
+    A replica is `alive` while its heartbeat hash exists (it beats every second and the hash expires after
+    a few missed beats); a stopped or crashed replica is listed as `gone` with the age of its last beat.
+    """
+    report = run(read_status)
+    if as_json:
+        emit_json(report)
+        return
+    queue, live, pollers = report["queue"], report["live"], report["pollers"]
+    click.echo(f"queue    {queue['total']} job(s): {queue['due']} due, {queue['leased']} leased")
+    order = [s for s in STATUSES if s in live["byStatus"]] + sorted(set(live["byStatus"]) - set(STATUSES))
+    statuses = ", ".join(f"{name} {live['byStatus'][name]}" for name in order)
+    click.echo(f"live     {live['total']} session(s)" + (f": {statuses}" if statuses else ""))
+    alive = [p for p in pollers if p["alive"]]
+    click.echo(
+        f"pollers  {len(alive)} alive" + (f", {len(pollers) - len(alive)} gone" if len(pollers) > len(alive) else "")
+    )
+    gone_shown = 0
+    for replica in pollers:
+        if not replica["alive"]:
+            gone_shown += 1
+            if gone_shown > MAX_GONE_SHOWN:
+                continue
+        held = replica["sessions"]
+        capacity = f"/{replica['maxSessions']}" if replica["maxSessions"] else ""
+        if replica["alive"]:
+            where = f"{replica['host']} pid {replica['pid']}"
+            up = f", up {age(report['now'] - replica['startedAt'])}" if replica["startedAt"] else ""
+            click.echo(
+                f"  {replica['replicaId']}  alive  {where}  heartbeat {age(replica['heartbeatAgeMs'])} ago{up}"
+                f"  {len(held)}{capacity} session(s)"
+            )
+            for session_id in held:
+                click.echo(f"      {session_id}")
+        else:
+            click.echo(f"  {replica['replicaId']}  gone   last heartbeat {age(replica['heartbeatAgeMs'])} ago")
+    if gone_shown > MAX_GONE_SHOWN:
+        click.echo(f"  … and {gone_shown - MAX_GONE_SHOWN} more gone (see --json)")
+
+
+def add_commands(group: click.Group) -> None:
+    group.add_command(status)

@@ -1,0 +1,45 @@
+"""Fixtures for the real-server tests: the installed `opencode`, a running `opencode serve` per test module (with
+its scripted model), and `run_scenario`, which runs one scenario end to end through our CLI and two pollers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.helpers import Child
+from tests.realopencode.endtoend import RunScenario, scenario_runner
+from tests.realopencode.harness import NpmMissing, RealOpenCode, install_opencode, opencode_version, run_opencode
+from tests.realopencode.scripted_model import serve_scripted_model
+
+
+@pytest.fixture(scope="session")
+def opencode_binary() -> Path:
+    """The pinned opencode-ai (or OPENCODE_VERSION), installed with npm into the user's cache on first use."""
+    try:
+        return install_opencode(opencode_version())
+    except NpmMissing as exc:
+        pytest.skip(f"needs npm to install opencode-ai: {exc}")
+
+
+@pytest.fixture(scope="module")
+def real_opencode(opencode_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealOpenCode]:
+    """`opencode serve` on a free loopback port: isolated HOME/XDG dirs, a git work dir holding hello.txt, offline
+    but for the scripted model (its provider), which is served from this process."""
+    root = tmp_path_factory.mktemp("opencode")
+    with (
+        serve_scripted_model() as model,
+        run_opencode(opencode_binary, root, model.url, version=opencode_version()) as server,
+    ):
+        yield RealOpenCode(server, model)
+        if server.process.poll() is not None:
+            pytest.fail(f"opencode serve died during the tests:\n{server.log_tail()}")
+
+
+@pytest.fixture
+def run_scenario(redis: Redis, db: Any, make_poller: Callable[..., Child], redis_url: str, schema: str) -> RunScenario:
+    """`await run_scenario(scenario, opencode_url)`: see `tests.realopencode.endtoend.scenario_runner`."""
+    return scenario_runner(redis, db, make_poller, redis_url=redis_url, database_url=schema)
