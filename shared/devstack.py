@@ -263,14 +263,15 @@ class DevStack:
         self.gateway_port = 0
         self.opencode_url = ""
         self._force = False
-        self._stopping = False
+        self._signal_name: str | None = None
         self._store_retry: dict[str, tuple[float, float]] = {}  # store -> (next attempt, backoff)
 
     # -- the whole run --------------------------------------------------------------------------------------------
 
     def run(self) -> None:
         """Blocks until SIGINT/SIGTERM/SIGHUP; raises DevError (after stopping everything) when start-up fails."""
-        previous = {sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        # SIGINT too: a shell starts background jobs with it ignored, and `kill -INT` must still stop us.
+        previous = {sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             try:
                 self._start()
@@ -279,18 +280,17 @@ class DevStack:
                     self._demo()
                 self._supervise()
             except KeyboardInterrupt:
-                self.reporter.status("interrupted: stopping everything")
+                self.reporter.status(f"{self._signal_name or 'interrupted'}: stopping everything")
             finally:
-                self._stopping = True
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, self._force_stop)
                 self._stop()
         finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        self._signal_name = signal.Signals(signum).name
         raise KeyboardInterrupt
 
     def _force_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -595,6 +595,8 @@ class DevStack:
                     server.close()
                 except Exception as exc:  # keep going: the other server must stop too
                     self.reporter.status(f"warning: {name} did not stop cleanly: {exc}")
+        if self.redis is None:
+            return  # nothing was started
         kept = f"data kept in {self.options.data_dir}" if self.options.data_dir else "temporary data removed"
         self.reporter.status(f"stopped ({kept})")
         self.reporter.event("stopped")

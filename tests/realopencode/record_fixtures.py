@@ -80,10 +80,13 @@ class EventLog:
         return [e for e in self.events if (e.get("properties") or {}).get("sessionID") == session_id]
 
     async def wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
-        with anyio.fail_after(timeout):
+        """Until `check()` holds, re-checked at each new event; AssertionError naming `what` after `timeout` s."""
+        with anyio.move_on_after(timeout):
             while not check():
                 self._changed = anyio.Event()
                 await self._changed.wait()
+            return
+        raise AssertionError(f"no {what} after {timeout} s of GET /event")
 
     async def _read(self, response: httpx.Response, connected: anyio.Event) -> None:
         async for line in response.aiter_lines():

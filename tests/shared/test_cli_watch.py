@@ -1,0 +1,201 @@
+"""`opencode-sessions watch` as a process, against a real gateway and poller (and a scripted SSE server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import anyio
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
+from shared import commands
+from shared.config import Secret
+from shared.opencode.simulator import serve_in_thread
+from shared.tokens import Scope, mint_token
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.anyio
+
+CLI = [sys.executable, "-c", "from shared.cli import main; main()"]
+UNKNOWN_SESSION = "ses_0000000000000000000000000A"
+SECRET = "watch-test-secret-" + "x" * 32
+
+
+async def cli(*args: str, timeout: float = 60, **env: str) -> tuple[int, str, str]:
+    with anyio.fail_after(timeout):
+        result = await anyio.run_process([*CLI, *args], env={**os.environ, **env}, check=False)
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def enqueue(redis, db, opencode, prompt: str, ticket: str = "T-watch") -> str:
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id=ticket, prompt=prompt)
+    return str(state["sessionId"])
+
+
+async def test_watch_follows_a_tool_session_live_to_completion(redis, db, opencode, make_gateway, make_worker):
+    gateway = await make_gateway()
+    sid = await enqueue(redis, db, opencode, "TOOL run it")
+    env = {**os.environ, "GATEWAY_URL": gateway}
+    async with await anyio.open_process([*CLI, "watch", sid], env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        out = b""
+        with anyio.fail_after(30):
+            while b"\n" not in out:  # the snapshot is printed: the watch is following a pending session
+                out += await proc.stdout.receive()
+        assert out.decode().startswith(f"{sid}  pending  (ask, ticket T-watch)")
+        await make_worker()  # only now does a poller pick the session up
+        with anyio.fail_after(60):
+            async for chunk in proc.stdout:
+                out += chunk
+            await proc.wait()
+        err = b"".join([chunk async for chunk in proc.stderr]).decode()
+    text = out.decode()
+    assert proc.returncode == 0, (text, err)
+    lines = text.splitlines()
+    assert "  user      text: TOOL run it" in lines
+    assert "  assistant tool bash [completed] echo hello" in lines
+    assert any(line.startswith("  assistant text: The tool ran.") for line in lines), text
+    assert "status: running" in lines
+    assert lines[-1] == "status: completed"
+    assert text.index("tool bash [completed]") < text.index("status: completed")
+
+
+async def test_watch_json_prints_one_event_per_line(redis, db, opencode, make_gateway, make_worker):
+    gateway = await make_gateway()
+    await make_worker()
+    sid = await enqueue(redis, db, opencode, "REJECT me")
+    code, out, err = await cli("watch", sid, "--json", GATEWAY_URL=gateway)
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[0]["event"] == "snapshot"
+    assert events[-1]["event"] == "complete"
+    assert {e["event"] for e in events} <= {"snapshot", "update", "complete"}
+    final = events[-1]["data"]
+    assert final["sessionId"] == sid and final["status"] == "error" and final["live"] is False
+    assert events[-1]["id"] == str(final["seq"])
+    seqs = [e["data"]["seq"] for e in events if e["event"] == "update"]
+    assert seqs == sorted(seqs)
+
+
+async def test_watch_exit_status_flag_reports_a_failed_session(redis, db, opencode, make_gateway, make_worker):
+    gateway = await make_gateway()
+    await make_worker()
+    sid = await enqueue(redis, db, opencode, "REJECT me")
+    code, out, _ = await cli("watch", sid, GATEWAY_URL=gateway)
+    assert code == 0  # ended: exit 0 whatever the status, which is printed last
+    assert out.splitlines()[-2:] == ["status: error", "session error: Scripted rejection (prompt contained REJECT)"]
+    code, out, _ = await cli("watch", sid, "--exit-status", GATEWAY_URL=gateway)
+    assert code == 1
+    assert "status: error" in out
+
+
+async def test_watch_bad_id_is_exit_2_before_any_connection():
+    code, out, err = await cli("watch", "not-a-session", GATEWAY_URL=f"http://127.0.0.1:{free_port()}")
+    assert (code, out) == (2, "")
+    assert err.startswith("error: invalid session id") and err.count("\n") == 1
+    code, _, err = await cli("watch", UNKNOWN_SESSION, GATEWAY_URL="ftp://nowhere")
+    assert code == 2 and err.startswith("error: invalid gateway URL")
+
+
+async def test_watch_unknown_session_is_exit_1(redis, db, make_gateway):
+    gateway = await make_gateway()
+    code, out, err = await cli("watch", UNKNOWN_SESSION, GATEWAY_URL=gateway)
+    assert (code, out) == (1, "")
+    assert err == f"error: session {UNKNOWN_SESSION} not found\n"
+
+
+async def test_watch_gateway_down_is_exit_1():
+    url = f"http://127.0.0.1:{free_port()}"
+    code, out, err = await cli("watch", UNKNOWN_SESSION, GATEWAY_URL=url)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: the gateway at {url} is unreachable") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+async def test_watch_sends_the_token_and_explains_a_missing_one(redis, db, opencode, make_gateway, make_worker):
+    gateway = await make_gateway(gateway_auth_secret=Secret(SECRET), gateway_auth=True)
+    await make_worker()
+    sid = await enqueue(redis, db, opencode, "ECHO hi")
+    code, _, err = await cli("watch", sid, GATEWAY_URL=gateway)
+    assert code == 1 and "GATEWAY_TOKEN" in err and err.startswith("error:")
+    token = mint_token(SECRET, Scope("session", sid), 60)
+    code, out, err = await cli("watch", sid, GATEWAY_URL=gateway, GATEWAY_TOKEN=token)
+    assert code == 0, err
+    assert out.splitlines()[-1] == "status: completed"
+    other = mint_token(SECRET, Scope("session", UNKNOWN_SESSION), 60)
+    code, _, err = await cli("watch", sid, "--token", other, GATEWAY_URL=gateway)
+    assert code == 1 and err.startswith("error:")
+
+
+# --- reconnection, against a scripted stream ------------------------------------------------------------------------
+
+MID = "msg_00000000000000000000000001"
+
+
+def _event(name: str, data: dict[str, Any], event_id: int) -> bytes:
+    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _scripted_gateway(seen: list[str | None]) -> Starlette:
+    """First connection: snapshot (seq 2) and one update (seq 3), then the stream breaks off. The second must
+    resume after event 3 and gets the rest; a third would be a bug."""
+    snapshot = {"sessionId": UNKNOWN_SESSION, "status": "running", "sessionType": "ask", "ticketId": None}
+    snapshot |= {"messages": [], "currentToolCalls": [], "error": None, "seq": 2, "live": True}
+    part = {"id": "prt_1", "messageID": MID, "type": "text", "text": "hello"}
+    first = [
+        b"retry: 3000\n\n",
+        _event("snapshot", snapshot, 2),
+        _event(
+            "update",
+            {"seq": 3, "type": "update", "state": {}, "messages": [{"id": MID, "role": "assistant"}], "parts": [part]}
+            | {"removedMessages": [], "removedParts": []},
+            3,
+        ),
+    ]
+    grown = part | {"text": "hello world"}
+    tool = {"id": "prt_2", "messageID": MID, "type": "tool", "tool": "bash"}
+    tool |= {"state": {"status": "completed", "title": "echo hi"}}
+    final = snapshot | {"status": "completed", "seq": 4, "live": False}
+    final["messages"] = [{"info": {"id": MID, "role": "assistant"}, "parts": [grown, tool]}]
+    second = [
+        _event(
+            "update",
+            {"seq": 4, "type": "update", "state": {"status": "completed"}, "messages": [], "parts": [grown, tool]}
+            | {"removedMessages": [], "removedParts": []},
+            4,
+        ),
+        _event("complete", final, 4),
+    ]
+
+    async def stream(request: Request) -> StreamingResponse:
+        seen.append(request.headers.get("last-event-id"))
+        frames = [first, second][min(len(seen), 2) - 1] if len(seen) <= 2 else []
+
+        async def body():
+            for frame in frames:
+                yield frame
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/sessions/{sid}/stream", stream)])
+
+
+async def test_watch_resumes_a_dropped_stream_with_last_event_id():
+    seen: list[str | None] = []
+    with serve_in_thread(_scripted_gateway(seen)) as url:
+        code, out, err = await cli("watch", UNKNOWN_SESSION, GATEWAY_URL=url)
+    assert code == 0, err
+    assert seen == [None, "3"]
+    assert "reconnecting after event 3" in err and "reconnected" in err
+    assert out.splitlines() == [
+        f"{UNKNOWN_SESSION}  running  (ask)",
+        "  assistant text: hello world",
+        "  assistant tool bash [completed] echo hi",
+        "status: completed",
+    ]
