@@ -8,6 +8,7 @@ import sys
 import anyio
 import structlog
 
+from poller.metrics import Metrics
 from poller.worker import Worker
 from shared.config import Settings
 from shared.connections import pg_pool, redis_client
@@ -31,7 +32,10 @@ async def serve(settings: Settings) -> None:
             ) as opencode,
             anyio.create_task_group() as tg,
         ):
-            worker = Worker(settings, redis, pool, opencode)
+            metrics = Metrics()
+            if settings.poller_metrics_port is not None:
+                metrics.serve(settings.poller_metrics_port)
+            worker = Worker(settings, redis, pool, opencode, metrics)
             tg.start_soon(_stop_on_signal, tg.cancel_scope)
             await worker.run()
             tg.cancel_scope.cancel()

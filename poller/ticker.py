@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 
 
-async def every(interval_s: float) -> AsyncIterator[int]:
-    """Yield the tick number every interval_s; a body slower than one interval skips ticks, never bunches them."""
+async def every(interval_s: float, on_lag: Callable[[float], None] | None = None) -> AsyncIterator[int]:
+    """Yield the tick number every interval_s; a body slower than one interval skips ticks, never bunches them.
+
+    `on_lag` receives, at each tick, how late it fires against its schedule (the event loop's load).
+    """
     tick = 0
     next_at = anyio.current_time()
     while True:
+        if on_lag is not None:
+            on_lag(max(0.0, anyio.current_time() - next_at))
         yield tick
         tick += 1
         next_at += interval_s

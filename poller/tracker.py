@@ -17,6 +17,7 @@ from poller.archive import Archive
 from poller.backoff import Backoff
 from poller.completion import outcome, run_finished
 from poller.diff import Mirror, check_shape, diff
+from poller.metrics import Metrics
 from poller.prompts import PromptDelivery
 from poller.status_board import StatusBoard
 from poller.ticker import every
@@ -45,6 +46,7 @@ class TrackerDeps:
     board: StatusBoard
     poll_interval_s: float
     retry_deadline_s: float
+    metrics: Metrics
 
 
 class SessionTracker:
@@ -78,11 +80,12 @@ class SessionTracker:
             try:
                 async with anyio.create_task_group() as tg:
                     await self._load()
-                    async for _ in every(self._deps.poll_interval_s):
+                    async for _ in every(self._deps.poll_interval_s, self._deps.metrics.tick_lag.observe):
                         if await self._tick(tg):
                             break
                     tg.cancel_scope.cancel()
             except LeaseLost as exc:
+                self._deps.metrics.lease_lost.inc()
                 log.info("lease_lost", reason=exc.message)
 
     async def _load(self) -> None:
@@ -126,11 +129,13 @@ class SessionTracker:
                 await self._deps.opencode.abort(self._sid)
                 self._abort_sent = True
                 log.info("session_aborted")
+            self._deps.metrics.polls.inc()
             messages = check_shape(await self._deps.opencode.messages(self._sid))
             self._opencode_backoff.reset()
         except NotFound as exc:
             return await self._end("error", f"OpenCode no longer has this session: {exc.message}")
         except (Unavailable, OpenCodeError) as exc:
+            self._deps.metrics.poll_failures.inc()
             if self._opencode_backoff.expired(anyio.current_time()):
                 deadline = self._deps.retry_deadline_s
                 return await self._end("error", f"OpenCode failed for {deadline:.0f} s: {exc.message}")
@@ -185,6 +190,7 @@ class SessionTracker:
         delta = diff(self._mirror, messages)
         if delta:  # an unchanged poll writes nothing and publishes nothing
             await self._writer_or_fail().apply(self._lease, delta)
+            self._deps.metrics.state_writes.inc()
             self._mirror.update(messages)
         self._messages = messages
 
@@ -212,6 +218,7 @@ class SessionTracker:
                 )
                 break
             except Unavailable as exc:  # PostgreSQL down: keep the live state and try again, never drop it
+                self._deps.metrics.archive_retries.inc()
                 delay = backoff.failed(anyio.current_time())
                 log.warning("archive_retry", error=exc.message, retry_in_s=round(delay, 2))
                 await anyio.sleep(delay)
@@ -240,6 +247,7 @@ class SessionTracker:
             log.info("session_continues", reason="a prompt or cancel arrived while archiving")
             self._claim_recorded = False
             return False
+        self._deps.metrics.archived.labels(status).inc()
         log.info("session_archived", status=status, messages=len(self._messages), seq=seq)
         return True
 

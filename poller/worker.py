@@ -14,6 +14,7 @@ from anyio.abc import TaskGroup
 from redis.asyncio import Redis
 
 from poller.archive import Archive
+from poller.metrics import Metrics
 from poller.reconcile import reconcile_once
 from poller.status_board import StatusBoard
 from poller.ticker import every
@@ -50,13 +51,19 @@ class Worker:
     """Runs until cancelled; on the way out it releases every lease so other replicas take over at once."""
 
     def __init__(
-        self, settings: Settings, redis: Redis, pool: psycopg_pool.AsyncConnectionPool, opencode: OpenCodeClient
+        self,
+        settings: Settings,
+        redis: Redis,
+        pool: psycopg_pool.AsyncConnectionPool,
+        opencode: OpenCodeClient,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._redis = redis
         self._pool = pool
         self._scripts = Scripts(redis)
         self._board = StatusBoard(opencode, STATUS_MAX_AGE_FACTOR * settings.poll_interval_s)
+        self.metrics = metrics or Metrics()
         self._deps = TrackerDeps(
             redis=redis,
             scripts=self._scripts,
@@ -65,6 +72,7 @@ class Worker:
             board=self._board,
             poll_interval_s=settings.poll_interval_s,
             retry_deadline_s=settings.opencode_retry_deadline_s,
+            metrics=self.metrics,
         )
         self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)
         self._held: dict[SessionId, Held] = {}
@@ -106,6 +114,7 @@ class Worker:
                 held = Held(lease, valid_until=started + self._settings.lease_ttl_s)
                 self._held[lease.session_id] = held
                 tg.start_soon(self._track, held)
+            self.metrics.sessions_held.set(len(self._held))
 
     async def _track(self, held: Held) -> None:
         tracker = SessionTracker(self._deps, held.lease, lambda: anyio.current_time() < held.valid_until)
@@ -122,6 +131,7 @@ class Worker:
         # still finds the lease to hand back.
         if self._held.get(held.lease.session_id) is held:
             del self._held[held.lease.session_id]
+            self.metrics.sessions_held.set(len(self._held))
 
     async def _renew_loop(self) -> None:
         async for _ in every(self._settings.lease_ttl_s / 3):

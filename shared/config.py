@@ -67,6 +67,7 @@ class Settings:
     gateway_auth_secret: Secret | None = None
     gateway_auth: bool = True
     gateway_cors_origins: tuple[str, ...] = ()
+    poller_metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +94,7 @@ class Settings:
             gateway_port=env.get("GATEWAY_PORT", _int(0, 65535), 8080),
             gateway_auth_secret=Secret(secret) if secret else None,
             gateway_auth=env.get("GATEWAY_AUTH", _choice("on", "off"), "on") == "on",
+            poller_metrics_port=env.get("POLLER_METRICS_PORT", _int(1, 65535), None),
             gateway_cors_origins=tuple(
                 o.strip() for o in env.get("GATEWAY_CORS_ORIGINS", str, "").split(",") if o.strip()
             ),

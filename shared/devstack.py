@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -55,6 +56,7 @@ BACKOFF_CAP_S = 30.0
 STABLE_AFTER_S = 60.0  # up this long: the next crash restarts after the base delay again
 TAIL_LINES = 20
 READY_PROBE_TIMEOUT_S = 1.0
+PROGRESS_EVERY_S = 10.0
 
 
 class DevError(SessionLayerError):
@@ -248,6 +250,15 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        return port_open(port, parts.hostname or HOST)
+    except OSError:
+        return False
+
+
 # --- the stack -----------------------------------------------------------------------------------------------------
 
 
@@ -341,6 +352,8 @@ class DevStack:
         else:
             self.opencode_url = self.options.opencode_url
             self.reporter.status(f"opencode   {self.opencode_url} (given by OPENCODE_URL, not supervised)")
+            if not _reachable(self.opencode_url):
+                self.reporter.status(f"warning: nothing answers at {self.opencode_url} yet: the pollers will retry")
         base_env["OPENCODE_URL"] = self.opencode_url
         for n in range(1, self.options.replicas + 1):
             replica = f"dev-poller-{n}"
@@ -435,9 +448,15 @@ class DevStack:
         return check
 
     def _wait_until_up(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        started = time.monotonic()
+        deadline = started + START_TIMEOUT_S
+        next_note = started + PROGRESS_EVERY_S
         waiting = list(self.children)
         while waiting:
+            if time.monotonic() > next_note:
+                next_note += PROGRESS_EVERY_S
+                elapsed = time.monotonic() - started
+                self.reporter.status(f"still waiting for {', '.join(c.name for c in waiting)} ({elapsed:.0f}s)")
             for child in list(waiting):
                 code = child.exited()
                 if code is not None:
@@ -495,7 +514,8 @@ class DevStack:
             for name, value in env.items():
                 self.reporter.out(f"{name}={shlex.quote(value)}")
         say = self.reporter.status
-        say("ready. In another terminal, export the four KEY=VALUE lines printed on stdout, then:")
+        printed = "the `ready` event's env" if self.options.as_json else "the four KEY=VALUE lines printed on stdout"
+        say(f"ready. In another terminal, export {printed}, then:")
         if self.options.auth_secret:
             say("  export GATEWAY_TOKEN=$(opencode-sessions token --admin)")
         say('  opencode-sessions enqueue --type ask --ticket T-1 --prompt "TOOL run a command"')

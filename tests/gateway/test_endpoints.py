@@ -135,3 +135,22 @@ def test_the_gateway_refuses_to_start_without_a_secret_unless_auth_is_off(settin
     with pytest.raises(ConfigError, match="GATEWAY_AUTH_SECRET"):
         create_app(dataclasses.replace(settings, gateway_auth=True, gateway_auth_secret=None))
     assert create_app(dataclasses.replace(settings, gateway_auth=False, gateway_auth_secret=None)) is not None
+
+
+async def test_cors_allows_only_the_configured_origins(make_gateway):
+    gateway = await make_gateway(gateway_cors_origins=("https://app.example",))
+    async with httpx.AsyncClient(base_url=gateway) as client:
+        allowed = await client.get("/healthz", headers={"Origin": "https://app.example"})
+        assert allowed.headers.get("access-control-allow-origin") == "https://app.example"
+        other = await client.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        preflight = await client.options(
+            "/sessions/x/stream",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization,last-event-id",
+            },
+        )
+        assert preflight.status_code == 200
+        assert "last-event-id" in preflight.headers["access-control-allow-headers"].lower()

@@ -11,8 +11,9 @@ and the two recordings must agree on:
   once *before* a failed or aborted message is final, and once after);
 - outcome: the status and error text our poller derives for the archive.
 
-The end-to-end half runs the e2e scenarios through our CLI and two poller processes against the simulator and
-checks the archive gets the very status and error text the real server's recording implies. No npm needed.
+The end-to-end half runs the e2e scenarios (and `fail`, whose retries take seconds here rather than ~70 s) through
+our CLI and two poller processes against the simulator, and checks the archive gets the very status and error
+text the real server's recording implies. No npm needed: only the committed recordings.
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ async def test_simulator_matches_recording(name: str, sim_url: str) -> None:
         assert deltas_match_text(real) and deltas_match_text(sim)
 
 
-@pytest.mark.parametrize("name", [name for name, s in SCENARIOS.items() if s.e2e])
+@pytest.mark.parametrize("name", [name for name, s in SCENARIOS.items() if s.e2e or s.long])
 async def test_archive_on_simulator_matches_real_outcome(name: str, sim_url: str, run_scenario: RunScenario) -> None:
     """Completion detection, error mapping and cancel: the same final status and error text in the archive as
     the real server's recording implies (test_real_opencode checks the real archive gets them too)."""

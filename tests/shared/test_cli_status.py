@@ -80,9 +80,7 @@ async def test_status_redis_unreachable_is_exit_1():
     assert err.startswith("error: Redis is unreachable") and err.count("\n") == 1
 
 
-async def test_history_lists_a_tickets_archived_sessions_newest_first(
-    redis, db, opencode, schema, make_worker
-):
+async def test_history_lists_a_tickets_archived_sessions_newest_first(redis, db, opencode, schema, make_worker):
     await make_worker()
     ids = []
     for prompt in ("ECHO one", "REJECT two", "TOOL three"):

@@ -1,0 +1,36 @@
+"""The poller's Prometheus metrics, served on POLLER_METRICS_PORT when it is set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def _registry() -> CollectorRegistry:
+    return CollectorRegistry(auto_describe=True)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=_registry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.sessions_held = Gauge("poller_sessions_held", "Sessions this replica holds a lease on", registry=r)
+        self.polls = Counter("poller_polls", "Message-list polls sent to OpenCode", registry=r)
+        self.poll_failures = Counter("poller_poll_failures", "Polls that failed and were retried", registry=r)
+        self.state_writes = Counter("poller_state_writes", "Fenced state writes (one seq each)", registry=r)
+        self.lease_lost = Counter("poller_leases_lost", "Sessions given up because their lease was lost", registry=r)
+        self.archived = Counter(
+            "poller_sessions_archived", "Sessions archived, by final status", ["status"], registry=r
+        )
+        self.archive_retries = Counter("poller_archive_retries", "Archive attempts that failed", registry=r)
+        self.tick_lag = Histogram(
+            "poller_tick_lag_seconds", "How late a session's poll tick fires", buckets=LAG_BUCKETS, registry=r
+        )
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=host, registry=self.registry)
