@@ -29,6 +29,19 @@ class Mirror:
         self.parts = {part_key(p): p for m in messages for p in m["parts"]}
         self.tool_calls = current_tool_calls(messages)
 
+    def apply(self, delta: Delta) -> None:
+        """Advance by a delta that was written (the event path; polls use update())."""
+        for info in delta.infos:
+            self.infos[info["id"]] = info
+        for part in delta.parts:
+            self.parts[part_key(part)] = part
+        for message_id in delta.removed_messages:
+            self.infos.pop(message_id, None)
+        for key in delta.removed_parts:
+            self.parts.pop(key, None)
+        if delta.tool_calls is not None:
+            self.tool_calls = delta.tool_calls
+
 
 @dataclass(frozen=True, slots=True)
 class Delta:

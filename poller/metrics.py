@@ -22,7 +22,10 @@ class Metrics:
         self.sessions_held = Gauge("poller_sessions_held", "Sessions this replica holds a lease on", registry=r)
         self.polls = Counter("poller_polls", "Message-list polls sent to OpenCode", registry=r)
         self.poll_failures = Counter("poller_poll_failures", "Polls that failed and were retried", registry=r)
-        self.state_writes = Counter("poller_state_writes", "Fenced state writes (one seq each)", registry=r)
+        self.state_writes = Counter("poller_state_writes", "Fenced state writes (one seq each)", ["path"], registry=r)
+        self.poll_corrections = Counter(
+            "poller_poll_corrections", "Polls that changed the state the event stream had built", registry=r
+        )
         self.lease_lost = Counter("poller_leases_lost", "Sessions given up because their lease was lost", registry=r)
         self.archived = Counter(
             "poller_sessions_archived", "Sessions archived, by final status", ["status"], registry=r

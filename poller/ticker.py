@@ -27,3 +27,26 @@ async def every(interval_s: float, on_lag: Callable[[float], None] | None = None
             next_at += missed * interval_s
             tick += missed
         await anyio.sleep(next_at - now)
+
+
+class Cadence:
+    """The same drift-free schedule as `every`, for a loop that also wakes up for other reasons (events)."""
+
+    def __init__(self) -> None:
+        self.next_at = anyio.current_time()
+
+    def wait_s(self) -> float:
+        return max(0.0, self.next_at - anyio.current_time())
+
+    def due(self) -> bool:
+        return anyio.current_time() >= self.next_at
+
+    def lag(self) -> float:
+        return max(0.0, anyio.current_time() - self.next_at)
+
+    def advance(self, interval_s: float) -> None:
+        """Schedule the next tick one interval on; ticks missed by a slow body are skipped, not bunched."""
+        now = anyio.current_time()
+        self.next_at = min(self.next_at + interval_s, now + interval_s)
+        if self.next_at <= now:
+            self.next_at = now + interval_s - (now - self.next_at) % interval_s

@@ -17,10 +17,12 @@ from poller.archive import Archive
 from poller.backoff import Backoff
 from poller.completion import outcome, run_finished
 from poller.diff import Mirror, check_shape, diff
+from poller.event_apply import apply_events, keep_streamed_texts
+from poller.events import EventRouter, Inbox
 from poller.metrics import Metrics
 from poller.prompts import PromptDelivery
 from poller.status_board import StatusBoard
-from poller.ticker import every
+from poller.ticker import Cadence
 from poller.writer import StateWriter
 from shared import keys
 from shared.connections import store_errors
@@ -47,6 +49,9 @@ class TrackerDeps:
     poll_interval_s: float
     retry_deadline_s: float
     metrics: Metrics
+    router: EventRouter | None = None  # None: OPENCODE_EVENTS=off, polling alone
+    poll_interval_events_s: float = 2.0  # while the event stream is healthy
+    event_coalesce_s: float = 0.05
 
 
 class SessionTracker:
@@ -69,6 +74,7 @@ class SessionTracker:
         self._cancel = False
         self._abort_sent = False
         self._claim_recorded = False
+        self._inbox = Inbox()
 
     @property
     def writes(self) -> int:
@@ -77,16 +83,65 @@ class SessionTracker:
     async def run(self) -> None:
         with structlog.contextvars.bound_contextvars(session_id=self._sid):
             log.info("session_claimed", epoch=self._epoch)
+            router = self._deps.router
+            if router is not None:
+                router.attach(self._sid, self._inbox)
             try:
                 async with anyio.create_task_group() as tg:
                     await self._load()
-                    async for _ in every(self._deps.poll_interval_s, self._deps.metrics.tick_lag.observe):
-                        if await self._tick(tg):
-                            break
+                    await self._loop(tg)
                     tg.cancel_scope.cancel()
             except LeaseLost as exc:
                 self._deps.metrics.lease_lost.inc()
                 log.info("lease_lost", reason=exc.message)
+            finally:
+                if router is not None:
+                    router.detach(self._sid)
+
+    async def _loop(self, tg: TaskGroup) -> None:
+        """Tick on a drift-free cadence; between ticks, apply OpenCode's events as they come (coalesced).
+
+        Every tick reads the job (prompts, cancel). OpenCode's message list is fetched every tick while polling
+        alone, and at the slower POLL_INTERVAL_EVENTS_MS while the event stream is healthy.
+        """
+        cadence = Cadence()
+        last_poll = -float("inf")
+        while True:
+            await self._inbox.wait(cadence.wait_s())
+            if self._inbox.events:
+                await anyio.sleep(self._deps.event_coalesce_s)  # one write for a burst of deltas, not one each
+                await self._apply_events(self._inbox.take())
+            if self._inbox.poll_now or cadence.due():
+                now = anyio.current_time()
+                poll = self._inbox.poll_now or now - last_poll >= self._poll_interval_s()
+                self._inbox.poll_now = False
+                self._deps.metrics.tick_lag.observe(cadence.lag())
+                if poll:
+                    last_poll = now
+                if await self._tick(tg, poll_opencode=poll):
+                    return
+                cadence.advance(self._deps.poll_interval_s)
+                if self._retry_at > anyio.current_time():
+                    cadence.next_at = self._retry_at  # a failed poll retries on its backoff
+
+    def _poll_interval_s(self) -> float:
+        router = self._deps.router
+        healthy = router is not None and router.healthy
+        return self._deps.poll_interval_events_s if healthy else self._deps.poll_interval_s
+
+    async def _apply_events(self, events: list[Any]) -> None:
+        """The fast path: same fenced write as a poll, so clients see one seq stream either way."""
+        delta = apply_events(self._mirror, events)
+        if not delta:
+            return
+        try:
+            await self._writer_or_fail().apply(self._lease, delta)
+        except Unavailable as exc:
+            log.warning("event_write_failed", error=exc.message)  # the next poll writes the truth
+            self._inbox.request_poll()
+            return
+        self._mirror.apply(delta)
+        self._deps.metrics.state_writes.labels("event").inc()
 
     async def _load(self) -> None:
         """Start from what Redis holds, so the first diff writes only what differs from it."""
@@ -115,14 +170,16 @@ class SessionTracker:
         self._writer = StateWriter(self._deps.scripts, self._session)
         self._writer.seq = int(raw.get("seq") or 0)
 
-    async def _tick(self, tg: TaskGroup) -> bool:
-        """One poll; True when the session ended and is archived."""
+    async def _tick(self, tg: TaskGroup, poll_opencode: bool = True) -> bool:
+        """One tick; True when the session ended and is archived."""
         if anyio.current_time() < self._retry_at:
             return False
         try:
             await self._sync_job()
         except Unavailable as exc:
             return self._wait(self._store_backoff, exc)
+        if not poll_opencode and not self._prompts.pending and not (self._cancel and not self._abort_sent):
+            return False  # the event stream carries the changes; nothing of ours waits on OpenCode
         try:
             fetched_at = anyio.current_time()
             if self._cancel and not self._abort_sent:
@@ -187,11 +244,16 @@ class SessionTracker:
         self._claim_recorded = True
 
     async def _mirror_changes(self, messages: list[Any]) -> None:
-        delta = diff(self._mirror, messages)
+        router = self._deps.router
+        # what our deltas built of a still-streaming part is ahead of OpenCode's stored "": keep it
+        mirrored = keep_streamed_texts(self._mirror, messages) if router is not None else messages
+        delta = diff(self._mirror, mirrored)
         if delta:  # an unchanged poll writes nothing and publishes nothing
             await self._writer_or_fail().apply(self._lease, delta)
-            self._deps.metrics.state_writes.inc()
-            self._mirror.update(messages)
+            self._deps.metrics.state_writes.labels("poll").inc()
+            if router is not None and router.healthy:
+                self._deps.metrics.poll_corrections.inc()
+            self._mirror.update(mirrored)
         self._messages = messages
 
     def _finished(self) -> bool:

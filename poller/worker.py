@@ -14,6 +14,7 @@ from anyio.abc import TaskGroup
 from redis.asyncio import Redis
 
 from poller.archive import Archive
+from poller.events import EventRouter
 from poller.metrics import Metrics
 from poller.reconcile import reconcile_once
 from poller.status_board import StatusBoard
@@ -64,6 +65,7 @@ class Worker:
         self._scripts = Scripts(redis)
         self._board = StatusBoard(opencode, STATUS_MAX_AGE_FACTOR * settings.poll_interval_s)
         self.metrics = metrics or Metrics()
+        self.router = EventRouter(opencode) if settings.opencode_events else None
         self._deps = TrackerDeps(
             redis=redis,
             scripts=self._scripts,
@@ -73,6 +75,9 @@ class Worker:
             poll_interval_s=settings.poll_interval_s,
             retry_deadline_s=settings.opencode_retry_deadline_s,
             metrics=self.metrics,
+            router=self.router,
+            poll_interval_events_s=settings.poll_interval_events_s,
+            event_coalesce_s=settings.event_coalesce_s,
         )
         self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)
         self._held: dict[SessionId, Held] = {}
@@ -94,6 +99,8 @@ class Worker:
                 tg.start_soon(self._status_loop)
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._reconcile_loop)
+                if self.router is not None:
+                    tg.start_soon(self.router.run)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT_S):
                 await self._release_all()

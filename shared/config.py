@@ -56,6 +56,9 @@ class Settings:
     opencode_timeout_s: float = 10.0
     opencode_retry_deadline_s: float = 60.0
     poll_interval_s: float = 0.5
+    opencode_events: bool = True
+    poll_interval_events_s: float = 2.0
+    event_coalesce_s: float = 0.05
     lease_ttl_s: float = 5.0
     max_sessions_per_poller: int = 500
     reconcile_interval_s: float = 30.0
@@ -84,6 +87,9 @@ class Settings:
             opencode_timeout_s=env.get("OPENCODE_TIMEOUT_MS", _millis(100, 600_000), 10.0),
             opencode_retry_deadline_s=env.get("OPENCODE_RETRY_DEADLINE_MS", _millis(0, 86_400_000), 60.0),
             poll_interval_s=env.get("POLL_INTERVAL_MS", _millis(10, 60_000), 0.5),
+            opencode_events=env.get("OPENCODE_EVENTS", _choice("on", "off"), "on") == "on",
+            poll_interval_events_s=env.get("POLL_INTERVAL_EVENTS_MS", _millis(10, 600_000), 2.0),
+            event_coalesce_s=env.get("EVENT_COALESCE_MS", _millis(0, 5_000), 0.05),
             lease_ttl_s=env.get("LEASE_TTL_MS", _millis(300, 600_000), 5.0),
             max_sessions_per_poller=env.get("MAX_SESSIONS_PER_POLLER", _int(1, 100_000), 500),
             reconcile_interval_s=env.get("RECONCILE_INTERVAL_MS", _millis(100, 86_400_000), 30.0),

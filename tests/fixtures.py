@@ -64,6 +64,7 @@ def settings(redis_url: str, schema: str, simulator_url: str) -> Settings:
         database_url=Secret(schema),
         opencode_url=simulator_url,
         poll_interval_s=0.05,
+        poll_interval_events_s=0.25,
         lease_ttl_s=1.0,
         reconcile_interval_s=0.5,
         opencode_retry_deadline_s=3.0,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
+import anyio.abc
 
 T = TypeVar("T")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -95,3 +96,49 @@ def wait_port(port: int, timeout: float = 20.0, child: Child | None = None) -> N
                 return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on port {port} after {timeout} s")
+
+
+class TcpProxy:
+    """A loopback TCP proxy whose connections a test can cut at once (e.g. OpenCode's /event stream)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._streams: list[anyio.abc.ByteStream] = []
+        self.connections = 0
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        task_status.started()
+        await listener.serve(self._handle)
+
+    async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        self.connections += 1
+        try:
+            upstream = await anyio.connect_tcp("127.0.0.1", self.target_port)
+        except OSError:
+            await client.aclose()
+            return
+        self._streams += [client, upstream]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pipe, client, upstream, tg)
+            tg.start_soon(self._pipe, upstream, client, tg)
+
+    @staticmethod
+    async def _pipe(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream, tg: anyio.abc.TaskGroup) -> None:
+        try:
+            async for chunk in source:
+                await sink.send(chunk)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        tg.cancel_scope.cancel()
+        for stream in (source, sink):
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def cut(self) -> None:
+        """Close every connection open right now; new ones are accepted as before."""
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            await stream.aclose()

@@ -13,7 +13,7 @@ aiohttp rather than httpx because the poller sends ~4,000 requests a second: on 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import quote
@@ -24,6 +24,7 @@ from shared.errors import NotFound, OpenCodeError, Unavailable
 from shared.opencode.types import Message, Session, SessionStatus
 
 Shape = Callable[[Any], bool]
+EVENT_IDLE_TIMEOUT_S = 30.0  # three missed heartbeats
 
 
 def _is_dict(value: Any) -> bool:
@@ -136,6 +137,32 @@ class OpenCodeClient:
         """Busy and retrying sessions only: an idle session is absent."""
         return cast(dict[str, SessionStatus], await self._call("GET", "/session/status", shape=_is_status_map))
 
+    async def events(self, *, idle_timeout_s: float = EVENT_IDLE_TIMEOUT_S) -> AsyncIterator[dict[str, Any]]:
+        """`GET /event`: one dict per `data:` record, for as long as the stream lasts.
+
+        OpenCode sends `server.connected` first and `server.heartbeat` every 10 s, so a stream silent for
+        `idle_timeout_s` is dead. The iterator ends by raising Unavailable, never by returning.
+        """
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout_s, sock_read=idle_timeout_s)
+        what = "GET /event"
+        try:
+            async with self._session().get(self.base_url + "/event", params=self._scope, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise _status_error(resp.status, await resp.read(), what)
+                buffer = b""
+                async for chunk in resp.content.iter_any():
+                    buffer += chunk
+                    *records, buffer = buffer.split(b"\n\n")
+                    for record in records:
+                        event = _event(record)
+                        if event is not None:
+                            yield event
+        except TimeoutError as exc:
+            raise Unavailable(f"OpenCode at {self.base_url}: {what} silent for {idle_timeout_s:g} s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise Unavailable(f"OpenCode at {self.base_url} unavailable: {what}: {_describe(exc)}") from exc
+        raise Unavailable(f"OpenCode at {self.base_url} closed {what}")
+
     def _session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("OpenCodeClient is closed")
@@ -186,6 +213,18 @@ class OpenCodeClient:
                 status_code=None,
             )
         return value
+
+
+def _event(record: bytes) -> dict[str, Any] | None:
+    """One SSE record of OpenCode's: `data: {json}` lines only (no event/id fields)."""
+    data = b"".join(line[5:].strip() for line in record.split(b"\n") if line.startswith(b"data:"))
+    if not data:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("type"), str) else None
 
 
 def _seg(value: str) -> str:

@@ -136,7 +136,8 @@ async def test_an_unchanged_poll_writes_nothing(make_worker, redis, db):
     # every poll in that window must cost zero Redis writes and publish nothing.
     with serve_in_thread(create_simulator(1.0)) as url:
         async with OpenCodeClient(url) as slow_opencode:
-            worker = await make_worker(poll_interval_s=0.02, opencode_url=url)
+            # polling alone: with the event stream on, the streamed deltas are (wanted) changes
+            worker = await make_worker(poll_interval_s=0.02, opencode_url=url, opencode_events=False)
             state = await commands.enqueue(redis, db, slow_opencode, session_type="ask", prompt="SLOW answer")
             sid = state["sessionId"]
 

@@ -1,0 +1,106 @@
+"""Turns OpenCode's `/event` records into a Delta against the mirror — pure, like diff.py.
+
+Text and reasoning parts are stored as "" while they stream; their text arrives only as
+`message.part.delta` records. Deltas are appended to the mirror's copy of the part, so clients see the
+answer being written; a later poll never takes that text back (see `keep_streamed_text`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from poller.diff import Delta, Mirror
+from shared.models import part_key
+
+STREAMED = frozenset({"text", "reasoning"})
+# events that change nothing we store, but say the run moved on: poll now rather than at the slow cadence
+POLL_TRIGGERS = frozenset({"session.idle", "session.error", "session.status"})
+
+
+def _streaming(part: Any) -> bool:
+    return part.get("type") in STREAMED and not (part.get("time") or {}).get("end")
+
+
+def apply_events(mirror: Mirror, events: Iterable[Any]) -> Delta:
+    """The change the events make to the mirror (which is not modified: the caller applies it after the write)."""
+    infos: dict[str, Any] = {}
+    parts: dict[str, Any] = {}
+    removed_messages: set[str] = set()
+    removed_parts: set[str] = set()
+    for event in events:
+        kind = event.get("type")
+        props = event.get("properties") or {}
+        if kind == "message.updated" and isinstance(props.get("info"), dict):
+            info = props["info"]
+            if mirror.infos.get(info.get("id")) != info:
+                infos[info["id"]] = info
+                removed_messages.discard(info["id"])
+        elif kind == "message.part.updated" and isinstance(props.get("part"), dict):
+            part = props["part"]
+            key = part_key(part)
+            known = parts.get(key) or mirror.parts.get(key)
+            part = keep_streamed_text(part, known)
+            if mirror.parts.get(key) != part:
+                parts[key] = part
+                removed_parts.discard(key)
+        elif kind == "message.part.delta":
+            key = f"{props.get('messageID')}/{props.get('partID')}"
+            known = parts.get(key) or mirror.parts.get(key)
+            field = props.get("field") or "text"
+            if known is not None and isinstance(props.get("delta"), str):
+                parts[key] = {**known, field: str(known.get(field) or "") + props["delta"]}
+        elif kind == "message.removed":
+            message_id = str(props.get("messageID"))
+            removed_messages.add(message_id)
+            infos.pop(message_id, None)
+            for key in [*mirror.parts, *parts]:
+                if key.startswith(message_id + "/"):
+                    removed_parts.add(key)
+                    parts.pop(key, None)
+        elif kind == "message.part.removed":
+            key = f"{props.get('messageID')}/{props.get('partID')}"
+            removed_parts.add(key)
+            parts.pop(key, None)
+    next_parts = {k: v for k, v in {**mirror.parts, **parts}.items() if k not in removed_parts}
+    tool_calls = tool_calls_of(next_parts)
+    return Delta(
+        infos=list(infos.values()),
+        parts=list(parts.values()),
+        removed_messages=sorted(m for m in removed_messages if m in mirror.infos),
+        removed_parts=sorted(k for k in removed_parts if k in mirror.parts),
+        tool_calls=tool_calls if tool_calls != mirror.tool_calls else None,
+    )
+
+
+def keep_streamed_text(stored: Any, known: Any) -> Any:
+    """OpenCode stores a streaming part's text as "": keep the text our deltas built until the part ends."""
+    if known is None or not _streaming(stored) or not _streaming(known):
+        return stored
+    ours = str(known.get("text") or "")
+    theirs = str(stored.get("text") or "")
+    if len(ours) > len(theirs) and ours.startswith(theirs):
+        return {**stored, "text": ours}
+    return stored
+
+
+def keep_streamed_texts(mirror: Mirror, messages: Sequence[Any]) -> list[Any]:
+    """A polled list with every still-streaming part carrying the text the deltas built."""
+    out = []
+    for message in messages:
+        parts = [keep_streamed_text(p, mirror.parts.get(part_key(p))) for p in message["parts"]]
+        out.append(
+            message
+            if all(a is b for a, b in zip(parts, message["parts"], strict=True))
+            else {**message, "parts": parts}
+        )
+    return out
+
+
+def tool_calls_of(parts: dict[str, Any]) -> list[Any]:
+    """currentToolCalls from the parts by key: keys sort in transcript order, as OpenCode's ids do."""
+    return [
+        parts[key]
+        for key in sorted(parts)
+        if parts[key].get("type") == "tool" and (parts[key].get("state") or {}).get("status") in ("pending", "running")
+    ]

@@ -1,0 +1,107 @@
+"""The replica's one connection to OpenCode's `/event` stream, routing each owned session's events to its tracker.
+
+The stream is the fast path (live text, changes within milliseconds); polling stays the source of truth.
+When the stream drops every tracker is told to poll at once and goes back to the fast cadence; when it comes
+back every tracker polls at once, to catch what was missed meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import structlog
+
+from poller.event_apply import POLL_TRIGGERS
+from shared.errors import SessionLayerError
+from shared.opencode.client import OpenCodeClient
+
+log = structlog.get_logger(__name__)
+
+RECONNECT_BASE_S = 0.2
+RECONNECT_CAP_S = 5.0
+INBOX_LIMIT = 10_000
+
+
+class Inbox:
+    """A tracker's mailbox: its session's events, and requests to poll now."""
+
+    def __init__(self, limit: int = INBOX_LIMIT) -> None:
+        self._limit = limit
+        self.events: list[Any] = []
+        self.poll_now = False
+        self._wake = anyio.Event()
+
+    def put(self, event: Any) -> None:
+        if len(self.events) >= self._limit:
+            self.events.clear()  # the tracker fell behind: a poll rebuilds the truth
+            self.poll_now = True
+        else:
+            self.events.append(event)
+        if event.get("type") in POLL_TRIGGERS:
+            self.poll_now = True
+        self._wake.set()
+
+    def request_poll(self) -> None:
+        self.poll_now = True
+        self._wake.set()
+
+    async def wait(self, timeout_s: float) -> None:
+        if self.events or self.poll_now:
+            return
+        self._wake = anyio.Event()
+        with anyio.move_on_after(timeout_s):
+            await self._wake.wait()
+
+    def take(self) -> list[Any]:
+        events, self.events = self.events, []
+        return events
+
+
+class EventRouter:
+    """Run `run()` for the life of the replica; trackers attach their inbox while they own a session."""
+
+    def __init__(self, opencode: OpenCodeClient) -> None:
+        self._opencode = opencode
+        self._inboxes: dict[str, Inbox] = {}
+        self.healthy = False
+        self.connections = 0
+
+    def attach(self, session_id: str, inbox: Inbox) -> None:
+        self._inboxes[session_id] = inbox
+
+    def detach(self, session_id: str) -> None:
+        self._inboxes.pop(session_id, None)
+
+    async def run(self) -> None:
+        delay = RECONNECT_BASE_S
+        while True:
+            try:
+                async for event in self._opencode.events():
+                    if event["type"] == "server.connected":
+                        self._connected()
+                        delay = RECONNECT_BASE_S
+                        continue
+                    properties = event.get("properties")
+                    session_id = properties.get("sessionID") if isinstance(properties, dict) else None
+                    inbox = self._inboxes.get(session_id) if isinstance(session_id, str) else None
+                    if inbox is not None:
+                        inbox.put(event)
+            except SessionLayerError as exc:
+                log.warning("events_disconnected", error=exc.message, retry_in_s=delay)
+            self._dropped()
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_CAP_S)
+
+    def _connected(self) -> None:
+        self.healthy = True
+        self.connections += 1
+        log.info("events_connected", sessions=len(self._inboxes))
+        for inbox in self._inboxes.values():
+            inbox.request_poll()  # whatever happened while we were away
+
+    def _dropped(self) -> None:
+        if self.healthy:
+            self.healthy = False
+            for inbox in self._inboxes.values():
+                inbox.request_poll()  # back to the fast cadence at once

@@ -1,0 +1,104 @@
+"""The event fast path: live text through the gateway, the fallback when /event drops, and OPENCODE_EVENTS=off."""
+
+from __future__ import annotations
+
+import copy
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+import pytest
+
+from shared import commands
+from shared.opencode.client import OpenCodeClient
+from shared.opencode.simulator import create_simulator, serve_in_thread
+from tests.gateway.sse_client import apply_update, events
+from tests.helpers import TcpProxy, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+def answer_text(state) -> str:
+    texts = [
+        p.get("text") or ""
+        for m in state["messages"]
+        if m["info"]["role"] == "assistant"
+        for p in m["parts"]
+        if p["type"] == "text"
+    ]
+    return texts[-1] if texts else ""
+
+
+async def stream_texts(gateway: str, sid: str) -> tuple[list[str], dict]:
+    """Every distinct text the answer had as the SSE client saw it, and the final (archived) session."""
+    seen: list[str] = []
+    state = None
+    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
+        async with client.stream("GET", f"/sessions/{sid}/stream") as response:
+            async for event in events(response):
+                if event.name == "snapshot":
+                    state = copy.deepcopy(event.data)
+                elif event.name == "update":
+                    apply_update(state, event.data)
+                elif event.name == "complete":
+                    return seen, event.data
+                if state is not None and (text := answer_text(state)) and (not seen or seen[-1] != text):
+                    seen.append(text)
+    raise AssertionError("the stream ended without complete")
+
+
+async def test_the_answer_grows_live_through_the_gateway(make_worker, make_gateway, redis, db):
+    with serve_in_thread(create_simulator(1.0)) as url:
+        async with OpenCodeClient(url) as oc:
+            worker = await make_worker(opencode_url=url)
+            gateway = await make_gateway()
+            state = await commands.enqueue(redis, db, oc, session_type="ask", prompt="SLOW answer please")
+            seen, final = await stream_texts(gateway, state["sessionId"])
+            assert final["messages"] == await oc.messages(state["sessionId"])
+    growing = [t for t in seen if t != answer_text(final)]
+    assert len(growing) >= 3, seen  # at least three distinct states before the part ended
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(seen, seen[1:], strict=False)), seen
+    assert worker.router is not None and worker.router.connections == 1
+
+
+async def test_a_cut_event_stream_loses_nothing(make_worker, redis, db, schema):
+    with serve_in_thread(create_simulator(1.0)) as url:
+        proxy = TcpProxy(urlsplit(url).port)
+        async with OpenCodeClient(url) as oc, anyio.create_task_group() as tg:
+            await tg.start(proxy.serve)
+            worker = await make_worker(opencode_url=f"http://127.0.0.1:{proxy.port}")
+            state = await commands.enqueue(redis, db, oc, session_type="ask", prompt="TOOL SLOW then text")
+            sid = state["sessionId"]
+            await wait_for(lambda: _connected(worker, 1), timeout=10, what="the event stream")
+            await anyio.sleep(1.0)  # mid-run
+            await proxy.cut()  # every connection, the /event stream included
+            await wait_for(lambda: _connected(worker, 2), timeout=20, what="the event stream back")
+
+            async def archived():
+                cur = await db.execute("SELECT status, messages FROM opencode_sessions WHERE id = %s", (sid,))
+                row = await cur.fetchone()
+                return row if row and row[0] == "completed" else None
+
+            _, messages = await wait_for(archived, timeout=40)
+            assert messages == await oc.messages(sid)
+            tg.cancel_scope.cancel()
+
+
+async def _connected(worker, count):
+    return worker.router.healthy and worker.router.connections >= count
+
+
+async def test_events_off_polls_alone_and_never_opens_the_stream(make_worker, redis, db, opencode, simulator_url):
+    worker = await make_worker(opencode_events=False)
+    assert worker.router is None
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="TOOL off")
+
+    async def archived():
+        cur = await db.execute("SELECT status FROM opencode_sessions WHERE id = %s", (state["sessionId"],))
+        row = await cur.fetchone()
+        return row and row[0] == "completed"
+
+    await wait_for(archived, timeout=30)
+    async with httpx.AsyncClient(base_url=simulator_url) as client:
+        stats = (await client.get("/__sim/stats")).json()
+    assert stats["requests"].get("GET /event", 0) == 0
