@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from urllib.parse import urlsplit
 
 import anyio
@@ -33,17 +34,19 @@ async def stream_texts(gateway: str, sid: str) -> tuple[list[str], dict]:
     """Every distinct text the answer had as the SSE client saw it, and the final (archived) session."""
     seen: list[str] = []
     state = None
-    async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
-        async with client.stream("GET", f"/sessions/{sid}/stream") as response:
-            async for event in events(response):
-                if event.name == "snapshot":
-                    state = copy.deepcopy(event.data)
-                elif event.name == "update":
-                    apply_update(state, event.data)
-                elif event.name == "complete":
-                    return seen, event.data
-                if state is not None and (text := answer_text(state)) and (not seen or seen[-1] != text):
-                    seen.append(text)
+    async with (
+        httpx.AsyncClient(base_url=gateway, timeout=60) as client,
+        client.stream("GET", f"/sessions/{sid}/stream") as response,
+    ):
+        async for event in events(response):
+            if event.name == "snapshot":
+                state = copy.deepcopy(event.data)
+            elif event.name == "update":
+                apply_update(state, event.data)
+            elif event.name == "complete":
+                return seen, event.data
+            if state is not None and (text := answer_text(state)) and (not seen or seen[-1] != text):
+                seen.append(text)
     raise AssertionError("the stream ended without complete")
 
 
@@ -57,7 +60,7 @@ async def test_the_answer_grows_live_through_the_gateway(make_worker, make_gatew
             assert final["messages"] == await oc.messages(state["sessionId"])
     growing = [t for t in seen if t != answer_text(final)]
     assert len(growing) >= 3, seen  # at least three distinct states before the part ended
-    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(seen, seen[1:], strict=False)), seen
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in itertools.pairwise(seen)), seen
     assert worker.router is not None and worker.router.connections == 1
 
 
