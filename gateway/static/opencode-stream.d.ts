@@ -1,0 +1,193 @@
+// Types for opencode-stream.js (the gateway serves both at /static/). Copy this file beside the module.
+
+export type SessionStatus = "pending" | "running" | "completed" | "error" | "cancelled";
+export type SessionType = "ask" | "chat" | "admin";
+export type ToolStatus = "pending" | "running" | "completed" | "error";
+
+/** OpenCode's message info and parts, as the gateway passes them on (only the fields the UI reads are typed). */
+export interface MessageInfo {
+  id: string;
+  role?: "user" | "assistant";
+  time?: { created?: number; completed?: number };
+  error?: { name?: string; data?: { message?: string } & Record<string, unknown> } | null;
+  [key: string]: unknown;
+}
+
+export interface Part {
+  id: string;
+  messageID: string;
+  type: string;
+  text?: string;
+  time?: { start?: number; end?: number };
+  tool?: string;
+  callID?: string;
+  state?: ToolState;
+  [key: string]: unknown;
+}
+
+export interface ToolState {
+  status: ToolStatus;
+  input?: Record<string, unknown>;
+  output?: string;
+  title?: string;
+  error?: string;
+  metadata?: Record<string, unknown> & { output?: string };
+  time?: { start?: number; end?: number };
+}
+
+export interface Message {
+  info: MessageInfo;
+  parts: Part[];
+}
+
+export interface Session {
+  sessionId: string;
+  ticketId: string | null;
+  sessionType: SessionType;
+  status: SessionStatus;
+  title: string | null;
+  messages: Message[];
+  currentToolCalls: Part[];
+  error: string | null;
+  startedAt: number;
+  updatedAt: number;
+  metadata: unknown;
+  seq: number;
+  live: boolean;
+}
+
+export interface SessionSummary {
+  sessionId: string;
+  ticketId: string | null;
+  sessionType: SessionType;
+  status: SessionStatus;
+  title: string | null;
+  startedAt: number;
+  updatedAt: number;
+  error?: string | null;
+  seq?: number;
+  live?: boolean;
+  messageCount?: number;
+}
+
+export interface Update {
+  seq: number;
+  type: "update";
+  sessionId: string;
+  state?: Partial<Pick<Session, "status" | "error" | "updatedAt" | "currentToolCalls" | "title">>;
+  messages: MessageInfo[];
+  parts: Part[];
+  removedMessages: string[];
+  removedParts: { messageID: string; id: string }[];
+}
+
+export interface ToolCall {
+  id: string;
+  messageID: string;
+  callID: string | null;
+  tool: string | null;
+  status: ToolStatus;
+  title: string | null;
+  input: Record<string, unknown>;
+  output: string | null;
+  error: string | null;
+  time: { start?: number; end?: number } | null;
+  part: Part;
+}
+
+export interface Page<T = SessionSummary> {
+  sessions: T[];
+  nextCursor: string | null;
+}
+
+export interface RequestOptions {
+  token?: string | null;
+  fetch?: typeof fetch;
+  signal?: AbortSignal;
+}
+
+export interface StreamOptions {
+  token?: string | null;
+  EventSource?: typeof EventSource;
+  fetch?: typeof fetch;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  random?: () => number;
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (id: unknown) => void;
+}
+
+export interface SessionState {
+  session: Session | null;
+  messages: Message[];
+  toolCalls: ToolCall[];
+  status: SessionStatus | null;
+  error: string | null;
+  live: boolean | null;
+  resuming: boolean;
+  connected: boolean;
+  completed: boolean;
+  seq: number | null;
+}
+
+export interface SessionStream extends SessionState {
+  readonly sessionId: string;
+  readonly closed: boolean;
+  readonly reconnects: number;
+  readonly resyncs: number;
+  snapshot(): SessionState;
+  close(): void;
+}
+
+export interface LiveSessionsStream {
+  readonly sessions: SessionSummary[];
+  readonly connected: boolean;
+  readonly resuming: boolean;
+  readonly received: boolean;
+  readonly error: string | null;
+  readonly closed: boolean;
+  close(): void;
+}
+
+export class GatewayError extends Error {
+  readonly status: number;
+  readonly detail: unknown;
+  constructor(status: number, message: string, detail?: unknown);
+}
+
+export function openSessionStream(
+  baseUrl: string,
+  sessionId: string,
+  options?: StreamOptions & { onChange?: (stream: SessionStream) => void },
+): SessionStream;
+
+export function openLiveSessionsStream(
+  baseUrl: string,
+  options?: StreamOptions & {
+    type?: SessionType | null;
+    onChange?: (stream: LiveSessionsStream) => void;
+    onEvent?: (name: "snapshot" | "appeared" | "status" | "ended", data: unknown) => void;
+  },
+): LiveSessionsStream;
+
+export function applyUpdate(state: Session, change: Update): Session;
+export function toolCallsOf(messages: Message[]): ToolCall[];
+export function fetchJson<T = unknown>(baseUrl: string, path: string, options?: RequestOptions): Promise<T>;
+export function fetchSession(baseUrl: string, sessionId: string, options?: RequestOptions): Promise<Session>;
+export function fetchActiveSession(baseUrl: string, ticketId: string, options?: RequestOptions): Promise<Session | null>;
+export function fetchTicketHistory(
+  baseUrl: string,
+  ticketId: string,
+  options?: RequestOptions & { limit?: number; before?: string | null; messages?: boolean },
+): Promise<Page>;
+export function fetchSessions(
+  baseUrl: string,
+  options?: RequestOptions & {
+    live?: boolean;
+    type?: SessionType | null;
+    ticket?: string | null;
+    limit?: number;
+    before?: string | null;
+    messages?: boolean;
+  },
+): Promise<Page>;

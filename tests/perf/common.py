@@ -1,0 +1,90 @@
+"""What the benchmarks share: servers, child processes and reading a Prometheus endpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import anyio
+import psycopg
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.embedded import start_postgres, start_redis
+from shared.migrate import migrate
+from tests.helpers import free_port, wait_port
+
+
+@dataclass
+class Stack:
+    redis_url: str
+    database_url: str
+    redis_pid: int
+
+
+@contextmanager
+def servers() -> Iterator[Stack]:
+    with start_redis() as redis_server, start_postgres() as pg_server:
+
+        async def go() -> None:
+            async with await psycopg.AsyncConnection.connect(pg_server.url, autocommit=True) as conn:
+                await migrate(conn)
+
+        anyio.run(go)
+        yield Stack(redis_server.url, pg_server.url, redis_server.pid)
+
+
+@contextmanager
+def child(
+    module: str, *args: str, env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if port is not None:
+            wait_port(port)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Samples by name{labels} from a Prometheus text endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+def histogram_quantile(before: dict[str, float], after: dict[str, float], name: str, q: float) -> float:
+    """The upper bound of the bucket holding quantile q of the observations between two scrapes."""
+    buckets = []
+    for key, value in after.items():
+        if key.startswith(f"{name}_bucket{{"):
+            bound = key.split("le=", 1)[1].rstrip("}")
+            buckets.append((float(bound), value - before.get(key, 0.0)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    for bound, count in buckets:
+        if total and count >= q * total:
+            return bound
+    return float("nan")
+
+
+__all__ = ["Stack", "child", "free_port", "histogram_quantile", "scrape", "servers"]
