@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import endpoints, health, stream
+from gateway import endpoints, health, stream, ui
 from gateway.auth import Auth
 from gateway.fanout import Fanout
 from gateway.handlers import EXCEPTION_HANDLERS
@@ -69,7 +69,7 @@ def create_app(
             await redis.aclose()
 
     routes = [
-        Route("/", lambda request: RedirectResponse("/openapi.json")),
+        Route("/", lambda request: RedirectResponse("/ui/")),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route("/metrics", health.metrics),
@@ -80,6 +80,7 @@ def create_app(
         Route("/sessions/{session_id}/stream", stream.session_stream),
         Route("/tickets/{ticket_id}/active", endpoints.ticket_active),
         Route("/tickets/{ticket_id}/sessions", endpoints.ticket_sessions),
+        *ui.routes(),
     ]
     middleware = [
         Middleware(TimingMiddleware, metrics=metrics),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 
@@ -17,6 +18,8 @@ from shared.logs import configure_logging
 from shared.opencode.client import OpenCodeClient
 
 log = structlog.get_logger(__name__)
+
+GC_THRESHOLDS = (100_000, 50, 1_000)
 
 
 async def serve(settings: Settings) -> None:
@@ -58,6 +61,8 @@ def main() -> None:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings)
+    # thousands of mirrored sessions make a large heap: full collections stall every tracker's tick
+    gc.set_threshold(*GC_THRESHOLDS)
     anyio.run(serve, settings)
 
 

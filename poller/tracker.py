@@ -113,7 +113,9 @@ class SessionTracker:
                 await self._apply_events(self._inbox.take())
             if self._inbox.poll_now or cadence.due():
                 now = anyio.current_time()
-                poll = self._inbox.poll_now or now - last_poll >= self._poll_interval_s()
+                # half a tick of slack: a tick that fires a hair early must not skip its poll
+                since_poll = now - last_poll + self._deps.poll_interval_s / 2
+                poll = self._inbox.poll_now or since_poll >= self._poll_interval_s()
                 self._inbox.poll_now = False
                 self._deps.metrics.tick_lag.observe(cadence.lag())
                 if poll:

@@ -132,6 +132,8 @@ export interface SessionState {
 
 export interface SessionStream extends SessionState {
   readonly sessionId: string;
+  /** The HTTP status behind a fatal `error` (401, 403, 404, …); null otherwise. */
+  readonly errorStatus: number | null;
   readonly closed: boolean;
   readonly reconnects: number;
   readonly resyncs: number;
@@ -145,6 +147,7 @@ export interface LiveSessionsStream {
   readonly resuming: boolean;
   readonly received: boolean;
   readonly error: string | null;
+  readonly errorStatus: number | null;
   readonly closed: boolean;
   close(): void;
 }

@@ -194,6 +194,7 @@ class Reconnecting {
     this._attempt = 0;
     this._stopped = false; // completed, or a fatal error: no more reconnects
     this._streamError = null;
+    this.errorStatus = null; // the HTTP status behind a fatal error (401, 403, 404, …), when there is one
     this.connected = false;
     this.resuming = false;
     this.closed = false;
@@ -263,8 +264,9 @@ class Reconnecting {
     this._emit();
   }
 
-  _fatal(message) {
+  _fatal(message, status = null) {
     this._streamError = message;
+    this.errorStatus = status;
     this._stopped = true;
     this.connected = false;
     this.resuming = false;
@@ -297,7 +299,7 @@ class Reconnecting {
           await this._probe();
         } catch (err) {
           if (err instanceof GatewayError && FATAL_STATUSES.has(err.status)) {
-            if (!this.closed) this._fatal(err.message);
+            if (!this.closed) this._fatal(err.message, err.status);
             return;
           }
         }

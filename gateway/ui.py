@@ -1,0 +1,116 @@
+"""The sessions pages under `/ui/` and their files under `/static/`: plain HTML and ES modules, no build step.
+
+Each page is the same small HTML shell naming its page script; the scripts read the gateway's JSON API and SSE
+streams through `static/opencode-stream.js`. The pages hold no data, so they need no token: the API calls do
+(a token in the URL fragment, `#token=…`, or typed into the login prompt, kept in the tab's sessionStorage).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from shared.errors import InvalidInput
+from shared.ids import parse_session_id, parse_ticket_id
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+# The pages load scripts and styles from /static and talk to this same origin only; the token never leaves the
+# fragment or sessionStorage, and no Referer carries a URL of ours elsewhere.
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · OpenCode sessions</title>
+<link rel="stylesheet" href="{static}ui.css">
+<script type="module" src="{static}{script}"></script>
+</head>
+<body data-page="{page}" data-id="{id}">
+<header class="topbar">
+  <a class="brand" href="{ui}">OpenCode sessions</a>
+  <nav id="auth"></nav>
+</header>
+<main id="app" aria-live="polite"><p class="muted">Loading…</p><noscript>This page needs JavaScript.</noscript></main>
+</body>
+</html>
+"""
+
+
+def _page(page: str, title: str, depth: int, item_id: str = "") -> HTMLResponse:
+    """`depth`: how many path segments below /ui/ the page is, so links work behind a path prefix too."""
+    up = "../" * depth
+    body = PAGE.format(
+        title=html.escape(title),
+        static=f"{up}../static/",
+        script=f"{page}-page.js",
+        page=page,
+        id=html.escape(item_id, quote=True),
+        ui=up or "./",
+    )
+    return HTMLResponse(body, headers=HEADERS)
+
+
+def _invalid(exc: InvalidInput) -> HTMLResponse:
+    text = f"<!doctype html><title>Invalid address</title><p>{html.escape(exc.message)}</p><p><a href='/ui/'>Sessions</a>"
+    return HTMLResponse(text, status_code=400, headers=HEADERS)
+
+
+async def sessions_page(request: Request) -> Response:
+    return _page("sessions", "Sessions", 0)
+
+
+async def session_page(request: Request) -> Response:
+    try:
+        sid = parse_session_id(request.path_params["session_id"])
+    except InvalidInput as exc:
+        return _invalid(exc)
+    return _page("session", sid, 1, sid)
+
+
+async def ticket_page(request: Request) -> Response:
+    try:
+        ticket = parse_ticket_id(request.path_params["ticket_id"])
+    except InvalidInput as exc:
+        return _invalid(exc)
+    return _page("ticket", f"Ticket {ticket}", 1, ticket)
+
+
+class _StaticFiles(StaticFiles):
+    """The modules and styles, revalidated on each load (they are small, and change with the gateway)."""
+
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def routes() -> list[BaseRoute]:
+    """`/ui/` (the sessions list), `/ui/sessions/{id}`, `/ui/tickets/{ticketId}` and `/static/…`."""
+    return [
+        Route("/ui", lambda request: RedirectResponse("/ui/")),
+        Route("/ui/", sessions_page),
+        Route("/ui/sessions/{session_id}", session_page),
+        Route("/ui/tickets/{ticket_id}", ticket_page),
+        Mount("/static", app=_StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
