@@ -69,7 +69,8 @@ def _page(page: str, title: str, depth: int, item_id: str = "") -> HTMLResponse:
 
 
 def _invalid(exc: InvalidInput) -> HTMLResponse:
-    text = f"<!doctype html><title>Invalid address</title><p>{html.escape(exc.message)}</p><p><a href='/ui/'>Sessions</a>"
+    message = html.escape(exc.message)
+    text = f'<!doctype html><title>Invalid address</title><p>{message}</p><p><a href="../">Sessions</a>'
     return HTMLResponse(text, status_code=400, headers=HEADERS)
 
 
@@ -100,6 +101,8 @@ class _StaticFiles(StaticFiles):
         self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
     ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
+        if str(full_path).endswith(".ts"):  # TypeScript sources to copy, not MPEG transport streams
+            response.headers["Content-Type"] = "text/plain; charset=utf-8"
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
@@ -108,7 +111,7 @@ class _StaticFiles(StaticFiles):
 def routes() -> list[BaseRoute]:
     """`/ui/` (the sessions list), `/ui/sessions/{id}`, `/ui/tickets/{ticketId}` and `/static/…`."""
     return [
-        Route("/ui", lambda request: RedirectResponse("/ui/")),
+        Route("/ui", lambda request: RedirectResponse("ui/")),  # relative: works behind a path prefix
         Route("/ui/", sessions_page),
         Route("/ui/sessions/{session_id}", session_page),
         Route("/ui/tickets/{ticket_id}", ticket_page),

@@ -24,6 +24,14 @@ class Mirror:
         mirror.update(messages)
         return mirror
 
+    def update_tail(self, tail: Sequence[Any]) -> None:
+        """Advance by a tail poll: the newest messages replace theirs, older ones stay as they are."""
+        for message in tail:
+            self.infos[message["info"]["id"]] = message["info"]
+            for part in message["parts"]:
+                self.parts[part_key(part)] = part
+        self.tool_calls = _tail_tool_calls(self.tool_calls, tail)
+
     def update(self, messages: Sequence[Any]) -> None:
         self.infos = {m["info"]["id"]: m["info"] for m in messages}
         self.parts = {part_key(p): p for m in messages for p in m["parts"]}
@@ -59,11 +67,32 @@ class Delta:
         )
 
 
+def merge_tail(previous: Sequence[Any], tail: Sequence[Any], limit: int) -> list[Any] | None:
+    """The whole list from the last one and a `?limit=` poll of the newest messages; None when they do not
+    overlap (more new messages than the tail holds): then only a full poll will do."""
+    if len(tail) < limit:
+        return list(tail)  # the tail is the whole list
+    first = tail[0]["info"]["id"]
+    for index in range(len(previous) - 1, -1, -1):  # the overlap is near the end
+        if previous[index]["info"]["id"] == first:
+            return [*previous[:index], *tail]
+    return None
+
+
+def _tail_tool_calls(known: Sequence[Any], tail: Sequence[Any]) -> list[Any]:
+    """currentToolCalls after a tail poll: the older messages' as they were, then the tail's own."""
+    in_tail = {m["info"]["id"] for m in tail}
+    return [p for p in known if p.get("messageID") not in in_tail] + current_tool_calls(tail)
+
+
 NO_CHANGE = Delta(infos=[], parts=[], removed_messages=[], removed_parts=[], tool_calls=None)
 
 
-def diff(mirror: Mirror, messages: Sequence[Any]) -> Delta:
-    """Compare parsed values (a C-speed dict equality), so an unchanged poll serialises nothing."""
+def diff(mirror: Mirror, messages: Sequence[Any], *, partial: bool = False) -> Delta:
+    """Compare parsed values (a C-speed dict equality), so an unchanged poll serialises nothing.
+
+    `partial`: `messages` is only the newest part of the list (a tail poll): nothing is taken as removed.
+    """
     infos: list[Any] = []
     parts: list[Any] = []
     seen_messages: set[str] = set()
@@ -78,9 +107,13 @@ def diff(mirror: Mirror, messages: Sequence[Any]) -> Delta:
             seen_parts.add(key)
             if mirror.parts.get(key) != part:
                 parts.append(part)
-    removed_messages = [mid for mid in mirror.infos if mid not in seen_messages]
-    removed_parts = [key for key in mirror.parts if key not in seen_parts]
-    tool_calls = current_tool_calls(messages)
+    if partial:
+        removed_messages, removed_parts = [], []
+        tool_calls = _tail_tool_calls(mirror.tool_calls, messages)
+    else:
+        removed_messages = [mid for mid in mirror.infos if mid not in seen_messages]
+        removed_parts = [key for key in mirror.parts if key not in seen_parts]
+        tool_calls = current_tool_calls(messages)
     return Delta(
         infos=infos,
         parts=parts,

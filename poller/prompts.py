@@ -8,10 +8,10 @@ blind re-send would corrupt the transcript. A prompt leaves the Redis list only 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-import anyio
 import structlog
 from anyio.abc import TaskGroup
 
@@ -87,24 +87,24 @@ class PromptDelivery:
             return False
         if self.last_attempt_at is not None and fetched_at <= self.last_attempt_at:
             return False  # the list we hold predates the end of the last attempt: it may have landed
-        if self.failed_at is not None and anyio.current_time() - self.failed_at < RESEND_AFTER_FAILURE_S:
+        if self.failed_at is not None and time.monotonic() - self.failed_at < RESEND_AFTER_FAILURE_S:
             return False
-        return self.sent_at is None or anyio.current_time() - self.sent_at >= VISIBLE_TIMEOUT_S
+        return self.sent_at is None or time.monotonic() - self.sent_at >= VISIBLE_TIMEOUT_S
 
     async def _send(self, prompt: Prompt) -> None:
         try:
             await self._opencode.prompt_async(self._session_id, message_id=prompt.message_id, text=prompt.text)
-            self.sent_at = anyio.current_time()
+            self.sent_at = time.monotonic()
             self.failed_at = None
             log.debug("prompt_sent", message_id=prompt.message_id)
         except OpenCodeError as exc:
-            self.failed_at = anyio.current_time()
+            self.failed_at = time.monotonic()
             if not exc.retryable:
                 self.fatal = f"OpenCode refused the prompt {prompt.message_id}: {exc.message}"
             log.warning("prompt_send_failed", message_id=prompt.message_id, error=exc.message)
         except Unavailable as exc:
-            self.failed_at = anyio.current_time()
+            self.failed_at = time.monotonic()
             log.warning("prompt_send_failed", message_id=prompt.message_id, error=exc.message)
         finally:
-            self.last_attempt_at = anyio.current_time()
+            self.last_attempt_at = time.monotonic()
             self.in_flight = False

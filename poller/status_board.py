@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
-
-import anyio
 
 from shared.opencode.client import OpenCodeClient
 
@@ -19,7 +18,7 @@ class StatusBoard:
         self.fetched_at: float | None = None
 
     async def refresh(self) -> None:
-        started = anyio.current_time()
+        started = time.monotonic()
         self._statuses = dict(await self._opencode.status())
         self.fetched_at = started
 
@@ -27,7 +26,7 @@ class StatusBoard:
         """Whether OpenCode runs the session, from a fetch started after `since`; None when no such fetch."""
         if self.fetched_at is None or self.fetched_at <= since:
             return None
-        if anyio.current_time() - self.fetched_at > self._max_age_s:
+        if time.monotonic() - self.fetched_at > self._max_age_s:
             return None
         status = self._statuses.get(session_id)
         return status is not None and status.get("type") != "idle"

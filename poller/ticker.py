@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -14,14 +15,14 @@ async def every(interval_s: float, on_lag: Callable[[float], None] | None = None
     `on_lag` receives, at each tick, how late it fires against its schedule (the event loop's load).
     """
     tick = 0
-    next_at = anyio.current_time()
+    next_at = time.monotonic()
     while True:
         if on_lag is not None:
-            on_lag(max(0.0, anyio.current_time() - next_at))
+            on_lag(max(0.0, time.monotonic() - next_at))
         yield tick
         tick += 1
         next_at += interval_s
-        now = anyio.current_time()
+        now = time.monotonic()
         if next_at <= now:
             missed = math.floor((now - next_at) / interval_s) + 1
             next_at += missed * interval_s
@@ -33,20 +34,20 @@ class Cadence:
     """The same drift-free schedule as `every`, for a loop that also wakes up for other reasons (events)."""
 
     def __init__(self) -> None:
-        self.next_at = anyio.current_time()
+        self.next_at = time.monotonic()
 
     def wait_s(self) -> float:
-        return max(0.0, self.next_at - anyio.current_time())
+        return max(0.0, self.next_at - time.monotonic())
 
     def due(self) -> bool:
-        return anyio.current_time() >= self.next_at
+        return time.monotonic() >= self.next_at
 
     def lag(self) -> float:
-        return max(0.0, anyio.current_time() - self.next_at)
+        return max(0.0, time.monotonic() - self.next_at)
 
     def advance(self, interval_s: float) -> None:
         """Schedule the next tick one interval on; ticks missed by a slow body are skipped, not bunched."""
-        now = anyio.current_time()
+        now = time.monotonic()
         self.next_at = min(self.next_at + interval_s, now + interval_s)
         if self.next_at <= now:
             self.next_at = now + interval_s - (now - self.next_at) % interval_s

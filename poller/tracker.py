@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from poller.archive import Archive
 from poller.backoff import Backoff
 from poller.completion import outcome, run_finished
-from poller.diff import Mirror, check_shape, diff
+from poller.diff import Mirror, check_shape, diff, merge_tail
 from poller.event_apply import apply_events, keep_streamed_texts
 from poller.events import EventRouter, Inbox
 from poller.metrics import Metrics
@@ -33,6 +33,8 @@ from shared.opencode.client import OpenCodeClient
 
 log = structlog.get_logger(__name__)
 
+TAIL_LIMIT = 4  # a poll fetches the newest messages only; more new ones than this fall back to a full poll
+FULL_POLL_EVERY = 20  # ...and every 20th poll (10 s at 500 ms) fetches the whole list
 STORE_BACKOFF_BASE_S = 0.2
 STORE_BACKOFF_CAP_S = 5.0
 
@@ -72,9 +74,12 @@ class SessionTracker:
         self._writer: StateWriter | None = None
         self._prompts_rev: str | None = None
         self._cancel = False
-        self._abort_sent = False
+        self._aborted_at: float | None = None
         self._claim_recorded = False
         self._inbox = Inbox()
+        self._polls_since_full = 0
+        self._full_polls_due = True  # the first poll fetches the whole list
+        self.job_rev: str | None = None  # the job's promptsRev as the worker last read it for every session at once
 
     @property
     def writes(self) -> int:
@@ -112,7 +117,7 @@ class SessionTracker:
                 await anyio.sleep(self._deps.event_coalesce_s)  # one write for a burst of deltas, not one each
                 await self._apply_events(self._inbox.take())
             if self._inbox.poll_now or cadence.due():
-                now = anyio.current_time()
+                now = time.monotonic()
                 # half a tick of slack: a tick that fires a hair early must not skip its poll
                 since_poll = now - last_poll + self._deps.poll_interval_s / 2
                 poll = self._inbox.poll_now or since_poll >= self._poll_interval_s()
@@ -123,7 +128,7 @@ class SessionTracker:
                 if await self._tick(tg, poll_opencode=poll):
                     return
                 cadence.advance(self._deps.poll_interval_s)
-                if self._retry_at > anyio.current_time():
+                if self._retry_at > time.monotonic():
                     cadence.next_at = self._retry_at  # a failed poll retries on its backoff
 
     def _poll_interval_s(self) -> float:
@@ -174,45 +179,78 @@ class SessionTracker:
 
     async def _tick(self, tg: TaskGroup, poll_opencode: bool = True) -> bool:
         """One tick; True when the session ended and is archived."""
-        if anyio.current_time() < self._retry_at:
+        if time.monotonic() < self._retry_at:
             return False
         try:
             await self._sync_job()
         except Unavailable as exc:
             return self._wait(self._store_backoff, exc)
-        if not poll_opencode and not self._prompts.pending and not (self._cancel and not self._abort_sent):
+        if not poll_opencode and not self._prompts.pending and not self._abort_due():
             return False  # the event stream carries the changes; nothing of ours waits on OpenCode
         try:
-            fetched_at = anyio.current_time()
-            if self._cancel and not self._abort_sent:
+            fetched_at = time.monotonic()
+            if self._abort_due():
                 await self._deps.opencode.abort(self._sid)
-                self._abort_sent = True
+                self._aborted_at = time.monotonic()
                 log.info("session_aborted")
-            self._deps.metrics.polls.inc()
-            messages = check_shape(await self._deps.opencode.messages(self._sid))
+            messages, tail = await self._poll()
             self._opencode_backoff.reset()
         except NotFound as exc:
             return await self._end("error", f"OpenCode no longer has this session: {exc.message}")
         except (Unavailable, OpenCodeError) as exc:
             self._deps.metrics.poll_failures.inc()
-            if self._opencode_backoff.expired(anyio.current_time()):
+            if self._opencode_backoff.expired(time.monotonic()):
                 deadline = self._deps.retry_deadline_s
                 return await self._end("error", f"OpenCode failed for {deadline:.0f} s: {exc.message}")
             return self._wait(self._opencode_backoff, exc)
         try:
-            await self._mirror_changes(messages)
+            await self._mirror_changes(messages, tail)
             await self._prompts.step(tg, self._deps.scripts, self._lease, self._mirror.infos, fetched_at)
             if self._prompts.fatal:
                 return await self._end("error", self._prompts.fatal)
             if self._finished():
+                if tail is not None:  # decide, and archive, on the whole list: poll it at once
+                    self._full_polls_due = True
+                    self._inbox.request_poll()
+                    return False
                 return await self._end(*outcome(self._messages, self._cancel))
         except Unavailable as exc:
             return self._wait(self._store_backoff, exc)
         self._store_backoff.reset()
         return False
 
+    async def _poll(self) -> tuple[list[Any], list[Any] | None]:
+        """The whole list, and the tail it came from when only the newest messages were fetched.
+
+        A tail poll (`?limit=`) costs the same at 200 messages as at 2; the whole list is fetched on the first
+        poll, every FULL_POLL_EVERY polls (OpenCode may still change older messages, e.g. compaction), when
+        the tail does not overlap the last list, and before a session is archived.
+        """
+        self._deps.metrics.polls.inc()
+        self._polls_since_full += 1
+        if not self._full_polls_due and self._polls_since_full < FULL_POLL_EVERY:
+            tail = check_shape(await self._deps.opencode.messages(self._sid, limit=TAIL_LIMIT))
+            merged = merge_tail(self._messages, tail, TAIL_LIMIT)
+            if merged is not None:
+                return merged, tail
+        messages = check_shape(await self._deps.opencode.messages(self._sid))
+        self._polls_since_full = 0
+        self._full_polls_due = False
+        return messages, None
+
     async def _sync_job(self) -> None:
         """Pick up new prompts and a cancel request; record both in PostgreSQL before acting on them."""
+        if self.job_rev is None or self.job_rev != self._prompts_rev:
+            await self._read_job()
+        if self._cancel:
+            self._prompts.pending.clear()
+        writer = self._writer_or_fail()
+        if writer.status != "running":
+            await writer.apply(self._lease, status="running")
+        if not self._claim_recorded:
+            await self._record_claim()
+
+    async def _read_job(self) -> None:
         sid = self._sid
         with store_errors("Redis"):
             rev, cancel = await self._deps.redis.hmget(keys.job(sid), ["promptsRev", "cancel"])
@@ -225,13 +263,6 @@ class SessionTracker:
             self._prompts_rev = as_text(rev)
             self._claim_recorded = False
         self._cancel = cancel == b"1"
-        if self._cancel:
-            self._prompts.pending.clear()
-        writer = self._writer_or_fail()
-        if writer.status != "running":
-            await writer.apply(self._lease, status="running")
-        if not self._claim_recorded:
-            await self._record_claim()
 
     async def _record_claim(self) -> None:
         """The PostgreSQL backstop row; while PostgreSQL is down polling goes on and this is retried next tick."""
@@ -245,23 +276,36 @@ class SessionTracker:
             raise LeaseLost("PostgreSQL holds a newer owner's epoch")
         self._claim_recorded = True
 
-    async def _mirror_changes(self, messages: list[Any]) -> None:
+    async def _mirror_changes(self, messages: list[Any], tail: list[Any] | None) -> None:
         router = self._deps.router
+        polled = tail if tail is not None else messages
         # what our deltas built of a still-streaming part is ahead of OpenCode's stored "": keep it
-        mirrored = keep_streamed_texts(self._mirror, messages) if router is not None else messages
-        delta = diff(self._mirror, mirrored)
+        mirrored = keep_streamed_texts(self._mirror, polled) if router is not None else polled
+        delta = diff(self._mirror, mirrored, partial=tail is not None)
         if delta:  # an unchanged poll writes nothing and publishes nothing
             await self._writer_or_fail().apply(self._lease, delta)
             self._deps.metrics.state_writes.labels("poll").inc()
             if router is not None and router.healthy:
                 self._deps.metrics.poll_corrections.inc()
-            self._mirror.update(mirrored)
+            if tail is None:
+                self._mirror.update(mirrored)
+            else:
+                self._mirror.update_tail(mirrored)
         self._messages = messages
+
+    def _abort_due(self) -> bool:
+        """Abort once cancel is asked, and again if OpenCode is busy after our last abort: a prompt that was
+        on its way when the cancel came can land after the abort and start a run."""
+        if not self._cancel:
+            return False
+        if self._aborted_at is None:
+            return True
+        return bool(self._deps.board.busy(self._sid, self._aborted_at))
 
     def _finished(self) -> bool:
         if not self._prompts.idle:
             return False
-        since = self._prompts.last_attempt_at or 0.0
+        since = max(self._prompts.last_attempt_at or 0.0, self._aborted_at or 0.0)
         busy = self._deps.board.busy(self._sid, since)
         if busy is None or busy:
             return False
@@ -283,7 +327,7 @@ class SessionTracker:
                 break
             except Unavailable as exc:  # PostgreSQL down: keep the live state and try again, never drop it
                 self._deps.metrics.archive_retries.inc()
-                delay = backoff.failed(anyio.current_time())
+                delay = backoff.failed(time.monotonic())
                 log.warning("archive_retry", error=exc.message, retry_in_s=round(delay, 2))
                 await anyio.sleep(delay)
         if not stored:
@@ -302,7 +346,7 @@ class SessionTracker:
                     )
                 break
             except Unavailable as exc:
-                delay = backoff.failed(anyio.current_time())
+                delay = backoff.failed(time.monotonic())
                 log.warning("finish_retry", error=exc.message, retry_in_s=round(delay, 2))
                 await anyio.sleep(delay)
         if seq == -1:
@@ -316,8 +360,8 @@ class SessionTracker:
         return True
 
     def _wait(self, backoff: Backoff, exc: Exception) -> bool:
-        delay = backoff.failed(anyio.current_time())
-        self._retry_at = anyio.current_time() + delay
+        delay = backoff.failed(time.monotonic())
+        self._retry_at = time.monotonic() + delay
         log.warning("poll_retry", error=str(exc), failures=backoff.failures, retry_in_s=round(delay, 2))
         return False
 

@@ -26,7 +26,7 @@ from shared.connections import store_errors
 from shared.errors import SessionLayerError
 from shared.ids import SessionId
 from shared.lua import Claimed, Scripts
-from shared.models import dumps
+from shared.models import as_text, dumps
 from shared.opencode.client import OpenCodeClient
 
 log = structlog.get_logger(__name__)
@@ -97,6 +97,7 @@ class Worker:
                 tg.start_soon(self._claim_loop, tg)
                 tg.start_soon(self._renew_loop)
                 tg.start_soon(self._status_loop)
+                tg.start_soon(self._revisions_loop)
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._reconcile_loop)
                 if self.router is not None:
@@ -110,7 +111,7 @@ class Worker:
             room = min(CLAIM_BATCH, self._settings.max_sessions_per_poller - len(self._held))
             if not self.claiming or room <= 0:
                 continue
-            started = anyio.current_time()
+            started = time.monotonic()
             try:
                 with store_errors("Redis"):
                     claimed = await self._scripts.claim(self._settings.replica_id, self._lease_ttl_ms, room)
@@ -124,7 +125,7 @@ class Worker:
             self.metrics.sessions_held.set(len(self._held))
 
     async def _track(self, held: Held) -> None:
-        tracker = SessionTracker(self._deps, held.lease, lambda: anyio.current_time() < held.valid_until)
+        tracker = SessionTracker(self._deps, held.lease, lambda: time.monotonic() < held.valid_until)
         held.tracker = tracker
         try:
             with held.scope:  # cancelled by the renew loop when the lease is lost
@@ -145,7 +146,7 @@ class Worker:
             held = list(self._held.values())
             if not held:
                 continue
-            started = anyio.current_time()
+            started = time.monotonic()
             try:
                 with store_errors("Redis"):
                     flags = await self._scripts.renew(self._lease_ttl_ms, [h.lease for h in held])
@@ -161,7 +162,7 @@ class Worker:
                     entry.scope.cancel()
 
     def _stop_expired(self) -> None:
-        now = anyio.current_time()
+        now = time.monotonic()
         for entry in self._held.values():
             if entry.valid_until <= now:
                 log.info("lease_expired", session_id=entry.lease.session_id)
@@ -175,6 +176,22 @@ class Worker:
                 await self._board.refresh()
             except SessionLayerError as exc:
                 log.warning("status_failed", error=exc.message)
+
+    async def _revisions_loop(self) -> None:
+        """One read a tick tells every tracker whether its job changed (a prompt, a cancel)."""
+        async for _ in every(self._settings.poll_interval_s):
+            held = [h for h in self._held.values() if h.tracker is not None]
+            if not held:
+                continue
+            try:
+                with store_errors("Redis"):
+                    revs = await self._redis.hmget(keys.JOB_REVS, [h.lease.session_id for h in held])
+            except SessionLayerError as exc:
+                log.warning("revisions_failed", error=exc.message)
+                revs = [None] * len(held)
+            for entry, rev in zip(held, revs, strict=True):
+                assert entry.tracker is not None
+                entry.tracker.job_rev = as_text(rev) if rev is not None else None
 
     async def _heartbeat_loop(self) -> None:
         name = keys.poller(self._settings.replica_id)

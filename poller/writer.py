@@ -58,19 +58,13 @@ class StateWriter:
             fields["currentToolCalls"] = dumps(delta.tool_calls)
         infos = {info["id"]: dumps(info) for info in delta.infos}
         parts = {part_key(part): dumps(part) for part in delta.parts}
-        removed_parts = [dict(zip(("messageID", "id"), k.split("/", 1), strict=True)) for k in delta.removed_parts]
-        event = (
-            f'{{"type":"update","sessionId":{dumps(lease.session_id)},"state":{dumps(state)},'
-            f'"messages":[{",".join(infos.values())}],"parts":[{",".join(parts.values())}],'
-            f'"removedMessages":{dumps(delta.removed_messages)},"removedParts":{dumps(removed_parts)}}}'
-        )
         change = StateChange(
             fields=fields,
             messages=infos,
             parts=parts,
             removed_messages=delta.removed_messages,
             removed_parts=delta.removed_parts,
-            event=event,
+            event_state=dumps(state),
             index_event=index_event("status", self._session) if status_changed else "",
         )
         with store_errors("Redis"):

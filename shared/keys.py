@@ -10,6 +10,7 @@ LIVE_INDEX = f"{PREFIX}:sessions:live"  # ZSET session -> startedAt ms: every se
 LIVE_UPDATES = f"{PREFIX}:sessions:updates"  # channel: a live session appeared, changed status, ended
 POLLERS = f"{PREFIX}:pollers"  # ZSET replica id -> last heartbeat ms
 RECONCILE_LOCK = f"{PREFIX}:queue:reconcile-lock"  # one replica at a time runs the PostgreSQL backstop
+JOB_REVS = f"{PREFIX}:queue:revs"  # HASH session -> its job's promptsRev: one read a tick tells a replica what changed
 
 
 def session(session_id: SessionId) -> str:

@@ -112,6 +112,10 @@ export interface StreamOptions {
   fetch?: typeof fetch;
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /** Drop and resume a connection that has been silent this long (the gateway pings every 15 s). Default 45000;
+   * 0 turns the watchdog off. */
+  heartbeatTimeoutMs?: number;
+  now?: () => number;
   random?: () => number;
   setTimeout?: (fn: () => void, ms: number) => unknown;
   clearTimeout?: (id: unknown) => void;

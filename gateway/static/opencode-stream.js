@@ -15,6 +15,9 @@
 
 const DEFAULT_MIN_BACKOFF_MS = 250;
 const DEFAULT_MAX_BACKOFF_MS = 10_000;
+// The gateway sends `ping` every 15 s: a connection silent for longer than this is dead (a half-open TCP
+// connection raises no error by itself), so it is dropped and resumed.
+const DEFAULT_HEARTBEAT_TIMEOUT_MS = 45_000;
 const FATAL_STATUSES = new Set([400, 401, 403, 404]);
 
 /** An HTTP error from the gateway: `status` and the gateway's `{error}` message. */
@@ -189,8 +192,12 @@ class Reconnecting {
     this._random = options.random ?? Math.random;
     this._setTimeout = options.setTimeout ?? ((fn, ms) => setTimeout(fn, ms));
     this._clearTimeout = options.clearTimeout ?? ((id) => clearTimeout(id));
+    this._now = options.now ?? (() => Date.now());
+    this._heartbeatMs = options.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS;
     this._es = null;
     this._timer = null;
+    this._watchdog = null;
+    this._lastEventAt = 0;
     this._attempt = 0;
     this._stopped = false; // completed, or a fatal error: no more reconnects
     this._streamError = null;
@@ -214,6 +221,10 @@ class Reconnecting {
     if (this._timer !== null) {
       this._clearTimeout(this._timer);
       this._timer = null;
+    }
+    if (this._watchdog !== null) {
+      this._clearTimeout(this._watchdog);
+      this._watchdog = null;
     }
     if (this._es) {
       const es = this._es;
@@ -246,6 +257,7 @@ class Reconnecting {
       opened = true;
       this._attempt = 0;
       this.connected = true;
+      this._heard(es);
       this._opened();
     };
     es.onerror = (event) => {
@@ -255,9 +267,26 @@ class Reconnecting {
     };
     for (const [name, handle] of Object.entries(listeners)) {
       es.addEventListener(name, (event) => {
-        if (this._es === es && !this.closed) handle(event);
+        if (this._es !== es || this.closed) return;
+        this._heard(es);
+        handle(event);
       });
     }
+  }
+
+  /** Something arrived on `es`: arm the watchdog that drops a connection gone silent (one timer, re-armed
+   * lazily: it fires at most once per heartbeat period, whatever the event rate). */
+  _heard(es) {
+    this._lastEventAt = this._now();
+    if (this._heartbeatMs <= 0 || this._watchdog !== null) return;
+    const check = () => {
+      this._watchdog = null;
+      if (this._es !== es || this.closed) return;
+      const silent = this._now() - this._lastEventAt;
+      if (silent >= this._heartbeatMs) this._lost(true);
+      else this._watchdog = this._setTimeout(check, this._heartbeatMs - silent);
+    };
+    this._watchdog = this._setTimeout(check, this._heartbeatMs);
   }
 
   _opened() {
@@ -321,7 +350,8 @@ class Reconnecting {
  *   resuming   true while it reconnects or re-syncs after a drop
  *   connected, completed, closed, seq
  * and `close()`. `onChange(stream)` is called after every change. Options: token, onChange, EventSource, fetch,
- * minBackoffMs, maxBackoffMs.
+ * minBackoffMs, maxBackoffMs (reconnect delays: doubling, with jitter), heartbeatTimeoutMs (45 s: a connection
+ * silent that long is dropped and resumed; 0 turns it off).
  */
 export function openSessionStream(baseUrl, sessionId, options = {}) {
   return new SessionStream(baseUrl, sessionId, options);

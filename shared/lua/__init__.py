@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from shared import keys
 from shared.ids import SessionId, TicketId
-from shared.models import as_text
+from shared.models import as_text, dumps
 
 LEASE_PREFIX = keys.lease(SessionId(""))
 JOB_PREFIX = keys.job(SessionId(""))
@@ -34,14 +34,15 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class StateChange:
-    """What one apply() writes: scalar fields, upserted/removed messages and parts, and the event bodies."""
+    """What one apply() writes: scalar fields, upserted/removed messages and parts (JSON text), the event's
+    `state` object and the live-index event. apply.lua assembles the published event from these."""
 
     fields: Mapping[str, str]
     messages: Mapping[str, str]
     parts: Mapping[str, str]
     removed_messages: Sequence[str]
     removed_parts: Sequence[str]
-    event: str
+    event_state: str = "{}"
     index_event: str = ""
 
 
@@ -76,7 +77,7 @@ class Scripts:
         """1 created; 0 the job existed and the prompts were appended; -1 it existed and nothing was done."""
         ticket_key = keys.ticket_active(ticket_id) if ticket_id else NO_TICKET
         script_keys = [keys.job(session_id), keys.prompts(session_id), keys.QUEUE, *keys.state_keys(session_id)]
-        script_keys += [keys.LIVE_INDEX, keys.LIVE_UPDATES, ticket_key, keys.updates(session_id)]
+        script_keys += [keys.LIVE_INDEX, keys.LIVE_UPDATES, ticket_key, keys.updates(session_id), keys.JOB_REVS]
         args = [
             session_id,
             json.dumps(dict(job)),
@@ -92,11 +93,12 @@ class Scripts:
 
     async def send(self, session_id: SessionId, prompt: str) -> bool:
         """False when the session has no live job."""
-        return bool(await self._send(keys=[keys.job(session_id), keys.prompts(session_id)], args=[prompt]))
+        script_keys = [keys.job(session_id), keys.prompts(session_id), keys.JOB_REVS]
+        return bool(await self._send(keys=script_keys, args=[prompt, session_id]))
 
     async def cancel(self, session_id: SessionId) -> bool:
         """False when the session has no live job."""
-        script_keys = [keys.job(session_id), keys.QUEUE, keys.lease(session_id)]
+        script_keys = [keys.job(session_id), keys.QUEUE, keys.lease(session_id), keys.JOB_REVS]
         return bool(await self._cancel(keys=script_keys, args=[session_id]))
 
     async def claim(self, replica_id: str, lease_ttl_ms: int, max_jobs: int) -> list[Claimed]:
@@ -122,7 +124,15 @@ class Scripts:
         """The new seq, or -1 (nothing written) when the lease is no longer this token's."""
         sid = lease.session_id
         script_keys = [keys.lease(sid), *keys.state_keys(sid), keys.updates(sid), keys.LIVE_UPDATES]
-        args: list[Any] = [lease.token, change.event, change.index_event]
+        removed_parts = [dict(zip(("messageID", "id"), k.split("/", 1), strict=True)) for k in change.removed_parts]
+        args: list[Any] = [
+            lease.token,
+            sid,
+            change.event_state,
+            dumps(list(change.removed_messages)),
+            dumps(removed_parts),
+            change.index_event,
+        ]
         for mapping in (change.fields, change.messages, change.parts):
             args.append(len(mapping))
             for key, value in mapping.items():
@@ -145,7 +155,7 @@ class Scripts:
         sid = lease.session_id
         script_keys = [keys.lease(sid), *keys.state_keys(sid), keys.updates(sid), keys.LIVE_UPDATES]
         script_keys += [keys.job(sid), keys.prompts(sid), keys.QUEUE, keys.LIVE_INDEX]
-        script_keys.append(keys.ticket_active(ticket_id) if ticket_id else NO_TICKET)
+        script_keys += [keys.ticket_active(ticket_id) if ticket_id else NO_TICKET, keys.JOB_REVS]
         args = [lease.token, sid, prompts_rev, event, index_event, "1" if ticket_id else "0"]
         return int(await self._finish(keys=script_keys, args=args))
 

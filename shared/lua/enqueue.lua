@@ -1,7 +1,8 @@
 -- Records a job, its prompts, the pending live state and the ticket's active pointer in one step.
 -- Used by enqueue (new session), send to an archived session (revive) and the PostgreSQL backstop.
 -- KEYS: 1 job, 2 prompts, 3 queue, 4 state, 5 messages, 6 parts, 7 live index, 8 live updates channel,
---       9 ticket active pointer (any key when the session has no ticket), 10 the session's updates channel
+--       9 ticket active pointer (any key when the session has no ticket), 10 the session's updates channel,
+--       11 the job revisions hash
 -- ARGV: 1 session id, 2 job fields (JSON object of strings, `epoch` included), 3 state fields (JSON object of strings),
 --       4 prompts (JSON array of JSON strings), 5 seeded messages (JSON object id -> info JSON),
 --       6 seeded parts (JSON object key -> part JSON), 7 index event body (JSON object, without seq),
@@ -14,7 +15,7 @@ local prompts = cjson.decode(ARGV[4])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if ARGV[9] ~= 'append' then return -1 end
   for _, p in ipairs(prompts) do redis.call('RPUSH', KEYS[2], p) end
-  redis.call('HINCRBY', KEYS[1], 'promptsRev', 1)
+  redis.call('HSET', KEYS[11], ARGV[1], redis.call('HINCRBY', KEYS[1], 'promptsRev', 1))
   return 0
 end
 
@@ -28,6 +29,7 @@ end
 redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[6])
 hset_object(KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'promptsRev', 0)
+redis.call('HSET', KEYS[11], ARGV[1], 0)
 for _, p in ipairs(prompts) do redis.call('RPUSH', KEYS[2], p) end
 hset_object(KEYS[4], ARGV[3])
 redis.call('HSET', KEYS[4], 'seq', 1, 'updatedAt', now_ms)

@@ -36,6 +36,7 @@ function open(options = {}) {
     EventSource: FakeEventSource,
     fetch,
     random: () => 1, // the full backoff ceiling: 250, 500, 1000 ms …
+    heartbeatTimeoutMs: 0,
     setTimeout: timers.setTimeout,
     clearTimeout: timers.clearTimeout,
     onChange: (s) => changes.push(s.snapshot()),
@@ -171,6 +172,29 @@ describe("openSessionStream", () => {
     assert.deepEqual(delays, [250, 500, 1000, 2000, 2000, 2000]);
   });
 
+  it("drops and resumes a connection gone silent (no event, not even a ping)", async () => {
+    let now = 0;
+    const { stream, timers } = open({ heartbeatTimeoutMs: 1000, now: () => now });
+    const es = FakeEventSource.last;
+    es.open();
+    es.emit("snapshot", session({ seq: 2 }), "2");
+    now = 600;
+    es.emit("ping", { time: 600 });
+    assert.equal(timers.pending.length, 1, "one watchdog timer, however many events");
+    now = 1000;
+    assert.equal(await timers.runNext(), 1000);
+    assert.equal(es.closed, false, "heard from 400 ms ago: still alive");
+    assert.equal(timers.pending[0].ms, 600);
+    now = 1600;
+    await timers.runNext();
+    assert.equal(es.closed, true);
+    assert.equal(stream.resuming, true);
+    assert.equal(await timers.runNext(), 250);
+    assert.equal(FakeEventSource.last.params.get("lastEventId"), "2");
+    stream.close();
+    assert.equal(timers.pending.length, 0);
+  });
+
   it("stops with the gateway's message when the session cannot be read (401, 403, 404)", async () => {
     const routes = { [`/sessions/${SID}`]: [401, { error: "a token is required", detail: null }] };
     const { stream, timers, calls } = open({ routes, token: "expired" });
@@ -179,6 +203,7 @@ describe("openSessionStream", () => {
     assert.equal(calls.length, 1);
     assert.equal(calls[0].headers.Authorization, "Bearer expired");
     assert.equal(stream.error, "a token is required");
+    assert.equal(stream.errorStatus, 401);
     assert.equal(stream.resuming, false);
     assert.equal(timers.pending.length, 0, "no more reconnects");
     assert.equal(FakeEventSource.instances.length, 1);
@@ -314,6 +339,7 @@ describe("openLiveSessionsStream", () => {
       token: "admin",
       type: "ask",
       random: () => 1,
+      heartbeatTimeoutMs: 0,
       setTimeout: timers.setTimeout,
       clearTimeout: timers.clearTimeout,
       onEvent: (name, data) => events.push([name, data.sessionId]),

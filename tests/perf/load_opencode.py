@@ -101,6 +101,8 @@ class LoadOpenCode:
         self.messages = messages
         self.change_ms = change_ms
         self.bodies: dict[str, bytes] = {}
+        self.tails: dict[tuple[str, int], bytes] = {}
+        self.tail_of: dict[tuple[str, int], bytes] = {}
         self.extra: dict[str, list[dict[str, Any]]] = {}
         self.listeners: list[asyncio.Queue[bytes]] = []
         self.requests = 0
@@ -116,8 +118,18 @@ class LoadOpenCode:
         return json.dumps(messages).encode()
 
     async def messages_handler(self, request: web.Request) -> web.Response:
+        """`?limit=N` answers the newest N messages, as OpenCode does."""
         self.requests += 1
-        return web.Response(body=self.body(request.match_info["sid"]), content_type="application/json")
+        session_id = request.match_info["sid"]
+        limit = request.query.get("limit")
+        if limit is None:
+            return web.Response(body=self.body(session_id), content_type="application/json")
+        key = (session_id, int(limit))
+        if key not in self.tails or self.tail_of.get(key) is not self.bodies.get(session_id):
+            self.body(session_id)
+            self.tails[key] = json.dumps(json.loads(self.bodies[session_id])[-int(limit) :]).encode()
+            self.tail_of[key] = self.bodies[session_id]
+        return web.Response(body=self.tails[key], content_type="application/json")
 
     async def status_handler(self, request: web.Request) -> web.Response:
         self.requests += 1

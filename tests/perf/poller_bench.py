@@ -15,7 +15,6 @@ import time
 import anyio
 from redis.asyncio import Redis
 
-from shared import keys
 from shared.ids import SessionId
 from shared.lua import Scripts
 from shared.models import index_event

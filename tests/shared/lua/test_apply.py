@@ -19,7 +19,7 @@ def change(**overrides) -> StateChange:
         "parts": {"msg_1/prt_1": '{"id":"prt_1","messageID":"msg_1"}'},
         "removed_messages": [],
         "removed_parts": [],
-        "event": '{"type":"update","x":1}',
+        "event_state": '{"x":1}',
         "index_event": "",
     }
     values.update(overrides)
@@ -43,7 +43,17 @@ async def test_apply_writes_bumps_seq_and_publishes(redis):
             message = await pubsub.get_message(timeout=1)
             if message and message["type"] in ("message", b"message"):
                 received.append(decode(message["data"]))
-    assert {"seq": 2, "type": "update", "x": 1} in received
+    update = next(e for e in received if e.get("type") == "update")
+    assert update == {
+        "seq": 2,
+        "type": "update",
+        "sessionId": SID,
+        "state": {"x": 1},
+        "messages": [{"id": "msg_1"}],
+        "parts": [{"id": "prt_1", "messageID": "msg_1"}],
+        "removedMessages": [],
+        "removedParts": [],
+    }
     assert {"seq": 2, "type": "status"} in received
     await pubsub.aclose()
 

@@ -1,0 +1,278 @@
+// One session, live: its id, status word, live/archived mode, messages and parts as they appear, tool calls with
+// their status, titles and output, reasoning collapsed, errors shown, and "Resuming session…" while reconnecting.
+// Used by the session page and the ticket page.
+
+import { openSessionStream } from "./opencode-stream.js";
+import { API, h, liveBadge, statusBadge, ticketLink, timeEl } from "./ui.js";
+
+const HIDDEN_PARTS = new Set(["step-start", "step-finish", "snapshot"]);
+
+export class SessionView {
+  /**
+   * `root`: the element to render into. Options: token; onChange(stream) after each render; onFatal(stream)
+   * when the stream stops with an error (401/403/404…); onComplete(stream) when the session is archived.
+   */
+  constructor(root, options = {}) {
+    this.root = root;
+    this.options = options;
+    this.stream = null;
+    this.sessionId = null;
+    this._messages = new Map(); // message id -> {el, sig}
+    this._openReasoning = new Set();
+    this._completeSeen = false;
+  }
+
+  open(sessionId) {
+    this.close();
+    this.sessionId = sessionId;
+    this._messages.clear();
+    this._completeSeen = false;
+    this._build();
+    this.stream = openSessionStream(API, sessionId, {
+      token: this.options.token,
+      onChange: (stream) => this._render(stream),
+    });
+    this._render(this.stream);
+    return this;
+  }
+
+  close() {
+    if (this.stream) this.stream.close();
+    this.stream = null;
+  }
+
+  _build() {
+    const sid = this.sessionId;
+    this.el = {
+      title: h("h1", { class: "session-title", dataset: { testid: "session-title" } }, "Session"),
+      id: h("code", { class: "session-id", dataset: { testid: "session-id" } }, sid),
+      status: h("span", {}),
+      mode: h("span", {}),
+      type: h("span", { class: "tag", dataset: { testid: "session-type" } }),
+      ticket: h("span", {}),
+      started: h("span", { class: "muted" }),
+      resuming: h(
+        "div",
+        { class: "banner resuming", role: "status", dataset: { testid: "resuming" }, hidden: true },
+        h("span", { class: "spinner" }),
+        "Resuming session…",
+      ),
+      error: h("div", { class: "banner error", role: "alert", dataset: { testid: "session-error" }, hidden: true }),
+      empty: h("p", { class: "muted empty" }, "Connecting…"),
+      transcript: h("ol", { class: "transcript", dataset: { testid: "messages" } }),
+      footer: h("footer", { class: "session-foot muted", dataset: { testid: "session-foot" } }),
+    };
+    const e = this.el;
+    this.article = h(
+      "article",
+      { class: "session", dataset: { testid: "session-view", sessionId: sid } },
+      h(
+        "header",
+        { class: "session-head" },
+        e.title,
+        h("div", { class: "meta" }, e.id, e.status, e.mode, e.type, e.ticket, e.started),
+      ),
+      e.resuming,
+      e.error,
+      e.empty,
+      e.transcript,
+      e.footer,
+    );
+    this.root.replaceChildren(this.article);
+  }
+
+  _render(stream) {
+    if (stream !== this.stream) return;
+    const e = this.el;
+    const s = stream.session;
+    e.title.textContent = s ? s.title || firstPrompt(s) || "Untitled session" : "Session";
+    e.status.replaceChildren(statusBadge(stream.status, { dataset: { testid: "session-status" } }));
+    e.mode.replaceChildren(liveBadge(stream.live, { dataset: { testid: "live-indicator" } }));
+    e.type.textContent = s ? s.sessionType : "";
+    e.type.hidden = !s;
+    e.ticket.replaceChildren(s ? ticketLink(s.ticketId) ?? "" : "");
+    e.ticket.hidden = !(s && s.ticketId);
+    e.started.replaceChildren(s && s.startedAt ? "started " : "", s ? timeEl(s.startedAt) ?? "" : "");
+    e.resuming.hidden = !stream.resuming;
+    e.error.hidden = !stream.error;
+    e.error.textContent = stream.error ?? "";
+    this.article.dataset.status = stream.status ?? "";
+    this.article.dataset.live = stream.live === null ? "" : String(stream.live);
+    this._renderMessages(stream);
+    if (s) {
+      e.empty.hidden = s.messages.length > 0;
+      e.empty.textContent = s.live ? "No messages yet." : "No messages.";
+    } else {
+      e.empty.hidden = Boolean(stream.error);
+      e.empty.textContent = "Connecting…";
+    }
+    e.footer.replaceChildren(
+      s ? `seq ${s.seq}` : "",
+      s && s.updatedAt ? " · updated " : "",
+      s ? timeEl(s.updatedAt) ?? "" : "",
+    );
+    if (this.options.onChange) this.options.onChange(stream);
+    if (stream.error && this.options.onFatal) this.options.onFatal(stream);
+    if (stream.completed && !this._completeSeen) {
+      this._completeSeen = true;
+      if (this.options.onComplete) this.options.onComplete(stream);
+    }
+  }
+
+  _renderMessages(stream) {
+    const list = this.el.transcript;
+    const nearBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 80;
+    const live = stream.live !== false;
+    const seen = new Set();
+    let previous = null;
+    for (const message of stream.messages) {
+      const id = message.info.id;
+      seen.add(id);
+      const sig = `${live}\n${JSON.stringify(message)}`;
+      let entry = this._messages.get(id);
+      if (!entry || entry.sig !== sig) {
+        const el = this._message(message, live);
+        if (entry) entry.el.replaceWith(el);
+        entry = { el, sig };
+        this._messages.set(id, entry);
+      }
+      const expected = previous ? previous.nextSibling : list.firstChild;
+      if (expected !== entry.el) list.insertBefore(entry.el, expected);
+      previous = entry.el;
+    }
+    for (const [id, entry] of this._messages) {
+      if (!seen.has(id)) {
+        entry.el.remove();
+        this._messages.delete(id);
+      }
+    }
+    if (nearBottom && live && stream.messages.length) window.scrollTo(0, document.body.scrollHeight);
+  }
+
+  _message(message, live) {
+    const info = message.info;
+    const role = info.role ?? "assistant";
+    const finished = Boolean(info.time && info.time.completed) || !live;
+    const detail = role === "assistant" ? [info.agent, info.modelID].filter(Boolean).join(" · ") : "";
+    const parts = message.parts
+      .filter((p) => !HIDDEN_PARTS.has(p.type))
+      .map((part) => this._part(part, { finished, role }));
+    if (role === "assistant" && !finished && parts.length === 0) {
+      parts.push(h("div", { class: "part text" }, writing()));
+    }
+    return h(
+      "li",
+      { class: `message role-${role}`, dataset: { messageId: info.id, role } },
+      h(
+        "div",
+        { class: "message-head" },
+        h("span", { class: "role" }, role === "user" ? "User" : "Assistant"),
+        detail ? h("span", { class: "muted" }, detail) : null,
+        timeEl(info.time && info.time.created, { class: "muted" }),
+      ),
+      parts,
+      info.error ? h("div", { class: "banner error", dataset: { testid: "message-error" } }, errorText(info.error)) : null,
+    );
+  }
+
+  _part(part, { finished, role }) {
+    const base = { dataset: { partId: part.id, partType: part.type } };
+    const ended = role !== "assistant" || finished || Boolean(part.time && part.time.end);
+    switch (part.type) {
+      case "text": {
+        if (part.ignored) return null;
+        // Polled, OpenCode stores a streaming text part as "" until it ends: "writing…" until then. With the
+        // poller's event fast path the text grows as it streams: shown with a caret until the part ends.
+        const pending = !part.text && !ended;
+        const streaming = Boolean(part.text) && !ended;
+        return h(
+          "div",
+          { class: `part text${pending ? " pending" : ""}${streaming ? " streaming" : ""}`, ...base },
+          pending ? writing() : h("div", { class: "text-body" }, part.text ?? ""),
+        );
+      }
+      case "reasoning": {
+        const details = h(
+          "details",
+          { class: "part reasoning", ...base, open: this._openReasoning.has(part.id) },
+          h("summary", {}, "Reasoning", !ended ? h("span", { class: "muted" }, " · thinking…") : null),
+          h("div", { class: "text-body" }, part.text || (ended ? "" : "…")),
+        );
+        details.addEventListener("toggle", () => {
+          if (details.open) this._openReasoning.add(part.id);
+          else this._openReasoning.delete(part.id);
+        });
+        return details;
+      }
+      case "tool":
+        return toolCall(part, base);
+      case "file":
+        return h("div", { class: "part file", ...base }, "📎 ", part.filename || part.url || "file", " ",
+          h("span", { class: "muted" }, part.mime ?? ""));
+      case "agent":
+        return h("div", { class: "part other", ...base }, `@${part.name ?? "agent"}`);
+      case "subtask":
+        return h("div", { class: "part other", ...base }, "Subtask: ", part.description ?? part.prompt ?? "");
+      case "patch":
+        return h("div", { class: "part other", ...base }, "Changed: ", (part.files ?? []).join(", "));
+      case "retry":
+        return h("div", { class: "part other", ...base }, `Retry ${part.attempt ?? ""}: `, errorText(part.error));
+      default:
+        return h("div", { class: "part other muted", ...base }, part.type);
+    }
+  }
+}
+
+/** A title for a session without one: its first prompt, shortened. */
+function firstPrompt(session) {
+  const first = session.messages.find((m) => m.info.role === "user");
+  const text = first && first.parts.find((p) => p.type === "text" && p.text);
+  if (!text) return "";
+  const line = text.text.trim().split("\n")[0];
+  return line.length > 80 ? `${line.slice(0, 77)}…` : line;
+}
+
+function writing() {
+  return h("span", { class: "writing", dataset: { testid: "writing" } }, "writing…");
+}
+
+function errorText(error) {
+  if (!error) return "";
+  if (typeof error === "string") return error;
+  const message = error.data && error.data.message ? error.data.message : JSON.stringify(error.data ?? error);
+  return error.name ? `${error.name}: ${message}` : message;
+}
+
+function toolCall(part, base) {
+  const state = part.state ?? {};
+  const status = state.status ?? "pending";
+  const input = state.input ?? {};
+  const title = state.title || input.command || input.filePath || input.description || input.pattern || "";
+  const output = typeof state.output === "string" ? state.output : state.metadata && state.metadata.output;
+  const shownInput =
+    part.tool === "bash" && typeof input.command === "string"
+      ? `$ ${input.command}`
+      : Object.keys(input).length
+        ? JSON.stringify(input, null, 2)
+        : "";
+  return h(
+    "div",
+    {
+      class: `part tool tool-${status}`,
+      dataset: { ...base.dataset, testid: "tool-call", toolStatus: status, tool: part.tool ?? "" },
+    },
+    h(
+      "div",
+      { class: "tool-head" },
+      h("span", { class: "tool-name" }, part.tool ?? "tool"),
+      statusBadge(status, { dataset: { testid: "tool-status" } }),
+      title ? h("span", { class: "tool-title", dataset: { testid: "tool-title" } }, title) : null,
+    ),
+    shownInput && shownInput !== `$ ${title}` ? h("pre", { class: "tool-input" }, shownInput) : null,
+    output ? h("pre", { class: "tool-output", dataset: { testid: "tool-output" } }, output) : null,
+    status === "pending" || status === "running"
+      ? h("div", { class: "muted tool-wait" }, status === "pending" ? "preparing…" : "running…")
+      : null,
+    state.error ? h("div", { class: "banner error", dataset: { testid: "tool-error" } }, state.error) : null,
+  );
+}
