@@ -78,6 +78,7 @@ class SessionTracker:
         self._claim_recorded = False
         self._inbox = Inbox()
         self._polls_since_full = 0
+        self._last_event_write = -float("inf")
         self._full_polls_due = True  # the first poll fetches the whole list
         self.job_rev: str | None = None  # the job's promptsRev as the worker last read it for every session at once
 
@@ -114,8 +115,13 @@ class SessionTracker:
         while True:
             await self._inbox.wait(cadence.wait_s())
             if self._inbox.events:
-                await anyio.sleep(self._deps.event_coalesce_s)  # one write for a burst of deltas, not one each
+                # the first change of a quiet spell is written at once; a burst (text deltas) is written at most
+                # once per coalescing window, not once per token
+                wait_s = self._last_event_write + self._deps.event_coalesce_s - time.monotonic()
+                if wait_s > 0:
+                    await anyio.sleep(wait_s)
                 await self._apply_events(self._inbox.take())
+                self._last_event_write = time.monotonic()
             if self._inbox.poll_now or cadence.due():
                 now = time.monotonic()
                 # half a tick of slack: a tick that fires a hair early must not skip its poll
