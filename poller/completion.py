@@ -4,6 +4,11 @@ The rule measured on the real server: the session is absent from `GET /session/s
 newest message is an assistant message with `time.completed` set and either an `error` or a `finish`
 other than "tool-calls" (a tool step is followed by another assistant message). No tool part may still
 be pending or running.
+
+A run can also be lost: a run in flight when `opencode serve` stops (SIGTERM or SIGKILL) is not resumed or closed
+when it starts again on the same database. The assistant message stays open for good (no `time.completed`, no
+`error`, no `finish`; a running tool part stays `running`, streamed text stays ""), the session is idle, and no
+event or later poll ever says more. `run_orphaned` ends such a run after a grace period.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from shared.models import Status
 
 ABORTED_ERROR = "MessageAbortedError"
 LIVE_TOOL_STATES = frozenset({"pending", "running"})
+ORPHANED_RUN_ERROR = (
+    "OpenCode lost the run: the session is idle but its last message never completed (OpenCode restarted?)"
+)
 
 
 def current_tool_calls(messages: Sequence[Any]) -> list[Any]:
@@ -37,6 +45,15 @@ def run_finished(messages: Sequence[Any], busy: bool) -> bool:
     if current_tool_calls(messages):
         return False
     return bool(info.get("error")) or info.get("finish") != "tool-calls"
+
+
+def run_orphaned(messages: Sequence[Any], busy: bool, idle_for_s: float, grace_s: float) -> bool:
+    """True when OpenCode has reported the session idle for longer than `grace_s` without a break, yet its newest
+    assistant message is still open: nothing will ever complete it (OpenCode restarted mid-run)."""
+    if busy or idle_for_s <= grace_s:
+        return False
+    newest = next((m.get("info", {}) for m in reversed(messages) if m.get("info", {}).get("role") == "assistant"), None)
+    return newest is not None and not newest.get("time", {}).get("completed")
 
 
 def outcome(messages: Sequence[Any], cancel_requested: bool) -> tuple[Status, str | None]:

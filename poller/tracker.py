@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from poller.archive import Archive
 from poller.backoff import Backoff
-from poller.completion import outcome, run_finished
+from poller.completion import ORPHANED_RUN_ERROR, outcome, run_finished, run_orphaned
 from poller.diff import Mirror, check_shape, diff, merge_tail
 from poller.event_apply import apply_events, keep_streamed_texts
 from poller.events import EventRouter, Inbox
@@ -54,6 +54,7 @@ class TrackerDeps:
     router: EventRouter | None = None  # None: OPENCODE_EVENTS=off, polling alone
     poll_interval_events_s: float = 2.0  # while the event stream is healthy
     event_coalesce_s: float = 0.05
+    orphaned_run_grace_s: float = 30.0  # idle with the newest assistant message open this long: the run is lost
 
 
 class SessionTracker:
@@ -75,6 +76,7 @@ class SessionTracker:
         self._prompts_rev: str | None = None
         self._cancel = False
         self._aborted_at: float | None = None
+        self._idle_since: float | None = None  # since when OpenCode has reported the session idle, without a break
         self._claim_recorded = False
         self._inbox = Inbox()
         self._polls_since_full = 0
@@ -219,6 +221,9 @@ class SessionTracker:
                     self._full_polls_due = True
                     self._inbox.request_poll()
                     return False
+                if not self._cancel and self._orphaned():
+                    log.warning("run_orphaned", grace_s=self._deps.orphaned_run_grace_s)
+                    return await self._end("error", ORPHANED_RUN_ERROR)
                 return await self._end(*outcome(self._messages, self._cancel))
         except Unavailable as exc:
             return self._wait(self._store_backoff, exc)
@@ -309,15 +314,21 @@ class SessionTracker:
         return bool(self._deps.board.busy(self._sid, self._aborted_at))
 
     def _finished(self) -> bool:
-        if not self._prompts.idle:
-            return False
         since = max(self._prompts.last_attempt_at or 0.0, self._aborted_at or 0.0)
-        busy = self._deps.board.busy(self._sid, since)
+        busy = self._deps.board.busy(self._sid, since) if self._prompts.idle else None
         if busy is None or busy:
+            self._idle_since = None
             return False
+        if self._idle_since is None:
+            self._idle_since = time.monotonic()
         if self._cancel or not self._messages:
             return True  # nothing runs: a cancelled session, or one that was never prompted
-        return run_finished(self._messages, busy)
+        return run_finished(self._messages, busy) or self._orphaned()
+
+    def _orphaned(self) -> bool:
+        """OpenCode lost the run (restarted mid-run): idle past the grace period, the newest assistant message open."""
+        idle_for_s = time.monotonic() - self._idle_since if self._idle_since is not None else 0.0
+        return run_orphaned(self._messages, False, idle_for_s, self._deps.orphaned_run_grace_s)
 
     async def _end(self, status: str, error: str | None) -> bool:
         """Archive until PostgreSQL commits, then finish in Redis; False when new prompts arrived meanwhile."""

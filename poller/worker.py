@@ -78,6 +78,7 @@ class Worker:
             router=self.router,
             poll_interval_events_s=settings.poll_interval_events_s,
             event_coalesce_s=settings.event_coalesce_s,
+            orphaned_run_grace_s=settings.orphaned_run_grace_s,
         )
         self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)
         self._held: dict[SessionId, Held] = {}

@@ -59,6 +59,7 @@ class Settings:
     opencode_events: bool = True
     poll_interval_events_s: float = 2.0
     event_coalesce_s: float = 0.05
+    orphaned_run_grace_s: float = 30.0
     lease_ttl_s: float = 5.0
     max_sessions_per_poller: int = 500
     reconcile_interval_s: float = 30.0
@@ -90,6 +91,7 @@ class Settings:
             opencode_events=env.get("OPENCODE_EVENTS", _choice("on", "off"), "on") == "on",
             poll_interval_events_s=env.get("POLL_INTERVAL_EVENTS_MS", _millis(10, 600_000), 2.0),
             event_coalesce_s=env.get("EVENT_COALESCE_MS", _millis(0, 5_000), 0.05),
+            orphaned_run_grace_s=env.get("ORPHANED_RUN_GRACE_MS", _millis(1_000, 86_400_000), 30.0),
             lease_ttl_s=env.get("LEASE_TTL_MS", _millis(300, 600_000), 5.0),
             max_sessions_per_poller=env.get("MAX_SESSIONS_PER_POLLER", _int(1, 100_000), 500),
             reconcile_interval_s=env.get("RECONCILE_INTERVAL_MS", _millis(100, 86_400_000), 30.0),

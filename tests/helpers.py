@@ -106,6 +106,7 @@ class TcpProxy:
         self.port = 0
         self._streams: list[anyio.abc.ByteStream] = []
         self.connections = 0
+        self.refusing = False  # True: new connections are closed at once (the network is down)
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
@@ -114,6 +115,9 @@ class TcpProxy:
         await listener.serve(self._handle)
 
     async def _handle(self, client: anyio.abc.SocketStream) -> None:
+        if self.refusing:
+            await client.aclose()
+            return
         self.connections += 1
         try:
             upstream = await anyio.connect_tcp("127.0.0.1", self.target_port)

@@ -10,7 +10,7 @@ const HIDDEN_PARTS = new Set(["step-start", "step-finish", "snapshot"]);
 export class SessionView {
   /**
    * `root`: the element to render into. Options: token; onChange(stream) after each render; onFatal(stream)
-   * when the stream stops with an error (401/403/404…); onComplete(stream) when the session is archived.
+   * when the stream stopped on an HTTP error (401/403/404…: `errorStatus`); onComplete(stream) once archived.
    */
   constructor(root, options = {}) {
     this.root = root;
@@ -112,7 +112,7 @@ export class SessionView {
       s ? timeEl(s.updatedAt) ?? "" : "",
     );
     if (this.options.onChange) this.options.onChange(stream);
-    if (stream.error && this.options.onFatal) this.options.onFatal(stream);
+    if (stream.errorStatus !== null && this.options.onFatal) this.options.onFatal(stream); // 401, 403, 404…
     if (stream.completed && !this._completeSeen) {
       this._completeSeen = true;
       if (this.options.onComplete) this.options.onComplete(stream);

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from poller.completion import current_tool_calls, outcome, run_finished
+from poller.completion import current_tool_calls, outcome, run_finished, run_orphaned
 
 
 def assistant(finish: str | None = "stop", completed: bool = True, error: dict | None = None, parts=()) -> dict:
@@ -50,3 +50,29 @@ def test_a_running_tool_keeps_the_run_open():
     message = assistant(parts=[running])
     assert current_tool_calls([message]) == [running]
     assert not run_finished([USER, message], busy=False)
+
+
+def test_a_run_lost_to_a_restart_is_orphaned_once_idle_past_the_grace_period():
+    # measured: a restarted OpenCode leaves the run's assistant message open for good and the session idle
+    running = {"id": "prt_1", "messageID": "msg_2", "type": "tool", "state": {"status": "running"}}
+    for lost in (assistant(completed=False, finish=None), assistant(completed=False, finish=None, parts=[running])):
+        assert run_orphaned([USER, lost], busy=False, idle_for_s=31, grace_s=30)
+        assert not run_orphaned([USER, lost], busy=False, idle_for_s=30, grace_s=30)  # not past the grace yet
+        assert not run_orphaned([USER, lost], busy=True, idle_for_s=31, grace_s=30)  # OpenCode still runs it
+        assert not run_finished([USER, lost], busy=False)
+
+
+def test_a_closed_run_or_a_transcript_without_answer_is_not_orphaned():
+    assert not run_orphaned([USER, assistant()], busy=False, idle_for_s=99, grace_s=30)
+    assert not run_orphaned([USER, assistant(finish="tool-calls")], busy=False, idle_for_s=99, grace_s=30)
+    assert not run_orphaned([USER], busy=False, idle_for_s=99, grace_s=30)
+    assert not run_orphaned([], busy=False, idle_for_s=99, grace_s=30)
+
+
+def test_only_the_newest_assistant_message_counts():
+    # measured: a follow-up after a restart is answered normally; the lost message above it stays open
+    lost = assistant(completed=False, finish=None)
+    follow_up = {"info": {"id": "msg_3", "role": "user", "time": {"created": 3}}, "parts": []}
+    answer = {**assistant(), "info": {**assistant()["info"], "id": "msg_4"}}
+    assert not run_orphaned([USER, lost, follow_up, answer], busy=False, idle_for_s=99, grace_s=30)
+    assert run_orphaned([USER, lost, follow_up], busy=False, idle_for_s=99, grace_s=30)

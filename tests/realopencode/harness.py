@@ -24,7 +24,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.realopencode.scripted_model import ScriptedModel
@@ -164,6 +164,9 @@ class OpenCodeServer:
     workdir: Path
     log_path: Path
     process: subprocess.Popen[bytes]
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    starts: int = 1  # 2 after one restart_opencode()
 
     def log_tail(self, n: int = 40) -> str:
         try:
@@ -205,11 +208,34 @@ def run_opencode(binary: Path, root: Path, model_url: str, *, version: str) -> I
     home.mkdir(parents=True)
     workdir = make_workdir(root / "work", model_url, env)
     port = free_port()
-    log_path = root / "opencode.log"
     command = [str(binary), "serve", "--hostname", "127.0.0.1", "--port", str(port), "--print-logs"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "--log-level", "INFO"],
+    command += ["--log-level", "INFO"]
+    log_path = root / "opencode.log"
+    log_path.write_bytes(b"")
+    server = OpenCodeServer(
+        f"http://127.0.0.1:{port}", version, workdir, log_path, _spawn(command, env, workdir, log_path)
+    )
+    server.command, server.env = command, env
+    try:
+        _wait_healthy(server)
+        yield server
+    finally:
+        stop_process_group(server.process)
+
+
+def restart_opencode(server: OpenCodeServer, *, sig: signal.Signals = signal.SIGTERM) -> None:
+    """Stop the server's process group (`sig` first, SIGKILL if it lingers) and start it again on the same port
+    with the same HOME, XDG and work directories: its session database survives, runs in flight do not."""
+    stop_process_group(server.process, first=sig)
+    server.process = _spawn(server.command, server.env, server.workdir, server.log_path)
+    server.starts += 1
+    _wait_healthy(server)
+
+
+def _spawn(command: list[str], env: dict[str, str], workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
             cwd=workdir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -217,23 +243,21 @@ def run_opencode(binary: Path, root: Path, model_url: str, *, version: str) -> I
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the tools it spawns are stopped with it
         )
-    server = OpenCodeServer(f"http://127.0.0.1:{port}", version, workdir, log_path, process)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while (health := _healthy(server.url)) is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"opencode serve did not come up on {server.url}:\n{server.log_tail()}")
-            time.sleep(0.1)
-        if health.get("version") != version:
-            raise RuntimeError(f"opencode serve reports version {health.get('version')!r}, expected {version}")
-        yield server
-    finally:
-        stop_process_group(process)
 
 
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the group `process` leads, SIGKILL it after STOP_TIMEOUT_S; then reap it."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _wait_healthy(server: OpenCodeServer) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while (health := _healthy(server.url)) is None:
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"opencode serve did not come up on {server.url}:\n{server.log_tail()}")
+        time.sleep(0.1)
+    if health.get("version") != server.version:
+        raise RuntimeError(f"opencode serve reports version {health.get('version')!r}, expected {server.version}")
+
+
+def stop_process_group(process: subprocess.Popen[bytes], *, first: signal.Signals = signal.SIGTERM) -> None:
+    """`first` (SIGTERM) to the group `process` leads, SIGKILL after STOP_TIMEOUT_S; then reap it."""
+    for sig in dict.fromkeys((first, signal.SIGKILL)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:

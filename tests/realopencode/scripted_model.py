@@ -46,7 +46,7 @@ REJECTION = {
     "type": "invalid_request_error",
     "code": "scripted_rejection",
 }
-SLOW_CHUNK_S = 0.5  # 10 chunks: a SLOW answer streams for ~5 s
+SLOW_CHUNKS, SLOW_CHUNK_S = 10, 0.5  # a SLOW answer streams for ~5 s
 CHUNK_S = 0.02
 ARGS_S, SLOW_ARGS_S = 0.05, 0.4  # per argument chunk (3 chunks)
 REASONING_CHUNK_S = 0.05
@@ -100,7 +100,7 @@ def plan(body: dict[str, Any]) -> Plan:
         if tool_results:
             output = _text_of(tool_results[-1].get("content")).strip()
             text = f"The tool ran. Output: {output[:200]}"
-            return Plan("text", text=text, chunks=10 if slow else 3, delay=SLOW_CHUNK_S if slow else CHUNK_S)
+            return Plan("text", text=text, chunks=SLOW_CHUNKS if slow else 3, delay=SLOW_CHUNK_S if slow else CHUNK_S)
         if "TOOLERR" in prompt:
             return Plan("tool", tool="read", args={"filePath": MISSING_FILE}, reasoning=reasoning)
         if "READ" in prompt:
@@ -109,7 +109,9 @@ def plan(body: dict[str, Any]) -> Plan:
         delay = SLOW_ARGS_S if slow else ARGS_S
         return Plan("tool", tool="bash", args={"command": command}, arg_delay=delay, reasoning=reasoning)
     if slow:
-        return Plan("text", text=f"Slow answer to: {prompt[:200]}", chunks=10, delay=SLOW_CHUNK_S, reasoning=reasoning)
+        return Plan(
+            "text", text=f"Slow answer to: {prompt[:200]}", chunks=SLOW_CHUNKS, delay=SLOW_CHUNK_S, reasoning=reasoning
+        )
     return Plan("text", text=f"ECHO: {prompt[:500]}", reasoning=reasoning)
 
 

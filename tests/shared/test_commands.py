@@ -149,6 +149,7 @@ async def test_enqueue_writes_the_row_and_the_live_state_together(redis, db, ope
         keys.QUEUE,
         keys.session(sid),
         keys.LIVE_INDEX,
+        keys.JOB_REVS,
         keys.ticket_active(TicketId("T-42")),
     }
     job = text(await redis.hgetall(keys.job(sid)))
@@ -177,7 +178,7 @@ async def test_enqueue_writes_the_row_and_the_live_state_together(redis, db, ope
 async def test_enqueue_without_ticket_or_prompt_queues_an_empty_job(redis, db, opencode):
     state = await commands.enqueue(redis, db, opencode, session_type="admin")
     sid = SessionId(state["sessionId"])
-    assert await redis_keys(redis) == {keys.job(sid), keys.QUEUE, keys.session(sid), keys.LIVE_INDEX}
+    assert await redis_keys(redis) == {keys.job(sid), keys.QUEUE, keys.session(sid), keys.LIVE_INDEX, keys.JOB_REVS}
     assert text(await redis.hgetall(keys.job(sid)))["ticketId"] == ""
     row = await row_of(db, sid)
     assert row is not None and row[1] is None and row[2] == "admin"

@@ -13,6 +13,7 @@ def test_defaults_match_the_documented_contract():
     assert settings.opencode_url == "http://localhost:4096"
     assert settings.poll_interval_s == 0.5
     assert settings.lease_ttl_s == 5.0
+    assert settings.orphaned_run_grace_s == 30.0
 
 
 def test_values_are_parsed_with_units():
@@ -21,6 +22,7 @@ def test_values_are_parsed_with_units():
     )
     assert (settings.poll_interval_s, settings.lease_ttl_s, settings.max_sessions_per_poller) == (0.25, 3.0, 7)
     assert settings.log_format == "console"
+    assert Settings.from_env({"ORPHANED_RUN_GRACE_MS": "45000"}).orphaned_run_grace_s == 45.0
 
 
 @pytest.mark.parametrize(
@@ -36,6 +38,7 @@ def test_values_are_parsed_with_units():
         ("LOG_LEVEL", "loud"),
         ("LOG_FORMAT", "xml"),
         ("POLLER_ID", "has space"),
+        ("ORPHANED_RUN_GRACE_MS", "500"),
     ],
 )
 def test_a_bad_value_names_its_variable(name, value):

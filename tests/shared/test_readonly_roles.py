@@ -278,7 +278,7 @@ async def test_poller_runs_the_real_scripts(acl: Redis, poller: Redis, gateway: 
             parts={},
             removed_messages=[],
             removed_parts=[],
-            event=dumps({"type": "status", "status": "running"}),
+            event_state=dumps({"status": "running"}),
             index_event=dumps({"type": "status", "sessionId": SESSION, "status": "running"}),
         )
         assert await scripts.apply(claimed[0], change) == 2
