@@ -22,8 +22,19 @@ def _streaming(part: Any) -> bool:
     return part.get("type") in STREAMED and not (part.get("time") or {}).get("end")
 
 
-def apply_events(mirror: Mirror, events: Iterable[Any]) -> Delta:
-    """The change the events make to the mirror (which is not modified: the caller applies it after the write)."""
+def streaming_keys(mirror: Mirror) -> set[str]:
+    """Parts whose text is still being streamed."""
+    return {key for key, part in mirror.parts.items() if _streaming(part)}
+
+
+def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None = None) -> Delta:
+    """The change the events make to the mirror (which is not modified: the caller applies it after the write).
+
+    `frozen`: parts that were streaming when the event stream dropped. Deltas carry no offset, so after a
+    gap appending would garble the text: those parts keep what they had until OpenCode stores them again
+    (their end); the keys are removed from `frozen` as that happens.
+    """
+    frozen = frozen if frozen is not None else set()
     infos: dict[str, Any] = {}
     parts: dict[str, Any] = {}
     removed_messages: set[str] = set()
@@ -39,6 +50,7 @@ def apply_events(mirror: Mirror, events: Iterable[Any]) -> Delta:
         elif kind == "message.part.updated" and isinstance(props.get("part"), dict):
             part = props["part"]
             key = part_key(part)
+            frozen.discard(key)
             known = parts.get(key) or mirror.parts.get(key)
             part = keep_streamed_text(part, known)
             if mirror.parts.get(key) != part:
@@ -48,7 +60,7 @@ def apply_events(mirror: Mirror, events: Iterable[Any]) -> Delta:
             key = f"{props.get('messageID')}/{props.get('partID')}"
             known = parts.get(key) or mirror.parts.get(key)
             field = props.get("field") or "text"
-            if known is not None and isinstance(props.get("delta"), str):
+            if known is not None and key not in frozen and isinstance(props.get("delta"), str):
                 parts[key] = {**known, field: str(known.get(field) or "") + props["delta"]}
         elif kind == "message.removed":
             message_id = str(props.get("messageID"))

@@ -26,10 +26,12 @@ INBOX_LIMIT = 10_000
 class Inbox:
     """A tracker's mailbox: its session's events, and requests to poll now."""
 
-    def __init__(self, limit: int = INBOX_LIMIT) -> None:
+    def __init__(self, limit: int = INBOX_LIMIT, *, wakeable: bool = True) -> None:
         self._limit = limit
+        self._wakeable = wakeable  # False with OPENCODE_EVENTS=off: nothing but the tracker itself writes here
         self.events: list[Any] = []
         self.poll_now = False
+        self.gap = False  # the stream dropped: deltas were lost, so text built from them cannot be extended
         self._wake = anyio.Event()
 
     def put(self, event: Any) -> None:
@@ -48,6 +50,9 @@ class Inbox:
 
     async def wait(self, timeout_s: float) -> None:
         if self.events or self.poll_now:
+            return
+        if not self._wakeable:
+            await anyio.sleep(timeout_s)  # cheaper than an event and a cancel scope, every tick of every session
             return
         self._wake = anyio.Event()
         with anyio.move_on_after(timeout_s):
@@ -104,4 +109,5 @@ class EventRouter:
         if self.healthy:
             self.healthy = False
             for inbox in self._inboxes.values():
+                inbox.gap = True
                 inbox.request_poll()  # back to the fast cadence at once

@@ -17,7 +17,7 @@ from poller.archive import Archive
 from poller.backoff import Backoff
 from poller.completion import ORPHANED_RUN_ERROR, outcome, run_finished, run_orphaned
 from poller.diff import Mirror, check_shape, diff, merge_tail
-from poller.event_apply import apply_events, keep_streamed_texts
+from poller.event_apply import apply_events, keep_streamed_texts, streaming_keys
 from poller.events import EventRouter, Inbox
 from poller.metrics import Metrics
 from poller.prompts import PromptDelivery
@@ -78,9 +78,10 @@ class SessionTracker:
         self._aborted_at: float | None = None
         self._idle_since: float | None = None  # since when OpenCode has reported the session idle, without a break
         self._claim_recorded = False
-        self._inbox = Inbox()
+        self._inbox = Inbox(wakeable=deps.router is not None)
         self._polls_since_full = 0
         self._last_event_write = -float("inf")
+        self._frozen_parts: set[str] = set()
         self._full_polls_due = True  # the first poll fetches the whole list
         self.job_rev: str | None = None  # the job's promptsRev as the worker last read it for every session at once
 
@@ -146,7 +147,10 @@ class SessionTracker:
 
     async def _apply_events(self, events: list[Any]) -> None:
         """The fast path: same fenced write as a poll, so clients see one seq stream either way."""
-        delta = apply_events(self._mirror, events)
+        if self._inbox.gap:  # deltas were lost while the stream was down: stop extending those texts
+            self._inbox.gap = False
+            self._frozen_parts |= streaming_keys(self._mirror)
+        delta = apply_events(self._mirror, events, self._frozen_parts)
         if not delta:
             return
         try:

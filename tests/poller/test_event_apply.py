@@ -1,0 +1,51 @@
+"""apply_events: the event fast path's pure part."""
+
+from __future__ import annotations
+
+from poller.diff import Mirror
+from poller.event_apply import apply_events, keep_streamed_text, streaming_keys
+
+
+def text_part(text: str, end: bool = False) -> dict:
+    time = {"start": 1, **({"end": 2} if end else {})}
+    return {"id": "prt_1", "messageID": "msg_1", "sessionID": "ses_x", "type": "text", "text": text, "time": time}
+
+
+def delta(piece: str) -> dict:
+    props = {"sessionID": "ses_x", "messageID": "msg_1", "partID": "prt_1", "field": "text", "delta": piece}
+    return {"type": "message.part.delta", "properties": props}
+
+
+def updated(part: dict) -> dict:
+    return {"type": "message.part.updated", "properties": {"sessionID": "ses_x", "part": part}}
+
+
+def mirror_with(part: dict) -> Mirror:
+    return Mirror.of([{"info": {"id": "msg_1", "role": "assistant"}, "parts": [part]}])
+
+
+def test_deltas_grow_the_text_and_coalesce_into_one_part():
+    change = apply_events(mirror_with(text_part("")), [delta("Hel"), delta("lo")])
+    assert [p["text"] for p in change.parts] == ["Hello"]
+
+
+def test_a_stored_empty_text_never_takes_streamed_text_back():
+    mirror = mirror_with(text_part("Hello"))
+    assert keep_streamed_text(text_part(""), mirror.parts["msg_1/prt_1"])["text"] == "Hello"
+    assert keep_streamed_text(text_part("Hello world", end=True), mirror.parts["msg_1/prt_1"])["text"] == "Hello world"
+    assert not apply_events(mirror, [updated(text_part(""))])  # the stored "" changes nothing
+
+
+def test_after_a_gap_a_streaming_part_is_frozen_until_it_is_stored_again():
+    mirror = mirror_with(text_part("Slow a"))
+    frozen = streaming_keys(mirror)
+    assert frozen == {"msg_1/prt_1"}
+    assert not apply_events(mirror, [delta("n")], frozen)  # "Slow a" + "n" would skip what was missed
+    final = apply_events(mirror, [updated(text_part("Slow answer", end=True)), delta("!")], frozen)
+    assert [p["text"] for p in final.parts] == ["Slow answer!"] and frozen == set()
+
+
+def test_removed_messages_take_their_parts_with_them():
+    mirror = mirror_with(text_part("x", end=True))
+    change = apply_events(mirror, [{"type": "message.removed", "properties": {"messageID": "msg_1"}}])
+    assert change.removed_messages == ["msg_1"] and change.removed_parts == ["msg_1/prt_1"]
