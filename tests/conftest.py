@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import anyio
+import anyio.abc
 import pytest
 import redis.asyncio as aioredis
 
@@ -24,6 +26,18 @@ POSTGRES_IMAGE = "postgres:18-alpine"
 DATABASE = "opencode"
 
 ServerT = TypeVar("ServerT", RedisServer, PostgresServer)
+
+
+def _resolve_lazy_imports() -> None:
+    """anyio imports its parts lazily, on first use, from whichever thread uses them (the simulator's, a
+    gateway's); pytest rewrites anyio's modules (a plugin) with ast.parse, which on CPython 3.11.7 fails with
+    "SystemError: AST constructor recursion depth mismatch" when two threads parse at once. Import them now."""
+    for module in (anyio, anyio.abc):
+        for name in dir(module):
+            getattr(module, name)
+
+
+_resolve_lazy_imports()
 
 
 @dataclass(frozen=True)

@@ -15,26 +15,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.abc
 import httpx
 import pytest
 
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.simulator import create_simulator, serve_in_thread
 from tests.helpers import ARTIFACTS, Child, free_port, wait_port
-
-
-def _resolve_lazy_imports() -> None:
-    """anyio imports its parts lazily, on first use, from whichever thread uses them (the simulator's, a
-    gateway's); pytest rewrites anyio's modules (a plugin) with ast.parse, which on CPython 3.11.7 fails with
-    "SystemError: AST constructor recursion depth mismatch" when two threads parse at once. Import them now."""
-    for module in (anyio, anyio.abc):
-        for name in dir(module):
-            getattr(module, name)
-
-
-_resolve_lazy_imports()
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/lib/chromium/chromium", "/usr/bin/chromium-browser")
 CHROMIUM_ARGS = [
