@@ -18,7 +18,6 @@ this process takes them down.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shlex
@@ -42,7 +41,14 @@ import redis
 
 from shared import keys
 from shared.connections import pg_connect, store_errors
-from shared.embedded import EmbeddedServerError, PostgresServer, RedisServer, start_postgres, start_redis
+from shared.embedded import (
+    EmbeddedServerError,
+    PostgresServer,
+    RedisServer,
+    die_with_parent,
+    start_postgres,
+    start_redis,
+)
 from shared.errors import SessionLayerError
 from shared.migrate import migrate
 
@@ -107,35 +113,6 @@ class Reporter:
 # --- children that die with us -------------------------------------------------------------------------------------
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl
-
-
-_PRCTL = _load_prctl()  # resolved here, in the parent: a forked child of a threaded process must not dlsym
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> Callable[[], None]:
-    parent = os.getpid()
-    prctl = _PRCTL
-
-    def setup() -> None:
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return setup
-
-
 @dataclass(eq=False)
 class Child:
     """A supervised `python -m MODULE` child: its process, readiness, output tail and restart schedule."""
@@ -170,7 +147,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # the terminal's Ctrl-C is ours: we stop the children in order
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         assert self.proc.stdout is not None
         self._reader = threading.Thread(

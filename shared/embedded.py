@@ -94,7 +94,7 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-def _die_with_parent(death_signal: int) -> Callable[[], None]:
+def die_with_parent(death_signal: int) -> Callable[[], None]:
     """Build a preexec_fn: the kernel sends death_signal to the child when its parent goes away, even on SIGKILL."""
     parent_pid = os.getpid()
     prctl = _PRCTL
@@ -148,7 +148,7 @@ def _spawn(
     argv: Sequence[str], *, log: Path, cwd: Path, death_signal: int, user: _User | None
 ) -> subprocess.Popen[bytes]:
     """Start a server in its own session (a terminal's Ctrl-C is ours to handle), output appended to log."""
-    setup = _die_with_parent(death_signal)
+    setup = die_with_parent(death_signal)
 
     def make() -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
