@@ -26,7 +26,7 @@ from shared.errors import NotFound, OpenCodeError, Unavailable
 from shared.opencode.types import Message, Session, SessionStatus
 
 Shape = Callable[[Any], bool]
-EVENT_IDLE_TIMEOUT_S = 30.0  # three missed heartbeats
+EVENT_IDLE_TIMEOUT_S = 20.0  # two missed heartbeats: a dead connection (OpenCode killed) is noticed in 20 s
 
 
 def _is_dict(value: Any) -> bool:
