@@ -78,11 +78,12 @@ def measure(stack: Stack, sessions: int, messages: int, duration: float) -> None
     lag_p50 = histogram_quantile(before, after, "poller_tick_lag_seconds", 0.50) * 1000
     lag_p99 = histogram_quantile(before, after, "poller_tick_lag_seconds", 0.99) * 1000
     held = after.get("poller_sessions_held{}", 0)
+    lost = after.get("poller_leases_lost_total{}", 0)
     print(
         f"P2 sessions={sessions} held={held:.0f} messages/session={messages}: polls {polls:.0f}/s "
         f"(cadence needs {sessions * 2}/s), tick lag p50 <= {lag_p50:g} ms, p99 <= {lag_p99:g} ms; "
         f"CPU poller {poller_cores:.2f} cores ({poller_cores / sessions * 1000:.2f} per 1,000 sessions), "
-        f"load OpenCode {load_cores:.2f}, Redis {redis_cores:.2f}"
+        f"load OpenCode {load_cores:.2f}, Redis {redis_cores:.2f}; leases lost so far {lost:.0f}"
     )
 
 
