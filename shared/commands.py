@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from shared.archive_rows import COLUMNS, LAYER_KEY, layer_of, to_epoch_ms, to_timestamp, user_metadata
 from shared.connections import store_errors
-from shared.errors import Conflict, InvalidInput, NotFound, Unavailable
+from shared.errors import Conflict, InvalidInput, NotFound, SessionLayerError, Unavailable
 from shared.ids import SessionId, TicketId, new_message_id, parse_session_id, parse_ticket_id
 from shared.lua import Scripts
 from shared.models import SESSION_TYPES, dumps, index_event, part_key, prompt_entry
@@ -91,14 +91,19 @@ async def enqueue(
     prompts = [{"messageID": new_message_id(), "text": text}] if text is not None else []
     started_ms = _now_ms()
     stored_meta = {**user_meta, LAYER_KEY: {"title": title, "prompts": prompts, "epoch": 0}}
-    with store_errors("PostgreSQL"):
-        try:
-            await db.execute(
-                f"INSERT INTO opencode_sessions ({COLUMNS}) VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL)",
-                (sid, ticket, kind, Jsonb(stored_meta), to_timestamp(started_ms)),
-            )
-        except psycopg.errors.ForeignKeyViolation:
-            raise InvalidInput(f"unknown ticket {ticket}: the tickets table has no such id") from None
+    try:
+        with store_errors("PostgreSQL"):
+            try:
+                await db.execute(
+                    f"INSERT INTO opencode_sessions ({COLUMNS})"
+                    " VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL)",
+                    (sid, ticket, kind, Jsonb(stored_meta), to_timestamp(started_ms)),
+                )
+            except psycopg.errors.ForeignKeyViolation:
+                raise InvalidInput(f"unknown ticket {ticket}: the tickets table has no such id") from None
+    except BaseException:
+        await _forget(opencode, sid)  # not recorded anywhere: leave no empty session behind in OpenCode
+        raise
     state = _pending_state(sid, ticket, kind, title, user_meta, started_ms)
     entries = [prompt_entry(p["messageID"], p["text"]) for p in prompts]
     try:
@@ -109,6 +114,13 @@ async def enqueue(
         raise Unavailable(f"{exc.message}; session {sid} is recorded and will be queued when Redis is back") from exc
     log.info("session_enqueued", session_id=sid, session_type=kind, prompts=len(prompts))
     return {**state, "metadata": user_meta, "messages": [], "currentToolCalls": [], "seq": 1, "live": True}
+
+
+async def _forget(opencode: OpenCodeClient, sid: SessionId) -> None:
+    try:
+        await opencode.delete_session(sid)
+    except SessionLayerError as exc:
+        log.warning("opencode_session_left_behind", session_id=sid, error=exc.message)
 
 
 async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> str:

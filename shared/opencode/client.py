@@ -105,6 +105,10 @@ class OpenCodeClient:
         body = {"title": title} if title is not None else {}
         return cast(Session, await self._call("POST", "/session", body=body, shape=_is_session))
 
+    async def delete_session(self, session_id: str) -> bool:
+        """`DELETE /session/{id}`: used to take back a session we created but could not record."""
+        return cast(bool, await self._call("DELETE", f"/session/{_seg(session_id)}", shape=_is_bool))
+
     async def get_session(self, session_id: str) -> Session:
         return cast(Session, await self._call("GET", f"/session/{_seg(session_id)}", shape=_is_session))
 

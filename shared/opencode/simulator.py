@@ -265,6 +265,17 @@ async def get_session(request: Request) -> Response:
     return sess if isinstance(sess, JSONResponse) else JSONResponse(sess.info)
 
 
+async def delete_session(request: Request) -> Response:
+    """`DELETE /session/{id}`: `true`; 404 NotFoundError for an unknown session (OpenCode's spec)."""
+    sess = _lookup(request)
+    if isinstance(sess, JSONResponse):
+        return sess
+    simulation = _sim(request).simulation
+    simulation.abort(sess.id)
+    simulation.sessions.pop(sess.id, None)
+    return JSONResponse(True)
+
+
 async def session_status(request: Request) -> Response:
     return JSONResponse(_sim(request).simulation.statuses())
 
@@ -416,6 +427,7 @@ def create_simulator(
         Route("/session", create_session, methods=["POST"]),
         Route("/session/status", session_status),
         Route("/session/{session_id}", get_session),
+        Route("/session/{session_id}", delete_session, methods=["DELETE"]),
         Route("/session/{session_id}/message", list_messages),
         Route("/session/{session_id}/message", prompt_blocking, methods=["POST"]),
         Route("/session/{session_id}/prompt_async", prompt_async, methods=["POST"]),
