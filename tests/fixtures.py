@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import psycopg
 import psycopg_pool
 import pytest
+from psycopg import sql
 from redis.asyncio import Redis
 
 from poller.worker import Worker
@@ -42,6 +45,19 @@ async def db(schema: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     async with await psycopg.AsyncConnection.connect(schema, autocommit=True) as conn:
         await conn.execute("TRUNCATE opencode_sessions")
         yield conn
+
+
+@pytest.fixture
+def fresh_database(database_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on the test server (the session's `schema` is never touched); dropped after."""
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlsplit(database_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -11,17 +11,13 @@ import os
 import re
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
 
 from shared import keys
 from shared.archive_rows import COLUMNS
@@ -80,19 +76,6 @@ def one_error(result: subprocess.CompletedProcess[str], code: int, *words: str) 
 def env(redis_url: str, schema: str, simulator_url: str, redis: Any, db: Any) -> dict[str, str]:
     """The child's environment: the test Redis (flushed), PostgreSQL (truncated) and OpenCode simulator."""
     return {"REDIS_URL": redis_url, "DATABASE_URL": schema, "OPENCODE_URL": simulator_url}
-
-
-@pytest.fixture
-def fresh_database(database_url: str) -> Iterator[str]:
-    """The URL of a new, empty database on the test server, dropped afterwards."""
-    name = f"cli_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield urlsplit(database_url)._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 async def row_of(db: Any, sid: str) -> Any:

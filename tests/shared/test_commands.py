@@ -272,20 +272,12 @@ async def test_cancel_of_a_pending_row_whose_live_state_was_lost_queues_it_cance
     assert await redis.zscore(keys.QUEUE, sid) is not None
 
 
-async def test_a_session_that_cannot_be_recorded_is_taken_back_from_opencode(redis, opencode, simulator_url, schema):
+async def test_a_session_that_cannot_be_recorded_is_taken_back_from_opencode(
+    redis, opencode, simulator_url, fresh_database
+):
     """OpenCode creates the session before PostgreSQL records it: a failed insert must not leave it behind."""
-    import uuid
-
-    from psycopg.conninfo import make_conninfo
-
-    name = f"unmigrated_{uuid.uuid4().hex[:8]}"
-    async with await psycopg.AsyncConnection.connect(schema, autocommit=True) as admin:
-        await admin.execute(f"CREATE DATABASE {name}")
-        try:
-            async with await psycopg.AsyncConnection.connect(make_conninfo(schema, dbname=name), autocommit=True) as db:
-                with pytest.raises(psycopg.errors.UndefinedTable):
-                    await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO lost")
-        finally:
-            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    async with await psycopg.AsyncConnection.connect(fresh_database, autocommit=True) as db:  # no table in it
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO lost")
     assert await opencode_sessions(simulator_url) == []
     assert await redis_keys(redis) == set()

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.lowlevel
 import psycopg
 import pytest
-from psycopg import sql
 
 from shared.migrate import MIGRATE_LOCK_ID, Migration, load_migrations, migrate
 
@@ -20,19 +16,6 @@ pytestmark = pytest.mark.anyio
 FK_NAME = "opencode_sessions_ticket_id_fkey"
 ALL = [m.name for m in load_migrations()]
 EVERY_RUN = [m.name for m in load_migrations() if m.every_run]
-
-
-@pytest.fixture
-def fresh_database(database_url: str) -> Iterator[str]:
-    """The URL of a new, empty database on the test server (so the session's `schema` is never touched)."""
-    name = f"migrate_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield urlsplit(database_url)._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 async def connect(url: str) -> psycopg.AsyncConnection[Any]:
