@@ -242,7 +242,7 @@ class Fanout:
         self._pubsub, self._client = None, None
         with anyio.CancelScope(shield=True), anyio.move_on_after(2):
             if pubsub is not None:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await pubsub.aclose()
             if client is not None:
                 await client.aclose()
 

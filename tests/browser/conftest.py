@@ -52,7 +52,7 @@ async def browser() -> AsyncIterator[Any]:
     try:
         from playwright.async_api import async_playwright, expect
     except ImportError:
-        pytest.skip("the playwright package is missing: pip install -e '.[dev]'")
+        pytest.skip("the playwright package is missing: bash .ci/install dev deploy")
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)

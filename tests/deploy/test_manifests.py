@@ -358,7 +358,8 @@ def test_dockerfile_installs_what_the_package_needs():
     packages = {pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
     data_dirs = {f.split("/")[0] for files in pyproject["tool"]["setuptools"]["data-files"].values() for f in files}
     assert packages | data_dirs | {"pyproject.toml", pyproject["project"]["readme"]} <= copied
-    assert re.search(r"pip (wheel|install)[^\n]* \.$", text, re.MULTILINE), "installs the project, not editable"
+    installs_project = re.search(r"(pip (wheel|install)|uv build --wheel)[^\n]* \.$", text, re.MULTILINE)
+    assert installs_project, "installs the project, not editable"
     assert "-e ." not in text and "--editable" not in text
     dockerignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     for path in copied:
