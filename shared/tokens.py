@@ -16,9 +16,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import jwt
+from jwt.types import Options
 from jwt.warnings import InsecureKeyLengthWarning
 
 from shared.errors import ConfigError, InvalidInput, Unauthorized
@@ -34,9 +35,10 @@ MAX_TOKEN_LENGTH = 2048  # far above any real token (~200 chars): bounds the wor
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _TTL_RE = re.compile(r"(\d{1,12})\s*([smhd]?)", re.IGNORECASE)
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
-# PyJWT checks the signature, the algorithm and that `exp` is present; the times are checked here against the
-# caller's clock (`now`), so the expiry rule is one comparison that tests can drive.
-_DECODE_OPTIONS: Any = {"require": ["exp"], "verify_exp": False, "verify_iat": False, "verify_sub": False}
+# PyJWT checks the signature, the algorithm and that `exp` is present. `exp` is compared here, with the caller's
+# clock (`now`), so tests can drive it; `iat` is informational (a backend whose clock runs a second ahead must not
+# be refused); `sub` is parsed by _scope; `nbf`, which we never set, is left to PyJWT and the real clock.
+_DECODE_OPTIONS: Options = {"require": ["exp"], "verify_exp": False, "verify_iat": False, "verify_sub": False}
 
 
 @dataclass(frozen=True, slots=True)
