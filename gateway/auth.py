@@ -1,4 +1,4 @@
-"""Who may read what: a bearer token (or `?token=` for EventSource) carrying an HMAC-signed scope."""
+"""Who may read what: a bearer token (or `?token=` for EventSource), a JWT whose `sub` is its scope (shared.tokens)."""
 
 from __future__ import annotations
 

@@ -1,35 +1,44 @@
-"""Gateway tokens: a scope and an expiry, signed with GATEWAY_AUTH_SECRET (HMAC-SHA256, stdlib only).
+"""Gateway tokens: standard JWTs (HS256, signed with GATEWAY_AUTH_SECRET) carrying one scope and an expiry.
 
-Format: ``v1.<payload>.<signature>``, both parts base64url without padding; the payload is the JSON object
-``{"k": kind, "id": id, "exp": epoch s, "iat": epoch s}`` and the signature is HMAC-SHA256 over ``v1.<payload>``.
-Stateless on purpose: the gateway checks a token with the secret alone, no store round trip; the price is that
-a token cannot be revoked before it expires except by rotating the secret, so keep TTLs short.
+Claims: ``sub`` is the scope (``session:ses_…``, ``ticket:<ticket id>`` or ``admin``), ``exp`` the expiry and
+``iat`` the issue time, both whole epoch seconds. Any backend can mint one with its own JWT library knowing only
+this; the gateway accepts HS256 alone (never ``alg: none`` or another algorithm), requires ``exp``, and allows no
+clock leeway. Stateless on purpose: a token is checked with the secret alone, no store round trip; the price is
+that it cannot be revoked before it expires except by rotating the secret, so keep TTLs short.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import math
 import re
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, get_args
+
+import jwt
+from jwt.types import Options
+from jwt.warnings import InsecureKeyLengthWarning
 
 from shared.errors import ConfigError, InvalidInput, Unauthorized
 from shared.ids import parse_session_id, parse_ticket_id
 
 ScopeKind = Literal["session", "ticket", "admin"]
 SCOPE_KINDS: tuple[ScopeKind, ...] = get_args(ScopeKind)
-VERSION = "v1"
+ALGORITHM = "HS256"
 MAX_TTL_S = 365 * 86_400
 MAX_TOKEN_LENGTH = 2048  # far above any real token (~200 chars): bounds the work an unauthenticated caller causes
 
-_TOKEN_RE = re.compile(r"v1\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+# RFC 7515's compact form: three base64url segments without padding (PyJWT would also take padded ones).
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _TTL_RE = re.compile(r"(\d{1,12})\s*([smhd]?)", re.IGNORECASE)
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+# PyJWT checks the signature, the algorithm and that `exp` is present. `exp` is compared here, with the caller's
+# clock (`now`), so tests can drive it; `iat` is informational (a backend whose clock runs a second ahead must not
+# be refused); `sub` is parsed by _scope; `nbf`, which we never set, is left to PyJWT and the real clock.
+_DECODE_OPTIONS: Options = {"require": ["exp"], "verify_exp": False, "verify_iat": False, "verify_sub": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,11 @@ class Scope:
     def is_admin(self) -> bool:
         return self.kind == "admin"
 
+    @property
+    def subject(self) -> str:
+        """The JWT `sub` claim: `session:<id>`, `ticket:<id>` or `admin` (ids never hold a colon)."""
+        return self.kind if self.id is None else f"{self.kind}:{self.id}"
+
     def allows_session(self, session_id: str, ticket_id: str | None) -> bool:
         """May the bearer read this session? A ticket token covers the sessions whose ticket is its ticket."""
         if self.kind == "admin":
@@ -76,51 +90,45 @@ def expiry(now: float, ttl_s: float) -> int:
 
 
 def mint_token(secret: str, scope: Scope, ttl_s: float, *, now: float | None = None) -> str:
-    """A signed token for `scope`, valid for `ttl_s` seconds (at most MAX_TTL_S) from `now`."""
+    """A signed JWT for `scope`, valid for `ttl_s` seconds (at most MAX_TTL_S) from `now`."""
     key = _key(secret)
     if not (math.isfinite(ttl_s) and 0 < ttl_s <= MAX_TTL_S):
         raise InvalidInput(f"invalid token TTL {ttl_s!r} s: expected more than 0 and at most {MAX_TTL_S} s (365 d)")
     issued = time.time() if now is None else now
-    body = {"k": scope.kind, "id": scope.id, "exp": expiry(issued, ttl_s), "iat": int(issued)}
-    payload = _b64encode(json.dumps(body, separators=(",", ":")).encode())
-    return f"{VERSION}.{payload}.{_sign(key, payload)}"
+    claims = {"sub": scope.subject, "exp": expiry(issued, ttl_s), "iat": int(issued)}
+    with _any_key_length():
+        return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
 def verify_token(secret: str, token: str, *, now: float | None = None) -> Scope:
     """The scope of a genuine, unexpired token; Unauthorized otherwise, saying why (never showing the token).
 
-    The signature is checked (in constant time) before the payload is even decoded, so nothing an attacker
-    writes reaches the JSON parser unless it was signed with our secret.
+    The claims are decoded only once the signature holds, so nothing an attacker writes there reaches the
+    JSON parser unless it was signed with our secret (the header is parsed first: it names the algorithm).
     """
     key = _key(secret)
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized("malformed token")
-    match = _TOKEN_RE.fullmatch(token)
-    if match is None:
-        raise Unauthorized("malformed token: expected v1.<payload>.<signature>")
-    payload, signature = match.groups()
-    if not hmac.compare_digest(_sign(key, payload), signature):
-        raise Unauthorized("invalid token signature")
+    if _TOKEN_RE.fullmatch(token) is None:
+        raise Unauthorized("malformed token: expected a JWT, <header>.<claims>.<signature> in unpadded base64url")
     try:
-        body = json.loads(_b64decode(payload))
-    except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError and binascii.Error are ValueErrors
-        raise Unauthorized("malformed token payload") from None
-    if not isinstance(body, dict):
-        raise Unauthorized("malformed token payload")
-    exp = body.get("exp")
+        with _any_key_length():
+            claims = jwt.decode(token, key, algorithms=[ALGORITHM], options=_DECODE_OPTIONS)
+    except jwt.InvalidSignatureError:
+        raise Unauthorized("invalid token signature") from None
+    except jwt.InvalidAlgorithmError:
+        raise Unauthorized(f"token algorithm not allowed: only {ALGORITHM}") from None
+    except jwt.MissingRequiredClaimError:
+        raise Unauthorized("malformed token payload: no expiry (exp)") from None
+    except jwt.InvalidTokenError as exc:  # PyJWT's messages never quote the token
+        # Includes a signature spelt with its spare low bits set: PyJWT accepts only the one canonical spelling.
+        raise Unauthorized(f"malformed token: {str(exc)[:200]}") from None
+    exp = claims.get("exp")
     if not isinstance(exp, int) or isinstance(exp, bool):
-        raise Unauthorized("malformed token payload: no expiry")
+        raise Unauthorized("malformed token payload: no expiry (exp must be whole epoch seconds)")
     if (time.time() if now is None else now) >= exp:
         raise Unauthorized("token expired")
-    kind, scope_id = body.get("k"), body.get("id")
-    if kind not in SCOPE_KINDS:
-        raise Unauthorized(f"token has an unknown scope kind {str(kind)[:20]!r}")
-    if scope_id is not None and not isinstance(scope_id, str):
-        raise Unauthorized("malformed token payload: bad id")
-    try:
-        return Scope(kind, scope_id)
-    except InvalidInput as exc:
-        raise Unauthorized(f"token has an invalid scope: {exc.message}") from None
+    return _scope(claims.get("sub"))
 
 
 def parse_ttl(text: str) -> float:
@@ -138,20 +146,28 @@ def parse_ttl(text: str) -> float:
     return float(seconds)
 
 
+def _scope(subject: object) -> Scope:
+    if not isinstance(subject, str):
+        raise Unauthorized("token has an unknown scope kind: sub must be session:<id>, ticket:<id> or admin")
+    kind, colon, scope_id = subject.partition(":")
+    if kind not in SCOPE_KINDS:
+        raise Unauthorized(f"token has an unknown scope kind {kind[:20]!r}")
+    try:
+        return Scope(kind, scope_id if colon else None)
+    except InvalidInput as exc:
+        raise Unauthorized(f"token has an invalid scope: {exc.message}") from None
+
+
 def _key(secret: str) -> bytes:
     if not secret:
         raise ConfigError("GATEWAY_AUTH_SECRET is empty: tokens cannot be signed or checked without it")
     return secret.encode()
 
 
-def _sign(key: bytes, payload: str) -> str:
-    return _b64encode(hmac.new(key, f"{VERSION}.{payload}".encode("ascii"), hashlib.sha256).digest())
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    """The caller has already checked the alphabet; padding is ours to restore (binascii.Error is a ValueError)."""
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+@contextmanager
+def _any_key_length() -> Iterator[None]:
+    """PyJWT warns on every call with an HMAC key under 32 bytes; GATEWAY_AUTH_SECRET has never had a minimum
+    (the README asks for 32+ random bytes), and the warning would otherwise land on `token`'s stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+        yield

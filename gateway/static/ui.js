@@ -116,7 +116,7 @@ export function showLogin(container, { status, message, needs = "a gateway token
     name: "token",
     autocomplete: "off",
     required: true,
-    placeholder: "v1.…",
+    placeholder: "eyJ…",
     dataset: { testid: "token-input" },
   });
   const held = sessionStorage.getItem(TOKEN_KEY);

@@ -7,6 +7,7 @@ import sys
 import click
 
 from shared import commands
+from shared.cli.render import session_lines
 from shared.cli.runtime import clients, emit_json, run
 from shared.errors import InvalidInput
 from shared.ids import parse_session_id, parse_ticket_id
@@ -121,28 +122,8 @@ def show(session_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(session)
         return
-    where = "live" if session["live"] else "archived"
-    click.echo(f"{session['sessionId']}  {session['status']}  ({where}, {session['sessionType']})")
-    if session.get("error"):
-        click.echo(f"error: {session['error']}")
-    messages = session.get("messages") or []
-    assert isinstance(messages, list)
-    for message in messages:
-        info = message["info"]
-        for part in message["parts"]:
-            click.echo(_describe_part(info.get("role", "?"), part))
-
-
-def _describe_part(role: str, part: dict[str, object]) -> str:
-    kind = part.get("type")
-    if kind in ("text", "reasoning"):
-        text = str(part.get("text") or "…")
-        return f"  {role:9} {kind}: {text}"
-    if kind == "tool":
-        state = part.get("state") if isinstance(part.get("state"), dict) else {}
-        assert isinstance(state, dict)
-        return f"  {role:9} tool {part.get('tool')} [{state.get('status')}] {state.get('title') or ''}".rstrip()
-    return f"  {role:9} {kind}"
+    for line in session_lines(session):
+        click.echo(line)
 
 
 def add_commands(group: click.Group) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import jwt
 import pytest
 
 from gateway.app import create_app
@@ -13,7 +16,7 @@ from shared.tokens import Scope, mint_token
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
-SECRET = "test-secret-of-enough-length"
+SECRET = "test-secret-of-enough-length-for-hs256"
 
 
 async def archive_three(make_worker, redis, db, opencode, ticket="T-H"):
@@ -127,6 +130,36 @@ async def test_tokens_scope_every_endpoint(make_gateway, redis, db, opencode):
         assert (await client.get("/sessions?live=true", headers=admin)).status_code == 200
         assert (await client.get("/metrics", headers=admin)).status_code == 200
         assert (await client.get("/metrics")).status_code == 401
+
+
+async def test_a_jwt_minted_by_another_backend_is_accepted(make_gateway, redis, db, opencode):
+    """Another backend mints with its own JWT library, knowing only the README's claims; forgeries are 401."""
+    gateway = await make_gateway(gateway_auth=True, gateway_auth_secret=Secret(SECRET))
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", ticket_id="T-J", prompt="ECHO j")
+    sid, exp = state["sessionId"], int(time.time()) + 60
+
+    async def get(token: str, path: str = f"/sessions/{sid}") -> httpx.Response:
+        return await client.get(path, headers={"Authorization": f"Bearer {token}"})
+
+    async with httpx.AsyncClient(base_url=gateway) as client:
+        own = jwt.encode({"sub": f"session:{sid}", "exp": exp, "iat": exp - 60}, SECRET, algorithm="HS256")
+        assert (await get(own)).status_code == 200
+        assert (await get(own, "/tickets/T-J/active")).status_code == 403
+        ticket = jwt.encode({"sub": "ticket:T-J", "exp": exp}, SECRET, algorithm="HS256")
+        assert (await get(ticket, "/tickets/T-J/active")).status_code == 200
+        async with client.stream("GET", f"/sessions/{sid}/stream?token={ticket}") as response:
+            assert response.status_code == 200
+        forged = [
+            jwt.encode({"sub": "admin", "exp": exp}, None, algorithm="none"),
+            jwt.encode({"sub": "admin", "exp": exp}, SECRET * 2, algorithm="HS512"),  # 64+ bytes for HS512
+            jwt.encode({"sub": "admin"}, SECRET, algorithm="HS256"),
+            jwt.encode({"sub": "admin", "exp": exp}, SECRET + "-but-another-one", algorithm="HS256"),
+            jwt.encode({"sub": "admin", "exp": exp - 120}, SECRET, algorithm="HS256"),
+        ]
+        for token in forged:
+            response = await get(token, "/sessions?live=true")
+            assert response.status_code == 401, token
+            assert response.json()["error"]
 
 
 def test_the_gateway_refuses_to_start_without_a_secret_unless_auth_is_off(settings):

@@ -8,8 +8,8 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from shared import commands
+from shared.cli.stream import SessionView, aiter_events
 from shared.config import Secret
-from tests.gateway.sse_client import SessionView, events
 from tests.shared.test_readonly_roles import (  # noqa: F401 - fixtures are used by name
     GATEWAY,
     ROLE,
@@ -47,7 +47,7 @@ async def test_the_gateway_serves_everything_with_read_only_credentials(
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
         assert (await client.get("/readyz")).json()["ready"] is True
         async with client.stream("GET", f"/sessions/{sid}/stream") as response:
-            async for event in events(response):
+            async for event in aiter_events(response):
                 view.apply(event)
                 if event.name == "complete":
                     break

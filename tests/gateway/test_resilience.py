@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from shared import commands, keys
+from shared.cli.stream import SessionView, aiter_events
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.simulator import create_simulator, serve_in_thread
-from tests.gateway.sse_client import SessionView, events
 from tests.helpers import Child, free_port, wait_for, wait_port
 
 pytestmark = pytest.mark.anyio
@@ -30,7 +30,7 @@ async def test_redis_restarted_mid_stream_the_client_resyncs_and_ends_equal(
             names: list[str] = []
             async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
                 async with client.stream("GET", f"/sessions/{sid}/stream") as response:
-                    async for event in events(response):
+                    async for event in aiter_events(response):
                         names.append(event.name)
                         view.apply(event)
                         if event.name == "update" and names.count("update") == 1:
@@ -51,7 +51,7 @@ async def test_live_list_stream_shows_sessions_appear_change_and_end(make_worker
         client.stream("GET", "/sessions/live/stream") as response,
     ):
         sid = None
-        async for event in events(response):
+        async for event in aiter_events(response):
             if event.name == "snapshot":
                 assert event.data == {"sessions": []}
                 sid = (await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO x"))["sessionId"]
@@ -87,7 +87,7 @@ async def test_sigterm_closes_open_streams_and_exits(redis, db, opencode, schema
             async with httpx.AsyncClient(timeout=30) as client:
                 url = f"http://127.0.0.1:{port}/sessions/{state['sessionId']}/stream"
                 async with client.stream("GET", url) as response:
-                    async for _ in events(response):
+                    async for _ in aiter_events(response):
                         pass
             closed.append(i)
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from shared import commands
+from shared.cli.stream import SessionView, aiter_events, apply_update
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.simulator import create_simulator, serve_in_thread
-from tests.gateway.sse_client import SessionView, apply_update, events
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -24,7 +24,7 @@ async def follow(client: httpx.AsyncClient, url: str, view: SessionView, *, stop
     async with client.stream("GET", url, **kw) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        async for event in events(response):
+        async for event in aiter_events(response):
             if event.name == "snapshot":
                 built = copy.deepcopy(event.data)
             elif event.name == "update":
@@ -99,7 +99,7 @@ async def test_resume_at_the_current_seq_sends_nothing_old(make_worker, make_gat
     async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
         url = f"/sessions/{sid}/stream?lastEventId=1"
         async with client.stream("GET", url) as response:
-            async for event in events(response):
+            async for event in aiter_events(response):
                 assert event.name == "ping", event  # not a snapshot: the client already holds seq 1
                 break
 
@@ -112,7 +112,7 @@ async def test_an_archived_session_streams_snapshot_complete_and_closes(make_wor
     async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
         await wait_for(lambda: _archived(client, sid), timeout=30)
         async with client.stream("GET", f"/sessions/{sid}/stream") as response:
-            received = [event async for event in events(response)]  # ends: the server closed the stream
+            received = [event async for event in aiter_events(response)]  # ends: the server closed the stream
     assert [e.name for e in received] == ["snapshot", "complete"]
     assert received[0].data["live"] is False and received[1].data == received[0].data
 

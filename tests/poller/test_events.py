@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from shared import commands
+from shared.cli.stream import aiter_events, apply_update
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.simulator import create_simulator, serve_in_thread
-from tests.gateway.sse_client import apply_update, events
 from tests.helpers import TcpProxy, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +38,7 @@ async def stream_texts(gateway: str, sid: str) -> tuple[list[str], dict]:
         httpx.AsyncClient(base_url=gateway, timeout=60) as client,
         client.stream("GET", f"/sessions/{sid}/stream") as response,
     ):
-        async for event in events(response):
+        async for event in aiter_events(response):
             if event.name == "snapshot":
                 state = copy.deepcopy(event.data)
             elif event.name == "update":

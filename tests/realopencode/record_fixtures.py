@@ -27,6 +27,7 @@ import anyio
 import httpx
 
 from poller.completion import outcome, run_finished
+from shared.cli.stream import aiter_events
 from shared.ids import new_message_id
 from tests.realopencode.harness import install_opencode, opencode_version, run_opencode
 from tests.realopencode.scripted_model import FAILURE, REJECTION, serve_scripted_model
@@ -89,12 +90,10 @@ class EventLog:
         raise AssertionError(f"no {what} after {timeout} s of GET /event")
 
     async def _read(self, response: httpx.Response, connected: anyio.Event) -> None:
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                event = json.loads(line[5:].strip())
-                self.events.append(event)
-                connected.set()
-                self._changed.set()
+        async for event in aiter_events(response):
+            self.events.append(event.data)
+            connected.set()
+            self._changed.set()
 
 
 @asynccontextmanager

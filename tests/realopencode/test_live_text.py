@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from shared import commands
+from shared.cli.stream import aiter_events, apply_update
 from shared.opencode.client import OpenCodeClient
-from tests.gateway.sse_client import apply_update, events
 from tests.realopencode.harness import RealOpenCode
 from tests.realopencode.scripted_model import SLOW_CHUNKS
 
@@ -48,7 +48,7 @@ async def follow(gateway: str, session_id: str) -> tuple[list[str], dict[str, An
         client.stream("GET", f"/sessions/{session_id}/stream") as response,
     ):
         assert response.status_code == 200
-        async for event in events(response):
+        async for event in aiter_events(response):
             if event.name == "snapshot":
                 state = copy.deepcopy(event.data)
             elif event.name == "update":

@@ -1,0 +1,163 @@
+"""How the CLI writes a session for people: a header, one line per part, tool calls with their status.
+
+`show` prints a whole session at once (`session_lines`); `watch` prints, after each event, only what is new
+(`LivePrinter`). Both build every line with the same functions, so a session reads the same in either.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from shared.models import FINAL_STATUSES
+
+SKIPPED_PARTS = frozenset({"step-start", "step-finish", "snapshot"})  # OpenCode's bookkeeping: nothing to read
+TEXT_PARTS = frozenset({"text", "reasoning"})
+
+
+def header(session: dict[str, Any]) -> str:
+    """`ses_…  running  (live, ask, ticket T-1)`."""
+    details = ["live" if session.get("live") else "archived", str(session.get("sessionType") or "?")]
+    if session.get("ticketId"):
+        details.append(f"ticket {session['ticketId']}")
+    return f"{session.get('sessionId')}  {session.get('status')}  ({', '.join(details)})"
+
+
+def text_lead(role: str, kind: str, *, revised: bool = False) -> str:
+    """What starts a text or reasoning part's line: `  assistant text: `."""
+    return f"  {role:9} {kind}{' (revised)' if revised else ''}: "
+
+
+def indented(role: str, kind: str, text: str) -> str:
+    """Text whose later lines line up under the first, after its lead."""
+    return text.replace("\n", "\n" + " " * len(text_lead(role, kind)))
+
+
+def part_line(role: str, part: dict[str, Any]) -> str | None:
+    """The line of a part that is not text: a tool call with its status (and error), or the part's kind."""
+    kind = str(part.get("type"))
+    if kind in SKIPPED_PARTS:
+        return None
+    if kind != "tool":
+        return f"  {role:9} {kind}"
+    state = part.get("state") if isinstance(part.get("state"), dict) else {}
+    assert isinstance(state, dict)
+    status = str(state.get("status") or "?")
+    line = f"  {role:9} tool {part.get('tool')} [{status}]"
+    if state.get("title"):
+        line += f" {state['title']}"
+    if status == "error" and state.get("error"):
+        line += f": {_one_line(state['error'])}"
+    return line
+
+
+def message_error_line(role: str, info: dict[str, Any]) -> str | None:
+    error = info.get("error")
+    return f"  {role:9} error: {_error_text(error)}" if error else None
+
+
+def session_error_line(session: dict[str, Any]) -> str | None:
+    return f"session error: {_one_line(session['error'])}" if session.get("error") else None
+
+
+def session_lines(session: dict[str, Any]) -> list[str]:
+    """A whole session: header, every message's parts and error, then the session's error."""
+    lines = [header(session)]
+    for role, info, parts in _messages(session):
+        for part in parts:
+            kind = str(part.get("type"))
+            if kind in TEXT_PARTS:
+                lines.extend((text_lead(role, kind) + indented(role, kind, str(part.get("text") or "…"))).split("\n"))
+            elif (line := part_line(role, part)) is not None:
+                lines.append(line)
+        if (line := message_error_line(role, info)) is not None:
+            lines.append(line)
+    if (line := session_error_line(session)) is not None:
+        lines.append(line)
+    return lines
+
+
+class LivePrinter:
+    """Prints, after each event, only what the terminal has not shown yet; text is written as it grows."""
+
+    def __init__(self) -> None:
+        self._status: str | None = None
+        self._shown: dict[str, str] = {}  # part id -> the line last printed for it
+        self._text: dict[str, str] = {}  # text/reasoning part id -> the text printed so far
+        self._errors: set[str] = set()  # message ids whose error was printed
+        self._inline: str | None = None  # the part whose text is being written without a newline yet
+
+    def render(self, session: dict[str, Any]) -> None:
+        status = str(session.get("status"))
+        if self._status is None:
+            self._line(header(session))
+        elif status != self._status and status not in FINAL_STATUSES:
+            self._line(f"status: {status}")
+        self._status = status
+        for role, info, parts in _messages(session):
+            for part in parts:
+                self._part(role, part)
+            message_id = str(info.get("id"))
+            if message_id not in self._errors and (line := message_error_line(role, info)) is not None:
+                self._errors.add(message_id)
+                self._line(line)
+
+    def finish(self, session: dict[str, Any]) -> None:
+        self.render(session)
+        self._line(f"status: {session.get('status')}")
+        if (line := session_error_line(session)) is not None:
+            self._line(line)
+
+    def _line(self, text: str) -> None:
+        self._end_inline()
+        click.echo(text)
+
+    def _end_inline(self) -> None:
+        if self._inline is not None:
+            click.echo("")
+            self._inline = None
+
+    def _part(self, role: str, part: dict[str, Any]) -> None:
+        part_id, kind = str(part.get("id")), str(part.get("type"))
+        if kind in TEXT_PARTS:
+            self._grow(role, part_id, kind, str(part.get("text") or ""))
+        elif (line := part_line(role, part)) is not None and self._shown.get(part_id) != line:
+            self._shown[part_id] = line
+            self._line(line)
+
+    def _grow(self, role: str, part_id: str, kind: str, text: str) -> None:
+        shown = self._text.get(part_id)
+        if not text or text == shown:
+            return
+        if shown is not None and text.startswith(shown) and self._inline == part_id:
+            click.echo(indented(role, kind, text[len(shown) :]), nl=False)
+        else:
+            self._end_inline()
+            click.echo(text_lead(role, kind, revised=shown is not None) + indented(role, kind, text), nl=False)
+            self._inline = part_id
+        self._text[part_id] = text
+
+
+def _messages(session: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    """(role, info, parts) of each message."""
+    result = []
+    for message in session.get("messages") or []:
+        info = message.get("info") or {}
+        result.append((str(info.get("role") or "?"), info, message.get("parts") or []))
+    return result
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        data = error.get("data") if isinstance(error.get("data"), dict) else {}
+        assert isinstance(data, dict)
+        text = data.get("message") or error.get("message") or error.get("name") or json.dumps(error)
+    else:
+        text = error
+    return _one_line(text)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())

@@ -1,0 +1,106 @@
+"""The client side of the gateway's session stream: its SSE events, and the session object they build.
+
+Events are framed by httpx-sse, which splits lines only on CR, LF and CRLF as the SSE spec says. httpx's own
+`iter_lines` also splits on U+2028, U+2029, U+0085 and the other `str.splitlines` separators, so a prompt
+holding one could forge an event line. Used by `watch` and the tests; the poller and gateway never import it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent, SSEError
+
+from shared.errors import OpenCodeError
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One event: its name, its JSON data decoded, and the id to resume after (SSE's last event id)."""
+
+    name: str
+    data: Any
+    id: str | None
+
+
+def iter_events(response: httpx.Response) -> Iterator[StreamEvent]:
+    """The events of a streamed response, read as they arrive."""
+    try:
+        for sse in EventSource(response).iter_sse():
+            if (event := _decode(sse)) is not None:
+                yield event
+    except SSEError as exc:
+        raise OpenCodeError(f"the gateway did not answer with an event stream: {exc}") from None
+
+
+async def aiter_events(response: httpx.Response) -> AsyncIterator[StreamEvent]:
+    """The events of a streamed response, for async clients."""
+    try:
+        async for sse in EventSource(response).aiter_sse():
+            if (event := _decode(sse)) is not None:
+                yield event
+    except SSEError as exc:
+        raise OpenCodeError(f"the gateway did not answer with an event stream: {exc}") from None
+
+
+def _decode(sse: ServerSentEvent) -> StreamEvent | None:
+    if not sse.data:  # the `retry:` line, or a block with no data: nothing to hand on
+        return None
+    try:
+        data = json.loads(sse.data)
+    except ValueError:
+        raise OpenCodeError(f"the gateway sent a {sse.event} event that is not JSON") from None
+    return StreamEvent(sse.event, data, sse.id or None)
+
+
+def apply_update(state: dict[str, Any], change: dict[str, Any]) -> None:
+    """Advance a session object by one `update` event; messages and parts are ordered by id, as in OpenCode."""
+    state.update(change.get("state") or {})
+    state["seq"] = change["seq"]
+    messages = {m["info"]["id"]: m for m in state.get("messages") or []}
+    for info in change.get("messages") or []:
+        messages.setdefault(info["id"], {"info": info, "parts": []})["info"] = info
+    for part in change.get("parts") or []:
+        message = messages.setdefault(part["messageID"], {"info": {"id": part["messageID"]}, "parts": []})
+        parts = {p["id"]: p for p in message["parts"]}
+        parts[part["id"]] = part
+        message["parts"] = [parts[k] for k in sorted(parts)]
+    for message_id in change.get("removedMessages") or []:
+        messages.pop(message_id, None)
+    for removed in change.get("removedParts") or []:
+        message = messages.get(removed["messageID"])
+        if message:
+            message["parts"] = [p for p in message["parts"] if p["id"] != removed["id"]]
+    state["messages"] = [messages[k] for k in sorted(messages)]
+
+
+class SessionView:
+    """What a client holds: the last `snapshot`, advanced one `update` at a time, replaced by `complete`.
+
+    The gateway sends a session's updates in unbroken `seq` order (a gap becomes a fresh snapshot), so an
+    update that does not follow the held seq means the stream is broken: OpenCodeError, never a wrong session.
+    """
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] | None = None
+        self.last_id: str | None = None
+        self.completed = False
+
+    def apply(self, event: StreamEvent) -> bool:
+        """Take one event; True when it changed the session (a `ping` or another event name does not)."""
+        if event.name in ("snapshot", "complete"):
+            self.state = event.data
+            self.completed = event.name == "complete"
+        elif event.name == "update":
+            if self.state is None or event.data.get("seq") != self.state["seq"] + 1:
+                held = None if self.state is None else self.state["seq"]
+                raise OpenCodeError(f"the gateway sent update {event.data.get('seq')} after seq {held}")
+            apply_update(self.state, event.data)
+        else:
+            return False
+        self.last_id = event.id
+        return True
