@@ -15,7 +15,7 @@ import psycopg_pool
 from psycopg.types.json import Jsonb
 
 from shared.archive_rows import LAYER_KEY, to_timestamp
-from shared.connections import store_errors
+from shared.store.connections import store_errors
 
 _UPSERT = f"""
 INSERT INTO opencode_sessions AS s

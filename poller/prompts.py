@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import structlog
 from anyio.abc import TaskGroup
 
-from shared.connections import store_errors
 from shared.errors import LeaseLost, OpenCodeError, Unavailable
-from shared.lua import Claimed, Scripts
 from shared.opencode.client import OpenCodeClient
+from shared.store.connections import store_errors
+from shared.store.lua import Claimed, Scripts
 
 log = structlog.get_logger(__name__)
 

@@ -6,11 +6,11 @@ import psycopg_pool
 import structlog
 from redis.asyncio import Redis
 
-from shared import keys
 from shared.archive_rows import COLUMNS
 from shared.commands import requeue_from_archive
-from shared.connections import store_errors
 from shared.ids import parse_session_id
+from shared.store import keys
+from shared.store.connections import store_errors
 
 log = structlog.get_logger(__name__)
 

@@ -24,12 +24,12 @@ from poller.prompts import PromptDelivery
 from poller.status_board import StatusBoard
 from poller.ticker import Cadence
 from poller.writer import StateWriter
-from shared import keys
-from shared.connections import store_errors
 from shared.errors import LeaseLost, NotFound, OpenCodeError, Unavailable
-from shared.lua import Claimed, Scripts
 from shared.models import as_text, dumps, index_event
 from shared.opencode.client import OpenCodeClient
+from shared.store import keys
+from shared.store.connections import store_errors
+from shared.store.lua import Claimed, Scripts
 
 log = structlog.get_logger(__name__)
 

@@ -20,14 +20,14 @@ from poller.reconcile import reconcile_once
 from poller.status_board import StatusBoard
 from poller.ticker import every
 from poller.tracker import SessionTracker, TrackerDeps
-from shared import keys
 from shared.config import Settings
-from shared.connections import store_errors
 from shared.errors import SessionLayerError
 from shared.ids import SessionId
-from shared.lua import Claimed, Scripts
 from shared.models import as_text, dumps
 from shared.opencode.client import OpenCodeClient
+from shared.store import keys
+from shared.store.connections import store_errors
+from shared.store.lua import Claimed, Scripts
 
 log = structlog.get_logger(__name__)
 

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from poller.diff import NO_CHANGE, Delta
-from shared.connections import store_errors
 from shared.errors import LeaseLost
-from shared.lua import Claimed, Scripts, StateChange
 from shared.models import dumps, index_event, part_key
+from shared.store.connections import store_errors
+from shared.store.lua import Claimed, Scripts, StateChange
 
 
 def _now_ms() -> int:

@@ -17,12 +17,12 @@ from psycopg.types.json import Jsonb
 from redis.asyncio import Redis
 
 from shared.archive_rows import COLUMNS, LAYER_KEY, layer_of, to_epoch_ms, to_timestamp, user_metadata
-from shared.connections import store_errors
 from shared.errors import Conflict, InvalidInput, NotFound, SessionLayerError, Unavailable
 from shared.ids import SessionId, TicketId, new_message_id, parse_session_id, parse_ticket_id
-from shared.lua import Scripts
 from shared.models import SESSION_TYPES, dumps, index_event, part_key, prompt_entry
 from shared.opencode.client import OpenCodeClient
+from shared.store.connections import store_errors
+from shared.store.lua import Scripts
 
 log = structlog.get_logger(__name__)
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared import keys
 from shared.archive_rows import COLUMNS, row_to_session, to_timestamp
-from shared.connections import store_errors
 from shared.errors import InvalidInput, NotFound
 from shared.ids import SessionId, parse_session_id, parse_ticket_id
 from shared.models import as_text, assemble_state
+from shared.store import keys
+from shared.store.connections import store_errors
 
 
 async def read_live(redis: Redis, session_id: SessionId) -> dict[str, Any] | None:

@@ -19,8 +19,8 @@ from poller.diff import Mirror, diff
 from poller.writer import StateWriter
 from shared.embedded import start_redis
 from shared.ids import SessionId
-from shared.lua import Scripts
 from shared.models import dumps, index_event
+from shared.store.lua import Scripts
 from tests.perf.load_opencode import transcript
 
 INFO_COMMAND_BYTES = len(b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n")  # the second INFO counts itself

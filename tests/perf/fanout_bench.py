@@ -20,12 +20,12 @@ import anyio
 import psycopg
 from redis.asyncio import Redis
 
-from shared import keys
 from shared.embedded import start_postgres, start_redis
 from shared.ids import SessionId
-from shared.lua import Scripts
-from shared.migrate import migrate
 from shared.models import index_event
+from shared.store import keys
+from shared.store.lua import Scripts
+from shared.store.migrate import migrate
 from tests.helpers import free_port, wait_port
 from tests.perf.procstat import percentile, raise_fd_limit, usage
 

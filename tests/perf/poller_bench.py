@@ -16,8 +16,8 @@ import anyio
 from redis.asyncio import Redis
 
 from shared.ids import SessionId
-from shared.lua import Scripts
 from shared.models import index_event
+from shared.store.lua import Scripts
 from tests.perf.common import Stack, child, free_port, histogram_quantile, scrape, servers
 from tests.perf.procstat import usage
 

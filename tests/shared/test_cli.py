@@ -19,10 +19,10 @@ import anyio
 import httpx
 import pytest
 
-from shared import keys
 from shared.archive_rows import COLUMNS
 from shared.ids import SessionId, TicketId
-from shared.migrate import load_migrations
+from shared.store import keys
+from shared.store.migrate import load_migrations
 from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.anyio

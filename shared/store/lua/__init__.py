@@ -1,6 +1,6 @@
 """The Lua scripts, loaded once from package data, each behind a typed async method.
 
-Every key a script touches is named by shared.keys; callers pass parsed ids, never key strings.
+Every key a script touches is named by shared.store.keys; callers pass parsed ids, never key strings.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared import keys
 from shared.ids import SessionId, TicketId
 from shared.models import as_text, dumps
+from shared.store import keys
 
 LEASE_PREFIX = keys.lease(SessionId(""))
 JOB_PREFIX = keys.job(SessionId(""))
@@ -23,7 +23,7 @@ NO_TICKET = "opencode:ticket:-:active"  # a placeholder key for scripts whose ti
 
 
 def _load(name: str) -> str:
-    return files("shared.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    return files("shared.store.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)

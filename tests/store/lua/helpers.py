@@ -5,8 +5,8 @@ import json
 from redis.asyncio import Redis
 
 from shared.ids import SessionId
-from shared.lua import Scripts
 from shared.models import index_event, prompt_entry
+from shared.store.lua import Scripts
 
 SID = SessionId("ses_" + "a" * 26)
 SID2 = SessionId("ses_" + "b" * 26)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from shared import keys
-from shared.lua import Claimed, Scripts
 from shared.models import prompt_entry
-from tests.shared.lua.helpers import SID, enqueue
+from shared.store import keys
+from shared.store.lua import Claimed, Scripts
+from tests.store.lua.helpers import SID, enqueue
 
 pytestmark = pytest.mark.anyio
 

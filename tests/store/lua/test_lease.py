@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared import keys
-from shared.lua import Claimed
-from tests.shared.lua.helpers import SID, SID2, enqueue
+from shared.store import keys
+from shared.store.lua import Claimed
+from tests.store.lua.helpers import SID, SID2, enqueue
 
 pytestmark = pytest.mark.anyio
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from shared import keys
 from shared.ids import TicketId
-from shared.lua import Claimed
 from shared.models import prompt_entry
-from tests.shared.lua.helpers import SID, SID2, enqueue
+from shared.store import keys
+from shared.store.lua import Claimed
+from tests.store.lua.helpers import SID, SID2, enqueue
 
 pytestmark = pytest.mark.anyio
 TICKET = TicketId("T-1")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from shared import keys
-from shared.lua import Claimed, StateChange
-from tests.shared.lua.helpers import SID, decode, enqueue
+from shared.store import keys
+from shared.store.lua import Claimed, StateChange
+from tests.store.lua.helpers import SID, decode, enqueue
 
 pytestmark = pytest.mark.anyio
 
