@@ -29,7 +29,8 @@ from shared.models import as_text, dumps, index_event
 from shared.opencode.client import OpenCodeClient
 from shared.store import keys
 from shared.store.connections import store_errors
-from shared.store.lua import Claimed, Scripts
+from shared.store.lease import Lease
+from shared.store.lua import Scripts
 
 log = structlog.get_logger(__name__)
 
@@ -60,11 +61,11 @@ class TrackerDeps:
 class SessionTracker:
     """Mirrors one OpenCode session into Redis until it ends and is archived, or the lease is lost."""
 
-    def __init__(self, deps: TrackerDeps, lease: Claimed, lease_valid: Callable[[], bool]) -> None:
+    def __init__(self, deps: TrackerDeps, lease: Lease, lease_valid: Callable[[], bool]) -> None:
         self._deps = deps
         self._lease = lease
         self._sid = lease.session_id
-        self._epoch = int(lease.token.split(":", 1)[0])
+        self._epoch = lease.epoch
         self._prompts = PromptDelivery(deps.opencode, self._sid, lease_valid)
         self._opencode_backoff = Backoff(deps.poll_interval_s, 10 * deps.poll_interval_s, deps.retry_deadline_s)
         self._store_backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)

@@ -27,7 +27,8 @@ from shared.models import as_text, dumps
 from shared.opencode.client import OpenCodeClient
 from shared.store import keys
 from shared.store.connections import store_errors
-from shared.store.lua import Claimed, Scripts
+from shared.store.lease import Lease
+from shared.store.lua import Scripts
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +43,7 @@ CLAIM_BATCH = 50  # per tick: a replica that starts first does not take the whol
 class Held:
     """A lease this replica holds, the scope that stops its tracker, and until when the lease surely holds."""
 
-    lease: Claimed
+    lease: Lease
     valid_until: float
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     tracker: SessionTracker | None = None

@@ -10,7 +10,8 @@ from poller.diff import NO_CHANGE, Delta
 from shared.errors import LeaseLost
 from shared.models import dumps, index_event, part_key
 from shared.store.connections import store_errors
-from shared.store.lua import Claimed, Scripts, StateChange
+from shared.store.lease import Lease
+from shared.store.lua import Scripts, StateChange
 
 
 def _now_ms() -> int:
@@ -32,7 +33,7 @@ class StateWriter:
 
     async def apply(
         self,
-        lease: Claimed,
+        lease: Lease,
         delta: Delta = NO_CHANGE,
         *,
         status: str | None = None,
