@@ -10,20 +10,19 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from shared import commands, keys
-from shared.archive_rows import COLUMNS, LAYER_KEY, to_epoch_ms
+from shared import commands
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.ids import SessionId, TicketId, parse_message_id, parse_session_id
+from shared.store import archive, keys
+from shared.store.archive import LAYER_KEY, ArchiveRow, to_epoch_ms
 
 pytestmark = pytest.mark.anyio
 
 UNKNOWN = SessionId("ses_000000000000AAAAAAAAAAAAAA")  # the ses_ form, but no store has it
 
 
-async def row_of(db: Any, sid: str) -> Any:
-    cur = await db.execute(f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = %s", (sid,))
-    row = await cur.fetchone()
-    return tuple(row) if row else None
+async def row_of(db: Any, sid: str) -> ArchiveRow | None:
+    return await archive.fetch(db, SessionId(sid))
 
 
 async def row_count(db: Any) -> int:
@@ -127,8 +126,7 @@ async def test_enqueue_writes_the_row_and_the_live_state_together(redis, db, ope
     # PostgreSQL: the pending row, user metadata kept beside our bookkeeping
     row = await row_of(db, sid)
     assert row is not None
-    _, ticket_id, session_type, status, messages, metadata, started_at, completed_at, error = row
-    assert (ticket_id, session_type, status, messages, completed_at, error) == (
+    assert (row.ticket_id, row.session_type, row.status, row.messages, row.completed_at, row.error_message) == (
         "T-42",
         "chat",
         "pending",
@@ -136,12 +134,12 @@ async def test_enqueue_writes_the_row_and_the_live_state_together(redis, db, ope
         None,
         None,
     )
-    assert {k: metadata[k] for k in user_meta} == user_meta
-    layer = metadata[LAYER_KEY]
+    assert {k: row.metadata[k] for k in user_meta} == user_meta
+    layer = row.metadata[LAYER_KEY]
     assert layer["title"] == "A title" and layer["epoch"] == 0
     [prompt] = layer["prompts"]
     assert prompt["text"] == "ECHO hello" and parse_message_id(prompt["messageID"])
-    assert abs(to_epoch_ms(started_at) - state["startedAt"]) <= 1
+    assert abs(to_epoch_ms(row.started_at) - state["startedAt"]) <= 1
 
     # Redis: job, prompt, queue entry, state, live index and ticket pointer; nothing else
     assert await redis_keys(redis) == {
@@ -182,8 +180,8 @@ async def test_enqueue_without_ticket_or_prompt_queues_an_empty_job(redis, db, o
     assert await redis_keys(redis) == {keys.job(sid), keys.QUEUE, keys.session(sid), keys.LIVE_INDEX, keys.JOB_REVS}
     assert text(await redis.hgetall(keys.job(sid)))["ticketId"] == ""
     row = await row_of(db, sid)
-    assert row is not None and row[1] is None and row[2] == "admin"
-    assert row[5] == {LAYER_KEY: {"title": None, "prompts": [], "epoch": 0}}
+    assert row is not None and row.ticket_id is None and row.session_type == "admin"
+    assert row.metadata == {LAYER_KEY: {"title": None, "prompts": [], "epoch": 0}}
     assert state["metadata"] == {}
 
 
@@ -228,9 +226,9 @@ async def test_send_to_an_archived_session_revives_it(redis, db):
     await insert_archived(db, sid, "completed", ticket="T-5")
     message_id = await commands.send(redis, db, sid, "ECHO again")
     row = await row_of(db, sid)
-    assert row is not None and row[3] == "pending" and row[7] is None
-    assert row[5]["owner"] == "tests"
-    assert row[5][LAYER_KEY]["prompts"] == [{"messageID": message_id, "text": "ECHO again"}]
+    assert row is not None and row.status == "pending" and row.completed_at is None
+    assert row.metadata["owner"] == "tests"
+    assert row.metadata[LAYER_KEY]["prompts"] == [{"messageID": message_id, "text": "ECHO again"}]
     job = text(await redis.hgetall(keys.job(sid)))
     assert (job["epoch"], job["cancel"], job["ticketId"], job["title"]) == ("3", "0", "T-5", "old")
     assert [json.loads(p)["messageID"] for p in await redis.lrange(keys.prompts(sid), 0, -1)] == [message_id]
@@ -244,7 +242,7 @@ async def test_cancel_of_a_live_session_is_requested(redis, db, opencode):
     assert await commands.cancel(redis, db, sid) == "requested"
     job = text(await redis.hgetall(keys.job(sid)))
     assert job["cancel"] == "1" and job["promptsRev"] == "1"
-    assert (await row_of(db, sid))[3] == "pending"  # the poller, not cancel, archives it
+    assert (await row_of(db, sid)).status == "pending"  # the poller, not cancel, archives it
 
 
 @pytest.mark.parametrize("status", ["completed", "error", "cancelled"])
@@ -254,7 +252,7 @@ async def test_cancel_of_an_archived_finished_session_is_a_conflict(redis, db, s
     with pytest.raises(Conflict, match=status):
         await commands.cancel(redis, db, sid)
     assert await redis_keys(redis) == set()
-    assert (await row_of(db, sid))[3] == status
+    assert (await row_of(db, sid)).status == status
 
 
 async def test_cancel_of_an_unknown_session_is_not_found(redis, db):
