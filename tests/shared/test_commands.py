@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from shared import commands
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.errors import Conflict, InvalidInput, NotFound, Unavailable
 from shared.ids import SessionId, TicketId, parse_message_id, parse_session_id
 from shared.store import archive, keys
 from shared.store.archive import LAYER_KEY, ArchiveRow, to_epoch_ms
@@ -268,6 +268,38 @@ async def test_cancel_of_a_pending_row_whose_live_state_was_lost_queues_it_cance
     job = text(await redis.hgetall(keys.job(sid)))
     assert (job["cancel"], job["epoch"]) == ("1", "3")
     assert await redis.zscore(keys.QUEUE, sid) is not None
+
+
+async def test_cancel_is_recorded_in_the_row_for_the_backstop(redis, db, opencode):
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO hi")
+    sid = SessionId(state["sessionId"])
+    assert not (await row_of(db, sid)).cancel_requested
+    assert await commands.cancel(redis, db, sid) == "requested"
+    row = await row_of(db, sid)
+    assert row.cancel_requested and row.metadata[LAYER_KEY]["cancel"] is True
+    assert [p["text"] for p in row.prompts] == ["ECHO hi"] and row.epoch == 0  # the rest of the layer is kept
+
+
+async def test_cancel_when_postgres_is_down_is_unavailable_and_leaves_redis_alone(redis, db, opencode, schema):
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO hi")
+    sid = SessionId(state["sessionId"])
+    before = {key: await redis.dump(key) for key in await redis.keys("*")}
+    async with await psycopg.AsyncConnection.connect(schema, autocommit=True) as gone:
+        await db.execute("SELECT pg_terminate_backend(%s)", (gone.info.backend_pid,))  # PostgreSQL drops it
+        with pytest.raises(Unavailable, match=r"^PostgreSQL is unreachable"):
+            await commands.cancel(redis, gone, sid)
+    assert {key: await redis.dump(key) for key in await redis.keys("*")} == before
+    assert text(await redis.hgetall(keys.job(sid)))["cancel"] == "0"
+    assert not (await row_of(db, sid)).cancel_requested
+
+
+async def test_send_to_an_archived_cancelled_session_forgets_the_old_cancel(redis, db):
+    sid = SessionId("ses_444444444444EEEEEEEEEEEEEE")
+    await insert_archived(db, sid, "cancelled", layer={"title": "old", "prompts": [], "epoch": 2, "cancel": True})
+    await commands.send(redis, db, sid, "ECHO again")
+    row = await row_of(db, sid)
+    assert row.status == "pending" and not row.cancel_requested
+    assert text(await redis.hgetall(keys.job(sid)))["cancel"] == "0"
 
 
 async def test_a_session_that_cannot_be_recorded_is_taken_back_from_opencode(
