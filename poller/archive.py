@@ -2,7 +2,8 @@
 
 The row is written when a poller claims a session (status `running`, the PostgreSQL backstop) and once
 more, idempotently, when it ends. A writer whose epoch is older than the row's is refused: a poller that
-was paused past its lease cannot overwrite what the new owner archived.
+was paused past its lease cannot overwrite what the new owner archived. The statements are in
+shared.store.archive.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ class Archive:
 
     async def record_claim(self, session: LiveState, epoch: int, prompts: Sequence[Mapping[str, str]]) -> bool:
         """Mark the row `running` (creating it for jobs enqueued straight into Redis) and record the prompts."""
-        return await self._write(session, epoch, status="running", prompts=prompts, keep_messages=True)
+        with store_errors("PostgreSQL"):
+            async with self._pool.connection() as conn, conn.transaction():
+                return await upsert_fenced(
+                    conn, session, epoch, status="running", prompts=prompts, keep_messages=True, now_ms=_now_ms()
+                )
 
     async def record_final(
         self,
@@ -44,11 +49,16 @@ class Archive:
     ) -> bool:
         """The archive itself: every message as OpenCode returned it, the final status and error."""
         now = _now_ms()
-        return await self._write(
-            session, epoch, status=status, messages=messages, error=error, completed_ms=now, extra_layer={"seq": seq}
-        )
-
-    async def _write(self, session: LiveState, epoch: int, **fields: Any) -> bool:
         with store_errors("PostgreSQL"):
             async with self._pool.connection() as conn, conn.transaction():
-                return await upsert_fenced(conn, session, epoch, now_ms=_now_ms(), **fields)
+                return await upsert_fenced(
+                    conn,
+                    session,
+                    epoch,
+                    status=status,
+                    messages=messages,
+                    error=error,
+                    completed_ms=now,
+                    extra_layer={"seq": seq},
+                    now_ms=now,
+                )
