@@ -9,7 +9,7 @@
 # Every dependency is installed at uv.lock's version with its hash checked (uv itself comes from
 # .ci/uv-requirements.txt, hash-checked too), so the image built next month is the image built today. The project
 # is installed as a wheel (not editable): sql/*.sql travels as wheel data-files and lands in
-# $PREFIX/share/opencode-session-layer/sql, where shared.migrate.sql_dir() looks when there is no checkout.
+# $PREFIX/share/opencode-session-layer/sql, where shared.store.migrate.sql_dir() looks when there is no checkout.
 # The build's last step checks that, so an image that could not migrate is never produced.
 
 ARG PYTHON_VERSION=3.11
@@ -41,7 +41,7 @@ ENV PYTHONUNBUFFERED=1 \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --require-hashes --no-deps -r /wheels/requirements.txt \
     && pip install --no-deps /wheels/*.whl \
-    && python -c "from shared.migrate import load_migrations; assert load_migrations(), 'no sql/ migrations'" \
+    && python -c "from shared.store.migrate import load_migrations; assert load_migrations(), 'no sql/ migrations'" \
     && groupadd --system --gid 10001 opencode \
     && useradd --system --uid 10001 --gid opencode --home-dir /home/opencode --create-home \
         --shell /usr/sbin/nologin opencode

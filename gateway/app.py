@@ -23,8 +23,8 @@ from gateway.metrics import Metrics
 from gateway.openapi import openapi
 from gateway.state import PING_INTERVAL_S, GatewayState
 from shared.config import Settings
-from shared.connections import pg_pool, redis_client
 from shared.errors import ConfigError
+from shared.store.connections import pg_pool, redis_client
 
 log = structlog.get_logger(__name__)
 

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.state import GatewayState
-from shared.connections import store_errors
 from shared.errors import SessionLayerError
+from shared.store.connections import store_errors
 
 READY_TIMEOUT_S = 2.0
 

@@ -21,11 +21,11 @@ from gateway.endpoints import read_session
 from gateway.fanout import CLOSED, LOST, Published, Signal, Subscription
 from gateway.sse import format_event, ping, retry_line
 from gateway.state import GatewayState
-from shared import keys
 from shared.errors import NotFound, SessionLayerError, Unavailable
 from shared.ids import SessionId, parse_session_id
 from shared.models import FINAL_STATUSES, dumps
 from shared.sessions import live_sessions
+from shared.store import keys
 
 log = structlog.get_logger(__name__)
 

@@ -12,10 +12,10 @@ import structlog
 from poller.metrics import Metrics
 from poller.worker import Worker
 from shared.config import Settings
-from shared.connections import pg_pool, redis_client
 from shared.errors import ConfigError
 from shared.logs import configure_logging
 from shared.opencode.client import OpenCodeClient
+from shared.store.connections import pg_pool, redis_client
 
 log = structlog.get_logger(__name__)
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import structlog
 from anyio.abc import TaskGroup
 
-from shared.connections import store_errors
 from shared.errors import LeaseLost, OpenCodeError, Unavailable
-from shared.lua import Claimed, Scripts
 from shared.opencode.client import OpenCodeClient
+from shared.store.connections import store_errors
+from shared.store.lease import Lease
+from shared.store.lua import Scripts
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +68,7 @@ class PromptDelivery:
         self.pending = [Prompt.parse(raw) for raw in entries]
 
     async def step(
-        self, tg: TaskGroup, scripts: Scripts, lease: Claimed, known_ids: Collection[str], fetched_at: float
+        self, tg: TaskGroup, scripts: Scripts, lease: Lease, known_ids: Collection[str], fetched_at: float
     ) -> None:
         """Drop prompts OpenCode already shows; start sending the next one if it is safe to."""
         while self.pending and self.pending[0].message_id in known_ids and not self.in_flight:

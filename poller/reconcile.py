@@ -6,11 +6,10 @@ import psycopg_pool
 import structlog
 from redis.asyncio import Redis
 
-from shared import keys
-from shared.archive_rows import COLUMNS
 from shared.commands import requeue_from_archive
-from shared.connections import store_errors
 from shared.ids import parse_session_id
+from shared.store import archive, keys
+from shared.store.connections import store_errors
 
 log = structlog.get_logger(__name__)
 
@@ -18,28 +17,24 @@ BATCH = 500
 
 
 async def reconcile_once(redis: Redis, pool: psycopg_pool.AsyncConnectionPool) -> int:
-    """Returns how many sessions were queued again."""
+    """Returns how many sessions were queued again (a cancelled one still cancelled)."""
     with store_errors("PostgreSQL"):
         async with pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT {COLUMNS} FROM opencode_sessions WHERE status IN ('pending', 'running')"
-                " ORDER BY started_at LIMIT %s",
-                (BATCH,),
-            )
-            rows = await cur.fetchall()
+            rows = await archive.unfinished(conn, BATCH)
     if not rows:
         return 0
     with store_errors("Redis"):
         async with redis.pipeline(transaction=False) as pipe:
             for row in rows:
-                pipe.exists(keys.job(parse_session_id(row[0])))
+                pipe.exists(keys.job(parse_session_id(row.id)))
             live = await pipe.execute()
     requeued = 0
     for row, exists in zip(rows, live, strict=True):
         if exists:
             continue
-        with store_errors("Redis"):
-            if await requeue_from_archive(redis, tuple(row)):
-                requeued += 1
-                log.warning("session_requeued_from_archive", session_id=row[0], status=row[3])
+        if await requeue_from_archive(redis, row):
+            requeued += 1
+            log.warning(
+                "session_requeued_from_archive", session_id=row.id, status=row.status, cancel=row.cancel_requested
+            )
     return requeued

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +24,14 @@ from poller.prompts import PromptDelivery
 from poller.status_board import StatusBoard
 from poller.ticker import Cadence
 from poller.writer import StateWriter
-from shared import keys
-from shared.connections import store_errors
 from shared.errors import LeaseLost, NotFound, OpenCodeError, Unavailable
-from shared.lua import Claimed, Scripts
-from shared.models import as_text, dumps, index_event
+from shared.models import as_text, dumps
 from shared.opencode.client import OpenCodeClient
+from shared.store import keys
+from shared.store.connections import store_errors
+from shared.store.lease import Lease
+from shared.store.live import LiveState, read_record
+from shared.store.lua import Scripts
 
 log = structlog.get_logger(__name__)
 
@@ -60,18 +62,18 @@ class TrackerDeps:
 class SessionTracker:
     """Mirrors one OpenCode session into Redis until it ends and is archived, or the lease is lost."""
 
-    def __init__(self, deps: TrackerDeps, lease: Claimed, lease_valid: Callable[[], bool]) -> None:
+    def __init__(self, deps: TrackerDeps, lease: Lease, lease_valid: Callable[[], bool]) -> None:
         self._deps = deps
         self._lease = lease
         self._sid = lease.session_id
-        self._epoch = int(lease.token.split(":", 1)[0])
+        self._epoch = lease.epoch
         self._prompts = PromptDelivery(deps.opencode, self._sid, lease_valid)
         self._opencode_backoff = Backoff(deps.poll_interval_s, 10 * deps.poll_interval_s, deps.retry_deadline_s)
         self._store_backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
         self._retry_at = 0.0
         self._mirror = Mirror()
         self._messages: list[Any] = []
-        self._session: dict[str, Any] = {}
+        self._session = LiveState(session_id=self._sid)  # read from Redis by _load()
         self._writer: StateWriter | None = None
         self._prompts_rev: str | None = None
         self._cancel = False
@@ -164,30 +166,15 @@ class SessionTracker:
 
     async def _load(self) -> None:
         """Start from what Redis holds, so the first diff writes only what differs from it."""
-        sid = self._sid
-        with store_errors("Redis"):
-            async with self._deps.redis.pipeline(transaction=True) as pipe:
-                pipe.hgetall(keys.session(sid))
-                pipe.hgetall(keys.session_messages(sid))
-                pipe.hgetall(keys.session_parts(sid))
-                fields, infos, parts = await pipe.execute()
-        if not fields:
+        record = await read_record(self._deps.redis, self._sid)
+        if record is None:
             raise LeaseLost("the session has no live state (Redis lost it; the backstop will re-queue it)")
-        raw = {k.decode(): v.decode() for k, v in fields.items()}
-        self._session = {
-            "sessionId": sid,
-            "ticketId": raw.get("ticketId") or None,
-            "sessionType": raw.get("sessionType") or "chat",
-            "title": raw.get("title") or None,
-            "status": raw.get("status"),
-            "startedAt": int(raw.get("startedAt") or 0) or None,
-            "metadata": json.loads(raw.get("metadata") or "null"),
-        }
-        self._mirror.infos = {k.decode(): json.loads(v) for k, v in infos.items()}
-        self._mirror.parts = {k.decode(): json.loads(v) for k, v in parts.items()}
-        self._mirror.tool_calls = json.loads(raw.get("currentToolCalls") or "[]")
+        self._session = record.state
+        self._mirror.infos = record.infos
+        self._mirror.parts = record.parts
+        self._mirror.tool_calls = record.state.current_tool_calls
         self._writer = StateWriter(self._deps.scripts, self._session)
-        self._writer.seq = int(raw.get("seq") or 0)
+        self._writer.seq = record.state.seq
 
     async def _tick(self, tg: TaskGroup, poll_opencode: bool = True) -> bool:
         """One tick; True when the session ended and is archived."""
@@ -353,17 +340,17 @@ class SessionTracker:
                 await anyio.sleep(delay)
         if not stored:
             raise LeaseLost("PostgreSQL holds a newer owner's epoch")
-        completed = {**self._session, "status": status, "updatedAt": int(time.time() * 1000)}
+        completed = dataclasses.replace(self._session, status=status, updated_at=int(time.time() * 1000))
         event = dumps({"type": "complete", "sessionId": self._sid, "status": status, "error": error})
         while True:
             try:
                 with store_errors("Redis"):
                     seq = await self._deps.scripts.finish(
                         self._lease,
-                        self._session.get("ticketId"),
+                        self._session.ticket_id,
                         prompts_rev=rev,
                         event=event,
-                        index_event=index_event("ended", completed),
+                        index_event=completed.index_event("ended"),
                     )
                 break
             except Unavailable as exc:

@@ -20,14 +20,15 @@ from poller.reconcile import reconcile_once
 from poller.status_board import StatusBoard
 from poller.ticker import every
 from poller.tracker import SessionTracker, TrackerDeps
-from shared import keys
 from shared.config import Settings
-from shared.connections import store_errors
 from shared.errors import SessionLayerError
 from shared.ids import SessionId
-from shared.lua import Claimed, Scripts
 from shared.models import as_text, dumps
 from shared.opencode.client import OpenCodeClient
+from shared.store import keys
+from shared.store.connections import store_errors
+from shared.store.lease import Lease
+from shared.store.lua import Scripts
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +43,7 @@ CLAIM_BATCH = 50  # per tick: a replica that starts first does not take the whol
 class Held:
     """A lease this replica holds, the scope that stops its tracker, and until when the lease surely holds."""
 
-    lease: Claimed
+    lease: Lease
     valid_until: float
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     tracker: SessionTracker | None = None

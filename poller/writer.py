@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from poller.diff import NO_CHANGE, Delta
-from shared.connections import store_errors
 from shared.errors import LeaseLost
-from shared.lua import Claimed, Scripts, StateChange
-from shared.models import dumps, index_event, part_key
+from shared.models import dumps, part_key
+from shared.store.connections import store_errors
+from shared.store.lease import Lease
+from shared.store.live import LiveState, encode_change
+from shared.store.lua import Scripts, StateChange
 
 
 def _now_ms() -> int:
@@ -20,19 +21,19 @@ def _now_ms() -> int:
 class StateWriter:
     """Writes for one session; `writes` counts Redis state writes (an unchanged poll must add none)."""
 
-    def __init__(self, scripts: Scripts, session: Mapping[str, Any]) -> None:
+    def __init__(self, scripts: Scripts, session: LiveState) -> None:
         self._scripts = scripts
-        self._session = dict(session)  # sessionId, ticketId, sessionType, title, startedAt, status
+        self._session = session  # what the live-index events say: status and updatedAt follow our writes
         self.writes = 0
         self.seq = 0
 
     @property
     def status(self) -> str:
-        return str(self._session.get("status"))
+        return self._session.status
 
     async def apply(
         self,
-        lease: Claimed,
+        lease: Lease,
         delta: Delta = NO_CHANGE,
         *,
         status: str | None = None,
@@ -42,30 +43,23 @@ class StateWriter:
 
         Nothing to write (no delta, same status) writes nothing and returns the current seq.
         """
-        status_changed = status is not None and status != self._session.get("status")
+        status_changed = status is not None and status != self._session.status
         if not delta and not status_changed:
             return self.seq
         now = _now_ms()
-        state: dict[str, Any] = {"updatedAt": now}
-        fields: dict[str, str] = {"updatedAt": str(now)}
+        fields, event_state = encode_change(
+            now, status=status if status_changed else None, error=error, tool_calls=delta.tool_calls
+        )
         if status_changed:
-            state["status"] = fields["status"] = str(status)
-            state["error"] = error
-            fields["error"] = error or ""
-            self._session.update(status=status, updatedAt=now)
-        if delta.tool_calls is not None:
-            state["currentToolCalls"] = delta.tool_calls
-            fields["currentToolCalls"] = dumps(delta.tool_calls)
-        infos = {info["id"]: dumps(info) for info in delta.infos}
-        parts = {part_key(part): dumps(part) for part in delta.parts}
+            self._session = dataclasses.replace(self._session, status=str(status), updated_at=now)
         change = StateChange(
             fields=fields,
-            messages=infos,
-            parts=parts,
+            messages={info["id"]: dumps(info) for info in delta.infos},
+            parts={part_key(part): dumps(part) for part in delta.parts},
             removed_messages=delta.removed_messages,
             removed_parts=delta.removed_parts,
-            event_state=dumps(state),
-            index_event=index_event("status", self._session) if status_changed else "",
+            event_state=event_state,
+            index_event=self._session.index_event("status") if status_changed else "",
         )
         with store_errors("Redis"):
             seq = await self._scripts.apply(lease, change)

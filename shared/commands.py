@@ -11,26 +11,24 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import psycopg
 import structlog
-from psycopg.types.json import Jsonb
 from redis.asyncio import Redis
 
-from shared.archive_rows import COLUMNS, LAYER_KEY, layer_of, to_epoch_ms, to_timestamp, user_metadata
-from shared.connections import store_errors
 from shared.errors import Conflict, InvalidInput, NotFound, SessionLayerError, Unavailable
-from shared.ids import SessionId, TicketId, new_message_id, parse_session_id, parse_ticket_id
-from shared.lua import Scripts
-from shared.models import SESSION_TYPES, dumps, index_event, part_key, prompt_entry
+from shared.ids import SessionId, new_message_id, parse_session_id, parse_ticket_id
+from shared.models import SESSION_TYPES, dumps, part_key, prompt_entry
 from shared.opencode.client import OpenCodeClient
+from shared.store import archive
+from shared.store.archive import LAYER_KEY, ArchiveRow, PgConnection
+from shared.store.connections import store_errors
+from shared.store.live import LiveState
+from shared.store.lua import Scripts
 
 log = structlog.get_logger(__name__)
 
 MAX_PROMPT_CHARS = 1_000_000
 MAX_TITLE_CHARS = 500
 MAX_METADATA_BYTES = 64 * 1024
-
-PgConnection = psycopg.AsyncConnection[Any]
 
 
 def parse_session_type(value: object) -> str:
@@ -89,31 +87,44 @@ async def enqueue(
     session = await opencode.create_session(title=title)
     sid = parse_session_id(session["id"])
     prompts = [{"messageID": new_message_id(), "text": text}] if text is not None else []
-    started_ms = _now_ms()
-    stored_meta = {**user_meta, LAYER_KEY: {"title": title, "prompts": prompts, "epoch": 0}}
+    now = _now_ms()
+    state = LiveState(
+        session_id=sid,
+        ticket_id=ticket,
+        session_type=kind,
+        title=title,
+        started_at=now,
+        updated_at=now,
+        metadata=user_meta,
+    )
     try:
-        with store_errors("PostgreSQL"):
-            try:
-                await db.execute(
-                    f"INSERT INTO opencode_sessions ({COLUMNS})"
-                    " VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL)",
-                    (sid, ticket, kind, Jsonb(stored_meta), to_timestamp(started_ms)),
-                )
-            except psycopg.errors.ForeignKeyViolation:
-                raise InvalidInput(f"unknown ticket {ticket}: the tickets table has no such id") from None
+        await archive.insert_pending(db, state, user_metadata=user_meta, prompts=prompts)
     except BaseException:
         await _forget(opencode, sid)  # not recorded anywhere: leave no empty session behind in OpenCode
         raise
-    state = _pending_state(sid, ticket, kind, title, user_meta, started_ms)
     entries = [prompt_entry(p["messageID"], p["text"]) for p in prompts]
     try:
-        await _queue(redis, sid, ticket, state, entries, epoch=0, metadata=user_meta)
+        await _queue(redis, state, entries, epoch=0)
     except Unavailable as exc:
         # The row is in PostgreSQL: the pollers' backstop queues it once Redis is back. Say so, so that the
         # caller does not enqueue a duplicate.
         raise Unavailable(f"{exc.message}; session {sid} is recorded and will be queued when Redis is back") from exc
     log.info("session_enqueued", session_id=sid, session_type=kind, prompts=len(prompts))
-    return {**state, "metadata": user_meta, "messages": [], "currentToolCalls": [], "seq": 1, "live": True}
+    return {
+        "sessionId": sid,
+        "ticketId": ticket,
+        "sessionType": kind,
+        "status": "pending",
+        "title": title,
+        "error": None,
+        "startedAt": now,
+        "updatedAt": now,
+        "metadata": user_meta,
+        "messages": [],
+        "currentToolCalls": [],
+        "seq": 1,
+        "live": True,
+    }
 
 
 async def _forget(opencode: OpenCodeClient, sid: SessionId) -> None:
@@ -135,14 +146,7 @@ async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> st
             log.info("prompt_queued", session_id=sid, message_id=message_id)
             return message_id
     row = await _archived_row(db, sid)
-    layer = layer_of(row[5])
-    layer["prompts"] = [*layer.get("prompts", []), {"messageID": message_id, "text": body}]
-    with store_errors("PostgreSQL"):
-        await db.execute(
-            "UPDATE opencode_sessions SET status = 'pending', completed_at = NULL, error_message = NULL,"
-            " metadata = jsonb_set(coalesce(metadata, '{}'::jsonb), %s, %s) WHERE id = %s",
-            ([LAYER_KEY], Jsonb(layer), sid),
-        )
+    await archive.reopen(db, row, {"messageID": message_id, "text": body})
     await _revive(redis, row, [entry], cancel=False)
     log.info("session_revived", session_id=sid, message_id=message_id)
     return message_id
@@ -151,85 +155,56 @@ async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> st
 async def cancel(redis: Redis, db: PgConnection, session_id: str) -> str:
     """Ask the owner to abort the session (or a poller to drop it before it starts); final status `cancelled`.
 
-    Returns "requested"; raises Conflict when the session already ended, NotFound when it never existed.
+    The request is recorded in the row first, so the PostgreSQL backstop re-queues the session still cancelled
+    if Redis loses it. Returns "requested"; raises Conflict when the session already ended, NotFound when it
+    never existed.
     """
     sid = parse_session_id(session_id)
+    row = await archive.request_cancel(db, sid)
     with store_errors("Redis"):
         if await Scripts(redis).cancel(sid):
             log.info("cancel_requested", session_id=sid)
             return "requested"
-    row = await _archived_row(db, sid)
-    if row[3] not in ("pending", "running"):
-        raise Conflict(f"session {sid} already ended with status {row[3]}")
+    if row is None:
+        row = await _archived_row(db, sid)
+        if not row.unfinished:
+            raise Conflict(f"session {sid} already ended with status {row.status}")
     # Live state was lost (Redis restarted): queue it again, already cancelled, rather than wait for the backstop.
     await _revive(redis, row, [], cancel=True)
+    log.info("cancel_requested", session_id=sid, revived=True)
     return "requested"
-
-
-def _pending_state(
-    sid: SessionId,
-    ticket: TicketId | None,
-    kind: str,
-    title: str | None,
-    user_meta: Mapping[str, Any] | None,
-    started_ms: int,
-) -> dict[str, Any]:
-    return {
-        "sessionId": sid,
-        "ticketId": ticket,
-        "sessionType": kind,
-        "status": "pending",
-        "title": title,
-        "error": None,
-        "startedAt": started_ms,
-        "updatedAt": _now_ms(),
-    }
 
 
 async def _queue(
     redis: Redis,
-    sid: SessionId,
-    ticket: TicketId | None,
-    state: Mapping[str, Any],
+    state: LiveState,
     prompts: list[str],
     *,
     epoch: int,
-    metadata: Mapping[str, Any] | None = None,
     messages: list[Any] | None = None,
     cancel: bool = False,
     if_exists: str = "append",
 ) -> int:
     job = {
-        "sessionId": sid,
-        "ticketId": ticket or "",
-        "sessionType": str(state["sessionType"]),
-        "title": state.get("title") or "",
-        "createdAt": str(state["updatedAt"]),
+        "sessionId": state.session_id,
+        "ticketId": state.ticket_id or "",
+        "sessionType": state.session_type,
+        "title": state.title or "",
+        "createdAt": str(state.updated_at),
         "cancel": "1" if cancel else "0",
         # Fencing epochs only grow: a revived job continues from the last owner recorded in PostgreSQL.
         "epoch": str(epoch),
-    }
-    fields = {
-        "sessionId": sid,
-        "ticketId": ticket or "",
-        "sessionType": str(state["sessionType"]),
-        "status": "pending",
-        "title": state.get("title") or "",
-        "error": "",
-        "startedAt": str(state["startedAt"]),
-        "currentToolCalls": "[]",
-        "metadata": dumps(metadata) if metadata is not None else "null",
     }
     infos = {m["info"]["id"]: dumps(m["info"]) for m in messages or []}
     parts = {part_key(p): dumps(p) for m in messages or [] for p in m["parts"]}
     with store_errors("Redis"):
         created = await Scripts(redis).enqueue(
-            sid,
-            ticket,
+            state.session_id,
+            state.ticket_id,
             job=job,
-            state=fields,
+            state=state.encode(),
             prompts=prompts,
-            index_event=index_event("appeared", state),
+            index_event=state.index_event("appeared"),
             messages=infos,
             parts=parts,
             if_exists=if_exists,
@@ -237,55 +212,33 @@ async def _queue(
     return created
 
 
-async def _archived_row(db: PgConnection, sid: SessionId) -> tuple[Any, ...]:
-    with store_errors("PostgreSQL"):
-        cur = await db.execute(f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = %s", (sid,))
-        row = await cur.fetchone()
+async def _archived_row(db: PgConnection, sid: SessionId) -> ArchiveRow:
+    row = await archive.fetch(db, sid)
     if row is None:
         raise NotFound(f"session {sid} not found")
-    return tuple(row)
+    return row
 
 
-async def _revive(redis: Redis, row: tuple[Any, ...], prompts: list[str], *, cancel: bool) -> int:
+async def _revive(redis: Redis, row: ArchiveRow, prompts: list[str], *, cancel: bool) -> int:
     """Recreate live state from an archived row, seeded with its messages, so readers see no gap."""
-    sid, ticket_id, kind, _status, messages, metadata, started_at, _completed, _error = row
-    layer = layer_of(metadata)
-    ticket = parse_ticket_id(ticket_id) if ticket_id else None
-    started_ms = to_epoch_ms(started_at) or _now_ms()
-    state = _pending_state(sid, ticket, kind, layer.get("title"), None, started_ms)
-    return await _queue(
-        redis,
-        sid,
-        ticket,
-        state,
-        prompts,
-        epoch=int(layer.get("epoch") or 0),
-        metadata=user_metadata(metadata),
-        messages=messages or [],
-        cancel=cancel,
-    )
+    state = row.pending_state(_now_ms())
+    return await _queue(redis, state, prompts, epoch=row.epoch, messages=row.messages or [], cancel=cancel)
 
 
-async def requeue_from_archive(redis: Redis, row: tuple[Any, ...]) -> bool:
+async def requeue_from_archive(redis: Redis, row: ArchiveRow) -> bool:
     """The PostgreSQL backstop: queue a pending/running row whose live state is gone. False if it is live.
 
-    Every prompt the row records is queued again; the poller skips those OpenCode already has.
+    Every prompt the row records is queued again (the poller skips those OpenCode already has), and a cancel
+    the row records travels with the job, so the new owner aborts the session.
     """
-    layer = layer_of(row[5])
-    prompts = [prompt_entry(p["messageID"], p["text"]) for p in layer.get("prompts", [])]
-    sid, ticket_id, kind, _status, messages, metadata, started_at, _completed, _error = row
-    ticket = parse_ticket_id(ticket_id) if ticket_id else None
-    state = _pending_state(sid, ticket, kind, layer.get("title"), None, to_epoch_ms(started_at) or _now_ms())
+    prompts = [prompt_entry(p["messageID"], p["text"]) for p in row.prompts]
     created = await _queue(
         redis,
-        sid,
-        ticket,
-        state,
+        row.pending_state(_now_ms()),
         prompts,
-        epoch=int(layer.get("epoch") or 0),
-        metadata=user_metadata(metadata),
-        messages=messages or [],
-        cancel=bool(layer.get("cancel")),
+        epoch=row.epoch,
+        messages=row.messages or [],
+        cancel=row.cancel_requested,
         if_exists="skip",
     )
     return created == 1

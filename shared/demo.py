@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared import commands
-from shared.connections import pg_connect, redis_client
 from shared.opencode.client import OpenCodeClient
+from shared.store.connections import pg_connect, redis_client
 
 DEMO_TICKET = "demo"
 DEMO_SESSIONS: tuple[tuple[str, str], ...] = (

@@ -39,8 +39,6 @@ import anyio
 import httpx
 import redis
 
-from shared import keys
-from shared.connections import pg_connect, store_errors
 from shared.embedded import (
     EmbeddedServerError,
     PostgresServer,
@@ -50,7 +48,9 @@ from shared.embedded import (
     start_redis,
 )
 from shared.errors import SessionLayerError
-from shared.migrate import migrate
+from shared.store import keys
+from shared.store.connections import pg_connect, store_errors
+from shared.store.migrate import migrate
 
 HOST = "127.0.0.1"
 DEFAULT_GATEWAY_PORT = 8080

@@ -8,30 +8,23 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared import keys
-from shared.archive_rows import COLUMNS, row_to_session, to_timestamp
-from shared.connections import store_errors
 from shared.errors import InvalidInput, NotFound
 from shared.ids import SessionId, parse_session_id, parse_ticket_id
-from shared.models import as_text, assemble_state
+from shared.models import as_text
+from shared.store import archive, keys
+from shared.store.connections import store_errors
+from shared.store.live import STATUS_FIELD, SUMMARY_FIELDS, LiveState, read_record
 
 
 async def read_live(redis: Redis, session_id: SessionId) -> dict[str, Any] | None:
-    """One MULTI, so the three hashes are read at the same seq."""
-    with store_errors("Redis"):
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.session(session_id))
-            pipe.hgetall(keys.session_messages(session_id))
-            pipe.hgetall(keys.session_parts(session_id))
-            fields, messages, parts = await pipe.execute()
-    return assemble_state(fields, messages, parts)
+    """The live session object, or None when the session has no live state."""
+    record = await read_record(redis, session_id)
+    return record.to_session() if record is not None else None
 
 
 async def read_archived(db: Any, session_id: SessionId) -> dict[str, Any] | None:
-    with store_errors("PostgreSQL"):
-        cur = await db.execute(f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = %s", (session_id,))
-        row = await cur.fetchone()
-    return row_to_session(tuple(row)) if row else None
+    row = await archive.fetch(db, session_id)
+    return row.to_session() if row is not None else None
 
 
 async def get_session(redis: Redis, db: Any, session_id: str) -> dict[str, Any]:
@@ -68,31 +61,11 @@ async def live_sessions(redis: Redis, *, session_type: str | None = None, limit:
             rows = await pipe.execute()
     out = []
     for values in rows:
-        summary = _summary(dict(zip(SUMMARY_FIELDS, values, strict=True)))
-        if summary is not None and (session_type is None or summary["sessionType"] == session_type):
-            out.append(summary)
+        state = LiveState.decode(dict(zip(SUMMARY_FIELDS, values, strict=True)))
+        # None: the session ended between the index read and this one
+        if state is not None and (session_type is None or state.session_type == session_type):
+            out.append(state.summary())
     return out
-
-
-SUMMARY_FIELDS = ("sessionId", "ticketId", "sessionType", "status", "title", "error", "startedAt", "updatedAt", "seq")
-
-
-def _summary(raw: dict[str, bytes | None]) -> dict[str, Any] | None:
-    if raw["sessionId"] is None:
-        return None  # ended between the index read and this one
-    text = {k: (v.decode() if v is not None else None) for k, v in raw.items()}
-    return {
-        "sessionId": text["sessionId"],
-        "ticketId": text["ticketId"] or None,
-        "sessionType": text["sessionType"],
-        "status": text["status"],
-        "title": text["title"] or None,
-        "error": text["error"] or None,
-        "startedAt": int(text["startedAt"] or 0),
-        "updatedAt": int(text["updatedAt"] or 0),
-        "seq": int(text["seq"] or 0),
-        "live": True,
-    }
 
 
 def encode_cursor(started_at_ms: int, session_id: str) -> str:
@@ -118,31 +91,18 @@ async def archived_sessions(
     include_messages: bool = False,
 ) -> dict[str, Any]:
     """Archived (ended) sessions newest first, `limit` at a time; `nextCursor` continues the list."""
-    clauses = ["status IN ('completed', 'error', 'cancelled')"]
-    params: list[Any] = []
-    if ticket_id is not None:
-        clauses.append("ticket_id = %s")
-        params.append(parse_ticket_id(ticket_id))
-    if session_type is not None:
-        clauses.append("session_type = %s")
-        params.append(session_type)
-    if before is not None:
-        started_ms, sid = decode_cursor(before)
-        clauses.append("(started_at, id) < (%s, %s)")
-        params += [to_timestamp(started_ms), sid]
-    messages = "messages" if include_messages else "'[]'::jsonb"
-    columns = COLUMNS.replace("messages", messages, 1)
-    sql = (
-        f"SELECT {columns}, jsonb_array_length(coalesce(messages, '[]'::jsonb)) FROM opencode_sessions"
-        f" WHERE {' AND '.join(clauses)} ORDER BY started_at DESC, id DESC LIMIT %s"
+    rows = await archive.history(
+        db,
+        ticket_id=parse_ticket_id(ticket_id) if ticket_id is not None else None,
+        session_type=session_type,
+        before=decode_cursor(before) if before is not None else None,
+        limit=limit + 1,
+        include_messages=include_messages,
     )
-    with store_errors("PostgreSQL"):
-        cur = await db.execute(sql, [*params, limit + 1])
-        rows = await cur.fetchall()
     items = []
     for row in rows[:limit]:
-        session = row_to_session(tuple(row[:-1]))
-        session["messageCount"] = row[-1]
+        session = row.to_session()
+        session["messageCount"] = row.message_count
         if not include_messages:
             del session["messages"]
         items.append(session)
@@ -186,7 +146,7 @@ async def live_status_counts(redis: Redis) -> dict[str, int]:
                 break
             async with redis.pipeline(transaction=False) as pipe:
                 for raw in ids:
-                    pipe.hget(keys.session(SessionId(as_text(raw))), "status")
+                    pipe.hget(keys.session(SessionId(as_text(raw))), STATUS_FIELD)
                 statuses = await pipe.execute()
             for status in statuses:
                 if status is not None:  # ended between the two reads

@@ -18,10 +18,10 @@ from redis.asyncio import Redis
 
 from poller.worker import Worker
 from shared.config import Secret, Settings
-from shared.connections import redis_client
-from shared.migrate import migrate
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.simulator import create_simulator, serve_in_thread
+from shared.store.connections import redis_client
+from shared.store.migrate import migrate
 from tests.helpers import Child, free_port, wait_port
 
 SIM_SPEED = 20.0  # a TOOL run takes well under a second

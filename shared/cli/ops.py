@@ -6,9 +6,9 @@ import click
 
 from shared.cli.runtime import emit_json, run
 from shared.config import Settings
-from shared.connections import pg_connect, store_errors
-from shared.migrate import load_migrations
-from shared.migrate import migrate as apply_migrations
+from shared.store.connections import pg_connect, store_errors
+from shared.store.migrate import load_migrations
+from shared.store.migrate import migrate as apply_migrations
 
 
 @click.command()

@@ -13,8 +13,8 @@ import click
 from redis.asyncio import Redis
 
 from shared.config import Settings
-from shared.connections import pg_connect, redis_client
 from shared.opencode.client import OpenCodeClient
+from shared.store.connections import pg_connect, redis_client
 
 T = TypeVar("T")
 CLI_OPENCODE_TIMEOUT_S = 15.0

@@ -11,8 +11,9 @@ import psycopg
 import pytest
 from redis.asyncio import Redis
 
-from shared import commands, keys
+from shared import commands
 from shared.opencode.client import OpenCodeClient
+from shared.store import keys
 from tests.helpers import Child, wait_for
 
 pytestmark = pytest.mark.anyio

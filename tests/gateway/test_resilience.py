@@ -8,10 +8,11 @@ import anyio
 import httpx
 import pytest
 
-from shared import commands, keys
+from shared import commands
 from shared.cli.stream import SessionView, aiter_events
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.simulator import create_simulator, serve_in_thread
+from shared.store import keys
 from tests.helpers import Child, free_port, wait_for, wait_port
 
 pytestmark = pytest.mark.anyio

@@ -66,7 +66,7 @@ async def test_a_client_joining_mid_session_ends_equal_to_the_archive(make_worke
 
 
 async def _has_messages(redis, sid):
-    from shared import keys
+    from shared.store import keys
 
     return await redis.hlen(keys.session_parts(sid)) > 0
 

@@ -19,8 +19,9 @@ from poller.diff import Mirror, diff
 from poller.writer import StateWriter
 from shared.embedded import start_redis
 from shared.ids import SessionId
-from shared.lua import Scripts
-from shared.models import dumps, index_event
+from shared.models import dumps
+from shared.store.live import LiveState
+from shared.store.lua import Scripts
 from tests.perf.load_opencode import transcript
 
 INFO_COMMAND_BYTES = len(b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n")  # the second INFO counts itself
@@ -35,17 +36,17 @@ async def run(messages: int) -> None:
     with start_redis() as server:
         redis = Redis.from_url(server.url)
         scripts = Scripts(redis)
-        state = {"sessionId": SID, "sessionType": "chat", "status": "running", "startedAt": "1"}
+        state = LiveState(session_id=SID, session_type="chat", status="running", started_at=1)
         await scripts.enqueue(
             SID,
             None,
             job={"sessionId": SID, "epoch": "0"},
-            state=state,
+            state=state.encode(),
             prompts=[],
-            index_event=index_event("appeared", state),
+            index_event=state.index_event("appeared"),
         )
         [lease] = await scripts.claim("bench", 3_600_000, 1)
-        writer = StateWriter(scripts, {**state})
+        writer = StateWriter(scripts, state)
         full = transcript(SID, messages)
         mirror = Mirror()
         pubsub = redis.pubsub()

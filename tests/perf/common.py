@@ -15,7 +15,7 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.embedded import start_postgres, start_redis
-from shared.migrate import migrate
+from shared.store.migrate import migrate
 from tests.helpers import free_port, wait_port
 
 

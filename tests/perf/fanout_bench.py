@@ -20,12 +20,12 @@ import anyio
 import psycopg
 from redis.asyncio import Redis
 
-from shared import keys
 from shared.embedded import start_postgres, start_redis
 from shared.ids import SessionId
-from shared.lua import Scripts
-from shared.migrate import migrate
-from shared.models import index_event
+from shared.store import keys
+from shared.store.live import LiveState
+from shared.store.lua import Scripts
+from shared.store.migrate import migrate
 from tests.helpers import free_port, wait_port
 from tests.perf.procstat import percentile, raise_fd_limit, usage
 
@@ -38,14 +38,14 @@ async def seed(redis: Redis, count: int) -> list[SessionId]:
     scripts = Scripts(redis)
     ids = [sid(i) for i in range(count)]
     for session_id in ids:
-        state = {"sessionId": session_id, "sessionType": "chat", "status": "running", "startedAt": "1"}
+        state = LiveState(session_id=session_id, session_type="chat", status="running", started_at=1)
         await scripts.enqueue(
             session_id,
             None,
             job={"sessionId": session_id, "epoch": "0"},
-            state=state,
+            state=state.encode(),
             prompts=[],
-            index_event=index_event("appeared", state),
+            index_event=state.index_event("appeared"),
         )
         await redis.zrem(keys.QUEUE, session_id)  # no poller in this benchmark: the publisher plays its part
     return ids

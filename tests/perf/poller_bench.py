@@ -16,8 +16,8 @@ import anyio
 from redis.asyncio import Redis
 
 from shared.ids import SessionId
-from shared.lua import Scripts
-from shared.models import index_event
+from shared.store.live import LiveState
+from shared.store.lua import Scripts
 from tests.perf.common import Stack, child, free_port, histogram_quantile, scrape, servers
 from tests.perf.procstat import usage
 
@@ -28,14 +28,14 @@ async def seed(redis_url: str, count: int) -> None:
     scripts = Scripts(redis)
     for i in range(count):
         sid = SessionId(f"ses_load{i:022d}")
-        state = {"sessionId": sid, "sessionType": "chat", "status": "running", "startedAt": "1"}
+        state = LiveState(session_id=sid, session_type="chat", status="running", started_at=1)
         await scripts.enqueue(
             sid,
             None,
             job={"sessionId": sid, "epoch": "0"},
-            state=state,
+            state=state.encode(),
             prompts=[],
-            index_event=index_event("appeared", state),
+            index_event=state.index_event("appeared"),
         )
     await redis.aclose()
 

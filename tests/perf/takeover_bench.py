@@ -18,7 +18,7 @@ from contextlib import ExitStack
 import anyio
 from redis import Redis
 
-from shared import keys
+from shared.store import keys
 from tests.perf.common import child, free_port, servers
 from tests.perf.poller_bench import seed
 

@@ -6,7 +6,8 @@ import httpx
 import psycopg
 import pytest
 
-from shared import commands, keys
+from shared import commands
+from shared.store import keys
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio

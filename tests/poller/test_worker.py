@@ -8,10 +8,11 @@ import anyio
 import httpx
 import pytest
 
-from shared import commands, keys
+from shared import commands
 from shared.errors import Conflict
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.simulator import create_simulator, serve_in_thread
+from shared.store import keys
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio

@@ -19,10 +19,10 @@ import anyio
 import httpx
 import pytest
 
-from shared import keys
-from shared.archive_rows import COLUMNS
 from shared.ids import SessionId, TicketId
-from shared.migrate import load_migrations
+from shared.store import archive, keys
+from shared.store.archive import ArchiveRow
+from shared.store.migrate import load_migrations
 from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -78,15 +78,13 @@ def env(redis_url: str, schema: str, simulator_url: str, redis: Any, db: Any) ->
     return {"REDIS_URL": redis_url, "DATABASE_URL": schema, "OPENCODE_URL": simulator_url}
 
 
-async def row_of(db: Any, sid: str) -> Any:
-    cur = await db.execute(f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = %s", (sid,))
-    row = await cur.fetchone()
-    return tuple(row) if row else None
+async def row_of(db: Any, sid: str) -> ArchiveRow | None:
+    return await archive.fetch(db, SessionId(sid))
 
 
 async def archived(db: Any, sid: str) -> Any:
     row = await row_of(db, sid)
-    return row if row and row[3] not in ("pending", "running") else None
+    return row if row and row.status not in ("pending", "running") else None
 
 
 async def queued_prompts(redis: Any, sid: SessionId) -> list[str]:
@@ -113,7 +111,7 @@ async def enqueue(env: dict[str, str], *args: str) -> SessionId:
 async def test_enqueue_prints_only_the_session_id_and_queues_it(env, redis, db):
     sid = await enqueue(env, "--ticket", "T-1", "--prompt", "ECHO hello", "--title", "From the CLI")
     row = await row_of(db, sid)
-    assert row is not None and (row[1], row[2], row[3]) == ("T-1", "ask", "pending")
+    assert row is not None and (row.ticket_id, row.session_type, row.status) == ("T-1", "ask", "pending")
     job = await redis.hgetall(keys.job(sid))
     assert job[b"sessionId"] == sid.encode() and job[b"title"] == b"From the CLI"
     assert await queued_prompts(redis, sid) == ["ECHO hello"]
@@ -127,7 +125,7 @@ async def test_enqueue_json_prints_the_pending_state(env, redis, db):
     assert (state["status"], state["sessionType"], state["live"]) == ("pending", "chat", True)
     assert state["metadata"] == {"k": ["v", 1]} and state["ticketId"] is None
     row = await row_of(db, state["sessionId"])
-    assert row is not None and row[5]["k"] == ["v", 1]
+    assert row is not None and row.metadata["k"] == ["v", 1]
     assert await redis.exists(keys.job(SessionId(state["sessionId"])), keys.session(SessionId(state["sessionId"]))) == 2
 
 
@@ -153,7 +151,7 @@ async def test_cancel_requests_the_cancel_then_a_finished_session_is_a_conflict(
     assert (await redis.hgetall(keys.job(sid)))[b"cancel"] == b"1"
     await make_worker()
     row = await wait_for(lambda: archived(db, sid), timeout=30, what="the cancelled session's archive")
-    assert row[3] == "cancelled"
+    assert row.status == "cancelled"
     one_error(await cli(["cancel", sid], env), 1, sid, "cancelled")
 
 
@@ -165,13 +163,13 @@ async def test_show_a_live_session_then_its_archive(env, db, make_worker):
 
     await make_worker()
     row = await wait_for(lambda: archived(db, sid), timeout=30, what="the archive")
-    assert row[3] == "completed"
+    assert row.status == "completed"
     text = ok(await cli(["show", sid], env))
     assert text.splitlines()[0] == f"{sid}  completed  (archived, ask)"
     assert "ECHO shown" in text
     shown = json.loads(ok(await cli(["show", sid, "--json"], env)))
     assert (shown["status"], shown["live"]) == ("completed", False)
-    assert shown["messages"] == row[4]
+    assert shown["messages"] == row.messages
 
 
 async def test_migrate_applies_then_is_up_to_date(fresh_database):

@@ -9,8 +9,9 @@ import sys
 import anyio
 import pytest
 
-from shared import commands, keys
+from shared import commands
 from shared.opencode.client import OpenCodeClient
+from shared.store import keys
 from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.anyio

@@ -10,20 +10,19 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from shared import commands, keys
-from shared.archive_rows import COLUMNS, LAYER_KEY, to_epoch_ms
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared import commands
+from shared.errors import Conflict, InvalidInput, NotFound, Unavailable
 from shared.ids import SessionId, TicketId, parse_message_id, parse_session_id
+from shared.store import archive, keys
+from shared.store.archive import LAYER_KEY, ArchiveRow, to_epoch_ms
 
 pytestmark = pytest.mark.anyio
 
 UNKNOWN = SessionId("ses_000000000000AAAAAAAAAAAAAA")  # the ses_ form, but no store has it
 
 
-async def row_of(db: Any, sid: str) -> Any:
-    cur = await db.execute(f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = %s", (sid,))
-    row = await cur.fetchone()
-    return tuple(row) if row else None
+async def row_of(db: Any, sid: str) -> ArchiveRow | None:
+    return await archive.fetch(db, SessionId(sid))
 
 
 async def row_count(db: Any) -> int:
@@ -127,8 +126,7 @@ async def test_enqueue_writes_the_row_and_the_live_state_together(redis, db, ope
     # PostgreSQL: the pending row, user metadata kept beside our bookkeeping
     row = await row_of(db, sid)
     assert row is not None
-    _, ticket_id, session_type, status, messages, metadata, started_at, completed_at, error = row
-    assert (ticket_id, session_type, status, messages, completed_at, error) == (
+    assert (row.ticket_id, row.session_type, row.status, row.messages, row.completed_at, row.error_message) == (
         "T-42",
         "chat",
         "pending",
@@ -136,12 +134,12 @@ async def test_enqueue_writes_the_row_and_the_live_state_together(redis, db, ope
         None,
         None,
     )
-    assert {k: metadata[k] for k in user_meta} == user_meta
-    layer = metadata[LAYER_KEY]
+    assert {k: row.metadata[k] for k in user_meta} == user_meta
+    layer = row.metadata[LAYER_KEY]
     assert layer["title"] == "A title" and layer["epoch"] == 0
     [prompt] = layer["prompts"]
     assert prompt["text"] == "ECHO hello" and parse_message_id(prompt["messageID"])
-    assert abs(to_epoch_ms(started_at) - state["startedAt"]) <= 1
+    assert abs(to_epoch_ms(row.started_at) - state["startedAt"]) <= 1
 
     # Redis: job, prompt, queue entry, state, live index and ticket pointer; nothing else
     assert await redis_keys(redis) == {
@@ -182,8 +180,8 @@ async def test_enqueue_without_ticket_or_prompt_queues_an_empty_job(redis, db, o
     assert await redis_keys(redis) == {keys.job(sid), keys.QUEUE, keys.session(sid), keys.LIVE_INDEX, keys.JOB_REVS}
     assert text(await redis.hgetall(keys.job(sid)))["ticketId"] == ""
     row = await row_of(db, sid)
-    assert row is not None and row[1] is None and row[2] == "admin"
-    assert row[5] == {LAYER_KEY: {"title": None, "prompts": [], "epoch": 0}}
+    assert row is not None and row.ticket_id is None and row.session_type == "admin"
+    assert row.metadata == {LAYER_KEY: {"title": None, "prompts": [], "epoch": 0}}
     assert state["metadata"] == {}
 
 
@@ -228,9 +226,9 @@ async def test_send_to_an_archived_session_revives_it(redis, db):
     await insert_archived(db, sid, "completed", ticket="T-5")
     message_id = await commands.send(redis, db, sid, "ECHO again")
     row = await row_of(db, sid)
-    assert row is not None and row[3] == "pending" and row[7] is None
-    assert row[5]["owner"] == "tests"
-    assert row[5][LAYER_KEY]["prompts"] == [{"messageID": message_id, "text": "ECHO again"}]
+    assert row is not None and row.status == "pending" and row.completed_at is None
+    assert row.metadata["owner"] == "tests"
+    assert row.metadata[LAYER_KEY]["prompts"] == [{"messageID": message_id, "text": "ECHO again"}]
     job = text(await redis.hgetall(keys.job(sid)))
     assert (job["epoch"], job["cancel"], job["ticketId"], job["title"]) == ("3", "0", "T-5", "old")
     assert [json.loads(p)["messageID"] for p in await redis.lrange(keys.prompts(sid), 0, -1)] == [message_id]
@@ -244,7 +242,7 @@ async def test_cancel_of_a_live_session_is_requested(redis, db, opencode):
     assert await commands.cancel(redis, db, sid) == "requested"
     job = text(await redis.hgetall(keys.job(sid)))
     assert job["cancel"] == "1" and job["promptsRev"] == "1"
-    assert (await row_of(db, sid))[3] == "pending"  # the poller, not cancel, archives it
+    assert (await row_of(db, sid)).status == "pending"  # the poller, not cancel, archives it
 
 
 @pytest.mark.parametrize("status", ["completed", "error", "cancelled"])
@@ -254,7 +252,7 @@ async def test_cancel_of_an_archived_finished_session_is_a_conflict(redis, db, s
     with pytest.raises(Conflict, match=status):
         await commands.cancel(redis, db, sid)
     assert await redis_keys(redis) == set()
-    assert (await row_of(db, sid))[3] == status
+    assert (await row_of(db, sid)).status == status
 
 
 async def test_cancel_of_an_unknown_session_is_not_found(redis, db):
@@ -270,6 +268,38 @@ async def test_cancel_of_a_pending_row_whose_live_state_was_lost_queues_it_cance
     job = text(await redis.hgetall(keys.job(sid)))
     assert (job["cancel"], job["epoch"]) == ("1", "3")
     assert await redis.zscore(keys.QUEUE, sid) is not None
+
+
+async def test_cancel_is_recorded_in_the_row_for_the_backstop(redis, db, opencode):
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO hi")
+    sid = SessionId(state["sessionId"])
+    assert not (await row_of(db, sid)).cancel_requested
+    assert await commands.cancel(redis, db, sid) == "requested"
+    row = await row_of(db, sid)
+    assert row.cancel_requested and row.metadata[LAYER_KEY]["cancel"] is True
+    assert [p["text"] for p in row.prompts] == ["ECHO hi"] and row.epoch == 0  # the rest of the layer is kept
+
+
+async def test_cancel_when_postgres_is_down_is_unavailable_and_leaves_redis_alone(redis, db, opencode, schema):
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO hi")
+    sid = SessionId(state["sessionId"])
+    before = {key: await redis.dump(key) for key in await redis.keys("*")}
+    async with await psycopg.AsyncConnection.connect(schema, autocommit=True) as gone:
+        await db.execute("SELECT pg_terminate_backend(%s)", (gone.info.backend_pid,))  # PostgreSQL drops it
+        with pytest.raises(Unavailable, match=r"^PostgreSQL is unreachable"):
+            await commands.cancel(redis, gone, sid)
+    assert {key: await redis.dump(key) for key in await redis.keys("*")} == before
+    assert text(await redis.hgetall(keys.job(sid)))["cancel"] == "0"
+    assert not (await row_of(db, sid)).cancel_requested
+
+
+async def test_send_to_an_archived_cancelled_session_forgets_the_old_cancel(redis, db):
+    sid = SessionId("ses_444444444444EEEEEEEEEEEEEE")
+    await insert_archived(db, sid, "cancelled", layer={"title": "old", "prompts": [], "epoch": 2, "cancel": True})
+    await commands.send(redis, db, sid, "ECHO again")
+    row = await row_of(db, sid)
+    assert row.status == "pending" and not row.cancel_requested
+    assert text(await redis.hgetall(keys.job(sid)))["cancel"] == "0"
 
 
 async def test_a_session_that_cannot_be_recorded_is_taken_back_from_opencode(

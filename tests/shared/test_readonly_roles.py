@@ -27,13 +27,13 @@ from psycopg.conninfo import make_conninfo
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from shared import keys
-from shared.connections import redis_client
 from shared.embedded import EmbeddedServerError, _find_redis_binary
 from shared.ids import SessionId, TicketId
-from shared.lua import Scripts, StateChange
 from shared.models import as_text, dumps
 from shared.sessions import read_live
+from shared.store import keys
+from shared.store.connections import redis_client
+from shared.store.lua import Scripts, StateChange
 from tests.helpers import free_port, wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -103,7 +103,7 @@ async def acl(redis: Redis) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def gateway(acl: Redis, redis_url: str) -> AsyncIterator[Redis]:
-    """Configured exactly like the processes' clients (shared.connections), so their handshake is what runs."""
+    """Configured exactly like the processes' clients (shared.store.connections), so their handshake is what runs."""
     client = redis_client(user_url(redis_url, GATEWAY))
     try:
         yield client

@@ -1,4 +1,4 @@
-"""shared.migrate against a real PostgreSQL: each test gets a database of its own, created and dropped here."""
+"""shared.store.migrate against a real PostgreSQL: each test gets a database of its own, created and dropped here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import anyio.lowlevel
 import psycopg
 import pytest
 
-from shared.migrate import MIGRATE_LOCK_ID, Migration, load_migrations, migrate
+from shared.store.migrate import MIGRATE_LOCK_ID, Migration, load_migrations, migrate
 
 pytestmark = pytest.mark.anyio
 

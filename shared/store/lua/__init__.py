@@ -1,6 +1,6 @@
 """The Lua scripts, loaded once from package data, each behind a typed async method.
 
-Every key a script touches is named by shared.keys; callers pass parsed ids, never key strings.
+Every key a script touches is named by shared.store.keys; callers pass parsed ids, never key strings.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared import keys
 from shared.ids import SessionId, TicketId
 from shared.models import as_text, dumps
+from shared.store import keys
+from shared.store.lease import Lease
 
 LEASE_PREFIX = keys.lease(SessionId(""))
 JOB_PREFIX = keys.job(SessionId(""))
@@ -23,13 +24,7 @@ NO_TICKET = "opencode:ticket:-:active"  # a placeholder key for scripts whose ti
 
 
 def _load(name: str) -> str:
-    return files("shared.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    session_id: SessionId
-    token: str
+    return files("shared.store.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,26 +96,26 @@ class Scripts:
         script_keys = [keys.job(session_id), keys.QUEUE, keys.lease(session_id), keys.JOB_REVS]
         return bool(await self._cancel(keys=script_keys, args=[session_id]))
 
-    async def claim(self, replica_id: str, lease_ttl_ms: int, max_jobs: int) -> list[Claimed]:
+    async def claim(self, replica_id: str, lease_ttl_ms: int, max_jobs: int) -> list[Lease]:
         if max_jobs <= 0:
             return []
         args: list[str | int] = [replica_id, lease_ttl_ms, max_jobs, LEASE_PREFIX, JOB_PREFIX]
         flat = await self._claim(keys=[keys.QUEUE], args=args)
-        return [Claimed(SessionId(as_text(flat[i])), as_text(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [Lease.from_token(SessionId(as_text(flat[i])), as_text(flat[i + 1])) for i in range(0, len(flat), 2)]
 
-    async def renew(self, lease_ttl_ms: int, leases: Sequence[Claimed]) -> list[bool]:
+    async def renew(self, lease_ttl_ms: int, leases: Sequence[Lease]) -> list[bool]:
         """One flag per lease, in order: False means it is lost and its tracker must stop."""
         if not leases:
             return []
         result = await self._renew(keys=[keys.QUEUE], args=[lease_ttl_ms, LEASE_PREFIX, *_pairs(leases)])
         return [bool(flag) for flag in result]
 
-    async def release(self, leases: Sequence[Claimed]) -> int:
+    async def release(self, leases: Sequence[Lease]) -> int:
         if not leases:
             return 0
         return int(await self._release(keys=[keys.QUEUE], args=[LEASE_PREFIX, *_pairs(leases)]))
 
-    async def apply(self, lease: Claimed, change: StateChange) -> int:
+    async def apply(self, lease: Lease, change: StateChange) -> int:
         """The new seq, or -1 (nothing written) when the lease is no longer this token's."""
         sid = lease.session_id
         script_keys = [keys.lease(sid), *keys.state_keys(sid), keys.updates(sid), keys.LIVE_UPDATES]
@@ -144,7 +139,7 @@ class Scripts:
 
     async def finish(
         self,
-        lease: Claimed,
+        lease: Lease,
         ticket_id: TicketId | None,
         *,
         prompts_rev: str,
@@ -159,11 +154,11 @@ class Scripts:
         args = [lease.token, sid, prompts_rev, event, index_event, "1" if ticket_id else "0"]
         return int(await self._finish(keys=script_keys, args=args))
 
-    async def pop_prompt(self, lease: Claimed, head: str) -> int:
+    async def pop_prompt(self, lease: Lease, head: str) -> int:
         """1 popped; 0 the head changed; -1 lease lost."""
         sid = lease.session_id
         return int(await self._pop_prompt(keys=[keys.lease(sid), keys.prompts(sid)], args=[lease.token, head]))
 
 
-def _pairs(leases: Iterable[Claimed]) -> list[str]:
+def _pairs(leases: Iterable[Lease]) -> list[str]:
     return [value for lease in leases for value in (lease.session_id, lease.token)]

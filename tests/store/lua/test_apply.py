@@ -5,9 +5,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from shared import keys
-from shared.lua import Claimed, StateChange
-from tests.shared.lua.helpers import SID, decode, enqueue
+from shared.store import keys
+from shared.store.lease import Lease
+from shared.store.lua import StateChange
+from tests.store.lua.helpers import SID, decode, enqueue
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +74,7 @@ async def test_stale_token_is_refused_and_writes_nothing(redis):
     scripts = await enqueue(redis)
     [lease] = await scripts.claim("r1", 10_000, 10)
     before = await redis.hgetall(keys.session(SID))
-    assert await scripts.apply(Claimed(SID, "0:r0"), change()) == -1
+    assert await scripts.apply(Lease.from_token(SID, "0:r0"), change()) == -1
     await redis.delete(keys.lease(SID))
     assert await scripts.apply(lease, change()) == -1  # an expired lease is no lease
     assert await redis.hgetall(keys.session(SID)) == before

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from shared import keys
-from shared.lua import Claimed, Scripts
 from shared.models import prompt_entry
-from tests.shared.lua.helpers import SID, enqueue
+from shared.store import keys
+from shared.store.lease import Lease
+from shared.store.lua import Scripts
+from tests.store.lua.helpers import SID, enqueue
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +48,7 @@ async def test_pop_prompt_is_fenced_and_checks_the_head(redis):
     scripts = await enqueue(redis, prompts=2)
     [lease] = await scripts.claim("r1", 10_000, 10)
     head = (await redis.lindex(keys.prompts(SID), 0)).decode()
-    assert await scripts.pop_prompt(Claimed(SID, "0:old"), head) == -1
+    assert await scripts.pop_prompt(Lease.from_token(SID, "0:old"), head) == -1
     assert await scripts.pop_prompt(lease, "not the head") == 0
     assert await scripts.pop_prompt(lease, head) == 1
     assert await redis.llen(keys.prompts(SID)) == 1

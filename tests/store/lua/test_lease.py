@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared import keys
-from shared.lua import Claimed
-from tests.shared.lua.helpers import SID, SID2, enqueue
+from shared.store import keys
+from shared.store.lease import Lease
+from tests.store.lua.helpers import SID, SID2, enqueue
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +58,7 @@ async def test_renew_extends_and_release_makes_claimable_at_once(redis):
     [lease] = await scripts.claim("r1", 1_000, 10)
     assert await scripts.renew(60_000, [lease]) == [True]
     assert await redis.pttl(keys.lease(SID)) > 30_000
-    assert await scripts.release([Claimed(SID, "9:other")]) == 0  # a stale token releases nothing
+    assert await scripts.release([Lease.from_token(SID, "9:other")]) == 0  # a stale token releases nothing
     assert await scripts.release([lease]) == 1
     assert await redis.get(keys.lease(SID)) is None
     [again] = await scripts.claim("r2", 10_000, 10)

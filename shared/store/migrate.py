@@ -40,7 +40,7 @@ class Migration:
 def sql_dir() -> Path:
     """The source checkout's sql/ (editable installs, the image), else the wheel's data-files copy."""
     for candidate in (
-        Path(__file__).resolve().parents[1] / "sql",
+        Path(__file__).resolve().parents[2] / "sql",
         Path(sys.prefix) / "share" / "opencode-session-layer" / "sql",
     ):
         if candidate.is_dir() and any(candidate.glob("*.sql")):

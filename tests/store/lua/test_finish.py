@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from shared import keys
 from shared.ids import TicketId
-from shared.lua import Claimed
 from shared.models import prompt_entry
-from tests.shared.lua.helpers import SID, SID2, enqueue
+from shared.store import keys
+from shared.store.lease import Lease
+from tests.store.lua.helpers import SID, SID2, enqueue
 
 pytestmark = pytest.mark.anyio
 TICKET = TicketId("T-1")
@@ -42,5 +42,5 @@ async def test_finish_refuses_when_a_prompt_arrived_or_the_lease_is_stale(redis)
     await scripts.send(SID, prompt_entry("msg_y", "follow-up"))
     assert await finish(scripts, lease, rev="0") == -2
     assert await redis.exists(keys.session(SID))
-    assert await finish(scripts, Claimed(SID, "7:zz"), rev="1") == -1
+    assert await finish(scripts, Lease.from_token(SID, "7:zz"), rev="1") == -1
     assert await finish(scripts, lease, rev="1") == 2  # refusals bumped nothing

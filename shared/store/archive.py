@@ -1,0 +1,290 @@
+"""The `opencode_sessions` table: its row type, ArchiveRow, and every statement any process runs on it.
+
+The columns are fixed by the host app's schema. Our own bookkeeping lives inside the metadata column under
+LAYER_KEY: the title, every prompt with its messageID (so the PostgreSQL backstop can re-queue a session whose
+Redis state was lost), a requested cancel, and the fencing epoch of the last owner that wrote the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row, scalar_row
+from psycopg.types.json import Jsonb
+
+from shared.errors import InvalidInput
+from shared.ids import SessionId, TicketId, parse_ticket_id
+from shared.store.connections import store_errors
+from shared.store.live import LiveState
+
+PgConnection = psycopg.AsyncConnection[Any]
+
+LAYER_KEY = "sessionLayer"
+COLUMNS = "id, ticket_id, session_type, status, messages, metadata, started_at, completed_at, error_message"
+UNFINISHED = ("pending", "running")
+
+_SELECT_ONE = f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = %s"
+
+_INSERT_PENDING = f"""
+INSERT INTO opencode_sessions ({COLUMNS}) VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL)
+"""
+
+_REOPEN = f"""
+UPDATE opencode_sessions SET status = 'pending', completed_at = NULL, error_message = NULL,
+    metadata = jsonb_set(coalesce(metadata, '{{}}'::jsonb), '{{{LAYER_KEY}}}', %s)
+WHERE id = %s
+"""
+
+_REQUEST_CANCEL = f"""
+UPDATE opencode_sessions SET
+    metadata = jsonb_set(coalesce(metadata, '{{}}'::jsonb), '{{{LAYER_KEY}}}',
+                         coalesce(metadata -> '{LAYER_KEY}', '{{}}'::jsonb) || '{{"cancel": true}}'::jsonb)
+WHERE id = %s AND status IN ('pending', 'running')
+RETURNING {COLUMNS}
+"""
+
+_UNFINISHED = (
+    f"SELECT {COLUMNS} FROM opencode_sessions WHERE status IN ('pending', 'running') ORDER BY started_at LIMIT %s"
+)
+
+# The owner's write, at claim (`running`) and at the end (the archive): fenced by the epoch in the row.
+_UPSERT = f"""
+INSERT INTO opencode_sessions AS s ({COLUMNS})
+VALUES (%(id)s, %(ticket_id)s, %(session_type)s, %(status)s, %(messages)s, %(metadata)s, %(started_at)s,
+        %(completed_at)s, %(error)s)
+ON CONFLICT (id) DO UPDATE SET
+    status = excluded.status,
+    messages = CASE WHEN %(keep_messages)s THEN s.messages ELSE excluded.messages END,
+    metadata = jsonb_set(coalesce(s.metadata, '{{}}'::jsonb), '{{{LAYER_KEY}}}',
+                         coalesce(s.metadata -> '{LAYER_KEY}', '{{}}'::jsonb) || %(layer)s),
+    completed_at = excluded.completed_at,
+    error_message = excluded.error_message
+WHERE coalesce((s.metadata #>> '{{{LAYER_KEY},epoch}}')::bigint, 0) <= %(epoch)s
+RETURNING coalesce(s.metadata -> '{LAYER_KEY}' -> 'prompts', '[]'::jsonb)
+"""
+
+_SET_PROMPTS = (
+    f"UPDATE opencode_sessions SET metadata = jsonb_set(metadata, '{{{LAYER_KEY},prompts}}', %s) WHERE id = %s"
+)
+
+
+def to_timestamp(epoch_ms: int) -> datetime:
+    """The columns are `timestamp` without time zone: we store UTC."""
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).replace(tzinfo=None)
+
+
+def to_epoch_ms(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    return int(value.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRow:
+    """One row; `message_count` is filled by the history read only."""
+
+    id: str
+    ticket_id: str | None
+    session_type: str
+    status: str
+    messages: list[Any] | None
+    metadata: Any
+    started_at: datetime | None
+    completed_at: datetime | None
+    error_message: str | None
+    message_count: int | None = None
+
+    @property
+    def layer(self) -> dict[str, Any]:
+        """Our bookkeeping (a copy): title, prompts, cancel, epoch, seq."""
+        if isinstance(self.metadata, dict) and isinstance(self.metadata.get(LAYER_KEY), dict):
+            return dict(self.metadata[LAYER_KEY])
+        return {}
+
+    @property
+    def user_metadata(self) -> dict[str, Any] | None:
+        """The metadata as the caller gave it, without our bookkeeping."""
+        if not isinstance(self.metadata, dict):
+            return None
+        return {k: v for k, v in self.metadata.items() if k != LAYER_KEY}
+
+    @property
+    def epoch(self) -> int:
+        return int(self.layer.get("epoch") or 0)
+
+    @property
+    def prompts(self) -> list[dict[str, str]]:
+        return list(self.layer.get("prompts") or [])
+
+    @property
+    def cancel_requested(self) -> bool:
+        return bool(self.layer.get("cancel"))
+
+    @property
+    def unfinished(self) -> bool:
+        return self.status in UNFINISHED
+
+    def pending_state(self, now_ms: int) -> LiveState:
+        """The live state to queue this row again with (revive, backstop)."""
+        return LiveState(
+            session_id=SessionId(self.id),
+            ticket_id=parse_ticket_id(self.ticket_id) if self.ticket_id else None,
+            session_type=self.session_type,
+            title=self.layer.get("title"),
+            started_at=to_epoch_ms(self.started_at) or now_ms,
+            updated_at=now_ms,
+            metadata=self.user_metadata,
+        )
+
+    def to_session(self) -> dict[str, Any]:
+        """An archived row in the same shape as live state, with `live: false`."""
+        layer = self.layer
+        return {
+            "sessionId": SessionId(self.id),
+            "ticketId": self.ticket_id,
+            "sessionType": self.session_type,
+            "status": self.status,
+            "title": layer.get("title"),
+            "messages": self.messages or [],
+            "currentToolCalls": [],
+            "error": self.error_message,
+            "startedAt": to_epoch_ms(self.started_at),
+            "updatedAt": to_epoch_ms(self.completed_at) or to_epoch_ms(self.started_at),
+            "completedAt": to_epoch_ms(self.completed_at),
+            "metadata": self.user_metadata,
+            "seq": int(layer.get("seq") or 0),
+            "live": False,
+        }
+
+
+async def _fetch_rows(db: PgConnection, sql: str, params: Sequence[Any]) -> list[ArchiveRow]:
+    with store_errors("PostgreSQL"):
+        async with db.cursor(row_factory=class_row(ArchiveRow)) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchall()
+
+
+async def fetch(db: PgConnection, session_id: SessionId) -> ArchiveRow | None:
+    rows = await _fetch_rows(db, _SELECT_ONE, (session_id,))
+    return rows[0] if rows else None
+
+
+async def insert_pending(
+    db: PgConnection,
+    state: LiveState,
+    *,
+    user_metadata: Mapping[str, Any],
+    prompts: Sequence[Mapping[str, str]],
+) -> None:
+    """The row of a new session, written before Redis hears of it; InvalidInput for a ticket the host lacks."""
+    layer = {"title": state.title, "prompts": list(prompts), "epoch": 0}
+    params = (
+        state.session_id,
+        state.ticket_id,
+        state.session_type,
+        Jsonb({**user_metadata, LAYER_KEY: layer}),
+        to_timestamp(state.started_at),
+    )
+    with store_errors("PostgreSQL"):
+        try:
+            await db.execute(_INSERT_PENDING, params)
+        except psycopg.errors.ForeignKeyViolation:
+            raise InvalidInput(f"unknown ticket {state.ticket_id}: the tickets table has no such id") from None
+
+
+async def reopen(db: PgConnection, row: ArchiveRow, prompt: Mapping[str, str]) -> None:
+    """An archived session gets a follow-up: `pending` again, the prompt recorded, any old cancel forgotten."""
+    layer = {k: v for k, v in row.layer.items() if k != "cancel"}
+    layer["prompts"] = [*row.prompts, dict(prompt)]
+    with store_errors("PostgreSQL"):
+        await db.execute(_REOPEN, (Jsonb(layer), row.id))
+
+
+async def request_cancel(db: PgConnection, session_id: SessionId) -> ArchiveRow | None:
+    """Record a cancel in a pending/running row (the backstop honours it); None when no such row."""
+    rows = await _fetch_rows(db, _REQUEST_CANCEL, (session_id,))
+    return rows[0] if rows else None
+
+
+async def unfinished(db: PgConnection, limit: int) -> list[ArchiveRow]:
+    """Pending/running rows, oldest first: what the backstop checks against Redis."""
+    return await _fetch_rows(db, _UNFINISHED, (limit,))
+
+
+async def history(
+    db: PgConnection,
+    *,
+    ticket_id: TicketId | None,
+    session_type: str | None,
+    before: tuple[int, SessionId] | None,
+    limit: int,
+    include_messages: bool,
+) -> list[ArchiveRow]:
+    """Ended sessions newest first, up to `limit`, each with its message_count (messages only if asked)."""
+    clauses = ["status IN ('completed', 'error', 'cancelled')"]
+    params: list[Any] = []
+    if ticket_id is not None:
+        clauses.append("ticket_id = %s")
+        params.append(ticket_id)
+    if session_type is not None:
+        clauses.append("session_type = %s")
+        params.append(session_type)
+    if before is not None:
+        clauses.append("(started_at, id) < (%s, %s)")
+        params += [to_timestamp(before[0]), before[1]]
+    columns = COLUMNS if include_messages else COLUMNS.replace("messages", "'[]'::jsonb AS messages", 1)
+    sql = (
+        f"SELECT {columns}, jsonb_array_length(coalesce(messages, '[]'::jsonb)) AS message_count"
+        f" FROM opencode_sessions WHERE {' AND '.join(clauses)} ORDER BY started_at DESC, id DESC LIMIT %s"
+    )
+    return await _fetch_rows(db, sql, [*params, limit])
+
+
+async def upsert_fenced(
+    db: PgConnection,
+    state: LiveState,
+    epoch: int,
+    *,
+    status: str,
+    prompts: Sequence[Mapping[str, str]] = (),
+    messages: Sequence[Any] = (),
+    keep_messages: bool = False,
+    error: str | None = None,
+    completed_ms: int | None = None,
+    extra_layer: Mapping[str, Any] | None = None,
+    now_ms: int,
+) -> bool:
+    """The owner's write (run it in a transaction); False, and nothing written, when the row has a newer epoch.
+
+    New prompts are added to those the row records, by messageID.
+    """
+    layer: dict[str, Any] = {"epoch": epoch, "title": state.title, **(extra_layer or {})}
+    params = {
+        "id": state.session_id,
+        "ticket_id": state.ticket_id,
+        "session_type": state.session_type,
+        "status": status,
+        "messages": Jsonb(list(messages)),
+        "metadata": Jsonb({**(state.metadata or {}), LAYER_KEY: layer}),
+        "started_at": to_timestamp(state.started_at or now_ms),
+        "completed_at": to_timestamp(completed_ms) if completed_ms else None,
+        "error": error,
+        "keep_messages": keep_messages,
+        "layer": Jsonb(layer),
+        "epoch": epoch,
+    }
+    with store_errors("PostgreSQL"):
+        async with db.cursor(row_factory=scalar_row) as cur:
+            await cur.execute(_UPSERT, params)
+            recorded: list[Any] | None = await cur.fetchone()  # the prompts the row already had
+        if recorded is None:
+            return False
+        known = {p.get("messageID") for p in recorded if isinstance(p, dict)}
+        new = [dict(p) for p in prompts if p.get("messageID") not in known]
+        if new:
+            await db.execute(_SET_PROMPTS, (Jsonb([*recorded, *new]), state.session_id))
+    return True

@@ -1,0 +1,20 @@
+"""A replica's lease on a session: the `epoch:replica` token claim.lua writes and every fenced write carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.ids import SessionId
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who owns a session; `epoch` (the token's first half) also fences the owner's PostgreSQL writes."""
+
+    session_id: SessionId
+    token: str
+    epoch: int
+
+    @classmethod
+    def from_token(cls, session_id: SessionId, token: str) -> Lease:
+        return cls(session_id, token, int(token.split(":", 1)[0]))

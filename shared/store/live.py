@@ -1,0 +1,186 @@
+"""A session's live state in Redis: the typed record of `opencode:session:{id}` and its messages and parts hashes.
+
+This is the only module that knows the state hash's field names and how each one decodes. Messages and parts
+are kept exactly as OpenCode returned them; OpenCode orders both by id, so sorting the ids rebuilds its list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.ids import SessionId, TicketId
+from shared.models import as_text, dumps
+from shared.store import keys
+from shared.store.connections import store_errors
+
+# A hash written by enqueue.lua always has a type; a reader that somehow finds none assumes the default one.
+DEFAULT_SESSION_TYPE = "chat"
+# What the live list reads of each session (one HMGET each), and what `status` counts read.
+SUMMARY_FIELDS = ("sessionId", "ticketId", "sessionType", "status", "title", "error", "startedAt", "updatedAt", "seq")
+STATUS_FIELD = "status"
+
+RawHash = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str | None]
+
+
+def _text(raw: RawHash) -> dict[str, str]:
+    return {as_text(k): as_text(v) for k, v in raw.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveState:
+    """The scalar fields of one live session. Empty strings in Redis are None here; numbers are ints (0 if absent)."""
+
+    session_id: SessionId
+    session_type: str = DEFAULT_SESSION_TYPE
+    status: str = "pending"
+    ticket_id: TicketId | None = None
+    title: str | None = None
+    error: str | None = None
+    started_at: int = 0
+    updated_at: int = 0
+    current_tool_calls: list[Any] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+    seq: int = 0
+
+    @classmethod
+    def decode(cls, raw: RawHash) -> LiveState | None:
+        """The state from the hash (or the SUMMARY_FIELDS of it); None when the hash is gone."""
+        text = _text(raw)
+        if "sessionId" not in text:
+            return None
+        return cls(
+            session_id=SessionId(text["sessionId"]),
+            session_type=text.get("sessionType") or DEFAULT_SESSION_TYPE,
+            status=text.get("status") or "pending",
+            ticket_id=TicketId(text["ticketId"]) if text.get("ticketId") else None,
+            title=text.get("title") or None,
+            error=text.get("error") or None,
+            started_at=int(text.get("startedAt") or 0),
+            updated_at=int(text.get("updatedAt") or 0),
+            current_tool_calls=json.loads(text.get("currentToolCalls") or "[]"),
+            metadata=json.loads(text.get("metadata") or "null"),
+            seq=int(text.get("seq") or 0),
+        )
+
+    def encode(self) -> dict[str, str]:
+        """The hash as enqueue.lua writes it; the script itself sets `seq` and `updatedAt` (Redis's clock)."""
+        return {
+            "sessionId": self.session_id,
+            "ticketId": self.ticket_id or "",
+            "sessionType": self.session_type,
+            "status": self.status,
+            "title": self.title or "",
+            "error": self.error or "",
+            "startedAt": str(self.started_at),
+            "currentToolCalls": dumps(self.current_tool_calls),
+            "metadata": dumps(self.metadata),
+        }
+
+    def index_event(self, event: str) -> str:
+        """Body of a live-index change on `opencode:sessions:updates` (appeared / status / ended)."""
+        return dumps(
+            {
+                "type": event,
+                "sessionId": self.session_id,
+                "ticketId": self.ticket_id,
+                "sessionType": self.session_type,
+                "status": self.status,
+                "title": self.title,
+                "startedAt": self.started_at,
+                "updatedAt": self.updated_at,
+            }
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The session as the live list shows it (no messages)."""
+        return {
+            "sessionId": self.session_id,
+            "ticketId": self.ticket_id,
+            "sessionType": self.session_type,
+            "status": self.status,
+            "title": self.title,
+            "error": self.error,
+            "startedAt": self.started_at,
+            "updatedAt": self.updated_at,
+            "seq": self.seq,
+            "live": True,
+        }
+
+    def to_session(self, messages: list[Any]) -> dict[str, Any]:
+        """The session object clients see (gateway, SSE snapshot, CLI), with its messages."""
+        return {
+            "sessionId": self.session_id,
+            "ticketId": self.ticket_id,
+            "sessionType": self.session_type,
+            "status": self.status,
+            "title": self.title,
+            "messages": messages,
+            "currentToolCalls": self.current_tool_calls,
+            "error": self.error,
+            "startedAt": self.started_at,
+            "updatedAt": self.updated_at,
+            "metadata": self.metadata,
+            "seq": self.seq,
+            "live": True,
+        }
+
+
+def encode_change(
+    updated_at: int, *, status: str | None = None, error: str | None = None, tool_calls: list[Any] | None = None
+) -> tuple[dict[str, str], str]:
+    """What one apply.lua call writes to the hash, and the `state` object its update event carries.
+
+    `error` is written with a status change only (a new status clears the old error).
+    """
+    state: dict[str, Any] = {"updatedAt": updated_at}
+    fields = {"updatedAt": str(updated_at)}
+    if status is not None:
+        state["status"] = fields["status"] = status
+        state["error"] = error
+        fields["error"] = error or ""
+    if tool_calls is not None:
+        state["currentToolCalls"] = tool_calls
+        fields["currentToolCalls"] = dumps(tool_calls)
+    return fields, dumps(state)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRecord:
+    """All three hashes of a live session, read at one seq: the state, message infos by id, parts by key."""
+
+    state: LiveState
+    infos: dict[str, Any]
+    parts: dict[str, Any]
+
+    def messages(self) -> list[Any]:
+        """OpenCode's message list (`{info, parts}` each), rebuilt in its order."""
+        by_message: dict[str, list[Any]] = {}
+        for key in sorted(self.parts):
+            by_message.setdefault(key.split("/", 1)[0], []).append(self.parts[key])
+        return [{"info": self.infos[mid], "parts": by_message.get(mid, [])} for mid in sorted(self.infos)]
+
+    def to_session(self) -> dict[str, Any]:
+        return self.state.to_session(self.messages())
+
+
+async def read_record(redis: Redis, session_id: SessionId) -> LiveRecord | None:
+    """One MULTI, so the three hashes are read at the same seq; None when the session has no live state."""
+    with store_errors("Redis"):
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.session(session_id))
+            pipe.hgetall(keys.session_messages(session_id))
+            pipe.hgetall(keys.session_parts(session_id))
+            fields, infos, parts = await pipe.execute()
+    state = LiveState.decode(fields) if fields else None
+    if state is None:
+        return None
+    return LiveRecord(
+        state,
+        {as_text(k): json.loads(v) for k, v in infos.items()},
+        {as_text(k): json.loads(v) for k, v in parts.items()},
+    )

@@ -1,0 +1,74 @@
+"""shared.store.archive: the statements on opencode_sessions against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.ids import SessionId, TicketId
+from shared.store import archive
+from shared.store.archive import LAYER_KEY, ArchiveRow
+from shared.store.live import LiveState
+
+pytestmark = pytest.mark.anyio
+
+STATE = LiveState(session_id=SessionId("ses_" + "d" * 26), ticket_id=TicketId("T-1"), started_at=1_000, title="t")
+
+
+async def test_a_new_row_reads_back_with_named_fields(db):
+    await archive.insert_pending(db, STATE, user_metadata={"k": 1}, prompts=[{"messageID": "msg_1", "text": "hi"}])
+    row = await archive.fetch(db, STATE.session_id)
+    assert isinstance(row, ArchiveRow)
+    assert (row.id, row.ticket_id, row.session_type, row.status, row.messages) == (
+        STATE.session_id,
+        "T-1",
+        "chat",
+        "pending",
+        [],
+    )
+    assert (row.user_metadata, row.prompts, row.epoch, row.cancel_requested) == (
+        {"k": 1},
+        [{"messageID": "msg_1", "text": "hi"}],
+        0,
+        False,
+    )
+    assert row.pending_state(5_000) == LiveState(
+        session_id=STATE.session_id,
+        ticket_id=TicketId("T-1"),
+        title="t",
+        started_at=1_000,
+        updated_at=5_000,
+        metadata={"k": 1},
+    )
+    assert await archive.fetch(db, SessionId("ses_" + "e" * 26)) is None
+
+
+async def test_the_owner_write_is_fenced_by_epoch(db):
+    assert await archive.upsert_fenced(db, STATE, 2, status="running", now_ms=2_000)
+    assert not await archive.upsert_fenced(db, STATE, 1, status="completed", now_ms=3_000)
+    row = await archive.fetch(db, STATE.session_id)
+    assert (row.status, row.epoch) == ("running", 2)
+    assert await archive.upsert_fenced(
+        db, STATE, 2, status="completed", messages=[{"m": 1}], completed_ms=4_000, now_ms=4_000
+    )
+    row = await archive.fetch(db, STATE.session_id)
+    assert (row.status, row.messages, archive.to_epoch_ms(row.completed_at)) == ("completed", [{"m": 1}], 4_000)
+
+
+async def test_a_cancel_is_recorded_only_in_an_unfinished_row(db):
+    await archive.insert_pending(db, STATE, user_metadata={}, prompts=[])
+    row = await archive.request_cancel(db, STATE.session_id)
+    assert row is not None and row.cancel_requested and row.metadata[LAYER_KEY]["title"] == "t"
+    assert [r.id for r in await archive.unfinished(db, 10)] == [STATE.session_id]
+    assert await archive.upsert_fenced(db, STATE, 1, status="cancelled", completed_ms=9_000, now_ms=9_000)
+    assert await archive.request_cancel(db, STATE.session_id) is None
+    assert await archive.unfinished(db, 10) == []
+
+
+async def test_history_counts_messages_without_reading_them(db):
+    await archive.upsert_fenced(
+        db, STATE, 1, status="completed", messages=[{"a": 1}, {"b": 2}], completed_ms=2, now_ms=2
+    )
+    [row] = await archive.history(
+        db, ticket_id=TicketId("T-1"), session_type=None, before=None, limit=5, include_messages=False
+    )
+    assert (row.messages, row.message_count) == ([], 2)
