@@ -28,10 +28,14 @@ async def reconcile_once(redis: Redis, pool: psycopg_pool.AsyncConnectionPool) -
             for row in rows:
                 pipe.exists(keys.job(parse_session_id(row.id)))
             live = await pipe.execute()
+    gone = [row.id for row, exists in zip(rows, live, strict=True) if not exists]
+    if not gone:
+        return 0
+    with store_errors("PostgreSQL"):
+        async with pool.connection() as conn:
+            orphans = await archive.still_unfinished(conn, gone)
     requeued = 0
-    for row, exists in zip(rows, live, strict=True):
-        if exists:
-            continue
+    for row in orphans:
         if await requeue_from_archive(redis, row):
             requeued += 1
             log.warning(

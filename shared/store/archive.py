@@ -50,6 +50,7 @@ RETURNING {COLUMNS}
 _UNFINISHED = (
     f"SELECT {COLUMNS} FROM opencode_sessions WHERE status IN ('pending', 'running') ORDER BY started_at LIMIT %s"
 )
+_STILL_UNFINISHED = f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = ANY(%s) AND status IN ('pending', 'running')"
 
 # The owner's write, at claim (`running`) and at the end (the archive): fenced by the epoch in the row.
 _UPSERT = f"""
@@ -213,6 +214,15 @@ async def request_cancel(db: PgConnection, session_id: SessionId) -> ArchiveRow 
 async def unfinished(db: PgConnection, limit: int) -> list[ArchiveRow]:
     """Pending/running rows, oldest first: what the backstop checks against Redis."""
     return await _fetch_rows(db, _UNFINISHED, (limit,))
+
+
+async def still_unfinished(db: PgConnection, session_ids: Sequence[str]) -> list[ArchiveRow]:
+    """Those of `session_ids` whose rows are still pending/running, read again now.
+
+    The owner commits the archive before it deletes the job in Redis, so a row read again after its job was seen
+    gone is final if the session ended meanwhile: a backstop that trusted its first read would run it again.
+    """
+    return await _fetch_rows(db, _STILL_UNFINISHED, (list(session_ids),))
 
 
 async def history(
