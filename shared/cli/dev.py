@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import click
 
 from shared.config import LOG_LEVELS, Settings
-from shared.devstack import DevOptions, DevStack
+from shared.dev.supervisor.stack import DevOptions, DevStack
 from shared.errors import InvalidInput
 
 

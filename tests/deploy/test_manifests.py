@@ -21,7 +21,7 @@ from gateway.app import create_app
 from gateway.main import GRACEFUL_SHUTDOWN_S
 from poller.worker import RELEASE_TIMEOUT_S
 from shared.config import Settings
-from shared.opencode.simulator import create_simulator
+from shared.dev.simulator.app import create_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -537,7 +537,7 @@ def test_compose_healthchecks_hit_real_routes():
     assert re.findall(r"http://127\.0\.0\.1:8080(/\w+)", gateway_check) == ["/readyz"]
     assert "/readyz" in gateway_routes()
     opencode = services["opencode"]
-    assert opencode["command"][:3] == ["python", "-m", "shared.opencode.simulator"]
+    assert opencode["command"][:3] == ["python", "-m", "shared.dev.simulator.app"]
     port = opencode["command"][opencode["command"].index("--port") + 1]
     (path,) = re.findall(rf"http://127\.0\.0\.1:{port}(/[\w/]+)", " ".join(opencode["healthcheck"]["test"]))
     assert path in route_paths(create_simulator())

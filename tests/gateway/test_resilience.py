@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from shared import commands, keys
+from shared.dev.simulator.app import create_simulator, serve_in_thread
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import create_simulator, serve_in_thread
 from tests.gateway.sse_client import SessionView, events
 from tests.helpers import Child, free_port, wait_for, wait_port
 

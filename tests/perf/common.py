@@ -14,7 +14,7 @@ import anyio
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.embedded import start_postgres, start_redis
+from shared.dev.embedded.server import start_postgres, start_redis
 from shared.migrate import migrate
 from tests.helpers import free_port, wait_port
 

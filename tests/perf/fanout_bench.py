@@ -21,7 +21,7 @@ import psycopg
 from redis.asyncio import Redis
 
 from shared import keys
-from shared.embedded import start_postgres, start_redis
+from shared.dev.embedded.server import start_postgres, start_redis
 from shared.ids import SessionId
 from shared.lua import Scripts
 from shared.migrate import migrate

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from shared import commands, keys
+from shared.dev.simulator.app import create_simulator, serve_in_thread
 from shared.errors import Conflict
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import create_simulator, serve_in_thread
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from shared import commands
+from shared.dev.simulator.app import Fault, create_simulator, serve_in_thread
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import Fault, create_simulator, serve_in_thread
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from shared import commands
 from shared.config import Secret
-from shared.opencode.simulator import serve_in_thread
+from shared.dev.simulator.app import serve_in_thread
 from shared.tokens import Scope, mint_token
 from tests.helpers import free_port
 

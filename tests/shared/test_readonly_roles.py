@@ -29,7 +29,7 @@ from redis.asyncio.client import PubSub
 
 from shared import keys
 from shared.connections import redis_client
-from shared.embedded import EmbeddedServerError, _find_redis_binary
+from shared.dev.embedded.server import EmbeddedServerError, _find_redis_binary
 from shared.ids import SessionId, TicketId
 from shared.lua import Scripts, StateChange
 from shared.models import as_text, dumps

@@ -1,6 +1,6 @@
 """The supervisor behind `opencode-sessions dev`: the whole system on one machine, started and stopped as one.
 
-What it runs, in order: Redis and PostgreSQL (shared.embedded: real servers on loopback ports, their data in
+What it runs, in order: Redis and PostgreSQL (shared.dev.embedded.server: real servers on loopback ports, their data in
 temporary directories unless a data dir is given), the migrations, an OpenCode (the given OPENCODE_URL, else the
 simulator as a child), N poller replicas and the gateway (each `python -m ...` in its own process group).
 
@@ -41,7 +41,7 @@ import redis
 
 from shared import keys
 from shared.connections import pg_connect, store_errors
-from shared.embedded import (
+from shared.dev.embedded.server import (
     EmbeddedServerError,
     PostgresServer,
     RedisServer,
@@ -318,7 +318,7 @@ class DevStack:
             self.children.append(
                 Child(
                     "opencode",
-                    "shared.opencode.simulator",
+                    "shared.dev.simulator.app",
                     ["--host", HOST, "--port", str(sim_port), "--speed", f"{self.options.sim_speed:g}"],
                     base_env,
                     lambda child: port_open(sim_port),
@@ -502,7 +502,7 @@ class DevStack:
         say(f"Ctrl-C stops everything ({kept}).")
 
     def _demo(self) -> None:
-        from shared.demo import enqueue_demo
+        from shared.dev.demo import enqueue_demo
 
         env = self.environment()
         try:

@@ -1,6 +1,6 @@
 """A Starlette app that answers like an OpenCode 1.18.33 server, for tests and load runs.
 
-`create_simulator()` builds it; the sessions and scripted runs live in `shared.opencode.scenarios`. Besides
+`create_simulator()` builds it; the sessions and scripted runs live in `shared.dev.simulator.engine`. Besides
 OpenCode's routes it serves controls under `/__sim/` (never subject to faults):
 
     GET    /__sim/stats    request counts, and prompt_async / message calls per session and per messageID
@@ -9,7 +9,7 @@ OpenCode's routes it serves controls under `/__sim/` (never subject to faults):
     POST   /__sim/faults   add one: {"kind", "path"?, "method"?, "count"?, "ms"?} (see `Fault`)
     DELETE /__sim/faults   clear them
 
-Run it as a process with `python -m shared.opencode.simulator --port 4096 [--speed 2]`, or in a thread of
+Run it as a process with `python -m shared.dev.simulator.app --port 4096 [--speed 2]`, or in a thread of
 a test with `serve_in_thread(create_simulator(...))`.
 """
 
@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.opencode.scenarios import (
+from shared.dev.simulator.engine import (
     AGENT,
     DEFAULT_RETRY_DELAYS,
     JSON,
@@ -492,7 +492,7 @@ def serve_in_thread(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m shared.opencode.simulator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m shared.dev.simulator.app", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4096, help="0 picks a free port (see --port-file)")
     parser.add_argument("--speed", type=float, default=1.0, help="divides every scripted delay")
