@@ -19,7 +19,8 @@ import anyio.abc
 import pytest
 import redis.asyncio as aioredis
 
-from shared.dev.embedded.server import PostgresServer, RedisServer, start_postgres, start_redis
+from shared.dev.embedded.postgres import PostgresServer, start_postgres
+from shared.dev.embedded.redis import RedisServer, start_redis
 
 REDIS_IMAGE = "redis:7.2-alpine"
 POSTGRES_IMAGE = "postgres:18-alpine"

@@ -537,7 +537,7 @@ def test_compose_healthchecks_hit_real_routes():
     assert re.findall(r"http://127\.0\.0\.1:8080(/\w+)", gateway_check) == ["/readyz"]
     assert "/readyz" in gateway_routes()
     opencode = services["opencode"]
-    assert opencode["command"][:3] == ["python", "-m", "shared.dev.simulator.app"]
+    assert opencode["command"][:3] == ["python", "-m", "shared.dev.simulator"]
     port = opencode["command"][opencode["command"].index("--port") + 1]
     (path,) = re.findall(rf"http://127\.0\.0\.1:{port}(/[\w/]+)", " ".join(opencode["healthcheck"]["test"]))
     assert path in route_paths(create_simulator())

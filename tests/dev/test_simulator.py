@@ -20,7 +20,8 @@ import anyio
 import httpx
 import pytest
 
-from shared.dev.simulator.app import create_simulator, serve_in_thread
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.ids import new_message_id
 
 pytestmark = pytest.mark.anyio
@@ -677,7 +678,7 @@ async def test_sim_controls(http: httpx.AsyncClient) -> None:
 
 async def test_runs_as_a_process(tmp_path: Path) -> None:
     port_file = anyio.Path(tmp_path / "port")
-    cmd = [sys.executable, "-m", "shared.dev.simulator.app", "--port", "0", "--port-file", str(port_file)]
+    cmd = [sys.executable, "-m", "shared.dev.simulator", "--port", "0", "--port-file", str(port_file)]
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     process = await anyio.open_process([*cmd, "--speed", "4"], cwd=ROOT, env=env, stdout=None, stderr=None)
     try:

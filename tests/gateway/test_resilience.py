@@ -9,10 +9,12 @@ import httpx
 import pytest
 
 from shared import commands, keys
-from shared.dev.simulator.app import create_simulator, serve_in_thread
+from shared.dev.processes import free_port
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
 from tests.gateway.sse_client import SessionView, events
-from tests.helpers import Child, free_port, wait_for, wait_port
+from tests.helpers import Child, wait_for, wait_port
 
 pytestmark = pytest.mark.anyio
 

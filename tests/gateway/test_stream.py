@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from shared import commands
-from shared.dev.simulator.app import create_simulator, serve_in_thread
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
 from tests.gateway.sse_client import SessionView, apply_update, events
 from tests.helpers import wait_for

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from poller.diff import Mirror, diff
 from poller.writer import StateWriter
-from shared.dev.embedded.server import start_redis
+from shared.dev.embedded.redis import start_redis
 from shared.ids import SessionId
 from shared.lua import Scripts
 from shared.models import dumps, index_event

@@ -21,12 +21,14 @@ import psycopg
 from redis.asyncio import Redis
 
 from shared import keys
-from shared.dev.embedded.server import start_postgres, start_redis
+from shared.dev.embedded.postgres import start_postgres
+from shared.dev.embedded.redis import start_redis
+from shared.dev.processes import free_port
 from shared.ids import SessionId
 from shared.lua import Scripts
 from shared.migrate import migrate
 from shared.models import index_event
-from tests.helpers import free_port, wait_port
+from tests.helpers import wait_port
 from tests.perf.procstat import percentile, raise_fd_limit, usage
 
 

@@ -19,7 +19,8 @@ import anyio
 from redis import Redis
 
 from shared import keys
-from tests.perf.common import child, free_port, servers
+from shared.dev.processes import free_port
+from tests.perf.common import child, servers
 from tests.perf.poller_bench import seed
 
 

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from shared import commands, keys
-from shared.dev.simulator.app import create_simulator, serve_in_thread
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.errors import Conflict
 from shared.opencode.client import OpenCodeClient
 from tests.helpers import wait_for

@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from shared import commands
-from shared.dev.simulator.app import Fault, create_simulator, serve_in_thread
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.faults import Fault
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
 from tests.helpers import wait_for
 

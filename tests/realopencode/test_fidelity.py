@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from shared.dev.simulator.app import create_simulator, serve_in_thread
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
 from tests.realopencode.endtoend import RunScenario, check_archived
 from tests.realopencode.harness import HELLO_TEXT

@@ -21,9 +21,10 @@ import pytest
 
 from shared import keys
 from shared.archive_rows import COLUMNS
+from shared.dev.processes import free_port
 from shared.ids import SessionId, TicketId
 from shared.migrate import load_migrations
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
 

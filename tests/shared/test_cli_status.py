@@ -10,8 +10,9 @@ import anyio
 import pytest
 
 from shared import commands, keys
+from shared.dev.processes import free_port
 from shared.opencode.client import OpenCodeClient
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
 

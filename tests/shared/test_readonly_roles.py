@@ -29,12 +29,14 @@ from redis.asyncio.client import PubSub
 
 from shared import keys
 from shared.connections import redis_client
-from shared.dev.embedded.server import EmbeddedServerError, _find_redis_binary
+from shared.dev.embedded.redis import find_redis_binary
+from shared.dev.embedded.server import EmbeddedServerError
+from shared.dev.processes import free_port
 from shared.ids import SessionId, TicketId
 from shared.lua import Scripts, StateChange
 from shared.models import as_text, dumps
 from shared.sessions import read_live
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ACL_FILE = DEPLOY / "redis-acl.conf"
@@ -383,7 +385,7 @@ async def test_poller_scripts_are_held_to_the_same_rules(acl: Redis, poller: Red
 @pytest.fixture
 def redis_binary() -> Path:
     try:
-        return _find_redis_binary()
+        return find_redis_binary()
     except EmbeddedServerError as exc:
         pytest.skip(str(exc))
 

@@ -1,93 +1,35 @@
-"""A Starlette app that answers like an OpenCode 1.18.33 server, for tests and load runs.
-
-`create_simulator()` builds it; the sessions and scripted runs live in `shared.dev.simulator.engine`. Besides
-OpenCode's routes it serves controls under `/__sim/` (never subject to faults):
-
-    GET    /__sim/stats    request counts, and prompt_async / message calls per session and per messageID
-    POST   /__sim/reset    forget every session, count and fault
-    GET    /__sim/faults   the active faults
-    POST   /__sim/faults   add one: {"kind", "path"?, "method"?, "count"?, "ms"?} (see `Fault`)
-    DELETE /__sim/faults   clear them
-
-Run it as a process with `python -m shared.dev.simulator.app --port 4096 [--speed 2]`, or in a thread of
-a test with `serve_in_thread(create_simulator(...))`.
-"""
+"""The simulator's Starlette app: OpenCode's routes, the `/__sim/` controls, and faults around both."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import bisect
 import json
-import logging
 import os
-import socket
-import threading
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
-from fnmatch import fnmatchcase
-from typing import Any, Literal, cast, get_args
+from typing import cast
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from shared.dev.simulator.engine import (
-    AGENT,
-    DEFAULT_RETRY_DELAYS,
-    JSON,
-    MODEL_ID,
-    PROVIDER_ID,
-    VERSION,
-    SimSession,
-    Simulation,
-    new_id,
-)
-
-FaultKind = Literal["slow", "error500", "reset", "reset_after", "malformed"]
-_PART_TYPES = ("text", "file", "agent", "subtask")
-_PARTS_EXPECTED = " | ".join(f'{{ readonly "type": "{t}", ... }}' for t in _PART_TYPES)
-
-
-@dataclass
-class Fault:
-    """A misbehaviour for the requests whose path matches `path` (fnmatch, e.g. "/session/*/message").
-
-    slow: wait `ms` before answering normally · error500: answer 500 UnknownError · malformed: answer 200
-    with a body that is not JSON · reset: drop the connection without answering · reset_after: handle the
-    request, then drop the connection instead of answering. `count` requests, or all until cleared (None).
-    """
-
-    kind: FaultKind
-    path: str = "*"
-    method: str | None = None
-    count: int | None = None
-    ms: int = 0
-
-    @classmethod
-    def from_json(cls, body: Any) -> Fault:
-        if not isinstance(body, dict) or body.get("kind") not in get_args(FaultKind):
-            raise ValueError(f"a fault needs kind in {get_args(FaultKind)}, got {body!r}")
-        fault = cls(**{k: v for k, v in body.items() if k in cls.__dataclass_fields__})
-        if not isinstance(fault.path, str) or not isinstance(fault.ms, int) or fault.ms < 0:
-            raise ValueError(f"bad fault {body!r}")
-        if fault.count is not None and (not isinstance(fault.count, int) or fault.count < 1):
-            raise ValueError(f"fault count must be a positive integer or null, got {fault.count!r}")
-        return fault
-
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method.upper() == method) and fnmatchcase(path, self.path)
+from shared.dev.simulator.engine import AGENT, JSON, MODEL_ID, PROVIDER_ID, VERSION, SimSession, Simulation, new_id
+from shared.dev.simulator.errors import bad_request, error, unknown_error
+from shared.dev.simulator.faults import Fault, misbehave, take_fault
+from shared.dev.simulator.scenarios import DEFAULT_RETRY_DELAYS, answer
+from shared.dev.simulator.validation import compact, json_body, prompt_problem
 
 
 @dataclass
 class Stats:
+    """What the simulator was asked (`GET /__sim/stats`): tests count retries and re-sent prompts with it."""
+
     requests: Counter[str] = field(default_factory=Counter)  # "GET /session/ses_…/message" -> n
     prompts: dict[str, Counter[str]] = field(default_factory=dict)  # "prompt_async.by_session" -> id -> n
 
@@ -117,57 +59,10 @@ class SimulatorApp(Starlette):
             return await super().__call__(scope, receive, send)
         method, path = scope["method"], scope["path"]
         self.stats.requests[f"{method} {path}"] += 1
-        fault = next((f for f in self.faults if f.matches(method, path)), None)
+        fault = take_fault(self.faults, method, path)
         if fault is None:
             return await super().__call__(scope, receive, send)
-        if fault.count is not None:
-            fault.count -= 1
-            if fault.count == 0:
-                self.faults.remove(fault)
-        if fault.kind == "slow":
-            await anyio.sleep(fault.ms / 1000)
-            await super().__call__(scope, receive, send)
-        elif fault.kind == "error500":
-            await _unknown_error()(scope, receive, send)
-        elif fault.kind == "malformed":
-            await Response(b'{"truncated": [', media_type="application/json")(scope, receive, send)
-        else:
-            if fault.kind == "reset_after":
-                await super().__call__(scope, receive, _discard)
-            await _drop_connection(receive, send)
-
-
-async def _discard(message: Message) -> None:
-    return None
-
-
-async def _drop_connection(receive: Receive, send: Send) -> None:
-    """Close the TCP connection without a response, so the client sees a connection error."""
-    transport = getattr(getattr(send, "__self__", None), "transport", None)  # uvicorn's RequestResponseCycle
-    if transport is None:  # another server: promise a body and never send it
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
-        return
-    transport.close()
-    with anyio.move_on_after(1):  # until uvicorn notices, so it does not answer 500 for us
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-
-def _error(status: int, name: str, data: JSON) -> JSONResponse:
-    return JSONResponse({"name": name, "data": data}, status_code=status)
-
-
-def _bad_request(message: str) -> JSONResponse:
-    return _error(400, "BadRequest", {"message": message, "kind": "Payload"})
-
-
-def _unknown_error() -> JSONResponse:
-    message = "Unexpected server error. Check server logs for details."
-    return _error(500, "UnknownError", {"message": message, "ref": f"err_{os.urandom(4).hex()}"})
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+        await misbehave(fault, super().__call__, scope, receive, send)
 
 
 def _sim(request: Request) -> SimulatorApp:
@@ -177,55 +72,21 @@ def _sim(request: Request) -> SimulatorApp:
 def _lookup(request: Request) -> SimSession | JSONResponse:
     session_id = request.path_params["session_id"]
     if not session_id.startswith("ses"):  # OpenCode fails its own path validation this way
-        return _unknown_error()
+        return unknown_error()
     sess = _sim(request).simulation.sessions.get(session_id)
     if sess is None:
-        return _error(404, "NotFoundError", {"message": f"Session not found: {session_id}"})
+        return error(404, "NotFoundError", {"message": f"Session not found: {session_id}"})
     return sess
-
-
-async def _json_body(request: Request) -> tuple[Any, str | None]:
-    raw = await request.body()
-    try:
-        return (json.loads(raw) if raw.strip() else {}), None
-    except ValueError:
-        return None, f"Invalid JSON: {raw[:80].decode('utf-8', 'replace')}"
-
-
-def _prompt_problem(body: Any) -> str | None:
-    """What OpenCode's schema would refuse in a prompt body, in its words; None when the body is fine."""
-    if not isinstance(body, dict):
-        return f"Expected object, got {_compact(body)}"
-    if "parts" not in body:
-        return 'Missing key\n  at ["parts"]'
-    if not isinstance(body["parts"], list):
-        return f'Expected array, got {_compact(body["parts"])}\n  at ["parts"]'
-    for i, part in enumerate(body["parts"]):
-        if not isinstance(part, dict) or part.get("type") not in _PART_TYPES:
-            return f'Expected {_PARTS_EXPECTED}, got {_compact(part)}\n  at ["parts"][{i}]'
-        if part["type"] == "text" and not isinstance(part.get("text"), str):
-            return f'Missing key\n  at ["parts"][{i}]["text"]'
-    message_id = body.get("messageID")
-    if message_id is not None and not (isinstance(message_id, str) and message_id.startswith("msg")):
-        return f'Expected a string matching the pattern ^msg, got {_compact(message_id)}\n  at ["messageID"]'
-    model = body.get("model")
-    if model is not None and not (
-        isinstance(model, dict) and isinstance(model.get("providerID"), str) and isinstance(model.get("modelID"), str)
-    ):
-        return f'Expected {{ readonly "providerID": string, readonly "modelID": string }}, got {_compact(model)}'
-    if not isinstance(body.get("agent", ""), str):
-        return f'Expected string, got {_compact(body["agent"])}\n  at ["agent"]'
-    return None
 
 
 async def _accept_prompt(request: Request, route: str) -> tuple[SimSession, str] | JSONResponse:
     sess = _lookup(request)
     if isinstance(sess, JSONResponse):
         return sess
-    body, problem = await _json_body(request)
-    problem = problem or _prompt_problem(body)
+    body, problem = await json_body(request)
+    problem = problem or prompt_problem(body)
     if problem is not None:
-        return _bad_request(problem)
+        return bad_request(problem)
     parts = [{k: v for k, v in p.items() if k not in ("id", "sessionID", "messageID")} for p in body["parts"]]
     model = body.get("model") or {"providerID": PROVIDER_ID, "modelID": MODEL_ID}
     app = _sim(request)
@@ -249,13 +110,13 @@ async def list_sessions(request: Request) -> Response:
 
 
 async def create_session(request: Request) -> Response:
-    body, problem = await _json_body(request)
+    body, problem = await json_body(request)
     if problem is None and not isinstance(body, dict):
-        problem = f"Expected object, got {_compact(body)}"
+        problem = f"Expected object, got {compact(body)}"
     if problem is None and not isinstance(body.get("title", ""), str):
-        problem = f'Expected string, got {_compact(body["title"])}\n  at ["title"]'
+        problem = f'Expected string, got {compact(body["title"])}\n  at ["title"]'
     if problem is not None:
-        return _bad_request(problem)
+        return bad_request(problem)
     directory = request.query_params.get("directory")
     return JSONResponse(_sim(request).simulation.create_session(title=body.get("title"), directory=directory).info)
 
@@ -309,7 +170,7 @@ async def list_messages(request: Request) -> Response:
 
 
 def _encode_cursor(message_id: str, created: int) -> str:
-    raw = _compact({"id": message_id, "time": created}).encode()
+    raw = compact({"id": message_id, "time": created}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -337,13 +198,13 @@ async def prompt_blocking(request: Request) -> Response:
         await sess.run.done.wait()
     replies = [m for i in reversed(sess.order) if (m := sess.messages[i]).info["role"] == "assistant"]
     reply = next((m for m in replies if m.info["parentID"] == message_id), replies[0] if replies else None)
-    return _unknown_error() if reply is None else JSONResponse({"info": reply.info, "parts": reply.parts})
+    return unknown_error() if reply is None else JSONResponse({"info": reply.info, "parts": reply.parts})
 
 
 async def abort(request: Request) -> Response:
     session_id = request.path_params["session_id"]
     if not session_id.startswith("ses"):
-        return _unknown_error()
+        return unknown_error()
     _sim(request).simulation.abort(session_id)
     return JSONResponse(True)
 
@@ -355,7 +216,7 @@ async def events(request: Request) -> Response:
 
     async def stream() -> AsyncIterator[str]:
         with queue:
-            yield f"data: {_compact({'id': new_id('evt'), 'type': 'server.connected', 'properties': {}})}\n\n"
+            yield f"data: {compact({'id': new_id('evt'), 'type': 'server.connected', 'properties': {}})}\n\n"
             while True:
                 line = None
                 with anyio.move_on_after(app.heartbeat_s):
@@ -364,7 +225,7 @@ async def events(request: Request) -> Response:
                     except anyio.EndOfStream:
                         return
                 if line is None:
-                    line = _compact({"id": new_id("evt"), "type": "server.heartbeat", "properties": {}})
+                    line = compact({"id": new_id("evt"), "type": "server.heartbeat", "properties": {}})
                 yield f"data: {line}\n\n"
 
     headers = {"content-type": "text/event-stream", "cache-control": "no-cache, no-transform"}
@@ -388,11 +249,11 @@ async def sim_faults(request: Request) -> Response:
     if request.method == "DELETE":
         app.faults.clear()
     elif request.method == "POST":
-        body, problem = await _json_body(request)
+        body, problem = await json_body(request)
         try:
             app.faults.append(Fault.from_json(body))
         except (ValueError, TypeError) as exc:
-            return _bad_request(problem or str(exc))
+            return bad_request(problem or str(exc))
     return JSONResponse([asdict(f) for f in app.faults])
 
 
@@ -437,76 +298,10 @@ def create_simulator(
         Route("/__sim/faults", sim_faults, methods=["GET", "POST", "DELETE"]),
     ]
     app = SimulatorApp(routes=routes, lifespan=_lifespan)
-    app.simulation = Simulation(speed=speed, directory=directory or os.getcwd(), retry_delays=retry_delays)
+    app.simulation = Simulation(
+        speed=speed, directory=directory or os.getcwd(), retry_delays=retry_delays, script=answer
+    )
     app.faults = [replace(f) for f in faults]  # copies: counts go down as faults are used
     app.stats = Stats()
     app.heartbeat_s = heartbeat_s
     return app
-
-
-class SimulatorServer(uvicorn.Server):
-    """uvicorn's Server, but at shutdown it first stops the runs and ends the `/event` streams: uvicorn
-    waits for open responses before the app's lifespan ends, and an event stream never ends by itself."""
-
-    def __init__(self, config: uvicorn.Config, *, port_file: str | None = None) -> None:
-        super().__init__(config)
-        self.port_file = port_file
-
-    @property
-    def port(self) -> int:
-        return int(self.servers[0].sockets[0].getsockname()[1])
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.port_file and self.started:
-            await anyio.Path(self.port_file + ".tmp").write_text(str(self.port))
-            os.replace(self.port_file + ".tmp", self.port_file)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if isinstance(self.config.app, SimulatorApp):
-            self.config.app.simulation.close()
-        await super().shutdown(sockets=sockets)
-
-
-@contextmanager
-def serve_in_thread(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve `app` (a simulator, or any ASGI app) with uvicorn in a daemon thread; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    config = uvicorn.Config(app, lifespan="on", log_config=None, log_level="warning", timeout_graceful_shutdown=5)
-    server = SimulatorServer(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="opencode-simulator", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the OpenCode simulator did not start")
-            time.sleep(0.005)
-        yield f"http://{host}:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m shared.dev.simulator.app", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=4096, help="0 picks a free port (see --port-file)")
-    parser.add_argument("--speed", type=float, default=1.0, help="divides every scripted delay")
-    parser.add_argument("--directory", default=None, help="the sessions' directory (default: current)")
-    parser.add_argument("--port-file", default=None, help="write the bound port here once listening")
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_simulator(args.speed, directory=args.directory)
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, lifespan="on", log_config=None, timeout_graceful_shutdown=5
-    )
-    SimulatorServer(config, port_file=args.port_file).run()
-
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from shared.dev.simulator.app import create_simulator, serve_in_thread
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.errors import NotFound, OpenCodeError, Unavailable
 from shared.ids import new_message_id
 from shared.opencode.client import OpenCodeClient
