@@ -146,4 +146,4 @@ async def redis(redis_url: str, anyio_backend: str) -> AsyncIterator[aioredis.Re
         await client.aclose()
 
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.roles"]

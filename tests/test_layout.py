@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import gc
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("shared.dev", "shared.cli")  # development tooling, and the CLI that drives it
 MAX_LINES = 400
 # Over the limit today, each being split by its owner. This list only ever shrinks: never add to it.
-TOO_LONG_FOR_NOW = frozenset({"tests/deploy/test_manifests.py", "tests/shared/test_readonly_roles.py"})
+TOO_LONG_FOR_NOW = frozenset({"tests/deploy/test_manifests.py"})
 
 
 def _module_name(path: Path) -> str:
@@ -29,10 +30,23 @@ def _module_path(name: str) -> Path | None:
     return None
 
 
+def _parse(path: Path) -> ast.Module:
+    """ast.parse with the cyclic GC paused: on CPython 3.11 a finalizer that runs mid-parse and formats a traceback
+    (pytest's unraisable-exception hook does) parses too, and the outer parse fails with "AST constructor
+    recursion depth mismatch" (python/cpython#106905)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(path.read_text(), str(path))
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _imported(path: Path) -> Iterator[str]:
     """Every module an import statement anywhere in the file loads, parent packages included."""
     package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
