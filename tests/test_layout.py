@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("shared.dev", "shared.cli")  # development tooling, and the CLI that drives it
 MAX_LINES = 400
 # Over the limit today, each being split by its owner. This list only ever shrinks: never add to it.
-TOO_LONG_FOR_NOW = frozenset({"tests/deploy/test_manifests.py"})
+TOO_LONG_FOR_NOW = frozenset[str]()
 
 
 def _module_name(path: Path) -> str:
