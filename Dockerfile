@@ -1,8 +1,8 @@
 # One image for every process of the session layer:
-#   opencode-poller                                   (the default command)
-#   opencode-gateway                                  (set GATEWAY_HOST=0.0.0.0 to be reachable from outside)
-#   opencode-sessions migrate                         (one-shot; sql/ ships in the image, see below)
-#   python -m shared.opencode.simulator --host 0.0.0.0 --port 4096   (the OpenCode simulator, for local stacks)
+#   opencode-poller                                        (the default command)
+#   opencode-gateway                                       (set GATEWAY_HOST=0.0.0.0 to be reachable from outside)
+#   opencode-sessions migrate                              (one-shot; sql/ ships in the image, see below)
+#   python -m shared.dev.simulator --host 0.0.0.0 --port 4096   (the OpenCode simulator, for local stacks)
 #
 #   docker build -t opencode-session-layer:local .
 #

@@ -1,8 +1,8 @@
 """Fixtures every test shares: a real Redis and a real PostgreSQL for the whole session.
 
 Where they come from, first match wins: TEST_REDIS_URL / TEST_DATABASE_URL, then testcontainers when a Docker
-engine answers, then shared.embedded (no Docker, nothing preinstalled). Only embedded servers can be stopped and
-restarted, so outage tests ask for `embedded_redis` / `embedded_postgres` and are skipped otherwise.
+engine answers, then shared.dev.embedded (no Docker, nothing preinstalled). Only embedded servers can be stopped
+and restarted, so outage tests ask for `embedded_redis` / `embedded_postgres` and are skipped otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import anyio.abc
 import pytest
 import redis.asyncio as aioredis
 
-from shared.embedded import PostgresServer, RedisServer, start_postgres, start_redis
+from shared.dev.embedded.postgres import PostgresServer, start_postgres
+from shared.dev.embedded.redis import RedisServer, start_redis
 
 REDIS_IMAGE = "redis:7.2-alpine"
 POSTGRES_IMAGE = "postgres:18-alpine"
@@ -145,4 +146,4 @@ async def redis(redis_url: str, anyio_backend: str) -> AsyncIterator[aioredis.Re
         await client.aclose()
 
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.roles"]

@@ -18,11 +18,13 @@ from redis.asyncio import Redis
 
 from poller.worker import Worker
 from shared.config import Secret, Settings
+from shared.dev.processes import free_port
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import create_simulator, serve_in_thread
 from shared.store.connections import redis_client
 from shared.store.migrate import migrate
-from tests.helpers import Child, free_port, wait_port
+from tests.helpers import Child, wait_port
 
 SIM_SPEED = 20.0  # a TOOL run takes well under a second
 
@@ -152,7 +154,7 @@ def simulator_process() -> Iterator[Callable[..., str]]:
 
     def start(speed: float = SIM_SPEED, port: int | None = None) -> str:
         port = port or free_port()
-        child = Child("simulator", "shared.opencode.simulator", ["--port", str(port), "--speed", str(speed)], {})
+        child = Child("simulator", "shared.dev.simulator", ["--port", str(port), "--speed", str(speed)], {})
         wait_port(port, child=child)
         children.append(child)
         return f"http://127.0.0.1:{port}"

@@ -33,12 +33,6 @@ async def wait_for(
     raise AssertionError(f"timed out after {timeout} s waiting for {what or check!r}; last value: {last!r}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Child:
     """A `python -m MODULE` child with its output in a log file; stopped (then killed) on close."""
 

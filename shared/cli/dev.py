@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 import click
 
 from shared.config import LOG_LEVELS, Settings
-from shared.devstack import DevOptions, DevStack
 from shared.errors import InvalidInput
 
 
@@ -79,6 +78,10 @@ def dev(
 
     Exit 1 when something cannot start (a taken --port, a server that fails), 2 for bad options.
     """
+    # Imported here: the supervisor and the embedded servers are development tooling, loaded only when `dev` runs.
+    from shared.dev.supervisor.options import DevOptions
+    from shared.dev.supervisor.stack import DevStack
+
     url = _opencode_url(opencode_url)
     settings = Settings.from_env()  # a bad variable is exit 2 now rather than a child failing later
     options = DevOptions(

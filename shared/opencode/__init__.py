@@ -1,1 +1,1 @@
-"""Client, types and simulator for the OpenCode server HTTP API."""
+"""The production client for the OpenCode server HTTP API, and the types of its JSON."""

@@ -18,9 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.dev.processes import free_port
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import create_simulator, serve_in_thread
-from tests.helpers import ARTIFACTS, Child, free_port, wait_port
+from tests.helpers import ARTIFACTS, Child, wait_port
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/lib/chromium/chromium", "/usr/bin/chromium-browser")
 CHROMIUM_ARGS = [

@@ -30,7 +30,7 @@ from tests.helpers import ARTIFACTS
 CLI = [sys.executable, "-c", "from shared.cli import main; main()"]
 SERVICE_VARIABLES = ("REDIS_URL", "DATABASE_URL", "OPENCODE_URL", "GATEWAY_URL", "GATEWAY_TOKEN")
 START_TIMEOUT_S = 120
-# shared.embedded may keep a copy of PostgreSQL's binaries in the temp dir (root runs it as another user): a cache
+# shared.dev.embedded may keep a copy of PostgreSQL's binaries in the temp dir (root runs it as another user): a cache
 # shared by every run, not data of this one.
 PERSISTENT_CACHE = "opencode-embedded-pg-"
 

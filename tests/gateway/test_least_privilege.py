@@ -10,23 +10,14 @@ from psycopg.conninfo import make_conninfo
 from shared import commands
 from shared.cli.stream import SessionView, aiter_events
 from shared.config import Secret
-from tests.shared.test_readonly_roles import (  # noqa: F401 - fixtures are used by name
-    GATEWAY,
-    ROLE,
-    ROLE_PASSWORD,
-    acl,
-    acl_denials,
-    apply_sql,
-    pg_admin,
-    user_url,
-)
+from tests.roles import GATEWAY, ROLE, ROLE_PASSWORD, acl_denials, apply_sql, user_url
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_the_gateway_serves_everything_with_read_only_credentials(
-    acl,  # noqa: F811 - the imported fixture
-    pg_admin,  # noqa: F811 - the imported fixture
+    acl,
+    pg_admin,
     make_worker,
     make_gateway,
     redis,

@@ -10,10 +10,12 @@ import pytest
 
 from shared import commands
 from shared.cli.stream import SessionView, aiter_events
+from shared.dev.processes import free_port
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import create_simulator, serve_in_thread
 from shared.store import keys
-from tests.helpers import Child, free_port, wait_for, wait_port
+from tests.helpers import Child, wait_for, wait_port
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,9 @@ import pytest
 
 from shared import commands
 from shared.cli.stream import SessionView, aiter_events, apply_update
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import create_simulator, serve_in_thread
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio

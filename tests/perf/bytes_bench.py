@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from poller.diff import Mirror, diff
 from poller.writer import StateWriter
-from shared.embedded import start_redis
+from shared.dev.embedded.redis import start_redis
 from shared.ids import SessionId
 from shared.models import dumps
 from shared.store.live import LiveState

@@ -14,9 +14,10 @@ import anyio
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.embedded import start_postgres, start_redis
+from shared.dev.embedded.postgres import start_postgres
+from shared.dev.embedded.redis import start_redis
 from shared.store.migrate import migrate
-from tests.helpers import free_port, wait_port
+from tests.helpers import wait_port
 
 
 @dataclass
@@ -87,4 +88,4 @@ def histogram_quantile(before: dict[str, float], after: dict[str, float], name: 
     return float("nan")
 
 
-__all__ = ["Stack", "child", "free_port", "histogram_quantile", "scrape", "servers"]
+__all__ = ["Stack", "child", "histogram_quantile", "scrape", "servers"]

@@ -20,13 +20,15 @@ import anyio
 import psycopg
 from redis.asyncio import Redis
 
-from shared.embedded import start_postgres, start_redis
+from shared.dev.embedded.postgres import start_postgres
+from shared.dev.embedded.redis import start_redis
+from shared.dev.processes import free_port
 from shared.ids import SessionId
 from shared.store import keys
 from shared.store.live import LiveState
 from shared.store.lua import Scripts
 from shared.store.migrate import migrate
-from tests.helpers import free_port, wait_port
+from tests.helpers import wait_port
 from tests.perf.procstat import percentile, raise_fd_limit, usage
 
 

@@ -18,7 +18,8 @@ import time
 
 import anyio
 
-from tests.perf.common import child, free_port, servers
+from shared.dev.processes import free_port
+from tests.perf.common import child, servers
 from tests.perf.poller_bench import seed
 from tests.perf.procstat import percentile, usage
 

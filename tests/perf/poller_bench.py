@@ -15,10 +15,11 @@ import time
 import anyio
 from redis.asyncio import Redis
 
+from shared.dev.processes import free_port
 from shared.ids import SessionId
 from shared.store.live import LiveState
 from shared.store.lua import Scripts
-from tests.perf.common import Stack, child, free_port, histogram_quantile, scrape, servers
+from tests.perf.common import Stack, child, histogram_quantile, scrape, servers
 from tests.perf.procstat import usage
 
 

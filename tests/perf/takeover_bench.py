@@ -18,8 +18,9 @@ from contextlib import ExitStack
 import anyio
 from redis import Redis
 
+from shared.dev.processes import free_port
 from shared.store import keys
-from tests.perf.common import child, free_port, servers
+from tests.perf.common import child, servers
 from tests.perf.poller_bench import seed
 
 

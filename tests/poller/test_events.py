@@ -12,8 +12,9 @@ import pytest
 
 from shared import commands
 from shared.cli.stream import aiter_events, apply_update
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import create_simulator, serve_in_thread
 from tests.helpers import TcpProxy, wait_for
 
 pytestmark = pytest.mark.anyio

@@ -9,9 +9,10 @@ import httpx
 import pytest
 
 from shared import commands
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.errors import Conflict
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import create_simulator, serve_in_thread
 from shared.store import keys
 from tests.helpers import wait_for
 

@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -27,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.dev.processes import free_port
 from tests.realopencode.scripted_model import ScriptedModel
 
 DEFAULT_OPENCODE_VERSION = "1.18.33"
@@ -109,12 +109,6 @@ def install_opencode(version: str | None = None) -> Path:
         if (binary := find_opencode(version)) is None:
             raise RuntimeError(f"no runnable opencode {version} under {prefix}/node_modules after npm install")
         return binary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def opencode_config(model_url: str) -> dict[str, object]:

@@ -5,7 +5,7 @@ process with `python -m tests.realopencode.scripted_model --port 0 --port-file P
 `GET /v1/models`, `POST /v1/chat/completions` (streamed as SSE, or not), `GET /health`.
 
 The script is picked from the last user message of each request by the keywords the simulator reacts to
-(`shared.opencode.scenarios`), first match wins, so one scenario list drives both servers:
+(`shared.dev.simulator.scenarios`), first match wins, so one scenario list drives both servers:
 
     FAIL     HTTP 500 (OpenCode retries it ~5 times over ~70 s, then errors)
     REJECT   HTTP 400 (OpenCode errors at once)

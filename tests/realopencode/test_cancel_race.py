@@ -17,8 +17,10 @@ import httpx
 import pytest
 
 from shared import commands
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.faults import Fault
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import Fault, create_simulator, serve_in_thread
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio

@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import create_simulator, serve_in_thread
 from tests.realopencode.endtoend import RunScenario, check_archived
 from tests.realopencode.harness import HELLO_TEXT
 from tests.realopencode.record_fixtures import (

@@ -19,11 +19,12 @@ import anyio
 import httpx
 import pytest
 
+from shared.dev.processes import free_port
 from shared.ids import SessionId, TicketId
 from shared.store import archive, keys
 from shared.store.archive import ArchiveRow
 from shared.store.migrate import load_migrations
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
 

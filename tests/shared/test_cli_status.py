@@ -10,9 +10,10 @@ import anyio
 import pytest
 
 from shared import commands
+from shared.dev.processes import free_port
 from shared.opencode.client import OpenCodeClient
 from shared.store import keys
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,9 @@ from starlette.routing import Route
 
 from shared import commands
 from shared.config import Secret
-from shared.opencode.simulator import serve_in_thread
+from shared.dev.processes import free_port
+from shared.dev.simulator.server import serve_in_thread
 from shared.tokens import Scope, mint_token
-from tests.helpers import free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from shared.dev.simulator.app import create_simulator
+from shared.dev.simulator.server import serve_in_thread
 from shared.errors import NotFound, OpenCodeError, Unavailable
 from shared.ids import new_message_id
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import create_simulator, serve_in_thread
 from shared.opencode.types import Message, SessionStatus
 
 pytestmark = pytest.mark.anyio

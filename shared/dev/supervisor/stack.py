@@ -1,242 +1,40 @@
-"""The supervisor behind `opencode-sessions dev`: the whole system on one machine, started and stopped as one.
+"""DevStack: start everything `dev` runs, announce it, supervise it until interrupted, then stop it all.
 
-What it runs, in order: Redis and PostgreSQL (shared.embedded: real servers on loopback ports, their data in
-temporary directories unless a data dir is given), the migrations, an OpenCode (the given OPENCODE_URL, else the
-simulator as a child), N poller replicas and the gateway (each `python -m ...` in its own process group).
-
-Supervision: every child is polled a few times a second; one that exits is restarted after a backoff (1 s,
-doubling up to 30 s, back to 1 s once it has stayed up a minute). Redis and PostgreSQL are restarted the same
-way, on the same port and data dir. During start-up a child that exits before it is up is an error instead:
-the stack is torn down and its last output lines are shown.
-
-Shutdown (Ctrl-C, SIGTERM, SIGHUP): SIGTERM to every child's process group (gateway, pollers, simulator: the
-pollers give their leases back), SIGKILL after a grace period or on a second Ctrl-C, then PostgreSQL and Redis
-are stopped and their temporary directories removed. Children also get PR_SET_PDEATHSIG, so even a SIGKILL of
-this process takes them down.
+See the package docstring (shared.dev.supervisor) for the order, the restart backoff and the shutdown.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shlex
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
-from typing import IO, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 import anyio
-import httpx
-import redis
 
-from shared.embedded import (
-    EmbeddedServerError,
-    PostgresServer,
-    RedisServer,
-    die_with_parent,
-    start_postgres,
-    start_redis,
-)
-from shared.errors import SessionLayerError
-from shared.store import keys
+from shared.dev.embedded.postgres import PostgresServer, start_postgres
+from shared.dev.embedded.redis import RedisServer, start_redis
+from shared.dev.embedded.server import EmbeddedServerError
+from shared.dev.processes import LOOPBACK, free_port
+from shared.dev.supervisor import components
+from shared.dev.supervisor.announce import announce, queue_demo
+from shared.dev.supervisor.child import BACKOFF_BASE_S, Child
+from shared.dev.supervisor.options import DevError, DevOptions
+from shared.dev.supervisor.probes import port_free, reachable
+from shared.dev.supervisor.reporter import Reporter
 from shared.store.connections import pg_connect, store_errors
 from shared.store.migrate import migrate
 
-HOST = "127.0.0.1"
 DEFAULT_GATEWAY_PORT = 8080
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 TICK_S = 0.2
-BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 30.0
 STABLE_AFTER_S = 60.0  # up this long: the next crash restarts after the base delay again
-TAIL_LINES = 20
-READY_PROBE_TIMEOUT_S = 1.0
 PROGRESS_EVERY_S = 10.0
-
-
-class DevError(SessionLayerError):
-    """The stack could not start (port taken, a component failed); exit 1 after everything was stopped."""
-
-
-@dataclass(frozen=True, slots=True)
-class DevOptions:
-    data_dir: Path | None = None
-    gateway_port: int | None = None  # None: 8080, or a free port when 8080 is taken; 0: a free port
-    replicas: int = 2
-    opencode_url: str | None = None  # None: run the simulator
-    sim_speed: float = 1.0
-    log_level: str = "warning"
-    demo: bool = False
-    as_json: bool = False
-    auth_secret: bool = False  # GATEWAY_AUTH_SECRET is set: the gateway checks tokens
-
-
-class Reporter:
-    """Status lines on stderr (`dev: …`), child output prefixed with its name, events as JSON lines on stdout."""
-
-    def __init__(self, as_json: bool, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> None:
-        self.as_json = as_json
-        self._stdout = stdout or sys.stdout
-        self._stderr = stderr or sys.stderr
-        self._lock = threading.Lock()
-
-    def status(self, text: str) -> None:
-        self._write(self._stderr, f"dev: {text}")
-
-    def child_line(self, name: str, line: str) -> None:
-        self._write(self._stderr, f"[{name}] {line}")
-
-    def out(self, text: str) -> None:
-        self._write(self._stdout, text)
-
-    def event(self, name: str, **fields: Any) -> None:
-        if self.as_json:
-            self._write(self._stdout, json.dumps({"event": name, **fields}, ensure_ascii=False))
-
-    def _write(self, stream: IO[str], text: str) -> None:
-        with self._lock, contextlib.suppress(OSError, ValueError):  # a closed terminal must not stop the shutdown
-            stream.write(text + "\n")
-            stream.flush()
-
-
-# --- children that die with us -------------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Child:
-    """A supervised `python -m MODULE` child: its process, readiness, output tail and restart schedule."""
-
-    name: str
-    module: str
-    args: list[str]
-    env: dict[str, str]
-    ready_check: Callable[[Child], bool]
-    reporter: Reporter
-    describe: str = ""
-    proc: subprocess.Popen[bytes] | None = None
-    up: bool = False
-    started_at: float = 0.0
-    next_start: float = 0.0
-    backoff_s: float = BACKOFF_BASE_S
-    restarts: int = 0
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
-    _reader: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    def start(self) -> None:
-        self.up = False
-        self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.args],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the terminal's Ctrl-C is ours: we stop the children in order
-            preexec_fn=die_with_parent(signal.SIGTERM),
-        )
-        assert self.proc.stdout is not None
-        self._reader = threading.Thread(
-            target=self._forward, args=(self.proc.stdout,), name=f"dev-{self.name}-output", daemon=True
-        )
-        self._reader.start()
-
-    def _forward(self, pipe: IO[bytes]) -> None:
-        with pipe:
-            for raw in pipe:
-                line = raw.decode("utf-8", "replace").rstrip()
-                self.tail.append(line)
-                self.reporter.child_line(self.name, line)
-
-    def exited(self) -> int | None:
-        """The exit code once the running process has exited (it is then forgotten), else None."""
-        if self.proc is None:
-            return None
-        code = self.proc.poll()
-        if code is not None:
-            self.proc = None
-            self.up = False
-            self.join_output()
-        return code
-
-    def ready(self) -> bool:
-        try:
-            return self.ready_check(self)
-        except Exception:
-            return False
-
-    def signal_group(self, sig: signal.Signals) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
-
-    def join_output(self, timeout: float = 1.0) -> None:
-        if self._reader is not None:
-            self._reader.join(timeout)
-
-    def output_tail(self) -> str:
-        return "\n".join(self.tail) or "(no output)"
-
-
-# --- readiness probes ----------------------------------------------------------------------------------------------
-
-
-def port_open(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(READY_PROBE_TIMEOUT_S)
-        return sock.connect_ex((host, port)) == 0
-
-
-def port_free(port: int, host: str = HOST) -> bool:
-    """Nobody listens there and we could bind it (SO_REUSEADDR, as uvicorn binds)."""
-    if port_open(port, host):
-        return False
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=READY_PROBE_TIMEOUT_S, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        return port_open(port, parts.hostname or HOST)
-    except OSError:
-        return False
-
-
-# --- the stack -----------------------------------------------------------------------------------------------------
 
 
 class DevStack:
@@ -263,9 +61,9 @@ class DevStack:
         try:
             try:
                 self._start()
-                self._announce()
+                announce(self.reporter, self.options, self.environment(), self.pids())
                 if self.options.demo:
-                    self._demo()
+                    queue_demo(self.reporter, self.environment())
                 self._supervise()
             except KeyboardInterrupt:
                 self.reporter.status(f"{self._signal_name or 'interrupted'}: stopping everything")
@@ -290,6 +88,12 @@ class DevStack:
 
     def _start(self) -> None:
         self.gateway_port = self._pick_gateway_port()
+        self._start_stores()
+        self._start_children()
+        self._wait_until_up()
+
+    def _start_stores(self) -> None:
+        """Redis, then PostgreSQL, then the migrations."""
         data_dir = self.options.data_dir
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -311,63 +115,33 @@ class DevStack:
         applied = anyio.run(self._migrate, self.postgres.url)
         self.reporter.status(f"migrations {'applied: ' + ', '.join(applied) if applied else 'up to date'}")
 
+    def _start_children(self) -> None:
+        """The simulator (unless OPENCODE_URL is given), the pollers and the gateway: started, not yet up."""
+        assert self.redis is not None
         base_env = self._base_env()
         if self.options.opencode_url is None:
             sim_port = free_port()
-            self.opencode_url = f"http://{HOST}:{sim_port}"
-            self.children.append(
-                Child(
-                    "opencode",
-                    "shared.opencode.simulator",
-                    ["--host", HOST, "--port", str(sim_port), "--speed", f"{self.options.sim_speed:g}"],
-                    base_env,
-                    lambda child: port_open(sim_port),
-                    self.reporter,
-                    describe=f"{self.opencode_url} (simulator)",
-                )
-            )
+            self.opencode_url = f"http://{LOOPBACK}:{sim_port}"
+            self.children.append(components.simulator(sim_port, self.options.sim_speed, base_env, self.reporter))
         else:
             self.opencode_url = self.options.opencode_url
             self.reporter.status(f"opencode   {self.opencode_url} (given by OPENCODE_URL, not supervised)")
-            if not _reachable(self.opencode_url):
+            if not reachable(self.opencode_url):
                 self.reporter.status(f"warning: nothing answers at {self.opencode_url} yet: the pollers will retry")
         base_env["OPENCODE_URL"] = self.opencode_url
         for n in range(1, self.options.replicas + 1):
-            replica = f"dev-poller-{n}"
-            self.children.append(
-                Child(
-                    f"poller-{n}",
-                    "poller",
-                    [],
-                    {**base_env, "POLLER_ID": replica},
-                    self._poller_ready(replica),
-                    self.reporter,
-                    describe=f"replica {replica}",
-                )
-            )
-        gateway_env = {**base_env, "GATEWAY_HOST": HOST, "GATEWAY_PORT": str(self.gateway_port)}
+            self.children.append(components.poller(n, base_env, self.redis.url, self.reporter))
+        gateway_env = {**base_env, "GATEWAY_HOST": LOOPBACK, "GATEWAY_PORT": str(self.gateway_port)}
         if not self.options.auth_secret:
             gateway_env["GATEWAY_AUTH"] = "off"
             self.reporter.status(
                 "warning: GATEWAY_AUTH_SECRET is not set, so the gateway serves without tokens (GATEWAY_AUTH=off),"
-                f" on {HOST} only"
+                f" on {LOOPBACK} only"
             )
-        gateway_url = self.gateway_url
-        self.children.append(
-            Child(
-                "gateway",
-                "gateway",
-                [],
-                gateway_env,
-                lambda child: _http_ok(f"{gateway_url}/readyz"),
-                self.reporter,
-                describe=gateway_url + (" (auth on)" if self.options.auth_secret else " (auth off)"),
-            )
-        )
+        self.children.append(components.gateway(self.gateway_url, gateway_env, self.options.auth_secret, self.reporter))
         for child in self.children:
             self.reporter.status(f"starting {child.name}…")
             child.start()
-        self._wait_until_up()
 
     def _pick_gateway_port(self) -> int:
         requested = self.options.gateway_port
@@ -410,20 +184,6 @@ class DevStack:
             "PYTHONUNBUFFERED": "1",
         }
 
-    def _poller_ready(self, replica: str) -> Callable[[Child], bool]:
-        assert self.redis is not None
-        url = self.redis.url
-
-        def check(child: Child) -> bool:
-            client = redis.Redis.from_url(url, socket_timeout=READY_PROBE_TIMEOUT_S)
-            try:
-                pid = client.hget(keys.poller(replica), "pid")
-            finally:
-                client.close()
-            return pid is not None and int(pid) == child.pid
-
-        return check
-
     def _wait_until_up(self) -> None:
         started = time.monotonic()
         deadline = started + START_TIMEOUT_S
@@ -456,11 +216,11 @@ class DevStack:
         self.reporter.status(f"{child.name:<10} up  {child.describe} (pid {child.pid}{again})")
         self.reporter.event("up", component=child.name, pid=child.pid, restarts=child.restarts)
 
-    # -- the announcement -----------------------------------------------------------------------------------------
+    # -- what it runs: the environment to export and the pids --------------------------------------------------
 
     @property
     def gateway_url(self) -> str:
-        return f"http://{HOST}:{self.gateway_port}"
+        return f"http://{LOOPBACK}:{self.gateway_port}"
 
     def environment(self) -> dict[str, str]:
         assert self.redis is not None and self.postgres is not None
@@ -476,44 +236,6 @@ class DevStack:
         found: dict[str, int | None] = {"redis": self.redis.pid, "postgres": self.postgres.pid}
         found.update({child.name: child.pid for child in self.children})
         return found
-
-    def _announce(self) -> None:
-        env = self.environment()
-        if self.options.as_json:
-            self.reporter.event(
-                "ready",
-                env=env,
-                pids=self.pids(),
-                dataDir=None if self.options.data_dir is None else str(self.options.data_dir.absolute()),
-                auth=self.options.auth_secret,
-            )
-        else:
-            for name, value in env.items():
-                self.reporter.out(f"{name}={shlex.quote(value)}")
-        say = self.reporter.status
-        printed = "the `ready` event's env" if self.options.as_json else "the four KEY=VALUE lines printed on stdout"
-        say(f"ready. In another terminal, export {printed}, then:")
-        if self.options.auth_secret:
-            say("  export GATEWAY_TOKEN=$(opencode-sessions token --admin)")
-        say('  opencode-sessions enqueue --type ask --ticket T-1 --prompt "TOOL run a command"')
-        say("  opencode-sessions watch <the ses_… id it printed>")
-        say("  opencode-sessions status;  opencode-sessions history --ticket T-1")
-        kept = f"data is kept in {self.options.data_dir}" if self.options.data_dir else "temporary data is removed"
-        say(f"Ctrl-C stops everything ({kept}).")
-
-    def _demo(self) -> None:
-        from shared.demo import enqueue_demo
-
-        env = self.environment()
-        try:
-            queued = anyio.run(enqueue_demo, env["REDIS_URL"], env["DATABASE_URL"], env["OPENCODE_URL"])
-        except SessionLayerError as exc:
-            self.reporter.status(f"warning: the demo sessions could not be queued: {exc.message}")
-            return
-        self.reporter.event("demo", sessions=queued)
-        self.reporter.status("demo sessions queued (ticket demo):")
-        for item in queued:
-            self.reporter.status(f"  {item['title']:<22} opencode-sessions watch {item['sessionId']}")
 
     # -- supervision ----------------------------------------------------------------------------------------------
 

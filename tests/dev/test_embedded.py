@@ -1,4 +1,4 @@
-"""shared.embedded runs real servers; these pin down what the rest of the suite (and `dev`) relies on."""
+"""shared.dev.embedded runs real servers; these pin down what the rest of the suite (and `dev`) relies on."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ import redis.asyncio as aioredis
 from redis import ConnectionError as RedisConnectionError
 from redis import Redis
 
-from shared.embedded import EmbeddedServerError, PostgresServer, RedisServer, start_postgres, start_redis
+from shared.dev.embedded.postgres import PostgresServer, start_postgres
+from shared.dev.embedded.redis import RedisServer, start_redis
+from shared.dev.embedded.server import EmbeddedServerError
 
 
 def _alive(pid: int) -> bool:
@@ -163,7 +165,7 @@ def test_redis_refuses_a_port_another_redis_answers_on() -> None:
 def test_servers_die_with_their_parent() -> None:
     code = (
         "import sys, time\n"
-        "from shared.embedded import start_redis\n"
+        "from shared.dev.embedded.redis import start_redis\n"
         "server = start_redis()\n"
         "print(server.pid, server.data_dir, flush=True)\n"
         "time.sleep(60)\n"

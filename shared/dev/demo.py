@@ -1,6 +1,6 @@
 """Sample sessions for `opencode-sessions dev --demo`: something to watch the moment the stack is up.
 
-The prompts use the OpenCode simulator's keywords (shared.opencode.scenarios): ECHO streams a text answer,
+The prompts use the OpenCode simulator's keywords (shared.dev.simulator.scenarios): ECHO streams a text answer,
 TOOL runs a `bash` tool call then answers, REJECT fails at once with a model error. A real OpenCode answers
 them as ordinary prompts.
 """

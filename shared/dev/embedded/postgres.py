@@ -1,0 +1,135 @@
+"""A PostgreSQL child on a loopback port, its database created on start (trust auth, TCP only)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from shared.dev.embedded.postgres_install import find_postgres_bindir, postgres_user, usable_bindir
+from shared.dev.embedded.server import EmbeddedServerError, Server, spawn, tail
+from shared.dev.processes import LOOPBACK
+
+_PG_SUPERUSER = "postgres"
+
+
+class PostgresServer(Server):
+    """A PostgreSQL child on a loopback port with trust auth for user ``postgres``; its database is created on start.
+
+    The cluster lives in ``data_dir/pgdata`` and is initialised only when empty; a temporary one trades durability
+    for speed (fsync off).
+    """
+
+    _kind = "PostgreSQL"
+    _log_name = "postgres.log"
+    _stop_signal = signal.SIGINT  # "fast" shutdown: disconnects clients instead of waiting for them
+    _death_signal = signal.SIGINT  # also when we die: a leftover client must not keep it alive
+
+    def __init__(self, data_dir: Path | None = None, *, database: str = "opencode", port: int | None = None) -> None:
+        super().__init__(data_dir, port, "opencode-pg-")
+        self.database = database
+        self._user = postgres_user()
+        if self._owns_dir and self._user is not None:
+            os.chown(self.data_dir, self._user.uid, self._user.gid)  # mkdtemp made it 0700 and ours
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{_PG_SUPERUSER}@{LOOPBACK}:{self.port}/{quote(self.database, safe='')}"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    def _failure_hint(self) -> str:
+        if self._user is None:
+            return ""
+        return (
+            f" (running as user {self._user.name!r} because PostgreSQL refuses root:"
+            f" every directory above {self.pgdata} must be searchable by that user)"
+        )
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        bindir = usable_bindir(find_postgres_bindir(), self._user)
+        if not (self.pgdata / "PG_VERSION").is_file():
+            self._initdb(bindir)
+        argv = [
+            str(bindir / "postgres"),
+            "-D", str(self.pgdata),
+            "-p", str(self.port),
+            "-c", f"listen_addresses={LOOPBACK}",
+            "-c", "unix_socket_directories=",  # TCP only: no socket dir to own, no path-length limit
+        ]  # fmt: skip
+        if self._owns_dir:
+            argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        return spawn(argv, log=self.log_path, cwd=self.pgdata, death_signal=self._death_signal, user=self._user)
+
+    def _initdb(self, bindir: Path) -> None:
+        if not self.pgdata.exists():
+            self.pgdata.mkdir(mode=0o700)
+            if self._user is not None:
+                os.chown(self.pgdata, self._user.uid, self._user.gid)
+        argv = [
+            str(bindir / "initdb"),
+            "-D", str(self.pgdata),
+            "--auth=trust",
+            "-U", _PG_SUPERUSER,
+            "--encoding=UTF8",
+            "--locale=C",
+        ]  # fmt: skip
+        if self._owns_dir:
+            argv.append("--no-sync")
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            cwd=self.pgdata,
+            env={**os.environ, "LC_ALL": "C", "TZ": "UTC"},
+            user=None if self._user is None else self._user.uid,
+            group=None if self._user is None else self._user.gid,
+            extra_groups=None if self._user is None else [],
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).decode("utf-8", "replace")
+            raise EmbeddedServerError(
+                f"initdb of {self.pgdata} failed with code {result.returncode}{self._failure_hint()}:\n{tail(output)}"
+            )
+
+    def _connect(self, dbname: str, timeout: int) -> psycopg.Connection[TupleRow]:
+        return psycopg.connect(
+            host=LOOPBACK, port=self.port, user=_PG_SUPERUSER, dbname=dbname, connect_timeout=timeout, autocommit=True
+        )
+
+    def _ready(self) -> bool:
+        try:
+            with self._connect("postgres", 2) as conn:
+                row = conn.execute("SHOW data_directory").fetchone()
+        except psycopg.OperationalError:  # also "the database system is starting up"
+            return False
+        if row is None or Path(row[0]).resolve() != self.pgdata.resolve():
+            raise self._foreign(f"data_directory {row[0] if row else '?'}")
+        return True
+
+    def _after_ready(self) -> None:
+        with self._connect("postgres", 10) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+
+
+def start_postgres(
+    data_dir: Path | None = None, *, database: str = "opencode", port: int | None = None
+) -> PostgresServer:
+    """Start PostgreSQL with `database` created and return it running; close() it (or use `with`) when done."""
+    server = PostgresServer(data_dir, database=database, port=port)
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server

