@@ -58,6 +58,16 @@ def archive_log_counts(children: list[Child]) -> collections.Counter[str]:
     return counts
 
 
+async def replicas_up(redis: Redis, count: int) -> None:
+    """Every replica started (its heartbeat is in Redis) before any session is queued: on a loaded machine one
+    that starts a second late would otherwise find the queue already taken by the others."""
+
+    async def up():
+        return await redis.zcard(keys.POLLERS) >= count
+
+    await wait_for(up, timeout=30, what=f"{count} replicas started")
+
+
 async def enqueue_mix(redis, db, opencode, count: int) -> dict[str, str]:
     prompts = list(SCENARIOS)
     expected = {}
@@ -96,6 +106,7 @@ async def _when_all(rows_coro, n):
 async def test_three_replicas_fifty_sessions_with_a_kill_and_a_pause(redis, db, schema, make_poller, simulator_process):
     simulator = simulator_process(speed=3)
     children = [make_poller(simulator, name=f"replica{i}", MAX_SESSIONS_PER_POLLER="20") for i in range(3)]
+    await replicas_up(redis, 3)
     async with OpenCodeClient(simulator) as opencode:
         expected = await enqueue_mix(redis, db, opencode, 50)
         held = await wait_for(
@@ -131,6 +142,7 @@ async def _held_by_all(redis, session_ids, replica_ids):
 async def test_redis_flushall_mid_run_every_session_still_archives(redis, db, schema, make_poller, simulator_process):
     simulator = simulator_process(speed=1)
     children = [make_poller(simulator, name=f"flush{i}", MAX_SESSIONS_PER_POLLER="8") for i in range(2)]
+    await replicas_up(redis, 2)
     async with OpenCodeClient(simulator) as opencode:
         expected = await enqueue_mix(redis, db, opencode, 12)
         await wait_for(lambda: _holding_n(redis, expected, "flush0-0", 4), timeout=30, what="sessions in flight")
