@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.liveness import Liveness
+from gateway.protocol import HeaderTimeoutProtocol
 from gateway.state import GatewayState
 from shared.config import Settings
 from shared.errors import ConfigError
@@ -57,6 +58,10 @@ def main() -> None:
         app,
         host=settings.gateway_host,
         port=settings.gateway_port,
+        http=HeaderTimeoutProtocol.with_timeout(settings.gateway_header_timeout_s),
+        timeout_keep_alive=settings.gateway_keepalive_timeout_s,
+        limit_concurrency=settings.gateway_max_connections,
+        h11_max_incomplete_event_size=settings.gateway_max_header_bytes,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
