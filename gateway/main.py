@@ -40,6 +40,7 @@ class GatewayServer(uvicorn.Server):
         return self.failed or await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._liveness.stopping = True  # the fan-out ends now: that is no failure
         state = getattr(self._app.state, "gateway", None)
         if isinstance(state, GatewayState):
             state.fanout.close()
