@@ -159,6 +159,8 @@ class Fanout:
         )
         self._pubsub = self._client.pubsub()
         self.connections_opened += 1
+        await self._pubsub.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        # Listed once connected: a channel added while connecting was not sent by its handler (_send)
         channels = list(self._subs)
         for channel in channels:
             event = self._confirmed.get(channel)
@@ -166,8 +168,6 @@ class Fanout:
                 self._confirmed[channel] = anyio.Event()
         if channels:
             await self._pubsub.subscribe(*channels)
-        else:
-            await self._pubsub.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         log.info("fanout_connected", channels=len(channels))
 
     async def _read(self) -> None:
