@@ -19,6 +19,7 @@ from gateway import endpoints, health, stream, ui
 from gateway.auth import Auth
 from gateway.fanout import Fanout
 from gateway.handlers import EXCEPTION_HANDLERS
+from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.openapi import openapi
 from gateway.state import PING_INTERVAL_S, GatewayState
@@ -46,6 +47,7 @@ def create_app(
     """Raises ConfigError when auth is neither configured nor explicitly off."""
     auth = _auth(settings)
     metrics = Metrics()
+    liveness = Liveness()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -61,8 +63,9 @@ def create_app(
                     metrics=metrics,
                     ping_interval_s=ping_interval_s,
                 )
-                tg.start_soon(fanout.run)
+                tg.start_soon(liveness.supervise, "fanout", fanout.run)
                 yield
+                liveness.stopping = True
                 fanout.close()
                 tg.cancel_scope.cancel()
         finally:
@@ -92,7 +95,9 @@ def create_app(
             max_age=600,
         ),
     ]
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.state.liveness = liveness
+    return app
 
 
 class TimingMiddleware:

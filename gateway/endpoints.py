@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -11,32 +12,60 @@ from gateway.state import GatewayState
 from shared.errors import InvalidInput
 from shared.ids import parse_session_id, parse_ticket_id
 from shared.models import SESSION_TYPES
-from shared.sessions import active_for_ticket, archived_sessions, get_session, live_sessions
+from shared.sessions import (
+    active_for_ticket,
+    archived_sessions,
+    decode_cursor,
+    encode_cursor,
+    get_session,
+    live_sessions,
+)
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+ASCII_NUMBER = re.compile(r"[0-9]{1,3}")
+MAX_CURSOR = 200
+MAX_CURSOR_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant Python's datetime holds
 
 
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    # ASCII digits only: str.isdigit() and int() also take "²", "١٢" and thousands of digits
+    if not ASCII_NUMBER.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}", {"parameter": "limit"})
     return int(raw)
+
+
+def _before(request: Request) -> str | None:
+    """A cursor only as the gateway writes them (`nextCursor`): a time PostgreSQL and Python can both hold."""
+    raw = request.query_params.get("before")
+    if raw is None:
+        return None
+    error = InvalidInput("before must be the nextCursor of a page", {"parameter": "before"})
+    if len(raw) > MAX_CURSOR:
+        raise error
+    try:
+        started_ms, sid = decode_cursor(raw)
+    except InvalidInput:
+        raise error from None
+    if not 0 <= started_ms <= MAX_CURSOR_MS or encode_cursor(started_ms, sid) != raw:
+        raise error
+    return raw
 
 
 def _flag(request: Request, name: str) -> bool:
     raw = request.query_params.get(name, "false").lower()
     if raw not in ("true", "false", "1", "0"):
-        raise InvalidInput(f"{name} must be true or false")
+        raise InvalidInput(f"{name} must be true or false", {"parameter": name})
     return raw in ("true", "1")
 
 
 def _type(request: Request) -> str | None:
     kind = request.query_params.get("type")
     if kind is not None and kind not in SESSION_TYPES:
-        raise InvalidInput(f"type must be one of {', '.join(SESSION_TYPES)}")
+        raise InvalidInput(f"type must be one of {', '.join(SESSION_TYPES)}", {"parameter": "type"})
     return kind
 
 
@@ -72,7 +101,7 @@ async def ticket_sessions(request: Request) -> JSONResponse:
             conn,
             ticket_id=ticket,
             limit=_limit(request),
-            before=request.query_params.get("before"),
+            before=_before(request),
             include_messages=_flag(request, "messages"),
         )
     return JSONResponse(page)
@@ -83,16 +112,19 @@ async def sessions(request: Request) -> JSONResponse:
     state = GatewayState.of(request)
     state.auth.require_admin(request)
     kind = _type(request)
-    if _flag(request, "live"):
-        return JSONResponse({"sessions": await live_sessions(state.redis, session_type=kind), "nextCursor": None})
+    live = _flag(request, "live")
     ticket = request.query_params.get("ticket")
+    ticket_id = parse_ticket_id(ticket) if ticket is not None else None
+    limit, before, include_messages = _limit(request), _before(request), _flag(request, "messages")
+    if live:
+        return JSONResponse({"sessions": await live_sessions(state.redis, session_type=kind), "nextCursor": None})
     async with state.pool.connection() as conn:
         page = await archived_sessions(
             conn,
-            ticket_id=parse_ticket_id(ticket) if ticket is not None else None,
+            ticket_id=ticket_id,
             session_type=kind,
-            limit=_limit(request),
-            before=request.query_params.get("before"),
-            include_messages=_flag(request, "messages"),
+            limit=limit,
+            before=before,
+            include_messages=include_messages,
         )
     return JSONResponse(page)

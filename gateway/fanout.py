@@ -19,6 +19,8 @@ import redis.exceptions
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gateway.metrics import Metrics
 from gateway.sse import format_event
@@ -28,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 SUBSCRIBE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 1.0
+KEEPALIVE_S = 10.0
+PONG_TIMEOUT_S = 5.0
 RECONNECT_BASE_S = 0.1
 RECONNECT_CAP_S = 5.0
 
@@ -122,55 +126,76 @@ class Fanout:
         return len(self._subs)
 
     async def run(self) -> None:
-        """Keep one pub/sub connection up; after a drop, reconnect, resubscribe and tell every client."""
+        """Keep one pub/sub connection up. Any failure, expected (Redis went away) or not (a bug), ends in the
+        same place: drop the connection, tell every client it lost events, reconnect with backoff, resubscribe."""
         delay = RECONNECT_BASE_S
-        while not self._closed:
-            try:
-                await self._connect()
-                delay = RECONNECT_BASE_S
-                await self._read()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-                log.warning("fanout_disconnected", error=str(exc), retry_in_s=delay)
-                self._drop_connection()
-                for subs in self._subs.values():
-                    for sub in subs:
-                        sub.interrupt(LOST)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_CAP_S)
-            finally:
-                if self._closed:
-                    await self._close_connection()
+        try:
+            while not self._closed:
+                connected_at = anyio.current_time()
+                try:
+                    await self._connect()
+                    await self._read()
+                except Exception as exc:
+                    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
+                        log.warning("fanout_disconnected", error=str(exc), retry_in_s=delay)
+                    else:
+                        log.exception("fanout_failed", retry_in_s=delay)
+                    self._drop_connection()
+                    for subs in self._subs.values():
+                        for sub in subs:
+                            sub.interrupt(LOST)
+                    if anyio.current_time() - connected_at > RECONNECT_CAP_S:
+                        delay = RECONNECT_BASE_S  # it had been up a while: this is a new outage
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_CAP_S)
+        finally:
+            await self._close_connection()
 
     async def _connect(self) -> None:
-        self._client = Redis.from_url(self._redis_url, decode_responses=False, health_check_interval=10)
+        # No redis-py health check and no retry: either would make a request handler's SUBSCRIBE read from the
+        # connection (a PING's reply, a reconnect's handshake) while _read() reads it too. The reader pings.
+        self._client = Redis.from_url(
+            self._redis_url, decode_responses=False, retry=Retry(NoBackoff(), 0), socket_keepalive=True
+        )
         self._pubsub = self._client.pubsub()
         self.connections_opened += 1
+        await self._pubsub.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        # Listed once connected: a channel added while connecting was not sent by its handler (_send)
         channels = list(self._subs)
         for channel in channels:
-            self._confirmed[channel] = anyio.Event()
+            event = self._confirmed.get(channel)
+            if event is None or event.is_set():  # an unset one has a waiter: keep it
+                self._confirmed[channel] = anyio.Event()
         if channels:
             await self._pubsub.subscribe(*channels)
-        else:
-            await self._pubsub.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         log.info("fanout_connected", channels=len(channels))
 
     async def _read(self) -> None:
+        """The only code that reads the connection. Quiet for KEEPALIVE_S: it sends PING itself, and a connection
+        that stays silent PONG_TIMEOUT_S more is dead (a half-open TCP connection never errors by itself)."""
         pubsub = self._pubsub
         assert pubsub is not None
+        heard = anyio.current_time()
+        pinged = False
         while not self._closed:
-            if not self._subs and not pubsub.subscribed:
-                await anyio.sleep(0.05)
-                continue
             message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=READ_TIMEOUT_S)
-            if message is None:
-                continue
-            kind = message["type"]
-            channel = message["channel"].decode()
-            if kind in ("subscribe", b"subscribe"):
-                if (event := self._confirmed.get(channel)) is not None:
-                    event.set()
-            elif kind in ("message", b"message"):
-                self._dispatch(channel, message["data"])
+            now = anyio.current_time()
+            if message is not None:
+                heard, pinged = now, False
+                self._handle(message)
+            elif pinged and now - heard > KEEPALIVE_S + PONG_TIMEOUT_S:
+                raise redis.exceptions.TimeoutError(f"no answer to PING within {PONG_TIMEOUT_S} s")
+            elif not pinged and now - heard > KEEPALIVE_S:
+                await pubsub.ping()
+                pinged = True
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind in ("subscribe", b"subscribe"):
+            if (event := self._confirmed.get(message["channel"].decode())) is not None:
+                event.set()
+        elif kind in ("message", b"message"):
+            self._dispatch(message["channel"].decode(), message["data"])
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         subs = self._subs.get(channel)
@@ -216,10 +241,12 @@ class Fanout:
             self._gauge()
 
     async def _send(self, command: str, channel: str) -> None:
-        if self._pubsub is None:
-            return  # not connected yet: run() subscribes every known channel when it connects
+        """Only writes: on a connection that is up, with no health check and no retry, redis-py reads nothing."""
+        pubsub = self._pubsub
+        if pubsub is None or pubsub.connection is None or not pubsub.connection.is_connected:
+            return  # (re)connecting: run() subscribes every known channel when it connects
         try:
-            await getattr(self._pubsub, command)(channel)
+            await getattr(pubsub, command)(channel)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             log.warning("fanout_command_failed", command=command, error=str(exc))  # run() reconnects
 

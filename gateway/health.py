@@ -1,4 +1,4 @@
-"""/healthz (the process answers), /readyz (Redis and PostgreSQL answer), /metrics (Prometheus)."""
+"""/healthz (the process and its background tasks run), /readyz (Redis and PostgreSQL answer), /metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.liveness import Liveness
 from gateway.state import GatewayState
 from shared.errors import SessionLayerError
 from shared.store.connections import store_errors
@@ -15,6 +16,11 @@ READY_TIMEOUT_S = 2.0
 
 
 async def healthz(request: Request) -> JSONResponse:
+    """503 once a background task died (gateway/liveness.py): the process is about to exit, or should be killed."""
+    liveness = request.app.state.liveness
+    assert isinstance(liveness, Liveness)
+    if liveness.failure is not None:
+        return JSONResponse({"status": "failed", "reason": liveness.failure}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

@@ -10,6 +10,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.app import create_app
+from gateway.liveness import Liveness
+from gateway.protocol import HeaderTimeoutProtocol
 from gateway.state import GatewayState
 from shared.config import Settings
 from shared.errors import ConfigError
@@ -20,13 +22,25 @@ GC_THRESHOLDS = (100_000, 50, 1_000)
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn waits for open responses before it stops; SSE streams never end by themselves, so end them first."""
+    """uvicorn waits for open responses before it stops; SSE streams never end by themselves, so end them first.
+    It also stops when the app failed (gateway/liveness.py): `failed` then tells the caller to exit non-zero."""
 
     def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
         super().__init__(config)
         self._app = app
+        liveness = app.state.liveness
+        assert isinstance(liveness, Liveness)
+        self._liveness = liveness
+
+    @property
+    def failed(self) -> bool:
+        return self._liveness.failure is not None
+
+    async def on_tick(self, counter: int) -> bool:
+        return self.failed or await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._liveness.stopping = True  # the fan-out ends now: that is no failure
         state = getattr(self._app.state, "gateway", None)
         if isinstance(state, GatewayState):
             state.fanout.close()
@@ -45,6 +59,10 @@ def main() -> None:
         app,
         host=settings.gateway_host,
         port=settings.gateway_port,
+        http=HeaderTimeoutProtocol.with_timeout(settings.gateway_header_timeout_s),
+        timeout_keep_alive=settings.gateway_keepalive_timeout_s,
+        limit_concurrency=settings.gateway_max_connections,
+        h11_max_incomplete_event_size=settings.gateway_max_header_bytes,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
@@ -53,7 +71,10 @@ def main() -> None:
     # With 10,000 open streams a full garbage collection pauses every client: measured p99 fan-out 942 ms
     # with the default thresholds, 24 ms with these (tests/perf/fanout_bench.py).
     gc.set_threshold(*GC_THRESHOLDS)
-    GatewayServer(config, app).run()
+    server = GatewayServer(config, app)
+    server.run()
+    if server.failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,19 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json(ERROR, text[code]) for code in codes}
 
 
-SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^ses_"}}
-TICKET_ID = {"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}
+# The same rules as shared/ids.py and gateway/endpoints.py: a value outside them is a 400 naming the parameter.
+SESSION_ID_SCHEMA = {"type": "string", "pattern": "^ses_[0-9A-Za-z]{20,40}$"}
+TICKET_ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}
+SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": SESSION_ID_SCHEMA}
+TICKET_ID = {"name": "ticket_id", "in": "path", "required": True, "schema": TICKET_ID_SCHEMA}
 LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
-BEFORE = {"name": "before", "in": "query", "schema": {"type": "string"}, "description": "nextCursor of a page"}
+BEFORE = {
+    "name": "before",
+    "in": "query",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,200}$"},
+    "description": "nextCursor of a page (opaque: any other value is a 400)",
+}
+MESSAGES = {"name": "messages", "in": "query", "schema": {"type": "boolean"}, "description": "include messages"}
 SSE = {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
 SPEC: dict[str, Any] = {
@@ -119,7 +128,7 @@ SPEC: dict[str, Any] = {
                     TICKET_ID,
                     LIMIT,
                     BEFORE,
-                    {"name": "messages", "in": "query", "schema": {"type": "boolean"}},
+                    MESSAGES,
                 ],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Page"}, "a page"),
@@ -133,9 +142,10 @@ SPEC: dict[str, Any] = {
                 "parameters": [
                     {"name": "live", "in": "query", "schema": {"type": "boolean"}},
                     {"name": "type", "in": "query", "schema": {"enum": ["ask", "chat", "admin"]}},
-                    {"name": "ticket", "in": "query", "schema": {"type": "string"}},
+                    {"name": "ticket", "in": "query", "schema": TICKET_ID_SCHEMA},
                     LIMIT,
                     BEFORE,
+                    MESSAGES,
                 ],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Page"}, "a page"),
@@ -150,7 +160,11 @@ SPEC: dict[str, Any] = {
             }
         },
         "/healthz": {
-            "get": {"summary": "The process is up", "security": [], "responses": {"200": {"description": "ok"}}}
+            "get": {
+                "summary": "The process is up and its background tasks run",
+                "security": [],
+                "responses": {"200": {"description": "ok"}, "503": {"description": "failed: the process exits"}},
+            }
         },
         "/readyz": {
             "get": {
@@ -159,8 +173,15 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
             }
         },
-        "/metrics": {"get": {"summary": "Prometheus metrics; admin", "responses": {"200": {"description": "text"}}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics; admin",
+                "responses": {"200": {"description": "text"}, **_errors(401, 403)},
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI"}}}
+        },
     },
 }
 

@@ -71,6 +71,10 @@ class Settings:
     gateway_auth_secret: Secret | None = None
     gateway_auth: bool = True
     gateway_cors_origins: tuple[str, ...] = ()
+    gateway_header_timeout_s: float = 10.0
+    gateway_keepalive_timeout_s: int = 5
+    gateway_max_connections: int = 20_000
+    gateway_max_header_bytes: int = 16_384
     poller_metrics_port: int | None = None
 
     @classmethod
@@ -103,6 +107,10 @@ class Settings:
             gateway_auth_secret=Secret(secret) if secret else None,
             gateway_auth=env.get("GATEWAY_AUTH", _choice("on", "off"), "on") == "on",
             poller_metrics_port=env.get("POLLER_METRICS_PORT", _int(1, 65535), None),
+            gateway_header_timeout_s=env.get("GATEWAY_HEADER_TIMEOUT_MS", _millis(100, 600_000), 10.0),
+            gateway_keepalive_timeout_s=env.get("GATEWAY_KEEPALIVE_TIMEOUT_S", _int(1, 3600), 5),
+            gateway_max_connections=env.get("GATEWAY_MAX_CONNECTIONS", _int(1, 1_000_000), 20_000),
+            gateway_max_header_bytes=env.get("GATEWAY_MAX_HEADER_BYTES", _int(1_024, 1_048_576), 16_384),
             gateway_cors_origins=tuple(
                 o.strip() for o in env.get("GATEWAY_CORS_ORIGINS", str, "").split(",") if o.strip()
             ),

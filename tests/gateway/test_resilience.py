@@ -103,6 +103,7 @@ async def test_sigterm_closes_open_streams_and_exits(redis, db, opencode, schema
         # uvicorn re-raises the signal it handled once shut down: dying "by SIGTERM" is its clean exit
         assert await anyio.to_thread.run_sync(gateway.proc.wait, 10) in (0, -signal.SIGTERM)
         assert "Traceback" not in gateway.output()
+        assert "gateway_failed" not in gateway.output()  # a shutdown is not a failure
     finally:
         gateway.close()
 
