@@ -38,7 +38,10 @@ class Inbox:
 
     def put(self, event: Any) -> None:
         if len(self.events) >= self._limit:
-            self.events.clear()  # the tracker fell behind: a poll rebuilds the truth
+            # the tracker fell behind: drop what waits (a poll rebuilds the truth), and since deltas were lost
+            # the texts they were building stop growing, as after a stream drop
+            self.events.clear()
+            self.gap = True
             self.poll_now = True
         else:
             self.events.append(event)
