@@ -23,6 +23,8 @@ class JobBoard:
     async def refresh(self, session_ids: Sequence[SessionId]) -> None:
         """One HMGET; when it fails every rev is unknown, so every tracker reads its own job hash."""
         self._revs = {}
+        if not session_ids:
+            return  # HMGET needs at least one field
         with store_errors("Redis"):
             revs = await self._redis.hmget(keys.JOB_REVS, list(session_ids))
         self._revs = {sid: as_text(rev) for sid, rev in zip(session_ids, revs, strict=True) if rev is not None}

@@ -122,7 +122,7 @@ class Worker:
                 await self._board.refresh()
             except SessionLayerError as exc:
                 log.warning("status_failed", error=exc.message)
-            try:
+            try:  # the held sessions as of now: trackers may have ended while the status was read
                 await self._jobs.refresh(list(self._held))
             except SessionLayerError as exc:
                 log.warning("revisions_failed", error=exc.message)
