@@ -112,20 +112,26 @@ class Worker:
                 await self._release_all()
 
     async def _replica_loop(self, tg: TaskGroup) -> None:
-        """Every poll interval, in this order: claim, then OpenCode's status and the job revisions of every
-        session held (the new ones included), which the trackers read on their own ticks."""
+        """Every poll interval, in this order: OpenCode's status and the job revisions of every session held,
+        which the trackers read on their own ticks, then claim.
+
+        Claiming last keeps a new claim's first status read one tick away, as it was with separate loops: a
+        session claimed after it ended on OpenCode is held by its new owner for a tick before it is archived.
+        """
         async for _ in every(self._settings.poll_interval_s):
+            if self._held:
+                await self._read_boards()
             await self._claim(tg)
-            if not self._held:
-                continue
-            try:
-                await self._board.refresh()
-            except SessionLayerError as exc:
-                log.warning("status_failed", error=exc.message)
-            try:  # the held sessions as of now: trackers may have ended while the status was read
-                await self._jobs.refresh(list(self._held))
-            except SessionLayerError as exc:
-                log.warning("revisions_failed", error=exc.message)
+
+    async def _read_boards(self) -> None:
+        try:
+            await self._board.refresh()
+        except SessionLayerError as exc:
+            log.warning("status_failed", error=exc.message)
+        try:  # the held sessions as of now: trackers may have ended while the status was read
+            await self._jobs.refresh(list(self._held))
+        except SessionLayerError as exc:
+            log.warning("revisions_failed", error=exc.message)
 
     async def _claim(self, tg: TaskGroup) -> None:
         room = min(CLAIM_BATCH, self._settings.max_sessions_per_poller - len(self._held))
