@@ -33,7 +33,7 @@ class Inbox:
         self._wakeable = wakeable  # False with OPENCODE_EVENTS=off: nothing but the tracker itself writes here
         self.events: list[Any] = []
         self.poll_now = False
-        self.gap = False  # the stream dropped: deltas were lost, so text built from them cannot be extended
+        self.gap = False  # deltas were lost (the stream dropped, or this inbox overflowed): their texts stop growing
         self._wake = anyio.Event()
 
     def put(self, event: Any) -> None:
