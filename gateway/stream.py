@@ -21,6 +21,7 @@ from gateway.endpoints import read_session
 from gateway.fanout import CLOSED, LOST, Published, Signal, Subscription
 from gateway.sse import format_event, ping, retry_line
 from gateway.state import GatewayState
+from shared.backoff import Backoff
 from shared.errors import NotFound, SessionLayerError, Unavailable
 from shared.ids import SessionId, parse_session_id
 from shared.models import FINAL_STATUSES, dumps
@@ -121,14 +122,15 @@ async def _follow(state: GatewayState, sid: SessionId, sub: Subscription, seq: i
 
 async def _read_when_available(state: GatewayState, sid: SessionId) -> dict[str, Any]:
     """A resync right after a Redis restart may find it still down: wait for it rather than drop the client."""
-    delay = RESYNC_RETRY_BASE_S
+    # jittered: after a Redis restart the streams do not all come back at the same instant
+    backoff = Backoff(RESYNC_RETRY_BASE_S, RESYNC_RETRY_CAP_S)
     while True:
         try:
             return await read_session(state, sid)
         except Unavailable as exc:
-            log.warning("resync_retry", error=exc.message, retry_in_s=delay)
+            delay = backoff.failed(time.monotonic())
+            log.warning("resync_retry", error=exc.message, retry_in_s=round(delay, 2))
             await anyio.sleep(delay)
-            delay = min(delay * 2, RESYNC_RETRY_CAP_S)
 
 
 def _ended(snapshot: dict[str, Any]) -> bool:

@@ -16,23 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from poller.mirror import current_tool_calls
 from shared.models import Status
 
 ABORTED_ERROR = "MessageAbortedError"
-LIVE_TOOL_STATES = frozenset({"pending", "running"})
 ORPHANED_RUN_ERROR = (
     "OpenCode lost the run: the session is idle but its last message never completed (OpenCode restarted?)"
 )
-
-
-def current_tool_calls(messages: Sequence[Any]) -> list[Any]:
-    """The tool parts still pending or running, in transcript order (the state's `currentToolCalls`)."""
-    return [
-        part
-        for message in messages
-        for part in message.get("parts", ())
-        if part.get("type") == "tool" and part.get("state", {}).get("status") in LIVE_TOOL_STATES
-    ]
 
 
 def run_finished(messages: Sequence[Any], busy: bool) -> bool:

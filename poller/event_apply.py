@@ -1,4 +1,4 @@
-"""Turns OpenCode's `/event` records into a Delta against the mirror — pure, like diff.py.
+"""Turns OpenCode's `/event` records into a Delta against the mirror — pure, like poller.mirror.diff.
 
 Text and reasoning parts are stored as "" while they stream; their text arrives only as
 `message.part.delta` records. Deltas are appended to the mirror's copy of the part, so clients see the
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from poller.diff import Delta, Mirror
+from poller.mirror import Delta, Mirror, tool_calls_of
 from shared.models import part_key
 
 STREAMED = frozenset({"text", "reasoning"})
@@ -107,12 +107,3 @@ def keep_streamed_texts(mirror: Mirror, messages: Sequence[Any]) -> list[Any]:
             else {**message, "parts": parts}
         )
     return out
-
-
-def tool_calls_of(parts: dict[str, Any]) -> list[Any]:
-    """currentToolCalls from the parts by key: keys sort in transcript order, as OpenCode's ids do."""
-    return [
-        parts[key]
-        for key in sorted(parts)
-        if parts[key].get("type") == "tool" and (parts[key].get("state") or {}).get("status") in ("pending", "running")
-    ]

@@ -7,12 +7,14 @@ back every tracker polls at once, to catch what was missed meanwhile.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
 import structlog
 
 from poller.event_apply import POLL_TRIGGERS
+from shared.backoff import Backoff
 from shared.errors import SessionLayerError
 from shared.opencode.client import OpenCodeClient
 
@@ -31,12 +33,15 @@ class Inbox:
         self._wakeable = wakeable  # False with OPENCODE_EVENTS=off: nothing but the tracker itself writes here
         self.events: list[Any] = []
         self.poll_now = False
-        self.gap = False  # the stream dropped: deltas were lost, so text built from them cannot be extended
+        self.gap = False  # deltas were lost (the stream dropped, or this inbox overflowed): their texts stop growing
         self._wake = anyio.Event()
 
     def put(self, event: Any) -> None:
         if len(self.events) >= self._limit:
-            self.events.clear()  # the tracker fell behind: a poll rebuilds the truth
+            # the tracker fell behind: drop what waits (a poll rebuilds the truth), and since deltas were lost
+            # the texts they were building stop growing, as after a stream drop
+            self.events.clear()
+            self.gap = True
             self.poll_now = True
         else:
             self.events.append(event)
@@ -79,13 +84,13 @@ class EventRouter:
         self._inboxes.pop(session_id, None)
 
     async def run(self) -> None:
-        delay = RECONNECT_BASE_S
+        backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
         while True:
             try:
                 async for event in self._opencode.events():
                     if event["type"] == "server.connected":
                         self._connected()
-                        delay = RECONNECT_BASE_S
+                        backoff.reset()
                         continue
                     properties = event.get("properties")
                     session_id = properties.get("sessionID") if isinstance(properties, dict) else None
@@ -93,10 +98,14 @@ class EventRouter:
                     if inbox is not None:
                         inbox.put(event)
             except SessionLayerError as exc:
-                log.warning("events_disconnected", error=exc.message, retry_in_s=delay)
+                error: str | None = exc.message
+            else:
+                error = None  # OpenCode closed the stream
+            delay = backoff.failed(time.monotonic())
+            if error is not None:
+                log.warning("events_disconnected", error=error, retry_in_s=round(delay, 2))
             self._dropped()
             await anyio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_CAP_S)
 
     def _connected(self) -> None:
         self.healthy = True

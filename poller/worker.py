@@ -1,4 +1,5 @@
-"""Worker: one replica's loops — claim, renew, OpenCode status, heartbeat, backstop — and its trackers."""
+"""Worker: one replica's loops — the replica tick (claim, OpenCode status, job revisions), renew, heartbeat,
+backstop — and its trackers."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ from anyio.abc import TaskGroup
 from redis.asyncio import Redis
 
 from poller.archive import Archive
+from poller.deps import TrackerDeps
 from poller.events import EventRouter
+from poller.job_board import JobBoard
 from poller.metrics import Metrics
 from poller.reconcile import reconcile_once
 from poller.status_board import StatusBoard
 from poller.ticker import every
-from poller.tracker import SessionTracker, TrackerDeps
+from poller.tracker import SessionTracker
 from shared.config import Settings
 from shared.errors import SessionLayerError
 from shared.ids import SessionId
-from shared.models import as_text, dumps
+from shared.models import dumps
 from shared.opencode.client import OpenCodeClient
 from shared.store import keys
 from shared.store.connections import store_errors
@@ -65,6 +68,7 @@ class Worker:
         self._pool = pool
         self._scripts = Scripts(redis)
         self._board = StatusBoard(opencode, STATUS_MAX_AGE_FACTOR * settings.poll_interval_s)
+        self._jobs = JobBoard(redis)
         self.metrics = metrics or Metrics()
         self.router = EventRouter(opencode) if settings.opencode_events else None
         self._deps = TrackerDeps(
@@ -73,6 +77,7 @@ class Worker:
             opencode=opencode,
             archive=Archive(pool),
             board=self._board,
+            jobs=self._jobs,
             poll_interval_s=settings.poll_interval_s,
             retry_deadline_s=settings.opencode_retry_deadline_s,
             metrics=self.metrics,
@@ -96,10 +101,8 @@ class Worker:
         )
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._claim_loop, tg)
+                tg.start_soon(self._replica_loop, tg)
                 tg.start_soon(self._renew_loop)
-                tg.start_soon(self._status_loop)
-                tg.start_soon(self._revisions_loop)
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._reconcile_loop)
                 if self.router is not None:
@@ -108,23 +111,44 @@ class Worker:
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT_S):
                 await self._release_all()
 
-    async def _claim_loop(self, tg: TaskGroup) -> None:
+    async def _replica_loop(self, tg: TaskGroup) -> None:
+        """Every poll interval, in this order: OpenCode's status and the job revisions of every session held,
+        which the trackers read on their own ticks, then claim.
+
+        Claiming last keeps a new claim's first status read one tick away, as it was with separate loops: a
+        session claimed after it ended on OpenCode is held by its new owner for a tick before it is archived.
+        """
         async for _ in every(self._settings.poll_interval_s):
-            room = min(CLAIM_BATCH, self._settings.max_sessions_per_poller - len(self._held))
-            if not self.claiming or room <= 0:
-                continue
-            started = time.monotonic()
-            try:
-                with store_errors("Redis"):
-                    claimed = await self._scripts.claim(self._settings.replica_id, self._lease_ttl_ms, room)
-            except SessionLayerError as exc:
-                log.warning("claim_failed", error=exc.message)
-                continue
-            for lease in claimed:
-                held = Held(lease, valid_until=started + self._settings.lease_ttl_s)
-                self._held[lease.session_id] = held
-                tg.start_soon(self._track, held)
-            self.metrics.sessions_held.set(len(self._held))
+            if self._held:
+                await self._read_boards()
+            await self._claim(tg)
+
+    async def _read_boards(self) -> None:
+        try:
+            await self._board.refresh()
+        except SessionLayerError as exc:
+            log.warning("status_failed", error=exc.message)
+        try:  # the held sessions as of now: trackers may have ended while the status was read
+            await self._jobs.refresh(list(self._held))
+        except SessionLayerError as exc:
+            log.warning("revisions_failed", error=exc.message)
+
+    async def _claim(self, tg: TaskGroup) -> None:
+        room = min(CLAIM_BATCH, self._settings.max_sessions_per_poller - len(self._held))
+        if not self.claiming or room <= 0:
+            return
+        started = time.monotonic()
+        try:
+            with store_errors("Redis"):
+                claimed = await self._scripts.claim(self._settings.replica_id, self._lease_ttl_ms, room)
+        except SessionLayerError as exc:
+            log.warning("claim_failed", error=exc.message)
+            return
+        for lease in claimed:
+            held = Held(lease, valid_until=started + self._settings.lease_ttl_s)
+            self._held[lease.session_id] = held
+            tg.start_soon(self._track, held)
+        self.metrics.sessions_held.set(len(self._held))
 
     async def _track(self, held: Held) -> None:
         tracker = SessionTracker(self._deps, held.lease, lambda: time.monotonic() < held.valid_until)
@@ -169,31 +193,6 @@ class Worker:
             if entry.valid_until <= now:
                 log.info("lease_expired", session_id=entry.lease.session_id)
                 entry.scope.cancel()
-
-    async def _status_loop(self) -> None:
-        async for _ in every(self._settings.poll_interval_s):
-            if not self._held:
-                continue
-            try:
-                await self._board.refresh()
-            except SessionLayerError as exc:
-                log.warning("status_failed", error=exc.message)
-
-    async def _revisions_loop(self) -> None:
-        """One read a tick tells every tracker whether its job changed (a prompt, a cancel)."""
-        async for _ in every(self._settings.poll_interval_s):
-            held = [h for h in self._held.values() if h.tracker is not None]
-            if not held:
-                continue
-            try:
-                with store_errors("Redis"):
-                    revs = await self._redis.hmget(keys.JOB_REVS, [h.lease.session_id for h in held])
-            except SessionLayerError as exc:
-                log.warning("revisions_failed", error=exc.message)
-                revs = [None] * len(held)
-            for entry, rev in zip(held, revs, strict=True):
-                assert entry.tracker is not None
-                entry.tracker.job_rev = as_text(rev) if rev is not None else None
 
     async def _heartbeat_loop(self) -> None:
         name = keys.poller(self._settings.replica_id)

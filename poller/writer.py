@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from poller.diff import NO_CHANGE, Delta
+from poller.mirror import NO_CHANGE, Delta
 from shared.errors import LeaseLost
 from shared.models import dumps, part_key
 from shared.store.connections import store_errors

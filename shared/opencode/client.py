@@ -38,8 +38,14 @@ def _is_session(value: Any) -> bool:
 
 
 def _is_messages(value: Any) -> bool:
+    """The minimum the poller's mirror relies on: an info with an id, and parts with an id and a messageID."""
     return isinstance(value, list) and all(
-        isinstance(m, dict) and isinstance(m.get("info"), dict) and isinstance(m.get("parts"), list) for m in value
+        isinstance(m, dict)
+        and isinstance(m.get("info"), dict)
+        and isinstance(m["info"].get("id"), str)
+        and isinstance(m.get("parts"), list)
+        and all(isinstance(p, dict) and isinstance(p.get("id"), str) and "messageID" in p for p in m["parts"])
+        for m in value
     )
 
 
@@ -113,7 +119,10 @@ class OpenCodeClient:
         return cast(Session, await self._call("GET", f"/session/{_seg(session_id)}", shape=_is_session))
 
     async def messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
-        """The session's messages, oldest first; with `limit`, only the newest `limit` of them."""
+        """The session's messages, oldest first; with `limit`, only the newest `limit` of them.
+
+        Checked for what the poller's mirror relies on (`_is_messages`): anything else raises OpenCodeError.
+        """
         query = {"limit": str(limit)} if limit is not None else None
         path = f"/session/{_seg(session_id)}/message"
         return cast(list[Message], await self._call("GET", path, query=query, shape=_is_messages))

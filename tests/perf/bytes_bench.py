@@ -15,7 +15,7 @@ import argparse
 import anyio
 from redis.asyncio import Redis
 
-from poller.diff import Mirror, diff
+from poller.mirror import Mirror, diff
 from poller.writer import StateWriter
 from shared.dev.embedded.redis import start_redis
 from shared.ids import SessionId

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from poller.completion import current_tool_calls, outcome, run_finished, run_orphaned
+from poller.completion import outcome, run_finished, run_orphaned
+from poller.mirror import current_tool_calls
 
 
 def assistant(finish: str | None = "stop", completed: bool = True, error: dict | None = None, parts=()) -> dict:

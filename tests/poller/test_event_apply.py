@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from poller.diff import Mirror
 from poller.event_apply import apply_events, keep_streamed_text, streaming_keys
+from poller.mirror import Mirror
 
 
 def text_part(text: str, end: bool = False) -> dict:

@@ -217,6 +217,37 @@ async def test_unexpected_shapes_are_malformed() -> None:
                 assert err.value.status_code is None
 
 
+MALFORMED_LISTS = [
+    {"not": "a list"},
+    [{"info": {"id": "msg_1"}}],  # no parts
+    [{"info": {"role": "user"}, "parts": []}],  # no message id
+    [{"info": {"id": "msg_1"}, "parts": [{"id": "prt_1"}]}],  # a part without its messageID
+    [{"info": {"id": "msg_1"}, "parts": [{"messageID": "msg_1"}]}],  # a part without its id
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED_LISTS)
+async def test_a_message_list_the_mirror_cannot_use_is_malformed(body: Any) -> None:
+    async def answer(request: Request) -> Response:
+        return JSONResponse(body)
+
+    with serve_in_thread(Starlette(routes=[Route("/session/{id}/message", answer)])) as url:
+        async with OpenCodeClient(url) as oc:
+            with pytest.raises(OpenCodeError, match=r"malformed response from OpenCode: .*unexpected shape"):
+                await oc.messages("ses_x")
+
+
+async def test_a_well_formed_message_list_is_returned_as_is() -> None:
+    body = [{"info": {"id": "msg_1"}, "parts": [{"id": "prt_1", "messageID": "msg_1", "type": "text"}]}]
+
+    async def answer(request: Request) -> Response:
+        return JSONResponse(body)
+
+    with serve_in_thread(Starlette(routes=[Route("/session/{id}/message", answer)])) as url:
+        async with OpenCodeClient(url) as oc:
+            assert await oc.messages("ses_x") == body
+
+
 async def test_closed_client_refuses_calls(sim_url: str) -> None:
     oc = OpenCodeClient(sim_url)
     assert (await oc.health())["healthy"] is True  # the session is created lazily

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from poller.backoff import Backoff
+from shared.backoff import Backoff
 
 
 def test_delays_grow_to_the_cap_with_jitter():

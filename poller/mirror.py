@@ -1,4 +1,5 @@
-"""What changed between the last poll and this one — pure, so it is tested without any server."""
+"""The poller's copy of a session (Mirror), what changed against it (Delta, diff), and the tool calls still
+running (`currentToolCalls`) — pure, so it is tested without any server."""
 
 from __future__ import annotations
 
@@ -6,8 +7,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from poller.completion import current_tool_calls
 from shared.models import part_key
+
+LIVE_TOOL_STATES = frozenset({"pending", "running"})
+
+
+def _live_tool(part: Any) -> bool:
+    return bool(part.get("type") == "tool" and (part.get("state") or {}).get("status") in LIVE_TOOL_STATES)
+
+
+def current_tool_calls(messages: Sequence[Any]) -> list[Any]:
+    """The tool parts still pending or running, in transcript order (the state's `currentToolCalls`)."""
+    return [part for message in messages for part in message.get("parts", ()) if _live_tool(part)]
+
+
+def tail_tool_calls(known: Sequence[Any], tail: Sequence[Any]) -> list[Any]:
+    """currentToolCalls after a tail poll: the older messages' as they were, then the tail's own."""
+    in_tail = {m["info"]["id"] for m in tail}
+    return [p for p in known if p.get("messageID") not in in_tail] + current_tool_calls(tail)
+
+
+def tool_calls_of(parts: dict[str, Any]) -> list[Any]:
+    """currentToolCalls from the parts by key (the event path): keys sort in transcript order, as OpenCode's ids do."""
+    return [parts[key] for key in sorted(parts) if _live_tool(parts[key])]
 
 
 @dataclass(slots=True)
@@ -30,7 +52,7 @@ class Mirror:
             self.infos[message["info"]["id"]] = message["info"]
             for part in message["parts"]:
                 self.parts[part_key(part)] = part
-        self.tool_calls = _tail_tool_calls(self.tool_calls, tail)
+        self.tool_calls = tail_tool_calls(self.tool_calls, tail)
 
     def update(self, messages: Sequence[Any]) -> None:
         self.infos = {m["info"]["id"]: m["info"] for m in messages}
@@ -79,12 +101,6 @@ def merge_tail(previous: Sequence[Any], tail: Sequence[Any], limit: int) -> list
     return None
 
 
-def _tail_tool_calls(known: Sequence[Any], tail: Sequence[Any]) -> list[Any]:
-    """currentToolCalls after a tail poll: the older messages' as they were, then the tail's own."""
-    in_tail = {m["info"]["id"] for m in tail}
-    return [p for p in known if p.get("messageID") not in in_tail] + current_tool_calls(tail)
-
-
 NO_CHANGE = Delta(infos=[], parts=[], removed_messages=[], removed_parts=[], tool_calls=None)
 
 
@@ -109,7 +125,7 @@ def diff(mirror: Mirror, messages: Sequence[Any], *, partial: bool = False) -> D
                 parts.append(part)
     if partial:
         removed_messages, removed_parts = [], []
-        tool_calls = _tail_tool_calls(mirror.tool_calls, messages)
+        tool_calls = tail_tool_calls(mirror.tool_calls, messages)
     else:
         removed_messages = [mid for mid in mirror.infos if mid not in seen_messages]
         removed_parts = [key for key in mirror.parts if key not in seen_parts]
@@ -121,20 +137,3 @@ def diff(mirror: Mirror, messages: Sequence[Any], *, partial: bool = False) -> D
         removed_parts=removed_parts,
         tool_calls=tool_calls if tool_calls != mirror.tool_calls else None,
     )
-
-
-def check_shape(messages: Any) -> list[Any]:
-    """The minimum the mirror relies on; anything else is a malformed answer (retried like a 5xx)."""
-    from shared.errors import OpenCodeError
-
-    ok = isinstance(messages, list) and all(
-        isinstance(m, dict)
-        and isinstance(m.get("info"), dict)
-        and isinstance(m["info"].get("id"), str)
-        and isinstance(m.get("parts"), list)
-        and all(isinstance(p, dict) and isinstance(p.get("id"), str) and "messageID" in p for p in m["parts"])
-        for m in messages
-    )
-    if not ok:
-        raise OpenCodeError("OpenCode returned a malformed message list")
-    return list(messages)

@@ -2,10 +2,7 @@ from __future__ import annotations
 
 import copy
 
-import pytest
-
-from poller.diff import Mirror, check_shape, diff
-from shared.errors import OpenCodeError
+from poller.mirror import Mirror, diff, merge_tail, tool_calls_of
 
 
 def message(mid: str, role: str = "assistant", parts: list | None = None, **info) -> dict:
@@ -62,9 +59,18 @@ def test_info_change_and_removals():
     assert delta.removed_parts == ["msg_2/prt_1"]
 
 
-def test_check_shape_rejects_malformed_lists():
-    with pytest.raises(OpenCodeError):
-        check_shape({"not": "a list"})
-    with pytest.raises(OpenCodeError):
-        check_shape([{"info": {"id": "msg_1"}}])
-    assert check_shape([message("msg_1")]) == [message("msg_1")]
+def test_merge_tail_joins_on_the_overlap_or_gives_up():
+    previous = [message(f"msg_{i}") for i in range(6)]
+    tail = [message(f"msg_{i}", finish="stop" if i == 5 else None) for i in range(3, 7)]
+    assert merge_tail(previous, tail, limit=4) == [*previous[:3], *tail]
+    assert merge_tail(previous, tail[:2], limit=4) == tail[:2]  # shorter than the limit: the whole list
+    assert merge_tail(previous, [message(f"msg_{i}") for i in range(7, 11)], limit=4) is None
+
+
+def test_a_tail_poll_keeps_the_older_tool_calls_and_the_event_path_agrees():
+    older = tool("prt_1", "msg_1", "running")
+    mirror = Mirror.of([message("msg_1", parts=[older]), message("msg_2")])
+    newer = tool("prt_2", "msg_2", "pending")
+    mirror.update_tail([message("msg_2", parts=[newer])])
+    assert mirror.tool_calls == [older, newer]
+    assert tool_calls_of(mirror.parts) == [older, newer]

@@ -1,0 +1,91 @@
+"""The end of a session: archive to PostgreSQL until it commits, then the fenced finish in Redis.
+
+Neither store being down loses anything: the live state stays in Redis until the archive has committed, and
+each step is retried (one backoff across both) until it is done or the fence refuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import structlog
+
+from poller.deps import TrackerDeps
+from shared.backoff import Backoff
+from shared.errors import LeaseLost, Unavailable
+from shared.models import dumps
+from shared.store.connections import store_errors
+from shared.store.lease import Lease
+from shared.store.live import LiveState
+
+log = structlog.get_logger(__name__)
+
+STORE_BACKOFF_BASE_S = 0.2
+STORE_BACKOFF_CAP_S = 5.0
+
+T = TypeVar("T")
+
+
+async def until_done(step: Callable[[], Awaitable[T]], backoff: Backoff, retry_event: str) -> T:
+    """Run `step` until it no longer raises Unavailable, sleeping on `backoff` in between."""
+    while True:
+        try:
+            return await step()
+        except Unavailable as exc:
+            delay = backoff.failed(time.monotonic())
+            log.warning(retry_event, error=exc.message, retry_in_s=round(delay, 2))
+            await anyio.sleep(delay)
+
+
+async def close_out(
+    deps: TrackerDeps,
+    lease: Lease,
+    session: LiveState,
+    messages: Sequence[Any],
+    *,
+    status: str,
+    error: str | None,
+    final_seq: int,
+    prompts_rev: str,
+) -> bool:
+    """True when archived and the live state cleaned; False when a prompt or cancel arrived meanwhile (the
+    session goes on). Raises LeaseLost when either store holds a newer owner."""
+    backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
+
+    async def archive() -> bool:
+        try:
+            return await deps.archive.record_final(
+                session, lease.epoch, status=status, messages=messages, error=error, seq=final_seq
+            )
+        except Unavailable:
+            deps.metrics.archive_retries.inc()
+            raise
+
+    if not await until_done(archive, backoff, "archive_retry"):
+        raise LeaseLost("PostgreSQL holds a newer owner's epoch")
+    completed = dataclasses.replace(session, status=status, updated_at=int(time.time() * 1000))
+    event = dumps({"type": "complete", "sessionId": lease.session_id, "status": status, "error": error})
+
+    async def finish() -> int:
+        with store_errors("Redis"):
+            return await deps.scripts.finish(
+                lease,
+                session.ticket_id,
+                prompts_rev=prompts_rev,
+                event=event,
+                index_event=completed.index_event("ended"),
+            )
+
+    seq = await until_done(finish, backoff, "finish_retry")
+    if seq == -1:
+        raise LeaseLost("lease lost before the live state was cleaned")
+    if seq == -2:
+        log.info("session_continues", reason="a prompt or cancel arrived while archiving")
+        return False
+    deps.metrics.archived.labels(status).inc()
+    log.info("session_archived", status=status, messages=len(messages), seq=seq)
+    return True

@@ -1,0 +1,34 @@
+"""What every tracker of a replica shares: the stores, OpenCode, the replica's boards and the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from poller.archive import Archive
+from poller.events import EventRouter
+from poller.job_board import JobBoard
+from poller.metrics import Metrics
+from poller.status_board import StatusBoard
+from shared.opencode.client import OpenCodeClient
+from shared.store.lua import Scripts
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerDeps:
+    """Built once by the worker; the boards are refreshed by its replica tick, the trackers only read them."""
+
+    redis: Redis
+    scripts: Scripts
+    opencode: OpenCodeClient
+    archive: Archive
+    board: StatusBoard
+    jobs: JobBoard
+    poll_interval_s: float
+    retry_deadline_s: float
+    metrics: Metrics
+    router: EventRouter | None = None  # None: OPENCODE_EVENTS=off, polling alone
+    poll_interval_events_s: float = 2.0  # while the event stream is healthy
+    event_coalesce_s: float = 0.05
+    orphaned_run_grace_s: float = 30.0  # idle with the newest assistant message open this long: the run is lost

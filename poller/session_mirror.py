@@ -1,0 +1,103 @@
+"""One session's mirror kept in step with OpenCode: fetched by polls (a tail, or the whole list), advanced by
+events, and every change written to Redis through the fenced StateWriter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from poller.deps import TrackerDeps
+from poller.event_apply import apply_events, keep_streamed_texts, streaming_keys
+from poller.mirror import Mirror, diff, merge_tail
+from poller.writer import StateWriter
+from shared.errors import LeaseLost
+from shared.store.lease import Lease
+from shared.store.live import LiveState, read_record
+
+log = structlog.get_logger(__name__)
+
+TAIL_LIMIT = 4  # a poll fetches the newest messages only; more new ones than this fall back to a full poll
+FULL_POLL_EVERY = 20  # ...and every 20th poll (10 s at 500 ms) fetches the whole list
+
+
+class SessionMirror:
+    """What Redis holds for the session (`mirror`, `session`), and OpenCode's whole list as last polled."""
+
+    def __init__(self, deps: TrackerDeps, lease: Lease, session: LiveState, mirror: Mirror) -> None:
+        self._deps = deps
+        self._lease = lease
+        self.session = session
+        self.mirror = mirror
+        self.writer = StateWriter(deps.scripts, session)
+        self.writer.seq = session.seq
+        self.messages: list[Any] = []
+        self._polls_since_full = 0
+        self._full_poll_due = True  # the first poll fetches the whole list
+        self._frozen_parts: set[str] = set()
+
+    @classmethod
+    async def load(cls, deps: TrackerDeps, lease: Lease) -> SessionMirror:
+        """Start from what Redis holds, so the first diff writes only what differs from it."""
+        record = await read_record(deps.redis, lease.session_id)
+        if record is None:
+            raise LeaseLost("the session has no live state (Redis lost it; the backstop will re-queue it)")
+        mirror = Mirror(infos=record.infos, parts=record.parts, tool_calls=record.state.current_tool_calls)
+        return cls(deps, lease, record.state, mirror)
+
+    def full_poll_next(self) -> None:
+        """Decide, and archive, on the whole list: the next poll fetches it."""
+        self._full_poll_due = True
+
+    async def fetch(self) -> tuple[list[Any], list[Any] | None]:
+        """The whole list, and the tail it came from when only the newest messages were fetched.
+
+        A tail poll (`?limit=`) costs the same at 200 messages as at 2; the whole list is fetched on the first
+        poll, every FULL_POLL_EVERY polls (OpenCode may still change older messages, e.g. compaction), when
+        the tail does not overlap the last list, and before a session is archived.
+        """
+        opencode, sid = self._deps.opencode, self._lease.session_id
+        self._deps.metrics.polls.inc()
+        self._polls_since_full += 1
+        if not self._full_poll_due and self._polls_since_full < FULL_POLL_EVERY:
+            tail = await opencode.messages(sid, limit=TAIL_LIMIT)
+            merged = merge_tail(self.messages, tail, TAIL_LIMIT)
+            if merged is not None:
+                return merged, tail
+        messages = await opencode.messages(sid)
+        self._polls_since_full = 0
+        self._full_poll_due = False
+        return messages, None
+
+    async def write_poll(self, messages: list[Any], tail: list[Any] | None) -> None:
+        """Write what a fetch changed; `messages` becomes the list the session is decided on."""
+        router = self._deps.router
+        polled = tail if tail is not None else messages
+        # what our deltas built of a still-streaming part is ahead of OpenCode's stored "": keep it
+        mirrored = keep_streamed_texts(self.mirror, polled) if router is not None else polled
+        delta = diff(self.mirror, mirrored, partial=tail is not None)
+        if delta:  # an unchanged poll writes nothing and publishes nothing
+            await self.writer.apply(self._lease, delta)
+            self._deps.metrics.state_writes.labels("poll").inc()
+            if router is not None and router.healthy:
+                self._deps.metrics.poll_corrections.inc()
+            if tail is None:
+                self.mirror.update(mirrored)
+            else:
+                self.mirror.update_tail(mirrored)
+        self.messages = messages
+
+    async def write_events(self, events: list[Any], *, gap: bool) -> None:
+        """The fast path: the same fenced write as a poll, so clients see one seq stream either way.
+
+        `gap`: deltas were lost while the stream was down; the texts they were building stop growing.
+        Raises Unavailable when Redis refuses the write (the next poll writes the truth).
+        """
+        if gap:
+            self._frozen_parts |= streaming_keys(self.mirror)
+        delta = apply_events(self.mirror, events, self._frozen_parts)
+        if not delta:
+            return
+        await self.writer.apply(self._lease, delta)
+        self.mirror.apply(delta)
+        self._deps.metrics.state_writes.labels("event").inc()
