@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 
 from gateway.metrics import Metrics
 from gateway.sse import format_event
+from shared.backoff import Backoff
 from shared.errors import Unavailable
 
 log = structlog.get_logger(__name__)
@@ -128,7 +129,7 @@ class Fanout:
     async def run(self) -> None:
         """Keep one pub/sub connection up. Any failure, expected (Redis went away) or not (a bug), ends in the
         same place: drop the connection, tell every client it lost events, reconnect with backoff, resubscribe."""
-        delay = RECONNECT_BASE_S
+        backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
         try:
             while not self._closed:
                 connected_at = anyio.current_time()
@@ -136,6 +137,9 @@ class Fanout:
                     await self._connect()
                     await self._read()
                 except Exception as exc:
+                    if anyio.current_time() - connected_at > RECONNECT_CAP_S:
+                        backoff.reset()  # it had been up a while: this is a new outage
+                    delay = round(backoff.failed(anyio.current_time()), 3)
                     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
                         log.warning("fanout_disconnected", error=str(exc), retry_in_s=delay)
                     else:
@@ -144,10 +148,7 @@ class Fanout:
                     for subs in self._subs.values():
                         for sub in subs:
                             sub.interrupt(LOST)
-                    if anyio.current_time() - connected_at > RECONNECT_CAP_S:
-                        delay = RECONNECT_BASE_S  # it had been up a while: this is a new outage
                     await anyio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_CAP_S)
         finally:
             await self._close_connection()
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import click
 import httpx
 
+from shared.backoff import Backoff
 from shared.cli.render import LivePrinter
 from shared.cli.stream import SessionView, StreamEvent, iter_events
 from shared.errors import (
@@ -86,7 +87,7 @@ class Follower:
         """The final session (from `complete`); raises a SessionLayerError when the watch cannot go on."""
         timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
         lost_since: float | None = None
-        attempt = 0
+        backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
         with httpx.Client(timeout=timeout) as client:
             while True:
                 self._opened = False
@@ -105,13 +106,13 @@ class Follower:
                     reason = exc.message
                 now = time.monotonic()
                 if self._opened or lost_since is None:
-                    lost_since, attempt = now, 0
+                    lost_since = now
+                    backoff.reset()
                 elif now - lost_since > self._reconnect_timeout_s:
                     raise Unavailable(
                         f"lost the stream and could not resume it within {self._reconnect_timeout_s:g}s: {reason}"
                     )
-                delay = min(RECONNECT_CAP_S, RECONNECT_BASE_S * 2**attempt)
-                attempt += 1
+                delay = backoff.failed(now)
                 last_id = self._view.last_id
                 resume = f" after event {last_id}" if last_id else ""
                 click.echo(f"connection lost ({reason}); reconnecting{resume} in {delay:.1f}s", err=True)

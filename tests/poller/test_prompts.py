@@ -14,10 +14,10 @@ from starlette.routing import Route
 
 from poller import prompts
 from poller.prompts import RESEND_AFTER_FAILURE_S, VISIBLE_TIMEOUT_S, PromptDelivery
+from shared.dev.simulator.server import serve_in_thread
 from shared.ids import SessionId
 from shared.models import dumps
 from shared.opencode.client import OpenCodeClient
-from shared.opencode.simulator import serve_in_thread
 from shared.store.lease import Lease
 from shared.store.lua import Scripts
 

@@ -4,10 +4,10 @@ What it runs, in order: Redis and PostgreSQL (shared.dev.embedded: real servers 
 temporary directories unless a data dir is given), the migrations, an OpenCode (the given OPENCODE_URL, else the
 simulator as a child), N poller replicas and the gateway (each `python -m ...` in its own process group).
 
-Supervision: every child is polled a few times a second; one that exits is restarted after a backoff (1 s,
-doubling up to 30 s, back to 1 s once it has stayed up a minute). Redis and PostgreSQL are restarted the same
-way, on the same port and data dir. During start-up a child that exits before it is up is an error instead:
-the stack is torn down and its last output lines are shown.
+Supervision: every child is polled a few times a second; one that exits is restarted after a backoff (about
+1 s, doubling up to 30 s, with jitter; back to the start once it has stayed up a minute). Redis and PostgreSQL
+are restarted the same way, on the same port and data dir. During start-up a child that exits before it is up
+is an error instead: the stack is torn down and its last output lines are shown.
 
 Shutdown (Ctrl-C, SIGTERM, SIGHUP): SIGTERM to every child's process group (gateway, pollers, simulator: the
 pollers give their leases back), SIGKILL after a grace period or on a second Ctrl-C, then PostgreSQL and Redis

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
+from shared.backoff import Backoff
 from shared.dev.processes import die_with_parent
 from shared.dev.supervisor.reporter import Reporter
 
 BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 30.0
 TAIL_LINES = 20
 
 
@@ -36,7 +38,7 @@ class Child:
     up: bool = False
     started_at: float = 0.0
     next_start: float = 0.0
-    backoff_s: float = BACKOFF_BASE_S
+    backoff: Backoff = field(default_factory=lambda: Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S))
     restarts: int = 0
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     _reader: threading.Thread | None = None

@@ -15,13 +15,14 @@ from typing import Any
 
 import anyio
 
+from shared.backoff import Backoff
 from shared.dev.embedded.postgres import PostgresServer, start_postgres
 from shared.dev.embedded.redis import RedisServer, start_redis
 from shared.dev.embedded.server import EmbeddedServerError
 from shared.dev.processes import LOOPBACK, free_port
 from shared.dev.supervisor import components
 from shared.dev.supervisor.announce import announce, queue_demo
-from shared.dev.supervisor.child import BACKOFF_BASE_S, Child
+from shared.dev.supervisor.child import BACKOFF_BASE_S, BACKOFF_CAP_S, Child
 from shared.dev.supervisor.options import DevError, DevOptions
 from shared.dev.supervisor.probes import port_free, reachable
 from shared.dev.supervisor.reporter import Reporter
@@ -32,7 +33,6 @@ DEFAULT_GATEWAY_PORT = 8080
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 TICK_S = 0.2
-BACKOFF_CAP_S = 30.0
 STABLE_AFTER_S = 60.0  # up this long: the next crash restarts after the base delay again
 PROGRESS_EVERY_S = 10.0
 
@@ -50,7 +50,7 @@ class DevStack:
         self.opencode_url = ""
         self._force = False
         self._signal_name: str | None = None
-        self._store_retry: dict[str, tuple[float, float]] = {}  # store -> (next attempt, backoff)
+        self._store_retry: dict[str, tuple[float, Backoff]] = {}  # store -> (next attempt, its backoff)
 
     # -- the whole run --------------------------------------------------------------------------------------------
 
@@ -254,9 +254,8 @@ class DevStack:
             code = child.exited()
             if code is not None:
                 if now - child.started_at >= STABLE_AFTER_S:
-                    child.backoff_s = BACKOFF_BASE_S
-                delay = child.backoff_s
-                child.backoff_s = min(BACKOFF_CAP_S, delay * 2)
+                    child.backoff.reset()
+                delay = round(child.backoff.failed(now), 1)
                 child.next_start = now + delay
                 self.reporter.status(f"{child.name} exited with code {code}; restarting in {delay:g}s")
                 self.reporter.event("exited", component=child.name, code=code, restartInS=delay)
@@ -268,7 +267,7 @@ class DevStack:
                 self._report_up(child)
 
     def _restart_store(self, name: str, server: RedisServer | PostgresServer, now: float) -> None:
-        next_at, backoff = self._store_retry.get(name, (0.0, BACKOFF_BASE_S))
+        next_at, backoff = self._store_retry.get(name, (0.0, Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S)))
         if now < next_at:
             return
         if next_at == 0.0:
@@ -278,8 +277,9 @@ class DevStack:
             server.start()
         except EmbeddedServerError as exc:
             first = str(exc).strip().splitlines()[0]
-            self.reporter.status(f"{name} did not restart ({first}); trying again in {backoff:g}s")
-            self._store_retry[name] = (time.monotonic() + backoff, min(BACKOFF_CAP_S, backoff * 2))
+            delay = round(backoff.failed(now), 1)
+            self.reporter.status(f"{name} did not restart ({first}); trying again in {delay:g}s")
+            self._store_retry[name] = (time.monotonic() + delay, backoff)
             return
         self._store_retry.pop(name, None)
         self.reporter.status(f"{name:<10} up  {server.url} (pid {server.pid}, restarted)")
