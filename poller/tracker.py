@@ -42,7 +42,8 @@ class SessionTracker:
     def writes(self) -> int:
         return self._mirror.writer.writes if self._mirror else 0
 
-    async def run(self) -> None:
+    async def run(self) -> bool:
+        """True when the session ended and is archived; False when this replica may no longer own it."""
         sid = self._lease.session_id
         with structlog.contextvars.bound_contextvars(session_id=sid):
             log.info("session_claimed", epoch=self._lease.epoch)
@@ -54,12 +55,14 @@ class SessionTracker:
                     self._mirror = await SessionMirror.load(self._deps, self._lease)
                     await self._loop(tg, self._mirror)
                     tg.cancel_scope.cancel()
+                return True
             except* LeaseLost as group:  # anyio 4 raises what the task group's body raised inside a group
                 self._deps.metrics.lease_lost.inc()
                 log.info("lease_lost", reason="; ".join(str(exc) for exc in group.exceptions))
             finally:
                 if router is not None:
                     router.detach(sid)
+        return False
 
     async def _loop(self, tg: TaskGroup, mirror: SessionMirror) -> None:
         """Tick on a drift-free cadence; between ticks, apply OpenCode's events as they come (coalesced).

@@ -155,7 +155,11 @@ class Worker:
         held.tracker = tracker
         try:
             with held.scope:  # cancelled by the renew loop when the lease is lost
-                await tracker.run()
+                if not await tracker.run():
+                    # Lost by its own account (PostgreSQL holds a newer epoch, the job is gone): hand the lease
+                    # back at once rather than let it expire. Fenced, so a lease that is really gone stays so.
+                    with anyio.CancelScope(shield=True):
+                        await self._release([held])
         except Exception:
             # A bug in one session must not take the replica down: give the lease back for another try.
             log.exception("tracker_crashed", session_id=held.lease.session_id)
