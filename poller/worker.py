@@ -112,16 +112,15 @@ class Worker:
                 await self._release_all()
 
     async def _replica_loop(self, tg: TaskGroup) -> None:
-        """Every poll interval, in this order: OpenCode's status and the job revisions of every session held,
-        which the trackers read on their own ticks, then claim.
+        """Every poll interval, in this order: claim, then OpenCode's status and the job revisions of every
+        session held (new claims included), which the trackers read on their own ticks.
 
-        Claiming last keeps a new claim's first status read one tick away, as it was with separate loops: a
-        session claimed after it ended on OpenCode is held by its new owner for a tick before it is archived.
+        Claiming first keeps a takeover as fast as the cadence allows: nothing waits on OpenCode before it.
         """
         async for _ in every(self._settings.poll_interval_s):
+            await self._claim(tg)
             if self._held:
                 await self._read_boards()
-            await self._claim(tg)
 
     async def _read_boards(self) -> None:
         try:
