@@ -10,7 +10,7 @@ import psycopg_pool
 import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import EqualJitterBackoff
 
 from shared.config import Secret
 from shared.errors import Unavailable
@@ -38,7 +38,7 @@ def redis_client(url: Secret | str, *, max_connections: int = 50) -> Redis:
     return Redis(
         connection_pool=pool,
         decode_responses=False,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
+        retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), REDIS_RETRIES),  # jittered like shared.backoff
     )
 
 
