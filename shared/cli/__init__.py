@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 the operation failed (unreachable server, unknown sessi
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -67,7 +68,7 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise  # main() reports these
         except psycopg.errors.UndefinedTable:
             _error("PostgreSQL has no opencode_sessions table: run `opencode-sessions migrate` first", EXIT_FAILED)
@@ -87,6 +88,14 @@ def register(*modules: Callable[[click.Group], None]) -> None:
         add(cli)
 
 
+def _reader_went_away() -> NoReturn:
+    """`show … | head`: the reader closed the pipe. Nothing to report on stderr; exit 1 as click does for a pipe
+    that breaks inside a command, and point stdout at /dev/null so the interpreter's last flush cannot raise."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_FAILED)
+
+
 def main() -> None:
     from shared.cli import ops, sessions, tokens
 
@@ -101,6 +110,9 @@ def main() -> None:
     )
     try:
         result = cli.main(prog_name="opencode-sessions", standalone_mode=False)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        _reader_went_away()
     except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()  # bare `opencode-sessions`: the help text
         sys.exit(exc.exit_code)
