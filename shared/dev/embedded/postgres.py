@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from shared.dev.embedded.postgres_install import find_postgres_bindir, postgres_user, usable_bindir
-from shared.dev.embedded.server import EmbeddedServerError, Server, spawn, tail
+from shared.dev.embedded.server import EmbeddedServerError, Server, spawn, started, tail
 from shared.dev.processes import LOOPBACK
 
 _PG_SUPERUSER = "postgres"
@@ -126,10 +126,4 @@ def start_postgres(
     data_dir: Path | None = None, *, database: str = "opencode", port: int | None = None
 ) -> PostgresServer:
     """Start PostgreSQL with `database` created and return it running; close() it (or use `with`) when done."""
-    server = PostgresServer(data_dir, database=database, port=port)
-    try:
-        server.start()
-    except BaseException:
-        server.close()
-        raise
-    return server
+    return started(PostgresServer(data_dir, database=database, port=port))

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.dev.embedded.server import EmbeddedServerError, Server, package_dir, spawn
+from shared.dev.embedded.server import EmbeddedServerError, Server, package_dir, spawn, started
 from shared.dev.processes import LOOPBACK
 
 
@@ -95,10 +95,4 @@ class RedisServer(Server):
 
 def start_redis(data_dir: Path | None = None, *, persist: bool = False, port: int | None = None) -> RedisServer:
     """Start a Redis-compatible server and return it running; close() it (or use `with`) when done."""
-    server = RedisServer(data_dir, persist=persist, port=port)
-    try:
-        server.start()
-    except BaseException:
-        server.close()
-        raise
-    return server
+    return started(RedisServer(data_dir, persist=persist, port=port))

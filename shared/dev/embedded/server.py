@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import NamedTuple, Self, TypeVar
 
 from shared.dev.processes import die_with_parent, free_port
 
@@ -295,3 +295,16 @@ class Server:
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "closed" if self._closed else "stopped"
         return f"<{type(self).__name__} {self.url} {state} data_dir={self.data_dir}>"
+
+
+ServerT = TypeVar("ServerT", bound=Server)
+
+
+def started(server: ServerT) -> ServerT:
+    """`server` running, or closed again (its temporary data removed) when it could not start."""
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server
