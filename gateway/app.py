@@ -16,13 +16,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import endpoints, health, stream, ui
-from gateway.auth import Auth
+from gateway.auth import Auth, check_secret
 from gateway.fanout import Fanout
 from gateway.handlers import EXCEPTION_HANDLERS
+from gateway.hosts import HostAllowList, allowed_hosts
 from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.openapi import openapi
 from gateway.state import PING_INTERVAL_S, GatewayState
+from gateway.stream_slots import StreamSlots
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.store.connections import pg_pool, redis_client
@@ -33,8 +35,13 @@ FANOUT_QUEUE = 1000  # events a client may lag behind before it is sent a fresh 
 
 
 def _auth(settings: Settings) -> Auth:
+    """Refuses a placeholder or short secret (ConfigError naming the variable)."""
     if settings.gateway_auth_secret:
-        return Auth(str(settings.gateway_auth_secret))
+        secret = check_secret("GATEWAY_AUTH_SECRET", str(settings.gateway_auth_secret))
+        previous = settings.gateway_auth_secret_previous
+        if previous:
+            return Auth(secret, check_secret("GATEWAY_AUTH_SECRET_PREVIOUS", str(previous)))
+        return Auth(secret)
     if settings.gateway_auth:
         raise ConfigError("GATEWAY_AUTH_SECRET is not set: set it, or set GATEWAY_AUTH=off to serve without tokens")
     log.warning("gateway_auth_off", reason="GATEWAY_AUTH=off: every endpoint is open to anyone who can reach it")
@@ -52,7 +59,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = redis_client(settings.redis_url, max_connections=100)
-        fanout = Fanout(str(settings.redis_url), max_queued=fanout_queue, metrics=metrics)
+        fanout = Fanout(
+            str(settings.redis_url),
+            max_queued=fanout_queue,
+            max_bytes=settings.gateway_stream_buffer_bytes,
+            metrics=metrics,
+        )
         try:
             async with pg_pool(settings.database_url, min_size=1, max_size=10) as pool, anyio.create_task_group() as tg:
                 app.state.gateway = GatewayState(
@@ -61,7 +73,9 @@ def create_app(
                     fanout=fanout,
                     auth=auth,
                     metrics=metrics,
+                    slots=StreamSlots(settings.gateway_max_streams_per_token),
                     ping_interval_s=ping_interval_s,
+                    max_response_bytes=settings.gateway_max_response_bytes,
                 )
                 tg.start_soon(liveness.supervise, "fanout", fanout.run)
                 yield
@@ -87,6 +101,7 @@ def create_app(
     ]
     middleware = [
         Middleware(TimingMiddleware, metrics=metrics),
+        Middleware(HostAllowList, allowed=allowed_hosts(settings)),
         Middleware(
             CORSMiddleware,
             allow_origins=list(settings.gateway_cors_origins),

@@ -4,29 +4,58 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from shared.errors import Forbidden, Unauthorized
-from shared.tokens import Scope, verify_token
+from shared.errors import ConfigError, Forbidden, Unauthorized
+from shared.tokens import Grant, Scope, verify_grant
+
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash; PyJWT warns below it
+PLACEHOLDER_MARKERS = ("change-me", "changeme")  # the marker of every placeholder in compose and deploy/
+
+
+def check_secret(name: str, secret: str) -> str:
+    """The secret, unless it is a placeholder from the deployment files or too short to resist guessing."""
+    if any(marker in secret.lower() for marker in PLACEHOLDER_MARKERS):
+        raise ConfigError(f"{name} is a placeholder (it contains CHANGE-ME): set it to 32+ random bytes")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{name} is {len(secret.encode())} bytes: it must be at least {MIN_SECRET_BYTES} "
+            "(e.g. `openssl rand -base64 48`)"
+        )
+    return secret
 
 
 class Auth:
-    """With no secret (GATEWAY_AUTH=off) every request is allowed; otherwise each check needs a valid scope."""
+    """With no secret (GATEWAY_AUTH=off) every request is allowed; otherwise each check needs a valid scope.
 
-    def __init__(self, secret: str | None) -> None:
+    `previous` is a secret being rotated out: tokens it signed are accepted until they expire.
+    """
+
+    def __init__(self, secret: str | None, previous: str | None = None) -> None:
         self._secret = secret
+        self._previous = previous
 
     @property
     def enabled(self) -> bool:
         return self._secret is not None
 
-    def scope(self, request: Request) -> Scope | None:
-        """The request's verified scope; None when auth is off. Raises Unauthorized without a valid token."""
+    @staticmethod
+    def token(request: Request) -> str | None:
+        """The request's token as sent, from the Authorization header or `?token=`."""
+        header = request.headers.get("authorization", "")
+        return header[7:].strip() if header[:7].lower() == "bearer " else request.query_params.get("token")
+
+    def grant(self, request: Request) -> Grant | None:
+        """The request's verified scope and expiry; None when auth is off. Raises Unauthorized without a valid token."""
         if self._secret is None:
             return None
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header[:7].lower() == "bearer " else request.query_params.get("token")
+        token = self.token(request)
         if not token:
             raise Unauthorized("a token is required: Authorization: Bearer <token>, or ?token=")
-        return verify_token(self._secret, token)
+        return verify_grant(self._secret, token, previous=self._previous)
+
+    def scope(self, request: Request) -> Scope | None:
+        """The request's verified scope; None when auth is off. Raises Unauthorized without a valid token."""
+        grant = self.grant(request)
+        return None if grant is None else grant.scope
 
     def require_session(self, request: Request, session_id: str, ticket_id: str | None) -> None:
         scope = self.scope(request)

@@ -6,8 +6,9 @@ import re
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from gateway.session_pages import page_response
 from gateway.state import GatewayState
 from shared.errors import InvalidInput
 from shared.ids import parse_session_id, parse_ticket_id
@@ -92,22 +93,17 @@ async def ticket_active(request: Request) -> JSONResponse:
     return JSONResponse(await active_for_ticket(state.redis, ticket))
 
 
-async def ticket_sessions(request: Request) -> JSONResponse:
+async def ticket_sessions(request: Request) -> Response:
     state = GatewayState.of(request)
     ticket = parse_ticket_id(request.path_params["ticket_id"])
     state.auth.require_ticket(request, ticket)
+    limit, before, include_messages = _limit(request), _before(request), _flag(request, "messages")
     async with state.pool.connection() as conn:
-        page = await archived_sessions(
-            conn,
-            ticket_id=ticket,
-            limit=_limit(request),
-            before=_before(request),
-            include_messages=_flag(request, "messages"),
-        )
-    return JSONResponse(page)
+        page = await archived_sessions(conn, ticket_id=ticket, limit=limit, before=before)
+    return page_response(state, page, include_messages)
 
 
-async def sessions(request: Request) -> JSONResponse:
+async def sessions(request: Request) -> Response:
     """`?live=true`: the live index; otherwise archived sessions, filtered by `type` and `ticket`."""
     state = GatewayState.of(request)
     state.auth.require_admin(request)
@@ -125,6 +121,5 @@ async def sessions(request: Request) -> JSONResponse:
             session_type=kind,
             limit=limit,
             before=before,
-            include_messages=include_messages,
         )
-    return JSONResponse(page)
+    return page_response(state, page, include_messages)

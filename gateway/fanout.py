@@ -2,7 +2,9 @@
 
 A channel is subscribed when its first client arrives and unsubscribed when its last leaves. Each client
 gets a bounded queue: a client too slow to keep up, or one that was connected while the Redis connection
-dropped, is told it lost events (`LOST`) and must take a fresh snapshot — nothing is silently skipped.
+dropped, is told it lost events (`LOST`) and must take a fresh snapshot — nothing is silently skipped. A client
+whose queued events outgrow its byte budget is told to end its stream (`DROPPED`): it resumes with Last-Event-ID,
+and the memory it held is freed at once rather than when it reads again.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Signal:
 
 LOST: Final = Signal("LOST")  # events were dropped for this subscriber: resynchronise
 CLOSED: Final = Signal("CLOSED")  # the gateway is shutting down: end the stream
+DROPPED: Final = Signal("DROPPED")  # the client's queued bytes passed its budget: end the stream, it resumes
 
 
 @dataclass(slots=True)
@@ -72,25 +75,39 @@ class Published:
 
 
 class Subscription:
-    """One client's view of a channel: a bounded queue and a wake-up."""
+    """One client's view of a channel: a queue bounded in events and in bytes, and a wake-up."""
 
-    def __init__(self, channel: str, max_queued: int) -> None:
+    def __init__(self, channel: str, max_queued: int, max_bytes: int | None = None) -> None:
         self.channel = channel
         self._max_queued = max_queued
+        self._max_bytes = max_bytes
         self._queue: deque[Published] = deque()
+        self._queued_bytes = 0
         self._signal: Signal | None = None
         self._wakeup = anyio.Event()
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
     def push(self, item: Published) -> None:
+        if self._signal is DROPPED or self._signal is CLOSED:
+            return  # the stream is ending: hold nothing more for it
+        # The budget bounds the backlog, not one event: a single event larger than it still goes out.
+        if self._queue and self._max_bytes is not None and self._queued_bytes + len(item.raw) > self._max_bytes:
+            self.interrupt(DROPPED)
+            return
         if len(self._queue) >= self._max_queued:
             self.interrupt(LOST)
             return
         self._queue.append(item)
+        self._queued_bytes += len(item.raw)
         self._wakeup.set()
 
     def interrupt(self, signal: Signal) -> None:
         self._queue.clear()
-        if self._signal is not CLOSED:
+        self._queued_bytes = 0
+        if self._signal is not CLOSED and self._signal is not DROPPED:
             self._signal = signal
         self._wakeup.set()
 
@@ -102,18 +119,30 @@ class Subscription:
                 await self._wakeup.wait()
         if self._signal is not None:
             signal, self._signal = self._signal, None
-            if signal is CLOSED:
-                self._signal = CLOSED  # stays closed
+            if signal is CLOSED or signal is DROPPED:
+                self._signal = signal  # stays ended
             return signal
-        return self._queue.popleft() if self._queue else None
+        if not self._queue:
+            return None
+        item = self._queue.popleft()
+        self._queued_bytes -= len(item.raw)
+        return item
 
 
 class Fanout:
     """Run `run()` in a task for the life of the process; `subscribe()` from request handlers."""
 
-    def __init__(self, redis_url: str, *, max_queued: int = 1000, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        max_queued: int = 1000,
+        max_bytes: int | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._redis_url = redis_url
         self._max_queued = max_queued
+        self._max_bytes = max_bytes
         self._metrics = metrics
         self._subs: dict[str, set[Subscription]] = {}
         self._confirmed: dict[str, anyio.Event] = {}
@@ -218,7 +247,7 @@ class Fanout:
         """Yields once Redis confirmed the subscription, so a snapshot read afterwards misses nothing."""
         if self._closed:
             raise Unavailable("the gateway is shutting down")
-        sub = Subscription(channel, self._max_queued)
+        sub = Subscription(channel, self._max_queued, self._max_bytes)
         subs = self._subs.setdefault(channel, set())
         first = not subs
         subs.add(sub)

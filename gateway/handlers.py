@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import structlog
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.stream_slots import TooManyStreams
 from shared.errors import (
     Conflict,
     Forbidden,
@@ -26,6 +28,7 @@ STATUS_CODES: dict[type[SessionLayerError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    TooManyStreams: 429,
     OpenCodeError: 502,
     Unavailable: 503,
 }
@@ -52,6 +55,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail, "detail": None}, status_code=exc.status_code, headers=exc.headers)
 
 
+async def pool_exhausted(request: Request, exc: Exception) -> Response:
+    """Every PostgreSQL connection of the pool stayed busy past its timeout: a 503 to retry, not a crash."""
+    log.warning("request_failed", path=request.url.path, error="no PostgreSQL connection free in time")
+    return JSONResponse({"error": "PostgreSQL is busy: no connection free in time", "detail": None}, status_code=503)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("request_crashed", path=request.url.path)
     return JSONResponse({"error": "internal error", "detail": None}, status_code=500)
@@ -60,5 +69,6 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     SessionLayerError: session_layer_error,
     HTTPException: http_error,
+    PoolTimeout: pool_exhausted,
     Exception: unexpected_error,
 }

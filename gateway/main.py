@@ -59,7 +59,7 @@ def main() -> None:
         app,
         host=settings.gateway_host,
         port=settings.gateway_port,
-        http=HeaderTimeoutProtocol.with_timeout(settings.gateway_header_timeout_s),
+        http=HeaderTimeoutProtocol.with_timeout(settings.gateway_header_timeout_s, settings.gateway_write_timeout_s),
         timeout_keep_alive=settings.gateway_keepalive_timeout_s,
         limit_concurrency=settings.gateway_max_connections,
         h11_max_incomplete_event_size=settings.gateway_max_header_bytes,

@@ -31,6 +31,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.streams_ended = Counter(
+            "gateway_streams_ended",
+            "Streams the gateway ended early: token_expired, slow_client (past GATEWAY_STREAM_BUFFER_BYTES)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "gateway_request_seconds",
             "Time to answer a request (streams: until headers)",

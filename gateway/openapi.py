@@ -20,6 +20,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "no valid token",
         403: "token of another scope",
         404: "not found",
+        429: "the token holds GATEWAY_MAX_STREAMS_PER_TOKEN open streams already",
         503: "Redis or PostgreSQL unreachable",
     }
     return {str(code): _json(ERROR, text[code]) for code in codes}
@@ -102,13 +103,14 @@ SPEC: dict[str, Any] = {
         },
         "/sessions/{session_id}/stream": {
             "get": {
-                "summary": "SSE: `snapshot`, then `update` per change (id = seq), then `complete`; `ping` every 15 s",
+                "summary": "SSE: `snapshot`, then `update` per change (id = seq), then `complete`; `ping` every 15 s; "
+                "`token-expired` at the token's exp",
                 "parameters": [
                     SESSION_ID,
                     {"name": "lastEventId", "in": "query", "schema": {"type": "string"}},
                     {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
                 ],
-                "responses": {"200": SSE, **_errors(400, 401, 403, 404, 503)},
+                "responses": {"200": SSE, **_errors(400, 401, 403, 404, 429, 503)},
             }
         },
         "/tickets/{ticket_id}/active": {
@@ -156,7 +158,7 @@ SPEC: dict[str, Any] = {
         "/sessions/live/stream": {
             "get": {
                 "summary": "SSE of the live list: `snapshot`, then `appeared` / `status` / `ended`; admin",
-                "responses": {"200": SSE, **_errors(401, 403, 503)},
+                "responses": {"200": SSE, **_errors(401, 403, 429, 503)},
             }
         },
         "/healthz": {

@@ -1,9 +1,14 @@
-"""uvicorn's h11 protocol with a deadline on request headers: a client that sends nothing, or half a request,
-is disconnected instead of holding a connection (and a file descriptor) forever.
+"""uvicorn's h11 protocol with a deadline on request headers and on writes: a client that sends nothing, or half a
+request, or stops reading what it is sent, is disconnected instead of holding a connection (and a file
+descriptor, and its unsent bytes) forever.
 
 uvicorn closes a connection idle between requests (`timeout_keep_alive`) but arms nothing while it waits for
 the first request, nor once part of a request has arrived. The deadline runs from the connection's start and
 from the first bytes of each later request, and ends when h11 has the whole request line and headers.
+
+The write deadline runs while the transport's buffer is over its high-water mark (writing is paused: the client
+reads slower than it is sent, or not at all) and ends when the client has drained it; a client that has not by
+then is aborted. Its stream ends, and it resumes with Last-Event-ID when it reconnects.
 """
 
 from __future__ import annotations
@@ -14,15 +19,20 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_WRITE_TIMEOUT_S = 30.0
 
 
 class HeaderTimeoutProtocol(H11Protocol):
     header_timeout_s = DEFAULT_HEADER_TIMEOUT_S
+    write_timeout_s = DEFAULT_WRITE_TIMEOUT_S
     _header_timer: asyncio.TimerHandle | None = None
+    _write_timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    def with_timeout(cls, header_timeout_s: float) -> type[HeaderTimeoutProtocol]:
-        return type(cls.__name__, (cls,), {"header_timeout_s": header_timeout_s})
+    def with_timeout(
+        cls, header_timeout_s: float, write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
+    ) -> type[HeaderTimeoutProtocol]:
+        return type(cls.__name__, (cls,), {"header_timeout_s": header_timeout_s, "write_timeout_s": write_timeout_s})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
         super().connection_made(transport)
@@ -38,7 +48,27 @@ class HeaderTimeoutProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._write_resumed()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout_s, self._write_late)
+
+    def resume_writing(self) -> None:
+        self._write_resumed()
+        super().resume_writing()
+
+    def _write_resumed(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_late(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing():
+            self.transport.abort()  # close() would wait to flush the very bytes the client does not read
 
     def _arm(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)

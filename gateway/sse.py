@@ -29,3 +29,8 @@ def retry_line(retry_ms: int = RETRY_MS) -> bytes:
 def ping(now_ms: int) -> bytes:
     """A named event, not a comment: browsers' EventSource can observe it, and proxies see traffic."""
     return format_event("ping", f'{{"time":{now_ms}}}')
+
+
+def token_expired(expired_at: int) -> bytes:
+    """The last event of a stream whose token expired: the client gets a fresh token and resumes (Last-Event-ID)."""
+    return format_event("token-expired", f'{{"error":"token expired","exp":{expired_at}}}')

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from gateway.auth import Auth
 from gateway.fanout import Fanout
 from gateway.metrics import Metrics
+from gateway.stream_slots import StreamSlots
 
 PING_INTERVAL_S = 15.0
 
@@ -23,7 +24,9 @@ class GatewayState:
     fanout: Fanout
     auth: Auth
     metrics: Metrics
+    slots: StreamSlots
     ping_interval_s: float = PING_INTERVAL_S
+    max_response_bytes: int = 4_194_304
     closing: anyio.Event | None = None
 
     @classmethod

@@ -3,14 +3,18 @@
 Per session: subscribe first, then read the snapshot, and drop every event at or below its `seq`, so no
 change falls between the two. A gap, a `reset` (the live state was rebuilt), a client too slow for its
 queue or a Redis reconnect all lead to a fresh `snapshot`; the final `complete` carries the archived row.
+
+Every stream ends with its token: at the token's `exp` it sends `token-expired` and closes, so a client refreshes
+its token and resumes with Last-Event-ID. A client whose queued events outgrow GATEWAY_STREAM_BUFFER_BYTES is
+dropped (the stream ends; it resumes the same way).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from contextlib import AsyncExitStack
+from typing import Any, Final
 
 import anyio
 import structlog
@@ -18,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from gateway.endpoints import read_session
-from gateway.fanout import CLOSED, LOST, Published, Signal, Subscription
-from gateway.sse import format_event, ping, retry_line
+from gateway.fanout import CLOSED, DROPPED, LOST, Published, Signal, Subscription
+from gateway.sse import format_event, ping, retry_line, token_expired
 from gateway.state import GatewayState
 from shared.backoff import Backoff
 from shared.errors import NotFound, SessionLayerError, Unavailable
@@ -32,6 +36,8 @@ log = structlog.get_logger(__name__)
 
 RESYNC_RETRY_BASE_S = 0.1
 RESYNC_RETRY_CAP_S = 5.0
+PING: Final = Signal("PING")  # nothing came for a ping interval: send one
+EXPIRED: Final = Signal("EXPIRED")  # the stream's token reached its `exp`
 STREAM_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
@@ -47,19 +53,52 @@ def _last_event_id(request: Request) -> str | None:
     return request.headers.get("last-event-id") or request.query_params.get("lastEventId")
 
 
+class Lifetime:
+    """Until when a stream may run: its token's `exp` (None: auth off, no end)."""
+
+    def __init__(self, expires_at: int | None, ping_interval_s: float) -> None:
+        self.expires_at = expires_at
+        self._ping_interval_s = ping_interval_s
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.time() >= self.expires_at
+
+    def wait_s(self) -> float:
+        """How long to wait for the next event: a ping interval, or less when the token ends sooner."""
+        if self.expires_at is None:
+            return self._ping_interval_s
+        return max(0.0, min(self._ping_interval_s, self.expires_at - time.time()))
+
+    def is_ping_due(self, waited_s: float) -> bool:
+        return waited_s >= self._ping_interval_s
+
+
+async def _open(request: Request, state: GatewayState, channel: str) -> tuple[AsyncExitStack, Subscription, Lifetime]:
+    """Check the token (401 before any work), take one of its stream slots (429), subscribe (5xx): held until
+    the stream ends, released by closing the returned stack."""
+    grant = state.auth.grant(request)
+    stack = AsyncExitStack()
+    try:
+        stack.enter_context(state.slots.hold(state.auth.token(request) if grant is not None else None))
+        sub = await stack.enter_async_context(state.fanout.subscribe(channel))
+    except BaseException:
+        await stack.aclose()
+        raise
+    return stack, sub, Lifetime(grant.expires_at if grant is not None else None, state.ping_interval_s)
+
+
 async def session_stream(request: Request) -> StreamingResponse:
     state = GatewayState.of(request)
     sid = parse_session_id(request.path_params["session_id"])
-    state.auth.scope(request)  # 401 before any work
-    subscription = state.fanout.subscribe(keys.updates(sid))
-    sub = await subscription.__aenter__()
+    stack, sub, lifetime = await _open(request, state, keys.updates(sid))
     try:
         snapshot = await read_session(state, sid)
         state.auth.require_session(request, sid, snapshot.get("ticketId"))
-    except BaseException as exc:
-        await subscription.__aexit__(type(exc), exc, exc.__traceback__)
+    except BaseException:
+        await stack.aclose()
         raise
-    body = _session_events(state, sid, sub, subscription, snapshot, _last_event_id(request))
+    body = _session_events(state, sid, sub, stack, lifetime, snapshot, _last_event_id(request))
     return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
@@ -67,7 +106,8 @@ async def _session_events(
     state: GatewayState,
     sid: SessionId,
     sub: Subscription,
-    subscription: AbstractAsyncContextManager[Subscription],
+    stack: AsyncExitStack,
+    lifetime: Lifetime,
     snapshot: dict[str, Any],
     last_event_id: str | None,
 ) -> AsyncIterator[bytes]:
@@ -81,20 +121,50 @@ async def _session_events(
             if _ended(snapshot):
                 yield format_event("complete", dumps(snapshot), snapshot["seq"])
                 return
-            async for frame in _follow(state, sid, sub, int(snapshot["seq"])):
+            async for frame in _follow(state, sid, sub, lifetime, int(snapshot["seq"])):
                 yield frame
     finally:
         clients.dec()
-        await subscription.__aexit__(None, None, None)
+        await stack.aclose()
 
 
-async def _follow(state: GatewayState, sid: SessionId, sub: Subscription, seq: int) -> AsyncIterator[bytes]:
+async def _next(state: GatewayState, sub: Subscription, lifetime: Lifetime) -> Published | Signal | None:
+    """The next item for a stream: an event, a signal (PING and EXPIRED included), or None to wait again."""
+    if lifetime.expired:
+        state.metrics.streams_ended.labels("token_expired").inc()
+        return EXPIRED
+    wait_s = lifetime.wait_s()
+    item = await sub.get(wait_s)
+    if item is None:
+        return PING if lifetime.is_ping_due(wait_s) else None
+    if item is DROPPED:
+        state.metrics.streams_ended.labels("slow_client").inc()
+        log.info("stream_dropped", reason="queued events passed GATEWAY_STREAM_BUFFER_BYTES", channel=sub.channel)
+    return item
+
+
+def _control(item: Signal, lifetime: Lifetime) -> bytes | None:
+    """The frame a signal sends (a ping, `token-expired`), or None; the stream ends after every signal but PING."""
+    if item is PING:
+        return ping(_now_ms())
+    if item is EXPIRED and lifetime.expires_at is not None:
+        return token_expired(lifetime.expires_at)
+    return None
+
+
+async def _follow(
+    state: GatewayState, sid: SessionId, sub: Subscription, lifetime: Lifetime, seq: int
+) -> AsyncIterator[bytes]:
     while True:
-        item = await sub.get(state.ping_interval_s)
+        item = await _next(state, sub, lifetime)
         if item is None:
-            yield ping(_now_ms())
             continue
-        if item is CLOSED:
+        if item in (PING, EXPIRED, CLOSED, DROPPED):
+            assert isinstance(item, Signal)
+            if (frame := _control(item, lifetime)) is not None:
+                yield frame
+            if item is PING:
+                continue
             return
         resync = _resync_reason(item, seq)
         if resync is not None:
@@ -170,21 +240,21 @@ async def live_stream(request: Request) -> StreamingResponse:
     state = GatewayState.of(request)
     state.auth.require_admin(request)
     kind = request.query_params.get("type")
-    subscription = state.fanout.subscribe(keys.LIVE_UPDATES)
-    sub = await subscription.__aenter__()
+    stack, sub, lifetime = await _open(request, state, keys.LIVE_UPDATES)
     try:
         sessions = await live_sessions(state.redis, session_type=kind)
-    except BaseException as exc:
-        await subscription.__aexit__(type(exc), exc, exc.__traceback__)
+    except BaseException:
+        await stack.aclose()
         raise
-    body = _live_events(state, sub, subscription, sessions, kind)
+    body = _live_events(state, sub, stack, lifetime, sessions, kind)
     return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
 async def _live_events(
     state: GatewayState,
     sub: Subscription,
-    subscription: AbstractAsyncContextManager[Subscription],
+    stack: AsyncExitStack,
+    lifetime: Lifetime,
     sessions: list[dict[str, Any]],
     kind: str | None,
 ) -> AsyncIterator[bytes]:
@@ -195,11 +265,15 @@ async def _live_events(
         yield retry_line()
         yield format_event("snapshot", dumps({"sessions": sessions}), counter)
         while True:
-            item = await sub.get(state.ping_interval_s)
+            item = await _next(state, sub, lifetime)
             if item is None:
-                yield ping(_now_ms())
                 continue
-            if item is CLOSED:
+            if item in (PING, EXPIRED, CLOSED, DROPPED):
+                assert isinstance(item, Signal)
+                if (frame := _control(item, lifetime)) is not None:
+                    yield frame
+                if item is PING:
+                    continue
                 return
             counter += 1
             if item is LOST:
@@ -212,4 +286,4 @@ async def _live_events(
             yield format_event(item.type or "status", item.raw.decode(), counter)
     finally:
         clients.dec()
-        await subscription.__aexit__(None, None, None)
+        await stack.aclose()

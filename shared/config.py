@@ -75,6 +75,12 @@ class Settings:
     gateway_keepalive_timeout_s: int = 5
     gateway_max_connections: int = 20_000
     gateway_max_header_bytes: int = 16_384
+    gateway_auth_secret_previous: Secret | None = None
+    gateway_allowed_hosts: tuple[str, ...] | None = None
+    gateway_max_streams_per_token: int = 100
+    gateway_stream_buffer_bytes: int = 8_388_608
+    gateway_write_timeout_s: float = 30.0
+    gateway_max_response_bytes: int = 4_194_304
     poller_metrics_port: int | None = None
 
     @classmethod
@@ -82,6 +88,7 @@ class Settings:
         """Parse every variable; the first bad one raises ConfigError naming it and its value."""
         env = Environ(os.environ if environ is None else environ)
         secret = env.get("GATEWAY_AUTH_SECRET", str, None)
+        previous = env.get("GATEWAY_AUTH_SECRET_PREVIOUS", str, None)
         return cls(
             redis_url=Secret(env.get("REDIS_URL", _url("redis", "rediss", "unix"), "redis://localhost:6379/0")),
             database_url=Secret(
@@ -114,6 +121,12 @@ class Settings:
             gateway_cors_origins=tuple(
                 o.strip() for o in env.get("GATEWAY_CORS_ORIGINS", str, "").split(",") if o.strip()
             ),
+            gateway_auth_secret_previous=Secret(previous) if previous else None,
+            gateway_allowed_hosts=env.get("GATEWAY_ALLOWED_HOSTS", _hosts, None),
+            gateway_max_streams_per_token=env.get("GATEWAY_MAX_STREAMS_PER_TOKEN", _int(1, 1_000_000), 100),
+            gateway_stream_buffer_bytes=env.get("GATEWAY_STREAM_BUFFER_BYTES", _int(65_536, 1 << 30), 8_388_608),
+            gateway_write_timeout_s=env.get("GATEWAY_WRITE_TIMEOUT_MS", _millis(100, 600_000), 30.0),
+            gateway_max_response_bytes=env.get("GATEWAY_MAX_RESPONSE_BYTES", _int(65_536, 1 << 30), 4_194_304),
         )
 
 
@@ -172,6 +185,18 @@ def _choice(*choices: str) -> Callable[[str], str]:
         return raw.lower()
 
     return cast
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    """`*` (any), or host names: `gateway.example.com`, `*.example.com` (its subdomains), `127.0.0.1`, `[::1]`."""
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    for host in hosts:
+        name = host.removeprefix("*.")
+        if host != "*" and not all(c.isalnum() or c in "-.[]:" for c in name):
+            raise ValueError(f"{host!r} is not a host name: expected names like gateway.example.com or *.example.com")
+        if ":" in name and not name.startswith("["):
+            raise ValueError(f"{host!r}: give host names without a port (an IPv6 address in brackets: [::1])")
+    return hosts
 
 
 def _replica_id(raw: str) -> str:

@@ -84,6 +84,14 @@ class Scope:
         return self.kind == "admin" or (self.kind == "ticket" and ticket_id == self.id)
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A verified token: its scope, and the second it stops being valid (`exp`, whole epoch seconds)."""
+
+    scope: Scope
+    expires_at: int
+
+
 def expiry(now: float, ttl_s: float) -> int:
     """The `exp` (epoch seconds) of a token minted at `now`: rounded up, so a TTL never comes out shorter."""
     return math.ceil(now + ttl_s)
@@ -101,19 +109,41 @@ def mint_token(secret: str, scope: Scope, ttl_s: float, *, now: float | None = N
 
 
 def verify_token(secret: str, token: str, *, now: float | None = None) -> Scope:
-    """The scope of a genuine, unexpired token; Unauthorized otherwise, saying why (never showing the token).
+    """The scope of a genuine, unexpired token; Unauthorized otherwise, saying why (never showing the token)."""
+    return verify_grant(secret, token, now=now).scope
+
+
+def verify_grant(secret: str, token: str, *, now: float | None = None, previous: str | None = None) -> Grant:
+    """The scope and expiry of a genuine, unexpired token; Unauthorized otherwise, saying why.
 
     The claims are decoded only once the signature holds, so nothing an attacker writes there reaches the
     JSON parser unless it was signed with our secret (the header is parsed first: it names the algorithm).
+    `previous` is the secret being rotated out: a token signed with it still holds until it expires.
     """
-    key = _key(secret)
+    keys = [_key(secret)] + ([_key(previous)] if previous else [])
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized("malformed token")
     if _TOKEN_RE.fullmatch(token) is None:
         raise Unauthorized("malformed token: expected a JWT, <header>.<claims>.<signature> in unpadded base64url")
+    claims = _decode(token, keys)
+    exp = claims.get("exp")
+    if not isinstance(exp, int) or isinstance(exp, bool):
+        raise Unauthorized("malformed token payload: no expiry (exp must be whole epoch seconds)")
+    if (time.time() if now is None else now) >= exp:
+        raise Unauthorized("token expired")
+    return Grant(_scope(claims.get("sub")), exp)
+
+
+def _decode(token: str, keys: list[bytes]) -> dict[str, object]:
+    """The claims of a token signed with one of `keys` (tried in order)."""
     try:
         with _any_key_length():
-            claims = jwt.decode(token, key, algorithms=[ALGORITHM], options=_DECODE_OPTIONS)
+            for key in keys[:-1]:
+                try:
+                    return dict(jwt.decode(token, key, algorithms=[ALGORITHM], options=_DECODE_OPTIONS))
+                except jwt.InvalidSignatureError:
+                    continue
+            return dict(jwt.decode(token, keys[-1], algorithms=[ALGORITHM], options=_DECODE_OPTIONS))
     except jwt.InvalidSignatureError:
         raise Unauthorized("invalid token signature") from None
     except jwt.InvalidAlgorithmError:
@@ -123,12 +153,6 @@ def verify_token(secret: str, token: str, *, now: float | None = None) -> Scope:
     except jwt.InvalidTokenError as exc:  # PyJWT's messages never quote the token
         # Includes a signature spelt with its spare low bits set: PyJWT accepts only the one canonical spelling.
         raise Unauthorized(f"malformed token: {str(exc)[:200]}") from None
-    exp = claims.get("exp")
-    if not isinstance(exp, int) or isinstance(exp, bool):
-        raise Unauthorized("malformed token payload: no expiry (exp must be whole epoch seconds)")
-    if (time.time() if now is None else now) >= exp:
-        raise Unauthorized("token expired")
-    return _scope(claims.get("sub"))
 
 
 def parse_ttl(text: str) -> float:

@@ -90,15 +90,17 @@ def test_compose_sets_only_variables_the_config_knows():
 
 
 def test_every_app_container_starts_with_valid_settings():
+    # The shipped secret is a placeholder the gateway refuses (tests/deploy/test_security.py): a real one stands in.
+    real_secret = {"GATEWAY_AUTH_SECRET": "a-real-secret-of-more-than-32-bytes-0123456789"}
     for workload, container in app_containers():
-        settings = Settings.from_env(k8s_env(container))  # raises ConfigError naming a bad value
+        settings = Settings.from_env({**k8s_env(container), **real_secret})  # raises ConfigError naming a bad value
         if container["command"] == ["opencode-gateway"]:
             assert settings.gateway_host == "0.0.0.0" and settings.gateway_auth
             create_app(settings)  # auth configured: no ConfigError
         if workload["metadata"]["name"] == "opencode-poller":
             assert settings.replica_id.startswith("opencode-poller-")
     for name, service in compose_app_services().items():
-        settings = Settings.from_env(compose_env(service))
+        settings = Settings.from_env({**compose_env(service), **real_secret})
         if name == "gateway":
             assert settings.gateway_host == "0.0.0.0" and settings.gateway_auth
             create_app(settings)

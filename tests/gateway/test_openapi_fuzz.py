@@ -15,7 +15,7 @@ from shared.tokens import Scope, mint_token
 from tests.helpers import Child, wait_for, wait_port
 
 pytestmark = pytest.mark.anyio
-SECRET = "fuzz-secret-of-enough-length"
+SECRET = "fuzz-secret-of-enough-length-for-hs256"
 FUZZ_DEADLINE_S = 240
 
 

@@ -1,0 +1,94 @@
+"""Safe defaults of the deployment files: no usable credential shipped, placeholders refused by the gateway, the
+Redis `default` user off in compose, and every gateway limit settable where the others are.
+
+Static checks only (no cluster, no Docker); the files are loaded by tests/deploy/manifests.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+
+from gateway.app import create_app
+from shared.config import Settings
+from shared.errors import ConfigError
+from tests.deploy.manifests import (
+    COMPOSE_FILE,
+    ROOT,
+    app_containers,
+    compose_app_services,
+    compose_env,
+    compose_services,
+    k8s,
+    k8s_env,
+)
+
+CREDENTIALS = (
+    "POSTGRES_PASSWORD",
+    "GATEWAY_DB_PASSWORD",
+    "REDIS_POLLER_PASSWORD",
+    "REDIS_GATEWAY_PASSWORD",
+    "GATEWAY_AUTH_SECRET",
+)
+GATEWAY_LIMITS = (
+    "GATEWAY_ALLOWED_HOSTS",
+    "GATEWAY_HEADER_TIMEOUT_MS",
+    "GATEWAY_KEEPALIVE_TIMEOUT_S",
+    "GATEWAY_MAX_CONNECTIONS",
+    "GATEWAY_MAX_HEADER_BYTES",
+    "GATEWAY_MAX_STREAMS_PER_TOKEN",
+    "GATEWAY_STREAM_BUFFER_BYTES",
+    "GATEWAY_WRITE_TIMEOUT_MS",
+    "GATEWAY_MAX_RESPONSE_BYTES",
+)
+
+
+def _gateway_env_k8s() -> dict[str, str]:
+    (env,) = [k8s_env(c) for _, c in app_containers() if c["command"] == ["opencode-gateway"]]
+    return env
+
+
+def test_compose_requires_every_credential_and_ships_none():
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    for name in CREDENTIALS:
+        uses = re.findall(rf"\$\{{{name}(:?[-?])?[^}}]*\}}", text)
+        assert uses, f"{name} is not used"
+        assert re.findall(rf"\$\{{{name}:\?", text) and not re.findall(rf"\$\{{{name}:?-", text), name
+    for name, service in compose_app_services().items():
+        for variable, value in compose_env(service).items():
+            assert "CHANGE-ME" not in value, f"{name}: {variable} has a placeholder default"
+
+
+def test_compose_turns_the_redis_default_user_off_and_checks_health_as_another():
+    redis = compose_services()["redis"]
+    command = " ".join(redis["command"])
+    assert "--user default off" in command
+    assert "--include /tmp/opencode-acl.conf" in command
+    check = " ".join(redis["healthcheck"]["test"])
+    assert "--user opencode-gateway" in check
+
+
+def test_the_gateway_refuses_the_shipped_placeholder_secret():
+    with pytest.raises(ConfigError, match="GATEWAY_AUTH_SECRET is a placeholder"):
+        create_app(Settings.from_env(_gateway_env_k8s()))
+
+
+def test_the_gateway_refuses_compose_without_a_secret():
+    services = compose_app_services()
+    with pytest.raises(ConfigError, match="GATEWAY_AUTH_SECRET is not set"):
+        create_app(Settings.from_env(compose_env(services["gateway"])))
+
+
+def test_every_gateway_limit_is_in_the_config_map_compose_and_the_readme():
+    (config_map,) = k8s("ConfigMap")
+    compose_gateway = compose_env(compose_services()["gateway"])
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in GATEWAY_LIMITS:
+        assert name in config_map["data"], f"{name} is not in the ConfigMap"
+        assert name in compose_gateway, f"{name} is not in compose's gateway environment"
+        assert f"| `{name}` |" in readme, f"{name} has no row in the README's configuration table"
+    defaults = Settings.from_env({})
+    configured = Settings.from_env({k: v for k, v in config_map["data"].items() if k in GATEWAY_LIMITS})
+    assert replace(configured, replica_id=defaults.replica_id) == defaults, "the ConfigMap's values are the defaults"
