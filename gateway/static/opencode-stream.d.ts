@@ -115,6 +115,10 @@ export interface StreamOptions {
   /** Drop and resume a connection that has been silent this long (the gateway pings every 15 s). Default 45000;
    * 0 turns the watchdog off. */
   heartbeatTimeoutMs?: number;
+  /** Called when the gateway ends the stream at the token's expiry (`token-expired`), or refuses it (401) on a
+   * reconnect: return a fresh token (or a promise of one) to resume where the stream was; null or a throw stops
+   * it with errorStatus 401. Without it, an expired token stops the stream. */
+  refreshToken?: () => string | null | undefined | Promise<string | null | undefined>;
   now?: () => number;
   random?: () => number;
   setTimeout?: (fn: () => void, ms: number) => unknown;
@@ -141,6 +145,8 @@ export interface SessionStream extends SessionState {
   readonly closed: boolean;
   readonly reconnects: number;
   readonly resyncs: number;
+  /** How many fresh tokens refreshToken supplied. */
+  readonly tokenRefreshes: number;
   snapshot(): SessionState;
   close(): void;
 }
@@ -153,6 +159,8 @@ export interface LiveSessionsStream {
   readonly error: string | null;
   readonly errorStatus: number | null;
   readonly closed: boolean;
+  /** How many fresh tokens refreshToken supplied. */
+  readonly tokenRefreshes: number;
   close(): void;
 }
 

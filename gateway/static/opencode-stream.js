@@ -12,6 +12,8 @@
 // `snapshot` and `update` events by `seq`, re-syncs (a fresh snapshot) when it sees a gap, reconnects with
 // exponential backoff and `lastEventId` after a drop, stops at `complete` (the archived session) and on a fatal
 // error (401/403/404, or the server's `error` event), and closes cleanly. No framework, no build step.
+// A stream ends with its token (`token-expired`): give `refreshToken` (a function returning a fresh token, or a
+// promise of one) and it resumes where it was with the new token; without it the stream stops (errorStatus 401).
 
 const DEFAULT_MIN_BACKOFF_MS = 250;
 const DEFAULT_MAX_BACKOFF_MS = 10_000;
@@ -186,6 +188,8 @@ class Reconnecting {
     if (typeof this._EventSource !== "function") throw new Error("no EventSource: pass options.EventSource");
     this._fetch = options.fetch;
     this._token = options.token || null;
+    this._refreshToken = typeof options.refreshToken === "function" ? options.refreshToken : null;
+    this.tokenRefreshes = 0;
     this._onChange = typeof options.onChange === "function" ? options.onChange : null;
     this._minMs = options.minBackoffMs ?? DEFAULT_MIN_BACKOFF_MS;
     this._maxMs = options.maxBackoffMs ?? DEFAULT_MAX_BACKOFF_MS;
@@ -308,6 +312,35 @@ class Reconnecting {
     this.error = this._streamError;
   }
 
+  /** The gateway ended the stream at its token's expiry: resume with a fresh token, or stop (401). */
+  _onTokenExpired() {
+    this._drop();
+    if (this.closed || this._stopped) return;
+    this.connected = false;
+    this._beforeRetry();
+    this._emit();
+    this._renewToken().then((renewed) => {
+      if (this.closed || this._stopped) return;
+      if (renewed) this._connect();
+      else this._fatal("token expired", 401);
+    });
+  }
+
+  /** Ask the app for a fresh token (options.refreshToken); true when it gave one. */
+  async _renewToken() {
+    if (!this._refreshToken) return false;
+    let token = null;
+    try {
+      token = await this._refreshToken();
+    } catch {
+      return false;
+    }
+    if (!token || this.closed) return false;
+    this._token = String(token);
+    this.tokenRefreshes += 1;
+    return true;
+  }
+
   _lost(opened) {
     this._drop();
     if (this.closed || this._stopped) return;
@@ -328,8 +361,12 @@ class Reconnecting {
           await this._probe();
         } catch (err) {
           if (err instanceof GatewayError && FATAL_STATUSES.has(err.status)) {
-            if (!this.closed) this._fatal(err.message, err.status);
-            return;
+            // a token that expired while disconnected: renew it if the app can, then go on
+            const renewed = err.status === 401 && (await this._renewToken());
+            if (!renewed) {
+              if (!this.closed) this._fatal(err.message, err.status);
+              return;
+            }
           }
         }
         if (this.closed || this._stopped || this._timer !== null || this._es) return;
@@ -351,7 +388,8 @@ class Reconnecting {
  *   connected, completed, closed, seq
  * and `close()`. `onChange(stream)` is called after every change. Options: token, onChange, EventSource, fetch,
  * minBackoffMs, maxBackoffMs (reconnect delays: doubling, with jitter), heartbeatTimeoutMs (45 s: a connection
- * silent that long is dropped and resumed; 0 turns it off).
+ * silent that long is dropped and resumed; 0 turns it off), refreshToken (called when the token expires, or is
+ * refused on a reconnect: return a fresh token, or a promise of one, to resume; null stops with errorStatus 401).
  */
 export function openSessionStream(baseUrl, sessionId, options = {}) {
   return new SessionStream(baseUrl, sessionId, options);
@@ -419,6 +457,7 @@ class SessionStream extends Reconnecting {
       update: (event) => this._onUpdate(event),
       complete: (event) => this._onComplete(event),
       error: (event) => this._onServerError(event),
+      "token-expired": () => this._onTokenExpired(),
       ping: () => {},
     });
   }
@@ -530,6 +569,7 @@ class LiveSessionsStream extends Reconnecting {
         const data = parseData(event);
         this._fatal(data && data.error ? String(data.error) : "the gateway reported an error");
       },
+      "token-expired": () => this._onTokenExpired(),
       ping: () => {},
     });
   }

@@ -2,6 +2,8 @@
 // opencode-stream.d.ts (all served by the gateway under /static/) into your app; React 18 or 19, no other
 // dependency. It opens the session's SSE stream, keeps the transcript current, reconnects by itself (with
 // backoff and lastEventId) and closes the stream when the component unmounts or the session id changes.
+// When the token expires the gateway ends the stream: pass `refreshToken` (returns a fresh token, or a promise of
+// one) and the stream resumes in place; a new `token` value instead opens a new stream.
 //
 //   const { messages, toolCalls, status, error, live, resuming } =
 //     useOpencodeStream(sessionId, { baseUrl: "https://gateway.example", token });
@@ -69,6 +71,8 @@ export function useOpencodeStream(
     const stream = openSessionStream(baseUrl, sessionId, {
       ...streamOptions,
       token,
+      // the latest callback the component gave: a token refresh keeps the stream (and its transcript) going
+      refreshToken: streamOptions.refreshToken ? () => (latest.current.refreshToken ?? (() => null))() : undefined,
       onChange(current) {
         if (!active) return;
         const s = current.snapshot();

@@ -3,7 +3,8 @@
 The gateway sends a `snapshot` (the whole session), then `update`s (seq + what changed), and a final `complete`
 (the archived session). Text output prints what is new after each event: a part as it appears, a tool call each
 time its status changes, text as it grows, then the final status. A dropped connection is resumed with
-Last-Event-ID, so nothing is printed twice and nothing is missed.
+Last-Event-ID, so nothing is printed twice and nothing is missed. A stream ends with its token (`token-expired`):
+with GATEWAY_AUTH_SECRET at hand the watch mints a token for the session and resumes, otherwise it stops (exit 1).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 from shared.backoff import Backoff
 from shared.cli.render import LivePrinter
 from shared.cli.stream import SessionView, StreamEvent, iter_events
+from shared.config import Settings
 from shared.errors import (
     Forbidden,
     InvalidInput,
@@ -30,12 +32,14 @@ from shared.errors import (
     Unavailable,
 )
 from shared.ids import parse_session_id
+from shared.tokens import Scope, mint_token
 
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 45.0  # the gateway pings every 15 s: three missed pings mean the connection is gone
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 5.0
+RENEWED_TOKEN_TTL_S = 3600.0
 
 
 def gateway_url(raw: str) -> str:
@@ -74,6 +78,7 @@ class Follower:
         self, base: str, session_id: str, token: str | None, *, as_json: bool, reconnect_timeout_s: float
     ) -> None:
         self._base = base
+        self._session_id = session_id
         self._url = f"{base}/sessions/{session_id}/stream"
         self._token = token
         self._as_json = as_json
@@ -82,6 +87,7 @@ class Follower:
         self._view = SessionView()
         self._opened = False  # this connection answered 200
         self._ever_opened = False  # some connection did: from then on a failure is retried, not fatal
+        self._renewed = False  # the token expired and a fresh one was minted: resume at once
 
     def run(self) -> dict[str, Any]:
         """The final session (from `complete`); raises a SessionLayerError when the watch cannot go on."""
@@ -90,11 +96,14 @@ class Follower:
         backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
         with httpx.Client(timeout=timeout) as client:
             while True:
-                self._opened = False
+                self._opened = self._renewed = False
                 try:
                     final = self._connect(client)
                     if final is not None:
                         return final
+                    if self._renewed:
+                        click.echo("the token expired; resuming with a fresh one", err=True)
+                        continue
                     reason = "the stream ended before the session did"
                 except httpx.TransportError as exc:
                     reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
@@ -136,6 +145,17 @@ class Follower:
                     return final
         return None
 
+    def _renew_token(self) -> None:
+        """The gateway closes a stream when its token expires: mint another if this machine holds the secret."""
+        secret = Settings.from_env().gateway_auth_secret
+        if secret is None:
+            raise Unauthorized(
+                "the token expired and the gateway ended the stream: watch again with a fresh --token or "
+                "GATEWAY_TOKEN (or set GATEWAY_AUTH_SECRET, and watch mints its own)"
+            )
+        self._token = mint_token(str(secret), Scope("session", self._session_id), RENEWED_TOKEN_TTL_S)
+        self._renewed = True
+
     def _handle(self, event: StreamEvent) -> dict[str, Any] | None:
         if event.name == "ping":
             return None
@@ -144,6 +164,9 @@ class Follower:
         if event.name == "error":
             message = event.data.get("error") if isinstance(event.data, dict) else event.data
             raise NotFound(f"the gateway ended the stream: {message}")
+        if event.name == "token-expired":
+            self._renew_token()
+            return None
         if not self._view.apply(event):
             return None
         state = self._view.state

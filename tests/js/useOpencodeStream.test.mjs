@@ -149,6 +149,27 @@ describe("useOpencodeStream", () => {
     await React.act(async () => view.root.unmount());
   });
 
+  it("resumes in place with the token refreshToken gives when the old one expires", async () => {
+    const view = mount(SID, { token: "old", refreshToken: async () => "new" });
+    await view.render(SID);
+    const first = FakeEventSource.last;
+    await React.act(async () => {
+      first.open();
+      first.emit("snapshot", session({ seq: 4, status: "running" }), "4");
+    });
+    await React.act(async () => {
+      first.emit("token-expired", { error: "token expired", exp: 1700000000 });
+      await new Promise((r) => setImmediate(r));
+    });
+    const second = FakeEventSource.last;
+    assert.notEqual(second, first);
+    assert.equal(second.params.get("token"), "new");
+    assert.equal(second.params.get("lastEventId"), "4");
+    assert.equal(view.latest().status, "running", "the transcript is kept across the renewal");
+    assert.equal(view.latest().error, null);
+    await React.act(async () => view.root.unmount());
+  });
+
   it("type-checks under tsc --strict against @types/react", () => {
     const config = {
       compilerOptions: {
