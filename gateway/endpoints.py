@@ -20,7 +20,6 @@ from shared.sessions import (
     encode_cursor,
     get_session,
     live_sessions,
-    read_live,
 )
 
 DEFAULT_LIMIT = 20
@@ -72,11 +71,6 @@ def _type(request: Request) -> str | None:
 
 
 async def read_session(state: GatewayState, session_id: str) -> dict[str, Any]:
-    """A live session is read from Redis alone: thousands of streams opening at once never queue for the few
-    PostgreSQL connections (whose timeout would turn them into 503s); only an archived one takes a connection."""
-    live = await read_live(state.redis, parse_session_id(session_id))
-    if live is not None:
-        return live
     async with state.pool.connection() as conn:
         return await get_session(state.redis, conn, session_id)
 

@@ -185,20 +185,3 @@ async def test_an_exhausted_postgresql_pool_is_a_503_not_a_crash():
         response = await client.get("/busy")
     assert response.status_code == 503
     assert response.json() == {"error": "PostgreSQL is busy: no connection free in time", "detail": None}
-
-
-async def test_a_live_sessions_stream_opens_without_waiting_for_postgresql(
-    make_gateway, redis, db, opencode, embedded_postgres
-):
-    """Stream opens of live sessions read Redis alone: a burst of them never queues for the PostgreSQL pool."""
-    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="ECHO hi")
-    embedded_postgres.stop()
-    gateway = await make_gateway()  # its pool has no connection, nor can it make one
-    path = f"/sessions/{state['sessionId']}/stream"
-    async with (
-        httpx.AsyncClient(base_url=gateway, timeout=DEADLINE_S) as client,
-        client.stream("GET", path) as response,
-    ):
-        assert response.status_code == 200
-        first = await anext(aiter(aiter_events(response)))
-    assert first.name == "snapshot" and first.data["sessionId"] == state["sessionId"] and first.data["live"]
