@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import queue
+import shlex
 import shutil
 import signal
 import socket
@@ -30,6 +31,7 @@ from tests.helpers import ARTIFACTS
 CLI = [sys.executable, "-c", "from shared.cli import main; main()"]
 SERVICE_VARIABLES = ("REDIS_URL", "DATABASE_URL", "OPENCODE_URL", "GATEWAY_URL", "GATEWAY_TOKEN")
 START_TIMEOUT_S = 120
+EXPORTED = ("GATEWAY_URL", "REDIS_URL", "DATABASE_URL", "OPENCODE_URL", "GATEWAY_AUTH_SECRET")
 # shared.dev.embedded may keep a copy of PostgreSQL's binaries in the temp dir (root runs it as another user): a cache
 # shared by every run, not data of this one.
 PERSISTENT_CACHE = "opencode-embedded-pg-"
@@ -81,13 +83,15 @@ class Dev:
         return line
 
     def environment(self) -> dict[str, str]:
-        """The four KEY=VALUE lines printed once everything is up."""
+        """The `export KEY=VALUE` lines printed once everything is up."""
         deadline = time.monotonic() + START_TIMEOUT_S
         found: dict[str, str] = {}
-        while len(found) < 4:
-            key, _, value = self.next_line(deadline).partition("=")
-            found[key] = value
-        assert sorted(found) == ["DATABASE_URL", "GATEWAY_URL", "OPENCODE_URL", "REDIS_URL"]
+        while len(found) < len(EXPORTED):
+            line = self.next_line(deadline)
+            assert line.startswith("export "), line
+            key, _, value = line.removeprefix("export ").partition("=")
+            found[key] = shlex.split(value)[0]
+        assert sorted(found) == sorted(EXPORTED)
         return found
 
     def event(self, name: str) -> dict[str, Any]:

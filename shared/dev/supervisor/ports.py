@@ -1,0 +1,21 @@
+"""dev's ports: the ones its last run on the same --data-dir used when they are still free, else new ones."""
+
+from __future__ import annotations
+
+from shared.dev.processes import free_port
+from shared.dev.supervisor.probes import port_free
+from shared.dev.supervisor.reporter import Reporter
+
+
+def keep_or_pick(name: str, ports: dict[str, int], reporter: Reporter, *, default: int | None = None) -> int:
+    """The port `name` had last time (when free), else `default` (when free), else any free one; remembered."""
+    kept = ports.get(name)
+    if kept is not None and port_free(kept):
+        return kept
+    port = default if default is not None and port_free(default) else free_port()
+    if kept is not None:
+        reporter.status(f"port {kept} ({name}, kept from the last run) is taken: using {port}, so its URL changed")
+    elif default is not None and port != default:
+        reporter.status(f"port {default} is in use: the {name} listens on {port} instead")
+    ports[name] = port
+    return port
