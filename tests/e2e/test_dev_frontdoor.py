@@ -3,7 +3,10 @@ a restart that keeps every URL, a killed dev's leftovers, and an OPENCODE_URL ex
 
 from __future__ import annotations
 
+import json
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -20,6 +23,7 @@ from tests.dev_stack import (
     fresh_env,
     run_cli,
     wait_gone,
+    wait_history,
     world_traversable_dir,
 )
 
@@ -114,3 +118,54 @@ def test_two_devs_a_data_dir_in_use_a_killed_dev_and_a_restart_that_keeps_the_ur
 def _linux_only():
     if not Path("/proc/self/stat").exists():
         pytest.skip("checks for leftover processes through /proc")
+
+
+def test_a_session_running_when_dev_stops_ends_with_its_messages_after_the_restart():
+    with world_traversable_dir("opencode-dev-test-tmp-") as tmpdir, world_traversable_dir("opencode-dev-data-") as data:
+        env = fresh_env(tmpdir)
+        dev = Dev(["--data-dir", str(data), "--port", "0"], env)
+        try:
+            shell = {**env, **dev.environment()}
+            code, sid, err = run_cli(
+                "enqueue", "--type", "ask", "--ticket", "T-stop", "--prompt", "SLOW TOOL wait for me", env=shell
+            )
+            assert code == 0, err
+            sid = sid.strip()
+            wait_until(lambda: running_tool(sid, shell), what="the slow tool call running")
+            before = descendants(dev.proc.pid)
+        except BaseException:
+            dev.kill()
+            raise
+        assert_clean_exit(dev, before, signal.SIGINT)
+
+        dev = Dev(["--data-dir", str(data)], env)
+        try:
+            shell = {**env, **dev.environment()}
+            (archived,) = wait_history("T-stop", 1, shell)
+            assert archived["sessionId"] == sid
+            assert archived["status"] in ("error", "cancelled")  # its run was cut by the stop, as OpenCode's would be
+            code, out, err = run_cli("show", sid, "--json", env=shell)
+            assert code == 0, err
+            shown = json.loads(out)
+            parts = [p for m in shown["messages"] for p in m["parts"]]
+            assert any(p.get("text") == "SLOW TOOL wait for me" for p in parts)  # the prompt
+            assert any(p["type"] == "tool" and p["tool"] == "bash" for p in parts)  # and the tool call
+            before = descendants(dev.proc.pid)
+        except BaseException:
+            dev.kill()
+            raise
+        assert_clean_exit(dev, before, signal.SIGINT)
+
+
+def running_tool(sid: str, shell: dict[str, str]) -> bool:
+    code, out, err = run_cli("show", sid, "--json", env=shell)
+    assert code == 0, err
+    return any(p["type"] == "tool" for m in json.loads(out)["messages"] for p in m["parts"])
+
+
+def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)

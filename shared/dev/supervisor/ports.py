@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 from shared.dev.processes import free_port
+from shared.dev.supervisor.options import DevError
 from shared.dev.supervisor.probes import port_free
 from shared.dev.supervisor.reporter import Reporter
+
+DEFAULT_GATEWAY_PORT = 8080
+
+
+def gateway_port(requested: int | None, ports: dict[str, int], reporter: Reporter) -> int:
+    """--port (0: any free one); else the last run's port on this data dir, else 8080, else a free one."""
+    if requested is None:
+        return keep_or_pick("gateway", ports, reporter, default=DEFAULT_GATEWAY_PORT)
+    if requested == 0:
+        port = free_port()
+    elif not port_free(requested):
+        raise DevError(f"port {requested} is already in use: choose another --port, or 0 for a free one")
+    else:
+        port = requested
+    ports["gateway"] = port
+    return port
 
 
 def keep_or_pick(name: str, ports: dict[str, int], reporter: Reporter, *, default: int | None = None) -> int:

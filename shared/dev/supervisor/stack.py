@@ -19,7 +19,7 @@ from shared.backoff import Backoff
 from shared.dev.embedded.postgres import PostgresServer, start_postgres
 from shared.dev.embedded.redis import RedisServer, start_redis
 from shared.dev.embedded.server import EmbeddedServerError
-from shared.dev.processes import LOOPBACK, free_port
+from shared.dev.processes import LOOPBACK
 from shared.dev.supervisor import components, envfile
 from shared.dev.supervisor.announce import announce, queue_demo
 from shared.dev.supervisor.child import BACKOFF_BASE_S, BACKOFF_CAP_S, Child
@@ -32,15 +32,13 @@ from shared.dev.supervisor.least_privilege import (
 )
 from shared.dev.supervisor.opencode_choice import choose_opencode
 from shared.dev.supervisor.options import DevError, DevOptions
-from shared.dev.supervisor.ports import keep_or_pick
-from shared.dev.supervisor.probes import port_free
+from shared.dev.supervisor.ports import gateway_port, keep_or_pick
 from shared.dev.supervisor.reporter import Reporter
 from shared.dev.supervisor.rundir import DATA_DIR_ENV, DataDirLock, RunDir, sweep_orphans, write_private
 from shared.dev.supervisor.state import DevState
 from shared.store.connections import pg_connect, store_errors
 from shared.store.migrate import MigrationReport, migrate_report
 
-DEFAULT_GATEWAY_PORT = 8080
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 TICK_S = 0.2
@@ -103,7 +101,7 @@ class DevStack:
 
     def _start(self) -> None:
         self._claim_dirs()
-        self.gateway_port = self._pick_gateway_port()
+        self.gateway_port = gateway_port(self.options.gateway_port, self.state.ports, self.reporter)
         self._start_stores()
         self._start_children()
         self._wait_until_up()
@@ -184,7 +182,11 @@ class DevStack:
             sim_port = keep_or_pick("opencode", self.state.ports, self.reporter)
             self.opencode_url = f"http://{LOOPBACK}:{sim_port}"
             self.simulated = True
-            self.children.append(components.simulator(sim_port, self.options.sim_speed, base_env, self.reporter))
+            data_dir = self.options.data_dir
+            state_file = None if data_dir is None else str(data_dir / "opencode-simulator.json")
+            self.children.append(
+                components.simulator(sim_port, self.options.sim_speed, base_env, self.reporter, state_file)
+            )
         else:
             self.opencode_url = choice.url
         base_env["OPENCODE_URL"] = self.opencode_url
@@ -211,20 +213,6 @@ class DevStack:
         for child in self.children:
             self.reporter.status(f"starting {child.name}…")
             child.start()
-
-    def _pick_gateway_port(self) -> int:
-        """--port; else the last run's port on this data dir, else 8080, else a free one (when taken)."""
-        requested = self.options.gateway_port
-        if requested == 0:
-            port = free_port()
-        elif requested is not None:
-            if not port_free(requested):
-                raise DevError(f"port {requested} is already in use: choose another --port, or 0 for a free one")
-            port = requested
-        else:
-            return keep_or_pick("gateway", self.state.ports, self.reporter, default=DEFAULT_GATEWAY_PORT)
-        self.state.ports["gateway"] = port
-        return port
 
     @property
     def gateway_secret(self) -> str:
