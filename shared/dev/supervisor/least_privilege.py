@@ -9,7 +9,6 @@ operator applies (deploy/redis-acl.conf, deploy/postgres-readonly.sql), so dev e
 from __future__ import annotations
 
 import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +23,11 @@ SECRET_BYTES = 32  # the gateway's HS256 key: 32 random bytes, as the README ask
 
 
 def deploy_file(name: str) -> Path:
-    """A file of the checkout's deploy/, else the installed copy under sys.prefix/share."""
-    for candidate in (
-        Path(__file__).resolve().parents[3] / "deploy" / name,
-        Path(sys.prefix) / "share" / "opencode-session-layer" / "deploy" / name,
-    ):
-        if candidate.is_file():
-            return candidate
-    raise DevError(f"cannot find deploy/{name} next to the package or under sys.prefix/share")
+    """A file of the checkout's deploy/ (dev runs from a clone, as the README starts it)."""
+    candidate = Path(__file__).resolve().parents[3] / "deploy" / name
+    if not candidate.is_file():
+        raise DevError(f"cannot find deploy/{name} next to the package: run dev from a clone of the repository")
+    return candidate
 
 
 @dataclass(frozen=True, slots=True)
