@@ -47,12 +47,12 @@ async def main() -> None:
     opencode = OpenCodeClient(settings.opencode_url)
     try:
         state = await enqueue(redis, db, opencode, session_type="chat", ticket_id="T-42", prompt="TOOL list the files")
-        session_id = state["sessionId"]
-        print(f"enqueued {session_id} ({state['status']})")
-        session = await wait_until_ended(redis, db, session_id)
-        print(f"{session_id} {session['status']} with {len(session['messages'])} messages")
-        await send(redis, db, session_id, "ECHO thanks")
-        session = await wait_until_ended(redis, db, session_id)
+        session = await get_session(redis, db, state["sessionId"])  # live state, or the archived row
+        print(f"enqueued {state['sessionId']} ({state['status']}), now {session['status']}")
+        session = await wait_until_ended(redis, db, state["sessionId"])
+        print(f"{session['sessionId']} {session['status']} with {len(session['messages'])} messages")
+        await send(redis, db, state["sessionId"], "ECHO thanks")
+        session = await wait_until_ended(redis, db, state["sessionId"])
         print(f"after the follow-up: {session['status']} with {len(session['messages'])} messages")
     finally:
         await opencode.aclose()

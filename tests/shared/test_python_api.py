@@ -32,7 +32,7 @@ async def test_the_example_runs_against_a_running_system(make_worker, redis_url,
     out, err = result.stdout.decode(), result.stderr.decode()
     assert result.returncode == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("enqueued ses_") and lines[0].endswith(" (pending)")
+    assert lines[0].startswith("enqueued ses_") and " (pending), now " in lines[0]
     assert lines[1].endswith(" completed with 3 messages")
     assert lines[2] == "after the follow-up: completed with 5 messages"
 
