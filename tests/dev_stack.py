@@ -171,12 +171,17 @@ def assert_clean_exit(dev: Dev, before: dict[int, str], sig: signal.Signals) -> 
     assert "dev: stopped" in dev.stderr()
 
 
-def env_file_of(dev: Dev) -> Path:
-    """The file dev names on stderr once it is ready (`… are also in FILE. In another terminal:`)."""
-    for line in dev.stderr().splitlines():
-        if "The variables to export are also in " in line:
-            return Path(line.split(" are also in ", 1)[1].rsplit(". In another terminal:", 1)[0])
-    raise AssertionError(f"dev named no env file; stderr:\n{dev.stderr()[-3000:]}")
+def env_file_of(dev: Dev, timeout: float = 30) -> Path:
+    """The file dev names on stderr once it is ready (`… are also in FILE. In another terminal:`), right after the
+    export lines on stdout: wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in dev.stderr().splitlines():
+            if "The variables to export are also in " in line:
+                return Path(line.split(" are also in ", 1)[1].rsplit(". In another terminal:", 1)[0])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"dev named no env file; stderr:\n{dev.stderr()[-3000:]}")
+        time.sleep(0.1)
 
 
 def wait_gone(before: dict[int, str], timeout: float = 60) -> None:
@@ -185,3 +190,28 @@ def wait_gone(before: dict[int, str], timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"still running: {still_running(before)}")
         time.sleep(0.1)
+
+
+def listening_addresses(pids: Iterator[int] | list[int]) -> set[str]:
+    """The local addresses (`ip:port`) the given processes listen on, from /proc (TCP over IPv4 and IPv6)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        with contextlib.suppress(OSError):
+            for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    address, port = fields[1].split(":")
+                    raw = bytes.fromhex(address[:width])
+                    # /proc prints each 32-bit word in host (little-endian) order
+                    host = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                    ip = ".".join(str(b) for b in host) if width == 8 else host.hex()
+                    found.add(f"{ip}:{int(port, 16)}")
+    return found

@@ -40,7 +40,8 @@ def _opencode_url(raw: str | None) -> str | None:
     envvar="OPENCODE_URL",
     show_envvar=True,
     metavar="URL",
-    help="An OpenCode server to use; without it the project's OpenCode simulator is started.",
+    help="An OpenCode server to use; without it the project's OpenCode simulator is started. From the"
+    " environment (OPENCODE_URL) only when something answers there and it is not a running dev's own simulator.",
 )
 @click.option(
     "--sim-speed",

@@ -113,6 +113,8 @@ def test_dev_taken_port_and_bad_options_fail_cleanly(tmp_path):
     assert (code, out) == (1, "")
     assert f"error: port {port} is already in use" in err
     assert list(tmp_path.iterdir()) == []  # it failed before starting anything
+    code, out, err = run_cli("dev", "--env", env=env)
+    assert (code, out) == (1, "") and "no `opencode-sessions dev` is running" in err
     code, _, err = run_cli("dev", "--replicas", "0", env=env)
     assert code == 2 and err.startswith("error: Invalid value for '--replicas'")
     code, _, err = run_cli("dev", env={**env, "OPENCODE_URL": "not a url"})

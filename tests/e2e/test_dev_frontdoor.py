@@ -21,6 +21,7 @@ from tests.dev_stack import (
     descendants,
     env_file_of,
     fresh_env,
+    listening_addresses,
     run_cli,
     wait_gone,
     wait_history,
@@ -69,6 +70,8 @@ def test_two_devs_a_data_dir_in_use_a_killed_dev_and_a_restart_that_keeps_the_ur
             no_password = urls["DATABASE_URL"].replace(urls["DATABASE_URL"].split("@")[0].split(":")[-1], "wrong")
             with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
                 psycopg.connect(no_password, connect_timeout=5).close()
+            listening = listening_addresses(list(descendants(first.proc.pid)))
+            assert len(listening) >= 4 and all(a.startswith("127.0.0.1:") for a in listening), listening
             port = urls["REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
             with pytest.raises(redis.AuthenticationError):
                 redis.Redis(port=int(port)).ping()

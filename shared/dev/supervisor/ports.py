@@ -1,6 +1,9 @@
-"""dev's ports: the ones its last run on the same --data-dir used when they are still free, else new ones."""
+"""dev's ports: the ones its last run on the same --data-dir used when they are still free, else new ones; and
+the servers' URLs as status lines show them."""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from shared.dev.processes import free_port
 from shared.dev.supervisor.options import DevError
@@ -36,3 +39,10 @@ def keep_or_pick(name: str, ports: dict[str, int], reporter: Reporter, *, defaul
         reporter.status(f"port {default} is in use: the {name} listens on {port} instead")
     ports[name] = port
     return port
+
+
+def without_password(url: str) -> str:
+    """A server's URL for a status line: its port shown, its password not (the export lines carry what is needed)."""
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    return parts._replace(netloc=f"{user}{parts.hostname}:{parts.port}").geturl()

@@ -32,7 +32,7 @@ from shared.dev.supervisor.least_privilege import (
 )
 from shared.dev.supervisor.opencode_choice import choose_opencode
 from shared.dev.supervisor.options import DevError, DevOptions
-from shared.dev.supervisor.ports import gateway_port, keep_or_pick
+from shared.dev.supervisor.ports import gateway_port, keep_or_pick, without_password
 from shared.dev.supervisor.reporter import Reporter
 from shared.dev.supervisor.rundir import DATA_DIR_ENV, DataDirLock, RunDir, sweep_orphans, write_private
 from shared.dev.supervisor.state import DevState
@@ -153,7 +153,7 @@ class DevStack:
             ),
         )
         where = f"data in {self.redis.data_dir}" if data_dir is not None else "temporary data"
-        self.reporter.status(f"redis      up  {self.redis.url} (pid {self.redis.pid}, {where})")
+        self.reporter.status(f"redis      up  {without_password(self.redis.url)} (pid {self.redis.pid}, {where})")
         fresh = data_dir is None or not (data_dir / "postgres" / "pgdata" / "PG_VERSION").is_file()
         self.reporter.status("starting PostgreSQL…" + (" (initdb first: a few seconds)" if fresh else ""))
         pg_port = keep_or_pick("postgres", self.state.ports, self.reporter)
@@ -164,7 +164,7 @@ class DevStack:
             ),
         )
         where = f"data in {self.postgres.data_dir}" if data_dir is not None else "temporary data"
-        self.reporter.status(f"postgres   up  {self.postgres.url} (pid {self.postgres.pid}, {where})")
+        self.reporter.status(f"postgres   up  {without_password(self.postgres.url)} (pid {self.postgres.pid}, {where})")
         report = anyio.run(self._migrate, self.postgres.url)
         self.reporter.status(
             f"migrations {'applied: ' + ', '.join(report.applied) if report.applied else 'up to date'}"
@@ -344,7 +344,7 @@ class DevStack:
             self._store_retry[name] = (time.monotonic() + delay, backoff)
             return
         self._store_retry.pop(name, None)
-        self.reporter.status(f"{name:<10} up  {server.url} (pid {server.pid}, restarted)")
+        self.reporter.status(f"{name:<10} up  {without_password(server.url)} (pid {server.pid}, restarted)")
         self.reporter.event("up", component=name, pid=server.pid)
 
     # -- shutdown -------------------------------------------------------------------------------------------------
