@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,12 @@ def test_two_devs_a_data_dir_in_use_a_killed_dev_and_a_restart_that_keeps_the_ur
             port = urls["REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
             with pytest.raises(redis.AuthenticationError):
                 redis.Redis(port=int(port)).ping()
+            state = data / "dev-state.json"
+            assert stat.S_IMODE(state.stat().st_mode) == stat.S_IMODE((data / "dev.env").stat().st_mode) == 0o600
+            admin = json.loads(state.read_text())["credentials"]["redis_admin"]
+            with redis.Redis(port=int(port), password=admin) as client:
+                clients = client.client_list()
+            assert {c["user"] for c in clients} >= {"opencode-gateway", "opencode-poller"}  # each on its own user
 
             # A second dev on the same data dir: one line naming the first, nothing started.
             code, out, err = run_cli("dev", "--data-dir", str(data), env=env)
