@@ -85,36 +85,51 @@ class RunDir:
         os.close(self._fd)
 
 
+def _ours() -> list[Path]:
+    """The run directories in the temp dir that belong to this user (a shared /tmp holds other users' too)."""
+    found = []
+    for path in Path(tempfile.gettempdir()).glob(RUN_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if path.is_dir() and path.stat().st_uid == os.getuid():
+                found.append(path)
+    return found
+
+
 def sweep_orphans() -> list[Path]:
     """Remove the run directories of devs that died without cleaning up (SIGKILL); returns what was removed."""
     removed = []
-    for path in Path(tempfile.gettempdir()).glob(RUN_PREFIX + "*"):
-        lock = path / LOCK_NAME
-        if not path.is_dir() or (not lock.exists() and time.time() - path.stat().st_mtime < YOUNG_S):
-            continue
-        fd = _try_lock(lock) if lock.exists() else None
-        if lock.exists() and fd is None:
-            continue  # a running dev holds it
-        shutil.rmtree(path, ignore_errors=True)
-        if fd is not None:
-            os.close(fd)
-        removed.append(path)
+    for path in _ours():
+        with contextlib.suppress(OSError):  # another dev may be removing the same directory right now
+            if _orphaned(path):
+                removed.append(path)
     return removed
+
+
+def _orphaned(path: Path) -> bool:
+    """Remove `path` if no running dev holds its lock (or it never got one and is not new); True if removed."""
+    lock = path / LOCK_NAME
+    if not lock.exists():
+        if time.time() - path.stat().st_mtime < YOUNG_S:
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    fd = _try_lock(lock)
+    if fd is None:
+        return False  # a running dev holds it
+    shutil.rmtree(path, ignore_errors=True)
+    os.close(fd)
+    return True
 
 
 def running_env_files() -> list[Path]:
     """The env files of the devs running now (their run directory is locked), newest first."""
-    found = []
-    for path in Path(tempfile.gettempdir()).glob(RUN_PREFIX + "*"):
+    found: list[tuple[float, Path]] = []
+    for path in _ours():
         lock, env = path / LOCK_NAME, path / ENV_NAME
-        if not lock.exists() or not env.exists():
-            continue
-        fd = _try_lock(lock)
-        if fd is not None:  # nobody holds it: that dev is gone
-            os.close(fd)
-            continue
-        found.append(env)
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+        with contextlib.suppress(OSError):
+            if env.exists() and held(lock):
+                found.append((env.stat().st_mtime, env))
+    return [env for _, env in sorted(found, reverse=True)]
 
 
 class DataDirLock:
