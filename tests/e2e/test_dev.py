@@ -1,7 +1,7 @@
 """`opencode-sessions dev` as a user runs it: a fresh environment, the CLI from a "second terminal", Ctrl-C.
 
 Each test starts the real command (embedded Redis and PostgreSQL, simulator, pollers, gateway), drives it with
-the other CLI commands using only the KEY=VALUE lines it printed, then interrupts it and checks that no process
+the other CLI commands using only the `export KEY=VALUE` lines it printed, then interrupts it and checks that no process
 it started is left and that its temporary data is gone (or kept, with --data-dir).
 """
 
