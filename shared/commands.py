@@ -23,6 +23,7 @@ from shared.store.archive import LAYER_KEY, ArchiveRow, PgConnection
 from shared.store.connections import store_errors
 from shared.store.live import LiveState
 from shared.store.lua import Scripts
+from shared.store.transactions import committed
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +99,8 @@ async def enqueue(
         metadata=user_meta,
     )
     try:
-        await archive.insert_pending(db, state, user_metadata=user_meta, prompts=prompts)
+        async with committed(db):
+            await archive.insert_pending(db, state, user_metadata=user_meta, prompts=prompts)
     except BaseException:
         await _forget(opencode, sid)  # not recorded anywhere: leave no empty session behind in OpenCode
         raise
@@ -145,8 +147,9 @@ async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> st
         if await scripts.send(sid, entry):
             log.info("prompt_queued", session_id=sid, message_id=message_id)
             return message_id
-    row = await _archived_row(db, sid)
-    await archive.reopen(db, row, {"messageID": message_id, "text": body})
+    async with committed(db):
+        row = await _archived_row(db, sid)
+        await archive.reopen(db, row, {"messageID": message_id, "text": body})
     await _revive(redis, row, [entry], cancel=False)
     log.info("session_revived", session_id=sid, message_id=message_id)
     return message_id
@@ -160,13 +163,15 @@ async def cancel(redis: Redis, db: PgConnection, session_id: str) -> str:
     never existed.
     """
     sid = parse_session_id(session_id)
-    row = await archive.request_cancel(db, sid)
+    async with committed(db):
+        row = await archive.request_cancel(db, sid)
     with store_errors("Redis"):
         if await Scripts(redis).cancel(sid):
             log.info("cancel_requested", session_id=sid)
             return "requested"
     if row is None:
-        row = await _archived_row(db, sid)
+        async with committed(db, reads_only=True):
+            row = await _archived_row(db, sid)
         if not row.unfinished:
             raise Conflict(f"session {sid} already ended with status {row.status}")
     # Live state was lost (Redis restarted): queue it again, already cancelled, rather than wait for the backstop.

@@ -14,6 +14,7 @@ from shared.models import as_text
 from shared.store import archive, keys
 from shared.store.connections import store_errors
 from shared.store.live import STATUS_FIELD, SUMMARY_FIELDS, LiveState, read_record
+from shared.store.transactions import committed
 
 
 async def read_live(redis: Redis, session_id: SessionId) -> dict[str, Any] | None:
@@ -33,7 +34,8 @@ async def get_session(redis: Redis, db: Any, session_id: str) -> dict[str, Any]:
     live = await read_live(redis, sid)
     if live is not None:
         return live
-    archived = await read_archived(db, sid)
+    async with committed(db, reads_only=True):
+        archived = await read_archived(db, sid)
     if archived is None:
         raise NotFound(f"session {sid} not found")
     return archived

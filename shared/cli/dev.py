@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import click
 
 from shared.config import LOG_LEVELS, Settings
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, NotFound
 
 
 def _opencode_url(raw: str | None) -> str | None:
@@ -40,7 +40,8 @@ def _opencode_url(raw: str | None) -> str | None:
     envvar="OPENCODE_URL",
     show_envvar=True,
     metavar="URL",
-    help="An OpenCode server to use; without it the project's OpenCode simulator is started.",
+    help="An OpenCode server to use; without it the project's OpenCode simulator is started. From the"
+    " environment (OPENCODE_URL) only when something answers there and it is not a running dev's own simulator.",
 )
 @click.option(
     "--sim-speed",
@@ -56,6 +57,19 @@ def _opencode_url(raw: str | None) -> str | None:
     type=click.Choice(LOG_LEVELS),
     help="Log level of the pollers and the gateway (their lines are shown prefixed on stderr).",
 )
+@click.option(
+    "--auth",
+    is_flag=True,
+    help="Gateway with tokens on, its secret generated (kept in --data-dir) and exported; on anyway when"
+    " GATEWAY_AUTH_SECRET is set.",
+)
+@click.option(
+    "--env",
+    "print_env",
+    is_flag=True,
+    help="Print the export lines of the dev that runs now (on --data-dir, else the newest) and exit:"
+    ' eval "$(opencode-sessions dev --env)".',
+)
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines (ready, up, exited, demo, stopped).")
 def dev(
     data_dir: Path | None,
@@ -65,25 +79,37 @@ def dev(
     opencode_url: str | None,
     sim_speed: float,
     log_level: str,
+    auth: bool,
+    print_env: bool,
     as_json: bool,
 ) -> None:
     """Run everything locally until Ctrl-C: Redis, PostgreSQL, pollers, the gateway and an OpenCode.
 
-    Redis and PostgreSQL are real servers this command starts itself (no Docker), migrated; the OpenCode is
-    OPENCODE_URL when set, else the built-in simulator. Once all is up, stdout gets
-    GATEWAY_URL, REDIS_URL, DATABASE_URL and OPENCODE_URL as KEY=VALUE lines to export in another terminal
-    (with --json: one `ready` event). Status lines and the components' logs go to stderr. A component that dies
-    is restarted with a backoff. Ctrl-C or SIGTERM stops everything and removes the temporary data (exit 0).
-    Without GATEWAY_AUTH_SECRET the gateway runs with GATEWAY_AUTH=off, on 127.0.0.1 only.
+    Redis and PostgreSQL are real servers this command starts itself (no Docker), migrated, with random passwords;
+    the gateway logs in as the read-only Redis user and PostgreSQL role of deploy/, everything listens on
+    127.0.0.1 only. The OpenCode is --opencode-url, or an exported OPENCODE_URL that answers and is not another
+    dev's simulator, else the built-in simulator. Once all is up, stdout gets `export KEY=VALUE` lines
+    (GATEWAY_URL, REDIS_URL, DATABASE_URL, OPENCODE_URL, GATEWAY_AUTH_SECRET) for another terminal, also written
+    to a file (named on stderr; DIR/dev.env with --data-dir) and printed again by `dev --env`; with --json: one
+    `ready` event. With --data-dir the ports and credentials stay the same across restarts, and a second dev on
+    the same directory is refused. Status lines and the components' logs go to stderr. A component that dies is
+    restarted with a backoff. Ctrl-C or SIGTERM stops everything and removes the temporary data (exit 0).
+    Without --auth or GATEWAY_AUTH_SECRET the gateway runs with GATEWAY_AUTH=off.
 
-    Exit 1 when something cannot start (a taken --port, a server that fails), 2 for bad options.
+    Exit 1 when something cannot start (a taken --port, a data dir in use, a server that fails), 2 for bad
+    options.
     """
     # Imported here: the supervisor and the embedded servers are development tooling, loaded only when `dev` runs.
     from shared.dev.supervisor.options import DevOptions
     from shared.dev.supervisor.stack import DevStack
 
+    if print_env:
+        click.echo(running_env(data_dir), nl=False)
+        return
     url = _opencode_url(opencode_url)
     settings = Settings.from_env()  # a bad variable is exit 2 now rather than a child failing later
+    source = click.get_current_context().get_parameter_source("opencode_url")
+    secret = None if settings.gateway_auth_secret is None else str(settings.gateway_auth_secret)
     options = DevOptions(
         data_dir=data_dir,
         gateway_port=port,
@@ -93,9 +119,27 @@ def dev(
         log_level=log_level,
         demo=demo,
         as_json=as_json,
-        auth_secret=settings.gateway_auth_secret is not None,
+        auth_secret=auth or secret is not None,
+        secret=secret,
+        opencode_from_env=source == click.core.ParameterSource.ENVIRONMENT,
     )
     DevStack(options).run()
+
+
+def running_env(data_dir: Path | None) -> str:
+    """The env file of the dev running on `data_dir`, else of the newest running dev; NotFound when none runs."""
+    from shared.dev.supervisor.rundir import DATA_DIR_ENV, DATA_DIR_LOCK, held, running_env_files
+
+    if data_dir is not None:
+        if not held(data_dir / DATA_DIR_LOCK) or not (data_dir / DATA_DIR_ENV).is_file():
+            raise NotFound(f"no `opencode-sessions dev` is running on --data-dir {data_dir}")
+        return (data_dir / DATA_DIR_ENV).read_text(encoding="utf-8")
+    found = running_env_files()
+    if not found:
+        raise NotFound("no `opencode-sessions dev` is running (start one first, in another terminal)")
+    if len(found) > 1:
+        click.echo(f"note: {len(found)} devs are running: the newest one's variables ({found[0]})", err=True)
+    return found[0].read_text(encoding="utf-8")
 
 
 def add_commands(group: click.Group) -> None:

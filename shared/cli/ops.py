@@ -7,32 +7,34 @@ import click
 from shared.cli.runtime import emit_json, run
 from shared.config import Settings
 from shared.store.connections import pg_connect, store_errors
-from shared.store.migrate import load_migrations
-from shared.store.migrate import migrate as apply_migrations
+from shared.store.migrate import MigrationReport, migrate_report
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print what was applied as JSON.")
 def migrate(as_json: bool) -> None:
-    """Apply sql/*.sql to DATABASE_URL in order; safe to run twice and from several replicas at once."""
+    """Apply sql/*.sql to DATABASE_URL in order; safe to run twice and from several replicas at once.
 
-    async def go() -> list[str]:
+    Prints `up to date` when the schema was not behind, else `applied: <files>`. "Applied" means the files the
+    schema was behind on (new ones, or changed since). Files marked every-run (002_ticket_fk.sql) are also run
+    each time but are not "applied" then; --json lists them under `reapplied`:
+    {"applied": [...], "reapplied": [...], "upToDate": <applied is empty>}.
+    """
+
+    async def go() -> MigrationReport:
         settings = Settings.from_env()
         conn = await pg_connect(settings.database_url)
         try:
             with store_errors("PostgreSQL"):
-                return await apply_migrations(conn)
+                return await migrate_report(conn)
         finally:
             await conn.close()
 
-    applied = run(go)
-    # Every-run files are re-applied each time; only the others say whether the schema was behind.
-    every_run = {m.name for m in load_migrations() if m.every_run}
-    up_to_date = all(name in every_run for name in applied)
+    report = run(go)
     if as_json:
-        emit_json({"applied": applied, "upToDate": up_to_date})
+        emit_json({"applied": report.applied, "reapplied": report.reapplied, "upToDate": not report.applied})
     else:
-        click.echo("up to date" if up_to_date else f"applied: {', '.join(applied)}")
+        click.echo(f"applied: {', '.join(report.applied)}" if report.applied else "up to date")
 
 
 def add_commands(group: click.Group) -> None:

@@ -88,6 +88,7 @@ class LivePrinter:
         self._text: dict[str, str] = {}  # text/reasoning part id -> the text printed so far
         self._errors: set[str] = set()  # message ids whose error was printed
         self._inline: str | None = None  # the part whose text is being written without a newline yet
+        self._broken: str | None = None  # the part whose line interrupt() ended: its text goes on below
 
     def render(self, session: dict[str, Any]) -> None:
         status = str(session.get("status"))
@@ -109,6 +110,12 @@ class LivePrinter:
         self._line(f"status: {session.get('status')}")
         if (line := session_error_line(session)) is not None:
             self._line(line)
+
+    def interrupt(self) -> None:
+        """End a half-written line so that a message can follow on a line of its own; the text goes on below it."""
+        if self._inline is not None:
+            self._broken = self._inline
+            self._end_inline()
 
     def _line(self, text: str) -> None:
         self._end_inline()
@@ -133,11 +140,15 @@ class LivePrinter:
             return
         if shown is not None and text.startswith(shown) and self._inline == part_id:
             click.echo(indented(role, kind, text[len(shown) :]), nl=False)
+        elif shown is not None and text.startswith(shown) and self._inline is None and self._broken == part_id:
+            click.echo(" " * len(text_lead(role, kind)) + indented(role, kind, text[len(shown) :]), nl=False)
+            self._inline = part_id
         else:
             self._end_inline()
             click.echo(text_lead(role, kind, revised=shown is not None) + indented(role, kind, text), nl=False)
             self._inline = part_id
         self._text[part_id] = text
+        self._broken = None
 
 
 def _messages(session: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:

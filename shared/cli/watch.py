@@ -10,6 +10,7 @@ with GATEWAY_AUTH_SECRET at hand the watch mints a token for the session and res
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -86,6 +87,7 @@ class Follower:
         self._printer = LivePrinter()
         self._view = SessionView()
         self._opened = False  # this connection answered 200
+        self._progressed = False  # this connection delivered an event: the retry budget starts again
         self._ever_opened = False  # some connection did: from then on a failure is retried, not fatal
         self._renewed = False  # the token expired and a fresh one was minted: resume at once
 
@@ -93,20 +95,22 @@ class Follower:
         """The final session (from `complete`); raises a SessionLayerError when the watch cannot go on."""
         timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
         lost_since: float | None = None
+        attempts = 0
         backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
         with httpx.Client(timeout=timeout) as client:
             while True:
-                self._opened = self._renewed = False
+                self._opened = self._progressed = self._renewed = False
                 try:
                     final = self._connect(client)
                     if final is not None:
                         return final
                     if self._renewed:
+                        self._interrupt_output()
                         click.echo("the token expired; resuming with a fresh one", err=True)
                         continue
                     reason = "the stream ended before the session did"
                 except httpx.TransportError as exc:
-                    reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                    reason = " ".join(f"{type(exc).__name__}: {exc}".rstrip(": ").split())  # one line
                     if not self._ever_opened:
                         raise Unavailable(f"the gateway at {self._base} is unreachable: {reason}") from exc
                 except Unavailable as exc:  # the gateway answered 5xx (its Redis or PostgreSQL is down)
@@ -114,18 +118,34 @@ class Follower:
                         raise
                     reason = exc.message
                 now = time.monotonic()
-                if self._opened or lost_since is None:
+                if self._progressed or lost_since is None:
                     lost_since = now
                     backoff.reset()
+                    attempts = 0
                 elif now - lost_since > self._reconnect_timeout_s:
+                    self._interrupt_output()
                     raise Unavailable(
-                        f"lost the stream and could not resume it within {self._reconnect_timeout_s:g}s: {reason}"
+                        f"lost the stream and could not resume it within {self._reconnect_timeout_s:g}s"
+                        f" ({attempts} attempts): {reason}"
                     )
+                attempts += 1
                 delay = backoff.failed(now)
                 last_id = self._view.last_id
                 resume = f" after event {last_id}" if last_id else ""
+                self._interrupt_output()
                 click.echo(f"connection lost ({reason}); reconnecting{resume} in {delay:.1f}s", err=True)
                 time.sleep(delay)
+
+    def _interrupt_output(self) -> None:
+        """When stdout and stderr are one terminal or file, a message must not land inside a half-written line."""
+        if self._as_json:
+            return
+        try:
+            same = os.path.samestat(os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno()))
+        except (OSError, ValueError):  # not real files (captured): nothing to share a line with
+            return
+        if same:
+            self._printer.interrupt()
 
     def _connect(self, client: httpx.Client) -> dict[str, Any] | None:
         headers = {"Accept": "text/event-stream"}
@@ -140,6 +160,7 @@ class Follower:
                 click.echo("reconnected", err=True)
             self._opened = self._ever_opened = True
             for event in iter_events(response):
+                self._progressed = True
                 final = self._handle(event)
                 if final is not None:
                     return final

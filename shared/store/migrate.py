@@ -53,10 +53,28 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return [Migration(p.name, p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.sql"))]
 
 
+@dataclass(frozen=True, slots=True)
+class MigrationReport:
+    """What one run did: `applied` the files the schema was behind on (new, or changed since they were applied),
+    `reapplied` the every-run files it ran again although they were applied before."""
+
+    applied: list[str]
+    reapplied: list[str]
+
+
 async def migrate(conn: psycopg.AsyncConnection[Any], migrations: list[Migration] | None = None) -> list[str]:
     """Apply what is new; returns the names applied by this call (every-run files included)."""
+    report = await migrate_report(conn, migrations)
+    ran = set(report.applied) | set(report.reapplied)
+    return [m.name for m in (migrations if migrations is not None else load_migrations()) if m.name in ran]
+
+
+async def migrate_report(
+    conn: psycopg.AsyncConnection[Any], migrations: list[Migration] | None = None
+) -> MigrationReport:
+    """Apply what is new and re-run the every-run files; say which were behind and which were only re-run."""
     todo = migrations if migrations is not None else load_migrations()
-    applied_now: list[str] = []
+    report = MigrationReport([], [])
     await conn.set_autocommit(True)
     await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK_ID,))
     try:
@@ -78,8 +96,9 @@ async def migrate(conn: psycopg.AsyncConnection[Any], migrations: list[Migration
                     " ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()",
                     (migration.name, migration.checksum),
                 )
-            applied_now.append(migration.name)
+            behind = done.get(migration.name) != migration.checksum
+            (report.applied if behind else report.reapplied).append(migration.name)
             log.info("migration_applied", migration=migration.name)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK_ID,))
-    return applied_now
+    return report

@@ -1,177 +1,29 @@
 """`opencode-sessions dev` as a user runs it: a fresh environment, the CLI from a "second terminal", Ctrl-C.
 
 Each test starts the real command (embedded Redis and PostgreSQL, simulator, pollers, gateway), drives it with
-the other CLI commands using only the KEY=VALUE lines it printed, then interrupts it and checks that no process
+the other CLI commands using only the `export KEY=VALUE` lines it printed, then interrupts it and checks that no process
 it started is left and that its temporary data is gone (or kept, with --data-dir).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import queue
-import shutil
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.helpers import ARTIFACTS
-
-CLI = [sys.executable, "-c", "from shared.cli import main; main()"]
-SERVICE_VARIABLES = ("REDIS_URL", "DATABASE_URL", "OPENCODE_URL", "GATEWAY_URL", "GATEWAY_TOKEN")
-START_TIMEOUT_S = 120
-# shared.dev.embedded may keep a copy of PostgreSQL's binaries in the temp dir (root runs it as another user): a cache
-# shared by every run, not data of this one.
-PERSISTENT_CACHE = "opencode-embedded-pg-"
-
-
-def fresh_env(tmpdir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES and not k.startswith("GATEWAY_")}
-    env |= {"TMPDIR": str(tmpdir), "PYTHONUNBUFFERED": "1"}
-    return env
-
-
-@contextlib.contextmanager
-def world_traversable_dir(prefix: str) -> Iterator[Path]:
-    """Under the system temp dir, not pytest's 0700 one: PostgreSQL runs as `nobody` when the tests run as root."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class Dev:
-    """`opencode-sessions dev …` in the background: stdout lines on a queue, stderr in an artifact file."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.log_path = ARTIFACTS / f"dev-{os.getpid()}-{time.monotonic_ns()}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [*CLI, "dev", *args], env=env, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.put(raw.decode().rstrip("\n"))
-        self.lines.put(None)
-
-    def next_line(self, deadline: float) -> str:
-        try:
-            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            raise AssertionError(f"dev printed nothing in time; stderr:\n{self.stderr()[-3000:]}") from None
-        if line is None:
-            raise AssertionError(f"dev exited ({self.proc.wait()}); stderr:\n{self.stderr()[-3000:]}")
-        return line
-
-    def environment(self) -> dict[str, str]:
-        """The four KEY=VALUE lines printed once everything is up."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        found: dict[str, str] = {}
-        while len(found) < 4:
-            key, _, value = self.next_line(deadline).partition("=")
-            found[key] = value
-        assert sorted(found) == ["DATABASE_URL", "GATEWAY_URL", "OPENCODE_URL", "REDIS_URL"]
-        return found
-
-    def event(self, name: str) -> dict[str, Any]:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            event = json.loads(self.next_line(deadline))
-            if event["event"] == name:
-                return event
-
-    def stderr(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: signal.Signals, timeout: float = 60) -> int:
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every live descendant of pid, with its start time (so a reused pid is not mistaken for it)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: dict[int, str] = {}
-    todo = list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        fields = _stat(child)
-        if fields is not None and fields[0] != "Z":
-            found[child] = fields[19]
-            todo.extend(children.get(child, []))
-    return found
-
-
-def still_running(before: dict[int, str]) -> list[int]:
-    left = []
-    for pid, started in before.items():
-        fields = _stat(pid)
-        if fields is not None and fields[19] == started and fields[0] != "Z":
-            left.append(pid)
-    return left
-
-
-def run_cli(*args: str, env: dict[str, str], timeout: float = 90) -> tuple[int, str, str]:
-    result = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    return result.returncode, result.stdout, result.stderr
-
-
-def wait_history(ticket: str, count: int, env: dict[str, str], timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    sessions: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        code, out, err = run_cli("history", "--ticket", ticket, "--json", env=env)
-        assert code == 0, err
-        sessions = json.loads(out)["sessions"]
-        if len(sessions) >= count:
-            return sessions
-        time.sleep(0.5)
-    raise AssertionError(f"ticket {ticket}: {len(sessions)} archived sessions, wanted {count}")
-
-
-def assert_clean_exit(dev: Dev, before: dict[int, str], sig: signal.Signals) -> None:
-    assert dev.stop(sig) == 0, dev.stderr()[-3000:]
-    assert still_running(before) == [], dev.stderr()[-3000:]
-    assert "dev: stopped" in dev.stderr()
+from tests.dev_stack import (
+    PERSISTENT_CACHE,
+    Dev,
+    assert_clean_exit,
+    descendants,
+    fresh_env,
+    run_cli,
+    wait_history,
+    world_traversable_dir,
+)
 
 
 def test_dev_runs_the_system_and_ctrl_c_leaves_nothing_behind():
@@ -261,6 +113,8 @@ def test_dev_taken_port_and_bad_options_fail_cleanly(tmp_path):
     assert (code, out) == (1, "")
     assert f"error: port {port} is already in use" in err
     assert list(tmp_path.iterdir()) == []  # it failed before starting anything
+    code, out, err = run_cli("dev", "--env", env=env)
+    assert (code, out) == (1, "") and "no `opencode-sessions dev` is running" in err
     code, _, err = run_cli("dev", "--replicas", "0", env=env)
     assert code == 2 and err.startswith("error: Invalid value for '--replicas'")
     code, _, err = run_cli("dev", env={**env, "OPENCODE_URL": "not a url"})

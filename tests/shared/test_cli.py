@@ -179,7 +179,8 @@ async def test_migrate_applies_then_is_up_to_date(fresh_database):
     assert ok(await cli(["migrate"], env)) == f"applied: {', '.join(every)}\n"
     assert ok(await cli(["migrate"], env)) == "up to date\n"
     again = json.loads(ok(await cli(["migrate", "--json"], env)))
-    assert again == {"applied": [m.name for m in load_migrations() if m.every_run], "upToDate": True}
+    every_run = [m.name for m in load_migrations() if m.every_run]
+    assert again == {"applied": [], "reapplied": every_run, "upToDate": True}  # the same "up to date" as above
 
 
 async def test_help_and_version_exit_zero():
@@ -273,3 +274,10 @@ async def test_bad_input_is_exit_2_even_when_the_stores_are_down(args):
         "OPENCODE_URL": f"http://127.0.0.1:{free_port()}",
     }
     one_error(await cli(args, down), 2)
+
+
+async def test_migrate_json_says_what_plain_migrate_says(fresh_database):
+    env = {"DATABASE_URL": fresh_database}
+    first = json.loads(ok(await cli(["migrate", "--json"], env)))
+    assert first == {"applied": [m.name for m in load_migrations()], "reapplied": [], "upToDate": False}
+    assert ok(await cli(["migrate"], env)) == "up to date\n"

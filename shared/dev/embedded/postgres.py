@@ -1,4 +1,4 @@
-"""A PostgreSQL child on a loopback port, its database created on start (trust auth, TCP only)."""
+"""A PostgreSQL child on a loopback port, its database created on start (TCP only; trust or password auth)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ class PostgresServer(Server):
     """A PostgreSQL child on a loopback port with trust auth for user ``postgres``; its database is created on start.
 
     The cluster lives in ``data_dir/pgdata`` and is initialised only when empty; a temporary one trades durability
-    for speed (fsync off).
+    for speed (fsync off; `durable` overrides). With a `password` the cluster is initialised with password
+    (SCRAM) authentication for every connection, that password being the superuser's; without, it trusts them.
     """
 
     _kind = "PostgreSQL"
@@ -31,16 +32,32 @@ class PostgresServer(Server):
     _stop_signal = signal.SIGINT  # "fast" shutdown: disconnects clients instead of waiting for them
     _death_signal = signal.SIGINT  # also when we die: a leftover client must not keep it alive
 
-    def __init__(self, data_dir: Path | None = None, *, database: str = "opencode", port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        *,
+        database: str = "opencode",
+        port: int | None = None,
+        password: str | None = None,
+        durable: bool | None = None,
+    ) -> None:
         super().__init__(data_dir, port, "opencode-pg-")
         self.database = database
+        self.password = password
+        self.durable = not self._owns_dir if durable is None else durable
         self._user = postgres_user()
         if self._owns_dir and self._user is not None:
             os.chown(self.data_dir, self._user.uid, self._user.gid)  # mkdtemp made it 0700 and ours
 
     @property
     def url(self) -> str:
-        return f"postgresql://{_PG_SUPERUSER}@{LOOPBACK}:{self.port}/{quote(self.database, safe='')}"
+        login = _PG_SUPERUSER if self.password is None else f"{_PG_SUPERUSER}:{quote(self.password, safe='')}"
+        return f"postgresql://{login}@{LOOPBACK}:{self.port}/{quote(self.database, safe='')}"
+
+    def role_url(self, role: str, password: str) -> str:
+        """The URL that logs in as another role of the cluster."""
+        login = f"{quote(role, safe='')}:{quote(password, safe='')}"
+        return f"postgresql://{login}@{LOOPBACK}:{self.port}/{quote(self.database, safe='')}"
 
     @property
     def pgdata(self) -> Path:
@@ -65,7 +82,7 @@ class PostgresServer(Server):
             "-c", f"listen_addresses={LOOPBACK}",
             "-c", "unix_socket_directories=",  # TCP only: no socket dir to own, no path-length limit
         ]  # fmt: skip
-        if self._owns_dir:
+        if not self.durable:
             argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         return spawn(argv, log=self.log_path, cwd=self.pgdata, death_signal=self._death_signal, user=self._user)
 
@@ -77,12 +94,21 @@ class PostgresServer(Server):
         argv = [
             str(bindir / "initdb"),
             "-D", str(self.pgdata),
-            "--auth=trust",
             "-U", _PG_SUPERUSER,
             "--encoding=UTF8",
             "--locale=C",
         ]  # fmt: skip
-        if self._owns_dir:
+        if self.password is None:
+            argv.append("--auth=trust")
+        else:  # the password reaches initdb in a file only the server's user can read, never on the command line
+            pwfile = self.data_dir / "superuser-password"
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(self.password + "\n")
+            if self._user is not None:
+                os.chown(pwfile, self._user.uid, self._user.gid)
+            argv += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+        if not self.durable:
             argv.append("--no-sync")
         result = subprocess.run(
             argv,
@@ -95,6 +121,8 @@ class PostgresServer(Server):
             timeout=120,
             check=False,
         )
+        if self.password is not None:
+            (self.data_dir / "superuser-password").unlink(missing_ok=True)
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode("utf-8", "replace")
             raise EmbeddedServerError(
@@ -103,7 +131,13 @@ class PostgresServer(Server):
 
     def _connect(self, dbname: str, timeout: int) -> psycopg.Connection[TupleRow]:
         return psycopg.connect(
-            host=LOOPBACK, port=self.port, user=_PG_SUPERUSER, dbname=dbname, connect_timeout=timeout, autocommit=True
+            host=LOOPBACK,
+            port=self.port,
+            user=_PG_SUPERUSER,
+            password=self.password,
+            dbname=dbname,
+            connect_timeout=timeout,
+            autocommit=True,
         )
 
     def _ready(self) -> bool:
@@ -123,7 +157,12 @@ class PostgresServer(Server):
 
 
 def start_postgres(
-    data_dir: Path | None = None, *, database: str = "opencode", port: int | None = None
+    data_dir: Path | None = None,
+    *,
+    database: str = "opencode",
+    port: int | None = None,
+    password: str | None = None,
+    durable: bool | None = None,
 ) -> PostgresServer:
     """Start PostgreSQL with `database` created and return it running; close() it (or use `with`) when done."""
-    return started(PostgresServer(data_dir, database=database, port=port))
+    return started(PostgresServer(data_dir, database=database, port=port, password=password, durable=durable))

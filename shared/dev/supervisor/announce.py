@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import shlex
+import sys
+from pathlib import Path
 
 import anyio
 
 from shared.dev.demo import enqueue_demo
+from shared.dev.supervisor.envfile import export_lines
 from shared.dev.supervisor.options import DevOptions
 from shared.dev.supervisor.reporter import Reporter
 from shared.errors import SessionLayerError
 
 
-def announce(reporter: Reporter, options: DevOptions, env: dict[str, str], pids: dict[str, int | None]) -> None:
-    """KEY=VALUE lines on stdout (with --json: one `ready` event), then the next steps on stderr."""
+def activate_hint() -> str:
+    """How another terminal gets `opencode-sessions` on its PATH: this venv's activate script, if we run in one."""
+    if sys.prefix == sys.base_prefix:
+        return ""
+    script = Path(sys.prefix) / "bin" / "activate"
+    with_path = script
+    if script.is_relative_to(Path.cwd()):
+        with_path = script.relative_to(Path.cwd())
+    return f"source {shlex.quote(str(with_path))}"
+
+
+def announce(
+    reporter: Reporter, options: DevOptions, env: dict[str, str], pids: dict[str, int | None], env_file: str
+) -> None:
+    """`export KEY=VALUE` lines on stdout (with --json: one `ready` event), then the next steps on stderr."""
     if options.as_json:
         reporter.event(
             "ready",
@@ -21,13 +37,19 @@ def announce(reporter: Reporter, options: DevOptions, env: dict[str, str], pids:
             pids=pids,
             dataDir=None if options.data_dir is None else str(options.data_dir.absolute()),
             auth=options.auth_secret,
+            envFile=env_file,
         )
     else:
-        for name, value in env.items():
-            reporter.out(f"{name}={shlex.quote(value)}")
+        for line in export_lines(env):
+            reporter.out(line)
     say = reporter.status
-    printed = "the `ready` event's env" if options.as_json else "the four KEY=VALUE lines printed on stdout"
-    say(f"ready. In another terminal, export {printed}, then:")
+    say(f"ready. The variables to export are also in {env_file}. In another terminal:")
+    hint = activate_hint()
+    if hint:
+        say(f"  {hint:<44} # the venv is not active there: this puts opencode-sessions on PATH")
+    data_dir = f" --data-dir {shlex.quote(str(options.data_dir))}" if options.data_dir else ""
+    eval_line = f'eval "$(opencode-sessions dev --env{data_dir})"'
+    say(f"  {eval_line:<44} # or: source {shlex.quote(env_file)}")
     if options.auth_secret:
         say("  export GATEWAY_TOKEN=$(opencode-sessions token --admin)")
     say('  opencode-sessions enqueue --type ask --ticket T-1 --prompt "TOOL run a command"')

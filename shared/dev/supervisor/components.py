@@ -13,12 +13,13 @@ from shared.dev.supervisor.reporter import Reporter
 from shared.store import keys
 
 
-def simulator(port: int, speed: float, env: dict[str, str], reporter: Reporter) -> Child:
-    """The simulator on `port`: up once it listens."""
+def simulator(port: int, speed: float, env: dict[str, str], reporter: Reporter, state_file: str | None) -> Child:
+    """The simulator on `port`: up once it listens. With a state file its sessions outlive a restart."""
+    keep = [] if state_file is None else ["--state-file", state_file]
     return Child(
         "opencode",
         "shared.dev.simulator",
-        ["--host", LOOPBACK, "--port", str(port), "--speed", f"{speed:g}"],
+        ["--host", LOOPBACK, "--port", str(port), "--speed", f"{speed:g}", *keep],
         env,
         lambda child: port_open(port),
         reporter,

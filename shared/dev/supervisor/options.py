@@ -22,4 +22,6 @@ class DevOptions:
     log_level: str = "warning"
     demo: bool = False
     as_json: bool = False
-    auth_secret: bool = False  # GATEWAY_AUTH_SECRET is set: the gateway checks tokens
+    auth_secret: bool = False  # the gateway checks tokens (--auth, or GATEWAY_AUTH_SECRET is set)
+    secret: str | None = None  # GATEWAY_AUTH_SECRET when set; else dev generates one (kept in --data-dir)
+    opencode_from_env: bool = False  # opencode_url came from an exported OPENCODE_URL, not --opencode-url

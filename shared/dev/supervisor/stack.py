@@ -19,17 +19,26 @@ from shared.backoff import Backoff
 from shared.dev.embedded.postgres import PostgresServer, start_postgres
 from shared.dev.embedded.redis import RedisServer, start_redis
 from shared.dev.embedded.server import EmbeddedServerError
-from shared.dev.processes import LOOPBACK, free_port
-from shared.dev.supervisor import components
+from shared.dev.processes import LOOPBACK
+from shared.dev.supervisor import components, envfile
 from shared.dev.supervisor.announce import announce, queue_demo
 from shared.dev.supervisor.child import BACKOFF_BASE_S, BACKOFF_CAP_S, Child
+from shared.dev.supervisor.least_privilege import (
+    GATEWAY_ROLE,
+    GATEWAY_USER,
+    POLLER_USER,
+    apply_gateway_role,
+    redis_acl_users,
+)
+from shared.dev.supervisor.opencode_choice import choose_opencode
 from shared.dev.supervisor.options import DevError, DevOptions
-from shared.dev.supervisor.probes import port_free, reachable
+from shared.dev.supervisor.ports import gateway_port, keep_or_pick, without_password
 from shared.dev.supervisor.reporter import Reporter
+from shared.dev.supervisor.rundir import DATA_DIR_ENV, DataDirLock, RunDir, sweep_orphans, write_private
+from shared.dev.supervisor.state import DevState
 from shared.store.connections import pg_connect, store_errors
-from shared.store.migrate import migrate
+from shared.store.migrate import MigrationReport, migrate_report
 
-DEFAULT_GATEWAY_PORT = 8080
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 TICK_S = 0.2
@@ -48,6 +57,10 @@ class DevStack:
         self.children: list[Child] = []
         self.gateway_port = 0
         self.opencode_url = ""
+        self.simulated = False  # opencode_url is our own simulator
+        self.state = DevState()
+        self.run_dir: RunDir | None = None
+        self._data_lock: DataDirLock | None = None
         self._force = False
         self._signal_name: str | None = None
         self._store_retry: dict[str, tuple[float, Backoff]] = {}  # store -> (next attempt, its backoff)
@@ -61,7 +74,7 @@ class DevStack:
         try:
             try:
                 self._start()
-                announce(self.reporter, self.options, self.environment(), self.pids())
+                announce(self.reporter, self.options, self.environment(), self.pids(), self.env_file)
                 if self.options.demo:
                     queue_demo(self.reporter, self.environment())
                 self._supervise()
@@ -87,75 +100,123 @@ class DevStack:
     # -- start-up -------------------------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self.gateway_port = self._pick_gateway_port()
+        self._claim_dirs()
+        self.gateway_port = gateway_port(self.options.gateway_port, self.state.ports, self.reporter)
         self._start_stores()
         self._start_children()
         self._wait_until_up()
+        self._write_env_files()
+
+    def _claim_dirs(self) -> None:
+        """Lock the data dir (one dev per data dir), clear what killed devs left, make this run's directory."""
+        data_dir = self.options.data_dir
+        if data_dir is not None:
+            self._data_lock = DataDirLock(data_dir)
+            self.state = DevState.load(data_dir)
+            self.state.save(data_dir)
+        for path in sweep_orphans():
+            self.reporter.status(f"removed {path}, left behind by a dev that was killed")
+        self.run_dir = RunDir.create()
+
+    def _write_env_files(self) -> None:
+        assert self.run_dir is not None
+        text = envfile.render(self.environment(), pid=os.getpid(), simulator=self.simulated)
+        write_private(self.run_dir.env_file, text)
+        if self.options.data_dir is not None:
+            write_private(self.options.data_dir / DATA_DIR_ENV, text)
+        self.state.save(self.options.data_dir)
+
+    @property
+    def env_file(self) -> str:
+        """The file the second terminal may `source` (the data dir's, which outlives this run, when there is one)."""
+        assert self.run_dir is not None
+        return str(self.options.data_dir / DATA_DIR_ENV if self.options.data_dir else self.run_dir.env_file)
 
     def _start_stores(self) -> None:
         """Redis, then PostgreSQL, then the migrations."""
+        assert self.run_dir is not None
         data_dir = self.options.data_dir
-        if data_dir is not None:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            if os.geteuid() == 0:  # PostgreSQL refuses root and runs as another user, who must traverse it
-                data_dir.chmod(data_dir.stat().st_mode | 0o011)
+        if data_dir is not None and os.geteuid() == 0:  # PostgreSQL refuses root: runs as a user who must traverse
+            data_dir.chmod(data_dir.stat().st_mode | 0o011)
+        home = data_dir or self.run_dir.path  # the temporary data lives in the run dir: a killed dev's is swept
+        credentials = self.state.credentials
         self.reporter.status("starting Redis…")
+        redis_port = keep_or_pick("redis", self.state.ports, self.reporter)
         self.redis = self._embedded(
-            "Redis", lambda: start_redis(None if data_dir is None else data_dir / "redis", persist=data_dir is not None)
+            "Redis",
+            lambda: start_redis(
+                home / "redis",
+                persist=data_dir is not None,
+                port=redis_port,
+                password=credentials.redis_admin,
+                acl_users=redis_acl_users(credentials),
+            ),
         )
         where = f"data in {self.redis.data_dir}" if data_dir is not None else "temporary data"
-        self.reporter.status(f"redis      up  {self.redis.url} (pid {self.redis.pid}, {where})")
+        self.reporter.status(f"redis      up  {without_password(self.redis.url)} (pid {self.redis.pid}, {where})")
         fresh = data_dir is None or not (data_dir / "postgres" / "pgdata" / "PG_VERSION").is_file()
         self.reporter.status("starting PostgreSQL…" + (" (initdb first: a few seconds)" if fresh else ""))
+        pg_port = keep_or_pick("postgres", self.state.ports, self.reporter)
         self.postgres = self._embedded(
-            "PostgreSQL", lambda: start_postgres(None if data_dir is None else data_dir / "postgres")
+            "PostgreSQL",
+            lambda: start_postgres(
+                home / "postgres", port=pg_port, password=credentials.postgres_admin, durable=data_dir is not None
+            ),
         )
         where = f"data in {self.postgres.data_dir}" if data_dir is not None else "temporary data"
-        self.reporter.status(f"postgres   up  {self.postgres.url} (pid {self.postgres.pid}, {where})")
-        applied = anyio.run(self._migrate, self.postgres.url)
-        self.reporter.status(f"migrations {'applied: ' + ', '.join(applied) if applied else 'up to date'}")
+        self.reporter.status(f"postgres   up  {without_password(self.postgres.url)} (pid {self.postgres.pid}, {where})")
+        report = anyio.run(self._migrate, self.postgres.url)
+        self.reporter.status(
+            f"migrations {'applied: ' + ', '.join(report.applied) if report.applied else 'up to date'}"
+        )
+        apply_gateway_role(self.postgres.url, credentials.postgres_gateway)
 
     def _start_children(self) -> None:
         """The simulator (unless OPENCODE_URL is given), the pollers and the gateway: started, not yet up."""
-        assert self.redis is not None
+        assert self.redis is not None and self.postgres is not None
         base_env = self._base_env()
-        if self.options.opencode_url is None:
-            sim_port = free_port()
+        choice = choose_opencode(self.options.opencode_url, from_environment=self.options.opencode_from_env)
+        if choice.note is not None:
+            self.reporter.status(choice.note)
+        if choice.url is None:
+            sim_port = keep_or_pick("opencode", self.state.ports, self.reporter)
             self.opencode_url = f"http://{LOOPBACK}:{sim_port}"
-            self.children.append(components.simulator(sim_port, self.options.sim_speed, base_env, self.reporter))
+            self.simulated = True
+            data_dir = self.options.data_dir
+            state_file = None if data_dir is None else str(data_dir / "opencode-simulator.json")
+            self.children.append(
+                components.simulator(sim_port, self.options.sim_speed, base_env, self.reporter, state_file)
+            )
         else:
-            self.opencode_url = self.options.opencode_url
-            self.reporter.status(f"opencode   {self.opencode_url} (given by OPENCODE_URL, not supervised)")
-            if not reachable(self.opencode_url):
-                self.reporter.status(f"warning: nothing answers at {self.opencode_url} yet: the pollers will retry")
+            self.opencode_url = choice.url
         base_env["OPENCODE_URL"] = self.opencode_url
+        credentials = self.state.credentials
+        poller_env = {**base_env, "REDIS_URL": self.redis.user_url(POLLER_USER, credentials.redis_poller)}
         for n in range(1, self.options.replicas + 1):
-            self.children.append(components.poller(n, base_env, self.redis.url, self.reporter))
-        gateway_env = {**base_env, "GATEWAY_HOST": LOOPBACK, "GATEWAY_PORT": str(self.gateway_port)}
+            self.children.append(components.poller(n, poller_env, self.redis.url, self.reporter))
+        gateway_env = {
+            **base_env,
+            "REDIS_URL": self.redis.user_url(GATEWAY_USER, credentials.redis_gateway),
+            "DATABASE_URL": self.postgres.role_url(GATEWAY_ROLE, credentials.postgres_gateway),
+            "GATEWAY_HOST": LOOPBACK,
+            "GATEWAY_PORT": str(self.gateway_port),
+            "GATEWAY_AUTH_SECRET": self.gateway_secret,
+        }
         if not self.options.auth_secret:
             gateway_env["GATEWAY_AUTH"] = "off"
+            del gateway_env["GATEWAY_AUTH_SECRET"]
             self.reporter.status(
-                "warning: GATEWAY_AUTH_SECRET is not set, so the gateway serves without tokens (GATEWAY_AUTH=off),"
-                f" on {LOOPBACK} only"
+                "warning: the gateway serves without tokens (GATEWAY_AUTH=off; --auth or GATEWAY_AUTH_SECRET turns"
+                f" them on), on {LOOPBACK} only"
             )
         self.children.append(components.gateway(self.gateway_url, gateway_env, self.options.auth_secret, self.reporter))
         for child in self.children:
             self.reporter.status(f"starting {child.name}…")
             child.start()
 
-    def _pick_gateway_port(self) -> int:
-        requested = self.options.gateway_port
-        if requested == 0:
-            return free_port()
-        if requested is not None:
-            if not port_free(requested):
-                raise DevError(f"port {requested} is already in use: choose another --port, or 0 for a free one")
-            return requested
-        if port_free(DEFAULT_GATEWAY_PORT):
-            return DEFAULT_GATEWAY_PORT
-        port = free_port()
-        self.reporter.status(f"port {DEFAULT_GATEWAY_PORT} is in use: the gateway listens on {port} instead")
-        return port
+    @property
+    def gateway_secret(self) -> str:
+        return self.options.secret or self.state.credentials.gateway_secret
 
     def _embedded(self, kind: str, start: Callable[[], Any]) -> Any:
         try:
@@ -165,11 +226,11 @@ class DevStack:
             raise DevError(f"{kind} did not start: {first}") from exc
 
     @staticmethod
-    async def _migrate(url: str) -> list[str]:
+    async def _migrate(url: str) -> MigrationReport:
         conn = await pg_connect(url)
         try:
             with store_errors("PostgreSQL"):
-                return await migrate(conn)
+                return await migrate_report(conn)
         finally:
             await conn.close()
 
@@ -226,9 +287,10 @@ class DevStack:
         assert self.redis is not None and self.postgres is not None
         return {
             "GATEWAY_URL": self.gateway_url,
-            "REDIS_URL": self.redis.url,
+            "REDIS_URL": self.redis.user_url(POLLER_USER, self.state.credentials.redis_poller),
             "DATABASE_URL": self.postgres.url,
             "OPENCODE_URL": self.opencode_url,
+            "GATEWAY_AUTH_SECRET": self.gateway_secret,
         }
 
     def pids(self) -> dict[str, int | None]:
@@ -282,7 +344,7 @@ class DevStack:
             self._store_retry[name] = (time.monotonic() + delay, backoff)
             return
         self._store_retry.pop(name, None)
-        self.reporter.status(f"{name:<10} up  {server.url} (pid {server.pid}, restarted)")
+        self.reporter.status(f"{name:<10} up  {without_password(server.url)} (pid {server.pid}, restarted)")
         self.reporter.event("up", component=name, pid=server.pid)
 
     # -- shutdown -------------------------------------------------------------------------------------------------
@@ -314,6 +376,10 @@ class DevStack:
                     server.close()
                 except Exception as exc:  # keep going: the other server must stop too
                     self.reporter.status(f"warning: {name} did not stop cleanly: {exc}")
+        if self.run_dir is not None:
+            self.run_dir.close()
+        if self._data_lock is not None:
+            self._data_lock.release()
         if self.redis is None:
             return  # nothing was started
         kept = f"data kept in {self.options.data_dir}" if self.options.data_dir else "temporary data removed"
