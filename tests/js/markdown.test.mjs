@@ -34,6 +34,10 @@ describe("markdownToHtml", () => {
     assert.equal(unknown, '<pre class="md-code"><code class="hljs">body</code></pre>');
   });
 
+  it("shows a code block still streaming (its fence not yet closed) as code", () => {
+    assert.match(markdownToHtml("Here:\n\n```python\nprint(1"), /<pre class="md-code" data-language="python">/);
+  });
+
   it("escapes raw HTML, block and inline, instead of passing it on", () => {
     assert.equal(markdownToHtml("<script>alert(1)</script>"), '<p class="md-raw">&lt;script&gt;alert(1)&lt;/script&gt;</p>');
     const inline = markdownToHtml('a <img src=x onerror="alert(1)"> b');
