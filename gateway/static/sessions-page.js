@@ -153,9 +153,9 @@ function renderLive(stream) {
   liveState.dataset.state = state;
   liveState.classList.toggle("live", state === "connected");
   liveState.replaceChildren(
-    state === "connected" ? h("span", { class: "dot" }) : null,
-    "Live",
-    state === "connected" ? null : h("span", { class: "muted" }, ` · ${state}${state === "stopped" ? "" : "…"}`),
+    ...(state === "connected"
+      ? [h("span", { class: "dot" }), "Live"]
+      : ["Live", h("span", { class: "muted" }, ` · ${state}${state === "stopped" ? "" : "…"}`)]),
   );
   if (stream.error) fail(new GatewayError(stream.errorStatus ?? 0, stream.error));
 }
