@@ -85,6 +85,7 @@ export class SessionView {
       footer: h("footer", { class: "session-foot muted", dataset: { testid: "session-foot" } }),
     };
     const e = this.el;
+    const when = h("span", {}, e.started, e.duration); // "started 14:03 · 12 s"
     this.article = h(
       "article",
       { class: "session", dataset: { testid: "session-view", sessionId: sid } },
@@ -92,7 +93,7 @@ export class SessionView {
         "header",
         { class: "session-head" },
         e.title,
-        h("div", { class: "meta" }, e.id, e.copy, e.status, e.mode, e.type, e.ticket, h("span", {}, e.started, e.duration)),
+        h("div", { class: "meta" }, e.id, e.copy, e.status, e.mode, e.type, e.ticket, when),
       ),
       e.resuming,
       e.error,
@@ -108,7 +109,8 @@ export class SessionView {
     const e = this.el;
     const s = stream.session;
     const gone = !s && stream.errorStatus !== null; // never loaded: 404, or refused
-    e.title.textContent = s ? s.title || firstPrompt(s) || "Untitled session" : gone ? `Session ${unreachable(stream)}` : "Session";
+    const placeholder = gone ? `Session ${unreachable(stream)}` : "Session";
+    e.title.textContent = s ? s.title || firstPrompt(s) || "Untitled session" : placeholder;
     e.status.replaceChildren(statusBadge(stream.status, { dataset: { testid: "session-status" } }));
     e.status.hidden = gone;
     e.mode.replaceChildren(
@@ -136,7 +138,10 @@ export class SessionView {
       e.empty.hidden = Boolean(stream.error);
       e.empty.textContent = "Connecting…";
     }
-    e.footer.replaceChildren(s && s.updatedAt ? (s.live !== false ? "last change " : "ended ") : "", s ? timeEl(s.updatedAt) ?? "" : "");
+    e.footer.replaceChildren(
+      s && s.updatedAt ? (s.live !== false ? "last change " : "ended ") : "",
+      s ? timeEl(s.updatedAt) ?? "" : "",
+    );
     if (this.options.onChange) this.options.onChange(stream);
     if (stream.errorStatus !== null && this.options.onFatal) this.options.onFatal(stream); // 401, 403, 404…
     if (stream.completed && !this._completeSeen) {
@@ -180,7 +185,8 @@ export class SessionView {
     const role = info.role ?? "assistant";
     const finished = Boolean(info.time && info.time.completed) || !live;
     const detail = role === "assistant" ? [info.agent, info.modelID].filter(Boolean).join(" · ") : "";
-    const took = role === "assistant" && info.time && info.time.completed ? info.time.completed - info.time.created : null;
+    const answered = role === "assistant" && info.time && info.time.completed;
+    const took = answered ? info.time.completed - info.time.created : null;
     const parts = message.parts
       .filter((p) => !HIDDEN_PARTS.has(p.type))
       .map((part) => this._part(part, { finished, role }));

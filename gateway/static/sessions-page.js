@@ -149,7 +149,8 @@ function renderLive(stream) {
   liveEmpty.hidden = sessions.length > 0 || !stream.received;
   liveCount.textContent = stream.received ? `(${sessions.length})` : "";
   // the heading's word itself: "● Live" once connected, else "Live · connecting…" (one "Live", not two)
-  const state = stream.error ? "stopped" : stream.connected ? "connected" : stream.resuming ? "reconnecting" : "connecting";
+  const waiting = stream.resuming ? "reconnecting" : "connecting";
+  const state = stream.error ? "stopped" : stream.connected ? "connected" : waiting;
   liveState.dataset.state = state;
   liveState.classList.toggle("live", state === "connected");
   liveState.replaceChildren(

@@ -212,6 +212,15 @@ async def test_ids_copy_with_a_click(pages, gateway_process, make_worker, watch_
     assert await page.evaluate("navigator.clipboard.readText()") == sid
     assert page.url == f"{gateway}/ui/"  # copying did not follow the row's link
 
+    # plain http to a host other than localhost has no Clipboard API: the button copies all the same
+    bare = await pages.new(context=page.context)
+    await bare.add_init_script("Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined })")
+    await bare.goto(f"{gateway}/ui/tickets/T-COPY")
+    assert await bare.evaluate("navigator.clipboard") is None
+    await bare.get_by_test_id("copy-ticket-id").click()
+    await expect(bare.get_by_test_id("copy-ticket-id")).to_have_text("copied")
+    assert await page.evaluate("navigator.clipboard.readText()") == "T-COPY"
+
 
 async def test_no_internal_details_leak_and_the_live_heading_says_live_once(
     pages, gateway_process, make_worker, watch_sim, watch_oc, redis, db
