@@ -307,3 +307,23 @@ async def test_dark_mode_colours_the_markdown_and_code(
         await page.locator("body").screenshot(path=screenshot_path(f"session-markdown-{scheme}.png"))
     assert seen["light"] == {"body": "rgb(246, 247, 249)", "pre": "rgb(241, 243, 246)", "keyword": "rgb(166, 38, 164)"}
     assert seen["dark"] == {"body": "rgb(17, 20, 24)", "pre": "rgb(35, 40, 49)", "keyword": "rgb(209, 154, 240)"}
+
+
+async def test_a_streaming_answer_renders_as_markdown_with_its_caret_as_it_grows(
+    pages, gateway_process, make_worker, watch_sim, watch_oc, redis, db
+):
+    await make_worker(opencode_url=watch_sim, opencode_events=True)  # the event path: the text grows as it streams
+    gateway = gateway_process().url
+    prompt = "SLOW with **bold** words and a fence\n```python\nimport os\n```"
+    sid = str((await commands.enqueue(redis, db, watch_oc, session_type="chat", prompt=prompt))["sessionId"])
+    page = await pages.new()
+    await page.goto(f"{gateway}/ui/sessions/{sid}")
+    streaming = page.locator("li[data-role=assistant] .part.text.streaming .markdown")
+    await expect(streaming).to_be_visible()
+    caret = await streaming.evaluate("(el) => getComputedStyle(el.lastElementChild, '::after').content")
+    assert caret == '"▍"'
+    answer = page.locator("li[data-role=assistant] [data-part-type=text] .markdown")
+    await expect(answer.locator("strong")).to_have_text("bold")
+    await expect(answer.locator("pre[data-language=python] .hljs-keyword")).to_have_text("import")
+    await expect(page.get_by_test_id("live-indicator")).to_have_text("Archived")
+    await expect(page.locator(".part.text.streaming")).to_have_count(0)
