@@ -41,17 +41,27 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · OpenCode sessions</title>
 <link rel="stylesheet" href="{static}ui.css">
-<script type="module" src="{static}{script}"></script>
-</head>
+{script}</head>
 <body data-page="{page}" data-id="{id}">
 <header class="topbar">
   <a class="brand" href="{ui}">OpenCode sessions</a>
   <nav id="auth"></nav>
 </header>
-<main id="app" aria-live="polite"><p class="muted">Loading…</p><noscript>This page needs JavaScript.</noscript></main>
+{main}
 </body>
 </html>
 """
+LOADING = """<main id="app" aria-live="polite">
+<p class="muted">Loading…</p><noscript>This page needs JavaScript.</noscript>
+</main>"""
+# An address that names no valid id: the same page frame, saying what is wrong, with the way back.
+INVALID = """<main id="app">
+<section class="card notice" data-testid="invalid-address">
+<h1>Invalid address</h1>
+<p>{message}</p>
+<p><a href="{ui}">← All sessions</a></p>
+</section>
+</main>"""
 
 
 def _page(page: str, title: str, depth: int, item_id: str = "") -> HTMLResponse:
@@ -60,18 +70,28 @@ def _page(page: str, title: str, depth: int, item_id: str = "") -> HTMLResponse:
     body = PAGE.format(
         title=html.escape(title),
         static=f"{up}../static/",
-        script=f"{page}-page.js",
+        script=f'<script type="module" src="{up}../static/{page}-page.js"></script>\n',
         page=page,
         id=html.escape(item_id, quote=True),
         ui=up or "./",
+        main=LOADING,
     )
     return HTMLResponse(body, headers=HEADERS)
 
 
 def _invalid(exc: InvalidInput) -> HTMLResponse:
-    message = html.escape(exc.message)
-    text = f'<!doctype html><title>Invalid address</title><p>{message}</p><p><a href="../">Sessions</a>'
-    return HTMLResponse(text, status_code=400, headers=HEADERS)
+    """A 400 page for an id that cannot be one, one segment below /ui/ like the pages it stands for."""
+    up = "../"
+    body = PAGE.format(
+        title="Invalid address",
+        static=f"{up}../static/",
+        script="",
+        page="invalid",
+        id="",
+        ui=up,
+        main=INVALID.format(message=html.escape(exc.message), ui=up),
+    )
+    return HTMLResponse(body, status_code=400, headers=HEADERS)
 
 
 async def sessions_page(request: Request) -> Response:

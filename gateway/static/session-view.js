@@ -1,9 +1,11 @@
 // One session, live: its id, status word, live/archived mode, messages and parts as they appear, tool calls with
-// their status, titles and output, reasoning collapsed, errors shown, and "Resuming session…" while reconnecting.
-// Used by the session page and the ticket page.
+// their status, titles, output and durations, answers as markdown, reasoning collapsed, errors shown, and
+// "Resuming session…" while reconnecting. Used by the session page and the ticket page.
 
+import { renderMarkdown } from "./markdown.js";
 import { openSessionStream } from "./opencode-stream.js";
-import { API, h, liveBadge, statusBadge, ticketLink, timeEl } from "./ui.js";
+import { durationBetween } from "./time.js";
+import { API, copyButton, durationEl, h, liveBadge, statusBadge, ticketLink, timeEl } from "./ui.js";
 
 const HIDDEN_PARTS = new Set(["step-start", "step-finish", "snapshot"]);
 
@@ -39,6 +41,24 @@ export class SessionView {
   close() {
     if (this.stream) this.stream.close();
     this.stream = null;
+    this._tick(false);
+  }
+
+  /** While the session is live, its duration counts up each second. */
+  _tick(on) {
+    if (on && !this._ticker) this._ticker = setInterval(() => this._showDuration(), 1000);
+    if (!on && this._ticker) {
+      clearInterval(this._ticker);
+      this._ticker = null;
+    }
+  }
+
+  _showDuration() {
+    const s = this.stream && this.stream.session;
+    const ended = s && s.live === false ? s.completedAt || s.updatedAt : null;
+    const took = s ? durationBetween(s.startedAt, ended) : null;
+    const shown = durationEl(took, { dataset: { testid: "session-duration" }, title: ended ? "took" : "so far" });
+    this.el.duration.replaceChildren(shown ? " · " : "", shown ?? "");
   }
 
   _build() {
@@ -46,11 +66,13 @@ export class SessionView {
     this.el = {
       title: h("h1", { class: "session-title", dataset: { testid: "session-title" } }, "Session"),
       id: h("code", { class: "session-id", dataset: { testid: "session-id" } }, sid),
+      copy: copyButton(sid, { label: "session id", dataset: { testid: "copy-session-id" } }),
       status: h("span", {}),
       mode: h("span", {}),
       type: h("span", { class: "tag", dataset: { testid: "session-type" } }),
       ticket: h("span", {}),
       started: h("span", { class: "muted" }),
+      duration: h("span", { class: "muted" }),
       resuming: h(
         "div",
         { class: "banner resuming", role: "status", dataset: { testid: "resuming" }, hidden: true },
@@ -63,6 +85,7 @@ export class SessionView {
       footer: h("footer", { class: "session-foot muted", dataset: { testid: "session-foot" } }),
     };
     const e = this.el;
+    const when = h("span", {}, e.started, e.duration); // "started 14:03 · 12 s"
     this.article = h(
       "article",
       { class: "session", dataset: { testid: "session-view", sessionId: sid } },
@@ -70,7 +93,7 @@ export class SessionView {
         "header",
         { class: "session-head" },
         e.title,
-        h("div", { class: "meta" }, e.id, e.status, e.mode, e.type, e.ticket, e.started),
+        h("div", { class: "meta" }, e.id, e.copy, e.status, e.mode, e.type, e.ticket, when),
       ),
       e.resuming,
       e.error,
@@ -85,14 +108,23 @@ export class SessionView {
     if (stream !== this.stream) return;
     const e = this.el;
     const s = stream.session;
-    e.title.textContent = s ? s.title || firstPrompt(s) || "Untitled session" : "Session";
+    const gone = !s && stream.errorStatus !== null; // never loaded: 404, or refused
+    const placeholder = gone ? `Session ${unreachable(stream)}` : "Session";
+    e.title.textContent = s ? s.title || firstPrompt(s) || "Untitled session" : placeholder;
     e.status.replaceChildren(statusBadge(stream.status, { dataset: { testid: "session-status" } }));
-    e.mode.replaceChildren(liveBadge(stream.live, { dataset: { testid: "live-indicator" } }));
+    e.status.hidden = gone;
+    e.mode.replaceChildren(
+      gone
+        ? h("span", { class: "mode gone", dataset: { testid: "live-indicator", mode: "gone" } }, unreachable(stream))
+        : liveBadge(stream.live, { dataset: { testid: "live-indicator" } }),
+    );
     e.type.textContent = s ? s.sessionType : "";
     e.type.hidden = !s;
     e.ticket.replaceChildren(s ? ticketLink(s.ticketId) ?? "" : "");
     e.ticket.hidden = !(s && s.ticketId);
     e.started.replaceChildren(s && s.startedAt ? "started " : "", s ? timeEl(s.startedAt) ?? "" : "");
+    this._showDuration();
+    this._tick(Boolean(s && s.live !== false && !stream.completed && !stream.closed));
     e.resuming.hidden = !stream.resuming;
     e.error.hidden = !stream.error;
     e.error.textContent = stream.error ?? "";
@@ -107,8 +139,7 @@ export class SessionView {
       e.empty.textContent = "Connecting…";
     }
     e.footer.replaceChildren(
-      s ? `seq ${s.seq}` : "",
-      s && s.updatedAt ? " · updated " : "",
+      s && s.updatedAt ? (s.live !== false ? "last change " : "ended ") : "",
       s ? timeEl(s.updatedAt) ?? "" : "",
     );
     if (this.options.onChange) this.options.onChange(stream);
@@ -154,6 +185,8 @@ export class SessionView {
     const role = info.role ?? "assistant";
     const finished = Boolean(info.time && info.time.completed) || !live;
     const detail = role === "assistant" ? [info.agent, info.modelID].filter(Boolean).join(" · ") : "";
+    const answered = role === "assistant" && info.time && info.time.completed;
+    const took = answered ? info.time.completed - info.time.created : null;
     const parts = message.parts
       .filter((p) => !HIDDEN_PARTS.has(p.type))
       .map((part) => this._part(part, { finished, role }));
@@ -169,6 +202,7 @@ export class SessionView {
         h("span", { class: "role" }, role === "user" ? "User" : "Assistant"),
         detail ? h("span", { class: "muted" }, detail) : null,
         timeEl(info.time && info.time.created, { class: "muted" }),
+        durationEl(took, { class: "duration muted", title: "answered in" }),
       ),
       parts,
       info.error ? h("div", { class: "banner error", dataset: { testid: "message-error" } }, errorText(info.error)) : null,
@@ -188,7 +222,7 @@ export class SessionView {
         return h(
           "div",
           { class: `part text${pending ? " pending" : ""}${streaming ? " streaming" : ""}`, ...base },
-          pending ? writing() : h("div", { class: "text-body" }, part.text ?? ""),
+          pending ? writing() : textBody(part.text, role === "assistant"),
         );
       }
       case "reasoning": {
@@ -196,7 +230,7 @@ export class SessionView {
           "details",
           { class: "part reasoning", ...base, open: this._openReasoning.has(part.id) },
           h("summary", {}, "Reasoning", !ended ? h("span", { class: "muted" }, " · thinking…") : null),
-          h("div", { class: "text-body" }, part.text || (ended ? "" : "…")),
+          part.text ? textBody(part.text, true) : h("div", { class: "text-body" }, ended ? "" : "…"),
         );
         details.addEventListener("toggle", () => {
           if (details.open) this._openReasoning.add(part.id);
@@ -232,6 +266,18 @@ function firstPrompt(session) {
   return line.length > 80 ? `${line.slice(0, 77)}…` : line;
 }
 
+/** An answer as markdown; a prompt as typed (people write plain text, and `*` or `_` mean what they say). */
+function textBody(text, markdown) {
+  return markdown
+    ? h("div", { class: "text-body markdown" }, renderMarkdown(text ?? ""))
+    : h("div", { class: "text-body" }, text ?? "");
+}
+
+/** Why a session that never loaded is not shown: the badge and title say it plainly. */
+function unreachable(stream) {
+  return stream.errorStatus === 404 ? "not found" : "unavailable";
+}
+
 function writing() {
   return h("span", { class: "writing", dataset: { testid: "writing" } }, "writing…");
 }
@@ -241,6 +287,12 @@ function errorText(error) {
   if (typeof error === "string") return error;
   const message = error.data && error.data.message ? error.data.message : JSON.stringify(error.data ?? error);
   return error.name ? `${error.name}: ${message}` : message;
+}
+
+/** How long a finished tool call ran (OpenCode's state.time), else null. */
+function toolTime(state) {
+  const time = state.time ?? {};
+  return time.start && time.end ? time.end - time.start : null;
 }
 
 function toolCall(part, base) {
@@ -267,6 +319,7 @@ function toolCall(part, base) {
       h("span", { class: "tool-name" }, part.tool ?? "tool"),
       statusBadge(status, { dataset: { testid: "tool-status" } }),
       title ? h("span", { class: "tool-title", dataset: { testid: "tool-title" } }, title) : null,
+      durationEl(toolTime(state), { class: "duration muted", dataset: { testid: "tool-duration" }, title: "ran for" }),
     ),
     shownInput && shownInput !== `$ ${title}` ? h("pre", { class: "tool-input" }, shownInput) : null,
     output ? h("pre", { class: "tool-output", dataset: { testid: "tool-output" } }, output) : null,

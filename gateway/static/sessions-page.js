@@ -5,11 +5,12 @@ import { GatewayError, fetchSessions, openLiveSessionsStream } from "./opencode-
 import {
   API,
   SESSION_TYPES,
+  copyButton,
+  countOf,
   pageSize,
   errorBox,
   h,
   isAuthError,
-  liveBadge,
   renderAuthNav,
   sessionHref,
   showLogin,
@@ -17,6 +18,7 @@ import {
   takeToken,
   ticketLink,
   timeEl,
+  tookEl,
 } from "./ui.js";
 
 const token = takeToken();
@@ -95,7 +97,7 @@ app.replaceChildren(
   h(
     "section",
     { class: "card", dataset: { testid: "live-section" } },
-    h("h2", {}, "Live ", liveCount, liveState),
+    h("h2", {}, liveState, liveCount),
     liveList,
     liveEmpty,
   ),
@@ -130,12 +132,14 @@ function row(summary) {
     "li",
     { class: "row", dataset: { sessionId: summary.sessionId, status: summary.status } },
     h("a", { class: "sid", href: sessionHref(summary.sessionId) }, h("code", {}, summary.sessionId)),
+    copyButton(summary.sessionId, { label: "session id" }),
     statusBadge(summary.status),
     h("span", { class: "tag" }, summary.sessionType),
     ticketLink(summary.ticketId),
     h("span", { class: "row-title" }, summary.title || ""),
-    summary.messageCount !== undefined ? h("span", { class: "muted" }, `${summary.messageCount} messages`) : null,
+    summary.messageCount !== undefined ? h("span", { class: "muted" }, countOf(summary.messageCount, "message")) : null,
     timeEl(summary.startedAt, { class: "muted" }),
+    tookEl(summary),
   );
 }
 
@@ -144,12 +148,15 @@ function renderLive(stream) {
   liveList.replaceChildren(...sessions.map(row));
   liveEmpty.hidden = sessions.length > 0 || !stream.received;
   liveCount.textContent = stream.received ? `(${sessions.length})` : "";
+  // the heading's word itself: "● Live" once connected, else "Live · connecting…" (one "Live", not two)
+  const waiting = stream.resuming ? "reconnecting" : "connecting";
+  const state = stream.error ? "stopped" : stream.connected ? "connected" : waiting;
+  liveState.dataset.state = state;
+  liveState.classList.toggle("live", state === "connected");
   liveState.replaceChildren(
-    stream.error
-      ? h("span", { class: "muted" }, "stopped")
-      : stream.connected
-        ? liveBadge(true)
-        : h("span", { class: "muted" }, stream.resuming ? "reconnecting…" : "connecting…"),
+    ...(state === "connected"
+      ? [h("span", { class: "dot" }), "Live"]
+      : ["Live", h("span", { class: "muted" }, ` · ${state}${state === "stopped" ? "" : "…"}`)]),
   );
   if (stream.error) fail(new GatewayError(stream.errorStatus ?? 0, stream.error));
 }

@@ -6,6 +6,8 @@ import { SessionView } from "./session-view.js";
 import {
   API,
   UI,
+  copyButton,
+  countOf,
   errorBox,
   h,
   isAuthError,
@@ -16,6 +18,7 @@ import {
   statusBadge,
   takeToken,
   timeEl,
+  tookEl,
 } from "./ui.js";
 
 const PAGE_SIZE = pageSize(new URLSearchParams(location.search).get("limit"), 10);
@@ -46,7 +49,17 @@ const problems = h("div", {});
 
 app.replaceChildren(
   h("nav", { class: "crumbs" }, h("a", { href: UI }, "← All sessions")),
-  h("div", { class: "page-head" }, h("h1", {}, "Ticket ", h("code", { dataset: { testid: "ticket-id" } }, ticketId))),
+  h(
+    "div",
+    { class: "page-head" },
+    h(
+      "h1",
+      {},
+      "Ticket ",
+      h("code", { dataset: { testid: "ticket-id" } }, ticketId),
+      copyButton(ticketId, { label: "ticket id", dataset: { testid: "copy-ticket-id" } }),
+    ),
+  ),
   problems,
   h(
     "section",
@@ -154,11 +167,13 @@ function row(summary) {
     "li",
     { class: "row", dataset: { sessionId: summary.sessionId, status: summary.status } },
     link,
+    copyButton(summary.sessionId, { label: "session id" }),
     statusBadge(summary.status),
     h("span", { class: "tag" }, summary.sessionType),
     h("span", { class: "row-title" }, summary.title || ""),
-    summary.messageCount !== undefined ? h("span", { class: "muted" }, `${summary.messageCount} messages`) : null,
+    summary.messageCount !== undefined ? h("span", { class: "muted" }, countOf(summary.messageCount, "message")) : null,
     timeEl(summary.startedAt, { class: "muted" }),
+    tookEl(summary),
   );
 }
 

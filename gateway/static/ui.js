@@ -1,4 +1,7 @@
-// What the sessions pages share: where the gateway is, the token, a tiny DOM builder, badges, the login prompt.
+// What the sessions pages share: where the gateway is, the token, a tiny DOM builder, badges, times, copy buttons,
+// the login prompt.
+
+import { durationBetween, formatDuration, formatFullTime, formatTime } from "./time.js";
 
 /** The gateway's root, from where this module is served (/static/ui.js): works behind a path prefix too. */
 export const API = new URL("../", import.meta.url).href.replace(/\/$/, "");
@@ -64,17 +67,75 @@ export function liveBadge(live, attrs = {}) {
     : h("span", { class: "mode archived", dataset: { mode: "archived" }, ...attrs }, "Archived");
 }
 
-export function formatTime(ms) {
-  if (!ms) return "";
-  const d = new Date(ms);
-  const today = new Date();
-  const time = d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  if (d.toDateString() === today.toDateString()) return time;
-  return `${d.toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" })} ${time}`;
+/** A time in the browser's locale (with its date when not today), the full date and time on hover. */
+export function timeEl(ms, attrs = {}) {
+  if (!ms) return null;
+  return h("time", { datetime: new Date(ms).toISOString(), title: formatFullTime(ms), ...attrs }, formatTime(ms));
 }
 
-export function timeEl(ms, attrs = {}) {
-  return ms ? h("time", { datetime: new Date(ms).toISOString(), ...attrs }, formatTime(ms)) : null;
+/** A duration ("4.2 s", "3 min 5 s"), or null when there is none to show. */
+export function durationEl(ms, attrs = {}) {
+  const text = formatDuration(ms);
+  return text ? h("span", { class: "duration", ...attrs }, text) : null;
+}
+
+/** How long an ended session (a list row's summary) took; null while it is live. */
+export function tookEl(summary) {
+  if (summary.live !== false) return null;
+  const took = durationBetween(summary.startedAt, summary.completedAt || summary.updatedAt);
+  return durationEl(took, { class: "duration muted", title: "took", dataset: { testid: "took" } });
+}
+
+/** "1 message", "2 messages". */
+export function countOf(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/**
+ * A small button copying `text` (an id) to the clipboard; it says "copied" for a moment. Outside a secure context
+ * (plain http to a host other than localhost) the Clipboard API is missing: a selected textarea is copied instead.
+ */
+export function copyButton(text, { label = "id", ...attrs } = {}) {
+  const button = h(
+    "button",
+    { type: "button", class: "copy", title: `Copy ${label}`, "aria-label": `Copy ${label} ${text}`, ...attrs },
+    "copy",
+  );
+  button.addEventListener("click", async (event) => {
+    event.preventDefault();
+    event.stopPropagation();
+    const done = await copyText(text);
+    button.textContent = done ? "copied" : "copy failed";
+    button.classList.toggle("done", done);
+    clearTimeout(button._reset);
+    button._reset = setTimeout(() => {
+      button.textContent = "copy";
+      button.classList.remove("done");
+    }, 1500);
+  });
+  return button;
+}
+
+async function copyText(text) {
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+      return true;
+    }
+  } catch {
+    // refused (no permission, no focus): try the old way
+  }
+  const area = h("textarea", { class: "copy-source", readonly: true, "aria-hidden": "true" });
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  try {
+    return document.execCommand("copy");
+  } catch {
+    return false;
+  } finally {
+    area.remove();
+  }
 }
 
 export const sessionHref = (id) => `${UI}sessions/${encodeURIComponent(id)}`;
@@ -139,6 +200,7 @@ export function showLogin(container, { status, message, needs = "a gateway token
     },
     h("h2", {}, "Sign in"),
     h("p", {}, why),
+    status === 403 ? scopeHint(held) : null,
     h(
       "p",
       { class: "muted" },
@@ -150,6 +212,33 @@ export function showLogin(container, { status, message, needs = "a gateway token
   );
   container.replaceChildren(form);
   input.focus();
+}
+
+/**
+ * What a held token does cover, as a link: the ticket's or the session's page. The scope is read from the JWT's
+ * `sub` claim without checking the signature, which only the gateway can do; it only picks where the link goes.
+ */
+function scopeHint(token) {
+  const [kind, id] = tokenSubject(token).split(":");
+  if (!id || (kind !== "ticket" && kind !== "session")) return null;
+  const href = kind === "ticket" ? ticketHref(id) : sessionHref(id);
+  return h(
+    "p",
+    { dataset: { testid: "token-scope" } },
+    `The token held covers ${kind} `,
+    h("a", { href, dataset: { testid: "token-scope-link" } }, id),
+    `: open the ${kind}'s page.`,
+  );
+}
+
+function tokenSubject(token) {
+  try {
+    const payload = (token ?? "").split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const sub = JSON.parse(atob(payload)).sub;
+    return typeof sub === "string" ? sub : "";
+  } catch {
+    return "";
+  }
 }
 
 /** `?limit=` of a page (1-100), else the default. */

@@ -72,9 +72,11 @@ class Pages:
     contexts: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    async def new(self, *, context: Any = None) -> Any:
+    async def new(self, *, context: Any = None, **options: Any) -> Any:
+        """A page in `context`, else in a new context (light, 1100 by 900, unless `options` say otherwise)."""
         if context is None:
-            context = await self.browser.new_context(viewport={"width": 1100, "height": 900}, color_scheme="light")
+            options = {"viewport": {"width": 1100, "height": 900}, "color_scheme": "light", **options}
+            context = await self.browser.new_context(**options)
             self.contexts.append(context)
         page = await context.new_page()
         page.set_default_timeout(EXPECT_TIMEOUT_MS)
