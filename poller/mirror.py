@@ -74,14 +74,29 @@ class Mirror:
 
 
 @dataclass(frozen=True, slots=True)
+class Appended:
+    """Streamed text added to the end of one part's field; `offset` is the field's length before it (UTF-16 units)."""
+
+    key: str
+    field: str
+    offset: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Delta:
-    """Upserted infos and parts, removed ids, and the new currentToolCalls when they changed."""
+    """Upserted infos and parts, removed ids, and the new currentToolCalls when they changed.
+
+    `appends`: for parts that changed only by streamed text, what was appended (the event path); `parts` still
+    holds them whole, so the writer may write either form.
+    """
 
     infos: list[Any]
     parts: list[Any]
     removed_messages: list[str]
     removed_parts: list[str]
     tool_calls: list[Any] | None
+    appends: tuple[Appended, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.infos or self.parts or self.removed_messages or self.removed_parts) or (

@@ -16,6 +16,11 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from shared.errors import OpenCodeError
+from shared.models import utf16_length
+
+
+class StreamGap(OpenCodeError):
+    """An update that does not fit what the client holds (an append at another offset): resync by snapshot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,11 @@ def _decode(sse: ServerSentEvent) -> StreamEvent | None:
 
 
 def apply_update(state: dict[str, Any], change: dict[str, Any]) -> None:
-    """Advance a session object by one `update` event; messages and parts are ordered by id, as in OpenCode."""
+    """Advance a session object by one `update` event; messages and parts are ordered by id, as in OpenCode.
+
+    Raises StreamGap (and changes nothing) when an append's offset is not the length of the text held.
+    """
+    appended = _appended(state, change.get("appends") or [])
     state.update(change.get("state") or {})
     state["seq"] = change["seq"]
     messages = {m["info"]["id"]: m for m in state.get("messages") or []}
@@ -76,6 +85,26 @@ def apply_update(state: dict[str, Any], change: dict[str, Any]) -> None:
         if message:
             message["parts"] = [p for p in message["parts"] if p["id"] != removed["id"]]
     state["messages"] = [messages[k] for k in sorted(messages)]
+    for part, field, text in appended:
+        part[field] = text
+
+
+def _appended(state: dict[str, Any], appends: list[Any]) -> list[tuple[dict[str, Any], str, str]]:
+    """Each append's part, field and new text; StreamGap when one does not start where the held text ends."""
+    parts = {(p["messageID"], p["id"]): p for m in state.get("messages") or [] for p in m.get("parts") or []}
+    texts: dict[tuple[int, str], str] = {}
+    out = []
+    for append in appends:
+        part = parts.get((append["messageID"], append["partID"]))
+        field = append["field"]
+        if part is None:
+            raise StreamGap(f"an append to part {append['partID']}, which this client does not hold")
+        held = texts.get((id(part), field), str(part.get(field) or ""))
+        if utf16_length(held) != append["offset"]:
+            raise StreamGap(f"an append at offset {append['offset']} to a text of length {utf16_length(held)}")
+        texts[(id(part), field)] = text = held + append["delta"]
+        out.append((part, field, text))
+    return out
 
 
 class SessionView:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from poller.event_apply import apply_events, keep_streamed_text, streaming_keys
-from poller.mirror import Mirror
+from poller.mirror import Appended, Mirror
 
 
 def text_part(text: str, end: bool = False) -> dict:
@@ -27,6 +27,17 @@ def mirror_with(part: dict) -> Mirror:
 def test_deltas_grow_the_text_and_coalesce_into_one_part():
     change = apply_events(mirror_with(text_part("")), [delta("Hel"), delta("lo")])
     assert [p["text"] for p in change.parts] == ["Hello"]
+
+
+def test_deltas_to_a_known_part_are_one_append_at_its_length_in_utf16_units():
+    change = apply_events(mirror_with(text_part("😀 hi")), [delta(" the"), delta("re")])
+    assert change.appends == (Appended("msg_1/prt_1", "text", 5, " there"),)  # the emoji is two UTF-16 units
+    assert [p["text"] for p in change.parts] == ["😀 hi there"]
+
+
+def test_a_part_also_stored_in_the_same_batch_is_no_append():
+    change = apply_events(mirror_with(text_part("Hel")), [delta("lo"), updated(text_part("Hello", end=True))])
+    assert change.appends == () and [p["text"] for p in change.parts] == ["Hello"]
 
 
 def test_a_stored_empty_text_never_takes_streamed_text_back():
