@@ -85,25 +85,28 @@ def apply_update(state: dict[str, Any], change: dict[str, Any]) -> None:
         if message:
             message["parts"] = [p for p in message["parts"] if p["id"] != removed["id"]]
     state["messages"] = [messages[k] for k in sorted(messages)]
-    for part, field, text in appended:
-        part[field] = text
+    for (message_id, part_id), texts in appended.items():
+        message = messages.get(message_id)
+        if message is None:
+            continue
+        # a new dict: the part may be shared with another holder of the same event (never mutate it)
+        message["parts"] = [{**p, **texts} if p["id"] == part_id else p for p in message["parts"]]
 
 
-def _appended(state: dict[str, Any], appends: list[Any]) -> list[tuple[dict[str, Any], str, str]]:
-    """Each append's part, field and new text; StreamGap when one does not start where the held text ends."""
+def _appended(state: dict[str, Any], appends: list[Any]) -> dict[tuple[str, str], dict[str, str]]:
+    """The new texts by (messageID, partID) and field; StreamGap when an append does not start where the held text
+    ends."""
     parts = {(p["messageID"], p["id"]): p for m in state.get("messages") or [] for p in m.get("parts") or []}
-    texts: dict[tuple[int, str], str] = {}
-    out = []
+    out: dict[tuple[str, str], dict[str, str]] = {}
     for append in appends:
-        part = parts.get((append["messageID"], append["partID"]))
+        key = (append["messageID"], append["partID"])
         field = append["field"]
-        if part is None:
+        if key not in parts:
             raise StreamGap(f"an append to part {append['partID']}, which this client does not hold")
-        held = texts.get((id(part), field), str(part.get(field) or ""))
+        held = out.get(key, {}).get(field, str(parts[key].get(field) or ""))
         if utf16_length(held) != append["offset"]:
             raise StreamGap(f"an append at offset {append['offset']} to a text of length {utf16_length(held)}")
-        texts[(id(part), field)] = text = held + append["delta"]
-        out.append((part, field, text))
+        out.setdefault(key, {})[field] = held + append["delta"]
     return out
 
 
