@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from poller.mirror import Appended, Delta, Mirror, tool_calls_of
-from shared.models import part_key, utf16_length
+from poller.mirror import Delta, Mirror, tool_calls_of
+from shared.models import part_key
 
 STREAMED = frozenset({"text", "reasoning"})
 # events that change nothing we store, but say the run moved on: poll now rather than at the slow cadence
@@ -39,8 +39,6 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
     parts: dict[str, Any] = {}
     removed_messages: set[str] = set()
     removed_parts: set[str] = set()
-    appended: dict[str, tuple[str, list[str]]] = {}  # parts changed by deltas alone: field, texts in order
-    replaced: set[str] = set()  # parts this batch changed otherwise: written whole
     for event in events:
         kind = event.get("type")
         props = event.get("properties") or {}
@@ -53,7 +51,6 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
             part = props["part"]
             key = part_key(part)
             frozen.discard(key)
-            replaced.add(key)
             known = parts.get(key) or mirror.parts.get(key)
             part = keep_streamed_text(part, known)
             if mirror.parts.get(key) != part:
@@ -65,10 +62,6 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
             field = props.get("field") or "text"
             if known is not None and key not in frozen and isinstance(props.get("delta"), str):
                 parts[key] = {**known, field: str(known.get(field) or "") + props["delta"]}
-                if appended.setdefault(key, (field, []))[0] == field:
-                    appended[key][1].append(props["delta"])
-                else:
-                    replaced.add(key)  # two fields of one part in one batch: write it whole
         elif kind == "message.removed":
             message_id = str(props.get("messageID"))
             removed_messages.add(message_id)
@@ -81,11 +74,6 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
             key = f"{props.get('messageID')}/{props.get('partID')}"
             removed_parts.add(key)
             parts.pop(key, None)
-    appends = tuple(
-        Appended(key, field, utf16_length(str(mirror.parts[key].get(field) or "")), "".join(texts))
-        for key, (field, texts) in appended.items()
-        if key in parts and key in mirror.parts and key not in replaced
-    )
     next_parts = {k: v for k, v in {**mirror.parts, **parts}.items() if k not in removed_parts}
     tool_calls = tool_calls_of(next_parts)
     return Delta(
@@ -94,7 +82,6 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
         removed_messages=sorted(m for m in removed_messages if m in mirror.infos),
         removed_parts=sorted(k for k in removed_parts if k in mirror.parts),
         tool_calls=tool_calls if tool_calls != mirror.tool_calls else None,
-        appends=appends,
     )
 
 

@@ -82,7 +82,8 @@ export interface Update {
 }
 
 /** Streamed text added to the end of one part's field: `offset` is the field's length before it and `length` its
- * length after (UTF-16 code units, as `String.prototype.length` counts). */
+ * length after (UTF-16 code units, as `String.prototype.length` counts). `part`, when present, is the part's new
+ * value without that field (its other fields changed too, e.g. as the part ends). */
 export interface Append {
   messageID: string;
   partID: string;
@@ -90,6 +91,7 @@ export interface Append {
   offset: number;
   length: number;
   delta: string;
+  part?: Part;
 }
 
 /** The append form of an `update`: text streamed into parts the client already holds. */

@@ -132,7 +132,7 @@ export function applyUpdate(state, change) {
     if (held === null || held.length !== append.offset) {
       throw new RangeError(`an append at ${append.offset} to part ${append.partID} does not fit (see appendsFit)`);
     }
-    message.parts[at] = { ...message.parts[at], [append.field]: held + append.delta };
+    message.parts[at] = { ...(append.part ?? message.parts[at]), [append.field]: held + append.delta };
   }
   for (const id of change.removedMessages ?? []) messages.delete(id);
   for (const removed of change.removedParts ?? []) {

@@ -85,28 +85,27 @@ def apply_update(state: dict[str, Any], change: dict[str, Any]) -> None:
         if message:
             message["parts"] = [p for p in message["parts"] if p["id"] != removed["id"]]
     state["messages"] = [messages[k] for k in sorted(messages)]
-    for (message_id, part_id), texts in appended.items():
+    for (message_id, part_id), part in appended.items():
         message = messages.get(message_id)
-        if message is None:
-            continue
-        # a new dict: the part may be shared with another holder of the same event (never mutate it)
-        message["parts"] = [{**p, **texts} if p["id"] == part_id else p for p in message["parts"]]
+        if message is not None:  # a new dict: the held part may be shared with another holder of the same event
+            message["parts"] = [part if p["id"] == part_id else p for p in message["parts"]]
 
 
-def _appended(state: dict[str, Any], appends: list[Any]) -> dict[tuple[str, str], dict[str, str]]:
-    """The new texts by (messageID, partID) and field; StreamGap when an append does not start where the held text
-    ends."""
-    parts = {(p["messageID"], p["id"]): p for m in state.get("messages") or [] for p in m.get("parts") or []}
-    out: dict[tuple[str, str], dict[str, str]] = {}
+def _appended(state: dict[str, Any], appends: list[Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The appended parts by (messageID, partID); StreamGap when an append does not start where the held text
+    ends. An append with `part` also replaces the part's other fields."""
+    held = {(p["messageID"], p["id"]): p for m in state.get("messages") or [] for p in m.get("parts") or []}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     for append in appends:
         key = (append["messageID"], append["partID"])
         field = append["field"]
-        if key not in parts:
+        part = out.get(key) or held.get(key)
+        if part is None:
             raise StreamGap(f"an append to part {append['partID']}, which this client does not hold")
-        held = out.get(key, {}).get(field, str(parts[key].get(field) or ""))
-        if utf16_length(held) != append["offset"]:
-            raise StreamGap(f"an append at offset {append['offset']} to a text of length {utf16_length(held)}")
-        out.setdefault(key, {})[field] = held + append["delta"]
+        text = str(part.get(field) or "")
+        if utf16_length(text) != append["offset"]:
+            raise StreamGap(f"an append at offset {append['offset']} to a text of length {utf16_length(text)}")
+        out[key] = {**(append.get("part") or part), field: text + append["delta"]}
     return out
 
 

@@ -327,6 +327,11 @@ describe("applyUpdate", () => {
     assert.equal(appendsFit(before, appendUpdate(2, 3, "x")), false);
     assert.equal(appendsFit(session({ seq: 1 }), appendUpdate(2, 0, "x")), false, "a part it does not hold");
     assert.throws(() => applyUpdate(before, appendUpdate(2, 3, "x")), RangeError);
+    const ending = appendUpdate(3, 8, "");
+    const { text: _text, ...ended } = answer("", true);
+    ending.appends[0].part = ended;
+    const last = applyUpdate(after, ending);
+    assert.deepEqual(last.messages[0].parts[0], answer("Hi there", true), "`part` replaces the other fields");
   });
 
   it("puts a part of a message it has not seen under a placeholder info", () => {

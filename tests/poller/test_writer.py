@@ -7,7 +7,7 @@ import anyio
 import pytest
 
 from poller.event_apply import apply_events
-from poller.mirror import Mirror
+from poller.mirror import Mirror, with_appends
 from poller.writer import StateWriter
 from shared.store import keys
 from shared.store.live import LiveState, read_record
@@ -44,7 +44,7 @@ async def test_streamed_text_is_written_as_appends_and_the_live_state_holds_it_w
     mirror.apply(first)
     assert (await published(pubsub))["parts"] == [PART]
     for pieces, offset in ((["Hel", "lo"], 0), ([' "w"', "\n"], 5)):
-        change = apply_events(mirror, [delta(p) for p in pieces])
+        change = with_appends(mirror, apply_events(mirror, [delta(p) for p in pieces]))
         await writer.apply(lease, change)
         mirror.apply(change)
         event = await published(pubsub)
@@ -55,10 +55,21 @@ async def test_streamed_text_is_written_as_appends_and_the_live_state_holds_it_w
     record = await read_record(redis, SID)
     assert record is not None and record.parts["msg_1/prt_1"] == {**PART, "text": 'Hello "w"\n'}
 
+    ended = {**PART, "text": 'Hello "w"\n', "time": {"start": 1, "end": 2}}
+    change = with_appends(
+        mirror, apply_events(mirror, [{"type": "message.part.updated", "properties": {"part": ended}}])
+    )
+    await writer.apply(lease, change)  # the part ends with the text it had: no text crosses again
+    [append] = (await published(pubsub))["appends"]
+    assert append["delta"] == "" and append["part"] == {k: v for k, v in ended.items() if k != "text"}
+    mirror.apply(change)
+    record = await read_record(redis, SID)
+    assert record is not None and record.parts["msg_1/prt_1"] == ended
+
     await redis.hset(keys.session_parts(SID), "msg_1/prt_1", b'{"id":"prt_1","messageID":"msg_1","text":"?"}')
-    change = apply_events(mirror, [delta("!")])
+    change = with_appends(mirror, apply_events(mirror, [delta("!")]))
     await writer.apply(lease, change)  # refused as an append: written whole instead
-    assert (await published(pubsub))["parts"] == [{**PART, "text": 'Hello "w"\n!'}]
+    assert (await published(pubsub))["parts"] == [{**ended, "text": 'Hello "w"\n!'}]
     record = await read_record(redis, SID)
     assert record is not None and record.parts["msg_1/prt_1"]["text"] == 'Hello "w"\n!'
     await pubsub.aclose()

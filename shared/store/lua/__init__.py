@@ -44,12 +44,15 @@ class StateChange:
 @dataclass(frozen=True, slots=True)
 class PartAppend:
     """Text appended to one part's streamed field (append.lua): `offset` and `length` (UTF-16 code units, as a
-    browser counts) are the field's length before and after; `stored_bytes` is the part's stored JSON length
-    before, which the script checks; `escaped` is the text JSON-escaped, without quotes."""
+    browser counts) are the field's length before and after; `stored_bytes` and `prefix_bytes` are the part's
+    stored JSON length before and where its text starts, which the script checks; `prefix` replaces the other
+    fields ("" keeps them); `escaped` is the text JSON-escaped, without quotes."""
 
     key: str
     field: str
     stored_bytes: int
+    prefix_bytes: int
+    prefix: str
     offset: int
     length: int
     escaped: str
@@ -159,7 +162,7 @@ class Scripts:
         script_keys = [keys.lease(sid), keys.session(sid), keys.session_parts(sid), keys.updates(sid)]
         args: list[Any] = [lease.token, sid, updated_at, len(appends)]
         for a in appends:
-            args += (a.key, a.field, a.stored_bytes, a.offset, a.length, a.escaped)
+            args += (a.key, a.field, a.stored_bytes, a.prefix_bytes, a.prefix, a.offset, a.length, a.escaped)
         return int(await self._append(keys=script_keys, args=args))
 
     async def finish(
