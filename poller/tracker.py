@@ -127,6 +127,9 @@ class SessionTracker:
             return False  # the event stream carries the changes; nothing of ours waits on OpenCode
         try:
             fetched_at = time.monotonic()
+            if self._inbox.confirm_idle:  # OpenCode said idle: confirm on the whole list, and decide on it
+                self._inbox.confirm_idle = False
+                mirror.full_poll_next()
             if job.abort_due():
                 await job.abort()
             messages, tail = await mirror.fetch()
@@ -159,7 +162,8 @@ class SessionTracker:
         return False
 
     def _finished(self, messages: list[Any]) -> bool:
-        busy = self._job.busy()
+        # the event stream's idle report is newer than the replica's last status fetch: it decides at once
+        busy = False if self._job.idle_since(self._inbox.idle_at) else self._job.busy()
         if busy is None or busy:
             self._idle_since = None
             return False
