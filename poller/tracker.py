@@ -79,7 +79,7 @@ class SessionTracker:
                 # the first change of a quiet spell is written at once; a burst (text deltas) is written at most
                 # once per coalescing window, not once per token
                 wait_s = last_event_write + self._deps.event_coalesce_s - time.monotonic()
-                if wait_s > 0:
+                if wait_s > 0 and not self._inbox.poll_now:  # a poll is due at once (e.g. idle): do not delay it
                     await anyio.sleep(wait_s)
                 await self._apply_events(mirror, self._inbox.take())
                 last_event_write = time.monotonic()
