@@ -34,6 +34,9 @@ class Inbox:
         self.events: list[Any] = []
         self.poll_now = False
         self.gap = False  # deltas were lost (the stream dropped, or this inbox overflowed): their texts stop growing
+        # when OpenCode last said the session is idle (session.idle / session.status idle), None once it said busy
+        self.idle_at: float | None = None
+        self.confirm_idle = False  # an idle report waits for its confirming (whole-list) poll
         self._wake = anyio.Event()
 
     def put(self, event: Any) -> None:
@@ -47,7 +50,18 @@ class Inbox:
             self.events.append(event)
         if event.get("type") in POLL_TRIGGERS:
             self.poll_now = True
+            self._note_status(event)
         self._wake.set()
+
+    def _note_status(self, event: Any) -> None:
+        """Completion from the event stream: an idle report is decided at once, on one confirming poll."""
+        kind = event.get("type")
+        status = (event.get("properties") or {}).get("status")
+        if kind == "session.status" and isinstance(status, dict) and status.get("type") != "idle":
+            self.idle_at = None
+        elif kind == "session.idle" or kind == "session.status":
+            self.idle_at = time.monotonic()
+            self.confirm_idle = True
 
     def request_poll(self) -> None:
         self.poll_now = True

@@ -87,6 +87,12 @@ class Job:
         self.aborted_at = time.monotonic()
         log.info("session_aborted")
 
+    def idle_since(self, reported_at: float | None) -> bool:
+        """True when OpenCode reported the session idle (its event stream) after our last prompt or abort."""
+        if reported_at is None or not self.prompts.idle:
+            return False
+        return reported_at > max(self.prompts.last_attempt_at or 0.0, self.aborted_at or 0.0)
+
     def busy(self) -> bool | None:
         """Whether OpenCode runs the session, as far as a status fetch after our last prompt or abort knows;
         None while a prompt is still to be sent or no such fetch has come back yet."""

@@ -3,11 +3,12 @@ running (`currentToolCalls`) — pure, so it is tested without any server."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.models import part_key
+from shared.models import part_key, utf16_length
 
 LIVE_TOOL_STATES = frozenset({"pending", "running"})
 
@@ -74,14 +75,30 @@ class Mirror:
 
 
 @dataclass(frozen=True, slots=True)
+class Appended:
+    """Text added to the end of one part's `text`; `offset` is its length before (UTF-16 units). `fields`: the
+    part's other fields when they changed too (e.g. `time.end` as the part ends), else None."""
+
+    key: str
+    offset: int
+    text: str
+    fields: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Delta:
-    """Upserted infos and parts, removed ids, and the new currentToolCalls when they changed."""
+    """Upserted infos and parts, removed ids, and the new currentToolCalls when they changed.
+
+    `appends`: for the changed parts whose text only grew (see `with_appends`), what was appended; `parts` still
+    holds them whole, so the writer may write either form.
+    """
 
     infos: list[Any]
     parts: list[Any]
     removed_messages: list[str]
     removed_parts: list[str]
     tool_calls: list[Any] | None
+    appends: tuple[Appended, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.infos or self.parts or self.removed_messages or self.removed_parts) or (
@@ -137,3 +154,20 @@ def diff(mirror: Mirror, messages: Sequence[Any], *, partial: bool = False) -> D
         removed_parts=removed_parts,
         tool_calls=tool_calls if tool_calls != mirror.tool_calls else None,
     )
+
+
+def with_appends(mirror: Mirror, delta: Delta) -> Delta:
+    """The delta with `appends` for every changed part the mirror holds whose `text` only grew: streamed text,
+    or a part that ends with the text it already had (then only its other fields are new)."""
+    appends = []
+    for part in delta.parts:
+        old = mirror.parts.get(part_key(part))
+        if old is None:
+            continue
+        before, after = old.get("text"), part.get("text")
+        if not isinstance(before, str) or not isinstance(after, str) or not after.startswith(before):
+            continue
+        rest = {k: v for k, v in part.items() if k != "text"}
+        fields = None if rest == {k: v for k, v in old.items() if k != "text"} else rest
+        appends.append(Appended(part_key(part), utf16_length(before), after[len(before) :], fields))
+    return dataclasses.replace(delta, appends=tuple(appends)) if appends else delta

@@ -9,7 +9,7 @@ import structlog
 
 from poller.deps import TrackerDeps
 from poller.event_apply import apply_events, keep_streamed_texts, streaming_keys
-from poller.mirror import Mirror, diff, merge_tail
+from poller.mirror import Mirror, diff, merge_tail, with_appends
 from poller.writer import StateWriter
 from shared.errors import LeaseLost
 from shared.store.lease import Lease
@@ -77,7 +77,7 @@ class SessionMirror:
         mirrored = keep_streamed_texts(self.mirror, polled) if router is not None else polled
         delta = diff(self.mirror, mirrored, partial=tail is not None)
         if delta:  # an unchanged poll writes nothing and publishes nothing
-            await self.writer.apply(self._lease, delta)
+            await self.writer.apply(self._lease, with_appends(self.mirror, delta))
             self._deps.metrics.state_writes.labels("poll").inc()
             if router is not None and router.healthy:
                 self._deps.metrics.poll_corrections.inc()
@@ -98,6 +98,6 @@ class SessionMirror:
         delta = apply_events(self.mirror, events, self._frozen_parts)
         if not delta:
             return
-        await self.writer.apply(self._lease, delta)
+        await self.writer.apply(self._lease, with_appends(self.mirror, delta))
         self.mirror.apply(delta)
         self._deps.metrics.state_writes.labels("event").inc()

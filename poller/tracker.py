@@ -79,7 +79,7 @@ class SessionTracker:
                 # the first change of a quiet spell is written at once; a burst (text deltas) is written at most
                 # once per coalescing window, not once per token
                 wait_s = last_event_write + self._deps.event_coalesce_s - time.monotonic()
-                if wait_s > 0:
+                if wait_s > 0 and not self._inbox.poll_now:  # a poll is due at once (e.g. idle): do not delay it
                     await anyio.sleep(wait_s)
                 await self._apply_events(mirror, self._inbox.take())
                 last_event_write = time.monotonic()
@@ -127,6 +127,9 @@ class SessionTracker:
             return False  # the event stream carries the changes; nothing of ours waits on OpenCode
         try:
             fetched_at = time.monotonic()
+            if self._inbox.confirm_idle:  # OpenCode said idle: confirm on the whole list, and decide on it
+                self._inbox.confirm_idle = False
+                mirror.full_poll_next()
             if job.abort_due():
                 await job.abort()
             messages, tail = await mirror.fetch()
@@ -159,7 +162,8 @@ class SessionTracker:
         return False
 
     def _finished(self, messages: list[Any]) -> bool:
-        busy = self._job.busy()
+        # the event stream's idle report is newer than the replica's last status fetch: it decides at once
+        busy = False if self._job.idle_since(self._inbox.idle_at) else self._job.busy()
         if busy is None or busy:
             self._idle_since = None
             return False

@@ -1,21 +1,56 @@
-"""StateWriter: turns a Delta into one fenced Lua call that writes only what changed, bumps seq and publishes."""
+"""StateWriter: turns a Delta into one fenced Lua call that writes only what changed, bumps seq and publishes.
+
+A part whose text only grew (streamed deltas, or the part's end) is written as an append (append.lua): the new
+text alone crosses the network, to Redis and to subscribers, instead of the whole part each time.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
+from typing import Any
 
-from poller.mirror import NO_CHANGE, Delta
+import structlog
+
+from poller.mirror import NO_CHANGE, Appended, Delta
 from shared.errors import LeaseLost
-from shared.models import dumps, part_key
+from shared.models import dumps, part_key, utf16_length
 from shared.store.connections import store_errors
 from shared.store.lease import Lease
 from shared.store.live import LiveState, encode_change
-from shared.store.lua import Scripts, StateChange
+from shared.store.lua import PartAppend, Scripts, StateChange
+
+log = structlog.get_logger(__name__)
+
+TEXT = "text"  # the field OpenCode streams; stored last in the part's JSON so that an append extends the string
+APPEND_REFUSED = -2
+
+
+def text_prefix(fields: dict[str, Any]) -> str:
+    """The stored JSON of a part up to its text's first character: its other fields, then `"text":"`."""
+    head = dumps(fields)[:-1]
+    return f'{head}{"," if fields else ""}"{TEXT}":"'
+
+
+def stored_form(part: Any) -> str:
+    """The part's JSON as stored: a text-bearing part keeps its `text` last, so an append extends the string."""
+    text = part.get(TEXT)
+    if not isinstance(text, str):
+        return dumps(part)
+    return text_prefix({k: v for k, v in part.items() if k != TEXT}) + dumps(text)[1:-1] + '"}'
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclasses.dataclass(slots=True)
+class _Stored:
+    """What this writer knows of a text part's stored JSON: its whole length and its prefix's, in bytes."""
+
+    total: int
+    prefix: int
 
 
 class StateWriter:
@@ -26,6 +61,7 @@ class StateWriter:
         self._session = session  # what the live-index events say: status and updatedAt follow our writes
         self.writes = 0
         self.seq = 0
+        self._stored: dict[str, _Stored] = {}  # the text parts this writer stored itself: only those are appended to
 
     @property
     def status(self) -> str:
@@ -41,21 +77,30 @@ class StateWriter:
     ) -> int:
         """Write the delta (and a status change); raises LeaseLost when the fence refuses it.
 
-        Nothing to write (no delta, same status) writes nothing and returns the current seq.
+        Nothing to write (no delta, same status) writes nothing and returns the current seq. Appends go first, in
+        a write of their own; what else changed follows in one more.
         """
         status_changed = status is not None and status != self._session.status
         if not delta and not status_changed:
             return self.seq
         now = _now_ms()
+        appends = [a for a in delta.appends if a.key in self._stored]
+        if appends and await self._append(lease, appends, now) != APPEND_REFUSED:
+            done = {a.key for a in appends}
+            rest = [part for part in delta.parts if part_key(part) not in done]
+            delta = dataclasses.replace(delta, parts=rest, appends=())
+            if not delta and not status_changed:
+                return self.seq
         fields, event_state = encode_change(
             now, status=status if status_changed else None, error=error, tool_calls=delta.tool_calls
         )
         if status_changed:
             self._session = dataclasses.replace(self._session, status=str(status), updated_at=now)
+        parts = {part_key(part): stored_form(part) for part in delta.parts}
         change = StateChange(
             fields=fields,
             messages={info["id"]: dumps(info) for info in delta.infos},
-            parts={part_key(part): dumps(part) for part in delta.parts},
+            parts=parts,
             removed_messages=delta.removed_messages,
             removed_parts=delta.removed_parts,
             event_state=event_state,
@@ -65,6 +110,51 @@ class StateWriter:
             seq = await self._scripts.apply(lease, change)
         if seq < 0:
             raise LeaseLost(f"lease {lease.token} of {lease.session_id} is no longer current")
+        for part in delta.parts:
+            self._remember(part, parts[part_key(part)])
+        for key in delta.removed_parts:
+            self._stored.pop(key, None)
+        self.writes += 1
+        self.seq = seq
+        return seq
+
+    def _remember(self, part: Any, stored: str) -> None:
+        key = part_key(part)
+        text = part.get(TEXT)
+        if isinstance(text, str):
+            total = len(stored.encode())
+            self._stored[key] = _Stored(total, total - len(dumps(text).encode()))  # the quotes stand for `"}`
+        else:
+            self._stored.pop(key, None)
+
+    async def _append(self, lease: Lease, appended: Sequence[Appended], now: int) -> int:
+        """One append.lua call; APPEND_REFUSED when Redis does not hold the parts as this writer stored them."""
+        appends = [
+            PartAppend(
+                key=a.key,
+                field=TEXT,
+                stored_bytes=self._stored[a.key].total,
+                prefix_bytes=self._stored[a.key].prefix,
+                prefix=text_prefix(a.fields) if a.fields is not None else "",
+                offset=a.offset,
+                length=a.offset + utf16_length(a.text),
+                escaped=dumps(a.text)[1:-1],
+            )
+            for a in appended
+        ]
+        with store_errors("Redis"):
+            seq = await self._scripts.append(lease, now, appends)
+        if seq == -1:
+            raise LeaseLost(f"lease {lease.token} of {lease.session_id} is no longer current")
+        if seq == APPEND_REFUSED:
+            log.warning("append_refused", parts=[a.key for a in appends])
+            for a in appends:
+                self._stored.pop(a.key, None)
+            return seq
+        for a in appends:
+            stored = self._stored[a.key]
+            prefix = len(a.prefix.encode()) if a.prefix else stored.prefix
+            self._stored[a.key] = _Stored(stored.total - stored.prefix + prefix + len(a.escaped.encode()), prefix)
         self.writes += 1
         self.seq = seq
         return seq

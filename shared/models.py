@@ -20,6 +20,11 @@ def dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def utf16_length(text: str) -> int:
+    """A text's length as a browser counts it (UTF-16 code units): the unit of an append's offset and length."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
 def part_key(part: Mapping[str, Any]) -> str:
     return f"{part['messageID']}/{part['id']}"
 

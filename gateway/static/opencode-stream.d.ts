@@ -81,6 +81,28 @@ export interface Update {
   removedParts: { messageID: string; id: string }[];
 }
 
+/** Streamed text added to the end of one part's field: `offset` is the field's length before it and `length` its
+ * length after (UTF-16 code units, as `String.prototype.length` counts). `part`, when present, is the part's new
+ * value without that field (its other fields changed too, e.g. as the part ends). */
+export interface Append {
+  messageID: string;
+  partID: string;
+  field: string;
+  offset: number;
+  length: number;
+  delta: string;
+  part?: Part;
+}
+
+/** The append form of an `update`: text streamed into parts the client already holds. */
+export interface AppendUpdate {
+  seq: number;
+  type: "update";
+  sessionId: string;
+  state?: Partial<Pick<Session, "updatedAt">>;
+  appends: Append[];
+}
+
 export interface ToolCall {
   id: string;
   messageID: string;
@@ -185,7 +207,9 @@ export function openLiveSessionsStream(
   },
 ): LiveSessionsStream;
 
-export function applyUpdate(state: Session, change: Update): Session;
+export function applyUpdate(state: Session, change: Update | AppendUpdate): Session;
+/** False when an append does not start where the held text ends: the client must re-sync by snapshot. */
+export function appendsFit(state: Session, change: Update | AppendUpdate): boolean;
 export function toolCallsOf(messages: Message[]): ToolCall[];
 export function fetchJson<T = unknown>(baseUrl: string, path: string, options?: RequestOptions): Promise<T>;
 export function fetchSession(baseUrl: string, sessionId: string, options?: RequestOptions): Promise<Session>;

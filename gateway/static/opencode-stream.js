@@ -9,7 +9,8 @@
 //   stream.close();
 //
 // The stream keeps the session object the gateway's SSE protocol describes (README: "SSE protocol"): it applies
-// `snapshot` and `update` events by `seq`, re-syncs (a fresh snapshot) when it sees a gap, reconnects with
+// `snapshot` and `update` events by `seq` (whole parts, or text appended at an offset), re-syncs (a fresh snapshot)
+// when it sees a gap or an append that does not fit, reconnects with
 // exponential backoff and `lastEventId` after a drop, stops at `complete` (the archived session) and on a fatal
 // error (401/403/404, or the server's `error` event), and closes cleanly. No framework, no build step.
 // A stream ends with its token (`token-expired`): give `refreshToken` (a function returning a fresh token, or a
@@ -126,6 +127,15 @@ export function applyUpdate(state, change) {
     if (at >= 0) message.parts[at] = part;
     else message.parts.push(part);
   }
+  for (const append of change.appends ?? []) {
+    const message = edit(append.messageID);
+    const at = message.parts.findIndex((p) => p.id === append.partID);
+    const held = at >= 0 ? message.parts[at][append.field] ?? "" : null;
+    if (held === null || held.length !== append.offset) {
+      throw new RangeError(`an append at ${append.offset} to part ${append.partID} does not fit (see appendsFit)`);
+    }
+    message.parts[at] = { ...(append.part ?? message.parts[at]), [append.field]: held + append.delta };
+  }
   for (const id of change.removedMessages ?? []) messages.delete(id);
   for (const removed of change.removedParts ?? []) {
     if (!messages.has(removed.messageID)) continue;
@@ -138,6 +148,27 @@ export function applyUpdate(state, change) {
   }
   next.messages = [...messages.keys()].sort(byId).map((id) => messages.get(id));
   return next;
+}
+
+/**
+ * True when every append of an `update` starts where the text held for its part ends (`offset` is a length in
+ * UTF-16 code units, JavaScript's `length`). False means the client is out of step: re-sync by snapshot.
+ */
+export function appendsFit(state, change) {
+  const lengths = new Map();
+  for (const append of change.appends ?? []) {
+    const key = `${append.messageID}/${append.partID}/${append.field}`;
+    let held = lengths.get(key);
+    if (held === undefined) {
+      const message = (state.messages ?? []).find((m) => m.info.id === append.messageID);
+      const part = message ? message.parts.find((p) => p.id === append.partID) : undefined;
+      if (!part) return false;
+      held = (part[append.field] ?? "").length;
+    }
+    if (held !== append.offset || typeof append.delta !== "string") return false;
+    lengths.set(key, held + append.delta.length);
+  }
+  return true;
 }
 
 /** Every tool call of the session, in transcript order: `{id, messageID, callID, tool, status, title, input, output,
@@ -493,6 +524,7 @@ class SessionStream extends Reconnecting {
     if (!this.session || this._needSnapshot) return this._resync("update before snapshot");
     if (change.seq <= this.session.seq) return; // already held
     if (change.seq !== this.session.seq + 1) return this._resync("gap");
+    if (!appendsFit(this.session, change)) return this._resync("append offset");
     this._setSession(applyUpdate(this.session, change));
     this._resyncAttempt = 0;
     this._emit();

@@ -16,6 +16,11 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from shared.errors import OpenCodeError
+from shared.models import utf16_length
+
+
+class StreamGap(OpenCodeError):
+    """An update that does not fit what the client holds (an append at another offset): resync by snapshot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,11 @@ def _decode(sse: ServerSentEvent) -> StreamEvent | None:
 
 
 def apply_update(state: dict[str, Any], change: dict[str, Any]) -> None:
-    """Advance a session object by one `update` event; messages and parts are ordered by id, as in OpenCode."""
+    """Advance a session object by one `update` event; messages and parts are ordered by id, as in OpenCode.
+
+    Raises StreamGap (and changes nothing) when an append's offset is not the length of the text held.
+    """
+    appended = _appended(state, change.get("appends") or [])
     state.update(change.get("state") or {})
     state["seq"] = change["seq"]
     messages = {m["info"]["id"]: m for m in state.get("messages") or []}
@@ -76,6 +85,28 @@ def apply_update(state: dict[str, Any], change: dict[str, Any]) -> None:
         if message:
             message["parts"] = [p for p in message["parts"] if p["id"] != removed["id"]]
     state["messages"] = [messages[k] for k in sorted(messages)]
+    for (message_id, part_id), part in appended.items():
+        message = messages.get(message_id)
+        if message is not None:  # a new dict: the held part may be shared with another holder of the same event
+            message["parts"] = [part if p["id"] == part_id else p for p in message["parts"]]
+
+
+def _appended(state: dict[str, Any], appends: list[Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The appended parts by (messageID, partID); StreamGap when an append does not start where the held text
+    ends. An append with `part` also replaces the part's other fields."""
+    held = {(p["messageID"], p["id"]): p for m in state.get("messages") or [] for p in m.get("parts") or []}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for append in appends:
+        key = (append["messageID"], append["partID"])
+        field = append["field"]
+        part = out.get(key) or held.get(key)
+        if part is None:
+            raise StreamGap(f"an append to part {append['partID']}, which this client does not hold")
+        text = str(part.get(field) or "")
+        if utf16_length(text) != append["offset"]:
+            raise StreamGap(f"an append at offset {append['offset']} to a text of length {utf16_length(text)}")
+        out[key] = {**(append.get("part") or part), field: text + append["delta"]}
+    return out
 
 
 class SessionView:

@@ -21,7 +21,7 @@ import httpx
 
 from shared.backoff import Backoff
 from shared.cli.render import LivePrinter
-from shared.cli.stream import SessionView, StreamEvent, iter_events
+from shared.cli.stream import SessionView, StreamEvent, StreamGap, iter_events
 from shared.config import Settings
 from shared.errors import (
     Forbidden,
@@ -117,6 +117,9 @@ class Follower:
                     if not self._ever_opened:
                         raise
                     reason = exc.message
+                except StreamGap as exc:  # an update that does not fit what we hold: start over from a snapshot
+                    self._view.last_id = None
+                    reason = f"out of step: {exc.message}"
                 now = time.monotonic()
                 if self._progressed or lost_since is None:
                     lost_since = now

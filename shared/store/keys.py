@@ -24,7 +24,7 @@ def session_messages(session_id: SessionId) -> str:
 
 
 def session_parts(session_id: SessionId) -> str:
-    """Hash `messageID/partID` -> the part JSON, exactly as OpenCode returned it."""
+    """Hash `messageID/partID` -> the part JSON as OpenCode returned it (a text part with its `text` last)."""
     return f"{PREFIX}:session:{session_id}:parts"
 
 

@@ -19,6 +19,7 @@ import {
 
 const {
   applyUpdate,
+  appendsFit,
   fetchActiveSession,
   fetchSessions,
   fetchTicketHistory,
@@ -46,6 +47,11 @@ function open(options = {}) {
 }
 
 beforeEach(() => FakeEventSource.reset());
+
+function appendUpdate(seq, offset, delta) {
+  const append = { messageID: "msg_002", partID: "prt_012", field: "text", offset, length: offset + delta.length, delta };
+  return { seq, type: "update", sessionId: SID, state: { updatedAt: seq }, appends: [append] };
+}
 
 describe("openSessionStream", () => {
   it("builds the transcript from a snapshot and updates, and stops at complete", () => {
@@ -127,6 +133,32 @@ describe("openSessionStream", () => {
     assert.equal(stream.status, "running");
     second.emit("update", update(8, { state: { status: "completed" } }));
     assert.equal(stream.status, "completed");
+    assert.equal(stream.resyncs, 1);
+  });
+
+  it("applies appends at their offset and re-syncs by snapshot when one does not fit", async () => {
+    const { stream, timers } = open();
+    const first = FakeEventSource.last;
+    first.open();
+    const held = { info: assistant, parts: [answer("Hel\u{1F600}", false)] };
+    first.emit("snapshot", session({ seq: 5, status: "running", messages: [held] }), "5");
+    first.emit("update", appendUpdate(6, 5, "lo"), "6"); // the emoji counts two: offset 5
+    assert.equal(stream.messages[0].parts[0].text, "Hel\u{1F600}lo");
+    assert.equal(stream.session.updatedAt, 6);
+
+    first.emit("update", appendUpdate(7, 99, "garbled"), "7");
+    assert.equal(first.closed, true);
+    assert.equal(stream.resuming, true);
+    assert.equal(stream.lastResyncReason, "append offset");
+    assert.equal(stream.messages[0].parts[0].text, "Hel\u{1F600}lo", "the misfit is not applied");
+    assert.equal(await timers.runNext(), 0);
+    const second = FakeEventSource.last;
+    assert.equal(second.params.get("lastEventId"), null, "a fresh snapshot, not a resume");
+    second.open();
+    const whole = { info: assistant, parts: [answer("Hel\u{1F600}lo world", false)] };
+    second.emit("snapshot", session({ seq: 7, status: "running", messages: [whole] }), "7");
+    second.emit("update", appendUpdate(8, 13, "!"), "8");
+    assert.equal(stream.messages[0].parts[0].text, "Hel\u{1F600}lo world!");
     assert.equal(stream.resyncs, 1);
   });
 
@@ -284,6 +316,22 @@ describe("applyUpdate", () => {
       ["msg_002"],
     );
     assert.equal(later.messages[0], next.messages[1], "an untouched message keeps its identity");
+  });
+
+  it("appends text without touching its input, and checks offsets with appendsFit", () => {
+    const before = session({ seq: 1, messages: [{ info: assistant, parts: [answer("Hi", false)] }] });
+    const after = applyUpdate(before, appendUpdate(2, 2, " there"));
+    assert.equal(after.messages[0].parts[0].text, "Hi there");
+    assert.equal(before.messages[0].parts[0].text, "Hi");
+    assert.equal(appendsFit(before, appendUpdate(2, 2, "x")), true);
+    assert.equal(appendsFit(before, appendUpdate(2, 3, "x")), false);
+    assert.equal(appendsFit(session({ seq: 1 }), appendUpdate(2, 0, "x")), false, "a part it does not hold");
+    assert.throws(() => applyUpdate(before, appendUpdate(2, 3, "x")), RangeError);
+    const ending = appendUpdate(3, 8, "");
+    const { text: _text, ...ended } = answer("", true);
+    ending.appends[0].part = ended;
+    const last = applyUpdate(after, ending);
+    assert.deepEqual(last.messages[0].parts[0], answer("Hi there", true), "`part` replaces the other fields");
   });
 
   it("puts a part of a message it has not seen under a placeholder info", () => {

@@ -122,6 +122,34 @@ describe("useOpencodeStream", () => {
     assert.ok(FakeEventSource.instances.every((s) => s.closed));
   });
 
+  it("shows text appended at its offset, and resumes by snapshot when an append does not fit", async () => {
+    const view = mount(SID, { baseUrl: "http://gateway.test", minBackoffMs: 1 });
+    await view.render(SID);
+    const es = FakeEventSource.last;
+    const text = { id: "prt_1", messageID: "msg_2", type: "text", text: "Hel", time: { start: 1 } };
+    const held = [{ info: { id: "msg_2", role: "assistant" }, parts: [text] }];
+    const append = (seq, offset, delta) => ({
+      seq,
+      type: "update",
+      sessionId: SID,
+      appends: [{ messageID: "msg_2", partID: "prt_1", field: "text", offset, length: offset + delta.length, delta }],
+    });
+    await React.act(async () => {
+      es.open();
+      es.emit("snapshot", session({ status: "running", messages: held }), "1");
+      es.emit("update", append(2, 3, "lo"), "2");
+    });
+    assert.equal(view.latest().messages[0].parts[0].text, "Hello");
+    await React.act(async () => es.emit("update", append(3, 9, "?"), "3"));
+    assert.equal(view.latest().resuming, true);
+    assert.equal(view.latest().messages[0].parts[0].text, "Hello");
+    await React.act(() => new Promise((resolve) => setTimeout(resolve, 20)));
+    const again = FakeEventSource.last;
+    assert.notEqual(again, es);
+    assert.equal(again.params.get("lastEventId"), null, "a fresh snapshot");
+    await React.act(async () => view.root.unmount());
+  });
+
   it("switches streams when the session id changes, showing nothing of the old one", async () => {
     const view = mount(SID);
     await view.render(SID);

@@ -106,6 +106,8 @@ class LoadOpenCode:
         self.extra: dict[str, list[dict[str, Any]]] = {}
         self.listeners: list[asyncio.Queue[bytes]] = []
         self.requests = 0
+        self.last_get: dict[str, float] = {}  # per session: when its list was last fetched
+        self.gaps_ms: list[float] = []  # the time between two fetches of one session's list (GET /__load/gaps)
 
     def body(self, session_id: str) -> bytes:
         if session_id not in self.bodies:
@@ -121,6 +123,10 @@ class LoadOpenCode:
         """`?limit=N` answers the newest N messages, as OpenCode does."""
         self.requests += 1
         session_id = request.match_info["sid"]
+        now = time.monotonic()
+        if (previous := self.last_get.get(session_id)) is not None:
+            self.gaps_ms.append((now - previous) * 1000)
+        self.last_get[session_id] = now
         limit = request.query.get("limit")
         if limit is None:
             return web.Response(body=self.body(session_id), content_type="application/json")
@@ -185,6 +191,11 @@ class LoadOpenCode:
     async def stats_handler(self, request: web.Request) -> web.Response:
         return web.json_response({"requests": self.requests})
 
+    async def gaps_handler(self, request: web.Request) -> web.Response:
+        """The list-fetch gaps since the last call (the cadence as OpenCode sees it), then forgets them."""
+        gaps, self.gaps_ms = self.gaps_ms, []
+        return web.json_response({"gaps_ms": gaps})
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -198,6 +209,7 @@ def main() -> None:
     app.router.add_get("/session/{sid}/message", load.messages_handler)
     app.router.add_get("/event", load.events_handler)
     app.router.add_get("/__load/stats", load.stats_handler)
+    app.router.add_get("/__load/gaps", load.gaps_handler)
 
     async def start_changes(app: web.Application) -> None:
         if args.change_ms > 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from poller.event_apply import apply_events, keep_streamed_text, streaming_keys
-from poller.mirror import Mirror
+from poller.mirror import Appended, Mirror, with_appends
 
 
 def text_part(text: str, end: bool = False) -> dict:
@@ -27,6 +27,25 @@ def mirror_with(part: dict) -> Mirror:
 def test_deltas_grow_the_text_and_coalesce_into_one_part():
     change = apply_events(mirror_with(text_part("")), [delta("Hel"), delta("lo")])
     assert [p["text"] for p in change.parts] == ["Hello"]
+
+
+def test_text_that_only_grew_is_an_append_at_its_length_in_utf16_units():
+    mirror = mirror_with(text_part("\U0001f600 hi"))
+    change = with_appends(mirror, apply_events(mirror, [delta(" the"), delta("re")]))
+    assert change.appends == (Appended("msg_1/prt_1", 5, " there"),)  # the emoji is two UTF-16 units
+    assert [p["text"] for p in change.parts] == ["\U0001f600 hi there"]
+
+
+def test_a_part_that_ends_with_its_text_is_an_append_carrying_its_other_fields():
+    mirror = mirror_with(text_part("Hel"))
+    change = with_appends(mirror, apply_events(mirror, [delta("lo"), updated(text_part("Hello", end=True))]))
+    fields = {k: v for k, v in text_part("", end=True).items() if k != "text"}
+    assert change.appends == (Appended("msg_1/prt_1", 3, "lo", fields),)
+
+
+def test_a_text_that_changed_otherwise_is_no_append():
+    mirror = mirror_with(text_part("Hello", end=True))
+    assert with_appends(mirror, apply_events(mirror, [updated(text_part("Help", end=True))])).appends == ()
 
 
 def test_a_stored_empty_text_never_takes_streamed_text_back():

@@ -106,3 +106,23 @@ async def test_events_off_polls_alone_and_never_opens_the_stream(make_worker, re
     async with httpx.AsyncClient(base_url=simulator_url) as client:
         stats = (await client.get("/__sim/stats")).json()
     assert stats["requests"].get("GET /event", 0) == 0
+
+
+@pytest.mark.parametrize("prompt", ["ECHO done at once", "FAIL at once"])
+async def test_opencode_reporting_idle_decides_completion_without_the_slow_cadence(
+    make_worker, redis, db, opencode, prompt
+):
+    """With the message list fetched only every 120 s while the stream is healthy, a session still ends within the
+    deadline: OpenCode's idle report (session.status idle / session.idle) is confirmed by one poll and decided on.
+    FAIL: the first idle comes before the failed message is final (the poll must not end it as completed)."""
+    await make_worker(poll_interval_s=0.5, poll_interval_events_s=120.0)
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt=prompt)
+
+    async def archived():
+        cur = await db.execute("SELECT status FROM opencode_sessions WHERE id = %s", (state["sessionId"],))
+        row = await cur.fetchone()
+        return row[0] if row and row[0] in ("completed", "error") else None
+
+    assert await wait_for(archived, timeout=20, what="the session archived") == (
+        "completed" if prompt.startswith("ECHO") else "error"
+    )

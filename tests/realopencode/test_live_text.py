@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from shared import commands
-from shared.cli.stream import aiter_events, apply_update
+from shared.cli.stream import SessionView, aiter_events, apply_update
 from shared.opencode.client import OpenCodeClient
 from tests.realopencode.harness import RealOpenCode
 from tests.realopencode.scripted_model import SLOW_CHUNKS
@@ -87,3 +87,45 @@ async def test_the_answer_grows_live_and_the_archive_equals_the_real_server(
     assert archived["status"] == "completed"
     assert archived["messages"] == server_messages
     assert worker.router is not None and worker.router.connections == 1
+
+
+async def test_a_client_resuming_mid_answer_with_last_event_id_ends_with_exactly_the_real_text(
+    real_opencode: RealOpenCode, make_worker: Any, make_gateway: Any, redis: Any, db: Any
+) -> None:
+    """The answer streams as appends; a client that drops mid-answer and resumes with Last-Event-ID must end
+    with exactly OpenCode's text, every text it held on the way being a prefix of it (an append at a wrong
+    offset would show as anything else)."""
+    view = SessionView()
+    held: list[str] = []
+    appends_after_resume = 0
+    async with OpenCodeClient(real_opencode.url) as opencode:
+        await make_worker(opencode_url=real_opencode.url, poll_interval_s=0.2, poll_interval_events_s=2.0)
+        gateway = await make_gateway()
+        state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt=PROMPT)
+        url = f"/sessions/{state['sessionId']}/stream"
+        with anyio.fail_after(STREAM_TIMEOUT_S):
+            async with httpx.AsyncClient(base_url=gateway, timeout=STREAM_TIMEOUT_S) as client:
+                async with client.stream("GET", url) as response:
+                    async for event in aiter_events(response):
+                        view.apply(event)
+                        assert view.state is not None and not view.completed
+                        held.append(answer_text(view.state))
+                        if event.name == "update" and event.data.get("appends") and held[-1]:
+                            break  # mid-answer: the connection drops here
+                assert view.last_id is not None
+                resume = {"Last-Event-ID": view.last_id}
+                async with client.stream("GET", url, headers=resume) as response:
+                    async for event in aiter_events(response):
+                        if event.name == "complete":
+                            break
+                        view.apply(event)
+                        assert view.state is not None
+                        held.append(answer_text(view.state))
+                        appends_after_resume += bool(event.name == "update" and event.data.get("appends"))
+        server_messages = await opencode.messages(state["sessionId"])
+
+    final = answer_text({"messages": server_messages})
+    assert final == f"Slow answer to: {PROMPT}"
+    assert held[-1] == final  # what the resumed client built, before `complete` replaced it
+    assert all(final.startswith(text) for text in held), held
+    assert appends_after_resume >= 1, held

@@ -217,3 +217,53 @@ async def test_watch_resumes_a_dropped_stream_with_last_event_id():
         "  assistant tool bash [completed] echo hi",
         "status: completed",
     ]
+
+
+def _append(seq: int, offset: int, delta: str) -> bytes:
+    append = {"messageID": MID, "partID": "prt_1", "field": "text", "offset": offset}
+    append |= {"length": offset + len(delta), "delta": delta}
+    return _event("update", {"seq": seq, "type": "update", "sessionId": UNKNOWN_SESSION, "appends": [append]}, seq)
+
+
+def _gapped_gateway(seen: list[str | None]) -> Starlette:
+    """First connection: snapshot, an append that fits, then one at an offset the client does not hold. The client
+    must come back without Last-Event-ID (for a fresh snapshot) and gets the rest."""
+    base = {"sessionId": UNKNOWN_SESSION, "status": "running", "sessionType": "ask", "ticketId": None}
+    base |= {"currentToolCalls": [], "error": None, "live": True}
+    info = {"id": MID, "role": "assistant"}
+
+    def session(seq: int, text: str, **extra: Any) -> dict[str, Any]:
+        part = {"id": "prt_1", "messageID": MID, "type": "text", "text": text}
+        return base | {"seq": seq, "messages": [{"info": info, "parts": [part]}]} | extra
+
+    first = [_event("snapshot", session(2, "hello"), 2), _append(3, 5, " world"), _append(4, 99, "garbled")]
+    final = session(6, "hello world, and more", status="completed", live=False)
+    second = [
+        _event("snapshot", session(5, "hello world, and"), 5),
+        _append(6, 16, " more"),
+        _event("complete", final, 6),
+    ]
+
+    async def stream(request: Request) -> StreamingResponse:
+        seen.append(request.headers.get("last-event-id"))
+        frames = [first, second][min(len(seen), 2) - 1] if len(seen) <= 2 else []
+
+        async def body():
+            for frame in frames:
+                yield frame
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/sessions/{sid}/stream", stream)])
+
+
+async def test_watch_applies_appends_and_resyncs_by_snapshot_on_an_offset_it_does_not_hold():
+    seen: list[str | None] = []
+    with serve_in_thread(_gapped_gateway(seen)) as url:
+        code, out, err = await cli("watch", UNKNOWN_SESSION, GATEWAY_URL=url)
+    assert code == 0, err
+    assert seen == [None, None]  # the resync asks for a snapshot, not a resume
+    assert "out of step: an append at offset 99 to a text of length 11" in err
+    assert "garbled" not in out
+    assert out.splitlines()[-1] == "status: completed"
+    assert "hello world, and more" in out

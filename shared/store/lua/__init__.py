@@ -41,6 +41,23 @@ class StateChange:
     index_event: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class PartAppend:
+    """Text appended to one part's streamed field (append.lua): `offset` and `length` (UTF-16 code units, as a
+    browser counts) are the field's length before and after; `stored_bytes` and `prefix_bytes` are the part's
+    stored JSON length before and where its text starts, which the script checks; `prefix` replaces the other
+    fields ("" keeps them); `escaped` is the text JSON-escaped, without quotes."""
+
+    key: str
+    field: str
+    stored_bytes: int
+    prefix_bytes: int
+    prefix: str
+    offset: int
+    length: int
+    escaped: str
+
+
 class Scripts:
     """One instance per Redis client; redis-py re-sends a script's source if the server lost its cache."""
 
@@ -53,6 +70,7 @@ class Scripts:
         self._renew = redis.register_script(_load("renew"))
         self._release = redis.register_script(_load("release"))
         self._apply = redis.register_script(_load("apply"))
+        self._append = redis.register_script(_load("append"))
         self._finish = redis.register_script(_load("finish"))
         self._pop_prompt = redis.register_script(_load("pop_prompt"))
 
@@ -136,6 +154,16 @@ class Scripts:
             args.append(len(removed))
             args += removed
         return int(await self._apply(keys=script_keys, args=args))
+
+    async def append(self, lease: Lease, updated_at: int, appends: Sequence[PartAppend]) -> int:
+        """The new seq; -1 the lease is no longer this token's; -2 a part is not stored as expected (nothing
+        written either way: write the whole part instead)."""
+        sid = lease.session_id
+        script_keys = [keys.lease(sid), keys.session(sid), keys.session_parts(sid), keys.updates(sid)]
+        args: list[Any] = [lease.token, sid, updated_at, len(appends)]
+        for a in appends:
+            args += (a.key, a.field, a.stored_bytes, a.prefix_bytes, a.prefix, a.offset, a.length, a.escaped)
+        return int(await self._append(keys=script_keys, args=args))
 
     async def finish(
         self,

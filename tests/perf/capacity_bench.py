@@ -1,0 +1,182 @@
+"""P2 with the event stream on and off: how many sessions one poller process holds with fresh state.
+
+    python -m tests.perf.capacity_bench [--sessions 1000,2000,4000,8000] [--events on,off] [--duration 15]
+    python -m tests.perf.capacity_bench --scaling 1,2,4 [--per-replica 1000] [--events on,off]
+
+The load OpenCode (its own process, captured shapes, `--messages` of history per session) adds a stamped part to
+every session once per `--change-ms`, in its list and on `GET /event`. One poller process holds the sessions.
+Measured where it matters:
+- change → Redis: this process subscribes to every session's update channel and takes receipt time minus the
+  part's stamp (goal p99 < 100 ms with events on; polling alone is bounded by its cadence);
+- the reconciling poll: the time between two fetches of one session's list, as the load OpenCode sees it (goal:
+  p99 within 100 ms of the cadence — POLL_INTERVAL_EVENTS_MS with events on, POLL_INTERVAL_MS without).
+Also every process's CPU. Goals: ≥ 8,000 sessions per process with events on, ≥ 2,000 polling only.
+`--scaling`: one Redis, 1 → 2 → 4 poller processes of `--per-replica` sessions each: Redis CPU and commands per
+second per 1,000 sessions, the slope that says how many sessions one Redis carries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+import urllib.request
+from contextlib import ExitStack
+
+import anyio
+from redis.asyncio import Redis
+
+from shared.dev.processes import free_port
+from tests.perf.common import Stack, child, scrape, servers
+from tests.perf.poller_bench import seed
+from tests.perf.procstat import percentile, usage
+
+STAMP = re.compile(rb'\\?"t\\?":\s?(\d+)')  # {"t": N} inside a part's text, JSON-escaped in the event
+CADENCE_MS = {"on": 2000.0, "off": 500.0}  # POLL_INTERVAL_EVENTS_MS, POLL_INTERVAL_MS (the defaults)
+SESSION_GOALS = {"on": 8000, "off": 2000}
+
+
+async def listen(redis_url: str, duration: float) -> list[float]:
+    """Change → Redis latencies (ms) of every stamped part published during `duration`."""
+    redis = Redis.from_url(redis_url)
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe("opencode:updates:*")
+    latencies: list[float] = []
+    with anyio.move_on_after(duration):
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None or message["type"] not in ("pmessage", b"pmessage"):
+                continue
+            now = time.time_ns()
+            latencies.extend((now - int(m.group(1))) / 1e6 for m in STAMP.finditer(message["data"]))
+    await pubsub.aclose()
+    await redis.aclose()
+    return latencies
+
+
+def gaps(port: int) -> list[float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__load/gaps", timeout=30) as response:
+        return list(json.loads(response.read())["gaps_ms"])
+
+
+def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: int, duration: float) -> None:
+    anyio.run(seed, stack.redis_url, sessions)
+    load_port, metrics_port = free_port(), free_port()
+    env = {
+        "REDIS_URL": stack.redis_url,
+        "DATABASE_URL": stack.database_url,
+        "OPENCODE_URL": f"http://127.0.0.1:{load_port}",
+        "OPENCODE_EVENTS": events,
+        "POLLER_METRICS_PORT": str(metrics_port),
+        "MAX_SESSIONS_PER_POLLER": str(sessions),
+        "LEASE_TTL_MS": "15000",
+        "ORPHANED_RUN_GRACE_MS": "3600000",  # the load's runs never end: they must not be ended as orphaned
+        "LOG_LEVEL": "warning",
+    }
+    load_args = ("--port", str(load_port), "--messages", str(messages), "--change-ms", str(change_ms))
+    with (
+        child("tests.perf.load_opencode", *load_args, port=load_port) as load,
+        child("poller", env=env, port=metrics_port) as poller,
+    ):
+        deadline = time.monotonic() + 120
+        while scrape(metrics_port).get("poller_sessions_held{}", 0) < sessions and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(5)  # warm-up: every tracker has its mirror
+        gaps(load_port)  # forget the warm-up
+        cpu = {name: usage(pid).cpu_s for name, pid in (("poller", poller.pid), ("load", load.pid))}
+        cpu["redis"] = usage(stack.redis_pid).cpu_s
+        latencies = anyio.run(listen, stack.redis_url, duration)
+        fetch_gaps = gaps(load_port)
+        cores = {
+            name: (usage(pid).cpu_s - cpu[name]) / duration
+            for name, pid in (("poller", poller.pid), ("load", load.pid), ("redis", stack.redis_pid))
+        }
+        held = scrape(metrics_port).get("poller_sessions_held{}", 0)
+    change_p99 = percentile(latencies, 99) if latencies else float("inf")
+    gap_p99 = percentile(fetch_gaps, 99) if fetch_gaps else float("inf")
+    fresh = change_p99 < 100 if events == "on" else True
+    on_time = gap_p99 < CADENCE_MS[events] + 100
+    met = held >= sessions and fresh and on_time
+    print(
+        f"P2 events {events}, sessions={sessions} held={held:.0f}: change -> Redis p50 "
+        f"{percentile(latencies, 50) if latencies else float('nan'):.1f} ms, p99 {change_p99:.1f} ms "
+        f"({len(latencies)} changes); list fetch gap p50 {percentile(fetch_gaps, 50) if fetch_gaps else 0:.0f} ms, "
+        f"p99 {gap_p99:.0f} ms (cadence {CADENCE_MS[events]:.0f} ms); CPU poller {cores['poller']:.2f}, "
+        f"load OpenCode {cores['load']:.2f}, Redis {cores['redis']:.2f} cores — "
+        f"{'held with fresh state' if met else 'NOT held'} (goal >= {SESSION_GOALS[events]:,} sessions)"
+    )
+
+
+def scale(
+    stack: Stack, events: str, replicas: int, per_replica: int, messages: int, change_ms: int, duration: float
+) -> None:
+    sessions = replicas * per_replica
+    anyio.run(seed, stack.redis_url, sessions)
+    load_port = free_port()
+    metrics_ports = [free_port() for _ in range(replicas)]
+    env = {
+        "REDIS_URL": stack.redis_url,
+        "DATABASE_URL": stack.database_url,
+        "OPENCODE_URL": f"http://127.0.0.1:{load_port}",
+        "OPENCODE_EVENTS": events,
+        "MAX_SESSIONS_PER_POLLER": str(per_replica),
+        "LEASE_TTL_MS": "15000",
+        "ORPHANED_RUN_GRACE_MS": "3600000",
+        "LOG_LEVEL": "warning",
+    }
+    load_args = ("--port", str(load_port), "--messages", str(messages), "--change-ms", str(change_ms))
+    with ExitStack() as stack_of_children:
+        stack_of_children.enter_context(child("tests.perf.load_opencode", *load_args, port=load_port))
+        for port in metrics_ports:
+            stack_of_children.enter_context(child("poller", env={**env, "POLLER_METRICS_PORT": str(port)}, port=port))
+        deadline = time.monotonic() + 180
+        while sum(scrape(p).get("poller_sessions_held{}", 0) for p in metrics_ports) < sessions:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        time.sleep(5)
+        held = sum(scrape(p).get("poller_sessions_held{}", 0) for p in metrics_ports)
+        commands, cpu = anyio.run(_commands, stack.redis_url), usage(stack.redis_pid).cpu_s
+        time.sleep(duration)
+        commands = (anyio.run(_commands, stack.redis_url) - commands) / duration
+        cores = (usage(stack.redis_pid).cpu_s - cpu) / duration
+    per_1000 = 1000 / max(held, 1)
+    print(
+        f"P2 scaling, events {events}: {replicas} poller(s) x {per_replica} = {held:.0f} sessions held on one Redis: "
+        f"Redis {cores:.3f} cores ({cores * per_1000:.3f} per 1,000 sessions), {commands:.0f} commands/s "
+        f"({commands * per_1000:.0f} per 1,000 sessions)"
+    )
+
+
+async def _commands(redis_url: str) -> int:
+    redis = Redis.from_url(redis_url)
+    try:
+        return int((await redis.info("stats"))["total_commands_processed"])
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", default="1000,2000,4000,8000")
+    parser.add_argument("--events", default="on,off")
+    parser.add_argument("--messages", type=int, default=30)
+    parser.add_argument("--change-ms", type=int, default=5000, help="each session changes once per this")
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--scaling", default="", help="poller process counts, e.g. 1,2,4 (instead of --sessions)")
+    parser.add_argument("--per-replica", type=int, default=1000)
+    args = parser.parse_args()
+    with servers() as stack:
+        if args.scaling:
+            for events in args.events.split(","):
+                for replicas in (int(c) for c in args.scaling.split(",")):
+                    scale(stack, events, replicas, args.per_replica, args.messages, args.change_ms, args.duration)
+            return
+        for events in args.events.split(","):
+            for count in (int(c) for c in args.sessions.split(",")):
+                measure(stack, events, count, args.messages, args.change_ms, args.duration)
+
+
+if __name__ == "__main__":
+    main()
