@@ -12,6 +12,7 @@ from shared.store.connections import store_errors
 from shared.store.lease import Lease
 from shared.store.live import LiveState, encode_change
 from shared.store.lua import Scripts, StateChange
+from shared.usage import Usage
 
 
 def _now_ms() -> int:
@@ -38,20 +39,29 @@ class StateWriter:
         *,
         status: str | None = None,
         error: str | None = None,
+        usage: Usage | None = None,
     ) -> int:
-        """Write the delta (and a status change); raises LeaseLost when the fence refuses it.
+        """Write the delta (and a status change, and the session's new usage); raises LeaseLost when the fence
+        refuses it.
 
-        Nothing to write (no delta, same status) writes nothing and returns the current seq.
+        Nothing to write (no delta, same status, same usage) writes nothing and returns the current seq.
         """
         status_changed = status is not None and status != self._session.status
-        if not delta and not status_changed:
+        usage_changed = usage is not None and usage != self._session.usage
+        if not delta and not status_changed and not usage_changed:
             return self.seq
         now = _now_ms()
         fields, event_state = encode_change(
-            now, status=status if status_changed else None, error=error, tool_calls=delta.tool_calls
+            now,
+            status=status if status_changed else None,
+            error=error,
+            tool_calls=delta.tool_calls,
+            usage=usage if usage_changed else None,
         )
         if status_changed:
             self._session = dataclasses.replace(self._session, status=str(status), updated_at=now)
+        if usage is not None and usage_changed:
+            self._session = dataclasses.replace(self._session, usage=usage)
         change = StateChange(
             fields=fields,
             messages={info["id"]: dumps(info) for info in delta.infos},

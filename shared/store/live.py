@@ -17,11 +17,23 @@ from shared.ids import SessionId, TicketId
 from shared.models import as_text, dumps
 from shared.store import keys
 from shared.store.connections import store_errors
+from shared.usage import Usage
 
 # A hash written by enqueue.lua always has a type; a reader that somehow finds none assumes the default one.
 DEFAULT_SESSION_TYPE = "chat"
 # What the live list reads of each session (one HMGET each), and what `status` counts read.
-SUMMARY_FIELDS = ("sessionId", "ticketId", "sessionType", "status", "title", "error", "startedAt", "updatedAt", "seq")
+SUMMARY_FIELDS = (
+    "sessionId",
+    "ticketId",
+    "sessionType",
+    "status",
+    "title",
+    "error",
+    "startedAt",
+    "updatedAt",
+    "seq",
+    "usage",
+)
 STATUS_FIELD = "status"
 
 RawHash = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str | None]
@@ -46,6 +58,7 @@ class LiveState:
     current_tool_calls: list[Any] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
     seq: int = 0
+    usage: Usage = field(default_factory=Usage)
 
     @classmethod
     def decode(cls, raw: RawHash) -> LiveState | None:
@@ -65,6 +78,7 @@ class LiveState:
             current_tool_calls=json.loads(text.get("currentToolCalls") or "[]"),
             metadata=json.loads(text.get("metadata") or "null"),
             seq=int(text.get("seq") or 0),
+            usage=Usage.from_json(json.loads(text.get("usage") or "null")),
         )
 
     def encode(self) -> dict[str, str]:
@@ -109,6 +123,7 @@ class LiveState:
             "updatedAt": self.updated_at,
             "seq": self.seq,
             "live": True,
+            "usage": self.usage.to_json(),
         }
 
     def to_session(self, messages: list[Any]) -> dict[str, Any]:
@@ -127,11 +142,17 @@ class LiveState:
             "metadata": self.metadata,
             "seq": self.seq,
             "live": True,
+            "usage": self.usage.to_json(),
         }
 
 
 def encode_change(
-    updated_at: int, *, status: str | None = None, error: str | None = None, tool_calls: list[Any] | None = None
+    updated_at: int,
+    *,
+    status: str | None = None,
+    error: str | None = None,
+    tool_calls: list[Any] | None = None,
+    usage: Usage | None = None,
 ) -> tuple[dict[str, str], str]:
     """What one apply.lua call writes to the hash, and the `state` object its update event carries.
 
@@ -146,6 +167,9 @@ def encode_change(
     if tool_calls is not None:
         state["currentToolCalls"] = tool_calls
         fields["currentToolCalls"] = dumps(tool_calls)
+    if usage is not None:
+        state["usage"] = usage.to_json()
+        fields["usage"] = dumps(state["usage"])
     return fields, dumps(state)
 
 
