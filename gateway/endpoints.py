@@ -20,6 +20,7 @@ from shared.sessions import (
     get_session,
     live_sessions,
 )
+from shared.usage_report import ticket_usage
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -105,6 +106,15 @@ async def ticket_sessions(request: Request) -> JSONResponse:
             include_messages=_flag(request, "messages"),
         )
     return JSONResponse(page)
+
+
+async def ticket_usage_totals(request: Request) -> JSONResponse:
+    """What the ticket's sessions used: the total and each session's (a running one's is its live usage)."""
+    state = GatewayState.of(request)
+    ticket = parse_ticket_id(request.path_params["ticket_id"])
+    state.auth.require_ticket(request, ticket)
+    async with state.pool.connection() as conn:
+        return JSONResponse(await ticket_usage(state.redis, conn, ticket))
 
 
 async def sessions(request: Request) -> JSONResponse:

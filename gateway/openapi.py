@@ -77,6 +77,48 @@ SPEC: dict[str, Any] = {
                     "metadata": {},
                     "seq": {"type": "integer"},
                     "live": {"type": "boolean"},
+                    "usage": {"$ref": "#/components/schemas/Usage"},
+                },
+            },
+            "Usage": {
+                "type": "object",
+                "description": "summed over the session's assistant messages (one per model step)",
+                "properties": {
+                    "tokens": {
+                        "type": "object",
+                        "properties": {
+                            "input": {"type": "integer"},
+                            "output": {"type": "integer"},
+                            "reasoning": {"type": "integer"},
+                            "cache": {
+                                "type": "object",
+                                "properties": {"read": {"type": "integer"}, "write": {"type": "integer"}},
+                            },
+                        },
+                    },
+                    "cost": {"type": "number"},
+                    "steps": {"type": "integer"},
+                },
+            },
+            "TicketUsage": {
+                "type": "object",
+                "properties": {
+                    "ticketId": {"type": "string"},
+                    "total": {"$ref": "#/components/schemas/Usage"},
+                    "sessions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "sessionId": {"type": "string"},
+                                "sessionType": {"type": "string"},
+                                "status": {"type": "string"},
+                                "startedAt": {"type": ["integer", "null"]},
+                                "live": {"type": "boolean"},
+                                "usage": {"$ref": "#/components/schemas/Usage"},
+                            },
+                        },
+                    },
                 },
             },
             "Page": {
@@ -132,6 +174,16 @@ SPEC: dict[str, Any] = {
                 ],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Page"}, "a page"),
+                    **_errors(400, 401, 403, 503),
+                },
+            }
+        },
+        "/tickets/{ticket_id}/usage": {
+            "get": {
+                "summary": "What the ticket's sessions used: the total and each session's (live ones as they run)",
+                "parameters": [TICKET_ID],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/TicketUsage"}, "usage"),
                     **_errors(400, 401, 403, 503),
                 },
             }

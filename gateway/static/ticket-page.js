@@ -17,6 +17,7 @@ import {
   takeToken,
   timeEl,
 } from "./ui.js";
+import { ticketUsageLine } from "./usage-view.js";
 
 const PAGE_SIZE = pageSize(new URLSearchParams(location.search).get("limit"), 10);
 const ACTIVE_POLL_MS = 3000; // no per-ticket stream exists: ask for an active session while there is none
@@ -47,6 +48,7 @@ const problems = h("div", {});
 app.replaceChildren(
   h("nav", { class: "crumbs" }, h("a", { href: UI }, "← All sessions")),
   h("div", { class: "page-head" }, h("h1", {}, "Ticket ", h("code", { dataset: { testid: "ticket-id" } }, ticketId))),
+  ticketUsageLine(ticketId, token),
   problems,
   h(
     "section",

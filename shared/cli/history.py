@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from shared.cli.runtime import clients, emit_json, run
+from shared.cli.usage import cost_text, tokens_text
 from shared.ids import parse_ticket_id
 from shared.models import SESSION_TYPES
 from shared.sessions import archived_sessions, decode_cursor
@@ -45,7 +46,8 @@ def _summary(session: dict[str, Any]) -> str:
 def history(ticket_id: str | None, session_type: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
     """List archived (ended) sessions newest first from PostgreSQL (DATABASE_URL).
 
-    The table shows id, type, status, start time (UTC), duration, message count and the title or error;
+    The table shows id, type, status, start time (UTC), duration, message count, tokens (input / output), cost
+    and the title or error;
     when there are more, the last line gives the --before cursor of the next page.
     """
     # Bad input is exit 2 before connecting to anything.
@@ -76,11 +78,13 @@ def history(ticket_id: str | None, session_type: str | None, limit: int, cursor:
             _when(s.get("startedAt")),
             _duration(s),
             str(s.get("messageCount", 0)),
+            tokens_text(s.get("usage")),
+            cost_text(s.get("usage")),
             _summary(s),
         )
         for s in sessions
     ]
-    header = ("SESSION", "TYPE", "STATUS", "STARTED (UTC)", "TOOK", "MSGS", "TITLE / ERROR")
+    header = ("SESSION", "TYPE", "STATUS", "STARTED (UTC)", "TOOK", "MSGS", "TOKENS", "COST", "TITLE / ERROR")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]

@@ -9,10 +9,12 @@ import click
 from shared import commands
 from shared.cli.render import session_lines
 from shared.cli.runtime import clients, emit_json, run
+from shared.cli.usage import usage_line
 from shared.errors import InvalidInput
 from shared.ids import parse_session_id, parse_ticket_id
 from shared.models import SESSION_TYPES
 from shared.sessions import get_session
+from shared.usage import Usage
 
 
 def _read_prompt(prompt: str | None) -> str | None:
@@ -124,6 +126,8 @@ def show(session_id: str, as_json: bool) -> None:
         return
     for line in session_lines(session):
         click.echo(line)
+    if Usage.from_json(session.get("usage")).steps:  # a session not yet run used nothing: no line
+        click.echo(usage_line(session.get("usage")))
 
 
 def add_commands(group: click.Group) -> None:
