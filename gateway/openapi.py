@@ -37,6 +37,18 @@ BEFORE = {
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,200}$"},
     "description": "nextCursor of a page (opaque: any other value is a 400)",
 }
+SERVER = {
+    "name": "server",
+    "in": "query",
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"},
+    "description": "only sessions on this OpenCode server (OPENCODE_SERVERS name; `default` without it)",
+}
+DIRECTORY = {
+    "name": "directory",
+    "in": "query",
+    "schema": {"type": "string", "pattern": "^/"},
+    "description": "only sessions run in this (absolute) directory",
+}
 MESSAGES = {"name": "messages", "in": "query", "schema": {"type": "boolean"}, "description": "include messages"}
 SSE = {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
@@ -78,6 +90,8 @@ SPEC: dict[str, Any] = {
                     "seq": {"type": "integer"},
                     "live": {"type": "boolean"},
                     "usage": {"$ref": "#/components/schemas/Usage"},
+                    "server": {"type": "string"},
+                    "directory": {"type": ["string", "null"]},
                 },
             },
             "Usage": {
@@ -171,6 +185,8 @@ SPEC: dict[str, Any] = {
                     LIMIT,
                     BEFORE,
                     MESSAGES,
+                    SERVER,
+                    DIRECTORY,
                 ],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Page"}, "a page"),
@@ -198,6 +214,8 @@ SPEC: dict[str, Any] = {
                     LIMIT,
                     BEFORE,
                     MESSAGES,
+                    SERVER,
+                    DIRECTORY,
                 ],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Page"}, "a page"),

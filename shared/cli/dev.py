@@ -56,6 +56,13 @@ def _opencode_url(raw: str | None) -> str | None:
     type=click.Choice(LOG_LEVELS),
     help="Log level of the pollers and the gateway (their lines are shown prefixed on stderr).",
 )
+@click.option(
+    "--servers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 4),
+    help="Simulated OpenCode servers to run (2+: OPENCODE_SERVERS names them default, sim2, …).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines (ready, up, exited, demo, stopped).")
 def dev(
     data_dir: Path | None,
@@ -65,6 +72,7 @@ def dev(
     opencode_url: str | None,
     sim_speed: float,
     log_level: str,
+    servers: int,
     as_json: bool,
 ) -> None:
     """Run everything locally until Ctrl-C: Redis, PostgreSQL, pollers, the gateway and an OpenCode.
@@ -94,6 +102,7 @@ def dev(
         demo=demo,
         as_json=as_json,
         auth_secret=settings.gateway_auth_secret is not None,
+        servers=servers,
     )
     DevStack(options).run()
 

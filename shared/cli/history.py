@@ -9,8 +9,10 @@ import click
 
 from shared.cli.runtime import clients, emit_json, run
 from shared.cli.usage import cost_text, tokens_text
+from shared.config import Settings
 from shared.ids import parse_ticket_id
 from shared.models import SESSION_TYPES
+from shared.opencode.servers import OpenCodeServers, parse_directory
 from shared.sessions import archived_sessions, decode_cursor
 
 MAX_LIMIT = 100
@@ -42,8 +44,18 @@ def _summary(session: dict[str, Any]) -> str:
 @click.option("--type", "session_type", type=click.Choice(SESSION_TYPES), help="Only sessions of this kind.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, MAX_LIMIT), help="Sessions per page.")
 @click.option("--before", "cursor", metavar="CURSOR", help="Continue after a page: the cursor it printed.")
+@click.option("--server", metavar="NAME", help="Only sessions on this OpenCode server.")
+@click.option("--directory", metavar="PATH", help="Only sessions run in this directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print {sessions, nextCursor} as JSON.")
-def history(ticket_id: str | None, session_type: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
+def history(
+    ticket_id: str | None,
+    session_type: str | None,
+    limit: int,
+    cursor: str | None,
+    server: str | None,
+    directory: str | None,
+    as_json: bool,
+) -> None:
     """List archived (ended) sessions newest first from PostgreSQL (DATABASE_URL).
 
     The table shows id, type, status, start time (UTC), duration, message count, tokens (input / output), cost
@@ -55,11 +67,20 @@ def history(ticket_id: str | None, session_type: str | None, limit: int, cursor:
         parse_ticket_id(ticket_id)
     if cursor is not None:
         decode_cursor(cursor)
+    parse_directory(directory)
+    if server is not None:
+        OpenCodeServers(Settings.from_env().servers).config(server)  # exit 2 naming an unknown one
 
     async def go() -> dict[str, Any]:
         async with clients() as c:
             return await archived_sessions(
-                c.db, ticket_id=ticket_id, session_type=session_type, limit=limit, before=cursor
+                c.db,
+                ticket_id=ticket_id,
+                session_type=session_type,
+                limit=limit,
+                before=cursor,
+                server=server,
+                directory=directory,
             )
 
     page = run(go)

@@ -9,9 +9,11 @@ from typing import Any
 import click
 
 from shared.cli.runtime import clients, emit_json, run
+from shared.config import Settings
 from shared.errors import InvalidInput
 from shared.ids import TicketId, parse_ticket_id
 from shared.models import SESSION_TYPES
+from shared.opencode.servers import OpenCodeServers
 from shared.store.usage_sums import UsageFilter
 from shared.usage import Usage
 from shared.usage_report import usage_totals
@@ -50,9 +52,12 @@ def parse_since(raw: str) -> datetime:
 @click.command()
 @click.option("--ticket", "ticket_id", metavar="ID", help="Only this ticket's sessions.")
 @click.option("--type", "session_type", type=click.Choice(SESSION_TYPES), help="Only sessions of this kind.")
+@click.option("--server", metavar="NAME", help="Only sessions on this OpenCode server.")
 @click.option("--since", metavar="DATE", help="Only sessions started at or after this (YYYY-MM-DD or ISO, UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print {sessions, usage} as JSON.")
-def usage(ticket_id: str | None, session_type: str | None, since: str | None, as_json: bool) -> None:
+def usage(
+    ticket_id: str | None, session_type: str | None, server: str | None, since: str | None, as_json: bool
+) -> None:
     """Print what sessions used together: tokens by kind, cost and model steps.
 
     Ended sessions are summed in PostgreSQL (DATABASE_URL); running ones count with their live usage (REDIS_URL).
@@ -61,6 +66,7 @@ def usage(ticket_id: str | None, session_type: str | None, since: str | None, as
         ticket_id=TicketId(parse_ticket_id(ticket_id)) if ticket_id is not None else None,
         session_type=session_type,
         since=parse_since(since) if since is not None else None,
+        server=OpenCodeServers(Settings.from_env().servers).config(server).name if server is not None else None,
     )
 
     async def go() -> dict[str, Any]:

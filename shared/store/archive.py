@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import class_row, scalar_row
 from psycopg.types.json import Jsonb
 
+from shared.config import DEFAULT_SERVER
 from shared.errors import InvalidInput
 from shared.ids import SessionId, TicketId, parse_ticket_id
 from shared.store.connections import store_errors
@@ -29,13 +30,16 @@ LAYER_KEY = "sessionLayer"
 COLUMNS = "id, ticket_id, session_type, status, messages, metadata, started_at, completed_at, error_message"
 # sql/005_usage.sql: what the session used, summed over its assistant messages when it is archived
 USAGE_COLUMNS = "tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, tokens_cache_write, cost, steps"
-ROW_COLUMNS = f"{COLUMNS}, {USAGE_COLUMNS}"
+# sql/005_servers.sql: where the session ran (NULL: the default server, the server's own directory)
+PLACE_COLUMNS = "server, directory"
+ROW_COLUMNS = f"{COLUMNS}, {USAGE_COLUMNS}, {PLACE_COLUMNS}"
 UNFINISHED = ("pending", "running")
 
 _SELECT_ONE = f"SELECT {ROW_COLUMNS} FROM opencode_sessions WHERE id = %s"
 
 _INSERT_PENDING = f"""
-INSERT INTO opencode_sessions ({COLUMNS}) VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL)
+INSERT INTO opencode_sessions ({COLUMNS}, {PLACE_COLUMNS})
+VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL, %s, %s)
 """
 
 _REOPEN = f"""
@@ -64,7 +68,7 @@ _UPSERT = f"""
 INSERT INTO opencode_sessions AS s ({ROW_COLUMNS})
 VALUES (%(id)s, %(ticket_id)s, %(session_type)s, %(status)s, %(messages)s, %(metadata)s, %(started_at)s,
         %(completed_at)s, %(error)s, %(tokens_input)s, %(tokens_output)s, %(tokens_reasoning)s,
-        %(tokens_cache_read)s, %(tokens_cache_write)s, %(cost)s, %(steps)s)
+        %(tokens_cache_read)s, %(tokens_cache_write)s, %(cost)s, %(steps)s, %(server)s, %(directory)s)
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status,
     messages = CASE WHEN %(keep_messages)s THEN s.messages ELSE excluded.messages END,
@@ -133,6 +137,8 @@ class ArchiveRow:
     tokens_cache_write: int = 0
     cost: Decimal = Decimal(0)
     steps: int = 0
+    server: str | None = None
+    directory: str | None = None
 
     @property
     def usage(self) -> Usage:
@@ -186,6 +192,8 @@ class ArchiveRow:
             started_at=to_epoch_ms(self.started_at) or now_ms,
             updated_at=now_ms,
             metadata=self.user_metadata,
+            server=self.server,
+            directory=self.directory,
         )
 
     def to_session(self) -> dict[str, Any]:
@@ -207,6 +215,8 @@ class ArchiveRow:
             "seq": int(layer.get("seq") or 0),
             "live": False,
             "usage": self.usage.to_json(),
+            "server": self.server or DEFAULT_SERVER,
+            "directory": self.directory,
         }
 
 
@@ -237,6 +247,8 @@ async def insert_pending(
         state.session_type,
         Jsonb({**user_metadata, LAYER_KEY: layer}),
         to_timestamp(state.started_at),
+        state.server,
+        state.directory,
     )
     with store_errors("PostgreSQL"):
         try:
@@ -279,6 +291,8 @@ async def history(
     ticket_id: TicketId | None,
     session_type: str | None,
     before: tuple[int, SessionId] | None,
+    server: str | None = None,
+    directory: str | None = None,
     limit: int,
     include_messages: bool,
 ) -> list[ArchiveRow]:
@@ -291,6 +305,12 @@ async def history(
     if session_type is not None:
         clauses.append("session_type = %s")
         params.append(session_type)
+    if server is not None:
+        clauses.append("coalesce(server, %s) = %s")
+        params += [DEFAULT_SERVER, server]
+    if directory is not None:
+        clauses.append("directory = %s")
+        params.append(directory)
     if before is not None:
         clauses.append("(started_at, id) < (%s, %s)")
         params += [to_timestamp(before[0]), before[1]]
@@ -332,6 +352,8 @@ async def upsert_fenced(
         "completed_at": to_timestamp(completed_ms) if completed_ms else None,
         "error": error,
         "keep_messages": keep_messages,
+        "server": state.server,
+        "directory": state.directory,
         **usage_params(Usage() if keep_messages else Usage.of_messages(messages)),
         "layer": Jsonb(layer),
         "epoch": epoch,

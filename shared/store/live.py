@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from shared.config import DEFAULT_SERVER
 from shared.ids import SessionId, TicketId
 from shared.models import as_text, dumps
 from shared.store import keys
@@ -33,6 +34,8 @@ SUMMARY_FIELDS = (
     "updatedAt",
     "seq",
     "usage",
+    "server",
+    "directory",
 )
 STATUS_FIELD = "status"
 
@@ -59,6 +62,13 @@ class LiveState:
     metadata: dict[str, Any] | None = None
     seq: int = 0
     usage: Usage = field(default_factory=Usage)
+    server: str | None = None  # the OpenCode server's name; None: the default one
+    directory: str | None = None  # sent as `?directory=` on every OpenCode call for the session
+
+    @property
+    def place(self) -> tuple[str | None, str | None]:
+        """Where the session runs: (server, directory)."""
+        return self.server, self.directory
 
     @classmethod
     def decode(cls, raw: RawHash) -> LiveState | None:
@@ -79,11 +89,13 @@ class LiveState:
             metadata=json.loads(text.get("metadata") or "null"),
             seq=int(text.get("seq") or 0),
             usage=Usage.from_json(json.loads(text.get("usage") or "null")),
+            server=text.get("server") or None,
+            directory=text.get("directory") or None,
         )
 
     def encode(self) -> dict[str, str]:
         """The hash as enqueue.lua writes it; the script itself sets `seq` and `updatedAt` (Redis's clock)."""
-        return {
+        return self._place_fields() | {
             "sessionId": self.session_id,
             "ticketId": self.ticket_id or "",
             "sessionType": self.session_type,
@@ -94,6 +106,11 @@ class LiveState:
             "currentToolCalls": dumps(self.current_tool_calls),
             "metadata": dumps(self.metadata),
         }
+
+    def _place_fields(self) -> dict[str, str]:
+        """`server` and `directory`, written only when the session names them (a default session's hash is as
+        it always was)."""
+        return {k: v for k, v in (("server", self.server), ("directory", self.directory)) if v}
 
     def index_event(self, event: str) -> str:
         """Body of a live-index change on `opencode:sessions:updates` (appeared / status / ended)."""
@@ -124,6 +141,8 @@ class LiveState:
             "seq": self.seq,
             "live": True,
             "usage": self.usage.to_json(),
+            "server": self.server or DEFAULT_SERVER,
+            "directory": self.directory,
         }
 
     def to_session(self, messages: list[Any]) -> dict[str, Any]:
@@ -143,6 +162,8 @@ class LiveState:
             "seq": self.seq,
             "live": True,
             "usage": self.usage.to_json(),
+            "server": self.server or DEFAULT_SERVER,
+            "directory": self.directory,
         }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from psycopg.rows import class_row
 
+from shared.config import DEFAULT_SERVER
 from shared.ids import TicketId
 from shared.store.archive import UNFINISHED, PgConnection, to_epoch_ms
 from shared.store.connections import store_errors
@@ -79,6 +80,7 @@ class UsageFilter:
     ticket_id: TicketId | None = None
     session_type: str | None = None
     since: datetime | None = None  # started at or after (UTC, naive as the column)
+    server: str | None = None  # `default`: the rows that name no server
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = ["TRUE"]
@@ -89,6 +91,9 @@ class UsageFilter:
         if self.session_type is not None:
             clauses.append("session_type = %s")
             params.append(self.session_type)
+        if self.server is not None:
+            clauses.append("coalesce(server, %s) = %s")
+            params += [DEFAULT_SERVER, self.server]
         if self.since is not None:
             clauses.append("started_at >= %s")
             params.append(self.since)

@@ -23,3 +23,4 @@ class DevOptions:
     demo: bool = False
     as_json: bool = False
     auth_secret: bool = False  # GATEWAY_AUTH_SECRET is set: the gateway checks tokens
+    servers: int = 1  # simulators to run (2+: named default, sim2, … in OPENCODE_SERVERS)

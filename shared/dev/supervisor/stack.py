@@ -48,6 +48,7 @@ class DevStack:
         self.children: list[Child] = []
         self.gateway_port = 0
         self.opencode_url = ""
+        self.opencode_servers = ""  # OPENCODE_SERVERS when `--servers` runs more than one simulator
         self._force = False
         self._signal_name: str | None = None
         self._store_retry: dict[str, tuple[float, Backoff]] = {}  # store -> (next attempt, its backoff)
@@ -120,9 +121,19 @@ class DevStack:
         assert self.redis is not None
         base_env = self._base_env()
         if self.options.opencode_url is None:
-            sim_port = free_port()
-            self.opencode_url = f"http://{LOOPBACK}:{sim_port}"
-            self.children.append(components.simulator(sim_port, self.options.sim_speed, base_env, self.reporter))
+            urls = []
+            for n in range(1, self.options.servers + 1):
+                sim_port = free_port()
+                urls.append(f"http://{LOOPBACK}:{sim_port}")
+                sim = components.simulator(sim_port, self.options.sim_speed, base_env, self.reporter)
+                if n > 1:
+                    sim.name = f"opencode-{n}"
+                self.children.append(sim)
+            self.opencode_url = urls[0]
+            if len(urls) > 1:
+                names = ["default", *(f"sim{n}" for n in range(2, len(urls) + 1))]
+                self.opencode_servers = ",".join(f"{name}={url}" for name, url in zip(names, urls, strict=True))
+                base_env["OPENCODE_SERVERS"] = self.opencode_servers
         else:
             self.opencode_url = self.options.opencode_url
             self.reporter.status(f"opencode   {self.opencode_url} (given by OPENCODE_URL, not supervised)")
@@ -229,7 +240,7 @@ class DevStack:
             "REDIS_URL": self.redis.url,
             "DATABASE_URL": self.postgres.url,
             "OPENCODE_URL": self.opencode_url,
-        }
+        } | ({"OPENCODE_SERVERS": self.opencode_servers} if self.opencode_servers else {})
 
     def pids(self) -> dict[str, int | None]:
         assert self.redis is not None and self.postgres is not None
