@@ -93,7 +93,7 @@ async def enqueue(
         opencode = opencode.client(name, where)
         server = None if name == DEFAULT_SERVER else name  # the default server is recorded as none, as before
     elif server is not None or where is not None:
-        raise InvalidInput("--server and --directory need the OpenCode servers (OpenCodeServers), not one client")
+        raise InvalidInput("server and directory need the OpenCode servers (an OpenCodeServers), not one client")
     ticket = parse_ticket_id(ticket_id) if ticket_id is not None else None
     text = parse_prompt(prompt) if prompt is not None else None
     if title is not None and (not title.strip() or len(title) > MAX_TITLE_CHARS):
