@@ -15,7 +15,7 @@ from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
 
-DIRECTORY = "/tmp/second-repo"
+DIRECTORY = "/srv/second-repo"
 
 
 async def final_row(db, sid):
