@@ -97,6 +97,7 @@ def create_app(
         Route("/sessions/{session_id}/stream", stream.session_stream),
         Route("/tickets/{ticket_id}/active", endpoints.ticket_active),
         Route("/tickets/{ticket_id}/sessions", endpoints.ticket_sessions),
+        Route("/tickets/{ticket_id}/usage", endpoints.ticket_usage_totals),
         *ui.routes(),
     ]
     middleware = [

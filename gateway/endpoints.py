@@ -10,9 +10,11 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.session_pages import page_response
 from gateway.state import GatewayState
+from shared.config import SERVER_NAME
 from shared.errors import InvalidInput
 from shared.ids import parse_session_id, parse_ticket_id
 from shared.models import SESSION_TYPES
+from shared.opencode.servers import parse_directory
 from shared.sessions import (
     active_for_ticket,
     archived_sessions,
@@ -21,6 +23,7 @@ from shared.sessions import (
     get_session,
     live_sessions,
 )
+from shared.usage_report import ticket_usage
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -70,6 +73,14 @@ def _type(request: Request) -> str | None:
     return kind
 
 
+def _place(request: Request) -> tuple[str | None, str | None]:
+    """`server` (a name as OPENCODE_SERVERS spells them) and `directory` (absolute) filters."""
+    server = request.query_params.get("server")
+    if server is not None and not SERVER_NAME.fullmatch(server):
+        raise InvalidInput("server must be a server name (a-z 0-9 - _)", {"parameter": "server"})
+    return server, parse_directory(request.query_params.get("directory"))
+
+
 async def read_session(state: GatewayState, session_id: str) -> dict[str, Any]:
     async with state.pool.connection() as conn:
         return await get_session(state.redis, conn, session_id)
@@ -98,9 +109,21 @@ async def ticket_sessions(request: Request) -> Response:
     ticket = parse_ticket_id(request.path_params["ticket_id"])
     state.auth.require_ticket(request, ticket)
     limit, before, include_messages = _limit(request), _before(request), _flag(request, "messages")
+    server, directory = _place(request)
     async with state.pool.connection() as conn:
-        page = await archived_sessions(conn, ticket_id=ticket, limit=limit, before=before)
+        page = await archived_sessions(
+            conn, server=server, directory=directory, ticket_id=ticket, limit=limit, before=before
+        )
     return page_response(state, page, include_messages)
+
+
+async def ticket_usage_totals(request: Request) -> JSONResponse:
+    """What the ticket's sessions used: the total and each session's (a running one's is its live usage)."""
+    state = GatewayState.of(request)
+    ticket = parse_ticket_id(request.path_params["ticket_id"])
+    state.auth.require_ticket(request, ticket)
+    async with state.pool.connection() as conn:
+        return JSONResponse(await ticket_usage(state.redis, conn, ticket))
 
 
 async def sessions(request: Request) -> Response:
@@ -112,11 +135,15 @@ async def sessions(request: Request) -> Response:
     ticket = request.query_params.get("ticket")
     ticket_id = parse_ticket_id(ticket) if ticket is not None else None
     limit, before, include_messages = _limit(request), _before(request), _flag(request, "messages")
+    server, directory = _place(request)
     if live:
-        return JSONResponse({"sessions": await live_sessions(state.redis, session_type=kind), "nextCursor": None})
+        found = await live_sessions(state.redis, session_type=kind, server=server, directory=directory)
+        return JSONResponse({"sessions": found, "nextCursor": None})
     async with state.pool.connection() as conn:
         page = await archived_sessions(
             conn,
+            server=server,
+            directory=directory,
             ticket_id=ticket_id,
             session_type=kind,
             limit=limit,

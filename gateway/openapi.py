@@ -38,6 +38,18 @@ BEFORE = {
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,200}$"},
     "description": "nextCursor of a page (opaque: any other value is a 400)",
 }
+SERVER = {
+    "name": "server",
+    "in": "query",
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"},
+    "description": "only sessions on this OpenCode server (OPENCODE_SERVERS name; `default` without it)",
+}
+DIRECTORY = {
+    "name": "directory",
+    "in": "query",
+    "schema": {"type": "string", "pattern": "^/"},
+    "description": "only sessions run in this (absolute) directory",
+}
 MESSAGES = {"name": "messages", "in": "query", "schema": {"type": "boolean"}, "description": "include messages"}
 SSE = {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
@@ -78,6 +90,50 @@ SPEC: dict[str, Any] = {
                     "metadata": {},
                     "seq": {"type": "integer"},
                     "live": {"type": "boolean"},
+                    "usage": {"$ref": "#/components/schemas/Usage"},
+                    "server": {"type": "string"},
+                    "directory": {"type": ["string", "null"]},
+                },
+            },
+            "Usage": {
+                "type": "object",
+                "description": "summed over the session's assistant messages (one per model step)",
+                "properties": {
+                    "tokens": {
+                        "type": "object",
+                        "properties": {
+                            "input": {"type": "integer"},
+                            "output": {"type": "integer"},
+                            "reasoning": {"type": "integer"},
+                            "cache": {
+                                "type": "object",
+                                "properties": {"read": {"type": "integer"}, "write": {"type": "integer"}},
+                            },
+                        },
+                    },
+                    "cost": {"type": "number"},
+                    "steps": {"type": "integer"},
+                },
+            },
+            "TicketUsage": {
+                "type": "object",
+                "properties": {
+                    "ticketId": {"type": "string"},
+                    "total": {"$ref": "#/components/schemas/Usage"},
+                    "sessions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "sessionId": {"type": "string"},
+                                "sessionType": {"type": "string"},
+                                "status": {"type": "string"},
+                                "startedAt": {"type": ["integer", "null"]},
+                                "live": {"type": "boolean"},
+                                "usage": {"$ref": "#/components/schemas/Usage"},
+                            },
+                        },
+                    },
                 },
             },
             "Page": {
@@ -131,9 +187,21 @@ SPEC: dict[str, Any] = {
                     LIMIT,
                     BEFORE,
                     MESSAGES,
+                    SERVER,
+                    DIRECTORY,
                 ],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Page"}, "a page"),
+                    **_errors(400, 401, 403, 503),
+                },
+            }
+        },
+        "/tickets/{ticket_id}/usage": {
+            "get": {
+                "summary": "What the ticket's sessions used: the total and each session's (live ones as they run)",
+                "parameters": [TICKET_ID],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/TicketUsage"}, "usage"),
                     **_errors(400, 401, 403, 503),
                 },
             }
@@ -148,6 +216,8 @@ SPEC: dict[str, Any] = {
                     LIMIT,
                     BEFORE,
                     MESSAGES,
+                    SERVER,
+                    DIRECTORY,
                 ],
                 "responses": {
                     "200": _json({"$ref": "#/components/schemas/Page"}, "a page"),

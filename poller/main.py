@@ -14,7 +14,7 @@ from poller.worker import Worker
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.logs import configure_logging
-from shared.opencode.client import OpenCodeClient
+from shared.opencode.servers import OpenCodeServers
 from shared.store.connections import pg_pool, redis_client
 
 log = structlog.get_logger(__name__)
@@ -24,25 +24,26 @@ GC_THRESHOLDS = (100_000, 50, 1_000)
 
 async def serve(settings: Settings) -> None:
     redis = redis_client(settings.redis_url, max_connections=max(20, settings.max_sessions_per_poller // 10))
+    servers = OpenCodeServers(
+        settings.servers,
+        timeout_s=settings.opencode_timeout_s,
+        max_connections=max(10, settings.max_sessions_per_poller),
+        default_directory=settings.opencode_directory,
+    )
     try:
         async with (
             pg_pool(settings.database_url, min_size=1, max_size=10) as pool,
-            OpenCodeClient(
-                settings.opencode_url,
-                timeout_s=settings.opencode_timeout_s,
-                max_connections=max(10, settings.max_sessions_per_poller),
-                directory=settings.opencode_directory,
-            ) as opencode,
             anyio.create_task_group() as tg,
         ):
             metrics = Metrics()
             if settings.poller_metrics_port is not None:
                 metrics.serve(settings.poller_metrics_port)
-            worker = Worker(settings, redis, pool, opencode, metrics)
+            worker = Worker(settings, redis, pool, servers.client(None, None), metrics, servers=servers)
             tg.start_soon(_stop_on_signal, tg.cancel_scope)
             await worker.run()
             tg.cancel_scope.cancel()
     finally:
+        await servers.aclose()
         await redis.aclose()
 
 

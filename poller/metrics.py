@@ -31,6 +31,9 @@ class Metrics:
             "poller_sessions_archived", "Sessions archived, by final status", ["status"], registry=r
         )
         self.archive_retries = Counter("poller_archive_retries", "Archive attempts that failed", registry=r)
+        self.server_sessions = Gauge(
+            "poller_server_sessions", "Sessions this replica holds, by OpenCode server", ["server"], registry=r
+        )
         self.tick_lag = Histogram(
             "poller_tick_lag_seconds", "How late a session's poll tick fires", buckets=LAG_BUCKETS, registry=r
         )

@@ -9,11 +9,12 @@ import structlog
 
 from poller.deps import TrackerDeps
 from poller.event_apply import apply_events, keep_streamed_texts, streaming_keys
-from poller.mirror import Mirror, diff, merge_tail, with_appends
+from poller.mirror import Delta, Mirror, diff, merge_tail, with_appends
 from poller.writer import StateWriter
 from shared.errors import LeaseLost
 from shared.store.lease import Lease
 from shared.store.live import LiveState, read_record
+from shared.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,15 @@ class SessionMirror:
         """Decide, and archive, on the whole list: the next poll fetches it."""
         self._full_poll_due = True
 
+    def _usage_after(self, delta: Delta) -> Usage | None:
+        """The session's usage once the delta is written; None when no message info changes (text deltas)."""
+        if not delta.infos and not delta.removed_messages:
+            return None
+        infos = {**self.mirror.infos, **{info["id"]: info for info in delta.infos}}
+        for message_id in delta.removed_messages:
+            infos.pop(message_id, None)
+        return Usage.of_infos(infos.values())
+
     async def fetch(self) -> tuple[list[Any], list[Any] | None]:
         """The whole list, and the tail it came from when only the newest messages were fetched.
 
@@ -77,7 +87,7 @@ class SessionMirror:
         mirrored = keep_streamed_texts(self.mirror, polled) if router is not None else polled
         delta = diff(self.mirror, mirrored, partial=tail is not None)
         if delta:  # an unchanged poll writes nothing and publishes nothing
-            await self.writer.apply(self._lease, with_appends(self.mirror, delta))
+            await self.writer.apply(self._lease, with_appends(self.mirror, delta), usage=self._usage_after(delta))
             self._deps.metrics.state_writes.labels("poll").inc()
             if router is not None and router.healthy:
                 self._deps.metrics.poll_corrections.inc()
@@ -98,6 +108,6 @@ class SessionMirror:
         delta = apply_events(self.mirror, events, self._frozen_parts)
         if not delta:
             return
-        await self.writer.apply(self._lease, with_appends(self.mirror, delta))
+        await self.writer.apply(self._lease, with_appends(self.mirror, delta), usage=self._usage_after(delta))
         self.mirror.apply(delta)
         self._deps.metrics.state_writes.labels("event").inc()

@@ -19,6 +19,7 @@ from poller.deps import TrackerDeps
 from poller.events import EventRouter
 from poller.job_board import JobBoard
 from poller.metrics import Metrics
+from poller.places import PlaceKey, Places, refresh_boards
 from poller.reconcile import reconcile_once
 from poller.status_board import StatusBoard
 from poller.ticker import every
@@ -26,8 +27,9 @@ from poller.tracker import SessionTracker
 from shared.config import Settings
 from shared.errors import SessionLayerError
 from shared.ids import SessionId
-from shared.models import dumps
+from shared.models import as_text, dumps
 from shared.opencode.client import OpenCodeClient
+from shared.opencode.servers import OpenCodeServers
 from shared.store import keys
 from shared.store.connections import store_errors
 from shared.store.lease import Lease
@@ -62,7 +64,10 @@ class Worker:
         pool: psycopg_pool.AsyncConnectionPool,
         opencode: OpenCodeClient,
         metrics: Metrics | None = None,
+        servers: OpenCodeServers | None = None,
     ) -> None:
+        """`opencode` is the default place's client (the default server, OPENCODE_DIRECTORY); sessions
+        elsewhere get clients from `servers` (by default made from the settings, and closed with the worker)."""
         self._settings = settings
         self._redis = redis
         self._pool = pool
@@ -86,6 +91,14 @@ class Worker:
             event_coalesce_s=settings.event_coalesce_s,
             orphaned_run_grace_s=settings.orphaned_run_grace_s,
         )
+        self._owns_servers = servers is None
+        self._servers = servers or OpenCodeServers(
+            settings.servers,
+            timeout_s=settings.opencode_timeout_s,
+            max_connections=max(10, settings.max_sessions_per_poller),
+            default_directory=settings.opencode_directory,
+        )
+        self.places = Places(self._servers, self._deps, settings.opencode_directory)
         self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)
         self._held: dict[SessionId, Held] = {}
         self._started_ms = int(time.time() * 1000)
@@ -110,6 +123,9 @@ class Worker:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT_S):
                 await self._release_all()
+            if self._owns_servers:
+                with anyio.CancelScope(shield=True):
+                    await self._servers.aclose()
 
     async def _replica_loop(self, tg: TaskGroup) -> None:
         """Every poll interval, in this order: claim, then OpenCode's status and the job revisions of every
@@ -123,10 +139,7 @@ class Worker:
                 await self._read_boards()
 
     async def _read_boards(self) -> None:
-        try:
-            await self._board.refresh()
-        except SessionLayerError as exc:
-            log.warning("status_failed", error=exc.message)
+        await refresh_boards([self._board, *self.places.boards()])
         try:  # the held sessions as of now: trackers may have ended while the status was read
             await self._jobs.refresh(list(self._held))
         except SessionLayerError as exc:
@@ -146,11 +159,37 @@ class Worker:
         for lease in claimed:
             held = Held(lease, valid_until=started + self._settings.lease_ttl_s)
             self._held[lease.session_id] = held
-            tg.start_soon(self._track, held)
+            tg.start_soon(self._track, held, tg)
         self.metrics.sessions_held.set(len(self._held))
 
-    async def _track(self, held: Held) -> None:
-        tracker = SessionTracker(self._deps, held.lease, lambda: time.monotonic() < held.valid_until)
+    async def _place_of(self, session_id: SessionId) -> PlaceKey:
+        """Where the session runs, from its live state (`server`, `directory`); the default place if unset."""
+        with store_errors("Redis"):
+            server, directory = await self._redis.hmget(keys.session(session_id), ["server", "directory"])
+        return self.places.key(as_text(server) if server else None, as_text(directory) if directory else None)
+
+    async def _track(self, held: Held, tg: TaskGroup) -> None:
+        try:
+            place = await self._place_of(held.lease.session_id)
+        except SessionLayerError as exc:  # Redis down, or a server no longer configured: try again later
+            log.warning("place_unknown", session_id=held.lease.session_id, error=exc.message)
+            with anyio.CancelScope(shield=True):
+                await self._release([held])
+            if self._held.get(held.lease.session_id) is held:
+                del self._held[held.lease.session_id]
+            return
+        max_age_s = STATUS_MAX_AGE_FACTOR * self._settings.poll_interval_s
+        deps = self.places.acquire(place, tg, max_age_s=max_age_s, events=self._settings.opencode_events)
+        self.metrics.server_sessions.labels(place[0]).inc()
+        try:
+            await self._run_tracker(held, deps)
+        finally:
+            self.metrics.server_sessions.labels(place[0]).dec()
+            with anyio.CancelScope(shield=True):
+                await self.places.release(place)
+
+    async def _run_tracker(self, held: Held, deps: TrackerDeps) -> None:
+        tracker = SessionTracker(deps, held.lease, lambda: time.monotonic() < held.valid_until)
         held.tracker = tracker
         try:
             with held.scope:  # cancelled by the renew loop when the lease is lost

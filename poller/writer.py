@@ -20,6 +20,7 @@ from shared.store.connections import store_errors
 from shared.store.lease import Lease
 from shared.store.live import LiveState, encode_change
 from shared.store.lua import PartAppend, Scripts, StateChange
+from shared.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -74,14 +75,17 @@ class StateWriter:
         *,
         status: str | None = None,
         error: str | None = None,
+        usage: Usage | None = None,
     ) -> int:
-        """Write the delta (and a status change); raises LeaseLost when the fence refuses it.
+        """Write the delta (and a status change, and the session's new usage); raises LeaseLost when the fence
+        refuses it.
 
-        Nothing to write (no delta, same status) writes nothing and returns the current seq. Appends go first, in
-        a write of their own; what else changed follows in one more.
+        Nothing to write (no delta, same status, same usage) writes nothing and returns the current seq. Appends
+        go first, in a write of their own; what else changed follows in one more.
         """
         status_changed = status is not None and status != self._session.status
-        if not delta and not status_changed:
+        usage_changed = usage is not None and usage != self._session.usage
+        if not delta and not status_changed and not usage_changed:
             return self.seq
         now = _now_ms()
         appends = [a for a in delta.appends if a.key in self._stored]
@@ -89,13 +93,19 @@ class StateWriter:
             done = {a.key for a in appends}
             rest = [part for part in delta.parts if part_key(part) not in done]
             delta = dataclasses.replace(delta, parts=rest, appends=())
-            if not delta and not status_changed:
+            if not delta and not status_changed and not usage_changed:
                 return self.seq
         fields, event_state = encode_change(
-            now, status=status if status_changed else None, error=error, tool_calls=delta.tool_calls
+            now,
+            status=status if status_changed else None,
+            error=error,
+            tool_calls=delta.tool_calls,
+            usage=usage if usage_changed else None,
         )
         if status_changed:
             self._session = dataclasses.replace(self._session, status=str(status), updated_at=now)
+        if usage is not None and usage_changed:
+            self._session = dataclasses.replace(self._session, usage=usage)
         parts = {part_key(part): stored_form(part) for part in delta.parts}
         change = StateChange(
             fields=fields,

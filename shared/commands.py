@@ -14,10 +14,12 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
+from shared.config import DEFAULT_SERVER
 from shared.errors import Conflict, InvalidInput, NotFound, SessionLayerError, Unavailable
 from shared.ids import SessionId, new_message_id, parse_session_id, parse_ticket_id
 from shared.models import SESSION_TYPES, dumps, part_key, prompt_entry
 from shared.opencode.client import OpenCodeClient
+from shared.opencode.servers import OpenCodeServers, parse_directory
 from shared.store import archive
 from shared.store.archive import LAYER_KEY, ArchiveRow, PgConnection
 from shared.store.connections import store_errors
@@ -69,16 +71,30 @@ def _now_ms() -> int:
 async def enqueue(
     redis: Redis,
     db: PgConnection,
-    opencode: OpenCodeClient,
+    opencode: OpenCodeClient | OpenCodeServers,
     *,
     session_type: str,
     ticket_id: str | None = None,
     prompt: str | None = None,
     title: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    server: str | None = None,
+    directory: str | None = None,
 ) -> dict[str, Any]:
-    """Create the OpenCode session and queue it for a poller; returns the pending state without waiting."""
+    """Create the OpenCode session and queue it for a poller; returns the pending state without waiting.
+
+    `server` (a name of `opencode`, an OpenCodeServers; None: the default one) and `directory` (absolute;
+    sent as `?directory=` on every OpenCode call for the session) pick where it runs. InvalidInput for an
+    unknown server or a relative or empty directory, before anything is created.
+    """
     kind = parse_session_type(session_type)
+    where = parse_directory(directory)
+    if isinstance(opencode, OpenCodeServers):
+        name = opencode.config(server).name
+        opencode = opencode.client(name, where)
+        server = None if name == DEFAULT_SERVER else name  # the default server is recorded as none, as before
+    elif server is not None or where is not None:
+        raise InvalidInput("server and directory need the OpenCode servers (an OpenCodeServers), not one client")
     ticket = parse_ticket_id(ticket_id) if ticket_id is not None else None
     text = parse_prompt(prompt) if prompt is not None else None
     if title is not None and (not title.strip() or len(title) > MAX_TITLE_CHARS):
@@ -97,6 +113,8 @@ async def enqueue(
         started_at=now,
         updated_at=now,
         metadata=user_meta,
+        server=server,
+        directory=where,
     )
     try:
         async with committed(db):
@@ -126,6 +144,8 @@ async def enqueue(
         "currentToolCalls": [],
         "seq": 1,
         "live": True,
+        "server": state.server or DEFAULT_SERVER,
+        "directory": where,
     }
 
 
@@ -200,6 +220,7 @@ async def _queue(
         # Fencing epochs only grow: a revived job continues from the last owner recorded in PostgreSQL.
         "epoch": str(epoch),
     }
+    job |= {k: v for k, v in (("server", state.server), ("directory", state.directory)) if v}
     infos = {m["info"]["id"]: dumps(m["info"]) for m in messages or []}
     parts = {part_key(p): dumps(p) for m in messages or [] for p in m["parts"]}
     with store_errors("Redis"):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from shared.errors import ConfigError
 
@@ -39,6 +40,51 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+DEFAULT_SERVER = "default"  # the one server OPENCODE_URL names when OPENCODE_SERVERS is not set
+OPENCODE_USERNAME = "opencode"  # `opencode serve`'s basic-auth user unless OPENCODE_SERVER_USERNAME says otherwise
+SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """One `opencode serve`: its name (in jobs, rows and lists), its URL without credentials, its basic auth."""
+
+    name: str
+    url: str
+    password: Secret | None = None
+    username: str = OPENCODE_USERNAME
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        return (self.username, str(self.password)) if self.password else None
+
+
+def _server(name: str, raw_url: str) -> ServerConfig:
+    """A server from its URL; credentials in the URL (`http://user:password@host:4096`) become its basic auth."""
+    parts = urlsplit(_url("http", "https")(raw_url))
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)).rstrip("/")
+    password = Secret(unquote(parts.password)) if parts.password else None
+    return ServerConfig(name, url, password, unquote(parts.username) if parts.username else OPENCODE_USERNAME)
+
+
+def _servers(raw: str) -> tuple[ServerConfig, ...]:
+    """`name=url,name=url`: each name once, lower-case letters, digits, `-` and `_`."""
+    servers: dict[str, ServerConfig] = {}
+    for item in (i.strip() for i in raw.split(",")):
+        name, sep, url = item.partition("=")
+        name = name.strip()
+        if not sep or not SERVER_NAME.fullmatch(name):
+            raise ValueError(f"expected name=url items, each name of a-z 0-9 - _ (got {item.split('=')[0]!r})")
+        if name in servers:
+            raise ValueError(f"server {name} is named twice")
+        servers[name] = _server(name, url.strip())
+    return tuple(servers.values())
 
 
 def _default_replica_id() -> str:
@@ -82,6 +128,16 @@ class Settings:
     gateway_write_timeout_s: float = 30.0
     gateway_max_response_bytes: int = 4_194_304
     poller_metrics_port: int | None = None
+    opencode_servers: tuple[ServerConfig, ...] = ()  # OPENCODE_SERVERS; empty: the one server OPENCODE_URL names
+    opencode_password: Secret | None = None  # basic auth of the OPENCODE_URL server
+    opencode_username: str = OPENCODE_USERNAME
+
+    @property
+    def servers(self) -> tuple[ServerConfig, ...]:
+        """Every OpenCode server by name, the default one (where a job names none) first."""
+        if self.opencode_servers:
+            return self.opencode_servers
+        return (ServerConfig(DEFAULT_SERVER, self.opencode_url, self.opencode_password, self.opencode_username),)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,12 +145,18 @@ class Settings:
         env = Environ(os.environ if environ is None else environ)
         secret = env.get("GATEWAY_AUTH_SECRET", str, None)
         previous = env.get("GATEWAY_AUTH_SECRET_PREVIOUS", str, None)
+        url_server = env.get("OPENCODE_URL", lambda raw: _server(DEFAULT_SERVER, raw), None)
+        password = env.get("OPENCODE_SERVER_PASSWORD", str, None)
         return cls(
             redis_url=Secret(env.get("REDIS_URL", _url("redis", "rediss", "unix"), "redis://localhost:6379/0")),
             database_url=Secret(
                 env.get("DATABASE_URL", _url("postgresql", "postgres"), "postgresql://localhost:5432/opencode")
             ),
-            opencode_url=env.get("OPENCODE_URL", _url("http", "https"), "http://localhost:4096").rstrip("/"),
+            opencode_url=url_server.url if url_server is not None else "http://localhost:4096",
+            opencode_servers=env.get("OPENCODE_SERVERS", _servers, ()),
+            opencode_password=Secret(password) if password else (url_server.password if url_server else None),
+            opencode_username=env.get("OPENCODE_SERVER_USERNAME", str, None)
+            or (url_server.username if url_server else OPENCODE_USERNAME),
             opencode_directory=env.get("OPENCODE_DIRECTORY", str, None),
             opencode_timeout_s=env.get("OPENCODE_TIMEOUT_MS", _millis(100, 600_000), 10.0),
             opencode_retry_deadline_s=env.get("OPENCODE_RETRY_DEADLINE_MS", _millis(0, 86_400_000), 60.0),

@@ -8,6 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from shared.config import DEFAULT_SERVER
 from shared.errors import InvalidInput, NotFound
 from shared.ids import SessionId, parse_session_id, parse_ticket_id
 from shared.models import as_text
@@ -53,7 +54,14 @@ async def active_for_ticket(redis: Redis, ticket_id: str) -> dict[str, Any]:
     raise NotFound(f"ticket {ticket} has no live session")
 
 
-async def live_sessions(redis: Redis, *, session_type: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+async def live_sessions(
+    redis: Redis,
+    *,
+    session_type: str | None = None,
+    limit: int = 500,
+    server: str | None = None,
+    directory: str | None = None,
+) -> list[dict[str, Any]]:
     """Summaries of live sessions from the live index (never a key scan), newest first."""
     with store_errors("Redis"):
         ids = await redis.zrevrange(keys.LIVE_INDEX, 0, limit - 1)
@@ -66,7 +74,9 @@ async def live_sessions(redis: Redis, *, session_type: str | None = None, limit:
         state = LiveState.decode(dict(zip(SUMMARY_FIELDS, values, strict=True)))
         # None: the session ended between the index read and this one
         if state is not None and (session_type is None or state.session_type == session_type):
-            out.append(state.summary())
+            summary = state.summary()
+            if (server is None or summary["server"] == server) and (directory is None or state.directory == directory):
+                out.append(summary)
     return out
 
 
@@ -91,6 +101,8 @@ async def archived_sessions(
     limit: int = 20,
     before: str | None = None,
     include_messages: bool = False,
+    server: str | None = None,
+    directory: str | None = None,
 ) -> dict[str, Any]:
     """Archived (ended) sessions newest first, `limit` at a time; `nextCursor` continues the list."""
     rows = await archive.history(
@@ -100,6 +112,8 @@ async def archived_sessions(
         before=decode_cursor(before) if before is not None else None,
         limit=limit + 1,
         include_messages=include_messages,
+        server=server,
+        directory=directory,
     )
     items = []
     for row in rows[:limit]:
@@ -153,6 +167,29 @@ async def live_status_counts(redis: Redis) -> dict[str, int]:
             for status in statuses:
                 if status is not None:  # ended between the two reads
                     name = as_text(status)
+                    counts[name] = counts.get(name, 0) + 1
+            if len(ids) < STATUS_SCAN_CHUNK:
+                break
+            start += STATUS_SCAN_CHUNK
+    return counts
+
+
+async def live_server_counts(redis: Redis) -> dict[str, int]:
+    """How many live sessions each OpenCode server holds (`default` for those that name none), chunked."""
+    counts: dict[str, int] = {}
+    start = 0
+    with store_errors("Redis"):
+        while True:
+            ids = await redis.zrange(keys.LIVE_INDEX, start, start + STATUS_SCAN_CHUNK - 1)
+            if not ids:
+                break
+            async with redis.pipeline(transaction=False) as pipe:
+                for raw in ids:
+                    pipe.hmget(keys.session(SessionId(as_text(raw))), [STATUS_FIELD, "server"])
+                rows = await pipe.execute()
+            for status, server in rows:
+                if status is not None:  # ended between the two reads
+                    name = as_text(server) if server else DEFAULT_SERVER
                     counts[name] = counts.get(name, 0) + 1
             if len(ids) < STATUS_SCAN_CHUNK:
                 break

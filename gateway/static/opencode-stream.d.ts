@@ -54,6 +54,7 @@ export interface Session {
   metadata: unknown;
   seq: number;
   live: boolean;
+  usage?: Usage;
 }
 
 export interface SessionSummary {
@@ -219,6 +220,18 @@ export function fetchTicketHistory(
   ticketId: string,
   options?: RequestOptions & { limit?: number; before?: string | null; messages?: boolean },
 ): Promise<Page>;
+/** What a session used (summed over its assistant messages, one per model step). */
+export interface Usage {
+  tokens: { input: number; output: number; reasoning: number; cache: { read: number; write: number } };
+  cost: number;
+  steps: number;
+}
+export interface TicketUsage {
+  ticketId: string;
+  total: Usage;
+  sessions: { sessionId: string; sessionType: string; status: string; startedAt: number | null; live: boolean; usage: Usage }[];
+}
+export function fetchTicketUsage(baseUrl: string, ticketId: string, options?: RequestOptions): Promise<TicketUsage>;
 export function fetchSessions(
   baseUrl: string,
   options?: RequestOptions & {

@@ -92,6 +92,11 @@ export function fetchTicketHistory(baseUrl, ticketId, { limit, before, messages,
   return fetchJson(baseUrl, path, options);
 }
 
+/** GET /tickets/{t}/usage: `{ticketId, total, sessions: [{sessionId, status, live, usage, …}]}`. */
+export function fetchTicketUsage(baseUrl, ticketId, options = {}) {
+  return fetchJson(baseUrl, `/tickets/${encodeURIComponent(ticketId)}/usage`, options);
+}
+
 /** GET /sessions (admin): `live: true` for the live index, else archived sessions filtered by `type` / `ticket`. */
 export function fetchSessions(baseUrl, { live, type, ticket, limit, before, messages, ...options } = {}) {
   const params = live ? { live: "true", type } : { type, ticket, limit, before, messages };

@@ -2,16 +2,19 @@
 
 import { SessionView } from "./session-view.js";
 import { UI, h, isAuthError, renderAuthNav, showLogin, takeToken } from "./ui.js";
+import { sessionUsageLine } from "./usage-view.js";
 
 const sessionId = document.body.dataset.id;
 const token = takeToken();
 renderAuthNav(token);
 const app = document.getElementById("app");
 const holder = h("div", {});
-app.replaceChildren(h("nav", { class: "crumbs" }, h("a", { href: UI }, "← All sessions")), holder);
+const usage = sessionUsageLine();
+app.replaceChildren(h("nav", { class: "crumbs" }, h("a", { href: UI }, "← All sessions")), usage.el, holder);
 
 const view = new SessionView(holder, {
   token,
+  onChange: (stream) => usage.update(stream.session),
   onFatal(stream) {
     if (isAuthError(stream.errorStatus)) {
       view.close();

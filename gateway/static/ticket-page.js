@@ -20,6 +20,7 @@ import {
   timeEl,
   tookEl,
 } from "./ui.js";
+import { ticketUsageLine } from "./usage-view.js";
 
 const PAGE_SIZE = pageSize(new URLSearchParams(location.search).get("limit"), 10);
 const ACTIVE_POLL_MS = 3000; // no per-ticket stream exists: ask for an active session while there is none
@@ -60,6 +61,7 @@ app.replaceChildren(
       copyButton(ticketId, { label: "ticket id", dataset: { testid: "copy-ticket-id" } }),
     ),
   ),
+  ticketUsageLine(ticketId, token),
   problems,
   h(
     "section",

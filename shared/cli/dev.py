@@ -70,6 +70,13 @@ def _opencode_url(raw: str | None) -> str | None:
     help="Print the export lines of the dev that runs now (on --data-dir, else the newest) and exit:"
     ' eval "$(opencode-sessions dev --env)".',
 )
+@click.option(
+    "--servers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 4),
+    help="Simulated OpenCode servers to run (2+: OPENCODE_SERVERS names them default, sim2, …).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines (ready, up, exited, demo, stopped).")
 def dev(
     data_dir: Path | None,
@@ -81,6 +88,7 @@ def dev(
     log_level: str,
     auth: bool,
     print_env: bool,
+    servers: int,
     as_json: bool,
 ) -> None:
     """Run everything locally until Ctrl-C: Redis, PostgreSQL, pollers, the gateway and an OpenCode.
@@ -122,6 +130,7 @@ def dev(
         auth_secret=auth or secret is not None,
         secret=secret,
         opencode_from_env=source == click.core.ParameterSource.ENVIRONMENT,
+        servers=servers,
     )
     DevStack(options).run()
 

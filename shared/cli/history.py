@@ -8,8 +8,11 @@ from typing import Any
 import click
 
 from shared.cli.runtime import clients, emit_json, run
+from shared.cli.usage import cost_text, tokens_text
+from shared.config import Settings
 from shared.ids import parse_ticket_id
 from shared.models import SESSION_TYPES
+from shared.opencode.servers import OpenCodeServers, parse_directory
 from shared.sessions import archived_sessions, decode_cursor
 
 MAX_LIMIT = 100
@@ -41,11 +44,22 @@ def _summary(session: dict[str, Any]) -> str:
 @click.option("--type", "session_type", type=click.Choice(SESSION_TYPES), help="Only sessions of this kind.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, MAX_LIMIT), help="Sessions per page.")
 @click.option("--before", "cursor", metavar="CURSOR", help="Continue after a page: the cursor it printed.")
+@click.option("--server", metavar="NAME", help="Only sessions on this OpenCode server.")
+@click.option("--directory", metavar="PATH", help="Only sessions run in this directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print {sessions, nextCursor} as JSON.")
-def history(ticket_id: str | None, session_type: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
+def history(
+    ticket_id: str | None,
+    session_type: str | None,
+    limit: int,
+    cursor: str | None,
+    server: str | None,
+    directory: str | None,
+    as_json: bool,
+) -> None:
     """List archived (ended) sessions newest first from PostgreSQL (DATABASE_URL).
 
-    The table shows id, type, status, start time (UTC), duration, message count and the title or error;
+    The table shows id, type, status, start time (UTC), duration, message count, tokens (input / output), cost
+    and the title or error;
     when there are more, the last line gives the --before cursor of the next page.
     """
     # Bad input is exit 2 before connecting to anything.
@@ -53,11 +67,20 @@ def history(ticket_id: str | None, session_type: str | None, limit: int, cursor:
         parse_ticket_id(ticket_id)
     if cursor is not None:
         decode_cursor(cursor)
+    parse_directory(directory)
+    if server is not None:
+        OpenCodeServers(Settings.from_env().servers).config(server)  # exit 2 naming an unknown one
 
     async def go() -> dict[str, Any]:
         async with clients() as c:
             return await archived_sessions(
-                c.db, ticket_id=ticket_id, session_type=session_type, limit=limit, before=cursor
+                c.db,
+                ticket_id=ticket_id,
+                session_type=session_type,
+                limit=limit,
+                before=cursor,
+                server=server,
+                directory=directory,
             )
 
     page = run(go)
@@ -76,11 +99,13 @@ def history(ticket_id: str | None, session_type: str | None, limit: int, cursor:
             _when(s.get("startedAt")),
             _duration(s),
             str(s.get("messageCount", 0)),
+            tokens_text(s.get("usage")),
+            cost_text(s.get("usage")),
             _summary(s),
         )
         for s in sessions
     ]
-    header = ("SESSION", "TYPE", "STATUS", "STARTED (UTC)", "TOOK", "MSGS", "TITLE / ERROR")
+    header = ("SESSION", "TYPE", "STATUS", "STARTED (UTC)", "TOOK", "MSGS", "TOKENS", "COST", "TITLE / ERROR")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]

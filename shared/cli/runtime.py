@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.opencode.client import OpenCodeClient
+from shared.opencode.servers import OpenCodeServers
 from shared.store.connections import pg_connect, redis_client
 
 T = TypeVar("T")
@@ -26,6 +27,7 @@ class Clients:
     redis: Redis
     db: Any
     opencode: OpenCodeClient | None
+    servers: OpenCodeServers | None = None  # every configured server, for `enqueue --server/--directory`
 
 
 @asynccontextmanager
@@ -34,13 +36,16 @@ async def clients(*, opencode: bool = False, db: bool = True) -> AsyncIterator[C
     redis = redis_client(settings.redis_url, max_connections=4)
     conn = None
     oc = None
+    servers = OpenCodeServers(settings.servers, timeout_s=CLI_OPENCODE_TIMEOUT_S, max_connections=4)
     try:
         if opencode:
-            oc = OpenCodeClient(settings.opencode_url, timeout_s=CLI_OPENCODE_TIMEOUT_S, max_connections=4)
+            server = settings.servers[0]
+            oc = OpenCodeClient(server.url, timeout_s=CLI_OPENCODE_TIMEOUT_S, max_connections=4, auth=server.auth)
         if db:
             conn = await pg_connect(settings.database_url)
-        yield Clients(settings, redis, conn, oc)
+        yield Clients(settings, redis, conn, oc, servers if opencode else None)
     finally:
+        await servers.aclose()
         if conn is not None:
             await conn.close()
         if oc is not None:

@@ -9,10 +9,14 @@ import click
 from shared import commands
 from shared.cli.render import session_lines
 from shared.cli.runtime import clients, emit_json, run
+from shared.cli.usage import usage_line
+from shared.config import Settings
 from shared.errors import InvalidInput
 from shared.ids import parse_session_id, parse_ticket_id
 from shared.models import SESSION_TYPES
+from shared.opencode.servers import OpenCodeServers, parse_directory
 from shared.sessions import get_session
+from shared.usage import Usage
 
 
 def _read_prompt(prompt: str | None) -> str | None:
@@ -30,6 +34,8 @@ def _read_prompt(prompt: str | None) -> str | None:
 @click.option("--prompt", help="First prompt; '-' reads it from standard input.")
 @click.option("--title", help="OpenCode session title.")
 @click.option("--metadata", help="JSON object stored with the session.")
+@click.option("--server", metavar="NAME", help="The OpenCode server to run on (OPENCODE_SERVERS); default: the first.")
+@click.option("--directory", metavar="PATH", help="Absolute directory the session runs in (OpenCode's ?directory=).")
 @click.option("--json", "as_json", is_flag=True, help="Print the pending state as JSON instead of the id.")
 def enqueue(
     session_type: str,
@@ -37,6 +43,8 @@ def enqueue(
     prompt: str | None,
     title: str | None,
     metadata: str | None,
+    server: str | None,
+    directory: str | None,
     as_json: bool,
 ) -> None:
     """Create an OpenCode session and queue it for the pollers; prints its id at once."""
@@ -47,14 +55,20 @@ def enqueue(
     if ticket_id is not None:
         parse_ticket_id(ticket_id)
     meta = commands.parse_metadata(metadata) if metadata is not None else None
+    parse_directory(directory)
+    if server is not None:
+        OpenCodeServers(Settings.from_env().servers).config(server)  # exit 2 naming an unknown one
+    placed = server is not None or directory is not None
 
     async def go() -> dict[str, object]:
         async with clients(opencode=True) as c:
-            assert c.opencode is not None
+            assert c.opencode is not None and c.servers is not None
             return await commands.enqueue(
                 c.redis,
                 c.db,
-                c.opencode,
+                c.servers if placed else c.opencode,  # without either: exactly the one client, as always
+                server=server,
+                directory=directory,
                 session_type=session_type,
                 ticket_id=ticket_id,
                 prompt=text,
@@ -124,6 +138,8 @@ def show(session_id: str, as_json: bool) -> None:
         return
     for line in session_lines(session):
         click.echo(line)
+    if Usage.from_json(session.get("usage")).steps:  # a session not yet run used nothing: no line
+        click.echo(usage_line(session.get("usage")))
 
 
 def add_commands(group: click.Group) -> None:

@@ -4,13 +4,45 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import click
+from redis.asyncio import Redis
 
 from shared.cli.runtime import clients, emit_json, run
+from shared.config import ServerConfig, Settings
+from shared.errors import SessionLayerError
 from shared.models import STATUSES
-from shared.sessions import live_status_counts, poller_replicas, queue_depth, redis_now_ms
+from shared.opencode.client import OpenCodeClient
+from shared.sessions import live_server_counts, live_status_counts, poller_replicas, queue_depth, redis_now_ms
 
 MAX_GONE_SHOWN = 10  # the ZSET keeps every replica id that ever beat; the table shows the latest few
+HEALTH_TIMEOUT_S = 2.0
+
+
+async def _health(server: ServerConfig) -> dict[str, Any]:
+    """`GET /global/health` of one server: up (with its version) or not (with why)."""
+    async with OpenCodeClient(server.url, timeout_s=HEALTH_TIMEOUT_S, max_connections=1, auth=server.auth) as oc:
+        try:
+            answer = await oc.health()
+        except SessionLayerError as exc:
+            return {"healthy": False, "version": None, "error": exc.message}
+    return {"healthy": answer.get("healthy") is True, "version": answer.get("version"), "error": None}
+
+
+async def read_servers(settings: Settings, redis: Redis) -> list[dict[str, Any]]:
+    """Each configured OpenCode server with its health and how many live sessions it holds (asked at once)."""
+    counts = await live_server_counts(redis)
+    health: dict[str, dict[str, Any]] = {}
+
+    async def ask(server: ServerConfig) -> None:
+        health[server.name] = await _health(server)
+
+    async with anyio.create_task_group() as tg:
+        for server in settings.servers:
+            tg.start_soon(ask, server)
+    return [
+        {"name": s.name, "url": s.url, **health[s.name], "sessions": counts.get(s.name, 0)} for s in settings.servers
+    ]
 
 
 async def read_status() -> dict[str, Any]:
@@ -19,11 +51,13 @@ async def read_status() -> dict[str, Any]:
         queue = await queue_depth(c.redis, now_ms)
         by_status = await live_status_counts(c.redis)
         replicas = await poller_replicas(c.redis, now_ms)
+        servers = await read_servers(c.settings, c.redis)
     return {
         "now": now_ms,
         "queue": queue,
         "live": {"total": sum(by_status.values()), "byStatus": by_status},
         "pollers": replicas,
+        "servers": servers,
     }
 
 
@@ -43,12 +77,13 @@ def age(ms: int) -> str:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print {now, queue, live, pollers} as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print {now, queue, live, pollers, servers} as JSON.")
 def status(as_json: bool) -> None:
     """Show the queue depth (due vs leased), live sessions by status and poller replicas (REDIS_URL).
 
     A replica is `alive` while its heartbeat hash exists (it beats every second and the hash expires after
     a few missed beats); a stopped or crashed replica is listed as `gone` with the age of its last beat.
+    Last, with OPENCODE_SERVERS, each OpenCode server with its health and its live sessions (--json: always).
     """
     report = run(read_status)
     if as_json:
@@ -84,6 +119,12 @@ def status(as_json: bool) -> None:
             click.echo(f"  {replica['replicaId']}  gone   last heartbeat {age(replica['heartbeatAgeMs'])} ago")
     if gone_shown > MAX_GONE_SHOWN:
         click.echo(f"  … and {gone_shown - MAX_GONE_SHOWN} more gone (see --json)")
+    if len(report["servers"]) < 2:
+        return  # one server (OPENCODE_URL alone): the report reads as it always did; --json has it
+    click.echo(f"servers  {len(report['servers'])}")
+    for server in report["servers"]:
+        health = f"up {server['version']}" if server["healthy"] else f"down: {server['error']}"
+        click.echo(f"  {server['name']}  {server['url']}  {health}  {server['sessions']} session(s)")
 
 
 def add_commands(group: click.Group) -> None:

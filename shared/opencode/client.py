@@ -66,7 +66,8 @@ class OpenCodeClient:
 
     Use it as `async with OpenCodeClient(url) as oc:` or call `aclose()`; a closed client refuses further
     calls. `directory` is sent as `?directory=` on the instance-scoped routes (all but `/global/health`).
-    Each call is bounded by `timeout_s` in total.
+    `auth` (user, password) is sent as HTTP basic auth on every call (`opencode serve` with
+    OPENCODE_SERVER_PASSWORD). Each call is bounded by `timeout_s` in total.
     """
 
     def __init__(
@@ -76,8 +77,10 @@ class OpenCodeClient:
         timeout_s: float = 10.0,
         max_connections: int = 100,
         directory: str | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": aiohttp.encode_basic_auth(*auth)} if auth is not None else None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._timeout_s = timeout_s
         self._max_connections = max_connections
@@ -183,7 +186,7 @@ class OpenCodeClient:
             raise RuntimeError("OpenCodeClient is closed")
         if self._http is None:
             connector = aiohttp.TCPConnector(limit=self._max_connections)
-            self._http = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._http = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
         return self._http
 
     async def _call(

@@ -10,27 +10,36 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg.rows import class_row, scalar_row
 from psycopg.types.json import Jsonb
 
+from shared.config import DEFAULT_SERVER
 from shared.errors import InvalidInput
 from shared.ids import SessionId, TicketId, parse_ticket_id
 from shared.store.connections import store_errors
 from shared.store.live import LiveState
+from shared.usage import Usage
 
 PgConnection = psycopg.AsyncConnection[Any]
 
 LAYER_KEY = "sessionLayer"
 COLUMNS = "id, ticket_id, session_type, status, messages, metadata, started_at, completed_at, error_message"
+# sql/005_usage.sql: what the session used, summed over its assistant messages when it is archived
+USAGE_COLUMNS = "tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, tokens_cache_write, cost, steps"
+# sql/005_servers.sql: where the session ran (NULL: the default server, the server's own directory)
+PLACE_COLUMNS = "server, directory"
+ROW_COLUMNS = f"{COLUMNS}, {USAGE_COLUMNS}, {PLACE_COLUMNS}"
 UNFINISHED = ("pending", "running")
 
-_SELECT_ONE = f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = %s"
+_SELECT_ONE = f"SELECT {ROW_COLUMNS} FROM opencode_sessions WHERE id = %s"
 
 _INSERT_PENDING = f"""
-INSERT INTO opencode_sessions ({COLUMNS}) VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL)
+INSERT INTO opencode_sessions ({COLUMNS}, {PLACE_COLUMNS})
+VALUES (%s, %s, %s, 'pending', '[]', %s, %s, NULL, NULL, %s, %s)
 """
 
 _REOPEN = f"""
@@ -44,22 +53,32 @@ UPDATE opencode_sessions SET
     metadata = jsonb_set(coalesce(metadata, '{{}}'::jsonb), '{{{LAYER_KEY}}}',
                          coalesce(metadata -> '{LAYER_KEY}', '{{}}'::jsonb) || '{{"cancel": true}}'::jsonb)
 WHERE id = %s AND status IN ('pending', 'running')
-RETURNING {COLUMNS}
+RETURNING {ROW_COLUMNS}
 """
 
 _UNFINISHED = (
-    f"SELECT {COLUMNS} FROM opencode_sessions WHERE status IN ('pending', 'running') ORDER BY started_at LIMIT %s"
+    f"SELECT {ROW_COLUMNS} FROM opencode_sessions WHERE status IN ('pending', 'running') ORDER BY started_at LIMIT %s"
 )
-_STILL_UNFINISHED = f"SELECT {COLUMNS} FROM opencode_sessions WHERE id = ANY(%s) AND status IN ('pending', 'running')"
+_STILL_UNFINISHED = (
+    f"SELECT {ROW_COLUMNS} FROM opencode_sessions WHERE id = ANY(%s) AND status IN ('pending', 'running')"
+)
 
 # The owner's write, at claim (`running`) and at the end (the archive): fenced by the epoch in the row.
 _UPSERT = f"""
-INSERT INTO opencode_sessions AS s ({COLUMNS})
+INSERT INTO opencode_sessions AS s ({ROW_COLUMNS})
 VALUES (%(id)s, %(ticket_id)s, %(session_type)s, %(status)s, %(messages)s, %(metadata)s, %(started_at)s,
-        %(completed_at)s, %(error)s)
+        %(completed_at)s, %(error)s, %(tokens_input)s, %(tokens_output)s, %(tokens_reasoning)s,
+        %(tokens_cache_read)s, %(tokens_cache_write)s, %(cost)s, %(steps)s, %(server)s, %(directory)s)
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status,
     messages = CASE WHEN %(keep_messages)s THEN s.messages ELSE excluded.messages END,
+    tokens_input = CASE WHEN %(keep_messages)s THEN s.tokens_input ELSE excluded.tokens_input END,
+    tokens_output = CASE WHEN %(keep_messages)s THEN s.tokens_output ELSE excluded.tokens_output END,
+    tokens_reasoning = CASE WHEN %(keep_messages)s THEN s.tokens_reasoning ELSE excluded.tokens_reasoning END,
+    tokens_cache_read = CASE WHEN %(keep_messages)s THEN s.tokens_cache_read ELSE excluded.tokens_cache_read END,
+    tokens_cache_write = CASE WHEN %(keep_messages)s THEN s.tokens_cache_write ELSE excluded.tokens_cache_write END,
+    cost = CASE WHEN %(keep_messages)s THEN s.cost ELSE excluded.cost END,
+    steps = CASE WHEN %(keep_messages)s THEN s.steps ELSE excluded.steps END,
     metadata = jsonb_set(coalesce(s.metadata, '{{}}'::jsonb), '{{{LAYER_KEY}}}',
                          coalesce(s.metadata -> '{LAYER_KEY}', '{{}}'::jsonb) || %(layer)s),
     completed_at = excluded.completed_at,
@@ -84,6 +103,19 @@ def to_epoch_ms(value: datetime | None) -> int | None:
     return int(value.replace(tzinfo=UTC).timestamp() * 1000)
 
 
+def usage_params(usage: Usage) -> dict[str, Any]:
+    """The usage columns' values, named as the columns are."""
+    return {
+        "tokens_input": usage.input,
+        "tokens_output": usage.output,
+        "tokens_reasoning": usage.reasoning,
+        "tokens_cache_read": usage.cache_read,
+        "tokens_cache_write": usage.cache_write,
+        "cost": Decimal(repr(usage.cost)),
+        "steps": usage.steps,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class ArchiveRow:
     """One row; `message_count` is filled by the history read only."""
@@ -98,6 +130,27 @@ class ArchiveRow:
     completed_at: datetime | None
     error_message: str | None
     message_count: int | None = None
+    tokens_input: int = 0
+    tokens_output: int = 0
+    tokens_reasoning: int = 0
+    tokens_cache_read: int = 0
+    tokens_cache_write: int = 0
+    cost: Decimal = Decimal(0)
+    steps: int = 0
+    server: str | None = None
+    directory: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            input=self.tokens_input,
+            output=self.tokens_output,
+            reasoning=self.tokens_reasoning,
+            cache_read=self.tokens_cache_read,
+            cache_write=self.tokens_cache_write,
+            cost=float(self.cost),
+            steps=self.steps,
+        )
 
     @property
     def layer(self) -> dict[str, Any]:
@@ -139,6 +192,8 @@ class ArchiveRow:
             started_at=to_epoch_ms(self.started_at) or now_ms,
             updated_at=now_ms,
             metadata=self.user_metadata,
+            server=self.server,
+            directory=self.directory,
         )
 
     def to_session(self) -> dict[str, Any]:
@@ -159,6 +214,9 @@ class ArchiveRow:
             "metadata": self.user_metadata,
             "seq": int(layer.get("seq") or 0),
             "live": False,
+            "usage": self.usage.to_json(),
+            "server": self.server or DEFAULT_SERVER,
+            "directory": self.directory,
         }
 
 
@@ -189,6 +247,8 @@ async def insert_pending(
         state.session_type,
         Jsonb({**user_metadata, LAYER_KEY: layer}),
         to_timestamp(state.started_at),
+        state.server,
+        state.directory,
     )
     with store_errors("PostgreSQL"):
         try:
@@ -231,6 +291,8 @@ async def history(
     ticket_id: TicketId | None,
     session_type: str | None,
     before: tuple[int, SessionId] | None,
+    server: str | None = None,
+    directory: str | None = None,
     limit: int,
     include_messages: bool,
 ) -> list[ArchiveRow]:
@@ -243,10 +305,16 @@ async def history(
     if session_type is not None:
         clauses.append("session_type = %s")
         params.append(session_type)
+    if server is not None:
+        clauses.append("coalesce(server, %s) = %s")
+        params += [DEFAULT_SERVER, server]
+    if directory is not None:
+        clauses.append("directory = %s")
+        params.append(directory)
     if before is not None:
         clauses.append("(started_at, id) < (%s, %s)")
         params += [to_timestamp(before[0]), before[1]]
-    columns = COLUMNS if include_messages else COLUMNS.replace("messages", "'[]'::jsonb AS messages", 1)
+    columns = ROW_COLUMNS if include_messages else ROW_COLUMNS.replace("messages", "'[]'::jsonb AS messages", 1)
     sql = (
         f"SELECT {columns}, jsonb_array_length(coalesce(messages, '[]'::jsonb)) AS message_count"
         f" FROM opencode_sessions WHERE {' AND '.join(clauses)} ORDER BY started_at DESC, id DESC LIMIT %s"
@@ -284,6 +352,9 @@ async def upsert_fenced(
         "completed_at": to_timestamp(completed_ms) if completed_ms else None,
         "error": error,
         "keep_messages": keep_messages,
+        "server": state.server,
+        "directory": state.directory,
+        **usage_params(Usage() if keep_messages else Usage.of_messages(messages)),
         "layer": Jsonb(layer),
         "epoch": epoch,
     }

@@ -13,15 +13,30 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from shared.config import DEFAULT_SERVER
 from shared.ids import SessionId, TicketId
 from shared.models import as_text, dumps
 from shared.store import keys
 from shared.store.connections import store_errors
+from shared.usage import Usage
 
 # A hash written by enqueue.lua always has a type; a reader that somehow finds none assumes the default one.
 DEFAULT_SESSION_TYPE = "chat"
 # What the live list reads of each session (one HMGET each), and what `status` counts read.
-SUMMARY_FIELDS = ("sessionId", "ticketId", "sessionType", "status", "title", "error", "startedAt", "updatedAt", "seq")
+SUMMARY_FIELDS = (
+    "sessionId",
+    "ticketId",
+    "sessionType",
+    "status",
+    "title",
+    "error",
+    "startedAt",
+    "updatedAt",
+    "seq",
+    "usage",
+    "server",
+    "directory",
+)
 STATUS_FIELD = "status"
 
 RawHash = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str | None]
@@ -46,6 +61,14 @@ class LiveState:
     current_tool_calls: list[Any] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
     seq: int = 0
+    usage: Usage = field(default_factory=Usage)
+    server: str | None = None  # the OpenCode server's name; None: the default one
+    directory: str | None = None  # sent as `?directory=` on every OpenCode call for the session
+
+    @property
+    def place(self) -> tuple[str | None, str | None]:
+        """Where the session runs: (server, directory)."""
+        return self.server, self.directory
 
     @classmethod
     def decode(cls, raw: RawHash) -> LiveState | None:
@@ -65,11 +88,14 @@ class LiveState:
             current_tool_calls=json.loads(text.get("currentToolCalls") or "[]"),
             metadata=json.loads(text.get("metadata") or "null"),
             seq=int(text.get("seq") or 0),
+            usage=Usage.from_json(json.loads(text.get("usage") or "null")),
+            server=text.get("server") or None,
+            directory=text.get("directory") or None,
         )
 
     def encode(self) -> dict[str, str]:
         """The hash as enqueue.lua writes it; the script itself sets `seq` and `updatedAt` (Redis's clock)."""
-        return {
+        return self._place_fields() | {
             "sessionId": self.session_id,
             "ticketId": self.ticket_id or "",
             "sessionType": self.session_type,
@@ -80,6 +106,11 @@ class LiveState:
             "currentToolCalls": dumps(self.current_tool_calls),
             "metadata": dumps(self.metadata),
         }
+
+    def _place_fields(self) -> dict[str, str]:
+        """`server` and `directory`, written only when the session names them (a default session's hash is as
+        it always was)."""
+        return {k: v for k, v in (("server", self.server), ("directory", self.directory)) if v}
 
     def index_event(self, event: str) -> str:
         """Body of a live-index change on `opencode:sessions:updates` (appeared / status / ended)."""
@@ -109,6 +140,9 @@ class LiveState:
             "updatedAt": self.updated_at,
             "seq": self.seq,
             "live": True,
+            "usage": self.usage.to_json(),
+            "server": self.server or DEFAULT_SERVER,
+            "directory": self.directory,
         }
 
     def to_session(self, messages: list[Any]) -> dict[str, Any]:
@@ -127,11 +161,19 @@ class LiveState:
             "metadata": self.metadata,
             "seq": self.seq,
             "live": True,
+            "usage": self.usage.to_json(),
+            "server": self.server or DEFAULT_SERVER,
+            "directory": self.directory,
         }
 
 
 def encode_change(
-    updated_at: int, *, status: str | None = None, error: str | None = None, tool_calls: list[Any] | None = None
+    updated_at: int,
+    *,
+    status: str | None = None,
+    error: str | None = None,
+    tool_calls: list[Any] | None = None,
+    usage: Usage | None = None,
 ) -> tuple[dict[str, str], str]:
     """What one apply.lua call writes to the hash, and the `state` object its update event carries.
 
@@ -146,6 +188,9 @@ def encode_change(
     if tool_calls is not None:
         state["currentToolCalls"] = tool_calls
         fields["currentToolCalls"] = dumps(tool_calls)
+    if usage is not None:
+        state["usage"] = usage.to_json()
+        fields["usage"] = dumps(state["usage"])
     return fields, dumps(state)
 
 

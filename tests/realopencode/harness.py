@@ -111,14 +111,20 @@ def install_opencode(version: str | None = None) -> Path:
         return binary
 
 
-def opencode_config(model_url: str) -> dict[str, object]:
-    """opencode.json: the scripted model as provider `fake`, model `fake-model`; no prompts for permission."""
-    model = {
+def opencode_config(model_url: str, price: dict[str, float] | None = None) -> dict[str, object]:
+    """opencode.json: the scripted model as provider `fake`, model `fake-model`; no prompts for permission.
+
+    `price`: the model's price per million tokens (`input`, `output`, `cache_read`, `cache_write`), from which
+    OpenCode computes each assistant message's `cost`; without it every cost is 0.
+    """
+    model: dict[str, object] = {
         "name": "Fake Model",
         "tool_call": True,
         "reasoning": False,
         "limit": {"context": 128000, "output": 4096},
     }
+    if price is not None:
+        model["cost"] = price
     provider = {
         "npm": "@ai-sdk/openai-compatible",  # bundled in the binary: nothing is downloaded
         "name": "Scripted test model",
@@ -139,10 +145,10 @@ def opencode_config(model_url: str) -> dict[str, object]:
     }
 
 
-def make_workdir(path: Path, model_url: str, env: dict[str, str]) -> Path:
+def make_workdir(path: Path, model_url: str, env: dict[str, str], price: dict[str, float] | None = None) -> Path:
     """The project directory OpenCode serves: a git repository with opencode.json and hello.txt."""
     path.mkdir(parents=True)
-    (path / "opencode.json").write_text(json.dumps(opencode_config(model_url), indent=2) + "\n")
+    (path / "opencode.json").write_text(json.dumps(opencode_config(model_url, price), indent=2) + "\n")
     (path / "hello.txt").write_text(HELLO_TEXT)
     if shutil.which("git"):
         ident = ["-c", "user.name=test", "-c", "user.email=test@localhost", "-c", "commit.gpgsign=false"]
@@ -191,7 +197,9 @@ def _healthy(url: str) -> dict[str, object] | None:
 
 
 @contextmanager
-def run_opencode(binary: Path, root: Path, model_url: str, *, version: str) -> Iterator[OpenCodeServer]:
+def run_opencode(
+    binary: Path, root: Path, model_url: str, *, version: str, price: dict[str, float] | None = None
+) -> Iterator[OpenCodeServer]:
     """`opencode serve` on a free loopback port, its state under `root`; stopped with its whole process group."""
     home, xdg = root / "home", root / "xdg"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE")}
@@ -200,7 +208,7 @@ def run_opencode(binary: Path, root: Path, model_url: str, *, version: str) -> I
         (xdg / name).mkdir(parents=True)
         env[f"XDG_{name.upper()}_HOME"] = str(xdg / name)
     home.mkdir(parents=True)
-    workdir = make_workdir(root / "project", model_url, env)
+    workdir = make_workdir(root / "project", model_url, env, price)
     port = free_port()
     command = [str(binary), "serve", "--hostname", "127.0.0.1", "--port", str(port), "--print-logs"]
     command += ["--log-level", "INFO"]

@@ -108,7 +108,11 @@ async def test_history_lists_a_tickets_archived_sessions_newest_first(redis, db,
     code, out, err = await cli("history", "--ticket", "T-hist", DATABASE_URL=schema)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["SESSION", "TYPE", "STATUS", "STARTED", "(UTC)", "TOOK", "MSGS", "TITLE", "/", "ERROR"]
+    # issue 17 added TOKENS (input / output) and COST
+    assert lines[0].split() == [
+        *("SESSION", "TYPE", "STATUS", "STARTED", "(UTC)", "TOOK", "MSGS", "TOKENS", "COST", "TITLE", "/", "ERROR")
+    ]
+    assert "200 in / 40 out" in lines[1]  # the TOOL run: two model steps of 100 in / 20 out each
     assert [line.split()[:3] for line in lines[1:]] == [
         [ids[2], "ask", "completed"],
         [ids[1], "ask", "error"],

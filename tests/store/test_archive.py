@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from shared.ids import SessionId, TicketId
 from shared.store import archive
 from shared.store.archive import LAYER_KEY, ArchiveRow
 from shared.store.live import LiveState
+from shared.usage import Usage
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +75,21 @@ async def test_history_counts_messages_without_reading_them(db):
         db, ticket_id=TicketId("T-1"), session_type=None, before=None, limit=5, include_messages=False
     )
     assert (row.messages, row.message_count) == ([], 2)
+
+
+async def test_the_archive_stores_the_usage_of_its_messages_and_a_claim_keeps_it(db):
+    tokens = {"input": 100, "output": 20, "reasoning": 3, "cache": {"read": 5, "write": 7}}
+    messages = [
+        {"info": {"id": "msg_1", "role": "user"}, "parts": []},
+        {"info": {"id": "msg_2", "role": "assistant", "cost": 0.0015, "tokens": tokens}, "parts": []},
+        {"info": {"id": "msg_3", "role": "assistant", "cost": 0.00025, "tokens": tokens}, "parts": []},
+    ]
+    assert await archive.upsert_fenced(db, STATE, 1, status="completed", messages=messages, now_ms=2_000)
+    expected = Usage(input=200, output=40, reasoning=6, cache_read=10, cache_write=14, cost=0.00175, steps=2)
+    row = await archive.fetch(db, STATE.session_id)
+    assert row.usage == expected and row.to_session()["usage"] == expected.to_json()
+    assert await archive.upsert_fenced(db, STATE, 2, status="running", keep_messages=True, now_ms=3_000)
+    row = await archive.fetch(db, STATE.session_id)
+    assert row.usage == expected
+    cur = await db.execute("SELECT sum(tokens_input), sum(cost), sum(steps) FROM opencode_sessions")
+    assert await cur.fetchone() == (200, Decimal("0.00175"), 2)

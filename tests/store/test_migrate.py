@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from shared.store.migrate import MIGRATE_LOCK_ID, Migration, load_migrations, migrate
 
@@ -44,7 +46,7 @@ async def ticket_fks(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]
 
 
 def test_the_shipped_files_are_ordered_and_only_the_fk_file_runs_every_time():
-    assert ALL == sorted(ALL) == ["001_opencode_sessions.sql", "002_ticket_fk.sql"]
+    assert ALL == sorted(ALL) == ["001_opencode_sessions.sql", "002_ticket_fk.sql", "005_servers.sql", "005_usage.sql"]
     assert EVERY_RUN == ["002_ticket_fk.sql"]
 
 
@@ -114,6 +116,17 @@ async def test_opencode_sessions_has_exactly_the_host_apps_columns(fresh_databas
         ("started_at", "timestamp without time zone", None, "NO", "now()"),
         ("completed_at", "timestamp without time zone", None, "YES", None),
         ("error_message", "text", None, "YES", None),
+        # issue 17, appended after the host app's columns: sql/005_servers.sql (where the session ran) and
+        # sql/005_usage.sql (what it used)
+        ("server", "character varying", 64, "YES", None),
+        ("directory", "text", None, "YES", None),
+        ("tokens_input", "bigint", None, "NO", "0"),
+        ("tokens_output", "bigint", None, "NO", "0"),
+        ("tokens_reasoning", "bigint", None, "NO", "0"),
+        ("tokens_cache_read", "bigint", None, "NO", "0"),
+        ("tokens_cache_write", "bigint", None, "NO", "0"),
+        ("cost", "numeric", None, "NO", "0"),
+        ("steps", "integer", None, "NO", "0"),
     ]
     assert [r[0] for r in primary_key] == ["id"]
 
@@ -165,3 +178,25 @@ async def test_a_failing_migration_leaves_nothing_behind_and_releases_the_lock(f
         assert await fetchall(conn, "SELECT name FROM opencode_schema_migrations") == []
         async with await connect(fresh_database) as other:
             assert await migrate(other) == ALL  # not blocked by the failed run's lock
+
+
+async def test_the_usage_migration_computes_old_rows_usage_from_their_stored_messages(fresh_database):
+    before_usage = [m for m in load_migrations() if m.name < "005"]
+    tokens = {"input": 100, "output": 20, "reasoning": 1, "cache": {"read": 2, "write": 3}}
+    messages = [
+        {"info": {"id": "msg_1", "role": "user"}, "parts": []},
+        {"info": {"id": "msg_2", "role": "assistant", "cost": 0.25, "tokens": tokens}, "parts": []},
+        {"info": {"id": "msg_3", "role": "assistant", "cost": 0.5, "tokens": {"input": "x"}}, "parts": []},
+    ]
+    async with await connect(fresh_database) as conn:
+        await migrate(conn, before_usage)
+        await insert_row(conn, "old", "completed", "T-1")
+        await insert_row(conn, "empty", "completed", "T-1")
+        await conn.execute("UPDATE opencode_sessions SET messages = %s WHERE id = 'old'", (Jsonb(messages),))
+        await migrate(conn)
+        rows = await fetchall(
+            conn,
+            "SELECT id, tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, tokens_cache_write,"
+            " cost, steps FROM opencode_sessions ORDER BY id",
+        )
+    assert rows == [("empty", 0, 0, 0, 0, 0, 0, 0), ("old", 100, 20, 1, 2, 3, Decimal("0.75"), 2)]

@@ -138,7 +138,8 @@ async def delete_session(request: Request) -> Response:
 
 
 async def session_status(request: Request) -> Response:
-    return JSONResponse(_sim(request).simulation.statuses())
+    simulation = _sim(request).simulation
+    return JSONResponse(simulation.statuses(request.query_params.get("directory") or simulation.directory))
 
 
 async def list_messages(request: Request) -> Response:
@@ -212,7 +213,8 @@ async def abort(request: Request) -> Response:
 async def events(request: Request) -> Response:
     """`GET /event`: `data: {json}` records only; server.connected first, server.heartbeat when quiet."""
     app = _sim(request)
-    queue = app.simulation.bus.subscribe()
+    simulation = app.simulation
+    queue = simulation.bus.subscribe(request.query_params.get("directory") or simulation.directory)
 
     async def stream() -> AsyncIterator[str]:
         with queue:

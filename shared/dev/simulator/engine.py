@@ -63,25 +63,34 @@ def zero_tokens() -> JSON:
 
 
 class EventBus:
-    """Fans `GET /event` records out to bounded per-subscriber queues; a subscriber that falls behind is dropped."""
+    """Fans `GET /event` records out to bounded per-subscriber queues; a subscriber that falls behind is dropped.
 
-    def __init__(self) -> None:
-        self._queues: set[MemoryObjectSendStream[str]] = set()
+    As OpenCode's instances do, a subscriber hears only its directory's sessions (`directory_of` a session id;
+    records that name no session go to everyone).
+    """
 
-    def subscribe(self) -> MemoryObjectReceiveStream[str]:
+    def __init__(self, directory_of: Callable[[str], str | None] = lambda session_id: None) -> None:
+        self._queues: dict[MemoryObjectSendStream[str], str | None] = {}
+        self._directory_of = directory_of
+
+    def subscribe(self, directory: str | None = None) -> MemoryObjectReceiveStream[str]:
         send, receive = anyio.create_memory_object_stream[str](max_buffer_size=10_000)
-        self._queues.add(send)
+        self._queues[send] = directory
         return receive
 
     def publish(self, type_: str, properties: JSON) -> None:
         if not self._queues:
             return
         line = json.dumps({"id": new_id("evt"), "type": type_, "properties": properties}, separators=(",", ":"))
-        for queue in list(self._queues):
+        session_id = properties.get("sessionID")
+        where = self._directory_of(session_id) if isinstance(session_id, str) else None
+        for queue, directory in list(self._queues.items()):
+            if where is not None and directory is not None and where != directory:
+                continue
             try:
                 queue.send_nowait(line)
             except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._queues.discard(queue)
+                self._queues.pop(queue, None)
                 queue.close()
 
     def close(self) -> None:
@@ -142,7 +151,7 @@ class Simulation:
         self.retry_delays = tuple(retry_delays)
         self._script = script
         self.sessions: dict[str, SimSession] = {}
-        self.bus = EventBus()
+        self.bus = EventBus(self.directory_of)
         self.task_group: TaskGroup | None = None  # set by the app's lifespan
 
     def create_session(self, *, title: str | None, directory: str | None) -> SimSession:
@@ -158,8 +167,17 @@ class Simulation:
         self.bus.publish("session.created", {"sessionID": sess.id, "info": info})
         return sess
 
-    def statuses(self) -> dict[str, JSON]:
-        return {sid: sess.status for sid, sess in self.sessions.items() if sess.status is not None}
+    def directory_of(self, session_id: str) -> str | None:
+        sess = self.sessions.get(session_id)
+        return str(sess.info["directory"]) if sess is not None else None
+
+    def statuses(self, directory: str | None = None) -> dict[str, JSON]:
+        """Busy sessions; of one directory only when given (OpenCode answers per instance)."""
+        return {
+            sid: sess.status
+            for sid, sess in self.sessions.items()
+            if sess.status is not None and (directory is None or sess.info["directory"] == directory)
+        }
 
     def prompt(self, sess: SimSession, *, message_id: str | None, parts: list[JSON], agent: str, model: JSON) -> str:
         """Store a user message (or, for a known `messageID`, its parts once more) and make sure a loop runs."""

@@ -25,3 +25,4 @@ class DevOptions:
     auth_secret: bool = False  # the gateway checks tokens (--auth, or GATEWAY_AUTH_SECRET is set)
     secret: str | None = None  # GATEWAY_AUTH_SECRET when set; else dev generates one (kept in --data-dir)
     opencode_from_env: bool = False  # opencode_url came from an exported OPENCODE_URL, not --opencode-url
+    servers: int = 1  # simulators to run (2+: named default, sim2, … in OPENCODE_SERVERS)

@@ -61,6 +61,7 @@ class DevStack:
         self.state = DevState()
         self.run_dir: RunDir | None = None
         self._data_lock: DataDirLock | None = None
+        self.opencode_servers = ""  # OPENCODE_SERVERS when `--servers` runs more than one simulator
         self._force = False
         self._signal_name: str | None = None
         self._store_retry: dict[str, tuple[float, Backoff]] = {}  # store -> (next attempt, its backoff)
@@ -179,14 +180,22 @@ class DevStack:
         if choice.note is not None:
             self.reporter.status(choice.note)
         if choice.url is None:
-            sim_port = keep_or_pick("opencode", self.state.ports, self.reporter)
-            self.opencode_url = f"http://{LOOPBACK}:{sim_port}"
             self.simulated = True
             data_dir = self.options.data_dir
-            state_file = None if data_dir is None else str(data_dir / "opencode-simulator.json")
-            self.children.append(
-                components.simulator(sim_port, self.options.sim_speed, base_env, self.reporter, state_file)
-            )
+            urls = []
+            for n in range(1, self.options.servers + 1):
+                name = "opencode" if n == 1 else f"opencode-{n}"
+                sim_port = keep_or_pick(name, self.state.ports, self.reporter)
+                urls.append(f"http://{LOOPBACK}:{sim_port}")
+                state_file = None if data_dir is None else str(data_dir / f"{name}-simulator.json")
+                sim = components.simulator(sim_port, self.options.sim_speed, base_env, self.reporter, state_file)
+                sim.name = name
+                self.children.append(sim)
+            self.opencode_url = urls[0]
+            if len(urls) > 1:
+                names = ["default", *(f"sim{n}" for n in range(2, len(urls) + 1))]
+                self.opencode_servers = ",".join(f"{name}={url}" for name, url in zip(names, urls, strict=True))
+                base_env["OPENCODE_SERVERS"] = self.opencode_servers
         else:
             self.opencode_url = choice.url
         base_env["OPENCODE_URL"] = self.opencode_url
@@ -291,7 +300,7 @@ class DevStack:
             "DATABASE_URL": self.postgres.url,
             "OPENCODE_URL": self.opencode_url,
             "GATEWAY_AUTH_SECRET": self.gateway_secret,
-        }
+        } | ({"OPENCODE_SERVERS": self.opencode_servers} if self.opencode_servers else {})
 
     def pids(self) -> dict[str, int | None]:
         assert self.redis is not None and self.postgres is not None

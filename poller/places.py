@@ -1,0 +1,106 @@
+"""Places: the OpenCode servers and directories this replica has sessions on, each with its own client, status
+board and `/event` stream — opened when the first session there is claimed, closed after the last one ends.
+
+The default place (the default server, OPENCODE_DIRECTORY) is the worker's own and lives as long as it does. A
+server that is down or slow holds up only its own place: its board and stream fail alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from poller.deps import TrackerDeps
+from poller.events import EventRouter
+from poller.status_board import StatusBoard
+from shared.errors import SessionLayerError
+from shared.opencode.servers import OpenCodeServers
+
+log = structlog.get_logger(__name__)
+
+PlaceKey = tuple[str, str | None]
+
+
+@dataclass(slots=True)
+class Place:
+    """One server+directory in use: the trackers' deps there, and how many sessions hold it open."""
+
+    key: PlaceKey
+    deps: TrackerDeps
+    sessions: int = 0
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
+class Places:
+    """`acquire` before a tracker starts, `release` after it ends; `boards` for the replica tick."""
+
+    def __init__(self, servers: OpenCodeServers, default: TrackerDeps, default_directory: str | None) -> None:
+        self._servers = servers
+        self._default_key: PlaceKey = (servers.default, default_directory)
+        self._default = default
+        self._places: dict[PlaceKey, Place] = {}
+
+    def key(self, server: str | None, directory: str | None) -> PlaceKey:
+        return self._servers.config(server).name, directory or self._default_key[1]
+
+    def acquire(self, key: PlaceKey, tg: TaskGroup, *, max_age_s: float, events: bool) -> TrackerDeps:
+        if key == self._default_key:
+            return self._default
+        place = self._places.get(key)
+        if place is None:
+            opencode = self._servers.client(*key)
+            router = EventRouter(opencode) if events else None
+            deps = dataclasses.replace(
+                self._default, opencode=opencode, board=StatusBoard(opencode, max_age_s), router=router
+            )
+            place = self._places[key] = Place(key, deps)
+            if router is not None:
+                tg.start_soon(self._stream, place, router)
+            log.info("place_opened", server=key[0], directory=key[1])
+        place.sessions += 1
+        return place.deps
+
+    async def release(self, key: PlaceKey) -> None:
+        place = self._places.get(key)
+        if place is None:
+            return
+        place.sessions -= 1
+        if place.sessions <= 0:
+            del self._places[key]
+            place.scope.cancel()  # its /event connection closes
+            await self._servers.close_client(*key)
+            log.info("place_closed", server=key[0], directory=key[1])
+
+    def boards(self) -> list[StatusBoard]:
+        return [place.deps.board for place in self._places.values()]
+
+    def routers(self) -> dict[PlaceKey, EventRouter]:
+        """The event routers of the places open now (the default place's is the worker's own)."""
+        return {key: p.deps.router for key, p in self._places.items() if p.deps.router is not None}
+
+    def held(self) -> dict[PlaceKey, int]:
+        """Sessions held per place other than the default one."""
+        return {key: place.sessions for key, place in self._places.items()}
+
+    @staticmethod
+    async def _stream(place: Place, router: EventRouter) -> None:
+        with place.scope:
+            await router.run()
+
+
+async def refresh_boards(boards: list[StatusBoard]) -> None:
+    """Every place's `GET /session/status` at once: a slow server delays only its own board."""
+
+    async def one(board: StatusBoard) -> None:
+        try:
+            await board.refresh()
+        except SessionLayerError as exc:
+            log.warning("status_failed", error=exc.message)
+
+    async with anyio.create_task_group() as tg:
+        for board in boards:
+            tg.start_soon(one, board)

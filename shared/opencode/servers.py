@@ -1,0 +1,78 @@
+"""OpenCodeServers: the named OpenCode servers (OPENCODE_SERVERS, or OPENCODE_URL alone as `default`) and one
+client per server and directory in use, so every call for a session goes to its server with its `?directory=`."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+
+from shared.config import ServerConfig
+from shared.errors import InvalidInput
+from shared.opencode.client import OpenCodeClient
+
+
+def parse_directory(value: str | None) -> str | None:
+    """An absolute directory as OpenCode takes it (`?directory=`); None is the server's own. InvalidInput for an
+    empty or relative one."""
+    if value is None:
+        return None
+    if not value.strip() or not posixpath.isabs(value) or "\x00" in value:
+        raise InvalidInput(f"directory {value!r} is not an absolute path", {"parameter": "directory"})
+    return value
+
+
+class OpenCodeServers:
+    """Clients are made on first use and kept until `aclose()`; `default_directory` (OPENCODE_DIRECTORY) is the
+    directory of a session that names none."""
+
+    def __init__(
+        self,
+        servers: Sequence[ServerConfig],
+        *,
+        timeout_s: float = 10.0,
+        max_connections: int = 100,
+        default_directory: str | None = None,
+    ) -> None:
+        self._servers = {server.name: server for server in servers}
+        self.default = servers[0].name
+        self._timeout_s = timeout_s
+        self._max_connections = max_connections
+        self._default_directory = default_directory
+        self._clients: dict[tuple[str, str | None], OpenCodeClient] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._servers)
+
+    def config(self, name: str | None) -> ServerConfig:
+        """InvalidInput naming the server when there is none of that name."""
+        server = self._servers.get(name or self.default)
+        if server is None:
+            known = ", ".join(self._servers)
+            raise InvalidInput(f"unknown server {name!r}: the servers are {known}", {"parameter": "server"})
+        return server
+
+    def client(self, server: str | None, directory: str | None) -> OpenCodeClient:
+        config = self.config(server)
+        where = directory or self._default_directory
+        key = (config.name, where)
+        if key not in self._clients:
+            self._clients[key] = OpenCodeClient(
+                config.url,
+                timeout_s=self._timeout_s,
+                max_connections=self._max_connections,
+                directory=where,
+                auth=config.auth,
+            )
+        return self._clients[key]
+
+    async def close_client(self, server: str, directory: str | None) -> None:
+        """Close and forget one client (its server+directory has no session left here)."""
+        client = self._clients.pop((server, directory or self._default_directory), None)
+        if client is not None:
+            await client.aclose()
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()

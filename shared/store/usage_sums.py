@@ -1,0 +1,128 @@
+"""The usage statements on `opencode_sessions` (sql/005_usage.sql's columns): sums and per-session rows.
+
+Ended rows hold their final usage; a pending or running row holds zeros (or the usage of its last run, if it
+came back for a follow-up) until it is archived again, so readers take a live session's usage from Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from psycopg.rows import class_row
+
+from shared.config import DEFAULT_SERVER
+from shared.ids import TicketId
+from shared.store.archive import UNFINISHED, PgConnection, to_epoch_ms
+from shared.store.connections import store_errors
+from shared.usage import Usage
+
+_SUMS = (
+    "count(*) AS sessions, coalesce(sum(tokens_input), 0) AS tokens_input,"
+    " coalesce(sum(tokens_output), 0) AS tokens_output, coalesce(sum(tokens_reasoning), 0) AS tokens_reasoning,"
+    " coalesce(sum(tokens_cache_read), 0) AS tokens_cache_read,"
+    " coalesce(sum(tokens_cache_write), 0) AS tokens_cache_write,"
+    " coalesce(sum(cost), 0) AS cost, coalesce(sum(steps), 0) AS steps"
+)
+_ROW = (
+    "id, ticket_id, session_type, status, started_at, tokens_input, tokens_output, tokens_reasoning,"
+    " tokens_cache_read, tokens_cache_write, cost, steps"
+)
+# A ticket has a handful of sessions; this bounds the answer for one that somehow has very many.
+MAX_SESSIONS_PER_TICKET = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One session's usage as archived, or the sum over several (`sessions` of them)."""
+
+    tokens_input: int
+    tokens_output: int
+    tokens_reasoning: int
+    tokens_cache_read: int
+    tokens_cache_write: int
+    cost: Decimal
+    steps: int
+    sessions: int = 1
+    id: str = ""
+    ticket_id: str | None = None
+    session_type: str = ""
+    status: str = ""
+    started_at: datetime | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            input=int(self.tokens_input),
+            output=int(self.tokens_output),
+            reasoning=int(self.tokens_reasoning),
+            cache_read=int(self.tokens_cache_read),
+            cache_write=int(self.tokens_cache_write),
+            cost=float(self.cost),
+            steps=int(self.steps),
+        )
+
+    @property
+    def unfinished(self) -> bool:
+        return self.status in UNFINISHED
+
+    @property
+    def started_at_ms(self) -> int | None:
+        return to_epoch_ms(self.started_at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageFilter:
+    """Which sessions a sum covers; None is no filter."""
+
+    ticket_id: TicketId | None = None
+    session_type: str | None = None
+    since: datetime | None = None  # started at or after (UTC, naive as the column)
+    server: str | None = None  # `default`: the rows that name no server
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if self.ticket_id is not None:
+            clauses.append("ticket_id = %s")
+            params.append(self.ticket_id)
+        if self.session_type is not None:
+            clauses.append("session_type = %s")
+            params.append(self.session_type)
+        if self.server is not None:
+            clauses.append("coalesce(server, %s) = %s")
+            params += [DEFAULT_SERVER, self.server]
+        if self.since is not None:
+            clauses.append("started_at >= %s")
+            params.append(self.since)
+        return " AND ".join(clauses), params
+
+
+async def _rows(db: PgConnection, sql: str, params: list[Any]) -> list[UsageRow]:
+    with store_errors("PostgreSQL"):
+        async with db.cursor(row_factory=class_row(UsageRow)) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchall()
+
+
+async def ended_sum(db: PgConnection, where: UsageFilter) -> UsageRow:
+    """The sum over the ended sessions the filter covers (one SUM in PostgreSQL)."""
+    clause, params = where.where()
+    sql = f"SELECT {_SUMS} FROM opencode_sessions WHERE {clause} AND status NOT IN ('pending', 'running')"
+    [row] = await _rows(db, sql, params)
+    return row
+
+
+async def unfinished_rows(db: PgConnection, where: UsageFilter) -> list[UsageRow]:
+    """The pending and running sessions the filter covers (their usage is live, in Redis)."""
+    clause, params = where.where()
+    sql = f"SELECT {_ROW} FROM opencode_sessions WHERE {clause} AND status IN ('pending', 'running')"
+    return await _rows(db, sql, params)
+
+
+async def ticket_rows(db: PgConnection, ticket_id: TicketId) -> list[UsageRow]:
+    """Every session of the ticket with its archived usage, newest first."""
+    sql = f"SELECT {_ROW} FROM opencode_sessions WHERE ticket_id = %s ORDER BY started_at DESC, id DESC LIMIT %s"
+    return await _rows(db, sql, [ticket_id, MAX_SESSIONS_PER_TICKET])

@@ -1,0 +1,72 @@
+"""The read side of usage: a ticket's sessions with what each used, and totals over a filter.
+
+Ended sessions are summed in PostgreSQL; a session still running is counted with its live usage from Redis
+(its row holds the usage only once archived), so a total is current while runs go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.ids import SessionId, parse_ticket_id
+from shared.models import as_text
+from shared.store import keys
+from shared.store.connections import store_errors
+from shared.store.live import LiveState
+from shared.store.usage_sums import UsageFilter, UsageRow, ended_sum, ticket_rows, unfinished_rows
+from shared.usage import Usage
+
+_LIVE_FIELDS = ("sessionId", "status", "usage")
+
+
+async def _live(redis: Redis, rows: Sequence[UsageRow]) -> dict[str, LiveState]:
+    """The live state (status and usage) of those rows that are unfinished and still have one."""
+    ids = [row.id for row in rows if row.unfinished]
+    if not ids:
+        return {}
+    with store_errors("Redis"):
+        async with redis.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.hmget(keys.session(SessionId(sid)), _LIVE_FIELDS)
+            answers = await pipe.execute()
+    out = {}
+    for values in answers:
+        state = LiveState.decode(dict(zip(_LIVE_FIELDS, values, strict=True)))
+        if state is not None:
+            out[as_text(state.session_id)] = state
+    return out
+
+
+async def ticket_usage(redis: Redis, db: Any, ticket_id: str) -> dict[str, Any]:
+    """`{ticketId, total, sessions: [{sessionId, sessionType, status, startedAt, live, usage}]}`, newest first."""
+    ticket = parse_ticket_id(ticket_id)
+    rows = await ticket_rows(db, ticket)
+    live = await _live(redis, rows)
+    sessions, usages = [], []
+    for row in rows:
+        state = live.get(row.id)
+        usage = state.usage if state is not None else row.usage
+        usages.append(usage)
+        sessions.append(
+            {
+                "sessionId": row.id,
+                "sessionType": row.session_type,
+                "status": state.status if state is not None else row.status,
+                "startedAt": row.started_at_ms,
+                "live": state is not None,
+                "usage": usage.to_json(),
+            }
+        )
+    return {"ticketId": ticket, "total": Usage.total(usages).to_json(), "sessions": sessions}
+
+
+async def usage_totals(redis: Redis, db: Any, where: UsageFilter) -> dict[str, Any]:
+    """`{sessions, usage}`: how many sessions the filter covers and what they used together."""
+    ended = await ended_sum(db, where)
+    running = await unfinished_rows(db, where)
+    live = await _live(redis, running)
+    usages = [ended.usage, *(live[r.id].usage if r.id in live else r.usage for r in running)]
+    return {"sessions": int(ended.sessions) + len(running), "usage": Usage.total(usages).to_json()}

@@ -1,0 +1,83 @@
+"""Many servers and directories: one replica drives sessions on two simulated servers (and two directories on
+one of them), each with its own client, status board and `/event` stream, opened at the first session there
+and closed after the last one ends; a server that goes down affects only its own sessions."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from shared import commands
+from shared.config import ServerConfig
+from shared.opencode.servers import OpenCodeServers
+from shared.store import archive
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.anyio
+
+DIRECTORY = "/srv/second-repo"
+
+
+async def final_row(db, sid):
+    row = await archive.fetch(db, sid)
+    return row if row is not None and not row.unfinished else None
+
+
+async def test_sessions_on_two_servers_and_two_directories_each_use_their_own_place(
+    make_worker, simulator_process, redis, db
+):
+    first, second = simulator_process(speed=2.0), simulator_process(speed=2.0)  # a TOOL SLOW run: ~5 s
+    servers = (ServerConfig("a", first), ServerConfig("b", second))
+    worker = await make_worker(opencode_url=first, opencode_servers=servers, poll_interval_s=0.1)
+    placed = OpenCodeServers(servers)
+    try:
+        places = [("a", None), ("b", None), ("b", DIRECTORY)]
+        ids = []
+        for server, directory in places:
+            state = await commands.enqueue(
+                redis, db, placed, session_type="ask", prompt="TOOL SLOW run it", server=server, directory=directory
+            )
+            assert (state["server"], state["directory"]) == (server, directory)
+            ids.append(state["sessionId"])
+
+        async def both_b_places_streaming() -> bool:
+            routers = worker.places.routers()
+            held = worker.places.held()
+            b_sessions = worker.metrics.registry.get_sample_value("poller_server_sessions", {"server": "b"})
+            connected = all(r.connections == 1 for r in routers.values())
+            return held == {("b", None): 1, ("b", DIRECTORY): 1} and connected and b_sessions == 2
+
+        await wait_for(both_b_places_streaming, timeout=30, what="one /event stream per place of server b")
+        rows = [await wait_for(lambda s=sid: final_row(db, s), timeout=60, what="archived") for sid in ids]
+        for row, (server, directory) in zip(rows, places, strict=True):
+            assert row.status == "completed"
+            assert (row.server, row.directory) == (server, directory)
+            assert row.messages == await placed.client(server, directory).messages(row.id)
+        assert rows[2].messages[-1]["info"]["path"]["cwd"] == DIRECTORY  # OpenCode ran it in that directory
+
+        async def places_closed() -> bool:
+            return worker.places.held() == {} and worker.places.routers() == {}
+
+        await wait_for(places_closed, timeout=10, what="every place closed after its last session")
+    finally:
+        await placed.aclose()
+
+
+async def test_a_server_going_down_affects_only_its_own_sessions(make_worker, simulator_process, redis, db):
+    first, second = simulator_process(speed=2.0), simulator_process(speed=2.0)
+    servers = (ServerConfig("a", first), ServerConfig("b", second))
+    await make_worker(opencode_url=first, opencode_servers=servers, poll_interval_s=0.1, opencode_retry_deadline_s=3.0)
+    placed = OpenCodeServers(servers, timeout_s=1.0)
+    try:
+        healthy = await commands.enqueue(redis, db, placed, session_type="ask", prompt="TOOL SLOW a", server="a")
+        doomed = await commands.enqueue(redis, db, placed, session_type="ask", prompt="TOOL SLOW b", server="b")
+    finally:
+        await placed.aclose()
+    # server b stops answering (every connection reset): its session retries until its deadline and ends in
+    # error; a's completes
+    async with httpx.AsyncClient(base_url=second) as client:
+        (await client.post("/__sim/faults", json={"kind": "reset", "path": "*"})).raise_for_status()
+    row = await wait_for(lambda: final_row(db, doomed["sessionId"]), timeout=30, what="b's session ended")
+    assert row.status == "error" and row.server == "b"
+    row = await wait_for(lambda: final_row(db, healthy["sessionId"]), timeout=30, what="a's session ended")
+    assert row.status == "completed"
