@@ -72,3 +72,21 @@ async def test_history_counts_messages_without_reading_them(db):
         db, ticket_id=TicketId("T-1"), session_type=None, before=None, limit=5, include_messages=False
     )
     assert (row.messages, row.message_count) == ([], 2)
+
+
+async def test_characters_postgresql_refuses_are_stored_and_read_back_exactly(db):
+    nul = "out\x00put \ud800 \uffff"
+    await archive.insert_pending(db, STATE, user_metadata={"k\x00": nul}, prompts=[{"messageID": "m", "text": nul}])
+    messages = [{"info": {"id": "m"}, "parts": [{"type": "tool", "output": nul}]}]
+    prompts = [{"messageID": "n", "text": nul}]
+    assert await archive.upsert_fenced(db, STATE, 1, status="running", prompts=prompts, now_ms=2)
+    assert await archive.upsert_fenced(
+        db, STATE, 1, status="error", messages=messages, error=f"failed: {nul}", completed_ms=3, now_ms=3
+    )
+    row = await archive.fetch(db, STATE.session_id)
+    assert row.messages == messages
+    assert row.error_message == f"failed: {nul}"
+    assert row.user_metadata == {"k\x00": nul}
+    assert row.prompts == [{"messageID": "m", "text": nul}, {"messageID": "n", "text": nul}]
+    cur = await db.execute("SELECT messages #>> '{0,parts,0,output}' FROM opencode_sessions WHERE id = %s", (row.id,))
+    assert (await cur.fetchone())[0] == "out\uffff0000put \uffffd800 \uffffffff"  # the documented stored form
