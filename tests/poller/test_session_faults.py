@@ -7,6 +7,7 @@ import pytest
 from shared import commands
 from shared.sessions import get_session
 from shared.store import archive, keys
+from shared.store.lua import Scripts
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -51,3 +52,41 @@ async def test_a_nul_prompt_through_the_python_api_is_stored_and_answered(make_w
     assert texts(messages) == [NUL_TEXT, f"ECHO: {NUL_TEXT}"]
     session = await get_session(redis, db, state["sessionId"])
     assert session["metadata"] == {"k": "v\x00"}
+
+
+async def poisoned(redis, db, opencode) -> str:
+    """A running session whose job gets a prompt entry that is not JSON (a backend writing the wire format
+    wrongly): reading the job raises for this session on every claim, on every replica."""
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="SLOW answer")
+    sid = state["sessionId"]
+    await wait_for(lambda: redis.hlen(keys.session_messages(sid)), timeout=20, what="the session running")
+    assert await Scripts(redis).send(sid, "{not json")
+    return sid
+
+
+async def test_a_step_that_keeps_failing_ends_its_session_in_error_after_the_bounded_attempts(
+    make_worker, redis, db, opencode
+):
+    worker = await make_worker(session_max_failures=3)
+    sid = await poisoned(redis, db, opencode)
+    other = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="TOOL unaffected")
+    status, messages, error = await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive")
+    assert status == "error"
+    assert error.startswith("gave up after 3 failed attempts: JSONDecodeError: ")
+    assert messages and messages[0]["info"]["role"] == "user"  # what was mirrored is archived, not dropped
+    assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"
+
+    async def let_go() -> bool:  # the live state is cleaned just after the archive commits
+        return not worker.held and not await redis.exists(keys.session(sid), keys.job(sid))
+
+    await wait_for(let_go, timeout=10, what="the live state cleaned and the lease given back")
+
+
+async def test_cancel_ends_a_session_whose_step_keeps_failing(make_worker, redis, db, opencode):
+    await make_worker(session_max_failures=1000)
+    sid = await poisoned(redis, db, opencode)
+    await wait_for(lambda: redis.hget(keys.job(sid), "failures"), timeout=20, what="a failed attempt")
+    assert await commands.cancel(redis, db, sid) == "requested"
+    status, _, error = await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive")
+    assert status == "cancelled"
+    assert "JSONDecodeError" in error
