@@ -118,9 +118,9 @@ async def run_bounded(deps: TrackerDeps, lease: Lease, run: Callable[[], Awaitab
         if is_outage(exc):
             raise
         cause = describe(exc)
-        log.exception("session_step_failed", cause=cause)
-        with store_errors("Redis"):
+        with store_errors("Redis"):  # counted before the (slower) traceback is logged
             failures = await deps.scripts.count_failure(lease, cause)
+        log.error("session_step_failed", cause=cause, failures=failures, exc_info=exc)
         if failures < 0:
             return False
         cancel = (await _job_fields(deps, lease))[2]
