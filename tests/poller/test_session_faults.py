@@ -90,3 +90,30 @@ async def test_cancel_ends_a_session_whose_step_keeps_failing(make_worker, redis
     status, _, error = await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive")
     assert status == "cancelled"
     assert "JSONDecodeError" in error
+
+
+async def test_an_archive_postgresql_keeps_refusing_ends_the_session_with_the_rows_own_messages(
+    make_worker, redis, db, opencode
+):
+    """The archive itself is the failing step: after the bounded attempts the row is ended without the new
+    messages, and its error says why; the live state is cleaned all the same."""
+    await make_worker(session_max_failures=2)
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="SLOW answer")
+    sid = state["sessionId"]
+    other = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="TOOL unaffected")
+    # this session's row may hold no messages: its final archive is refused, every time, by PostgreSQL alone
+    check = f"CHECK (id <> '{sid}' OR jsonb_array_length(coalesce(messages, '[]')) = 0)"
+    await db.execute(f"ALTER TABLE opencode_sessions ADD CONSTRAINT refuse_one_archive {check}")
+    try:
+        status, messages, error = await wait_for(lambda: final_row(db, sid), timeout=40, what="the archive")
+    finally:
+        await db.execute("ALTER TABLE opencode_sessions DROP CONSTRAINT refuse_one_archive")
+    assert (status, messages) == ("error", [])
+    assert error.startswith("gave up after 2 failed attempts: CheckViolation: ")
+    assert "; the messages could not be archived: CheckViolation: " in error
+    assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"
+    await wait_for(lambda: _gone(redis, sid), timeout=10, what="the live state cleaned")
+
+
+async def _gone(redis, sid) -> bool:
+    return not await redis.exists(keys.session(sid), keys.job(sid))
