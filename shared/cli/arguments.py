@@ -17,8 +17,8 @@ import click
 from shared.errors import InvalidInput
 
 MAX_ARGUMENT_CHARS = 1_000_000  # the longest prompt (shared.commands.MAX_PROMPT_CHARS)
-_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_INPUT_BYTES = 8 * 1024 * 1024  # standard input or a file: a prompt of MAX_ARGUMENT_CHARS in any script fits
+_SURROGATE = re.compile("[\ud800-\udfff]")  # how Python keeps argument bytes that were not UTF-8
 
 
 def check_text(value: str, what: str, max_chars: int = MAX_ARGUMENT_CHARS) -> str:
