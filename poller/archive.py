@@ -43,11 +43,12 @@ class Archive:
         epoch: int,
         *,
         status: str,
-        messages: Sequence[Any],
+        messages: Sequence[Any] | None,
         error: str | None,
         seq: int,
     ) -> bool:
-        """The archive itself: every message as OpenCode returned it, the final status and error."""
+        """The archive itself: every message as OpenCode returned it (None: keep the row's), the final status
+        and error."""
         now = _now_ms()
         with store_errors("PostgreSQL"):
             async with self._pool.connection() as conn, conn.transaction():
@@ -56,7 +57,8 @@ class Archive:
                     session,
                     epoch,
                     status=status,
-                    messages=messages,
+                    messages=messages or (),
+                    keep_messages=messages is None,
                     error=error,
                     completed_ms=now,
                     extra_layer={"seq": seq},

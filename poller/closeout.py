@@ -41,20 +41,19 @@ async def until_done(step: Callable[[], Awaitable[T]], backoff: Backoff, retry_e
             await anyio.sleep(delay)
 
 
-async def close_out(
+async def archive_final(
     deps: TrackerDeps,
     lease: Lease,
     session: LiveState,
-    messages: Sequence[Any],
+    messages: Sequence[Any] | None,
     *,
     status: str,
     error: str | None,
     final_seq: int,
-    prompts_rev: str,
-) -> bool:
-    """True when archived and the live state cleaned; False when a prompt or cancel arrived meanwhile (the
-    session goes on). Raises LeaseLost when either store holds a newer owner."""
-    backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
+    backoff: Backoff,
+) -> None:
+    """The archive, retried while PostgreSQL is down; `messages=None` keeps the messages the row has.
+    Raises LeaseLost when the row holds a newer owner's epoch."""
 
     async def archive() -> bool:
         try:
@@ -67,6 +66,20 @@ async def close_out(
 
     if not await until_done(archive, backoff, "archive_retry"):
         raise LeaseLost("PostgreSQL holds a newer owner's epoch")
+
+
+async def finish_live(
+    deps: TrackerDeps,
+    lease: Lease,
+    session: LiveState,
+    *,
+    status: str,
+    error: str | None,
+    prompts_rev: str,
+    backoff: Backoff,
+) -> bool:
+    """The fenced finish in Redis: the final event, the live state gone. False when a prompt or cancel arrived
+    since `prompts_rev` (the session goes on); raises LeaseLost when the lease is gone."""
     completed = dataclasses.replace(session, status=status, updated_at=int(time.time() * 1000))
     event = dumps({"type": "complete", "sessionId": lease.session_id, "status": status, "error": error})
 
@@ -87,5 +100,25 @@ async def close_out(
         log.info("session_continues", reason="a prompt or cancel arrived while archiving")
         return False
     deps.metrics.archived.labels(status).inc()
-    log.info("session_archived", status=status, messages=len(messages), seq=seq)
+    log.info("session_archived", status=status, seq=seq)
     return True
+
+
+async def close_out(
+    deps: TrackerDeps,
+    lease: Lease,
+    session: LiveState,
+    messages: Sequence[Any],
+    *,
+    status: str,
+    error: str | None,
+    final_seq: int,
+    prompts_rev: str,
+) -> bool:
+    """True when archived and the live state cleaned; False when a prompt or cancel arrived meanwhile (the
+    session goes on). Raises LeaseLost when either store holds a newer owner."""
+    backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
+    await archive_final(
+        deps, lease, session, messages, status=status, error=error, final_seq=final_seq, backoff=backoff
+    )
+    return await finish_live(deps, lease, session, status=status, error=error, prompts_rev=prompts_rev, backoff=backoff)

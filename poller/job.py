@@ -26,7 +26,7 @@ class Job:
     def __init__(self, deps: TrackerDeps, lease: Lease, lease_valid: Callable[[], bool]) -> None:
         self._deps = deps
         self._lease = lease
-        self.prompts = PromptDelivery(deps.opencode, lease.session_id, lease_valid)
+        self.prompts = PromptDelivery(deps.opencode, lease.session_id, lease_valid, deps.retry_deadline_s)
         self.rev: str | None = None  # the promptsRev whose prompts are loaded
         self.cancel = False
         self.aborted_at: float | None = None

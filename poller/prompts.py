@@ -47,12 +47,21 @@ class Prompt:
 
 
 class PromptDelivery:
-    """Per-session delivery state; `fatal` is set when OpenCode refuses a prompt outright."""
+    """Per-session delivery state; `fatal` is set when OpenCode refuses a prompt outright, or keeps failing it
+    for `retry_deadline_s` (the bound OPENCODE_RETRY_DEADLINE_MS sets on every OpenCode call of a session)."""
 
-    def __init__(self, opencode: OpenCodeClient, session_id: str, lease_valid: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        opencode: OpenCodeClient,
+        session_id: str,
+        lease_valid: Callable[[], bool],
+        retry_deadline_s: float = float("inf"),
+    ) -> None:
         self._opencode = opencode
         self._session_id = session_id
         self._lease_valid = lease_valid
+        self._retry_deadline_s = retry_deadline_s
+        self._failing_since: float | None = None
         self.pending: list[Prompt] = []
         self.in_flight = False
         self.last_attempt_at: float | None = None
@@ -96,16 +105,23 @@ class PromptDelivery:
         try:
             await self._opencode.prompt_async(self._session_id, message_id=prompt.message_id, text=prompt.text)
             self.sent_at = time.monotonic()
-            self.failed_at = None
+            self.failed_at = self._failing_since = None
             log.debug("prompt_sent", message_id=prompt.message_id)
         except OpenCodeError as exc:
-            self.failed_at = time.monotonic()
+            self._failed(prompt, exc)
             if not exc.retryable:
                 self.fatal = f"OpenCode refused the prompt {prompt.message_id}: {exc.message}"
-            log.warning("prompt_send_failed", message_id=prompt.message_id, error=exc.message)
         except Unavailable as exc:
-            self.failed_at = time.monotonic()
-            log.warning("prompt_send_failed", message_id=prompt.message_id, error=exc.message)
+            self._failed(prompt, exc)
         finally:
             self.last_attempt_at = time.monotonic()
             self.in_flight = False
+
+    def _failed(self, prompt: Prompt, exc: OpenCodeError | Unavailable) -> None:
+        self.failed_at = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self.failed_at
+        log.warning("prompt_send_failed", message_id=prompt.message_id, error=exc.message)
+        if self.failed_at - self._failing_since >= self._retry_deadline_s:
+            deadline = self._retry_deadline_s
+            self.fatal = f"OpenCode failed the prompt {prompt.message_id} for {deadline:.0f} s: {exc.message}"

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from poller.archive import Archive
 from poller.deps import TrackerDeps
 from poller.events import EventRouter
+from poller.failures import run_bounded
 from poller.job_board import JobBoard
 from poller.metrics import Metrics
 from poller.places import PlaceKey, Places, refresh_boards
@@ -193,13 +194,15 @@ class Worker:
         held.tracker = tracker
         try:
             with held.scope:  # cancelled by the renew loop when the lease is lost
-                if not await tracker.run():
-                    # Lost by its own account (PostgreSQL holds a newer epoch, the job is gone): hand the lease
-                    # back at once rather than let it expire. Fenced, so a lease that is really gone stays so.
+                if not await run_bounded(deps, held.lease, tracker.run, self._settings.session_max_failures):
+                    # Lost by its own account (PostgreSQL holds a newer epoch, the job is gone), or a failed
+                    # attempt to try again: hand the lease back at once rather than let it expire. Fenced, so a
+                    # lease that is really gone stays so.
                     with anyio.CancelScope(shield=True):
                         await self._release([held])
         except Exception:
-            # A bug in one session must not take the replica down: give the lease back for another try.
+            # An outage while starting or ending (a failure of the session's own is counted by run_bounded):
+            # give the lease back for another try.
             log.exception("tracker_crashed", session_id=held.lease.session_id)
             with anyio.CancelScope(shield=True):
                 await self._release([held])

@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 MAX_PROMPT_CHARS = 1_000_000
 MAX_TITLE_CHARS = 500
 MAX_METADATA_BYTES = 64 * 1024
+MAX_METADATA_DEPTH = 32  # objects and arrays nested in one another
 
 
 def parse_session_type(value: object) -> str:
@@ -48,15 +49,39 @@ def parse_prompt(value: object) -> str:
     return value
 
 
+def parse_title(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TITLE_CHARS:
+        raise InvalidInput(f"the title must be 1-{MAX_TITLE_CHARS} characters")
+    return value
+
+
+def _depth(value: object) -> int:
+    """How deeply objects and arrays nest in `value`, counted without recursion (any depth is safe)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            if depth <= MAX_METADATA_DEPTH:  # past the limit the answer is known: stop walking
+                stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def parse_metadata(value: object) -> dict[str, Any]:
-    """Metadata is a JSON object (a string is parsed); our own bookkeeping key is reserved."""
+    """Metadata is a JSON object (a string is parsed) nested at most MAX_METADATA_DEPTH deep; our own
+    bookkeeping key is reserved."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"metadata is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        except RecursionError:
+            raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels") from None
     if not isinstance(value, dict):
         raise InvalidInput("metadata must be a JSON object")
+    if _depth(value) > MAX_METADATA_DEPTH:
+        raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
     if LAYER_KEY in value:
         raise InvalidInput(f"metadata key {LAYER_KEY!r} is reserved")
     if len(dumps(value).encode()) > MAX_METADATA_BYTES:
@@ -97,8 +122,8 @@ async def enqueue(
         raise InvalidInput("server and directory need the OpenCode servers (an OpenCodeServers), not one client")
     ticket = parse_ticket_id(ticket_id) if ticket_id is not None else None
     text = parse_prompt(prompt) if prompt is not None else None
-    if title is not None and (not title.strip() or len(title) > MAX_TITLE_CHARS):
-        raise InvalidInput(f"the title must be 1-{MAX_TITLE_CHARS} characters")
+    if title is not None:
+        parse_title(title)
     user_meta = parse_metadata(metadata) if metadata is not None else {}
 
     session = await opencode.create_session(title=title)

@@ -109,6 +109,7 @@ class Settings:
     lease_ttl_s: float = 5.0
     max_sessions_per_poller: int = 500
     reconcile_interval_s: float = 30.0
+    session_max_failures: int = 5
     replica_id: str = field(default_factory=_default_replica_id)
     log_level: str = "info"
     log_format: LogFormat = "json"
@@ -168,6 +169,7 @@ class Settings:
             lease_ttl_s=env.get("LEASE_TTL_MS", _millis(300, 600_000), 5.0),
             max_sessions_per_poller=env.get("MAX_SESSIONS_PER_POLLER", _int(1, 100_000), 500),
             reconcile_interval_s=env.get("RECONCILE_INTERVAL_MS", _millis(100, 86_400_000), 30.0),
+            session_max_failures=env.get("SESSION_MAX_FAILURES", _int(1, 1_000), 5),
             replica_id=env.get("POLLER_ID", _replica_id, None) or _default_replica_id(),
             log_level=env.get("LOG_LEVEL", _choice(*LOG_LEVELS), "info"),
             log_format=env.get("LOG_FORMAT", _choice("json", "console"), "json"),  # type: ignore[arg-type]  # checked by _choice

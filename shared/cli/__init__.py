@@ -16,6 +16,7 @@ import click
 import psycopg
 import structlog
 
+from shared.cli.arguments import checked
 from shared.errors import (
     Conflict,
     Forbidden,
@@ -58,7 +59,11 @@ def _error(message: str, code: int) -> NoReturn:
 
 
 class Group(click.Group):
-    """Runs every command inside the error mapping, so no traceback ever reaches the user."""
+    """Runs every command inside the error mapping, so no traceback ever reaches the user, each with its
+    arguments checked first (shared.cli.arguments)."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(checked(cmd), name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from shared import commands
+from shared.cli.arguments import read_stdin, read_value
 from shared.cli.render import session_lines
 from shared.cli.runtime import clients, emit_json, run
 from shared.cli.usage import usage_line
@@ -19,9 +18,9 @@ from shared.sessions import get_session
 from shared.usage import Usage
 
 
-def _read_prompt(prompt: str | None) -> str | None:
+def _read_prompt(prompt: str | None, what: str) -> str | None:
     if prompt == "-":
-        text = sys.stdin.read()
+        text = read_stdin(what)
         if not text.strip():
             raise InvalidInput("the prompt read from standard input is empty")
         return text
@@ -33,7 +32,9 @@ def _read_prompt(prompt: str | None) -> str | None:
 @click.option("--ticket", "ticket_id", help="Ticket the session belongs to (becomes its active session).")
 @click.option("--prompt", help="First prompt; '-' reads it from standard input.")
 @click.option("--title", help="OpenCode session title.")
-@click.option("--metadata", help="JSON object stored with the session.")
+@click.option(
+    "--metadata", help="JSON object stored with the session; '@FILE' reads it from a file, '-' from standard input."
+)
 @click.option("--server", metavar="NAME", help="The OpenCode server to run on (OPENCODE_SERVERS); default: the first.")
 @click.option("--directory", metavar="PATH", help="Absolute directory the session runs in (OpenCode's ?directory=).")
 @click.option("--json", "as_json", is_flag=True, help="Print the pending state as JSON instead of the id.")
@@ -49,12 +50,16 @@ def enqueue(
 ) -> None:
     """Create an OpenCode session and queue it for the pollers; prints its id at once."""
     # Bad input is exit 2 whatever the state of the servers: check it before connecting to any.
-    text = _read_prompt(prompt)
+    if prompt == "-" and metadata == "-":
+        raise InvalidInput("--prompt and --metadata cannot both read standard input: give one of them another way")
+    text = _read_prompt(prompt, "--prompt")
     if text is not None:
         commands.parse_prompt(text)
     if ticket_id is not None:
         parse_ticket_id(ticket_id)
-    meta = commands.parse_metadata(metadata) if metadata is not None else None
+    if title is not None:
+        commands.parse_title(title)
+    meta = commands.parse_metadata(read_value(metadata, "--metadata")) if metadata is not None else None
     parse_directory(directory)
     if server is not None:
         OpenCodeServers(Settings.from_env().servers).config(server)  # exit 2 naming an unknown one
@@ -90,7 +95,7 @@ def enqueue(
 def send(session_id: str, text: str, as_json: bool) -> None:
     """Queue a follow-up prompt (TEXT, or '-' for standard input); an archived session comes back to life."""
     parse_session_id(session_id)
-    body = commands.parse_prompt(_read_prompt(text) or "")
+    body = commands.parse_prompt(_read_prompt(text, "TEXT") or "")
 
     async def go() -> str:
         async with clients() as c:

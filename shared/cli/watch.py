@@ -44,8 +44,12 @@ RENEWED_TOKEN_TTL_S = 3600.0
 
 
 def gateway_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(raw)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a malformed IPv6 host or a port out of range
+        valid = False
+    if not valid:
         raise InvalidInput(f"invalid gateway URL {raw!r}: expected http(s)://host[:port]")
     return raw.rstrip("/")
 

@@ -8,20 +8,21 @@ Redis state was lost), a requested cancel, and the fencing epoch of the last own
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg.rows import class_row, scalar_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
 from shared.config import DEFAULT_SERVER
 from shared.errors import InvalidInput
 from shared.ids import SessionId, TicketId, parse_ticket_id
 from shared.store.connections import store_errors
 from shared.store.live import LiveState
+from shared.store.unstorable import dumps_jsonb, escape_text, loads_jsonb, restore_text
 from shared.usage import Usage
 
 PgConnection = psycopg.AsyncConnection[Any]
@@ -220,11 +221,24 @@ class ArchiveRow:
         }
 
 
+def _jsonb(value: Any) -> Jsonb:
+    """A jsonb parameter; characters PostgreSQL refuses are escaped (shared.store.unstorable)."""
+    return Jsonb(value, dumps=dumps_jsonb)
+
+
+def _restored(row: ArchiveRow) -> ArchiveRow:
+    if row.error_message is None:
+        return row
+    return replace(row, error_message=restore_text(row.error_message))
+
+
 async def _fetch_rows(db: PgConnection, sql: str, params: Sequence[Any]) -> list[ArchiveRow]:
+    """Rows as they were written: the jsonb columns and the error restored from their escaped form."""
     with store_errors("PostgreSQL"):
         async with db.cursor(row_factory=class_row(ArchiveRow)) as cur:
+            set_json_loads(loads_jsonb, cur)
             await cur.execute(sql, params)
-            return await cur.fetchall()
+            return [_restored(row) for row in await cur.fetchall()]
 
 
 async def fetch(db: PgConnection, session_id: SessionId) -> ArchiveRow | None:
@@ -245,7 +259,7 @@ async def insert_pending(
         state.session_id,
         state.ticket_id,
         state.session_type,
-        Jsonb({**user_metadata, LAYER_KEY: layer}),
+        _jsonb({**user_metadata, LAYER_KEY: layer}),
         to_timestamp(state.started_at),
         state.server,
         state.directory,
@@ -262,7 +276,7 @@ async def reopen(db: PgConnection, row: ArchiveRow, prompt: Mapping[str, str]) -
     layer = {k: v for k, v in row.layer.items() if k != "cancel"}
     layer["prompts"] = [*row.prompts, dict(prompt)]
     with store_errors("PostgreSQL"):
-        await db.execute(_REOPEN, (Jsonb(layer), row.id))
+        await db.execute(_REOPEN, (_jsonb(layer), row.id))
 
 
 async def request_cancel(db: PgConnection, session_id: SessionId) -> ArchiveRow | None:
@@ -346,20 +360,21 @@ async def upsert_fenced(
         "ticket_id": state.ticket_id,
         "session_type": state.session_type,
         "status": status,
-        "messages": Jsonb(list(messages)),
-        "metadata": Jsonb({**(state.metadata or {}), LAYER_KEY: layer}),
+        "messages": _jsonb(list(messages)),
+        "metadata": _jsonb({**(state.metadata or {}), LAYER_KEY: layer}),
         "started_at": to_timestamp(state.started_at or now_ms),
         "completed_at": to_timestamp(completed_ms) if completed_ms else None,
-        "error": error,
+        "error": escape_text(error) if error is not None else None,
         "keep_messages": keep_messages,
         "server": state.server,
         "directory": state.directory,
         **usage_params(Usage() if keep_messages else Usage.of_messages(messages)),
-        "layer": Jsonb(layer),
+        "layer": _jsonb(layer),
         "epoch": epoch,
     }
     with store_errors("PostgreSQL"):
         async with db.cursor(row_factory=scalar_row) as cur:
+            set_json_loads(loads_jsonb, cur)
             await cur.execute(_UPSERT, params)
             recorded: list[Any] | None = await cur.fetchone()  # the prompts the row already had
         if recorded is None:
@@ -367,5 +382,5 @@ async def upsert_fenced(
         known = {p.get("messageID") for p in recorded if isinstance(p, dict)}
         new = [dict(p) for p in prompts if p.get("messageID") not in known]
         if new:
-            await db.execute(_SET_PROMPTS, (Jsonb([*recorded, *new]), state.session_id))
+            await db.execute(_SET_PROMPTS, (_jsonb([*recorded, *new]), state.session_id))
     return True

@@ -6,7 +6,9 @@ import httpx
 import psycopg
 import pytest
 
+from poller.failures import describe, is_outage
 from shared import commands
+from shared.errors import LeaseLost, Unavailable
 from shared.store import keys
 from tests.helpers import wait_for
 
@@ -112,3 +114,11 @@ async def test_redis_restarted_without_its_data_every_session_still_archives(
         status, messages, _ = await wait_for(lambda s=state: final_row(schema, s["sessionId"]), timeout=40)
         assert status == "completed"
         assert messages == await opencode.messages(state["sessionId"])
+
+
+def test_an_outage_is_not_a_failure_of_the_session_and_the_cause_is_one_line():
+    assert is_outage(ExceptionGroup("g", [Unavailable("Redis is unreachable"), LeaseLost("gone")]))
+    assert not is_outage(ExceptionGroup("g", [Unavailable("x"), KeyError("id")]))
+    group = ExceptionGroup("g", [ValueError("bad\nsecond line"), ExceptionGroup("h", [KeyError("id")])])
+    assert describe(group) == "ValueError: bad; KeyError: 'id'"
+    assert len(describe(ValueError("x" * 10_000))) == 500

@@ -72,10 +72,12 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 class Harness:
     """One prompt queued; `step(fetched_at)` runs a delivery step and waits for the send it starts."""
 
-    def __init__(self, opencode: OpenCodeClient, scripts: Scripts, lease_valid: bool = True) -> None:
+    def __init__(
+        self, opencode: OpenCodeClient, scripts: Scripts, lease_valid: bool = True, retry_deadline_s: float = 60.0
+    ) -> None:
         self.scripts = scripts
         self.lease_valid = lease_valid
-        self.delivery = PromptDelivery(opencode, SESSION, lambda: self.lease_valid)
+        self.delivery = PromptDelivery(opencode, SESSION, lambda: self.lease_valid, retry_deadline_s)
         self.delivery.load([dumps({"messageID": "msg_1", "text": "hello"})])
 
     async def step(self, fetched_at: float) -> None:
@@ -134,6 +136,22 @@ async def test_a_failed_send_is_retried_after_resend_after_failure_s(
     await harness.step(fetched_at=clock.now)
     assert stub.attempts == ["msg_1", "msg_1"]
     assert harness.delivery.failed_at is None and harness.delivery.sent_at == clock.now
+
+
+async def test_a_prompt_that_keeps_failing_past_the_retry_deadline_is_fatal(
+    url: str, redis: Redis, stub: StubOpenCode, clock: Clock
+) -> None:
+    async with OpenCodeClient(url, timeout_s=5) as opencode:
+        harness = Harness(opencode, Scripts(redis), retry_deadline_s=10.0)
+        stub.answers = [500, 500, 500]
+        await harness.step(fetched_at=clock.now)
+        clock.now += 5.0
+        await harness.step(fetched_at=clock.now)
+        assert harness.delivery.fatal is None  # failing for 5 s: still within the deadline
+        clock.now += 5.0
+        await harness.step(fetched_at=clock.now)
+        assert harness.delivery.fatal is not None
+        assert harness.delivery.fatal.startswith("OpenCode failed the prompt msg_1 for 10 s: ")
 
 
 async def test_a_refused_prompt_is_fatal(harness: Harness, stub: StubOpenCode, clock: Clock) -> None:

@@ -11,7 +11,8 @@ The script is picked from the last user message of each request by the keywords 
     REJECT   HTTP 400 (OpenCode errors at once)
     TOOLERR  a `read` of a missing file (the tool part ends in `error`), then a text answer
     READ     a `read` of `hello.txt` in OpenCode's working directory, then a text answer quoting it
-    TOOL     a `bash` call `echo hello` (with SLOW: arguments stream ~1.2 s, `sleep 4; echo hello`), then text
+    TOOL     a `bash` call `echo hello` (with SLOW: arguments stream ~1.2 s, `sleep 4; echo hello`; with NULBYTE:
+             `printf 'before\\000after\\n'`, a NUL on stdout), then text
     SLOW     text in 10 chunks over ~5 s
     THINK    streamed reasoning before the answer (with any of the text scripts)
     ECHO / anything else: "ECHO: <prompt>"
@@ -106,6 +107,8 @@ def plan(body: dict[str, Any]) -> Plan:
         if "READ" in prompt:
             return Plan("tool", tool="read", args={"filePath": READ_FILE}, reasoning=reasoning)
         command = "sleep 4; echo hello" if slow else "echo hello"
+        if "NULBYTE" in prompt:
+            command = "printf 'before\\000after\\n'"  # a NUL byte on stdout, between two words
         delay = SLOW_ARGS_S if slow else ARGS_S
         return Plan("tool", tool="bash", args={"command": command}, arg_delay=delay, reasoning=reasoning)
     if slow:

@@ -93,3 +93,21 @@ async def test_the_archive_stores_the_usage_of_its_messages_and_a_claim_keeps_it
     assert row.usage == expected
     cur = await db.execute("SELECT sum(tokens_input), sum(cost), sum(steps) FROM opencode_sessions")
     assert await cur.fetchone() == (200, Decimal("0.00175"), 2)
+
+
+async def test_characters_postgresql_refuses_are_stored_and_read_back_exactly(db):
+    nul = "out\x00put \ud800 \uffff"
+    await archive.insert_pending(db, STATE, user_metadata={"k\x00": nul}, prompts=[{"messageID": "m", "text": nul}])
+    messages = [{"info": {"id": "m"}, "parts": [{"type": "tool", "output": nul}]}]
+    prompts = [{"messageID": "n", "text": nul}]
+    assert await archive.upsert_fenced(db, STATE, 1, status="running", prompts=prompts, now_ms=2)
+    assert await archive.upsert_fenced(
+        db, STATE, 1, status="error", messages=messages, error=f"failed: {nul}", completed_ms=3, now_ms=3
+    )
+    row = await archive.fetch(db, STATE.session_id)
+    assert row.messages == messages
+    assert row.error_message == f"failed: {nul}"
+    assert row.user_metadata == {"k\x00": nul}
+    assert row.prompts == [{"messageID": "m", "text": nul}, {"messageID": "n", "text": nul}]
+    cur = await db.execute("SELECT messages #>> '{0,parts,0,output}' FROM opencode_sessions WHERE id = %s", (row.id,))
+    assert (await cur.fetchone())[0] == "out\uffff0000put \uffffd800 \uffffffff"  # the documented stored form

@@ -73,6 +73,7 @@ class Scripts:
         self._append = redis.register_script(_load("append"))
         self._finish = redis.register_script(_load("finish"))
         self._pop_prompt = redis.register_script(_load("pop_prompt"))
+        self._count_failure = redis.register_script(_load("count_failure"))
 
     async def enqueue(
         self,
@@ -186,6 +187,11 @@ class Scripts:
         """1 popped; 0 the head changed; -1 lease lost."""
         sid = lease.session_id
         return int(await self._pop_prompt(keys=[keys.lease(sid), keys.prompts(sid)], args=[lease.token, head]))
+
+    async def count_failure(self, lease: Lease, cause: str) -> int:
+        """The session's failed attempts so far, this one included; -1 lease lost (nothing counted)."""
+        sid = lease.session_id
+        return int(await self._count_failure(keys=[keys.lease(sid), keys.job(sid)], args=[lease.token, cause]))
 
 
 def _pairs(leases: Iterable[Lease]) -> list[str]:

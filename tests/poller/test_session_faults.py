@@ -1,0 +1,119 @@
+"""A fault that repeats for one session ends that session alone: content PostgreSQL refuses, a step that raises."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import commands
+from shared.sessions import get_session
+from shared.store import archive, keys
+from shared.store.lua import Scripts
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.anyio
+
+NUL_TEXT = "ECHO before\x00after"
+
+
+async def final_row(db, sid):
+    """Read the way every reader of ours does (shared.store.archive), so escaped characters come back."""
+    row = await archive.fetch(db, sid)
+    return (row.status, row.messages, row.error_message) if row and not row.unfinished else None
+
+
+def texts(messages) -> list[str]:
+    return [p["text"] for m in messages for p in m["parts"] if p["type"] == "text"]
+
+
+async def test_a_nul_prompt_sent_to_a_live_session_is_archived_exactly(make_worker, redis, db, opencode):
+    """Was: the claim record and the archive failed with UntranslatableCharacter, the tracker crashed and was
+    claimed again, several times a second, for ever."""
+    await make_worker()
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="SLOW answer")
+    sid = state["sessionId"]
+    await wait_for(lambda: redis.hlen(keys.session_messages(sid)), timeout=20, what="the session running")
+    await commands.send(redis, db, sid, NUL_TEXT)
+    other = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO unaffected")
+    status, messages, error = await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive")
+    assert (status, error) == ("completed", None)
+    assert NUL_TEXT in texts(messages) and f"ECHO: {NUL_TEXT}" in texts(messages)
+    assert messages == await opencode.messages(sid)  # as OpenCode returned it, U+0000 included
+    assert (await get_session(redis, db, sid))["messages"] == messages
+    cur = await db.execute("SELECT messages::text FROM opencode_sessions WHERE id = %s", (sid,))
+    assert "ECHO before\uffff0000after" in (await cur.fetchone())[0]  # the stored form README documents
+    assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"
+
+
+async def test_a_nul_prompt_through_the_python_api_is_stored_and_answered(make_worker, redis, db, opencode):
+    await make_worker()
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt=NUL_TEXT, metadata={"k": "v\x00"})
+    status, messages, _ = await wait_for(lambda: final_row(db, state["sessionId"]), timeout=30, what="the archive")
+    assert status == "completed"
+    assert texts(messages) == [NUL_TEXT, f"ECHO: {NUL_TEXT}"]
+    session = await get_session(redis, db, state["sessionId"])
+    assert session["metadata"] == {"k": "v\x00"}
+
+
+async def poisoned(redis, db, opencode) -> str:
+    """A running session whose job gets a prompt entry that is not JSON (a backend writing the wire format
+    wrongly): reading the job raises for this session on every claim, on every replica."""
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="SLOW answer")
+    sid = state["sessionId"]
+    await wait_for(lambda: redis.hlen(keys.session_messages(sid)), timeout=20, what="the session running")
+    assert await Scripts(redis).send(sid, "{not json")
+    return sid
+
+
+async def test_a_step_that_keeps_failing_ends_its_session_in_error_after_the_bounded_attempts(
+    make_worker, redis, db, opencode
+):
+    worker = await make_worker(session_max_failures=3)
+    sid = await poisoned(redis, db, opencode)
+    other = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="TOOL unaffected")
+    status, messages, error = await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive")
+    assert status == "error"
+    assert error.startswith("gave up after 3 failed attempts: JSONDecodeError: ")
+    assert messages and messages[0]["info"]["role"] == "user"  # what was mirrored is archived, not dropped
+    assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"
+
+    async def let_go() -> bool:  # the live state is cleaned just after the archive commits
+        return not worker.held and not await redis.exists(keys.session(sid), keys.job(sid))
+
+    await wait_for(let_go, timeout=10, what="the live state cleaned and the lease given back")
+
+
+async def test_cancel_ends_a_session_whose_step_keeps_failing(make_worker, redis, db, opencode):
+    await make_worker(session_max_failures=1000)
+    sid = await poisoned(redis, db, opencode)
+    await wait_for(lambda: redis.hget(keys.job(sid), "failures"), timeout=20, what="a failed attempt")
+    assert await commands.cancel(redis, db, sid) == "requested"
+    status, _, error = await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive")
+    assert status == "cancelled"
+    assert "JSONDecodeError" in error
+
+
+async def test_an_archive_postgresql_keeps_refusing_ends_the_session_with_the_rows_own_messages(
+    make_worker, redis, db, opencode
+):
+    """The archive itself is the failing step: after the bounded attempts the row is ended without the new
+    messages, and its error says why; the live state is cleaned all the same."""
+    await make_worker(session_max_failures=2)
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="SLOW answer")
+    sid = state["sessionId"]
+    other = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="TOOL unaffected")
+    # this session's row may hold no messages: its final archive is refused, every time, by PostgreSQL alone
+    check = f"CHECK (id <> '{sid}' OR jsonb_array_length(coalesce(messages, '[]')) = 0)"
+    await db.execute(f"ALTER TABLE opencode_sessions ADD CONSTRAINT refuse_one_archive {check}")
+    try:
+        status, messages, error = await wait_for(lambda: final_row(db, sid), timeout=40, what="the archive")
+    finally:
+        await db.execute("ALTER TABLE opencode_sessions DROP CONSTRAINT refuse_one_archive")
+    assert (status, messages) == ("error", [])
+    assert error.startswith("gave up after 2 failed attempts: CheckViolation: ")
+    assert "; the messages could not be archived: CheckViolation: " in error
+    assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"
+    await wait_for(lambda: _gone(redis, sid), timeout=10, what="the live state cleaned")
+
+
+async def _gone(redis, sid) -> bool:
+    return not await redis.exists(keys.session(sid), keys.job(sid))

@@ -1,0 +1,31 @@
+"""count_failure.lua: a session's failed attempts add up in its job across owners; a stale token counts nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.store import keys
+from shared.store.lease import Lease
+from tests.store.lua.helpers import SID, enqueue
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_failures_add_up_across_owners_and_keep_the_last_cause(redis):
+    scripts = await enqueue(redis)
+    [first] = await scripts.claim("r1", 10_000, 10)
+    assert await scripts.count_failure(first, "KeyError: 'id'") == 1
+    await scripts.release([first])
+    [second] = await scripts.claim("r2", 10_000, 10)
+    assert await scripts.count_failure(second, "DataError: boom") == 2
+    assert await redis.hmget(keys.job(SID), ["failures", "lastFailure"]) == [b"2", b"DataError: boom"]
+
+
+async def test_a_stale_token_or_a_finished_job_counts_nothing(redis):
+    scripts = await enqueue(redis)
+    [lease] = await scripts.claim("r1", 10_000, 10)
+    stale = Lease(SID, f"{lease.epoch - 1}:r0", lease.epoch - 1)
+    assert await scripts.count_failure(stale, "x") == -1
+    await redis.delete(keys.job(SID))
+    assert await scripts.count_failure(lease, "x") == -1
+    assert not await redis.exists(keys.job(SID))  # no stray job hash for the claim loop to find

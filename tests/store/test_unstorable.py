@@ -1,0 +1,44 @@
+"""shared.store.unstorable: the archive's reversible form of characters PostgreSQL refuses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.store.unstorable import ESCAPE, dumps_jsonb, escape_text, loads_jsonb, restore_text
+
+AWKWARD = [
+    "a\x00b",
+    "\x00",
+    "lone \ud800 surrogate",
+    f"the escape itself {ESCAPE} and {ESCAPE}0000 typed in",
+    "\\u0000 typed as six characters",
+    "emoji 🎉 stays",
+    f"{ESCAPE}ffff",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_every_string_round_trips(text):
+    assert restore_text(escape_text(text)) == text
+    assert "\x00" not in escape_text(text)
+
+
+def test_text_with_nothing_to_escape_is_stored_as_is():
+    value = {"text": "plain ✓ 🎉 \\u0000", "n": [1, 2.5, None, True]}
+    assert json.loads(dumps_jsonb(value)) == value
+
+
+def test_json_values_round_trip_keys_included():
+    value = {"a\x00": ["x\x00y", {"k": f"{ESCAPE}\ud83d"}], "n": 1}
+    text = dumps_jsonb(value)
+    assert "\\u0000" not in text
+    assert loads_jsonb(text) == value
+    assert loads_jsonb(text.encode()) == value
+
+
+def test_the_documented_form():
+    assert escape_text("a\x00b") == f"a{ESCAPE}0000b"
+    assert escape_text(ESCAPE) == f"{ESCAPE}ffff"
