@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -18,6 +18,7 @@ from shared.errors import Conflict, InvalidInput, NotFound, SessionLayerError, U
 from shared.ids import SessionId, new_message_id, parse_session_id, parse_ticket_id
 from shared.models import SESSION_TYPES, dumps, part_key, prompt_entry
 from shared.opencode.client import OpenCodeClient
+from shared.run_options import parse_agent, parse_model, parse_permissions
 from shared.store import archive
 from shared.store.archive import LAYER_KEY, ArchiveRow, PgConnection
 from shared.store.connections import store_errors
@@ -75,16 +76,26 @@ async def enqueue(
     prompt: str | None = None,
     title: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    agent: str | None = None,
+    model: str | None = None,
+    permission: Sequence[str | Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Create the OpenCode session and queue it for a poller; returns the pending state without waiting."""
+    """Create the OpenCode session and queue it for a poller; returns the pending state without waiting.
+
+    `agent`, `model` (`PROVIDER/MODEL`) and the `permission` rules (`PERMISSION[:PATTERN]=allow|ask|deny`, or
+    `{permission, pattern, action}`) are given to OpenCode with the session.
+    """
     kind = parse_session_type(session_type)
     ticket = parse_ticket_id(ticket_id) if ticket_id is not None else None
     text = parse_prompt(prompt) if prompt is not None else None
     if title is not None and (not title.strip() or len(title) > MAX_TITLE_CHARS):
         raise InvalidInput(f"the title must be 1-{MAX_TITLE_CHARS} characters")
     user_meta = parse_metadata(metadata) if metadata is not None else {}
+    agent_name = parse_agent(agent) if agent is not None else None
+    model_ref = parse_model(model) if model is not None else None
+    rules = parse_permissions(permission) or None
 
-    session = await opencode.create_session(title=title)
+    session = await opencode.create_session(title=title, agent=agent_name, model=model_ref, permission=rules)
     sid = parse_session_id(session["id"])
     prompts = [{"messageID": new_message_id(), "text": text}] if text is not None else []
     now = _now_ms()

@@ -12,6 +12,7 @@ from shared.cli.runtime import clients, emit_json, run
 from shared.errors import InvalidInput
 from shared.ids import parse_session_id, parse_ticket_id
 from shared.models import SESSION_TYPES
+from shared.run_options import parse_agent, parse_model, parse_permissions
 from shared.sessions import get_session
 
 
@@ -30,6 +31,15 @@ def _read_prompt(prompt: str | None) -> str | None:
 @click.option("--prompt", help="First prompt; '-' reads it from standard input.")
 @click.option("--title", help="OpenCode session title.")
 @click.option("--metadata", help="JSON object stored with the session.")
+@click.option("--agent", help="OpenCode agent to run the session with (e.g. build, plan).")
+@click.option("--model", help="Model as PROVIDER/MODEL.")
+@click.option(
+    "--permission",
+    "permissions",
+    multiple=True,
+    metavar="PERMISSION[:PATTERN]=allow|ask|deny",
+    help="A permission rule for this session (repeatable; the last matching rule wins), e.g. bash=ask.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the pending state as JSON instead of the id.")
 def enqueue(
     session_type: str,
@@ -37,6 +47,9 @@ def enqueue(
     prompt: str | None,
     title: str | None,
     metadata: str | None,
+    agent: str | None,
+    model: str | None,
+    permissions: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Create an OpenCode session and queue it for the pollers; prints its id at once."""
@@ -47,6 +60,11 @@ def enqueue(
     if ticket_id is not None:
         parse_ticket_id(ticket_id)
     meta = commands.parse_metadata(metadata) if metadata is not None else None
+    if agent is not None:
+        parse_agent(agent)
+    if model is not None:
+        parse_model(model)
+    parse_permissions(permissions)
 
     async def go() -> dict[str, object]:
         async with clients(opencode=True) as c:
@@ -60,6 +78,9 @@ def enqueue(
                 prompt=text,
                 title=title,
                 metadata=meta,
+                agent=agent,
+                model=model,
+                permission=permissions,
             )
 
     state = run(go)

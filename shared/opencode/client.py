@@ -107,8 +107,17 @@ class OpenCodeClient:
         """`GET /global/health`: `{"healthy": true, "version": "…"}`."""
         return cast(dict[str, Any], await self._call("GET", "/global/health", shape=_is_dict, scoped=False))
 
-    async def create_session(self, *, title: str | None = None) -> Session:
-        body = {"title": title} if title is not None else {}
+    async def create_session(
+        self,
+        *,
+        title: str | None = None,
+        agent: str | None = None,
+        model: dict[str, str] | None = None,
+        permission: list[dict[str, str]] | None = None,
+    ) -> Session:
+        """`POST /session`; `permission` is the session's own ruleset (`[{permission, pattern, action}]`)."""
+        fields = {"title": title, "agent": agent, "model": model, "permission": permission}
+        body = {k: v for k, v in fields.items() if v is not None}
         return cast(Session, await self._call("POST", "/session", body=body, shape=_is_session))
 
     async def delete_session(self, session_id: str) -> bool:
