@@ -63,7 +63,7 @@ SPEC: dict[str, Any] = {
                     "sessionId": {"type": "string"},
                     "ticketId": {"type": ["string", "null"]},
                     "sessionType": {"enum": ["ask", "chat", "admin"]},
-                    "status": {"enum": ["pending", "running", "completed", "error", "cancelled"]},
+                    "status": {"enum": ["pending", "running", "completed", "error", "cancelled", "waiting"]},
                     "title": {"type": ["string", "null"]},
                     "messages": {
                         "type": "array",
@@ -77,6 +77,11 @@ SPEC: dict[str, Any] = {
                     "metadata": {},
                     "seq": {"type": "integer"},
                     "live": {"type": "boolean"},
+                    "pending": {
+                        "type": "array",
+                        "items": {"type": "object"},
+                        "description": "requests waiting for a person: {kind, id, askedAt, tool, ...}",
+                    },
                 },
             },
             "Page": {

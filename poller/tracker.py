@@ -15,6 +15,7 @@ from poller.completion import ORPHANED_RUN_ERROR, outcome, run_finished, run_orp
 from poller.deps import TrackerDeps
 from poller.events import Inbox
 from poller.job import Job
+from poller.pending import PendingRequests
 from poller.session_mirror import SessionMirror
 from poller.ticker import Cadence
 from shared.backoff import Backoff
@@ -37,6 +38,7 @@ class SessionTracker:
         self._store_backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
         self._retry_at = 0.0
         self._idle_since: float | None = None  # since when OpenCode has reported the session idle, without a break
+        self._pending = PendingRequests(lease.session_id, [])  # what Redis holds is loaded with the mirror
 
     @property
     def writes(self) -> int:
@@ -53,6 +55,7 @@ class SessionTracker:
             try:
                 async with anyio.create_task_group() as tg:
                     self._mirror = await SessionMirror.load(self._deps, self._lease)
+                    self._pending = PendingRequests(sid, self._mirror.session.pending)
                     await self._loop(tg, self._mirror)
                     tg.cancel_scope.cancel()
                 return True
@@ -105,8 +108,10 @@ class SessionTracker:
 
     async def _apply_events(self, mirror: SessionMirror, events: list[Any]) -> None:
         gap, self._inbox.gap = self._inbox.gap, False
+        self._pending.apply_events(events)
         try:
             await mirror.write_events(events, gap=gap)
+            await self._write_pending(mirror)
         except Unavailable as exc:
             log.warning("event_write_failed", error=exc.message)  # the next poll writes the truth
             self._inbox.request_poll()
@@ -118,8 +123,9 @@ class SessionTracker:
         job = self._job
         try:
             await job.sync()
-            if mirror.writer.status != "running":
-                await mirror.writer.apply(self._lease, status="running")
+            if self._deps.requests is not None:
+                self._pending.reconcile(self._deps.requests)
+            await self._write_pending(mirror)
             await job.record_claim(mirror.session)
         except Unavailable as exc:
             return self._wait(self._store_backoff, exc)
@@ -157,6 +163,13 @@ class SessionTracker:
             return self._wait(self._store_backoff, exc)
         self._store_backoff.reset()
         return False
+
+    async def _write_pending(self, mirror: SessionMirror) -> None:
+        """`waiting` while any request waits for a person, else `running`; with the requests themselves."""
+        status = "waiting" if self._pending else "running"
+        if self._pending.changed or mirror.writer.status != status:
+            await mirror.writer.apply(self._lease, status=status, pending=self._pending.as_list())
+            self._pending.changed = False
 
     def _finished(self, messages: list[Any]) -> bool:
         busy = self._job.busy()

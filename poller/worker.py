@@ -20,6 +20,7 @@ from poller.events import EventRouter
 from poller.job_board import JobBoard
 from poller.metrics import Metrics
 from poller.reconcile import reconcile_once
+from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
 from poller.ticker import every
 from poller.tracker import SessionTracker
@@ -69,6 +70,7 @@ class Worker:
         self._scripts = Scripts(redis)
         self._board = StatusBoard(opencode, STATUS_MAX_AGE_FACTOR * settings.poll_interval_s)
         self._jobs = JobBoard(redis)
+        self._requests = RequestBoard(opencode)
         self.metrics = metrics or Metrics()
         self.router = EventRouter(opencode) if settings.opencode_events else None
         self._deps = TrackerDeps(
@@ -85,6 +87,7 @@ class Worker:
             poll_interval_events_s=settings.poll_interval_events_s,
             event_coalesce_s=settings.event_coalesce_s,
             orphaned_run_grace_s=settings.orphaned_run_grace_s,
+            requests=self._requests,
         )
         self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)
         self._held: dict[SessionId, Held] = {}
@@ -127,6 +130,10 @@ class Worker:
             await self._board.refresh()
         except SessionLayerError as exc:
             log.warning("status_failed", error=exc.message)
+        try:
+            await self._requests.refresh()
+        except SessionLayerError as exc:
+            log.warning("requests_failed", error=exc.message)
         try:  # the held sessions as of now: trackers may have ended while the status was read
             await self._jobs.refresh(list(self._held))
         except SessionLayerError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 from poller.mirror import NO_CHANGE, Delta
 from shared.errors import LeaseLost
@@ -31,6 +32,10 @@ class StateWriter:
     def status(self) -> str:
         return self._session.status
 
+    @property
+    def pending(self) -> list[Any]:
+        return self._session.pending
+
     async def apply(
         self,
         lease: Lease,
@@ -38,20 +43,29 @@ class StateWriter:
         *,
         status: str | None = None,
         error: str | None = None,
+        pending: list[Any] | None = None,
     ) -> int:
-        """Write the delta (and a status change); raises LeaseLost when the fence refuses it.
+        """Write the delta (and a status change, and the `pending` requests); raises LeaseLost when the fence
+        refuses it.
 
-        Nothing to write (no delta, same status) writes nothing and returns the current seq.
+        Nothing to write (no delta, same status, same pending) writes nothing and returns the current seq.
         """
         status_changed = status is not None and status != self._session.status
-        if not delta and not status_changed:
+        pending_changed = pending is not None and pending != self._session.pending
+        if not delta and not status_changed and not pending_changed:
             return self.seq
         now = _now_ms()
         fields, event_state = encode_change(
-            now, status=status if status_changed else None, error=error, tool_calls=delta.tool_calls
+            now,
+            status=status if status_changed else None,
+            error=error,
+            tool_calls=delta.tool_calls,
+            pending=pending if pending_changed else None,
         )
         if status_changed:
             self._session = dataclasses.replace(self._session, status=str(status), updated_at=now)
+        if pending_changed:
+            self._session = dataclasses.replace(self._session, pending=list(pending or []), updated_at=now)
         change = StateChange(
             fields=fields,
             messages={info["id"]: dumps(info) for info in delta.infos},
@@ -59,7 +73,7 @@ class StateWriter:
             removed_messages=delta.removed_messages,
             removed_parts=delta.removed_parts,
             event_state=event_state,
-            index_event=self._session.index_event("status") if status_changed else "",
+            index_event=self._session.index_event("status") if status_changed or pending_changed else "",
         )
         with store_errors("Redis"):
             seq = await self._scripts.apply(lease, change)

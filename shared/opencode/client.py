@@ -53,6 +53,13 @@ def _is_status_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(s, dict) and "type" in s for s in value.values())
 
 
+def _is_requests(value: Any) -> bool:
+    """`GET /permission` / `GET /question`: requests with an id and the session they belong to."""
+    return isinstance(value, list) and all(
+        isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("sessionID"), str) for r in value
+    )
+
+
 def _is_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
@@ -160,6 +167,27 @@ class OpenCodeClient:
     async def status(self) -> dict[str, SessionStatus]:
         """Busy and retrying sessions only: an idle session is absent."""
         return cast(dict[str, SessionStatus], await self._call("GET", "/session/status", shape=_is_status_map))
+
+    async def permissions(self) -> list[dict[str, Any]]:
+        """`GET /permission`: every permission request waiting for an answer, for all sessions."""
+        return cast(list[dict[str, Any]], await self._call("GET", "/permission", shape=_is_requests))
+
+    async def questions(self) -> list[dict[str, Any]]:
+        """`GET /question`: every question waiting for an answer, for all sessions."""
+        return cast(list[dict[str, Any]], await self._call("GET", "/question", shape=_is_requests))
+
+    async def reply_permission(self, request_id: str, reply: str, message: str | None = None) -> bool:
+        """`POST /permission/{id}/reply` with `once`, `always` or `reject`; an unknown id is NotFound."""
+        body = {"reply": reply, **({"message": message} if message else {})}
+        return cast(bool, await self._call("POST", f"/permission/{_seg(request_id)}/reply", body=body, shape=_is_bool))
+
+    async def reply_question(self, request_id: str, answers: list[list[str]]) -> bool:
+        """`POST /question/{id}/reply`: one list of chosen labels per question, in order."""
+        path = f"/question/{_seg(request_id)}/reply"
+        return cast(bool, await self._call("POST", path, body={"answers": answers}, shape=_is_bool))
+
+    async def reject_question(self, request_id: str) -> bool:
+        return cast(bool, await self._call("POST", f"/question/{_seg(request_id)}/reject", shape=_is_bool))
 
     async def events(self, *, idle_timeout_s: float = EVENT_IDLE_TIMEOUT_S) -> AsyncIterator[dict[str, Any]]:
         """`GET /event`: one dict per `data:` record, for as long as the stream lasts.

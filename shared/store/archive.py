@@ -159,6 +159,7 @@ class ArchiveRow:
             "metadata": self.user_metadata,
             "seq": int(layer.get("seq") or 0),
             "live": False,
+            "pending": [],
         }
 
 

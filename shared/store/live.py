@@ -21,7 +21,18 @@ from shared.store.connections import store_errors
 # A hash written by enqueue.lua always has a type; a reader that somehow finds none assumes the default one.
 DEFAULT_SESSION_TYPE = "chat"
 # What the live list reads of each session (one HMGET each), and what `status` counts read.
-SUMMARY_FIELDS = ("sessionId", "ticketId", "sessionType", "status", "title", "error", "startedAt", "updatedAt", "seq")
+SUMMARY_FIELDS = (
+    "sessionId",
+    "ticketId",
+    "sessionType",
+    "status",
+    "title",
+    "error",
+    "startedAt",
+    "updatedAt",
+    "seq",
+    "pending",
+)
 STATUS_FIELD = "status"
 
 RawHash = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str | None]
@@ -46,6 +57,7 @@ class LiveState:
     current_tool_calls: list[Any] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
     seq: int = 0
+    pending: list[Any] = field(default_factory=list)  # requests waiting for a person (status `waiting`)
 
     @classmethod
     def decode(cls, raw: RawHash) -> LiveState | None:
@@ -65,6 +77,7 @@ class LiveState:
             current_tool_calls=json.loads(text.get("currentToolCalls") or "[]"),
             metadata=json.loads(text.get("metadata") or "null"),
             seq=int(text.get("seq") or 0),
+            pending=json.loads(text.get("pending") or "[]"),
         )
 
     def encode(self) -> dict[str, str]:
@@ -79,6 +92,7 @@ class LiveState:
             "startedAt": str(self.started_at),
             "currentToolCalls": dumps(self.current_tool_calls),
             "metadata": dumps(self.metadata),
+            "pending": dumps(self.pending),
         }
 
     def index_event(self, event: str) -> str:
@@ -93,6 +107,7 @@ class LiveState:
                 "title": self.title,
                 "startedAt": self.started_at,
                 "updatedAt": self.updated_at,
+                "pending": self.pending,
             }
         )
 
@@ -109,6 +124,7 @@ class LiveState:
             "updatedAt": self.updated_at,
             "seq": self.seq,
             "live": True,
+            "pending": self.pending,
         }
 
     def to_session(self, messages: list[Any]) -> dict[str, Any]:
@@ -127,11 +143,17 @@ class LiveState:
             "metadata": self.metadata,
             "seq": self.seq,
             "live": True,
+            "pending": self.pending,
         }
 
 
 def encode_change(
-    updated_at: int, *, status: str | None = None, error: str | None = None, tool_calls: list[Any] | None = None
+    updated_at: int,
+    *,
+    status: str | None = None,
+    error: str | None = None,
+    tool_calls: list[Any] | None = None,
+    pending: list[Any] | None = None,
 ) -> tuple[dict[str, str], str]:
     """What one apply.lua call writes to the hash, and the `state` object its update event carries.
 
@@ -146,6 +168,9 @@ def encode_change(
     if tool_calls is not None:
         state["currentToolCalls"] = tool_calls
         fields["currentToolCalls"] = dumps(tool_calls)
+    if pending is not None:
+        state["pending"] = pending
+        fields["pending"] = dumps(pending)
     return fields, dumps(state)
 
 
