@@ -34,3 +34,4 @@ class TrackerDeps:
     event_coalesce_s: float = 0.05
     orphaned_run_grace_s: float = 30.0  # idle with the newest assistant message open this long: the run is lost
     requests: RequestBoard | None = None  # GET /permission and /question, once per replica tick
+    pending_timeout_s: float | None = None  # a request nobody answered this long is rejected; None: wait forever

@@ -75,5 +75,7 @@ class PendingRequests:
             self.changed = True
 
     def forget(self, request_id: str) -> None:
+        """It waits no more (answered): a board fetched before now must not bring it back."""
+        self._last_event_at = time.monotonic()
         if self._by_id.pop(request_id, None) is not None:
             self.changed = True

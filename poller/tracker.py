@@ -10,6 +10,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
+from poller.answers import TIMEOUT_BY, reject_overdue
 from poller.closeout import STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S, close_out
 from poller.completion import ORPHANED_RUN_ERROR, outcome, run_finished, run_orphaned
 from poller.deps import TrackerDeps
@@ -39,6 +40,8 @@ class SessionTracker:
         self._retry_at = 0.0
         self._idle_since: float | None = None  # since when OpenCode has reported the session idle, without a break
         self._pending = PendingRequests(lease.session_id, [])  # what Redis holds is loaded with the mirror
+        self._recorded: set[str] = set()  # requests recorded in PostgreSQL by this tracker
+        self._timed_out: set[str] = set()
 
     @property
     def writes(self) -> int:
@@ -127,6 +130,7 @@ class SessionTracker:
                 self._pending.reconcile(self._deps.requests)
             await self._write_pending(mirror)
             await job.record_claim(mirror.session)
+            await self._handle_requests(tg, mirror)
         except Unavailable as exc:
             return self._wait(self._store_backoff, exc)
         if not poll_opencode and not job.prompts.pending and not job.abort_due():
@@ -170,6 +174,28 @@ class SessionTracker:
         if self._pending.changed or mirror.writer.status != status:
             await mirror.writer.apply(self._lease, status=status, pending=self._pending.as_list())
             self._pending.changed = False
+
+    async def _handle_requests(self, tg: TaskGroup, mirror: SessionMirror) -> None:
+        """Record new requests, give OpenCode the answers people recorded, reject what waited too long. While
+        PostgreSQL is down the run goes on and this is retried next tick."""
+        deps, sid = self._deps, self._lease.session_id
+        if deps.requests is None:
+            return
+        try:
+            fresh = [e for e in self._pending.as_list() if e["id"] not in self._recorded]
+            if fresh:
+                await deps.archive.record_asked(sid, fresh)
+                self._recorded |= {e["id"] for e in fresh}
+            await self._job.answers.step(tg, deps.requests, self._pending, deps.archive)
+            if deps.pending_timeout_s is not None:
+
+                async def submit(entry: dict[str, Any], body: dict[str, Any]) -> None:
+                    await deps.archive.answer(deps.redis, sid, entry, body, TIMEOUT_BY)
+
+                await reject_overdue(submit, self._pending, self._job.answers, deps.pending_timeout_s, self._timed_out)
+        except Unavailable as exc:
+            log.warning("requests_record_retry", error=exc.message)
+        await self._write_pending(mirror)
 
     def _finished(self, messages: list[Any]) -> bool:
         busy = self._job.busy()

@@ -88,6 +88,7 @@ class Worker:
             event_coalesce_s=settings.event_coalesce_s,
             orphaned_run_grace_s=settings.orphaned_run_grace_s,
             requests=self._requests,
+            pending_timeout_s=settings.pending_request_timeout_s,
         )
         self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)
         self._held: dict[SessionId, Held] = {}

@@ -76,6 +76,7 @@ class Settings:
     gateway_max_connections: int = 20_000
     gateway_max_header_bytes: int = 16_384
     poller_metrics_port: int | None = None
+    pending_request_timeout_s: float | None = None  # None: a permission request or question waits forever
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +112,7 @@ class Settings:
             gateway_keepalive_timeout_s=env.get("GATEWAY_KEEPALIVE_TIMEOUT_S", _int(1, 3600), 5),
             gateway_max_connections=env.get("GATEWAY_MAX_CONNECTIONS", _int(1, 1_000_000), 20_000),
             gateway_max_header_bytes=env.get("GATEWAY_MAX_HEADER_BYTES", _int(1_024, 1_048_576), 16_384),
+            pending_request_timeout_s=env.get("PENDING_REQUEST_TIMEOUT_MS", _millis(100, 2_592_000_000), None),
             gateway_cors_origins=tuple(
                 o.strip() for o in env.get("GATEWAY_CORS_ORIGINS", str, "").split(",") if o.strip()
             ),

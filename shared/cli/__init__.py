@@ -103,6 +103,9 @@ def main() -> None:
     from shared.cli import dev, history, status, watch
 
     register(watch.add_commands, history.add_commands, status.add_commands, dev.add_commands)
+    from shared.cli import requests
+
+    register(requests.add_commands)
     # stdout is the command's output (a session id, JSON): logs go to stderr, and only warnings.
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),

@@ -55,6 +55,7 @@ class Scripts:
         self._apply = redis.register_script(_load("apply"))
         self._finish = redis.register_script(_load("finish"))
         self._pop_prompt = redis.register_script(_load("pop_prompt"))
+        self._answer = redis.register_script(_load("answer"))
 
     async def enqueue(
         self,
@@ -158,6 +159,11 @@ class Scripts:
         """1 popped; 0 the head changed; -1 lease lost."""
         sid = lease.session_id
         return int(await self._pop_prompt(keys=[keys.lease(sid), keys.prompts(sid)], args=[lease.token, head]))
+
+    async def answer(self, session_id: SessionId, request_id: str, answer: str) -> int:
+        """1 stored for the owner; 0 the session has no live job; -1 the request already has an answer."""
+        script_keys = [keys.job(session_id), keys.JOB_REVS]
+        return int(await self._answer(keys=script_keys, args=[session_id, request_id, answer]))
 
 
 def _pairs(leases: Iterable[Lease]) -> list[str]:
