@@ -150,7 +150,8 @@ async def _waiting(redis: Redis, db: PgConnection, sid: SessionId, rid: str) -> 
     found = next((e for e in pending if isinstance(e, dict) and e.get("id") == rid), None)
     if found is not None:
         return found
-    if await requests.fetch(db, rid) is not None:
+    row = await requests.fetch(db, rid)
+    if row is not None and row.session_id == sid:
         raise Conflict(await _answered_already(db, rid))
     raise NotFound(f"session {sid} has no pending request {rid}")
 
