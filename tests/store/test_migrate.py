@@ -44,7 +44,7 @@ async def ticket_fks(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]
 
 
 def test_the_shipped_files_are_ordered_and_only_the_fk_file_runs_every_time():
-    assert ALL == sorted(ALL) == ["001_opencode_sessions.sql", "002_ticket_fk.sql"]
+    assert ALL == sorted(ALL) == ["001_opencode_sessions.sql", "002_ticket_fk.sql", "004_session_requests.sql"]
     assert EVERY_RUN == ["002_ticket_fk.sql"]
 
 
