@@ -2,6 +2,7 @@
 // and ticket. A session that ends leaves the live list and shows up in history without a reload. Admin only.
 
 import { GatewayError, fetchSessions, openLiveSessionsStream } from "./opencode-stream.js";
+import { pendingSummary } from "./pending-view.js";
 import {
   API,
   SESSION_TYPES,
@@ -136,6 +137,7 @@ function row(summary) {
     h("span", { class: "row-title" }, summary.title || ""),
     summary.messageCount !== undefined ? h("span", { class: "muted" }, `${summary.messageCount} messages`) : null,
     timeEl(summary.startedAt, { class: "muted" }),
+    pendingSummary(summary),
   );
 }
 
