@@ -114,3 +114,75 @@ async def test_question_answered_with_a_choice(
     assert await wait_for(model_saw_blue, timeout=5, what="the model's next request carrying the answer")
     [row] = await requests.of_session(db, sid)
     assert (row.answer, row.answered_by) == ({"answers": [["Blue"]]}, "carol")
+
+
+async def _wait_listed(client: httpx.AsyncClient, path: str, sid: str) -> dict[str, Any]:
+    async def listed() -> Any:
+        found = [r for r in (await client.get(path)).json() if r["sessionID"] == sid]
+        return found[0] if found else None
+
+    request: dict[str, Any] = await wait_for(listed, timeout=30, what=f"{path} listing {sid}")
+    return request
+
+
+async def _requests_of(base_url: str) -> dict[str, Any]:
+    """A bash=ask TOOL run and a QUESTION run on one server, driven over HTTP: what each lists, and how each ends
+    after a reject with a message / an answer."""
+    out: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        rules = [{"permission": "bash", "pattern": "*", "action": "ask"}]
+        tool_sid = (await client.post("/session", json={"permission": rules})).json()["id"]
+        question_sid = (await client.post("/session", json={})).json()["id"]
+        for sid, text in ((tool_sid, "TOOL run it"), (question_sid, "QUESTION pick")):
+            body = {"parts": [{"type": "text", "text": text}]}
+            assert (await client.post(f"/session/{sid}/prompt_async", json=body)).status_code == 204
+        out["permission"] = await _wait_listed(client, "/permission", tool_sid)
+        out["question"] = await _wait_listed(client, "/question", question_sid)
+        reply = {"reply": "reject", "message": "not today"}
+        assert (await client.post(f"/permission/{out['permission']['id']}/reply", json=reply)).json() is True
+        answered = {"answers": [["Blue"]]}
+        assert (await client.post(f"/question/{out['question']['id']}/reply", json=answered)).json() is True
+        again = await client.post(f"/permission/{out['permission']['id']}/reply", json={"reply": "once"})
+        body = again.json()
+        out["again"] = (
+            again.status_code,
+            sorted(body),
+            body["_tag"],
+            body["message"].replace(out["permission"]["id"], "ID"),
+        )
+
+        async def ended(sid: str) -> Any:
+            status = (await client.get("/session/status")).json()
+            messages = (await client.get(f"/session/{sid}/message")).json()
+            done = sid not in status and messages and "completed" in messages[-1]["info"]["time"]
+            return messages if done and messages[-1]["info"].get("finish") == "stop" else None
+
+        out["tool_state"] = (await wait_for(lambda: ended(tool_sid), timeout=30))[1]["parts"][1]["state"]
+        out["question_state"] = (await wait_for(lambda: ended(question_sid), timeout=30))[1]["parts"][1]["state"]
+    return out
+
+
+def _shape(value: Any) -> Any:
+    """Keys and value types, all the way down (lists by their first item)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return type(value).__name__
+
+
+async def test_the_simulator_lists_and_answers_requests_as_the_real_server(
+    real_opencode: RealOpenCode, simulator_url: str
+) -> None:
+    real, simulated = await _requests_of(real_opencode.url), await _requests_of(simulator_url)
+    for kind in ("permission", "question"):
+        assert _shape(simulated[kind]) == _shape(real[kind]), kind
+    for field in ("permission", "patterns", "metadata", "always"):
+        assert simulated["permission"][field] == real["permission"][field], field
+    assert simulated["question"]["questions"] == real["question"]["questions"]
+    assert simulated["again"] == real["again"]
+    assert simulated["tool_state"]["status"] == real["tool_state"]["status"] == "error"
+    assert simulated["tool_state"]["error"] == real["tool_state"]["error"]
+    assert simulated["question_state"]["status"] == real["question_state"]["status"] == "completed"
+    assert simulated["question_state"]["output"] == real["question_state"]["output"]
+    assert _shape(simulated["question_state"]) == _shape(real["question_state"])

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.dev.simulator.engine import Simulation
-from shared.dev.simulator.errors import bad_request, error
+from shared.dev.simulator.errors import bad_request
 from shared.dev.simulator.validation import compact, json_body
 
 PERMISSION_REPLIES = ("once", "always", "reject")
@@ -20,8 +20,10 @@ def _simulation(request: Request) -> Simulation:
 
 
 def _not_found(kind: str, request_id: str) -> JSONResponse:
+    """Effect's tagged error body, as OpenCode 1.18.33 answers an unknown (or already answered) request."""
     name = "PermissionNotFoundError" if kind == "permission" else "QuestionNotFoundError"
-    return error(404, name, {"message": f"{kind.capitalize()} request not found: {request_id}"})
+    message = f"{kind.capitalize()} request not found: {request_id}"
+    return JSONResponse({"_tag": name, "requestID": request_id, "message": message}, status_code=404)
 
 
 async def list_permissions(request: Request) -> Response:

@@ -252,7 +252,8 @@ async def _question(sim: Simulation, sess: SimSession, part: JSON, args: JSON) -
         return {"status": "error", "error": QUESTION_DISMISSED}
     title = f"Asked {len(questions)} question{'s' if len(questions) != 1 else ''}"
     output = question_output(questions, reply["answers"])
-    return {"status": "completed", "output": output, "title": title, "metadata": {"answers": reply["answers"]}}
+    metadata = {"answers": reply["answers"], "truncated": False}
+    return {"status": "completed", "output": output, "title": title, "metadata": metadata}
 
 
 async def _stream(

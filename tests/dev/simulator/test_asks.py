@@ -65,7 +65,7 @@ async def test_bash_waits_for_permission_then_runs_once(sim_url: str, http: http
     conform(msgs[1]["parts"][1]["state"], COMPLETED)
     assert (await http.get("/permission")).json() == []
     again = await http.post(f"/permission/{request['id']}/reply", json={"reply": "once"})
-    assert again.status_code == 404 and again.json()["name"] == "PermissionNotFoundError"
+    assert again.status_code == 404 and again.json()["_tag"] == "PermissionNotFoundError"
 
 
 async def test_rejected_permission_ends_the_tool_in_error_and_the_run_goes_on(
