@@ -131,14 +131,14 @@ class Worker:
             await self._board.refresh()
         except SessionLayerError as exc:
             log.warning("status_failed", error=exc.message)
-        try:
-            await self._requests.refresh()
-        except SessionLayerError as exc:
-            log.warning("requests_failed", error=exc.message)
         try:  # the held sessions as of now: trackers may have ended while the status was read
             await self._jobs.refresh(list(self._held))
         except SessionLayerError as exc:
             log.warning("revisions_failed", error=exc.message)
+        try:  # last: a prompt or cancel waits on nothing new
+            await self._requests.refresh()
+        except SessionLayerError as exc:
+            log.warning("requests_failed", error=exc.message)
 
     async def _claim(self, tg: TaskGroup) -> None:
         room = min(CLAIM_BATCH, self._settings.max_sessions_per_poller - len(self._held))
