@@ -76,7 +76,7 @@ SPEC: dict[str, Any] = {
                     "sessionId": {"type": "string"},
                     "ticketId": {"type": ["string", "null"]},
                     "sessionType": {"enum": ["ask", "chat", "admin"]},
-                    "status": {"enum": ["pending", "running", "completed", "error", "cancelled"]},
+                    "status": {"enum": ["pending", "running", "completed", "error", "cancelled", "waiting"]},
                     "title": {"type": ["string", "null"]},
                     "messages": {
                         "type": "array",
@@ -90,6 +90,11 @@ SPEC: dict[str, Any] = {
                     "metadata": {},
                     "seq": {"type": "integer"},
                     "live": {"type": "boolean"},
+                    "pending": {
+                        "type": "array",
+                        "items": {"type": "object"},
+                        "description": "requests waiting for a person: {kind, id, askedAt, tool, ...}",
+                    },
                     "usage": {"$ref": "#/components/schemas/Usage"},
                     "server": {"type": "string"},
                     "directory": {"type": ["string", "null"]},

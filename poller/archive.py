@@ -13,7 +13,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg_pool
+from redis.asyncio import Redis
 
+from shared.answers import submit
+from shared.ids import SessionId
+from shared.store import requests
 from shared.store.archive import upsert_fenced
 from shared.store.connections import store_errors
 from shared.store.live import LiveState
@@ -64,3 +68,23 @@ class Archive:
                     extra_layer={"seq": seq},
                     now_ms=now,
                 )
+
+    async def record_asked(self, session_id: str, entries: Sequence[Mapping[str, Any]]) -> None:
+        """The requests the session waits on, as first seen (each recorded once)."""
+        with store_errors("PostgreSQL"):
+            async with self._pool.connection() as conn:
+                for entry in entries:
+                    await requests.record_asked(conn, session_id, entry)
+
+    async def record_outcome(self, request_id: str, outcome: str) -> None:
+        with store_errors("PostgreSQL"):
+            async with self._pool.connection() as conn:
+                await requests.record_outcome(conn, request_id, outcome, _now_ms())
+
+    async def answer(
+        self, redis: Redis, session_id: SessionId, entry: Mapping[str, Any], body: Mapping[str, Any], by: str
+    ) -> None:
+        """The poller's own answer (the timeout), recorded and handed over exactly as a person's."""
+        with store_errors("PostgreSQL"):
+            async with self._pool.connection() as conn:
+                await submit(redis, conn, session_id, entry, body, by)

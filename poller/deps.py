@@ -10,6 +10,7 @@ from poller.archive import Archive
 from poller.events import EventRouter
 from poller.job_board import JobBoard
 from poller.metrics import Metrics
+from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
 from shared.opencode.client import OpenCodeClient
 from shared.store.lua import Scripts
@@ -32,3 +33,5 @@ class TrackerDeps:
     poll_interval_events_s: float = 2.0  # while the event stream is healthy
     event_coalesce_s: float = 0.05
     orphaned_run_grace_s: float = 30.0  # idle with the newest assistant message open this long: the run is lost
+    requests: RequestBoard | None = None  # GET /permission and /question, once per replica tick
+    pending_timeout_s: float | None = None  # a request nobody answered this long is rejected; None: wait forever

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import structlog
 
+from poller.answers import AnswerDelivery
 from poller.deps import TrackerDeps
 from poller.prompts import PromptDelivery
 from shared.errors import LeaseLost, Unavailable
@@ -27,6 +28,7 @@ class Job:
         self._deps = deps
         self._lease = lease
         self.prompts = PromptDelivery(deps.opencode, lease.session_id, lease_valid, deps.retry_deadline_s)
+        self.answers = AnswerDelivery(deps.opencode, lease.session_id, lease_valid)
         self.rev: str | None = None  # the promptsRev whose prompts are loaded
         self.cancel = False
         self.aborted_at: float | None = None
@@ -43,13 +45,15 @@ class Job:
     async def _read(self) -> None:
         sid = self._lease.session_id
         with store_errors("Redis"):
-            rev, cancel = await self._deps.redis.hmget(keys.job(sid), ["promptsRev", "cancel"])
+            job = await self._deps.redis.hgetall(keys.job(sid))  # small: a few fields and the answers
+        rev, cancel = job.get(b"promptsRev"), job.get(b"cancel")
         if rev is None:
             raise LeaseLost("the job is gone")
         if as_text(rev) != self.rev:
             with store_errors("Redis"):
                 entries = await self._deps.redis.lrange(keys.prompts(sid), 0, -1)
             self.prompts.load(entries)
+            self.answers.load(job)
             self.rev = as_text(rev)
             self._claim_recorded = False
         self.cancel = cancel == b"1"

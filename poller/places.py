@@ -8,6 +8,7 @@ server that is down or slow holds up only its own place: its board and stream fa
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -16,6 +17,7 @@ from anyio.abc import TaskGroup
 
 from poller.deps import TrackerDeps
 from poller.events import EventRouter
+from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
 from shared.errors import SessionLayerError
 from shared.opencode.servers import OpenCodeServers
@@ -54,8 +56,13 @@ class Places:
         if place is None:
             opencode = self._servers.client(*key)
             router = EventRouter(opencode) if events else None
+            requests = RequestBoard(opencode) if self._default.requests is not None else None
             deps = dataclasses.replace(
-                self._default, opencode=opencode, board=StatusBoard(opencode, max_age_s), router=router
+                self._default,
+                opencode=opencode,
+                board=StatusBoard(opencode, max_age_s),
+                router=router,
+                requests=requests,
             )
             place = self._places[key] = Place(key, deps)
             if router is not None:
@@ -78,6 +85,10 @@ class Places:
     def boards(self) -> list[StatusBoard]:
         return [place.deps.board for place in self._places.values()]
 
+    def request_boards(self) -> list[RequestBoard]:
+        """The permission/question lists of the places open now (the default place's is the worker's own)."""
+        return [place.deps.requests for place in self._places.values() if place.deps.requests is not None]
+
     def routers(self) -> dict[PlaceKey, EventRouter]:
         """The event routers of the places open now (the default place's is the worker's own)."""
         return {key: p.deps.router for key, p in self._places.items() if p.deps.router is not None}
@@ -92,14 +103,15 @@ class Places:
             await router.run()
 
 
-async def refresh_boards(boards: list[StatusBoard]) -> None:
-    """Every place's `GET /session/status` at once: a slow server delays only its own board."""
+async def refresh_boards(boards: Sequence[StatusBoard | RequestBoard]) -> None:
+    """Every place's `GET /session/status` (or its `GET /permission` and `GET /question`) at once: a slow server
+    delays only its own board."""
 
-    async def one(board: StatusBoard) -> None:
+    async def one(board: StatusBoard | RequestBoard) -> None:
         try:
             await board.refresh()
         except SessionLayerError as exc:
-            log.warning("status_failed", error=exc.message)
+            log.warning("board_failed", board=type(board).__name__, error=exc.message)
 
     async with anyio.create_task_group() as tg:
         for board in boards:

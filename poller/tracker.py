@@ -10,11 +10,13 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
+from poller.answers import TIMEOUT_BY, reject_overdue
 from poller.closeout import STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S, close_out
 from poller.completion import ORPHANED_RUN_ERROR, outcome, run_finished, run_orphaned
 from poller.deps import TrackerDeps
 from poller.events import Inbox
 from poller.job import Job
+from poller.pending import PendingRequests
 from poller.session_mirror import SessionMirror
 from poller.ticker import Cadence
 from shared.backoff import Backoff
@@ -37,6 +39,9 @@ class SessionTracker:
         self._store_backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
         self._retry_at = 0.0
         self._idle_since: float | None = None  # since when OpenCode has reported the session idle, without a break
+        self._pending = PendingRequests(lease.session_id, [])  # what Redis holds is loaded with the mirror
+        self._recorded: set[str] = set()  # requests recorded in PostgreSQL by this tracker
+        self._timed_out: set[str] = set()
 
     @property
     def writes(self) -> int:
@@ -53,6 +58,7 @@ class SessionTracker:
             try:
                 async with anyio.create_task_group() as tg:
                     self._mirror = await SessionMirror.load(self._deps, self._lease)
+                    self._pending = PendingRequests(sid, self._mirror.session.pending)
                     await self._loop(tg, self._mirror)
                     tg.cancel_scope.cancel()
                 return True
@@ -105,8 +111,10 @@ class SessionTracker:
 
     async def _apply_events(self, mirror: SessionMirror, events: list[Any]) -> None:
         gap, self._inbox.gap = self._inbox.gap, False
+        self._pending.apply_events(events)
         try:
             await mirror.write_events(events, gap=gap)
+            await self._write_pending(mirror)
         except Unavailable as exc:
             log.warning("event_write_failed", error=exc.message)  # the next poll writes the truth
             self._inbox.request_poll()
@@ -118,9 +126,11 @@ class SessionTracker:
         job = self._job
         try:
             await job.sync()
-            if mirror.writer.status != "running":
-                await mirror.writer.apply(self._lease, status="running")
+            if self._deps.requests is not None:
+                self._pending.reconcile(self._deps.requests)
+            await self._write_pending(mirror)
             await job.record_claim(mirror.session)
+            await self._handle_requests(tg, mirror)
         except Unavailable as exc:
             return self._wait(self._store_backoff, exc)
         if not poll_opencode and not job.prompts.pending and not job.abort_due():
@@ -160,6 +170,35 @@ class SessionTracker:
             return self._wait(self._store_backoff, exc)
         self._store_backoff.reset()
         return False
+
+    async def _write_pending(self, mirror: SessionMirror) -> None:
+        """`waiting` while any request waits for a person, else `running`; with the requests themselves."""
+        status = "waiting" if self._pending else "running"
+        if self._pending.changed or mirror.writer.status != status:
+            await mirror.writer.apply(self._lease, status=status, pending=self._pending.as_list())
+            self._pending.changed = False
+
+    async def _handle_requests(self, tg: TaskGroup, mirror: SessionMirror) -> None:
+        """Record new requests, give OpenCode the answers people recorded, reject what waited too long. While
+        PostgreSQL is down the run goes on and this is retried next tick."""
+        deps, sid = self._deps, self._lease.session_id
+        if deps.requests is None:
+            return
+        try:
+            fresh = [e for e in self._pending.as_list() if e["id"] not in self._recorded]
+            if fresh:
+                await deps.archive.record_asked(sid, fresh)
+                self._recorded |= {e["id"] for e in fresh}
+            await self._job.answers.step(tg, deps.requests, self._pending, deps.archive)
+            if deps.pending_timeout_s is not None:
+
+                async def submit(entry: dict[str, Any], body: dict[str, Any]) -> None:
+                    await deps.archive.answer(deps.redis, sid, entry, body, TIMEOUT_BY)
+
+                await reject_overdue(submit, self._pending, self._job.answers, deps.pending_timeout_s, self._timed_out)
+        except Unavailable as exc:
+            log.warning("requests_record_retry", error=exc.message)
+        await self._write_pending(mirror)
 
     def _finished(self, messages: list[Any]) -> bool:
         # the event stream's idle report is newer than the replica's last status fetch: it decides at once

@@ -22,6 +22,7 @@ from poller.job_board import JobBoard
 from poller.metrics import Metrics
 from poller.places import PlaceKey, Places, refresh_boards
 from poller.reconcile import reconcile_once
+from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
 from poller.ticker import every
 from poller.tracker import SessionTracker
@@ -75,6 +76,7 @@ class Worker:
         self._scripts = Scripts(redis)
         self._board = StatusBoard(opencode, STATUS_MAX_AGE_FACTOR * settings.poll_interval_s)
         self._jobs = JobBoard(redis)
+        self._requests = RequestBoard(opencode)
         self.metrics = metrics or Metrics()
         self.router = EventRouter(opencode) if settings.opencode_events else None
         self._deps = TrackerDeps(
@@ -91,6 +93,8 @@ class Worker:
             poll_interval_events_s=settings.poll_interval_events_s,
             event_coalesce_s=settings.event_coalesce_s,
             orphaned_run_grace_s=settings.orphaned_run_grace_s,
+            requests=self._requests,
+            pending_timeout_s=settings.pending_request_timeout_s,
         )
         self._owns_servers = servers is None
         self._servers = servers or OpenCodeServers(
@@ -145,6 +149,8 @@ class Worker:
             await self._jobs.refresh(list(self._held))
         except SessionLayerError as exc:
             log.warning("revisions_failed", error=exc.message)
+        # last: a prompt or cancel waits on nothing new
+        await refresh_boards([self._requests, *self.places.request_boards()])
 
     async def _claim(self, tg: TaskGroup) -> None:
         room = min(CLAIM_BATCH, self._settings.max_sessions_per_poller - len(self._held))

@@ -68,6 +68,10 @@ class StateWriter:
     def status(self) -> str:
         return self._session.status
 
+    @property
+    def pending(self) -> list[Any]:
+        return self._session.pending
+
     async def apply(
         self,
         lease: Lease,
@@ -76,16 +80,18 @@ class StateWriter:
         status: str | None = None,
         error: str | None = None,
         usage: Usage | None = None,
+        pending: list[Any] | None = None,
     ) -> int:
-        """Write the delta (and a status change, and the session's new usage); raises LeaseLost when the fence
-        refuses it.
+        """Write the delta (and a status change, the session's new usage, the `pending` requests); raises LeaseLost
+        when the fence refuses it.
 
-        Nothing to write (no delta, same status, same usage) writes nothing and returns the current seq. Appends
-        go first, in a write of their own; what else changed follows in one more.
+        Nothing to write (no delta, same status, usage and pending) writes nothing and returns the current seq.
+        Appends go first, in a write of their own; what else changed follows in one more.
         """
         status_changed = status is not None and status != self._session.status
         usage_changed = usage is not None and usage != self._session.usage
-        if not delta and not status_changed and not usage_changed:
+        pending_changed = pending is not None and pending != self._session.pending
+        if not delta and not status_changed and not usage_changed and not pending_changed:
             return self.seq
         now = _now_ms()
         appends = [a for a in delta.appends if a.key in self._stored]
@@ -93,7 +99,7 @@ class StateWriter:
             done = {a.key for a in appends}
             rest = [part for part in delta.parts if part_key(part) not in done]
             delta = dataclasses.replace(delta, parts=rest, appends=())
-            if not delta and not status_changed and not usage_changed:
+            if not delta and not status_changed and not usage_changed and not pending_changed:
                 return self.seq
         fields, event_state = encode_change(
             now,
@@ -101,11 +107,14 @@ class StateWriter:
             error=error,
             tool_calls=delta.tool_calls,
             usage=usage if usage_changed else None,
+            pending=pending if pending_changed else None,
         )
         if status_changed:
             self._session = dataclasses.replace(self._session, status=str(status), updated_at=now)
         if usage is not None and usage_changed:
             self._session = dataclasses.replace(self._session, usage=usage)
+        if pending_changed:
+            self._session = dataclasses.replace(self._session, pending=list(pending or []), updated_at=now)
         parts = {part_key(part): stored_form(part) for part in delta.parts}
         change = StateChange(
             fields=fields,
@@ -114,7 +123,7 @@ class StateWriter:
             removed_messages=delta.removed_messages,
             removed_parts=delta.removed_parts,
             event_state=event_state,
-            index_event=self._session.index_event("status") if status_changed else "",
+            index_event=self._session.index_event("status") if status_changed or pending_changed else "",
         )
         with store_errors("Redis"):
             seq = await self._scripts.apply(lease, change)

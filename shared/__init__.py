@@ -1,5 +1,7 @@
-"""The Python API other backends call: enqueue, send, cancel, read a session; Settings and the errors."""
+"""The Python API other backends call: enqueue, send, cancel, reply, answer, read a session; Settings and the
+errors."""
 
+from shared.answers import answer, reply
 from shared.commands import cancel, enqueue, send
 from shared.config import Settings
 from shared.errors import (
@@ -28,8 +30,10 @@ __all__ = [
     "Settings",
     "Unauthorized",
     "Unavailable",
+    "answer",
     "cancel",
     "enqueue",
     "get_session",
+    "reply",
     "send",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -20,6 +20,7 @@ from shared.ids import SessionId, new_message_id, parse_session_id, parse_ticket
 from shared.models import SESSION_TYPES, dumps, part_key, prompt_entry
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.servers import OpenCodeServers, parse_directory
+from shared.run_options import parse_agent, parse_model, parse_permissions
 from shared.store import archive
 from shared.store.archive import LAYER_KEY, ArchiveRow, PgConnection
 from shared.store.connections import store_errors
@@ -105,12 +106,17 @@ async def enqueue(
     metadata: Mapping[str, Any] | None = None,
     server: str | None = None,
     directory: str | None = None,
+    agent: str | None = None,
+    model: str | None = None,
+    permission: Sequence[str | Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Create the OpenCode session and queue it for a poller; returns the pending state without waiting.
 
     `server` (a name of `opencode`, an OpenCodeServers; None: the default one) and `directory` (absolute;
     sent as `?directory=` on every OpenCode call for the session) pick where it runs. InvalidInput for an
-    unknown server or a relative or empty directory, before anything is created.
+    unknown server or a relative or empty directory, before anything is created. `agent`, `model`
+    (`PROVIDER/MODEL`) and the `permission` rules (`PERMISSION[:PATTERN]=allow|ask|deny`, or
+    `{permission, pattern, action}`) are given to OpenCode with the session.
     """
     kind = parse_session_type(session_type)
     where = parse_directory(directory)
@@ -125,8 +131,11 @@ async def enqueue(
     if title is not None:
         parse_title(title)
     user_meta = parse_metadata(metadata) if metadata is not None else {}
+    agent_name = parse_agent(agent) if agent is not None else None
+    model_ref = parse_model(model) if model is not None else None
+    rules = parse_permissions(permission) or None
 
-    session = await opencode.create_session(title=title)
+    session = await opencode.create_session(title=title, agent=agent_name, model=model_ref, permission=rules)
     sid = parse_session_id(session["id"])
     prompts = [{"messageID": new_message_id(), "text": text}] if text is not None else []
     now = _now_ms()

@@ -132,6 +132,7 @@ class Settings:
     opencode_servers: tuple[ServerConfig, ...] = ()  # OPENCODE_SERVERS; empty: the one server OPENCODE_URL names
     opencode_password: Secret | None = None  # basic auth of the OPENCODE_URL server
     opencode_username: str = OPENCODE_USERNAME
+    pending_request_timeout_s: float | None = None  # None: a permission request or question waits forever
 
     @property
     def servers(self) -> tuple[ServerConfig, ...]:
@@ -182,6 +183,7 @@ class Settings:
             gateway_keepalive_timeout_s=env.get("GATEWAY_KEEPALIVE_TIMEOUT_S", _int(1, 3600), 5),
             gateway_max_connections=env.get("GATEWAY_MAX_CONNECTIONS", _int(1, 1_000_000), 20_000),
             gateway_max_header_bytes=env.get("GATEWAY_MAX_HEADER_BYTES", _int(1_024, 1_048_576), 16_384),
+            pending_request_timeout_s=env.get("PENDING_REQUEST_TIMEOUT_MS", _millis(100, 2_592_000_000), None),
             gateway_cors_origins=tuple(
                 o.strip() for o in env.get("GATEWAY_CORS_ORIGINS", str, "").split(",") if o.strip()
             ),

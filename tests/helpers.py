@@ -140,3 +140,27 @@ class TcpProxy:
         streams, self._streams = self._streams, []
         for stream in streams:
             await stream.aclose()
+
+
+CLI_SCRIPT = Path(sys.executable).with_name("opencode-sessions")
+CLI_COMMAND = (
+    [str(CLI_SCRIPT)] if CLI_SCRIPT.exists() else [sys.executable, "-c", "from shared.cli import main; main()"]
+)
+
+
+async def run_cli(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """`opencode-sessions ARGS` as a user runs it, configured only by `env` (no outer REDIS_URL etc. leaks in)."""
+    child_env = {k: v for k, v in os.environ.items() if not k.endswith("_URL")} | dict(env)
+    result = await anyio.run_process([*CLI_COMMAND, *args], env=child_env, check=False)
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+def single_error_line(result: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    """The one `error:` line of a failed CLI run, with its exit code, nothing on stdout and no traceback."""
+    assert result.returncode == code, result
+    assert result.stdout == "" and "Traceback" not in result.stderr, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word.lower() in lines[0].lower(), (word, lines[0])
+    return lines[0]

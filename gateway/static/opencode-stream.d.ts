@@ -1,6 +1,6 @@
 // Types for opencode-stream.js (the gateway serves both at /static/). Copy this file beside the module.
 
-export type SessionStatus = "pending" | "running" | "completed" | "error" | "cancelled";
+export type SessionStatus = "pending" | "running" | "waiting" | "completed" | "error" | "cancelled";
 export type SessionType = "ask" | "chat" | "admin";
 export type ToolStatus = "pending" | "running" | "completed" | "error";
 
@@ -55,6 +55,29 @@ export interface Session {
   seq: number;
   live: boolean;
   usage?: Usage;
+  /** The requests the run waits on while its status is `waiting`; [] otherwise (and once archived). */
+  pending?: PendingRequest[];
+}
+
+/** A permission request or question a run waits on (the live state's `pending`). */
+export interface PendingRequest {
+  kind: "permission" | "question";
+  id: string;
+  askedAt: number;
+  tool: { messageID: string; callID: string } | null;
+  /** permission: what is asked (bash, edit…), the patterns (e.g. the command), metadata ({command}), `always`. */
+  permission?: string;
+  patterns?: string[];
+  metadata?: Record<string, unknown>;
+  always?: string[];
+  /** question: the questions, in order, each with its options. */
+  questions?: {
+    question: string;
+    header: string;
+    options: { label: string; description: string }[];
+    multiple?: boolean;
+    custom?: boolean;
+  }[];
 }
 
 export interface SessionSummary {
@@ -69,13 +92,14 @@ export interface SessionSummary {
   seq?: number;
   live?: boolean;
   messageCount?: number;
+  pending?: PendingRequest[];
 }
 
 export interface Update {
   seq: number;
   type: "update";
   sessionId: string;
-  state?: Partial<Pick<Session, "status" | "error" | "updatedAt" | "currentToolCalls" | "title">>;
+  state?: Partial<Pick<Session, "status" | "error" | "updatedAt" | "currentToolCalls" | "title" | "pending">>;
   messages: MessageInfo[];
   parts: Part[];
   removedMessages: string[];
@@ -159,6 +183,8 @@ export interface SessionState {
   connected: boolean;
   completed: boolean;
   seq: number | null;
+  /** The requests the run waits on (status `waiting`); [] when none. */
+  pending: PendingRequest[];
 }
 
 export interface SessionStream extends SessionState {

@@ -420,6 +420,7 @@ class Reconnecting {
  *   status     pending | running | completed | error | cancelled (null before the first snapshot)
  *   error      the session's error, or why the stream stopped (401/403/404, …); null otherwise
  *   live       true while the session is live, false once archived (null before the first snapshot)
+ *   pending    the requests the run waits on (status `waiting`): [{kind, id, askedAt, tool, ...}], else []
  *   resuming   true while it reconnects or re-syncs after a drop
  *   connected, completed, closed, seq
  * and `close()`. `onChange(stream)` is called after every change. Options: token, onChange, EventSource, fetch,
@@ -458,6 +459,10 @@ class SessionStream extends Reconnecting {
     return this.session ? this.session.live !== false : null;
   }
 
+  get pending() {
+    return this.session && Array.isArray(this.session.pending) ? this.session.pending : [];
+  }
+
   /** A plain copy of the public state, e.g. for a React state update. */
   snapshot() {
     return {
@@ -471,6 +476,7 @@ class SessionStream extends Reconnecting {
       connected: this.connected,
       completed: this.completed,
       seq: this.seq,
+      pending: this.pending,
     };
   }
 

@@ -1,5 +1,6 @@
 // /ui/sessions/{id} — one session, live or archived (see session-view.js).
 
+import { PendingPanel } from "./pending-view.js";
 import { SessionView } from "./session-view.js";
 import { UI, h, isAuthError, renderAuthNav, showLogin, takeToken } from "./ui.js";
 import { sessionUsageLine } from "./usage-view.js";
@@ -10,11 +11,15 @@ renderAuthNav(token);
 const app = document.getElementById("app");
 const holder = h("div", {});
 const usage = sessionUsageLine();
-app.replaceChildren(h("nav", { class: "crumbs" }, h("a", { href: UI }, "← All sessions")), usage.el, holder);
+const pending = new PendingPanel();
+app.replaceChildren(h("nav", { class: "crumbs" }, h("a", { href: UI }, "← All sessions")), usage.el, pending.el, holder);
 
 const view = new SessionView(holder, {
   token,
-  onChange: (stream) => usage.update(stream.session),
+  onChange: (stream) => {
+    usage.update(stream.session);
+    pending.render(stream);
+  },
   onFatal(stream) {
     if (isAuthError(stream.errorStatus)) {
       view.close();

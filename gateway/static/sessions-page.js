@@ -2,6 +2,7 @@
 // and ticket. A session that ends leaves the live list and shows up in history without a reload. Admin only.
 
 import { GatewayError, fetchSessions, openLiveSessionsStream } from "./opencode-stream.js";
+import { pendingSummary } from "./pending-view.js";
 import {
   API,
   SESSION_TYPES,
@@ -140,6 +141,7 @@ function row(summary) {
     summary.messageCount !== undefined ? h("span", { class: "muted" }, countOf(summary.messageCount, "message")) : null,
     timeEl(summary.startedAt, { class: "muted" }),
     tookEl(summary),
+    pendingSummary(summary),
   );
 }
 

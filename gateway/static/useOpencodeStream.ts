@@ -11,7 +11,7 @@
 import { useEffect, useRef, useState } from "react";
 
 import { openSessionStream } from "./opencode-stream.js";
-import type { Message, Session, SessionStatus, StreamOptions, ToolCall } from "./opencode-stream.js";
+import type { Message, PendingRequest, Session, SessionStatus, StreamOptions, ToolCall } from "./opencode-stream.js";
 
 export interface UseOpencodeStreamOptions extends StreamOptions {
   /** The gateway's origin (and path prefix, if any); "" (the default) means the page's own origin. */
@@ -27,7 +27,7 @@ export interface OpencodeStreamState {
   messages: Message[];
   /** Every tool call of the session with its status (pending / running / completed / error), title and output. */
   toolCalls: ToolCall[];
-  /** pending | running | completed | error | cancelled; null until the first snapshot. */
+  /** pending | running | waiting | completed | error | cancelled; null until the first snapshot. */
   status: SessionStatus | null;
   /** The session's error, or why the stream stopped (no token, forbidden, unknown session); else null. */
   error: string | null;
@@ -40,6 +40,8 @@ export interface OpencodeStreamState {
   connected: boolean;
   /** The stream ended with `complete`: `session` is the archived row. */
   completed: boolean;
+  /** The permission requests and questions the run waits on (status `waiting`); [] when none. */
+  pending: PendingRequest[];
 }
 
 const EMPTY: OpencodeStreamState = {
@@ -52,6 +54,7 @@ const EMPTY: OpencodeStreamState = {
   session: null,
   connected: false,
   completed: false,
+  pending: [],
 };
 
 export function useOpencodeStream(
@@ -88,6 +91,7 @@ export function useOpencodeStream(
             session: s.session,
             connected: s.connected,
             completed: s.completed,
+            pending: s.pending,
           },
         });
       },

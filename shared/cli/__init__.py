@@ -105,10 +105,10 @@ def main() -> None:
     from shared.cli import ops, sessions, tokens
 
     register(sessions.add_commands, ops.add_commands, tokens.add_commands)
-    from shared.cli import dev, history, status, usage, watch
+    from shared.cli import dev, history, requests, status, usage, watch
 
     register(watch.add_commands, history.add_commands, status.add_commands, dev.add_commands)
-    register(usage.add_commands)
+    register(usage.add_commands, requests.add_commands)
     # stdout is the command's output (a session id, JSON): logs go to stderr, and only warnings.
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from shared.cli.pending import pending_lines
 from shared.models import FINAL_STATUSES
 
 SKIPPED_PARTS = frozenset({"step-start", "step-finish", "snapshot"})  # OpenCode's bookkeeping: nothing to read
@@ -76,7 +77,7 @@ def session_lines(session: dict[str, Any]) -> list[str]:
             lines.append(line)
     if (line := session_error_line(session)) is not None:
         lines.append(line)
-    return lines
+    return lines + pending_lines(session)
 
 
 class LivePrinter:
@@ -89,6 +90,7 @@ class LivePrinter:
         self._errors: set[str] = set()  # message ids whose error was printed
         self._inline: str | None = None  # the part whose text is being written without a newline yet
         self._broken: str | None = None  # the part whose line interrupt() ended: its text goes on below
+        self._asked: set[str] = set()  # requests (pending) already printed
 
     def render(self, session: dict[str, Any]) -> None:
         status = str(session.get("status"))
@@ -104,6 +106,8 @@ class LivePrinter:
             if message_id not in self._errors and (line := message_error_line(role, info)) is not None:
                 self._errors.add(message_id)
                 self._line(line)
+        for line in pending_lines(session, self._asked):
+            self._line(line)
 
     def finish(self, session: dict[str, Any]) -> None:
         self.render(session)

@@ -14,6 +14,7 @@ from shared.errors import InvalidInput
 from shared.ids import parse_session_id, parse_ticket_id
 from shared.models import SESSION_TYPES
 from shared.opencode.servers import OpenCodeServers, parse_directory
+from shared.run_options import parse_agent, parse_model, parse_permissions
 from shared.sessions import get_session
 from shared.usage import Usage
 
@@ -37,6 +38,15 @@ def _read_prompt(prompt: str | None, what: str) -> str | None:
 )
 @click.option("--server", metavar="NAME", help="The OpenCode server to run on (OPENCODE_SERVERS); default: the first.")
 @click.option("--directory", metavar="PATH", help="Absolute directory the session runs in (OpenCode's ?directory=).")
+@click.option("--agent", help="OpenCode agent to run the session with (e.g. build, plan).")
+@click.option("--model", help="Model as PROVIDER/MODEL.")
+@click.option(
+    "--permission",
+    "permissions",
+    multiple=True,
+    metavar="PERMISSION[:PATTERN]=allow|ask|deny",
+    help="A permission rule for this session (repeatable; the last matching rule wins), e.g. bash=ask.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the pending state as JSON instead of the id.")
 def enqueue(
     session_type: str,
@@ -46,6 +56,9 @@ def enqueue(
     metadata: str | None,
     server: str | None,
     directory: str | None,
+    agent: str | None,
+    model: str | None,
+    permissions: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Create an OpenCode session and queue it for the pollers; prints its id at once."""
@@ -64,6 +77,11 @@ def enqueue(
     if server is not None:
         OpenCodeServers(Settings.from_env().servers).config(server)  # exit 2 naming an unknown one
     placed = server is not None or directory is not None
+    if agent is not None:
+        parse_agent(agent)
+    if model is not None:
+        parse_model(model)
+    parse_permissions(permissions)
 
     async def go() -> dict[str, object]:
         async with clients(opencode=True) as c:
@@ -79,6 +97,9 @@ def enqueue(
                 prompt=text,
                 title=title,
                 metadata=meta,
+                agent=agent,
+                model=model,
+                permission=permissions,
             )
 
     state = run(go)

@@ -94,6 +94,8 @@ def status(as_json: bool) -> None:
     order = [s for s in STATUSES if s in live["byStatus"]] + sorted(set(live["byStatus"]) - set(STATUSES))
     statuses = ", ".join(f"{name} {live['byStatus'][name]}" for name in order)
     click.echo(f"live     {live['total']} session(s)" + (f": {statuses}" if statuses else ""))
+    if live["byStatus"].get("waiting"):
+        click.echo(f"waiting  {live['byStatus']['waiting']} session(s) wait for a person (see show / watch)")
     alive = [p for p in pollers if p["alive"]]
     click.echo(
         f"pollers  {len(alive)} alive" + (f", {len(pollers) - len(alive)} gone" if len(pollers) > len(alive) else "")

@@ -53,6 +53,13 @@ def _is_status_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(s, dict) and "type" in s for s in value.values())
 
 
+def _is_requests(value: Any) -> bool:
+    """`GET /permission` / `GET /question`: requests with an id and the session they belong to."""
+    return isinstance(value, list) and all(
+        isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("sessionID"), str) for r in value
+    )
+
+
 def _is_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
@@ -110,8 +117,17 @@ class OpenCodeClient:
         """`GET /global/health`: `{"healthy": true, "version": "…"}`."""
         return cast(dict[str, Any], await self._call("GET", "/global/health", shape=_is_dict, scoped=False))
 
-    async def create_session(self, *, title: str | None = None) -> Session:
-        body = {"title": title} if title is not None else {}
+    async def create_session(
+        self,
+        *,
+        title: str | None = None,
+        agent: str | None = None,
+        model: dict[str, str] | None = None,
+        permission: list[dict[str, str]] | None = None,
+    ) -> Session:
+        """`POST /session`; `permission` is the session's own ruleset (`[{permission, pattern, action}]`)."""
+        fields = {"title": title, "agent": agent, "model": model, "permission": permission}
+        body = {k: v for k, v in fields.items() if v is not None}
         return cast(Session, await self._call("POST", "/session", body=body, shape=_is_session))
 
     async def delete_session(self, session_id: str) -> bool:
@@ -154,6 +170,27 @@ class OpenCodeClient:
     async def status(self) -> dict[str, SessionStatus]:
         """Busy and retrying sessions only: an idle session is absent."""
         return cast(dict[str, SessionStatus], await self._call("GET", "/session/status", shape=_is_status_map))
+
+    async def permissions(self) -> list[dict[str, Any]]:
+        """`GET /permission`: every permission request waiting for an answer, for all sessions."""
+        return cast(list[dict[str, Any]], await self._call("GET", "/permission", shape=_is_requests))
+
+    async def questions(self) -> list[dict[str, Any]]:
+        """`GET /question`: every question waiting for an answer, for all sessions."""
+        return cast(list[dict[str, Any]], await self._call("GET", "/question", shape=_is_requests))
+
+    async def reply_permission(self, request_id: str, reply: str, message: str | None = None) -> bool:
+        """`POST /permission/{id}/reply` with `once`, `always` or `reject`; an unknown id is NotFound."""
+        body = {"reply": reply, **({"message": message} if message else {})}
+        return cast(bool, await self._call("POST", f"/permission/{_seg(request_id)}/reply", body=body, shape=_is_bool))
+
+    async def reply_question(self, request_id: str, answers: list[list[str]]) -> bool:
+        """`POST /question/{id}/reply`: one list of chosen labels per question, in order."""
+        path = f"/question/{_seg(request_id)}/reply"
+        return cast(bool, await self._call("POST", path, body={"answers": answers}, shape=_is_bool))
+
+    async def reject_question(self, request_id: str) -> bool:
+        return cast(bool, await self._call("POST", f"/question/{_seg(request_id)}/reject", shape=_is_bool))
 
     async def events(self, *, idle_timeout_s: float = EVENT_IDLE_TIMEOUT_S) -> AsyncIterator[dict[str, Any]]:
         """`GET /event`: one dict per `data:` record, for as long as the stream lasts.

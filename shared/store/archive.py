@@ -31,7 +31,7 @@ LAYER_KEY = "sessionLayer"
 COLUMNS = "id, ticket_id, session_type, status, messages, metadata, started_at, completed_at, error_message"
 # sql/005_usage.sql: what the session used, summed over its assistant messages when it is archived
 USAGE_COLUMNS = "tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, tokens_cache_write, cost, steps"
-# sql/005_servers.sql: where the session ran (NULL: the default server, the server's own directory)
+# sql/004_servers.sql: where the session ran (NULL: the default server, the server's own directory)
 PLACE_COLUMNS = "server, directory"
 ROW_COLUMNS = f"{COLUMNS}, {USAGE_COLUMNS}, {PLACE_COLUMNS}"
 UNFINISHED = ("pending", "running")
@@ -218,6 +218,7 @@ class ArchiveRow:
             "usage": self.usage.to_json(),
             "server": self.server or DEFAULT_SERVER,
             "directory": self.directory,
+            "pending": [],
         }
 
 

@@ -36,6 +36,7 @@ SUMMARY_FIELDS = (
     "usage",
     "server",
     "directory",
+    "pending",
 )
 STATUS_FIELD = "status"
 
@@ -64,6 +65,7 @@ class LiveState:
     usage: Usage = field(default_factory=Usage)
     server: str | None = None  # the OpenCode server's name; None: the default one
     directory: str | None = None  # sent as `?directory=` on every OpenCode call for the session
+    pending: list[Any] = field(default_factory=list)  # requests waiting for a person (status `waiting`)
 
     @property
     def place(self) -> tuple[str | None, str | None]:
@@ -91,6 +93,7 @@ class LiveState:
             usage=Usage.from_json(json.loads(text.get("usage") or "null")),
             server=text.get("server") or None,
             directory=text.get("directory") or None,
+            pending=json.loads(text.get("pending") or "[]"),
         )
 
     def encode(self) -> dict[str, str]:
@@ -105,6 +108,7 @@ class LiveState:
             "startedAt": str(self.started_at),
             "currentToolCalls": dumps(self.current_tool_calls),
             "metadata": dumps(self.metadata),
+            "pending": dumps(self.pending),
         }
 
     def _place_fields(self) -> dict[str, str]:
@@ -124,6 +128,7 @@ class LiveState:
                 "title": self.title,
                 "startedAt": self.started_at,
                 "updatedAt": self.updated_at,
+                "pending": self.pending,
             }
         )
 
@@ -143,6 +148,7 @@ class LiveState:
             "usage": self.usage.to_json(),
             "server": self.server or DEFAULT_SERVER,
             "directory": self.directory,
+            "pending": self.pending,
         }
 
     def to_session(self, messages: list[Any]) -> dict[str, Any]:
@@ -164,6 +170,7 @@ class LiveState:
             "usage": self.usage.to_json(),
             "server": self.server or DEFAULT_SERVER,
             "directory": self.directory,
+            "pending": self.pending,
         }
 
 
@@ -174,6 +181,7 @@ def encode_change(
     error: str | None = None,
     tool_calls: list[Any] | None = None,
     usage: Usage | None = None,
+    pending: list[Any] | None = None,
 ) -> tuple[dict[str, str], str]:
     """What one apply.lua call writes to the hash, and the `state` object its update event carries.
 
@@ -191,6 +199,9 @@ def encode_change(
     if usage is not None:
         state["usage"] = usage.to_json()
         fields["usage"] = dumps(state["usage"])
+    if pending is not None:
+        state["pending"] = pending
+        fields["pending"] = dumps(pending)
     return fields, dumps(state)
 
 

@@ -9,6 +9,7 @@ The script is picked from the last user message of each request by the keywords 
 
     FAIL     HTTP 500 (OpenCode retries it ~5 times over ~70 s, then errors)
     REJECT   HTTP 400 (OpenCode errors at once)
+    QUESTION a `question` call (OpenCode waits for a person's answer), then text quoting the tool's result
     TOOLERR  a `read` of a missing file (the tool part ends in `error`), then a text answer
     READ     a `read` of `hello.txt` in OpenCode's working directory, then a text answer quoting it
     TOOL     a `bash` call `echo hello` (with SLOW: arguments stream ~1.2 s, `sleep 4; echo hello`; with NULBYTE:
@@ -51,6 +52,18 @@ SLOW_CHUNKS, SLOW_CHUNK_S = 10, 0.5  # a SLOW answer streams for ~5 s
 CHUNK_S = 0.02
 ARGS_S, SLOW_ARGS_S = 0.05, 0.4  # per argument chunk (3 chunks)
 REASONING_CHUNK_S = 0.05
+
+# What QUESTION asks: the simulator's scenario asks the same (shared.dev.simulator.scenarios.QUESTIONS).
+QUESTIONS = [
+    {
+        "question": "Which color should the button be?",
+        "header": "Button color",
+        "options": [
+            {"label": "Red", "description": "A warm color"},
+            {"label": "Blue", "description": "A cool color"},
+        ],
+    }
+]
 
 _ids = itertools.count(1)
 
@@ -97,6 +110,11 @@ def plan(body: dict[str, Any]) -> Plan:
         return Plan("error", status=500)
     if "REJECT" in prompt:
         return Plan("error", status=400)
+    if "QUESTION" in prompt:
+        if tool_results:
+            output = _text_of(tool_results[-1].get("content")).strip()
+            return Plan("text", text=f"The tool ran. Output: {output[:200]}")
+        return Plan("tool", tool="question", args={"questions": QUESTIONS})
     if "TOOL" in prompt or "READ" in prompt:
         if tool_results:
             output = _text_of(tool_results[-1].get("content")).strip()

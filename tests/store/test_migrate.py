@@ -46,7 +46,17 @@ async def ticket_fks(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]
 
 
 def test_the_shipped_files_are_ordered_and_only_the_fk_file_runs_every_time():
-    assert ALL == sorted(ALL) == ["001_opencode_sessions.sql", "002_ticket_fk.sql", "005_servers.sql", "005_usage.sql"]
+    assert (
+        ALL
+        == sorted(ALL)
+        == [
+            "001_opencode_sessions.sql",
+            "002_ticket_fk.sql",
+            "003_session_requests.sql",
+            "004_servers.sql",
+            "005_usage.sql",
+        ]
+    )
     assert EVERY_RUN == ["002_ticket_fk.sql"]
 
 
@@ -116,7 +126,7 @@ async def test_opencode_sessions_has_exactly_the_host_apps_columns(fresh_databas
         ("started_at", "timestamp without time zone", None, "NO", "now()"),
         ("completed_at", "timestamp without time zone", None, "YES", None),
         ("error_message", "text", None, "YES", None),
-        # issue 17, appended after the host app's columns: sql/005_servers.sql (where the session ran) and
+        # issue 17, appended after the host app's columns: sql/004_servers.sql (where the session ran) and
         # sql/005_usage.sql (what it used)
         ("server", "character varying", 64, "YES", None),
         ("directory", "text", None, "YES", None),

@@ -4,7 +4,8 @@
 `scenarios`, the misbehaviours in `faults`). Besides OpenCode's routes it serves controls under `/__sim/` (never
 subject to faults):
 
-    GET    /__sim/stats    request counts, and prompt_async / message calls per session and per messageID
+    GET    /__sim/stats    request counts, prompt_async / message calls per session and per messageID, and
+                           the replies sent to each permission / question id (`replies`)
     POST   /__sim/reset    forget every session, count and fault
     GET    /__sim/faults   the active faults
     POST   /__sim/faults   add one: {"kind", "path"?, "method"?, "count"?, "ms"?} (see `faults.Fault`)

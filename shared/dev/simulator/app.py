@@ -19,6 +19,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from shared.dev.simulator.ask_routes import ROUTES as ASK_ROUTES
+from shared.dev.simulator.ask_routes import permission_ruleset_problem
 from shared.dev.simulator.engine import AGENT, JSON, MODEL_ID, PROVIDER_ID, VERSION, SimSession, Simulation, new_id
 from shared.dev.simulator.errors import bad_request, error, unknown_error
 from shared.dev.simulator.faults import Fault, misbehave, take_fault
@@ -37,8 +39,8 @@ class Stats:
         self.prompts.setdefault(f"{route}.by_session", Counter())[session_id] += 1
         self.prompts.setdefault(f"{route}.by_message_id", Counter())[message_id] += 1
 
-    def as_json(self) -> JSON:
-        out: JSON = {"requests": dict(self.requests)}
+    def as_json(self, replies: Counter[str] | None = None) -> JSON:
+        out: JSON = {"requests": dict(self.requests), "replies": dict(replies or {})}
         for route in ("prompt_async", "message"):
             by_session = self.prompts.get(f"{route}.by_session", Counter())
             by_message = self.prompts.get(f"{route}.by_message_id", Counter())
@@ -115,10 +117,14 @@ async def create_session(request: Request) -> Response:
         problem = f"Expected object, got {compact(body)}"
     if problem is None and not isinstance(body.get("title", ""), str):
         problem = f'Expected string, got {compact(body["title"])}\n  at ["title"]'
+    if problem is None and "permission" in body:
+        problem = permission_ruleset_problem(body["permission"])
     if problem is not None:
         return bad_request(problem)
     directory = request.query_params.get("directory")
-    return JSONResponse(_sim(request).simulation.create_session(title=body.get("title"), directory=directory).info)
+    simulation = _sim(request).simulation
+    sess = simulation.create_session(title=body.get("title"), directory=directory, permission=body.get("permission"))
+    return JSONResponse(sess.info)
 
 
 async def get_session(request: Request) -> Response:
@@ -235,7 +241,8 @@ async def events(request: Request) -> Response:
 
 
 async def sim_stats(request: Request) -> Response:
-    return JSONResponse(_sim(request).stats.as_json())
+    app = _sim(request)
+    return JSONResponse(app.stats.as_json(app.simulation.asks.replies))
 
 
 async def sim_reset(request: Request) -> Response:
@@ -295,6 +302,7 @@ def create_simulator(
         Route("/session/{session_id}/message", prompt_blocking, methods=["POST"]),
         Route("/session/{session_id}/prompt_async", prompt_async, methods=["POST"]),
         Route("/session/{session_id}/abort", abort, methods=["POST"]),
+        *ASK_ROUTES,
         Route("/__sim/stats", sim_stats),
         Route("/__sim/reset", sim_reset, methods=["POST"]),
         Route("/__sim/faults", sim_faults, methods=["GET", "POST", "DELETE"]),

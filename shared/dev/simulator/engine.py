@@ -17,13 +17,16 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from shared.ids import new_message_id
+
+if TYPE_CHECKING:
+    from shared.dev.simulator.asks import Asks
 
 JSON = dict[str, Any]
 logger = logging.getLogger(__name__)
@@ -152,15 +155,22 @@ class Simulation:
         self._script = script
         self.sessions: dict[str, SimSession] = {}
         self.bus = EventBus(self.directory_of)
+        from shared.dev.simulator.asks import Asks  # it builds on this module's bus and ids
+
+        self.asks: Asks = Asks(self.bus)
         self.task_group: TaskGroup | None = None  # set by the app's lifespan
 
-    def create_session(self, *, title: str | None, directory: str | None) -> SimSession:
+    def create_session(
+        self, *, title: str | None, directory: str | None, permission: list[JSON] | None = None
+    ) -> SimSession:
         now, where = now_ms(), directory or self.directory
         iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now / 1000)) + f".{now % 1000:03d}Z"
         info: JSON = {"id": new_id("ses", descending=True), "slug": "-".join(random.choice(w) for w in _WORDS)}
         info |= {"projectID": hashlib.sha1(where.encode()).hexdigest(), "directory": where, "path": ""}
         info |= {"cost": 0, "tokens": zero_tokens(), "title": title if title is not None else f"New session - {iso}"}
         info |= {"version": VERSION, "time": {"created": now, "updated": now}}
+        if permission:
+            info["permission"] = permission  # the session's own rules, after the server's (`*`: allow)
         snapshot = hashlib.sha1(f"tree {where}".encode()).hexdigest()
         sess = SimSession(info=info, generated_title=title is None, snapshot=snapshot)
         self.sessions[sess.id] = sess
@@ -207,6 +217,7 @@ class Simulation:
         if sess is None or sess.run is None:
             return
         run, sess.run = sess.run, None
+        self.asks.drop_session(session_id)
         run.scope.cancel()
         message, now = self._open_assistant(sess), now_ms()
         if message is not None and run.retrying:  # aborted while retrying: completed, no error, no parts
@@ -229,6 +240,7 @@ class Simulation:
         for session_id in list(self.sessions):
             self.abort(session_id)
         self.sessions.clear()
+        self.asks.clear()
 
     def close(self) -> None:
         """Stop every run and end every event stream (server shutdown)."""

@@ -2,9 +2,11 @@
 
 A prompt's keywords pick the script, like the scripted model of the real-server tests
 (`tests/realopencode/scripted_model.py`; first match wins): FAIL (retries, then APIError 500), REJECT
-(APIError 400 at once), TOOLERR / READ / TOOL (a tool step, then a text step: `read` of a missing file, `read`
-of `hello.txt` in the session's directory, or `bash`), SLOW (slow text), ECHO or anything else ("ECHO:
-<prompt>"); THINK adds a reasoning part. Every delay is divided by the simulation's `speed`.
+(APIError 400 at once), QUESTION (a `question` call that waits for its answer, then a text step), TOOLERR /
+READ / TOOL (a tool step, then a text step: `read` of a missing file, `read` of `hello.txt` in the session's
+directory, or `bash` — which waits for a permission reply when the session's rules say `ask` for it), SLOW
+(slow text), ECHO or anything else ("ECHO: <prompt>"); THINK adds a reasoning part. Every delay is divided by
+the simulation's `speed`.
 `tests/realopencode/test_fidelity.py` checks all this against recordings of the real server.
 """
 
@@ -15,6 +17,14 @@ import itertools
 import json
 import os
 
+from shared.dev.simulator.asks import (
+    PERMISSION_DENIED,
+    PERMISSION_FEEDBACK,
+    PERMISSION_REJECTED,
+    QUESTION_DISMISSED,
+    evaluate,
+    question_output,
+)
 from shared.dev.simulator.engine import BUSY, JSON, Run, SimMessage, SimSession, Simulation, now_ms, zero_tokens
 from shared.ids import new_message_id
 
@@ -34,6 +44,18 @@ BASH_S, SLOW_BASH_S = 0.1, 4.0  # `echo hello` / `sleep 4; echo hello` running
 STEP_END_S = 0.02  # step-finish stored -> info.finish -> info.time.completed
 STEP_SUMMARY_S = 0.05  # a step's end -> the prompt's message stored again with its diff summary
 READ_S = 0.004
+QUESTION_S = 0.01
+# What QUESTION asks (the real-server tests' scripted model asks the same).
+QUESTIONS: list[JSON] = [
+    {
+        "question": "Which color should the button be?",
+        "header": "Button color",
+        "options": [
+            {"label": "Red", "description": "A warm color"},
+            {"label": "Blue", "description": "A cool color"},
+        ],
+    }
+]
 REJECT_S = 0.08
 ERROR_WINDOW_S = 0.02  # session idle before the failed message is final
 
@@ -90,6 +112,11 @@ async def answer(sim: Simulation, sess: SimSession, run: Run, user: SimMessage) 
     reasoning = REASONING if "THINK" in prompt else None
     if "FAIL" in prompt or "REJECT" in prompt:
         await _model_error(sim, sess, run, user, retryable="FAIL" in prompt)
+    elif "QUESTION" in prompt:
+        output = await _tool_step(
+            sim, sess, run, user, "question", {"questions": QUESTIONS}, slow=False, reasoning=None
+        )
+        await _text_step(sim, sess, run, user, f"The tool ran. Output: {output.strip()[:200]}", slow=False)
     elif "TOOL" in prompt or "READ" in prompt:
         if "TOOLERR" in prompt:
             tool, args = "read", {"filePath": MISSING_FILE}
@@ -169,7 +196,14 @@ async def _tool_step(
     running = {"status": "running", "input": args, "time": {"start": start}}
     sim.set_tool(sess, part, running)
     ended: JSON
-    if tool == "read":
+    refused = await _permission(sim, sess, part, tool, args) if tool == "bash" else None
+    if refused is not None:
+        ended = {"status": "error", "error": refused}
+        output = refused
+    elif tool == "question":
+        ended = await _question(sim, sess, part, args)
+        output = str(ended.get("output", ended.get("error")))
+    elif tool == "read":
         await sim.sleep(READ_S)
         ended = read_file(sess.info["directory"], args["filePath"])
         output = str(ended.get("output", ended.get("error")))
@@ -184,6 +218,42 @@ async def _tool_step(
     sim.set_tool(sess, part, {"input": args} | ended | {"time": {"start": start, "end": now_ms()}})
     await _close_step(sim, sess, user, message, "tool-calls")
     return output
+
+
+async def _permission(sim: Simulation, sess: SimSession, part: JSON, tool: str, args: JSON) -> str | None:
+    """The session's rules for this call: None to run it, or the error the tool part ends with. `ask` waits
+    (the part stays `running`) for a reply."""
+    command = str(args.get("command", ""))
+    action = evaluate(sess.info.get("permission") or [], tool, command)
+    if action == "deny":
+        return PERMISSION_DENIED
+    if action != "ask":
+        return None
+    request = {"sessionID": sess.id, "permission": tool, "patterns": [command], "metadata": {"command": command}}
+    request |= {
+        "always": [command.split(" ")[0] + " *"],
+        "tool": {"messageID": part["messageID"], "callID": part["callID"]},
+    }
+    reply = await sim.asks.ask("permission", request)
+    if reply["reply"] != "reject":
+        return None
+    return PERMISSION_FEEDBACK + reply["message"] if reply.get("message") else PERMISSION_REJECTED
+
+
+async def _question(sim: Simulation, sess: SimSession, part: JSON, args: JSON) -> JSON:
+    """The `question` tool's end state (without input and time), once the question is answered or dismissed."""
+    await sim.sleep(QUESTION_S)
+    questions = args["questions"]
+    request = {"sessionID": sess.id, "questions": questions}
+    reply = await sim.asks.ask(
+        "question", request | {"tool": {"messageID": part["messageID"], "callID": part["callID"]}}
+    )
+    if "answers" not in reply:
+        return {"status": "error", "error": QUESTION_DISMISSED}
+    title = f"Asked {len(questions)} question{'s' if len(questions) != 1 else ''}"
+    output = question_output(questions, reply["answers"])
+    metadata = {"answers": reply["answers"], "truncated": False}
+    return {"status": "completed", "output": output, "title": title, "metadata": metadata}
 
 
 async def _stream(

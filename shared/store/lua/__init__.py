@@ -74,6 +74,7 @@ class Scripts:
         self._finish = redis.register_script(_load("finish"))
         self._pop_prompt = redis.register_script(_load("pop_prompt"))
         self._count_failure = redis.register_script(_load("count_failure"))
+        self._answer = redis.register_script(_load("answer"))
 
     async def enqueue(
         self,
@@ -192,6 +193,11 @@ class Scripts:
         """The session's failed attempts so far, this one included; -1 lease lost (nothing counted)."""
         sid = lease.session_id
         return int(await self._count_failure(keys=[keys.lease(sid), keys.job(sid)], args=[lease.token, cause]))
+
+    async def answer(self, session_id: SessionId, request_id: str, answer: str) -> int:
+        """1 stored for the owner; 0 the session has no live job; -1 the request already has an answer."""
+        script_keys = [keys.job(session_id), keys.JOB_REVS]
+        return int(await self._answer(keys=script_keys, args=[session_id, request_id, answer]))
 
 
 def _pairs(leases: Iterable[Lease]) -> list[str]:

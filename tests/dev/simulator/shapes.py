@@ -144,6 +144,22 @@ TOOL_ERROR = Shape({"status": "error", "input": dict, "error": str, "time": SPAN
 BASH_METADATA = Shape({"output": str, "exit": int, "truncated": False})
 RETRY = Shape({"type": "retry", "attempt": int, "message": str, "next": int})
 EVENT = Shape({"id": EVT, "type": str, "properties": dict})
+PER, QUE = _id("per"), _id("que")
+TOOL_REF = Shape({"messageID": MSG, "callID": str})
+PERMISSION_REQUEST = Shape(
+    {
+        "id": PER,
+        "sessionID": SES,
+        "permission": str,
+        "patterns": list,
+        "metadata": dict,
+        "always": list,
+        "tool": TOOL_REF,
+    }
+)
+OPTION = Shape({"label": str, "description": str})
+QUESTION_INFO = Shape({"question": str, "header": str, "options": list}, optional={"multiple": bool, "custom": bool})
+QUESTION_REQUEST = Shape({"id": QUE, "sessionID": SES, "questions": list, "tool": TOOL_REF})
 
 
 def conform_messages(messages: list[dict[str, Any]], specs: list[tuple[Shape, list[Shape]]]) -> None:

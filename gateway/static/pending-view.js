@@ -1,0 +1,97 @@
+// What a waiting session waits on (its `pending` requests): the command a tool wants to run, or the questions and
+// their options, each with the CLI command that answers it. The session page shows a panel of them above the
+// transcript (PendingPanel); the live list shows a one-line summary in the session's row (pendingSummary).
+
+import { h } from "./ui.js";
+
+function describe(request) {
+  if (request.kind === "permission") {
+    const command = request.metadata && request.metadata.command;
+    return `${request.permission ?? "permission"}: ${command ?? (request.patterns ?? []).join(" ")}`;
+  }
+  return (request.questions ?? []).map((q) => q.question).join(" / ") || "a question";
+}
+
+function answerCommand(sessionId, request) {
+  if (request.kind === "permission") {
+    return `opencode-sessions reply ${sessionId} ${request.id} --once|--always|--reject [--message TEXT] [--by WHO]`;
+  }
+  const choices = (request.questions ?? [null]).map(() => "--choice LABEL").join(" ");
+  return `opencode-sessions answer ${sessionId} ${request.id} ${choices} [--by WHO]   (or --reject)`;
+}
+
+/** One request: what is asked, the options of each question, and how to answer it. */
+export function pendingRequest(sessionId, request) {
+  const questions =
+    request.kind === "question"
+      ? h(
+          "ol",
+          { class: "pending-questions" },
+          (request.questions ?? []).map((q) =>
+            h(
+              "li",
+              { dataset: { testid: "pending-question" } },
+              h("strong", {}, q.question),
+              q.multiple ? h("span", { class: "muted" }, " (several answers allowed)") : null,
+              h(
+                "ul",
+                { class: "pending-options" },
+                (q.options ?? []).map((o) =>
+                  h(
+                    "li",
+                    { dataset: { testid: "pending-option" } },
+                    h("code", {}, o.label),
+                    o.description ? ` — ${o.description}` : "",
+                  ),
+                ),
+              ),
+            ),
+          ),
+        )
+      : null;
+  return h(
+    "section",
+    { class: `pending-request pending-${request.kind}`, dataset: { testid: "pending-request", kind: request.kind } },
+    h(
+      "p",
+      { class: "pending-what" },
+      request.kind === "permission" ? "Waiting for permission to run " : "Waiting for an answer: ",
+      request.kind === "permission"
+        ? h("code", { dataset: { testid: "pending-command" } }, describe(request))
+        : `${(request.questions ?? []).length} question(s)`,
+    ),
+    questions,
+    h(
+      "p",
+      { class: "pending-how muted" },
+      "Answer with ",
+      h("code", { dataset: { testid: "pending-answer" } }, answerCommand(sessionId, request)),
+    ),
+  );
+}
+
+/** The session page's panel: shown while the stream's `pending` holds a request. */
+export class PendingPanel {
+  constructor() {
+    this.el = h("div", { class: "banner pending-panel", role: "status", dataset: { testid: "pending" }, hidden: true });
+  }
+
+  render(stream) {
+    const pending = stream.pending ?? [];
+    const sessionId = stream.session ? stream.session.sessionId : stream.sessionId;
+    this.el.hidden = pending.length === 0;
+    this.el.replaceChildren(...pending.map((request) => pendingRequest(sessionId, request)));
+  }
+}
+
+/** The live list's line for a waiting session (null when it waits on nothing). */
+export function pendingSummary(summary) {
+  const pending = summary.pending ?? [];
+  if (pending.length === 0) return null;
+  const more = pending.length > 1 ? ` (+${pending.length - 1} more)` : "";
+  return h(
+    "span",
+    { class: "pending-summary", dataset: { testid: "pending-summary" } },
+    `waits for ${pending[0].kind === "permission" ? "permission" : "an answer"}: ${describe(pending[0])}${more}`,
+  );
+}

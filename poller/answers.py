@@ -1,0 +1,117 @@
+"""Gives the answers people recorded (shared.answers) to OpenCode exactly once, and rejects requests nobody
+answered within PENDING_REQUEST_TIMEOUT_MS.
+
+An answer waits in the job hash (`answer:<request id>`) until OpenCode no longer lists its request. It is
+sent only while a RequestBoard fetch that started after our last attempt still lists the request: an answer
+that landed is never sent again, and one that was lost (a timeout, a crash of the replica that sent it) is
+sent by whoever owns the session next. OpenCode itself refuses a second reply to the same request (404).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+from anyio.abc import TaskGroup
+
+from poller.archive import Archive
+from poller.pending import PendingRequests
+from poller.request_board import RequestBoard
+from shared.errors import Conflict, NotFound, OpenCodeError, Unavailable
+from shared.models import as_text
+from shared.opencode.client import OpenCodeClient
+
+log = structlog.get_logger(__name__)
+
+ANSWER_PREFIX = "answer:"
+TIMEOUT_BY = "opencode-poller"
+
+
+def timeout_message(timeout_s: float) -> str:
+    return (
+        f"Nobody answered within {timeout_s * 1000:.0f} ms (PENDING_REQUEST_TIMEOUT_MS), so the session layer"
+        " rejected the request to let the unattended run end."
+    )
+
+
+class AnswerDelivery:
+    """Per-session: the answers recorded for its requests, and which of them OpenCode has taken."""
+
+    def __init__(self, opencode: OpenCodeClient, session_id: str, lease_valid: Callable[[], bool]) -> None:
+        self._opencode = opencode
+        self._session_id = session_id
+        self._lease_valid = lease_valid
+        self.answers: dict[str, dict[str, Any]] = {}
+        self._done: set[str] = set()
+        self._in_flight: set[str] = set()
+        self._attempted_at: dict[str, float] = {}
+
+    def load(self, job: Mapping[Any, Any]) -> None:
+        for key, value in job.items():
+            name = as_text(key)
+            if name.startswith(ANSWER_PREFIX):
+                self.answers[name[len(ANSWER_PREFIX) :]] = json.loads(as_text(value))
+
+    async def step(self, tg: TaskGroup, board: RequestBoard, pending: PendingRequests, archive: Archive) -> None:
+        """Send what OpenCode still waits for; record in PostgreSQL what it took."""
+        for request_id, body in self.answers.items():
+            if request_id in self._done or request_id in self._in_flight:
+                continue
+            listed = board.requests(self._session_id, self._attempted_at.get(request_id, 0.0))
+            if listed is None:
+                continue  # no list fetched since our last attempt ended: it may have landed
+            if all(r["id"] != request_id for r in listed):
+                await archive.record_outcome(request_id, "answered")
+                self._done.add(request_id)
+                pending.forget(request_id)
+                log.info("answer_delivered", request_id=request_id)
+            elif self._lease_valid():
+                self._in_flight.add(request_id)
+                tg.start_soon(self._send, request_id, body, pending)
+
+    async def _send(self, request_id: str, body: dict[str, Any], pending: PendingRequests) -> None:
+        try:
+            if body.get("kind") == "permission":
+                await self._opencode.reply_permission(request_id, str(body["reply"]), body.get("message"))
+            elif "answers" in body:
+                await self._opencode.reply_question(request_id, body["answers"])
+            else:
+                await self._opencode.reject_question(request_id)
+            pending.forget(request_id)  # `running` again at once; the next list confirms it
+        except NotFound:
+            pass  # OpenCode no longer waits on it: the next list says so
+        except OpenCodeError as exc:
+            if not exc.retryable:
+                self._done.add(request_id)
+                log.warning("answer_refused", request_id=request_id, error=exc.message)
+        except Unavailable as exc:
+            log.warning("answer_send_failed", request_id=request_id, error=exc.message)
+        finally:
+            self._attempted_at[request_id] = time.monotonic()
+            self._in_flight.discard(request_id)
+
+
+async def reject_overdue(
+    submit: Callable[[dict[str, Any], dict[str, Any]], Any],
+    pending: PendingRequests,
+    answers: AnswerDelivery,
+    timeout_s: float,
+    tried: set[str],
+) -> None:
+    """Reject (through the same recorded path as a person's answer) every request older than the timeout."""
+    now_ms = int(time.time() * 1000)
+    for entry in pending.as_list():
+        request_id = entry["id"]
+        if request_id in answers.answers or request_id in tried or now_ms - entry["askedAt"] < timeout_s * 1000:
+            continue
+        message = timeout_message(timeout_s)
+        body = {"reply": "reject", "message": message} if entry["kind"] == "permission" else {"reject": True}
+        try:
+            await submit(entry, body | ({"reason": message} if entry["kind"] == "question" else {}))
+            log.warning("request_timed_out", request_id=request_id, timeout_s=timeout_s)
+        except Conflict:
+            pass  # somebody answered meanwhile
+        tried.add(request_id)

@@ -1,0 +1,81 @@
+"""The requests a session waits on (permission requests, questions), as the live state's `pending` shows them.
+
+Learned from OpenCode's events (`permission.asked`, `question.asked`, and the replied/rejected ones) and, as
+the reconciler, from the replica's RequestBoard: a board fetch that started after the last event we applied
+is the truth, so an event lost in a stream drop is corrected within a tick. Each entry is
+`{kind, id, askedAt, tool, …what to decide}`: a permission's `permission`, `patterns`, `metadata` and
+`always`; a question's `questions`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from poller.request_board import RequestBoard
+
+ASKED = {"permission.asked": "permission", "question.asked": "question"}
+ANSWERED = frozenset({"permission.replied", "question.replied", "question.rejected"})
+DECISION_FIELDS = {"permission": ("permission", "patterns", "metadata", "always"), "question": ("questions",)}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def entry(kind: str, request: dict[str, Any], asked_at: int) -> dict[str, Any]:
+    """One `pending` entry from OpenCode's request object."""
+    fields = {name: request[name] for name in DECISION_FIELDS[kind] if name in request}
+    return {"kind": kind, "id": request["id"], "askedAt": asked_at, "tool": request.get("tool"), **fields}
+
+
+class PendingRequests:
+    """One session's pending requests, by id; `changed` says whether they differ from what Redis holds."""
+
+    def __init__(self, session_id: str, known: Sequence[dict[str, Any]]) -> None:
+        self._session_id = session_id
+        self._by_id: dict[str, dict[str, Any]] = {e["id"]: e for e in known if isinstance(e, dict) and "id" in e}
+        self._last_event_at = 0.0  # monotonic: a board fetch older than this is not the truth any more
+        self.changed = False
+
+    def __bool__(self) -> bool:
+        return bool(self._by_id)
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        return self._by_id.get(request_id)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return sorted(self._by_id.values(), key=lambda e: (e["askedAt"], e["id"]))
+
+    def apply_events(self, events: Iterable[Any]) -> None:
+        for event in events:
+            kind, props = event.get("type"), event.get("properties") or {}
+            if kind in ASKED and isinstance(props.get("id"), str):
+                if props["id"] not in self._by_id:
+                    self._by_id[props["id"]] = entry(ASKED[kind], props, _now_ms())
+                    self.changed = True
+                self._last_event_at = time.monotonic()
+            elif kind in ANSWERED and isinstance(props.get("requestID"), str):
+                self.forget(props["requestID"])
+                self._last_event_at = time.monotonic()
+
+    def reconcile(self, board: RequestBoard) -> None:
+        """Take the board's list as the truth when it was fetched after the last event we applied."""
+        listed = board.requests(self._session_id, self._last_event_at)
+        if listed is None:
+            return
+        now = _now_ms()
+        fresh = {}
+        for request in listed:
+            known = self._by_id.get(request["id"])
+            fresh[request["id"]] = entry(request["kind"], request, known["askedAt"] if known else now)
+        if fresh != self._by_id:
+            self._by_id = fresh
+            self.changed = True
+
+    def forget(self, request_id: str) -> None:
+        """It waits no more (answered): a board fetched before now must not bring it back."""
+        self._last_event_at = time.monotonic()
+        if self._by_id.pop(request_id, None) is not None:
+            self.changed = True

@@ -1,0 +1,165 @@
+"""Answering what a run waits on: `reply` to a permission request, `answer` a question (or reject either).
+
+Like a prompt, an answer is recorded in PostgreSQL first (opencode_session_requests: the answer, who gave it,
+when), then handed to the session's owner through its job in Redis; the owner gives it to OpenCode once, and
+only while OpenCode still lists the request (poller.answers). The first answer wins: a second one, or one for
+a request that no longer waits, is a Conflict; an unknown request is NotFound.
+
+`answer` takes one group of labels per question, in the question's order (`[["Blue"], ["Small", "Fast"]]`);
+a question that allows several answers (`multiple`) takes several labels in its group (or one string of
+labels separated by commas, as the CLI's `--choice 'Red,Blue'` gives them), any other exactly one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.ids import SessionId, parse_session_id
+from shared.models import dumps
+from shared.store import keys, requests
+from shared.store.archive import PgConnection
+from shared.store.connections import store_errors
+from shared.store.lua import Scripts
+
+log = structlog.get_logger(__name__)
+
+PERMISSION_REPLIES = ("once", "always", "reject")
+MAX_MESSAGE_CHARS = 10_000
+MAX_BY_CHARS = 200
+_REQUEST_RE = re.compile(r"(per|que)_?[0-9A-Za-z]{1,60}")
+
+
+def parse_request_id(value: object) -> str:
+    if not isinstance(value, str) or not _REQUEST_RE.fullmatch(value):
+        raise InvalidInput(f"invalid request id {value!r}: expected OpenCode's per_… or que_… id")
+    return value
+
+
+def parse_by(value: str | None) -> str | None:
+    if value is not None and (not value.strip() or len(value) > MAX_BY_CHARS):
+        raise InvalidInput(f"--by must be 1-{MAX_BY_CHARS} characters")
+    return value
+
+
+def parse_choices(entry: Mapping[str, Any], choices: Sequence[Sequence[str]]) -> list[list[str]]:
+    """The answers OpenCode takes for this question request; InvalidInput naming what does not fit."""
+    questions = entry.get("questions") or []
+    if len(choices) != len(questions):
+        raise InvalidInput(
+            f"request {entry['id']} asks {len(questions)} question(s): give one --choice per question, in order"
+            f" (got {len(choices)})"
+        )
+    answers = []
+    for number, (question, group) in enumerate(zip(questions, choices, strict=True), 1):
+        labels = [str(o.get("label")) for o in question.get("options") or []]
+        picked = list(group)
+        if len(picked) == 1 and picked[0] not in labels and question.get("multiple"):
+            picked = [label.strip() for label in picked[0].split(",")]  # the CLI's `--choice 'Red,Blue'`
+        if not picked or (len(picked) > 1 and not question.get("multiple")):
+            raise InvalidInput(f"question {number} ({question.get('header')!r}) takes exactly one choice")
+        for label in picked:
+            if label not in labels:
+                shown = ", ".join(repr(x) for x in labels)
+                raise InvalidInput(f"{label!r} is not an option of question {number}; the options are {shown}")
+        answers.append(picked)
+    return answers
+
+
+async def reply(
+    redis: Redis,
+    db: PgConnection,
+    session_id: str,
+    request_id: str,
+    reply: str,
+    *,
+    message: str | None = None,
+    by: str | None = None,
+) -> dict[str, Any]:
+    """Answer a permission request: `once`, `always` or `reject` (with an optional message for the model)."""
+    sid, rid = parse_session_id(session_id), parse_request_id(request_id)
+    if reply not in PERMISSION_REPLIES:
+        raise InvalidInput(f"invalid reply {reply!r}: expected one of {', '.join(PERMISSION_REPLIES)}")
+    if message is not None and (not message.strip() or len(message) > MAX_MESSAGE_CHARS):
+        raise InvalidInput(f"the message must be 1-{MAX_MESSAGE_CHARS} characters")
+    parse_by(by)
+    entry = await _waiting(redis, db, sid, rid)
+    if entry["kind"] != "permission":
+        raise InvalidInput(f"request {rid} is a question: answer it with `opencode-sessions answer`")
+    body = {"reply": reply, **({"message": message} if message else {})}
+    return await submit(redis, db, sid, entry, body, by)
+
+
+async def answer(
+    redis: Redis,
+    db: PgConnection,
+    session_id: str,
+    request_id: str,
+    *,
+    choices: Sequence[Sequence[str]] = (),
+    reject: bool = False,
+    by: str | None = None,
+) -> dict[str, Any]:
+    """Answer a question request with one group of labels per question, or reject (dismiss) it."""
+    sid, rid = parse_session_id(session_id), parse_request_id(request_id)
+    if reject == bool(choices):
+        raise InvalidInput("give either the choices or reject, not both and not neither")
+    parse_by(by)
+    entry = await _waiting(redis, db, sid, rid)
+    if entry["kind"] != "question":
+        raise InvalidInput(f"request {rid} is a permission request: answer it with `opencode-sessions reply`")
+    body: dict[str, Any] = {"reject": True} if reject else {"answers": parse_choices(entry, choices)}
+    return await submit(redis, db, sid, entry, body, by)
+
+
+async def submit(
+    redis: Redis, db: PgConnection, sid: SessionId, entry: Mapping[str, Any], body: Mapping[str, Any], by: str | None
+) -> dict[str, Any]:
+    """Record the answer in PostgreSQL, then hand it to the owner (the poller's timeout uses this too)."""
+    now = int(time.time() * 1000)
+    row = await requests.record_answer(db, sid, entry, body, by, now)
+    if row is None:
+        raise Conflict(await _answered_already(db, str(entry["id"])))
+    with store_errors("Redis"):
+        stored = await Scripts(redis).answer(sid, str(entry["id"]), dumps({"kind": entry["kind"], **body}))
+    if stored == 0:
+        raise Conflict(f"session {sid} ended before the answer to {entry['id']} could be given")
+    log.info("request_answered", session_id=sid, request_id=entry["id"], by=by)
+    return {
+        "sessionId": sid,
+        "requestId": entry["id"],
+        "kind": entry["kind"],
+        "answer": dict(body),
+        "by": by,
+        "answeredAt": now,
+    }
+
+
+async def _waiting(redis: Redis, db: PgConnection, sid: SessionId, rid: str) -> dict[str, Any]:
+    """The live state's entry for the request; NotFound or Conflict (one line saying which) when it waits not."""
+    with store_errors("Redis"):
+        raw = await redis.hget(keys.session(sid), "pending")
+    pending = json.loads(raw) if raw else []
+    found = next((e for e in pending if isinstance(e, dict) and e.get("id") == rid), None)
+    if found is not None:
+        return found
+    row = await requests.fetch(db, rid)
+    if row is not None and row.session_id == sid:
+        raise Conflict(await _answered_already(db, rid))
+    raise NotFound(f"session {sid} has no pending request {rid}")
+
+
+async def _answered_already(db: PgConnection, rid: str) -> str:
+    row = await requests.fetch(db, rid)
+    if row is not None and row.answer is not None:
+        who = f" by {row.answered_by}" if row.answered_by else ""
+        when = row.answered_at.isoformat(sep=" ", timespec="seconds") + " UTC" if row.answered_at else ""
+        return f"request {rid} was already answered{who} at {when}".strip()
+    return f"request {rid} no longer waits for an answer"
