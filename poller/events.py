@@ -83,7 +83,8 @@ class Inbox:
 
 
 class EventRouter:
-    """Run `run()` for the life of the replica; trackers attach their inbox while they own a session."""
+    """`run()` while the replica holds a session at this place (poller.places); trackers attach their inbox while
+    they own a session. A run cancelled and started again opens a new connection."""
 
     def __init__(self, opencode: OpenCodeClient) -> None:
         self._opencode = opencode
@@ -98,6 +99,12 @@ class EventRouter:
         self._inboxes.pop(session_id, None)
 
     async def run(self) -> None:
+        try:
+            await self._follow()
+        finally:  # closed (the place's last session ended): not healthy until a new run connects
+            self._dropped()
+
+    async def _follow(self) -> None:
         backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
         while True:
             try:

@@ -1,8 +1,9 @@
 """Places: the OpenCode servers and directories this replica has sessions on, each with its own client, status
 board and `/event` stream — opened when the first session there is claimed, closed after the last one ends.
 
-The default place (the default server, OPENCODE_DIRECTORY) is the worker's own and lives as long as it does. A
-server that is down or slow holds up only its own place: its board and stream fail alone.
+The default place (the default server, OPENCODE_DIRECTORY) keeps the worker's own deps (client, boards, router)
+for the worker's life, but its `/event` stream too is open only while a session there is held. A server that is
+down or slow holds up only its own place: its board and stream fail alone.
 """
 
 from __future__ import annotations
@@ -45,12 +46,17 @@ class Places:
         self._default_key: PlaceKey = (servers.default, default_directory)
         self._default = default
         self._places: dict[PlaceKey, Place] = {}
+        self._home = Place(self._default_key, default)  # the default place: never dropped, its stream comes and goes
 
     def key(self, server: str | None, directory: str | None) -> PlaceKey:
         return self._servers.config(server).name, directory or self._default_key[1]
 
     def acquire(self, key: PlaceKey, tg: TaskGroup, *, max_age_s: float, events: bool) -> TrackerDeps:
         if key == self._default_key:
+            self._home.sessions += 1
+            if self._home.sessions == 1 and self._default.router is not None:
+                self._home.scope = anyio.CancelScope()
+                tg.start_soon(self._stream, self._home, self._default.router)
             return self._default
         place = self._places.get(key)
         if place is None:
@@ -72,6 +78,11 @@ class Places:
         return place.deps
 
     async def release(self, key: PlaceKey) -> None:
+        if key == self._default_key:
+            self._home.sessions -= 1
+            if self._home.sessions <= 0:
+                self._home.scope.cancel()  # its /event connection closes until a session there is held again
+            return
         place = self._places.get(key)
         if place is None:
             return

@@ -122,9 +122,7 @@ class Worker:
                 tg.start_soon(self._replica_loop, tg)
                 tg.start_soon(self._renew_loop)
                 tg.start_soon(self._heartbeat_loop)
-                tg.start_soon(self._reconcile_loop)
-                if self.router is not None:
-                    tg.start_soon(self.router.run)
+                tg.start_soon(self._reconcile_loop)  # the /event streams: opened by self.places with their sessions
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT_S):
                 await self._release_all()

@@ -126,3 +126,28 @@ async def test_opencode_reporting_idle_decides_completion_without_the_slow_caden
     assert await wait_for(archived, timeout=20, what="the session archived") == (
         "completed" if prompt.startswith("ECHO") else "error"
     )
+
+
+async def test_the_event_stream_is_open_only_while_a_session_is_held(make_worker, redis, db, opencode):
+    worker = await make_worker()
+    assert worker.router is not None and worker.router.connections == 0  # nothing held: no /event connection
+
+    async def archived(sid: str):
+        cur = await db.execute("SELECT status FROM opencode_sessions WHERE id = %s", (sid,))
+        row = await cur.fetchone()
+        return row if row and row[0] == "completed" else None
+
+    for opened in (1, 2):
+        state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="SLOW one at a time")
+
+        async def connected(count: int = opened) -> bool:
+            return worker.router.healthy and worker.router.connections == count
+
+        await wait_for(connected, timeout=10, what="the stream opened for the session")
+        await wait_for(lambda sid=state["sessionId"]: archived(sid), timeout=30, what="the session archived")
+        assert worker.router.connections == opened  # one connection for the whole run
+
+        async def closed() -> bool:
+            return not worker.router.healthy and not worker.held
+
+        await wait_for(closed, timeout=10, what="the stream closed after the last session")
