@@ -61,7 +61,7 @@ async def archive_final(
                 session, lease.epoch, status=status, messages=messages, error=error, seq=final_seq
             )
         except Unavailable:
-            deps.metrics.archive_retries.inc()
+            deps.metrics.archive_retries.labels(deps.server).inc()
             raise
 
     if not await until_done(archive, backoff, "archive_retry"):
@@ -99,7 +99,7 @@ async def finish_live(
     if seq == -2:
         log.info("session_continues", reason="a prompt or cancel arrived while archiving")
         return False
-    deps.metrics.archived.labels(status).inc()
+    deps.metrics.archived.labels(deps.server, status).inc()
     log.info("session_archived", status=status, seq=seq)
     return True
 

@@ -12,6 +12,7 @@ from poller.job_board import JobBoard
 from poller.metrics import Metrics
 from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
+from shared.config import DEFAULT_SERVER
 from shared.opencode.client import OpenCodeClient
 from shared.store.lua import Scripts
 
@@ -35,3 +36,4 @@ class TrackerDeps:
     orphaned_run_grace_s: float = 30.0  # idle with the newest assistant message open this long: the run is lost
     requests: RequestBoard | None = None  # GET /permission and /question, once per replica tick
     pending_timeout_s: float | None = None  # a request nobody answered this long is rejected; None: wait forever
+    server: str = DEFAULT_SERVER  # the OpenCode server of this place: the `server` label of its metrics

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+SERVER = ["server"]  # the OpenCode server a session runs on (OPENCODE_SERVERS name; `default`)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -20,17 +21,21 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.sessions_held = Gauge("poller_sessions_held", "Sessions this replica holds a lease on", registry=r)
-        self.polls = Counter("poller_polls", "Message-list polls sent to OpenCode", registry=r)
-        self.poll_failures = Counter("poller_poll_failures", "Polls that failed and were retried", registry=r)
-        self.state_writes = Counter("poller_state_writes", "Fenced state writes (one seq each)", ["path"], registry=r)
+        self.polls = Counter("poller_polls", "Message-list polls sent to OpenCode", SERVER, registry=r)
+        self.poll_failures = Counter("poller_poll_failures", "Polls that failed and were retried", SERVER, registry=r)
+        self.state_writes = Counter(
+            "poller_state_writes", "Fenced state writes (one seq each)", [*SERVER, "path"], registry=r
+        )
         self.poll_corrections = Counter(
-            "poller_poll_corrections", "Polls that changed the state the event stream had built", registry=r
+            "poller_poll_corrections", "Polls that changed the state the event stream had built", SERVER, registry=r
         )
-        self.lease_lost = Counter("poller_leases_lost", "Sessions given up because their lease was lost", registry=r)
+        self.lease_lost = Counter(
+            "poller_leases_lost", "Sessions given up because their lease was lost", SERVER, registry=r
+        )
         self.archived = Counter(
-            "poller_sessions_archived", "Sessions archived, by final status", ["status"], registry=r
+            "poller_sessions_archived", "Sessions archived, by final status", [*SERVER, "status"], registry=r
         )
-        self.archive_retries = Counter("poller_archive_retries", "Archive attempts that failed", registry=r)
+        self.archive_retries = Counter("poller_archive_retries", "Archive attempts that failed", SERVER, registry=r)
         self.server_sessions = Gauge(
             "poller_server_sessions", "Sessions this replica holds, by OpenCode server", ["server"], registry=r
         )

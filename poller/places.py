@@ -69,6 +69,7 @@ class Places:
                 board=StatusBoard(opencode, max_age_s),
                 router=router,
                 requests=requests,
+                server=key[0],
             )
             place = self._places[key] = Place(key, deps)
             if router is not None:

@@ -67,7 +67,7 @@ class SessionMirror:
         the tail does not overlap the last list, and before a session is archived.
         """
         opencode, sid = self._deps.opencode, self._lease.session_id
-        self._deps.metrics.polls.inc()
+        self._deps.metrics.polls.labels(self._deps.server).inc()
         self._polls_since_full += 1
         if not self._full_poll_due and self._polls_since_full < FULL_POLL_EVERY:
             tail = await opencode.messages(sid, limit=TAIL_LIMIT)
@@ -88,9 +88,9 @@ class SessionMirror:
         delta = diff(self.mirror, mirrored, partial=tail is not None)
         if delta:  # an unchanged poll writes nothing and publishes nothing
             await self.writer.apply(self._lease, with_appends(self.mirror, delta), usage=self._usage_after(delta))
-            self._deps.metrics.state_writes.labels("poll").inc()
+            self._deps.metrics.state_writes.labels(self._deps.server, "poll").inc()
             if router is not None and router.healthy:
-                self._deps.metrics.poll_corrections.inc()
+                self._deps.metrics.poll_corrections.labels(self._deps.server).inc()
             if tail is None:
                 self.mirror.update(mirrored)
             else:
@@ -110,4 +110,4 @@ class SessionMirror:
             return
         await self.writer.apply(self._lease, with_appends(self.mirror, delta), usage=self._usage_after(delta))
         self.mirror.apply(delta)
-        self._deps.metrics.state_writes.labels("event").inc()
+        self._deps.metrics.state_writes.labels(self._deps.server, "event").inc()

@@ -63,7 +63,7 @@ class SessionTracker:
                     tg.cancel_scope.cancel()
                 return True
             except* LeaseLost as group:  # anyio 4 raises what the task group's body raised inside a group
-                self._deps.metrics.lease_lost.inc()
+                self._deps.metrics.lease_lost.labels(self._deps.server).inc()
                 log.info("lease_lost", reason="; ".join(str(exc) for exc in group.exceptions))
             finally:
                 if router is not None:
@@ -147,7 +147,7 @@ class SessionTracker:
         except NotFound as exc:
             return await self._end(mirror, "error", f"OpenCode no longer has this session: {exc.message}")
         except (Unavailable, OpenCodeError) as exc:
-            self._deps.metrics.poll_failures.inc()
+            self._deps.metrics.poll_failures.labels(self._deps.server).inc()
             if self._opencode_backoff.expired(time.monotonic()):
                 deadline = self._deps.retry_deadline_s
                 return await self._end(mirror, "error", f"OpenCode failed for {deadline:.0f} s: {exc.message}")

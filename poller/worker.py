@@ -95,6 +95,7 @@ class Worker:
             orphaned_run_grace_s=settings.orphaned_run_grace_s,
             requests=self._requests,
             pending_timeout_s=settings.pending_request_timeout_s,
+            server=settings.servers[0].name,
         )
         self._owns_servers = servers is None
         self._servers = servers or OpenCodeServers(

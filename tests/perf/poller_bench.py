@@ -75,11 +75,11 @@ def measure(stack: Stack, sessions: int, messages: int, duration: float) -> None
         poller_cores = (usage(poller.pid).cpu_s - cpu_poller.cpu_s) / duration
         load_cores = (usage(load.pid).cpu_s - cpu_load.cpu_s) / duration
         redis_cores = (usage(stack.redis_pid).cpu_s - cpu_redis.cpu_s) / duration
-    polls = (after["poller_polls_total{}"] - before["poller_polls_total{}"]) / duration
+    polls = (after["poller_polls_total{server=default}"] - before["poller_polls_total{server=default}"]) / duration
     lag_p50 = histogram_quantile(before, after, "poller_tick_lag_seconds", 0.50) * 1000
     lag_p99 = histogram_quantile(before, after, "poller_tick_lag_seconds", 0.99) * 1000
     held = after.get("poller_sessions_held{}", 0)
-    lost = after.get("poller_leases_lost_total{}", 0)
+    lost = after.get("poller_leases_lost_total{server=default}", 0)
     print(
         f"P2 sessions={sessions} held={held:.0f} messages/session={messages}: polls {polls:.0f}/s "
         f"(cadence needs {sessions * 2}/s), tick lag p50 <= {lag_p50:g} ms, p99 <= {lag_p99:g} ms; "

@@ -30,7 +30,7 @@ async def test_a_lost_lease_is_logged_as_lease_lost_not_as_a_crash(make_worker, 
     lost = [entry for entry in logs if entry["event"] == "lease_lost"]
     assert lost[0]["reason"] == "PostgreSQL holds a newer owner's epoch"
     assert [entry for entry in logs if entry["event"] == "tracker_crashed"] == []
-    assert (worker.metrics.registry.get_sample_value("poller_leases_lost_total") or 0) >= 1
+    assert (worker.metrics.registry.get_sample_value("poller_leases_lost_total", {"server": "default"}) or 0) >= 1
 
 
 async def test_a_lease_lost_by_the_trackers_own_account_is_handed_back_at_once(make_worker, redis, db, opencode):

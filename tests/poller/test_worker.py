@@ -28,7 +28,7 @@ async def archived(db, sid):
 
 
 async def test_tool_session_is_mirrored_then_archived_byte_for_byte(make_worker, redis, db, opencode):
-    await make_worker()
+    worker = await make_worker()
     state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id="T-7", prompt="TOOL run echo")
     sid = state["sessionId"]
     pubsub = redis.pubsub()
@@ -49,6 +49,9 @@ async def test_tool_session_is_mirrored_then_archived_byte_for_byte(make_worker,
     await pubsub.aclose()
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert kinds[-1] == "complete"
+    sample = worker.metrics.registry.get_sample_value
+    assert sample("poller_sessions_archived_total", {"server": "default", "status": "completed"}) == 1
+    assert sample("poller_polls_total", {"server": "default"}) >= 1  # the per-session counters name the server
 
 
 async def test_failed_and_rejected_runs_end_in_error_with_opencodes_message(make_worker, redis, db, opencode):

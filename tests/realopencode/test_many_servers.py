@@ -84,6 +84,9 @@ async def test_sessions_on_two_servers_and_two_directories_archive_their_own_lis
             return worker.places.held() == {} and worker.places.routers() == {}
 
         await wait_for(no_place_left, timeout=10, what="every place of b closed after its last session")
+        sample = worker.metrics.registry.get_sample_value
+        assert sample("poller_sessions_archived_total", {"server": "b", "status": "completed"}) == 2
+        assert sample("poller_sessions_archived_total", {"server": "a", "status": "completed"}) == 1
     finally:
         await placed.aclose()
 
