@@ -75,16 +75,16 @@ class Dev:
             raise AssertionError(f"dev exited ({self.proc.wait()}); stderr:\n{self.stderr()[-3000:]}")
         return line
 
-    def environment(self) -> dict[str, str]:
-        """The `export KEY=VALUE` lines printed once everything is up."""
+    def environment(self, extra: tuple[str, ...] = ()) -> dict[str, str]:
+        """The `export KEY=VALUE` lines printed once everything is up (EXPORTED, and `extra` ones)."""
         deadline = time.monotonic() + START_TIMEOUT_S
         found: dict[str, str] = {}
-        while len(found) < len(EXPORTED):
+        while len(found) < len(EXPORTED) + len(extra):
             line = self.next_line(deadline)
             assert line.startswith("export "), line
             key, _, value = line.removeprefix("export ").partition("=")
             found[key] = shlex.split(value)[0]
-        assert sorted(found) == sorted(EXPORTED)
+        assert sorted(found) == sorted((*EXPORTED, *extra))
         return found
 
     def event(self, name: str) -> dict[str, Any]:

@@ -125,3 +125,36 @@ def test_dev_taken_port_and_bad_options_fail_cleanly(tmp_path):
 def _linux_only():
     if not Path("/proc/self/stat").exists():
         pytest.skip("checks for leftover processes through /proc")
+
+
+def test_dev_with_two_simulated_servers_runs_sessions_on_each():
+    with world_traversable_dir("opencode-dev-test-tmp-") as tmpdir:
+        env = fresh_env(tmpdir)
+        dev = Dev(["--sim-speed", "5", "--servers", "2"], env)
+        try:
+            urls = dev.environment(extra=("OPENCODE_SERVERS",))
+            shell = {**env, **urls}
+            servers = dict(pair.split("=", 1) for pair in urls["OPENCODE_SERVERS"].split(","))
+            assert list(servers) == ["default", "sim2"]
+            assert servers["default"] == urls["OPENCODE_URL"] != servers["sim2"]
+            for server in servers:
+                code, out, err = run_cli(
+                    "enqueue", "--type", "ask", "--ticket", "T-two", "--server", server, "--prompt", "ECHO", env=shell
+                )
+                assert code == 0, err
+            archived = wait_history("T-two", 2, shell)
+            assert sorted((s["server"], s["status"]) for s in archived) == [
+                ("default", "completed"),
+                ("sim2", "completed"),
+            ]
+            code, out, err = run_cli("status", "--json", env=shell)
+            assert code == 0, err
+            reported = json.loads(out)["servers"]
+            assert [(s["name"], s["url"], s["healthy"]) for s in reported] == [(n, u, True) for n, u in servers.items()]
+            code, _, err = run_cli("enqueue", "--type", "ask", "--server", "sim3", "--prompt", "x", env=shell)
+            assert code == 2 and "sim3" in err
+            before = descendants(dev.proc.pid)
+        except BaseException:
+            dev.kill()
+            raise
+        assert_clean_exit(dev, before, signal.SIGINT)
