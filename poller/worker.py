@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -27,7 +28,7 @@ from poller.status_board import StatusBoard
 from poller.ticker import every
 from poller.tracker import SessionTracker
 from shared.config import Settings
-from shared.errors import SessionLayerError
+from shared.errors import SessionLayerError, Unavailable
 from shared.ids import SessionId
 from shared.models import as_text, dumps
 from shared.opencode.client import OpenCodeClient
@@ -177,12 +178,16 @@ class Worker:
     async def _track(self, held: Held, tg: TaskGroup) -> None:
         try:
             place = await self._place_of(held.lease.session_id)
-        except SessionLayerError as exc:  # Redis down, or a server no longer configured: try again later
-            log.warning("place_unknown", session_id=held.lease.session_id, error=exc.message)
+        except Unavailable as exc:  # Redis down: try again later
+            log.warning("place_unread", session_id=held.lease.session_id, error=exc.message)
             with anyio.CancelScope(shield=True):
                 await self._release([held])
             if self._held.get(held.lease.session_id) is held:
                 del self._held[held.lease.session_id]
+            return
+        except SessionLayerError as exc:  # a server no longer configured: this session's own failure, bounded
+            log.warning("place_unknown", session_id=held.lease.session_id, error=exc.message)
+            await self._bounded(held, self._deps, _raiser(exc))
             return
         max_age_s = STATUS_MAX_AGE_FACTOR * self._settings.poll_interval_s
         deps = self.places.acquire(place, tg, max_age_s=max_age_s, events=self._settings.opencode_events)
@@ -197,9 +202,13 @@ class Worker:
     async def _run_tracker(self, held: Held, deps: TrackerDeps) -> None:
         tracker = SessionTracker(deps, held.lease, lambda: time.monotonic() < held.valid_until)
         held.tracker = tracker
+        await self._bounded(held, deps, tracker.run)
+
+    async def _bounded(self, held: Held, deps: TrackerDeps, run: Callable[[], Awaitable[bool]]) -> None:
+        """`run` under the bounded failure rule; the lease handed back when it did not end the session."""
         try:
             with held.scope:  # cancelled by the renew loop when the lease is lost
-                if not await run_bounded(deps, held.lease, tracker.run, self._settings.session_max_failures):
+                if not await run_bounded(deps, held.lease, run, self._settings.session_max_failures):
                     # Lost by its own account (PostgreSQL holds a newer epoch, the job is gone), or a failed
                     # attempt to try again: hand the lease back at once rather than let it expire. Fenced, so a
                     # lease that is really gone stays so.
@@ -305,3 +314,12 @@ class Worker:
         except SessionLayerError as exc:
             log.warning("release_failed", error=exc.message, leases=len(held))
             return 0
+
+
+def _raiser(exc: Exception) -> Callable[[], Awaitable[bool]]:
+    """A step that fails as `exc` did, for the failure rule to count."""
+
+    async def run() -> bool:
+        raise exc
+
+    return run

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared import commands
+from shared.config import ServerConfig
+from shared.opencode.servers import OpenCodeServers
 from shared.sessions import get_session
 from shared.store import archive, keys
 from shared.store.lua import Scripts
@@ -117,3 +119,17 @@ async def test_an_archive_postgresql_keeps_refusing_ends_the_session_with_the_ro
 
 async def _gone(redis, sid) -> bool:
     return not await redis.exists(keys.session(sid), keys.job(sid))
+
+
+async def test_a_session_on_a_server_no_longer_configured_ends_in_error(make_worker, redis, db, simulator_url):
+    """Was: the replica released it and claimed it again, for ever (`place_unknown`)."""
+    servers = OpenCodeServers((ServerConfig("default", simulator_url), ServerConfig("retired", simulator_url)))
+    try:
+        state = await commands.enqueue(redis, db, servers, session_type="ask", prompt="ECHO x", server="retired")
+        other = await commands.enqueue(redis, db, servers, session_type="ask", prompt="ECHO unaffected")
+    finally:
+        await servers.aclose()
+    await make_worker(session_max_failures=2)  # it knows only the default server
+    status, _, error = await wait_for(lambda: final_row(db, state["sessionId"]), timeout=30, what="the archive")
+    assert status == "error" and "gave up after 2 failed attempts" in error and "'retired'" in error
+    assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"
