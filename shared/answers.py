@@ -28,6 +28,7 @@ from shared.store import keys, requests
 from shared.store.archive import PgConnection
 from shared.store.connections import store_errors
 from shared.store.lua import Scripts
+from shared.store.transactions import committed
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +125,8 @@ async def submit(
 ) -> dict[str, Any]:
     """Record the answer in PostgreSQL, then hand it to the owner (the poller's timeout uses this too)."""
     now = int(time.time() * 1000)
-    row = await requests.record_answer(db, sid, entry, body, by, now)
+    async with committed(db):  # whatever the caller's connection mode (shared.store.transactions)
+        row = await requests.record_answer(db, sid, entry, body, by, now)
     if row is None:
         raise Conflict(await _answered_already(db, str(entry["id"])))
     with store_errors("Redis"):
@@ -150,14 +152,16 @@ async def _waiting(redis: Redis, db: PgConnection, sid: SessionId, rid: str) -> 
     found = next((e for e in pending if isinstance(e, dict) and e.get("id") == rid), None)
     if found is not None:
         return found
-    row = await requests.fetch(db, rid)
+    async with committed(db, reads_only=True):
+        row = await requests.fetch(db, rid)
     if row is not None and row.session_id == sid:
         raise Conflict(await _answered_already(db, rid))
     raise NotFound(f"session {sid} has no pending request {rid}")
 
 
 async def _answered_already(db: PgConnection, rid: str) -> str:
-    row = await requests.fetch(db, rid)
+    async with committed(db, reads_only=True):
+        row = await requests.fetch(db, rid)
     if row is not None and row.answer is not None:
         who = f" by {row.answered_by}" if row.answered_by else ""
         when = row.answered_at.isoformat(sep=" ", timespec="seconds") + " UTC" if row.answered_at else ""

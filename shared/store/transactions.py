@@ -1,6 +1,6 @@
 """The Python API's PostgreSQL writes commit on their own, whatever mode the caller's connection is in.
 
-A caller may hand enqueue/send/cancel a psycopg connection with autocommit on (what the CLI uses) or off
+A caller may hand enqueue/send/cancel/reply/answer a psycopg connection with autocommit on (what the CLI uses) or off
 (psycopg's default). Off, a plain execute() opens a transaction that stays uncommitted until the caller commits:
 the row is invisible to the pollers, which then see a job in Redis without its row. So every write runs in a
 transaction() block of its own, which commits at the end in either mode. A connection that already has a
@@ -35,7 +35,7 @@ async def committed(db: psycopg.AsyncConnection[Any], *, reads_only: bool = Fals
     if not db.autocommit and not idle:
         raise InvalidInput(
             "the PostgreSQL connection has a transaction in progress: commit or roll it back before calling"
-            " enqueue/send/cancel (or pass a connection with autocommit=True)"
+            " enqueue/send/cancel/reply/answer (or pass a connection with autocommit=True)"
         )
     with store_errors("PostgreSQL"):
         async with db.transaction():

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
 from shared import answers, commands
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -124,3 +126,17 @@ async def test_a_request_nobody_answers_is_rejected_after_the_timeout(make_worke
     [row] = await requests.of_session(db, sid)
     assert row.answered_by == "opencode-poller" and row.answer["reply"] == "reject"
     assert "PENDING_REQUEST_TIMEOUT_MS" in row.answer["message"] and row.outcome == "answered"
+
+
+async def test_a_reply_on_a_connection_with_autocommit_off_is_committed_and_reaches_opencode(
+    make_worker, redis, db, opencode, schema
+) -> None:
+    await make_worker()
+    sid = await start(redis, db, opencode, "TOOL run")
+    entry = await waiting_entry(redis, sid)
+    async with await psycopg.AsyncConnection.connect(schema) as own:  # psycopg's default: autocommit off
+        await answers.reply(redis, own, sid, entry["id"], "once", by="bob")
+        assert own.info.transaction_status == TransactionStatus.IDLE  # nothing left open behind the caller
+    [row] = await requests.of_session(db, sid)  # another connection sees it: committed
+    assert (row.answer, row.answered_by) == ({"reply": "once"}, "bob")
+    assert await wait_for(lambda: archived(db, sid), timeout=20) == "completed"
