@@ -13,10 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from psycopg.rows import class_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
 from shared.store.archive import PgConnection, to_epoch_ms, to_timestamp
 from shared.store.connections import store_errors
+from shared.store.unstorable import dumps_jsonb, loads_jsonb
 
 COLUMNS = "id, session_id, kind, request, asked_at, answer, answered_by, answered_at, delivered_at, outcome"
 
@@ -38,6 +39,12 @@ RETURNING {COLUMNS}
 _RECORD_OUTCOME = """
 UPDATE opencode_session_requests SET outcome = %s, delivered_at = CASE WHEN %s = 'answered' THEN %s END
 WHERE id = %s AND outcome IS NULL
+"""
+
+# Answers recorded but not yet taken by OpenCode: what a session re-queued from the archive must carry again.
+_UNDELIVERED = f"""
+SELECT {COLUMNS} FROM opencode_session_requests
+WHERE session_id = ANY(%s) AND answer IS NOT NULL AND outcome IS NULL ORDER BY answered_at, id
 """
 
 _OF_SESSION = f"SELECT {COLUMNS} FROM opencode_session_requests WHERE session_id = %s ORDER BY asked_at, id"
@@ -75,13 +82,19 @@ class RequestRow:
 async def _rows(db: PgConnection, sql: str, params: tuple[Any, ...]) -> list[RequestRow]:
     with store_errors("PostgreSQL"):
         async with db.cursor(row_factory=class_row(RequestRow)) as cur:
+            set_json_loads(loads_jsonb, cur)  # characters PostgreSQL refuses come back as they were
             await cur.execute(sql, params)
             return await cur.fetchall()
 
 
+def _jsonb(value: Mapping[str, Any]) -> Jsonb:
+    """Stored as the archive stores OpenCode's content (shared.store.unstorable): nothing it refuses is lost."""
+    return Jsonb(dict(value), dumps=dumps_jsonb)
+
+
 async def record_asked(db: PgConnection, session_id: str, entry: Mapping[str, Any]) -> None:
     """A request the poller saw (idempotent)."""
-    params = (entry["id"], session_id, entry["kind"], Jsonb(dict(entry)), to_timestamp(int(entry["askedAt"])))
+    params = (entry["id"], session_id, entry["kind"], _jsonb(entry), to_timestamp(int(entry["askedAt"])))
     with store_errors("PostgreSQL"):
         await db.execute(_RECORD_ASKED, params)
 
@@ -94,9 +107,9 @@ async def record_answer(
         entry["id"],
         session_id,
         entry["kind"],
-        Jsonb(dict(entry)),
+        _jsonb(entry),
         to_timestamp(int(entry["askedAt"])),
-        Jsonb(dict(answer)),
+        _jsonb(answer),
         by,
         to_timestamp(now_ms),
     )
@@ -116,3 +129,8 @@ async def fetch(db: PgConnection, request_id: str) -> RequestRow | None:
 
 async def of_session(db: PgConnection, session_id: str) -> list[RequestRow]:
     return await _rows(db, _OF_SESSION, (session_id,))
+
+
+async def undelivered(db: PgConnection, session_ids: list[str]) -> list[RequestRow]:
+    """Answers recorded for these sessions that OpenCode has not taken yet, oldest first."""
+    return await _rows(db, _UNDELIVERED, (session_ids,))

@@ -140,3 +140,18 @@ async def test_a_reply_on_a_connection_with_autocommit_off_is_committed_and_reac
     [row] = await requests.of_session(db, sid)  # another connection sees it: committed
     assert (row.answer, row.answered_by) == ({"reply": "once"}, "bob")
     assert await wait_for(lambda: archived(db, sid), timeout=20) == "completed"
+
+
+async def test_an_answer_recorded_before_redis_lost_the_job_still_reaches_opencode_once(
+    make_worker, redis, db, opencode, simulator_url
+) -> None:
+    await make_worker(reconcile_interval_s=0.5)
+    sid = await start(redis, db, opencode, "TOOL run")
+    entry = await waiting_entry(redis, sid)
+    # recorded in PostgreSQL, then Redis lost everything before the answer was handed to the owner
+    assert await requests.record_answer(db, sid, entry, {"reply": "once"}, "carol", 1) is not None
+    await redis.flushall()
+    assert await wait_for(lambda: archived(db, sid), timeout=30) == "completed"
+    assert (await sim_stats(simulator_url))["replies"][entry["id"]] == 1
+    [row] = await requests.of_session(db, sid)
+    assert (row.answered_by, row.outcome) == ("carol", "answered")
