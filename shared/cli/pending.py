@@ -38,3 +38,18 @@ def pending_lines(session: dict[str, Any], skip: set[str] | None = None) -> list
         if skip is not None:
             skip.add(str(entry.get("id")))
     return lines
+
+
+def answered_lines(requests: list[dict[str, Any]]) -> list[str]:
+    """An archived session's requests (shared.store.requests), one line each: what was asked and how it ended."""
+    lines = []
+    for entry in requests:
+        asked = entry.get("permission") or "question"
+        answer = entry.get("answer") or {}
+        given = answer.get("reply") or ("reject" if answer.get("reject") else None)
+        if given is None and "answers" in answer:
+            given = "; ".join(",".join(str(label) for label in labels) for labels in answer["answers"])
+        by = f" by {entry['answeredBy']}" if entry.get("answeredBy") else ""
+        outcome = entry.get("outcome") or "unanswered"
+        lines.append(f"  request   {entry.get('kind')} {entry.get('id')} ({asked}): {given or '-'}{by} [{outcome}]")
+    return lines

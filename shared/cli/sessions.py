@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from shared import commands
 from shared.cli.arguments import read_stdin, read_value
+from shared.cli.pending import answered_lines
 from shared.cli.render import session_lines
 from shared.cli.runtime import clients, emit_json, run
 from shared.cli.usage import usage_line
@@ -16,6 +19,8 @@ from shared.models import SESSION_TYPES
 from shared.opencode.servers import OpenCodeServers, parse_directory
 from shared.run_options import parse_agent, parse_model, parse_permissions
 from shared.sessions import get_session
+from shared.store import requests
+from shared.store.transactions import committed
 from shared.usage import Usage
 
 
@@ -154,15 +159,21 @@ def show(session_id: str, as_json: bool) -> None:
     """Show a session: live state if it runs, else its archived row."""
     parse_session_id(session_id)
 
-    async def go() -> dict[str, object]:
+    async def go() -> dict[str, Any]:
         async with clients() as c:
-            return await get_session(c.redis, c.db, session_id)
+            found = await get_session(c.redis, c.db, session_id)
+            if found.get("live") is False:  # archived: every request it waited on, with its answer
+                async with committed(c.db, reads_only=True):
+                    found["requests"] = [row.to_json() for row in await requests.of_session(c.db, session_id)]
+            return found
 
     session = run(go)
     if as_json:
         emit_json(session)
         return
     for line in session_lines(session):
+        click.echo(line)
+    for line in answered_lines(session.get("requests") or []):
         click.echo(line)
     if Usage.from_json(session.get("usage")).steps:  # a session not yet run used nothing: no line
         click.echo(usage_line(session.get("usage")))

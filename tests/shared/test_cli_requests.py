@@ -55,7 +55,7 @@ async def test_reply_and_answer_from_the_cli(make_worker, redis, db, opencode, r
     single_error_line(await run_cli(["reply", UNKNOWN_SESSION, per, "--once"], env), 1, "no pending request")
     single_error_line(await run_cli(["reply", tsid, "per_x;y", "--once"], env), 2, "request id")
     single_error_line(await run_cli(["reply", tsid, per], env), 2, "--once")
-    assert await requests.fetch(db, que) is None or (await requests.fetch(db, que)).answer is None  # type: ignore[union-attr]
+    assert all(row.answer is None for row in await requests.of_session(db, qsid))  # recorded or not: unanswered
 
     done = await run_cli(["reply", tsid, per, "--reject", "--message", "no shell today", "--by", "alice"], env)
     assert done.returncode == 0 and done.stdout == f"answered {per} of {tsid}\n", done
@@ -65,3 +65,8 @@ async def test_reply_and_answer_from_the_cli(make_worker, redis, db, opencode, r
     assert await wait_for(lambda: archived(db, qsid), timeout=30) == "completed"
     [row] = await requests.of_session(db, qsid)
     assert (row.answer, row.answered_by) == ({"answers": [["Blue"]]}, "bob")
+    # archived: `show` lists every request with its answer, who gave it and how it ended
+    shown = await run_cli(["show", tsid], env)
+    assert f"  request   permission {per} (bash): reject by alice [answered]" in shown.stdout.splitlines()
+    shown = await run_cli(["show", qsid], env)
+    assert f"  request   question {que} (question): Blue by bob [answered]" in shown.stdout.splitlines()
