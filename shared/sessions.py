@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -153,29 +154,16 @@ async def queue_depth(redis: Redis, now_ms: int) -> dict[str, int]:
 
 async def live_status_counts(redis: Redis) -> dict[str, int]:
     """How many live sessions there are in each status, from the live index (chunked, never a key scan)."""
-    counts: dict[str, int] = {}
-    start = 0
-    with store_errors("Redis"):
-        while True:
-            ids = await redis.zrange(keys.LIVE_INDEX, start, start + STATUS_SCAN_CHUNK - 1)
-            if not ids:
-                break
-            async with redis.pipeline(transaction=False) as pipe:
-                for raw in ids:
-                    pipe.hget(keys.session(SessionId(as_text(raw))), STATUS_FIELD)
-                statuses = await pipe.execute()
-            for status in statuses:
-                if status is not None:  # ended between the two reads
-                    name = as_text(status)
-                    counts[name] = counts.get(name, 0) + 1
-            if len(ids) < STATUS_SCAN_CHUNK:
-                break
-            start += STATUS_SCAN_CHUNK
-    return counts
+    return await _live_counts(redis, lambda status, _: status)
 
 
 async def live_server_counts(redis: Redis) -> dict[str, int]:
     """How many live sessions each OpenCode server holds (`default` for those that name none), chunked."""
+    return await _live_counts(redis, lambda _, server: server or DEFAULT_SERVER)
+
+
+async def _live_counts(redis: Redis, key_of: Callable[[str, str | None], str]) -> dict[str, int]:
+    """Live sessions counted by `key_of(status, server)`, walking the live index a chunk at a time."""
     counts: dict[str, int] = {}
     start = 0
     with store_errors("Redis"):
@@ -189,7 +177,7 @@ async def live_server_counts(redis: Redis) -> dict[str, int]:
                 rows = await pipe.execute()
             for status, server in rows:
                 if status is not None:  # ended between the two reads
-                    name = as_text(server) if server else DEFAULT_SERVER
+                    name = key_of(as_text(status), as_text(server) if server else None)
                     counts[name] = counts.get(name, 0) + 1
             if len(ids) < STATUS_SCAN_CHUNK:
                 break
