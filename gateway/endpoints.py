@@ -6,13 +6,14 @@ import re
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from gateway.session_pages import page_response
 from gateway.state import GatewayState
 from shared.config import SERVER_NAME
 from shared.errors import InvalidInput
 from shared.ids import parse_session_id, parse_ticket_id
+from shared.json_response import JSONResponse
 from shared.models import SESSION_TYPES
 from shared.opencode.servers import parse_directory
 from shared.sessions import (

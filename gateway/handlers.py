@@ -6,7 +6,7 @@ import structlog
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from gateway.stream_slots import TooManyStreams
 from shared.errors import (
@@ -19,6 +19,7 @@ from shared.errors import (
     Unauthorized,
     Unavailable,
 )
+from shared.json_response import JSONResponse
 
 log = structlog.get_logger(__name__)
 

@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from gateway.state import GatewayState
 from shared.ids import SessionId
+from shared.json_response import JSONResponse
 from shared.models import dumps
 from shared.sessions import encode_cursor
 from shared.store import archive

@@ -6,6 +6,7 @@ The live state's hash fields and the archive row are owned by shared.store.live 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -15,9 +16,19 @@ FINAL_STATUSES: frozenset[str] = frozenset({"completed", "error", "cancelled"})
 SESSION_TYPES = ("ask", "chat", "admin")
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def dumps(value: object) -> str:
-    """Compact JSON, the one encoding used for every stored and published value."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, the one encoding used for every stored and published value.
+
+    A lone UTF-16 surrogate (OpenCode's JSON may carry one, e.g. a tool output cut mid-character) cannot be
+    written as UTF-8, so it goes out as its JSON escape (`\\ud800`): every JSON reader gets the same character back.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if _LONE_SURROGATE.search(text) is None:
+        return text
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def utf16_length(text: str) -> int:

@@ -256,8 +256,8 @@ class OpenCodeClient:
             value = None
         else:
             try:
-                value = orjson.loads(raw)
-            except ValueError as exc:  # orjson.JSONDecodeError subclasses it
+                value = loads(raw)
+            except ValueError as exc:
                 raise OpenCodeError(
                     f"malformed response from OpenCode: {what}: not JSON ({_preview(raw)})", status_code=None
                 ) from exc
@@ -270,13 +270,22 @@ class OpenCodeClient:
         return value
 
 
+def loads(raw: bytes) -> Any:
+    """orjson, the fast path; the standard library for what orjson refuses but JSON allows and OpenCode writes:
+    a lone surrogate's escape (`\\ud800`, e.g. a tool output cut mid-character). ValueError when not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def _event(record: bytes) -> dict[str, Any] | None:
     """One SSE record of OpenCode's: `data: {json}` lines only (no event/id fields)."""
     data = b"".join(line[5:].strip() for line in record.split(b"\n") if line.startswith(b"data:"))
     if not data:
         return None
     try:
-        value = orjson.loads(data)
+        value = loads(data)
     except ValueError:
         return None
     return value if isinstance(value, dict) and isinstance(value.get("type"), str) else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import pytest
 
 from shared import commands
@@ -46,14 +49,25 @@ async def test_a_nul_prompt_sent_to_a_live_session_is_archived_exactly(make_work
     assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"
 
 
-async def test_a_nul_prompt_through_the_python_api_is_stored_and_answered(make_worker, redis, db, opencode):
+@pytest.mark.parametrize("odd", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+async def test_a_prompt_postgresql_or_utf8_refuses_is_stored_and_answered(
+    odd, make_worker, make_gateway, redis, db, opencode
+):
+    """A NUL (PostgreSQL refuses it) or a lone surrogate (no UTF-8 form: Redis could not take it, nor a JSON
+    answer written raw) round-trips: OpenCode, Redis, PostgreSQL and the gateway."""
     await make_worker()
-    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt=NUL_TEXT, metadata={"k": "v\x00"})
+    gateway = await make_gateway()
+    prompt = f"ECHO before{odd}after"
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt=prompt, metadata={"k": f"v{odd}"})
     status, messages, _ = await wait_for(lambda: final_row(db, state["sessionId"]), timeout=30, what="the archive")
     assert status == "completed"
-    assert texts(messages) == [NUL_TEXT, f"ECHO: {NUL_TEXT}"]
+    assert texts(messages) == [prompt, f"ECHO: {prompt}"]
     session = await get_session(redis, db, state["sessionId"])
-    assert session["metadata"] == {"k": "v\x00"}
+    assert session["metadata"] == {"k": f"v{odd}"}
+    async with httpx.AsyncClient(base_url=gateway) as client:
+        answer = await client.get(f"/sessions/{state['sessionId']}")
+    assert answer.status_code == 200
+    assert json.loads(answer.content) == session  # the standard JSON reader gets every character back
 
 
 async def poisoned(redis, db, opencode) -> str:

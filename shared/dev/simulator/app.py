@@ -15,7 +15,7 @@ from typing import cast
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -26,6 +26,7 @@ from shared.dev.simulator.errors import bad_request, error, unknown_error
 from shared.dev.simulator.faults import Fault, misbehave, take_fault
 from shared.dev.simulator.scenarios import DEFAULT_RETRY_DELAYS, answer
 from shared.dev.simulator.validation import compact, json_body, prompt_problem
+from shared.json_response import JSONResponse
 
 
 @dataclass

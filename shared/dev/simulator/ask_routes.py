@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any, cast
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from shared.dev.simulator.engine import Simulation
 from shared.dev.simulator.errors import bad_request
 from shared.dev.simulator.validation import compact, json_body
+from shared.json_response import JSONResponse
 
 PERMISSION_REPLIES = ("once", "always", "reject")
 

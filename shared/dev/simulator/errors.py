@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
-from starlette.responses import JSONResponse
-
 from shared.dev.simulator.engine import JSON
+from shared.json_response import JSONResponse
 
 
 def error(status: int, name: str, data: JSON) -> JSONResponse:
