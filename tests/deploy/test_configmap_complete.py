@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from tests.deploy.manifests import compose_app_services, compose_env, containers, k8s, k8s_one, known_variables
 
-CREDENTIALS = {"REDIS_URL", "DATABASE_URL", "GATEWAY_AUTH_SECRET"}  # the Secret's, per process
+CREDENTIALS = {  # the Secret's, per process
+    "REDIS_URL",
+    "DATABASE_URL",
+    "GATEWAY_AUTH_SECRET",
+    "GATEWAY_AUTH_SECRET_PREVIOUS",
+    "OPENCODE_SERVER_PASSWORD",
+}
 PER_REPLICA = {"POLLER_ID"}  # the pod's name, set in the Deployment
 
 

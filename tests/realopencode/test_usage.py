@@ -74,8 +74,9 @@ async def test_live_usage_grows_and_the_archive_and_ticket_total_equal_opencodes
     assert final.steps == 2 and final.input == 2 * USAGE["prompt_tokens"]
     assert final.cost == pytest.approx(2 * STEP_COST)
     assert row.usage == final and echo_row.usage == echo_final
-    # the run's first step was seen live before its second: the live usage grew during the run
-    assert any(u.steps == 1 and u.input == USAGE["prompt_tokens"] for u in seen), seen
+    # the run's first step was seen live before its second: the live usage grew during the run (its tokens may
+    # land in the same write as the second step: OpenCode fills them in as that step starts)
+    assert any(u.steps == 1 for u in seen), seen
     assert [(u.steps, u.input) for u in seen] == sorted((u.steps, u.input) for u in seen)
 
     with anyio.fail_after(60):
