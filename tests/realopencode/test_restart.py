@@ -70,8 +70,8 @@ async def test_a_cut_event_stream_loses_nothing(real_opencode: RealOpenCode, mak
         worker = await make_worker(opencode_url=f"http://127.0.0.1:{proxy.port}", **worker_settings())
         router = worker.router
         assert router is not None
-        await wait_for(lambda: connected(router, 1), timeout=10, what="the event stream")
         sid = (await commands.enqueue(redis, db, opencode, session_type="ask", prompt=prompt))["sessionId"]
+        await wait_for(lambda: connected(router, 1), timeout=10, what="the event stream, opened for the session")
         sent = await tg.start(deltas_sent, real_opencode.url, sid)  # what OpenCode streams, seen directly
 
         async def streaming() -> str:  # while the answer streams, only the events carry its text
@@ -172,5 +172,11 @@ async def test_a_restart_mid_run_ends_the_session_archived_as_opencode_has_it(
     else:
         assert [p["text"] for p in parts if p["type"] == "text"] == [""]  # OpenCode lost the streamed text
     assert await live_messages(redis, sid) == []  # the live state is gone: the session ended
-    # a killed server can leave its /event connection half-open: that is noticed after two missed heartbeats
+    # the session ended, so its place's /event connection (half-open, if the server was killed) is closed; the
+    # next session on the restarted server opens a new one and runs to the end
+    await wait_for(lambda: disconnected(router), timeout=10, what="the event stream closed with the session")
+    async with OpenCodeClient(real_opencode.url) as opencode:
+        after = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO after the restart")
     await wait_for(lambda: connected(router, 2), timeout=45, what="the event stream on the restarted server")
+    (status, error, _) = await wait_for(lambda: archived(db, after["sessionId"]), timeout=RUN_TIMEOUT_S)
+    assert (status, error) == ("completed", None)
