@@ -10,10 +10,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+
+from shared.ids import SessionId
+from shared.store.live import read_record
 
 T = TypeVar("T")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -164,3 +167,14 @@ def single_error_line(result: subprocess.CompletedProcess[str], code: int, *word
     for word in words:
         assert word.lower() in lines[0].lower(), (word, lines[0])
     return lines[0]
+
+
+async def waiting_entry(redis: Any, sid: str) -> dict[str, Any]:
+    """The first request a session waits on, once its live status is `waiting`."""
+
+    async def check() -> Any:
+        record = await read_record(redis, SessionId(sid))
+        return record.state.pending[0] if record is not None and record.state.status == "waiting" else None
+
+    entry: dict[str, Any] = await wait_for(check, timeout=30, what="status waiting")
+    return entry

@@ -14,7 +14,7 @@ from shared.errors import Conflict, InvalidInput, NotFound
 from shared.ids import SessionId
 from shared.store import requests
 from shared.store.live import read_record
-from tests.helpers import wait_for
+from tests.helpers import wait_for, waiting_entry
 
 pytestmark = pytest.mark.anyio
 
@@ -22,15 +22,6 @@ pytestmark = pytest.mark.anyio
 async def sim_stats(simulator_url: str) -> Any:
     async with httpx.AsyncClient(base_url=simulator_url) as client:
         return (await client.get("/__sim/stats")).json()
-
-
-async def waiting_entry(redis: Any, sid: str) -> dict[str, Any]:
-    async def check() -> Any:
-        record = await read_record(redis, SessionId(sid))
-        return record.state.pending[0] if record is not None and record.state.status == "waiting" else None
-
-    entry: dict[str, Any] = await wait_for(check, timeout=20, what="status waiting")
-    return entry
 
 
 async def archived(db: Any, sid: str) -> Any:

@@ -7,22 +7,11 @@ from typing import Any
 import pytest
 
 from shared import commands
-from shared.ids import SessionId
 from shared.store import requests
-from shared.store.live import read_record
-from tests.helpers import run_cli, single_error_line, wait_for
+from tests.helpers import run_cli, single_error_line, wait_for, waiting_entry
 
 pytestmark = pytest.mark.anyio
 UNKNOWN_SESSION = "ses_000000000000AAAAAAAAAAAAAA"
-
-
-async def waiting_entry(redis: Any, sid: str) -> dict[str, Any]:
-    async def check() -> Any:
-        record = await read_record(redis, SessionId(sid))
-        return record.state.pending[0] if record is not None and record.state.status == "waiting" else None
-
-    entry: dict[str, Any] = await wait_for(check, timeout=30, what="status waiting")
-    return entry
 
 
 async def archived(db: Any, sid: str) -> Any:

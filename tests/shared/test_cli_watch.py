@@ -191,6 +191,13 @@ def _scripted_gateway(seen: list[str | None]) -> Starlette:
         _event("complete", final, 4),
     ]
 
+    return _two_connections(seen, first, second)
+
+
+def _two_connections(seen: list[str | None], first: list[bytes], second: list[bytes]) -> Starlette:
+    """A gateway whose stream sends `first` on the first connection, `second` on the next, then nothing; `seen`
+    gets each connection's Last-Event-ID."""
+
     async def stream(request: Request) -> StreamingResponse:
         seen.append(request.headers.get("last-event-id"))
         frames = [first, second][min(len(seen), 2) - 1] if len(seen) <= 2 else []
@@ -244,17 +251,7 @@ def _gapped_gateway(seen: list[str | None]) -> Starlette:
         _event("complete", final, 6),
     ]
 
-    async def stream(request: Request) -> StreamingResponse:
-        seen.append(request.headers.get("last-event-id"))
-        frames = [first, second][min(len(seen), 2) - 1] if len(seen) <= 2 else []
-
-        async def body():
-            for frame in frames:
-                yield frame
-
-        return StreamingResponse(body(), media_type="text/event-stream")
-
-    return Starlette(routes=[Route("/sessions/{sid}/stream", stream)])
+    return _two_connections(seen, first, second)
 
 
 async def test_watch_applies_appends_and_resyncs_by_snapshot_on_an_offset_it_does_not_hold():
