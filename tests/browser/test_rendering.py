@@ -318,10 +318,14 @@ async def test_a_streaming_answer_renders_as_markdown_with_its_caret_as_it_grows
     sid = str((await commands.enqueue(redis, db, watch_oc, session_type="chat", prompt=prompt))["sessionId"])
     page = await pages.new()
     await page.goto(f"{gateway}/ui/sessions/{sid}")
-    streaming = page.locator("li[data-role=assistant] .part.text.streaming .markdown")
-    await expect(streaming).to_be_visible()
-    caret = await streaming.evaluate("(el) => getComputedStyle(el.lastElementChild, '::after').content")
-    assert caret == '"▍"'
+    # read in the page while the text streams (one check, so the answer cannot end between finding and reading)
+    caret = await page.wait_for_function(
+        """() => {
+            const el = document.querySelector("li[data-role=assistant] .part.text.streaming .markdown");
+            return el && el.lastElementChild ? getComputedStyle(el.lastElementChild, "::after").content : null;
+        }"""
+    )
+    assert await caret.json_value() == '"▍"'
     answer = page.locator("li[data-role=assistant] [data-part-type=text] .markdown")
     await expect(answer.locator("strong")).to_have_text("bold")
     await expect(answer.locator("pre[data-language=python] .hljs-keyword")).to_have_text("import")
