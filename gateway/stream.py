@@ -26,6 +26,7 @@ from gateway.fanout import CLOSED, DROPPED, LOST, Published, Signal, Subscriptio
 from gateway.sse import format_event, ping, retry_line, token_expired
 from gateway.state import GatewayState
 from shared.backoff import Backoff
+from shared.clock import now_ms
 from shared.errors import NotFound, SessionLayerError, Unavailable
 from shared.ids import SessionId, parse_session_id
 from shared.models import FINAL_STATUSES, dumps
@@ -43,10 +44,6 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
     "Connection": "keep-alive",
 }
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _last_event_id(request: Request) -> str | None:
@@ -146,7 +143,7 @@ async def _next(state: GatewayState, sub: Subscription, lifetime: Lifetime) -> P
 def _control(item: Signal, lifetime: Lifetime) -> bytes | None:
     """The frame a signal sends (a ping, `token-expired`), or None; the stream ends after every signal but PING."""
     if item is PING:
-        return ping(_now_ms())
+        return ping(now_ms())
     if item is EXPIRED and lifetime.expires_at is not None:
         return token_expired(lifetime.expires_at)
     return None

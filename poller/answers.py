@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup
 from poller.archive import Archive
 from poller.pending import PendingRequests
 from poller.request_board import RequestBoard
+from shared.clock import now_ms
 from shared.errors import Conflict, NotFound, OpenCodeError, Unavailable
 from shared.models import as_text
 from shared.opencode.client import OpenCodeClient
@@ -102,10 +103,10 @@ async def reject_overdue(
     tried: set[str],
 ) -> None:
     """Reject (through the same recorded path as a person's answer) every request older than the timeout."""
-    now_ms = int(time.time() * 1000)
+    now = now_ms()
     for entry in pending.as_list():
         request_id = entry["id"]
-        if request_id in answers.answers or request_id in tried or now_ms - entry["askedAt"] < timeout_s * 1000:
+        if request_id in answers.answers or request_id in tried or now - entry["askedAt"] < timeout_s * 1000:
             continue
         message = timeout_message(timeout_s)
         body = {"reply": "reject", "message": message} if entry["kind"] == "permission" else {"reject": True}

@@ -8,7 +8,6 @@ shared.store.archive.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,15 +15,12 @@ import psycopg_pool
 from redis.asyncio import Redis
 
 from shared.answers import submit
+from shared.clock import now_ms
 from shared.ids import SessionId
 from shared.store import requests
 from shared.store.archive import upsert_fenced
 from shared.store.connections import store_errors
 from shared.store.live import LiveState
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Archive:
@@ -38,7 +34,7 @@ class Archive:
         with store_errors("PostgreSQL"):
             async with self._pool.connection() as conn, conn.transaction():
                 return await upsert_fenced(
-                    conn, session, epoch, status="running", prompts=prompts, keep_messages=True, now_ms=_now_ms()
+                    conn, session, epoch, status="running", prompts=prompts, keep_messages=True, now_ms=now_ms()
                 )
 
     async def record_final(
@@ -53,7 +49,7 @@ class Archive:
     ) -> bool:
         """The archive itself: every message as OpenCode returned it (None: keep the row's), the final status
         and error."""
-        now = _now_ms()
+        now = now_ms()
         with store_errors("PostgreSQL"):
             async with self._pool.connection() as conn, conn.transaction():
                 return await upsert_fenced(
@@ -79,7 +75,7 @@ class Archive:
     async def record_outcome(self, request_id: str, outcome: str) -> None:
         with store_errors("PostgreSQL"):
             async with self._pool.connection() as conn:
-                await requests.record_outcome(conn, request_id, outcome, _now_ms())
+                await requests.record_outcome(conn, request_id, outcome, now_ms())
 
     async def answer(
         self, redis: Redis, session_id: SessionId, entry: Mapping[str, Any], body: Mapping[str, Any], by: str

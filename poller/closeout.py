@@ -16,6 +16,7 @@ import structlog
 
 from poller.deps import TrackerDeps
 from shared.backoff import Backoff
+from shared.clock import now_ms
 from shared.errors import LeaseLost, Unavailable
 from shared.models import dumps
 from shared.store.connections import store_errors
@@ -80,7 +81,7 @@ async def finish_live(
 ) -> bool:
     """The fenced finish in Redis: the final event, the live state gone. False when a prompt or cancel arrived
     since `prompts_rev` (the session goes on); raises LeaseLost when the lease is gone."""
-    completed = dataclasses.replace(session, status=status, updated_at=int(time.time() * 1000))
+    completed = dataclasses.replace(session, status=status, updated_at=now_ms())
     event = dumps({"type": "complete", "sessionId": lease.session_id, "status": status, "error": error})
 
     async def finish() -> int:

@@ -14,14 +14,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from poller.request_board import RequestBoard
+from shared.clock import now_ms
 
 ASKED = {"permission.asked": "permission", "question.asked": "question"}
 ANSWERED = frozenset({"permission.replied", "question.replied", "question.rejected"})
 DECISION_FIELDS = {"permission": ("permission", "patterns", "metadata", "always"), "question": ("questions",)}
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def entry(kind: str, request: dict[str, Any], asked_at: int) -> dict[str, Any]:
@@ -53,7 +50,7 @@ class PendingRequests:
             kind, props = event.get("type"), event.get("properties") or {}
             if kind in ASKED and isinstance(props.get("id"), str):
                 if props["id"] not in self._by_id:
-                    self._by_id[props["id"]] = entry(ASKED[kind], props, _now_ms())
+                    self._by_id[props["id"]] = entry(ASKED[kind], props, now_ms())
                     self.changed = True
                 self._last_event_at = time.monotonic()
             elif kind in ANSWERED and isinstance(props.get("requestID"), str):
@@ -65,7 +62,7 @@ class PendingRequests:
         listed = board.requests(self._session_id, self._last_event_at)
         if listed is None:
             return
-        now = _now_ms()
+        now = now_ms()
         fresh = {}
         for request in listed:
             known = self._by_id.get(request["id"])

@@ -27,6 +27,7 @@ from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
 from poller.ticker import every
 from poller.tracker import SessionTracker
+from shared.clock import now_ms
 from shared.config import Settings
 from shared.errors import SessionLayerError, Unavailable
 from shared.ids import SessionId
@@ -108,7 +109,7 @@ class Worker:
         self.places = Places(self._servers, self._deps, settings.opencode_directory)
         self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)
         self._held: dict[SessionId, Held] = {}
-        self._started_ms = int(time.time() * 1000)
+        self._started_ms = now_ms()
         self.claiming = True
 
     @property
@@ -256,7 +257,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         name = keys.poller(self._settings.replica_id)
         async for _ in every(HEARTBEAT_INTERVAL_S):
-            now_ms = int(time.time() * 1000)
+            now = now_ms()
             try:
                 with store_errors("Redis"):
                     async with self._redis.pipeline(transaction=True) as pipe:
@@ -267,13 +268,13 @@ class Worker:
                                 "host": socket.gethostname(),
                                 "pid": os.getpid(),
                                 "startedAt": self._started_ms,
-                                "heartbeatAt": now_ms,
+                                "heartbeatAt": now,
                                 "sessions": dumps(sorted(self._held)),
                                 "maxSessions": self._settings.max_sessions_per_poller,
                             },
                         )
                         pipe.pexpire(name, int(HEARTBEAT_TTL_FACTOR * HEARTBEAT_INTERVAL_S * 1000))
-                        pipe.zadd(keys.POLLERS, {self._settings.replica_id: now_ms})
+                        pipe.zadd(keys.POLLERS, {self._settings.replica_id: now})
                         await pipe.execute()
             except SessionLayerError as exc:
                 log.warning("heartbeat_failed", error=exc.message)

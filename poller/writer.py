@@ -7,13 +7,13 @@ text alone crosses the network, to Redis and to subscribers, instead of the whol
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
 from poller.mirror import NO_CHANGE, Appended, Delta
+from shared.clock import now_ms
 from shared.errors import LeaseLost
 from shared.models import dumps, part_key, utf16_length
 from shared.store.connections import store_errors
@@ -40,10 +40,6 @@ def stored_form(part: Any) -> str:
     if not isinstance(text, str):
         return dumps(part)
     return text_prefix({k: v for k, v in part.items() if k != TEXT}) + dumps(text)[1:-1] + '"}'
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclasses.dataclass(slots=True)
@@ -93,7 +89,7 @@ class StateWriter:
         pending_changed = pending is not None and pending != self._session.pending
         if not delta and not status_changed and not usage_changed and not pending_changed:
             return self.seq
-        now = _now_ms()
+        now = now_ms()
         appends = [a for a in delta.appends if a.key in self._stored]
         if appends and await self._append(lease, appends, now) != APPEND_REFUSED:
             done = {a.key for a in appends}

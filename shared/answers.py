@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 
+from shared.clock import now_ms
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.ids import SessionId, parse_session_id
 from shared.models import dumps
@@ -124,7 +124,7 @@ async def submit(
     redis: Redis, db: PgConnection, sid: SessionId, entry: Mapping[str, Any], body: Mapping[str, Any], by: str | None
 ) -> dict[str, Any]:
     """Record the answer in PostgreSQL, then hand it to the owner (the poller's timeout uses this too)."""
-    now = int(time.time() * 1000)
+    now = now_ms()
     async with committed(db):  # whatever the caller's connection mode (shared.store.transactions)
         row = await requests.record_answer(db, sid, entry, body, by, now)
     if row is None:

@@ -7,13 +7,13 @@ in one atomic Redis step; from then on the owning poller is the only writer of t
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 
+from shared.clock import now_ms
 from shared.config import DEFAULT_SERVER
 from shared.errors import Conflict, InvalidInput, NotFound, SessionLayerError, Unavailable
 from shared.ids import SessionId, new_message_id, parse_session_id, parse_ticket_id
@@ -90,10 +90,6 @@ def parse_metadata(value: object) -> dict[str, Any]:
     return value
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 async def enqueue(
     redis: Redis,
     db: PgConnection,
@@ -138,7 +134,7 @@ async def enqueue(
     session = await opencode.create_session(title=title, agent=agent_name, model=model_ref, permission=rules)
     sid = parse_session_id(session["id"])
     prompts = [{"messageID": new_message_id(), "text": text}] if text is not None else []
-    now = _now_ms()
+    now = now_ms()
     state = LiveState(
         session_id=sid,
         ticket_id=ticket,
@@ -281,7 +277,7 @@ async def _archived_row(db: PgConnection, sid: SessionId) -> ArchiveRow:
 
 async def _revive(redis: Redis, row: ArchiveRow, prompts: list[str], *, cancel: bool) -> int:
     """Recreate live state from an archived row, seeded with its messages, so readers see no gap."""
-    state = row.pending_state(_now_ms())
+    state = row.pending_state(now_ms())
     return await _queue(redis, state, prompts, epoch=row.epoch, messages=row.messages or [], cancel=cancel)
 
 
@@ -294,7 +290,7 @@ async def requeue_from_archive(redis: Redis, row: ArchiveRow) -> bool:
     prompts = [prompt_entry(p["messageID"], p["text"]) for p in row.prompts]
     created = await _queue(
         redis,
-        row.pending_state(_now_ms()),
+        row.pending_state(now_ms()),
         prompts,
         epoch=row.epoch,
         messages=row.messages or [],

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 from typing import NewType
 
+from shared.clock import now_ms
 from shared.errors import InvalidInput
 
 SessionId = NewType("SessionId", str)
@@ -57,11 +57,11 @@ def new_message_id() -> MessageId:
     """
     global _last_ms, _counter
     with _id_lock:
-        now_ms = int(time.time() * 1000)
-        if now_ms != _last_ms:
-            _last_ms, _counter = now_ms, 0
+        now = now_ms()
+        if now != _last_ms:
+            _last_ms, _counter = now, 0
         _counter += 1
-        value = (now_ms * 0x1000 + _counter) & 0xFFFFFFFFFFFF
+        value = (now * 0x1000 + _counter) & 0xFFFFFFFFFFFF
     suffix = "".join(_BASE62[b % 62] for b in os.urandom(14))
     return MessageId(f"msg_{value:012x}{suffix}")
 

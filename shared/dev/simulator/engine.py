@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from shared.clock import now_ms
 from shared.ids import new_message_id
 
 if TYPE_CHECKING:
@@ -55,10 +56,6 @@ def new_id(prefix: str, *, descending: bool = False) -> str:
     if descending:
         value = ~value & _MASK48
     return f"{prefix}_{value:012x}" + "".join(_BASE62[b % 62] for b in os.urandom(14))
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def zero_tokens() -> JSON:

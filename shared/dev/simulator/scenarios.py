@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 
+from shared.clock import now_ms
 from shared.dev.simulator.asks import (
     PERMISSION_DENIED,
     PERMISSION_FEEDBACK,
@@ -25,7 +26,7 @@ from shared.dev.simulator.asks import (
     evaluate,
     question_output,
 )
-from shared.dev.simulator.engine import BUSY, JSON, Run, SimMessage, SimSession, Simulation, now_ms, zero_tokens
+from shared.dev.simulator.engine import BUSY, JSON, Run, SimMessage, SimSession, Simulation, zero_tokens
 from shared.ids import new_message_id
 
 GENERATED_TITLE = "Scripted test session"
