@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from shared.dev.simulator.engine import JSON, EventBus, new_id
+from shared.dev.simulator.engine import JSON, EventBus, new_id, resume_if_running
 
 KINDS = ("permission", "question")
 PERMISSION_REJECTED = "The user rejected permission to use this specific tool call."
@@ -74,6 +74,7 @@ class Asks:
             await ask.answered.wait()
         finally:
             self.pending.pop(request["id"], None)
+        await resume_if_running()  # an abort answers (rejects) the request and cancels the run together
         assert ask.answer is not None
         return ask.answer
 

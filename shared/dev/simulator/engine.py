@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -138,6 +139,15 @@ class SimSession:
 
 # Answers one user message with assistant steps: shared.dev.simulator.scenarios.answer.
 Script = Callable[["Simulation", SimSession, Run, SimMessage], Awaitable[None]]
+
+
+async def resume_if_running() -> None:
+    """Raise cancellation when the caller's run was aborted while it waited.
+
+    A wait that ends in the same loop turn as the abort (its timer fired, its answer was set) resumes the script
+    once more before anyio delivers the cancel; without this check that one step would overwrite the messages
+    the abort had just closed (a bash part back to `running` after the abort answered)."""
+    await anyio.lowlevel.checkpoint_if_cancelled()
 
 
 class Simulation:
@@ -327,4 +337,6 @@ class Simulation:
             self.task_group.start_soon(later)
 
     async def sleep(self, seconds: float) -> None:
+        """Wait; never return into a run that was aborted meanwhile (see `resume_if_running`)."""
         await anyio.sleep(seconds / self.speed)
+        await resume_if_running()
