@@ -17,6 +17,7 @@ import psycopg
 import structlog
 
 from shared.cli.arguments import checked
+from shared.cli.terminal import echo, visible_fields
 from shared.errors import (
     Conflict,
     Forbidden,
@@ -54,7 +55,7 @@ def fail(exc: SessionLayerError) -> NoReturn:
 
 def _error(message: str, code: int) -> NoReturn:
     message = " ".join(message.split())  # one line, whatever the cause said
-    click.echo(f"error: {message}", err=True)
+    echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
@@ -71,7 +72,7 @@ class Group(click.Group):
         except SessionLayerError as exc:
             fail(exc)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            echo("interrupted", err=True)
             sys.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise  # main() reports these
@@ -111,6 +112,15 @@ def main() -> None:
     register(usage.add_commands, requests.add_commands)
     # stdout is the command's output (a session id, JSON): logs go to stderr, and only warnings.
     structlog.configure(
+        processors=[  # structlog's default chain, with the text made visible before it is rendered
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            visible_fields,
+            structlog.dev.ConsoleRenderer(),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
     )
@@ -125,6 +135,6 @@ def main() -> None:
     except click.ClickException as exc:  # usage errors: one `error:` line too, not click's three
         _error(exc.format_message(), exc.exit_code)
     except click.Abort:
-        click.echo("interrupted", err=True)
+        echo("interrupted", err=True)
         sys.exit(130)
     sys.exit(result if isinstance(result, int) else 0)  # --help / --version come back as their exit code

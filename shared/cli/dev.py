@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from shared.cli.terminal import echo
 from shared.config import LOG_LEVELS, Settings
 from shared.errors import InvalidInput, NotFound
 
@@ -112,7 +113,7 @@ def dev(
     from shared.dev.supervisor.stack import DevStack
 
     if print_env:
-        click.echo(running_env(data_dir), nl=False)
+        echo(running_env(data_dir), nl=False)
         return
     url = _opencode_url(opencode_url)
     settings = Settings.from_env()  # a bad variable is exit 2 now rather than a child failing later
@@ -147,7 +148,7 @@ def running_env(data_dir: Path | None) -> str:
     if not found:
         raise NotFound("no `opencode-sessions dev` is running (start one first, in another terminal)")
     if len(found) > 1:
-        click.echo(f"note: {len(found)} devs are running: the newest one's variables ({found[0]})", err=True)
+        echo(f"note: {len(found)} devs are running: the newest one's variables ({found[0]})", err=True)
     return found[0].read_text(encoding="utf-8")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from shared.cli.runtime import clients, emit_json, run
+from shared.cli.terminal import echo
 from shared.cli.usage import cost_text, tokens_text
 from shared.config import Settings
 from shared.ids import parse_ticket_id
@@ -89,7 +90,7 @@ def history(
         return
     sessions = page["sessions"]
     if not sessions:
-        click.echo("no archived sessions" + (f" for ticket {ticket_id}" if ticket_id else ""))
+        echo("no archived sessions" + (f" for ticket {ticket_id}" if ticket_id else ""))
         return
     rows = [
         (
@@ -109,9 +110,9 @@ def history(
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        click.echo("  ".join([*cells, row[-1]]).rstrip())
+        echo("  ".join([*cells, row[-1]]).rstrip())
     if page["nextCursor"]:
-        click.echo(f"more: --before {page['nextCursor']}")
+        echo(f"more: --before {page['nextCursor']}")
 
 
 def add_commands(group: click.Group) -> None:

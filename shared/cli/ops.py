@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from shared.cli.runtime import emit_json, run
+from shared.cli.terminal import echo
 from shared.config import Settings
 from shared.store.connections import pg_connect, store_errors
 from shared.store.migrate import MigrationReport, migrate_report
@@ -34,7 +35,7 @@ def migrate(as_json: bool) -> None:
     if as_json:
         emit_json({"applied": report.applied, "reapplied": report.reapplied, "upToDate": not report.applied})
     else:
-        click.echo(f"applied: {', '.join(report.applied)}" if report.applied else "up to date")
+        echo(f"applied: {', '.join(report.applied)}" if report.applied else "up to date")
 
 
 def add_commands(group: click.Group) -> None:

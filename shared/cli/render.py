@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import click
-
 from shared.cli.pending import pending_lines
+from shared.cli.terminal import echo
 from shared.models import FINAL_STATUSES
 
 SKIPPED_PARTS = frozenset({"step-start", "step-finish", "snapshot"})  # OpenCode's bookkeeping: nothing to read
@@ -123,11 +122,11 @@ class LivePrinter:
 
     def _line(self, text: str) -> None:
         self._end_inline()
-        click.echo(text)
+        echo(text)
 
     def _end_inline(self) -> None:
         if self._inline is not None:
-            click.echo("")
+            echo("")
             self._inline = None
 
     def _part(self, role: str, part: dict[str, Any]) -> None:
@@ -143,13 +142,13 @@ class LivePrinter:
         if not text or text == shown:
             return
         if shown is not None and text.startswith(shown) and self._inline == part_id:
-            click.echo(indented(role, kind, text[len(shown) :]), nl=False)
+            echo(indented(role, kind, text[len(shown) :]), nl=False)
         elif shown is not None and text.startswith(shown) and self._inline is None and self._broken == part_id:
-            click.echo(" " * len(text_lead(role, kind)) + indented(role, kind, text[len(shown) :]), nl=False)
+            echo(" " * len(text_lead(role, kind)) + indented(role, kind, text[len(shown) :]), nl=False)
             self._inline = part_id
         else:
             self._end_inline()
-            click.echo(text_lead(role, kind, revised=shown is not None) + indented(role, kind, text), nl=False)
+            echo(text_lead(role, kind, revised=shown is not None) + indented(role, kind, text), nl=False)
             self._inline = part_id
         self._text[part_id] = text
         self._broken = None

@@ -6,6 +6,7 @@ import click
 
 from shared import answers
 from shared.cli.runtime import clients, emit_json, run
+from shared.cli.terminal import echo
 from shared.ids import parse_session_id
 
 
@@ -13,7 +14,7 @@ def _done(result: dict[str, object], as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:
-        click.echo(f"answered {result['requestId']} of {result['sessionId']}")
+        echo(f"answered {result['requestId']} of {result['sessionId']}")
 
 
 @click.command()

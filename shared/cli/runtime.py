@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
-import click
 from redis.asyncio import Redis
 
+from shared.cli.terminal import echo_exact
 from shared.config import Settings
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.servers import OpenCodeServers
@@ -58,4 +58,4 @@ def run(func: Callable[[], Awaitable[T]]) -> T:
 
 
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    echo_exact(json.dumps(value, indent=2, ensure_ascii=False, default=str))

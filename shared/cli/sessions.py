@@ -11,6 +11,7 @@ from shared.cli.arguments import read_stdin, read_value
 from shared.cli.pending import answered_lines
 from shared.cli.render import session_lines
 from shared.cli.runtime import clients, emit_json, run
+from shared.cli.terminal import echo
 from shared.cli.usage import usage_line
 from shared.config import Settings
 from shared.errors import InvalidInput
@@ -111,7 +112,7 @@ def enqueue(
     if as_json:
         emit_json(state)
     else:
-        click.echo(state["sessionId"])
+        echo(str(state["sessionId"]))
 
 
 @click.command()
@@ -131,7 +132,7 @@ def send(session_id: str, text: str, as_json: bool) -> None:
     if as_json:
         emit_json({"sessionId": session_id, "messageID": message_id})
     else:
-        click.echo(message_id)
+        echo(message_id)
 
 
 @click.command()
@@ -149,7 +150,7 @@ def cancel(session_id: str, as_json: bool) -> None:
     if as_json:
         emit_json({"sessionId": session_id, "cancel": result})
     else:
-        click.echo(f"cancel {result}: {session_id}")
+        echo(f"cancel {result}: {session_id}")
 
 
 @click.command()
@@ -172,11 +173,11 @@ def show(session_id: str, as_json: bool) -> None:
         emit_json(session)
         return
     for line in session_lines(session):
-        click.echo(line)
+        echo(line)
     for line in answered_lines(session.get("requests") or []):
-        click.echo(line)
+        echo(line)
     if Usage.from_json(session.get("usage")).steps:  # a session not yet run used nothing: no line
-        click.echo(usage_line(session.get("usage")))
+        echo(usage_line(session.get("usage")))
 
 
 def add_commands(group: click.Group) -> None:

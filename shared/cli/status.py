@@ -9,6 +9,7 @@ import click
 from redis.asyncio import Redis
 
 from shared.cli.runtime import clients, emit_json, run
+from shared.cli.terminal import echo
 from shared.config import ServerConfig, Settings
 from shared.errors import SessionLayerError
 from shared.models import STATUSES
@@ -90,16 +91,14 @@ def status(as_json: bool) -> None:
         emit_json(report)
         return
     queue, live, pollers = report["queue"], report["live"], report["pollers"]
-    click.echo(f"queue    {queue['total']} job(s): {queue['due']} due, {queue['leased']} leased")
+    echo(f"queue    {queue['total']} job(s): {queue['due']} due, {queue['leased']} leased")
     order = [s for s in STATUSES if s in live["byStatus"]] + sorted(set(live["byStatus"]) - set(STATUSES))
     statuses = ", ".join(f"{name} {live['byStatus'][name]}" for name in order)
-    click.echo(f"live     {live['total']} session(s)" + (f": {statuses}" if statuses else ""))
+    echo(f"live     {live['total']} session(s)" + (f": {statuses}" if statuses else ""))
     if live["byStatus"].get("waiting"):
-        click.echo(f"waiting  {live['byStatus']['waiting']} session(s) wait for a person (see show / watch)")
+        echo(f"waiting  {live['byStatus']['waiting']} session(s) wait for a person (see show / watch)")
     alive = [p for p in pollers if p["alive"]]
-    click.echo(
-        f"pollers  {len(alive)} alive" + (f", {len(pollers) - len(alive)} gone" if len(pollers) > len(alive) else "")
-    )
+    echo(f"pollers  {len(alive)} alive" + (f", {len(pollers) - len(alive)} gone" if len(pollers) > len(alive) else ""))
     gone_shown = 0
     for replica in pollers:
         if not replica["alive"]:
@@ -111,22 +110,22 @@ def status(as_json: bool) -> None:
         if replica["alive"]:
             where = f"{replica['host']} pid {replica['pid']}"
             up = f", up {age(report['now'] - replica['startedAt'])}" if replica["startedAt"] else ""
-            click.echo(
+            echo(
                 f"  {replica['replicaId']}  alive  {where}  heartbeat {age(replica['heartbeatAgeMs'])} ago{up}"
                 f"  {len(held)}{capacity} session(s)"
             )
             for session_id in held:
-                click.echo(f"      {session_id}")
+                echo(f"      {session_id}")
         else:
-            click.echo(f"  {replica['replicaId']}  gone   last heartbeat {age(replica['heartbeatAgeMs'])} ago")
+            echo(f"  {replica['replicaId']}  gone   last heartbeat {age(replica['heartbeatAgeMs'])} ago")
     if gone_shown > MAX_GONE_SHOWN:
-        click.echo(f"  … and {gone_shown - MAX_GONE_SHOWN} more gone (see --json)")
+        echo(f"  … and {gone_shown - MAX_GONE_SHOWN} more gone (see --json)")
     if len(report["servers"]) < 2:
         return  # one server (OPENCODE_URL alone): the report reads as it always did; --json has it
-    click.echo(f"servers  {len(report['servers'])}")
+    echo(f"servers  {len(report['servers'])}")
     for server in report["servers"]:
         health = f"up {server['version']}" if server["healthy"] else f"down: {server['error']}"
-        click.echo(f"  {server['name']}  {server['url']}  {health}  {server['sessions']} session(s)")
+        echo(f"  {server['name']}  {server['url']}  {health}  {server['sessions']} session(s)")
 
 
 def add_commands(group: click.Group) -> None:

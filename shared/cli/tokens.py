@@ -7,6 +7,7 @@ import time
 import click
 
 from shared.cli.runtime import emit_json
+from shared.cli.terminal import echo
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.tokens import Scope, expiry, mint_token, parse_ttl
@@ -41,7 +42,7 @@ def token(session_id: str | None, ticket_id: str | None, admin: bool, ttl: str, 
     if as_json:
         emit_json({"token": minted, "scope": scope.kind, "id": scope.id, "expiresAt": expiry(now, ttl_s) * 1000})
     else:
-        click.echo(minted)
+        echo(minted)
 
 
 def add_commands(group: click.Group) -> None:

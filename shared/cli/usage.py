@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from shared.cli.runtime import clients, emit_json, run
+from shared.cli.terminal import echo
 from shared.config import Settings
 from shared.errors import InvalidInput
 from shared.ids import TicketId, parse_ticket_id
@@ -88,7 +89,7 @@ def usage(
         ("cache write tokens", f"{u.cache_write:,}"),
         ("cost", f"{u.cost:.4f}"),
     ):
-        click.echo(f"{label:19}{value}")
+        echo(f"{label:19}{value}")
 
 
 def add_commands(group: click.Group) -> None:

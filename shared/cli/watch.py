@@ -22,6 +22,7 @@ import httpx
 from shared.backoff import Backoff
 from shared.cli.render import LivePrinter
 from shared.cli.stream import SessionView, StreamEvent, StreamGap, iter_events
+from shared.cli.terminal import echo, echo_exact
 from shared.config import Settings
 from shared.errors import (
     Forbidden,
@@ -110,7 +111,7 @@ class Follower:
                         return final
                     if self._renewed:
                         self._interrupt_output()
-                        click.echo("the token expired; resuming with a fresh one", err=True)
+                        echo("the token expired; resuming with a fresh one", err=True)
                         continue
                     reason = "the stream ended before the session did"
                 except httpx.TransportError as exc:
@@ -140,7 +141,7 @@ class Follower:
                 last_id = self._view.last_id
                 resume = f" after event {last_id}" if last_id else ""
                 self._interrupt_output()
-                click.echo(f"connection lost ({reason}); reconnecting{resume} in {delay:.1f}s", err=True)
+                echo(f"connection lost ({reason}); reconnecting{resume} in {delay:.1f}s", err=True)
                 time.sleep(delay)
 
     def _interrupt_output(self) -> None:
@@ -164,7 +165,7 @@ class Follower:
             if response.status_code != 200:
                 raise _http_error(response)
             if self._ever_opened and not self._opened:
-                click.echo("reconnected", err=True)
+                echo("reconnected", err=True)
             self._opened = self._ever_opened = True
             for event in iter_events(response):
                 self._progressed = True
@@ -188,7 +189,7 @@ class Follower:
         if event.name == "ping":
             return None
         if self._as_json:
-            click.echo(json.dumps({"event": event.name, "id": event.id, "data": event.data}, ensure_ascii=False))
+            echo_exact(json.dumps({"event": event.name, "id": event.id, "data": event.data}, ensure_ascii=False))
         if event.name == "error":
             message = event.data.get("error") if isinstance(event.data, dict) else event.data
             raise NotFound(f"the gateway ended the stream: {message}")

@@ -1,0 +1,45 @@
+"""Everything the CLI writes goes out here: text for people is shown, never obeyed, by the terminal.
+
+Session content comes from models, tools and users. An ESC sequence in it could set the window title, clear the
+screen, hide text or forge a hyperlink; a carriage return or backspace could overwrite what was printed; a bidi
+override could reorder a line ("Trojan source"). `visible` writes each such character as its escape (`\\x1b`,
+`\\u202e`) and leaves every other character as it is. Machine output (JSON) is written exactly: JSON already
+escapes U+0000-U+001F, and its consumers need the values byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+
+import click
+from structlog.typing import EventDict, WrappedLogger
+
+# C0 controls but tab and newline, DEL, C1 controls (U+009B is a one-byte CSI), the bidi embeddings, overrides
+# and isolates, and lone surrogates (not text: a terminal cannot show them, and writing one fails).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    """`text` with every character that controls a terminal replaced by its escape; tab and newline kept."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """Write text for people (stdout, or stderr with `err`), made `visible`."""
+    click.echo(visible(text), err=err, nl=nl)
+
+
+def echo_exact(text: str) -> None:
+    """Write machine output (a JSON document or line) to stdout exactly as given."""
+    click.echo(text)
+
+
+def visible_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """A structlog processor: the CLI's warnings on stderr may quote a server, so their text is made `visible`
+    too (the console renderer writes str values raw, and others with repr, which escapes them already)."""
+    return {key: visible(value) if isinstance(value, str) else value for key, value in event.items()}
