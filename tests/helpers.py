@@ -1,19 +1,25 @@
-"""Helpers the tests share: waiting on a condition with a deadline, and child processes on loopback."""
+"""Helpers the tests share: waiting on a condition with a deadline, child processes on loopback, a scripted
+SSE gateway."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 from shared.ids import SessionId
 from shared.store.live import read_record
@@ -178,3 +184,25 @@ async def waiting_entry(redis: Any, sid: str) -> dict[str, Any]:
 
     entry: dict[str, Any] = await wait_for(check, timeout=30, what="status waiting")
     return entry
+
+
+def sse_event(name: str, data: Any, event_id: int) -> bytes:
+    """One SSE event as the gateway frames it."""
+    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def two_connection_gateway(seen: list[str | None], first: list[bytes], second: list[bytes]) -> Starlette:
+    """A gateway whose stream sends `first` on the first connection, `second` on the next, then nothing; `seen`
+    gets each connection's Last-Event-ID."""
+
+    async def stream(request: Request) -> StreamingResponse:
+        seen.append(request.headers.get("last-event-id"))
+        frames = [first, second][min(len(seen), 2) - 1] if len(seen) <= 2 else []
+
+        async def body() -> AsyncIterator[bytes]:
+            for frame in frames:
+                yield frame
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/sessions/{sid}/stream", stream)])

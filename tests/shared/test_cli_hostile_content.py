@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from shared.clock import now_ms
@@ -23,7 +22,7 @@ from shared.models import dumps
 from shared.sessions import get_session
 from shared.store import archive, keys, requests
 from shared.store.live import LiveState
-from tests.helpers import run_cli, single_error_line
+from tests.helpers import run_cli, single_error_line, sse_event, two_connection_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -173,27 +172,6 @@ async def test_show_and_history_print_controls_as_escapes(env, redis, db):
     assert row.startswith(f"{SID}  ask ") and row.endswith(HISTORY_SHOWN)
 
 
-def frame(name: str, data: Any, event_id: int) -> bytes:
-    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode()
-
-
-def scripted_gateway(first: list[bytes], second: list[bytes]) -> Starlette:
-    """A gateway whose stream sends `first` on the first connection, `second` on every later one."""
-    served: list[int] = []
-
-    async def stream(request: Request) -> StreamingResponse:
-        frames = second if served else first
-        served.append(1)
-
-        async def body() -> Any:
-            for chunk in frames:
-                yield chunk
-
-        return StreamingResponse(body(), media_type="text/event-stream")
-
-    return Starlette(routes=[Route("/sessions/{sid}/stream", stream)])
-
-
 async def test_watch_prints_controls_as_escapes_on_stdout_and_stderr(env, redis, db, make_gateway):
     """The live session (waiting on its requests), then its end: stdout holds the escapes, and so does the
     reconnect message on stderr that quotes what the gateway sent (an append to a part named with controls)."""
@@ -203,10 +181,13 @@ async def test_watch_prints_controls_as_escapes_on_stdout_and_stderr(env, redis,
     await archive_it(redis, db, asked)
     final = await get_session(redis, db, SID)
     append = {"messageID": ASSISTANT, "partID": HOSTILE, "field": "text", "offset": 0, "length": 1, "delta": "x"}
-    gap = frame("update", {"seq": 6, "type": "update", "sessionId": SID, "appends": [append]}, 6)
-    first = [frame("snapshot", live, 5), gap]
-    with serve_in_thread(scripted_gateway(first, [frame("snapshot", live, 5), frame("complete", final, 7)])) as url:
+    gap = sse_event("update", {"seq": 6, "type": "update", "sessionId": SID, "appends": [append]}, 6)
+    first = [sse_event("snapshot", live, 5), gap]
+    second = [sse_event("snapshot", live, 5), sse_event("complete", final, 7)]
+    seen: list[str | None] = []
+    with serve_in_thread(two_connection_gateway(seen, first, second)) as url:
         watched = await run_cli(["watch", SID], env | {"GATEWAY_URL": url})
+    assert seen == [None, None]  # out of step: the watch starts over from a snapshot
     assert watched.returncode == 0, watched
     assert raw_controls(watched.stdout) == [] and raw_controls(watched.stderr) == []
     assert watched.stdout.splitlines() == [

@@ -10,15 +10,13 @@ from typing import Any
 import anyio
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import StreamingResponse
-from starlette.routing import Route
 
 from shared import commands
 from shared.config import Secret
 from shared.dev.processes import free_port
 from shared.dev.simulator.server import serve_in_thread
 from shared.tokens import Scope, mint_token
+from tests.helpers import sse_event, two_connection_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -156,10 +154,6 @@ async def test_watch_sends_the_token_and_explains_a_missing_one(redis, db, openc
 MID = "msg_00000000000000000000000001"
 
 
-def _event(name: str, data: dict[str, Any], event_id: int) -> bytes:
-    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode()
-
-
 def _scripted_gateway(seen: list[str | None]) -> Starlette:
     """First connection: snapshot (seq 2) and one update (seq 3), then the stream breaks off. The second must
     resume after event 3 and gets the rest; a third would be a bug."""
@@ -168,8 +162,8 @@ def _scripted_gateway(seen: list[str | None]) -> Starlette:
     part = {"id": "prt_1", "messageID": MID, "type": "text", "text": "hello"}
     first = [
         b"retry: 3000\n\n",
-        _event("snapshot", snapshot, 2),
-        _event(
+        sse_event("snapshot", snapshot, 2),
+        sse_event(
             "update",
             {"seq": 3, "type": "update", "state": {}, "messages": [{"id": MID, "role": "assistant"}], "parts": [part]}
             | {"removedMessages": [], "removedParts": []},
@@ -182,33 +176,16 @@ def _scripted_gateway(seen: list[str | None]) -> Starlette:
     final = snapshot | {"status": "completed", "seq": 4, "live": False}
     final["messages"] = [{"info": {"id": MID, "role": "assistant"}, "parts": [grown, tool]}]
     second = [
-        _event(
+        sse_event(
             "update",
             {"seq": 4, "type": "update", "state": {"status": "completed"}, "messages": [], "parts": [grown, tool]}
             | {"removedMessages": [], "removedParts": []},
             4,
         ),
-        _event("complete", final, 4),
+        sse_event("complete", final, 4),
     ]
 
-    return _two_connections(seen, first, second)
-
-
-def _two_connections(seen: list[str | None], first: list[bytes], second: list[bytes]) -> Starlette:
-    """A gateway whose stream sends `first` on the first connection, `second` on the next, then nothing; `seen`
-    gets each connection's Last-Event-ID."""
-
-    async def stream(request: Request) -> StreamingResponse:
-        seen.append(request.headers.get("last-event-id"))
-        frames = [first, second][min(len(seen), 2) - 1] if len(seen) <= 2 else []
-
-        async def body():
-            for frame in frames:
-                yield frame
-
-        return StreamingResponse(body(), media_type="text/event-stream")
-
-    return Starlette(routes=[Route("/sessions/{sid}/stream", stream)])
+    return two_connection_gateway(seen, first, second)
 
 
 async def test_watch_resumes_a_dropped_stream_with_last_event_id():
@@ -229,7 +206,7 @@ async def test_watch_resumes_a_dropped_stream_with_last_event_id():
 def _append(seq: int, offset: int, delta: str) -> bytes:
     append = {"messageID": MID, "partID": "prt_1", "field": "text", "offset": offset}
     append |= {"length": offset + len(delta), "delta": delta}
-    return _event("update", {"seq": seq, "type": "update", "sessionId": UNKNOWN_SESSION, "appends": [append]}, seq)
+    return sse_event("update", {"seq": seq, "type": "update", "sessionId": UNKNOWN_SESSION, "appends": [append]}, seq)
 
 
 def _gapped_gateway(seen: list[str | None]) -> Starlette:
@@ -243,15 +220,15 @@ def _gapped_gateway(seen: list[str | None]) -> Starlette:
         part = {"id": "prt_1", "messageID": MID, "type": "text", "text": text}
         return base | {"seq": seq, "messages": [{"info": info, "parts": [part]}]} | extra
 
-    first = [_event("snapshot", session(2, "hello"), 2), _append(3, 5, " world"), _append(4, 99, "garbled")]
+    first = [sse_event("snapshot", session(2, "hello"), 2), _append(3, 5, " world"), _append(4, 99, "garbled")]
     final = session(6, "hello world, and more", status="completed", live=False)
     second = [
-        _event("snapshot", session(5, "hello world, and"), 5),
+        sse_event("snapshot", session(5, "hello world, and"), 5),
         _append(6, 16, " more"),
-        _event("complete", final, 6),
+        sse_event("complete", final, 6),
     ]
 
-    return _two_connections(seen, first, second)
+    return two_connection_gateway(seen, first, second)
 
 
 async def test_watch_applies_appends_and_resyncs_by_snapshot_on_an_offset_it_does_not_hold():
