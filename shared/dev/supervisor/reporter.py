@@ -1,4 +1,8 @@
-"""Where `dev` talks: status lines on stderr, the children's output prefixed, JSON events on stdout."""
+"""Where `dev` talks: status lines on stderr, the children's output prefixed, JSON events on stdout.
+
+Status lines and the children's output (their logs may quote OpenCode or a session) are made visible as every
+line of the CLI is (shared.cli.terminal); the `export` lines and the JSON events are written exactly.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 import sys
 import threading
 from typing import IO, Any
+
+from shared.cli.terminal import visible
 
 
 class Reporter:
@@ -19,10 +25,10 @@ class Reporter:
         self._lock = threading.Lock()
 
     def status(self, text: str) -> None:
-        self._write(self._stderr, f"dev: {text}")
+        self._write(self._stderr, visible(f"dev: {text}"))
 
     def child_line(self, name: str, line: str) -> None:
-        self._write(self._stderr, f"[{name}] {line}")
+        self._write(self._stderr, visible(f"[{name}] {line}"))
 
     def out(self, text: str) -> None:
         self._write(self._stdout, text)
