@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from shared.cli.runtime import clients, emit_json, run
-from shared.cli.terminal import echo
+from shared.cli.terminal import echo, one_line
 from shared.cli.usage import cost_text, tokens_text
 from shared.config import Settings
 from shared.ids import parse_ticket_id
@@ -35,8 +35,7 @@ def _duration(session: dict[str, Any]) -> str:
 
 
 def _summary(session: dict[str, Any]) -> str:
-    text = session.get("error") or session.get("title") or ""
-    text = " ".join(str(text).split())
+    text = one_line(session.get("error") or session.get("title") or "")
     return text if len(text) <= TITLE_WIDTH else text[: TITLE_WIDTH - 1] + "…"
 
 

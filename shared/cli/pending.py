@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.cli.terminal import one_line
+
 
 def request_lines(session_id: str, entry: dict[str, Any]) -> list[str]:
     """`  waiting   permission per_…: bash echo hello` and the answering command under it."""
-    request_id = entry.get("id")
+    request_id = one_line(entry.get("id"))
     if entry.get("kind") == "permission":
         patterns = " ".join(str(p) for p in entry.get("patterns") or [])
         command = (entry.get("metadata") or {}).get("command") or patterns
-        lines = [f"  waiting   permission {request_id}: {entry.get('permission')} {command}".rstrip()]
+        lines = [
+            f"  waiting   permission {request_id}: {one_line(entry.get('permission'))} {one_line(command)}".rstrip()
+        ]
         lines.append(
             f"            answer: opencode-sessions reply {session_id} {request_id} --once|--always|--reject"
             " [--message TEXT]"
@@ -20,9 +24,9 @@ def request_lines(session_id: str, entry: dict[str, Any]) -> list[str]:
         return lines
     lines = [f"  waiting   question {request_id}:"]
     for number, question in enumerate(entry.get("questions") or [], 1):
-        labels = " | ".join(str(o.get("label")) for o in question.get("options") or [])
+        labels = " | ".join(one_line(o.get("label")) for o in question.get("options") or [])
         several = ", several allowed" if question.get("multiple") else ""
-        lines.append(f"            {number}. {question.get('question')} [{labels}{several}]")
+        lines.append(f"            {number}. {one_line(question.get('question'))} [{labels}{several}]")
     choices = " ".join("--choice LABEL" for _ in entry.get("questions") or [None])
     lines.append(f"            answer: opencode-sessions answer {session_id} {request_id} {choices} (or --reject)")
     return lines
@@ -49,7 +53,8 @@ def answered_lines(requests: list[dict[str, Any]]) -> list[str]:
         given = answer.get("reply") or ("reject" if answer.get("reject") else None)
         if given is None and "answers" in answer:
             given = "; ".join(",".join(str(label) for label in labels) for labels in answer["answers"])
-        by = f" by {entry['answeredBy']}" if entry.get("answeredBy") else ""
+        by = f" by {one_line(entry['answeredBy'])}" if entry.get("answeredBy") else ""
         outcome = entry.get("outcome") or "unanswered"
-        lines.append(f"  request   {entry.get('kind')} {entry.get('id')} ({asked}): {given or '-'}{by} [{outcome}]")
+        given = one_line(given or "-")
+        lines.append(f"  request   {entry.get('kind')} {entry.get('id')} ({one_line(asked)}): {given}{by} [{outcome}]")
     return lines

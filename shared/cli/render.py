@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from shared.cli.pending import pending_lines
-from shared.cli.terminal import echo
+from shared.cli.terminal import echo, one_line
 from shared.models import FINAL_STATUSES
 
 SKIPPED_PARTS = frozenset({"step-start", "step-finish", "snapshot"})  # OpenCode's bookkeeping: nothing to read
@@ -45,11 +45,11 @@ def part_line(role: str, part: dict[str, Any]) -> str | None:
     state = part.get("state") if isinstance(part.get("state"), dict) else {}
     assert isinstance(state, dict)
     status = str(state.get("status") or "?")
-    line = f"  {role:9} tool {part.get('tool')} [{status}]"
+    line = f"  {role:9} tool {one_line(part.get('tool'))} [{one_line(status)}]"
     if state.get("title"):
-        line += f" {state['title']}"
+        line += f" {one_line(state['title'])}"
     if status == "error" and state.get("error"):
-        line += f": {_one_line(state['error'])}"
+        line += f": {one_line(state['error'])}"
     return line
 
 
@@ -59,7 +59,7 @@ def message_error_line(role: str, info: dict[str, Any]) -> str | None:
 
 
 def session_error_line(session: dict[str, Any]) -> str | None:
-    return f"session error: {_one_line(session['error'])}" if session.get("error") else None
+    return f"session error: {one_line(session['error'])}" if session.get("error") else None
 
 
 def session_lines(session: dict[str, Any]) -> list[str]:
@@ -170,8 +170,4 @@ def _error_text(error: Any) -> str:
         text = data.get("message") or error.get("message") or error.get("name") or json.dumps(error)
     else:
         text = error
-    return _one_line(text)
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+    return one_line(text)

@@ -29,6 +29,12 @@ def visible(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
+def one_line(value: object) -> str:
+    """A field shown inside one line (a tool title, a question, a label): its line breaks and runs of whitespace
+    become one space, so content cannot start a line that looks like the CLI's own."""
+    return " ".join(str(value).split())
+
+
 def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
     """Write text for people (stdout, or stderr with `err`), made `visible`."""
     click.echo(visible(text), err=err, nl=nl)

@@ -115,7 +115,7 @@ def session_lines(status: str, where: str) -> list[str]:
         f"{SID}  {status}  ({where}, ask, ticket {TICKET_SHOWN})",
         f"  user      text: {SHOWN}",
         f"  assistant reasoning: {SHOWN}",
-        rf"  assistant tool bash\x1b[8m [error] {SHOWN}: {SHOWN_ONE_LINE}",
+        rf"  assistant tool bash\x1b[8m [error] {SHOWN_ONE_LINE}: {SHOWN_ONE_LINE}",  # a title stays on its line
         f"  assistant text: {SHOWN}",
         f"  assistant error: {SHOWN_ONE_LINE}",
     ]
@@ -123,11 +123,11 @@ def session_lines(status: str, where: str) -> list[str]:
 
 def pending_lines(permission: dict[str, Any], question: dict[str, Any]) -> list[str]:
     return [
-        f"  waiting   permission {permission['id']}: {SHOWN} {SHOWN}",
+        f"  waiting   permission {permission['id']}: {SHOWN_ONE_LINE} {SHOWN_ONE_LINE}",
         f"            answer: opencode-sessions reply {SID} {permission['id']} --once|--always|--reject"
         " [--message TEXT]",
         f"  waiting   question {question['id']}:",
-        f"            1. {SHOWN} [{SHOWN} | Blue]",
+        f"            1. {SHOWN_ONE_LINE} [{SHOWN_ONE_LINE} | Blue]",
         f"            answer: opencode-sessions answer {SID} {question['id']} --choice LABEL (or --reject)",
     ]
 
@@ -161,8 +161,8 @@ async def test_show_and_history_print_controls_as_escapes(env, redis, db):
     assert ended.stdout.splitlines() == [
         *session_lines("error", "archived"),
         f"session error: {SHOWN_ONE_LINE}",
-        f"  request   permission {permission['id']} ({SHOWN}): reject by {BY_SHOWN} [unanswered]",
-        f"  request   question {question['id']} (question): {SHOWN} by {BY_SHOWN} [unanswered]",
+        f"  request   permission {permission['id']} ({SHOWN_ONE_LINE}): reject by {BY_SHOWN} [unanswered]",
+        f"  request   question {question['id']} (question): {SHOWN_ONE_LINE} by {BY_SHOWN} [unanswered]",
         "usage: 1 steps, tokens 0 input / 0 output / 0 reasoning / 0 cache read / 0 cache write, cost 0.0000",
     ]
     listed = await run_cli(["history"], env)

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from shared.cli import terminal
-from shared.cli.terminal import visible, visible_fields
+from shared.cli.pending import answered_lines, request_lines
+from shared.cli.render import part_line
+from shared.cli.terminal import one_line, visible, visible_fields
 
 CLI_DIR = Path(terminal.__file__).parent
 # A write to the terminal that does not go through shared.cli.terminal.
@@ -104,3 +106,23 @@ def test_every_cli_module_writes_through_the_terminal_module() -> None:
     assert modules
     writes = {p.name: DIRECT_WRITE.findall(p.read_text(encoding="utf-8")) for p in modules}
     assert {name: found for name, found in writes.items() if found} == {}
+
+
+def test_fields_shown_inside_one_line_cannot_start_a_line_of_their_own() -> None:
+    """A tool title, a request's question, label or pattern with line breaks stays on its line."""
+    forged = "x\n  assistant tool bash [completed] fine\r\n\tstatus: ok"
+    tool = {"type": "tool", "tool": "bash", "state": {"status": "running", "title": forged}}
+    assert (
+        part_line("assistant", tool)
+        == "  assistant tool bash [running] x assistant tool bash [completed] fine status: ok"
+    )
+    question = {"question": forged, "options": [{"label": forged}, {"label": "Blue"}]}
+    entry = {"kind": "question", "id": "que_1", "questions": [question]}
+    permission = {"kind": "permission", "id": "per_1", "permission": "bash", "patterns": [forged]}
+    lines = request_lines("ses_1", entry) + request_lines("ses_1", permission)
+    assert len(lines) == 5 and not any("\n" in line or "\r" in line for line in lines)
+    assert lines[1] == f"            1. {one_line(forged)} [{one_line(forged)} | Blue]"
+    answered = answered_lines(
+        [{"kind": "question", "id": "que_1", "answer": {"answers": [[forged]]}, "answeredBy": forged}]
+    )
+    assert answered == [f"  request   question que_1 (question): {one_line(forged)} by {one_line(forged)} [unanswered]"]
