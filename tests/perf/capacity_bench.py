@@ -110,7 +110,8 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
 
 def scale(
     stack: Stack, events: str, replicas: int, per_replica: int, messages: int, change_ms: int, duration: float
-) -> None:
+) -> tuple[float, float, float]:
+    """Sessions held, Redis cores and Redis commands/s with `replicas` poller processes on one Redis."""
     sessions = replicas * per_replica
     anyio.run(seed, stack.redis_url, sessions)
     load_port = free_port()
@@ -128,8 +129,10 @@ def scale(
     load_args = ("--port", str(load_port), "--messages", str(messages), "--change-ms", str(change_ms))
     with ExitStack() as stack_of_children:
         stack_of_children.enter_context(child("tests.perf.load_opencode", *load_args, port=load_port))
-        for port in metrics_ports:
+        pollers = [
             stack_of_children.enter_context(child("poller", env={**env, "POLLER_METRICS_PORT": str(port)}, port=port))
+            for port in metrics_ports
+        ]
         deadline = time.monotonic() + 180
         while sum(scrape(p).get("poller_sessions_held{}", 0) for p in metrics_ports) < sessions:
             if time.monotonic() > deadline:
@@ -138,14 +141,33 @@ def scale(
         time.sleep(5)
         held = sum(scrape(p).get("poller_sessions_held{}", 0) for p in metrics_ports)
         commands, cpu = anyio.run(_commands, stack.redis_url), usage(stack.redis_pid).cpu_s
+        poller_cpu = sum(usage(p.pid).cpu_s for p in pollers)
         time.sleep(duration)
         commands = (anyio.run(_commands, stack.redis_url) - commands) / duration
         cores = (usage(stack.redis_pid).cpu_s - cpu) / duration
+        poller_cores = (sum(usage(p.pid).cpu_s for p in pollers) - poller_cpu) / duration
     per_1000 = 1000 / max(held, 1)
     print(
         f"P2 scaling, events {events}: {replicas} poller(s) x {per_replica} = {held:.0f} sessions held on one Redis: "
         f"Redis {cores:.3f} cores ({cores * per_1000:.3f} per 1,000 sessions), {commands:.0f} commands/s "
-        f"({commands * per_1000:.0f} per 1,000 sessions)"
+        f"({commands * per_1000:.0f} per 1,000 sessions); pollers {poller_cores:.2f} cores in all"
+    )
+    return held, cores, commands
+
+
+def extrapolate(events: str, runs: list[tuple[float, float, float]]) -> None:
+    """The slope of Redis CPU over sessions held (least squares through the runs), and what one core carries."""
+    if len(runs) < 2:
+        return
+    n = len(runs)
+    mean_x, mean_y = sum(r[0] for r in runs) / n, sum(r[1] for r in runs) / n
+    spread = sum((r[0] - mean_x) ** 2 for r in runs)
+    slope = sum((r[0] - mean_x) * (r[1] - mean_y) for r in runs) / spread if spread else 0.0
+    commands = sum(r[2] for r in runs) / max(sum(r[0] for r in runs), 1) * 1000
+    carried = f"{1 / slope:,.0f}" if slope > 0 else "unbounded"
+    print(
+        f"P2 scaling, events {events}: Redis CPU grows {slope * 1000:.3f} cores per 1,000 sessions "
+        f"({commands:.0f} commands/s per 1,000): one Redis core carries ~{carried} sessions (extrapolated)"
     )
 
 
@@ -170,8 +192,11 @@ def main() -> None:
     with servers() as stack:
         if args.scaling:
             for events in args.events.split(","):
-                for replicas in (int(c) for c in args.scaling.split(",")):
+                runs = [
                     scale(stack, events, replicas, args.per_replica, args.messages, args.change_ms, args.duration)
+                    for replicas in (int(c) for c in args.scaling.split(","))
+                ]
+                extrapolate(events, runs)
             return
         for events in args.events.split(","):
             for count in (int(c) for c in args.sessions.split(",")):
