@@ -28,7 +28,7 @@ import anyio
 from redis.asyncio import Redis
 
 from shared.dev.processes import free_port
-from tests.perf.common import Stack, child, scrape, servers
+from tests.perf.common import Stack, child, histogram_quantile, scrape, servers
 from tests.perf.poller_bench import seed
 from tests.perf.procstat import percentile, usage
 
@@ -86,7 +86,9 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         gaps(load_port)  # forget the warm-up
         cpu = {name: usage(pid).cpu_s for name, pid in (("poller", poller.pid), ("load", load.pid))}
         cpu["redis"] = usage(stack.redis_pid).cpu_s
+        metrics_before = scrape(metrics_port)
         latencies = anyio.run(listen, stack.redis_url, duration)
+        tick_lag_p99 = histogram_quantile(metrics_before, scrape(metrics_port), "poller_tick_lag_seconds", 0.99)
         fetch_gaps = gaps(load_port)
         cores = {
             name: (usage(pid).cpu_s - cpu[name]) / duration
@@ -102,7 +104,8 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         f"P2 events {events}, sessions={sessions} held={held:.0f}: change -> Redis p50 "
         f"{percentile(latencies, 50) if latencies else float('nan'):.1f} ms, p99 {change_p99:.1f} ms "
         f"({len(latencies)} changes); list fetch gap p50 {percentile(fetch_gaps, 50) if fetch_gaps else 0:.0f} ms, "
-        f"p99 {gap_p99:.0f} ms (cadence {CADENCE_MS[events]:.0f} ms); CPU poller {cores['poller']:.2f}, "
+        f"p99 {gap_p99:.0f} ms (cadence {CADENCE_MS[events]:.0f} ms); tick lag p99 <= {tick_lag_p99 * 1000:.0f} ms; "
+        f"CPU poller {cores['poller']:.2f}, "
         f"load OpenCode {cores['load']:.2f}, Redis {cores['redis']:.2f} cores — "
         f"{'held with fresh state' if met else 'NOT held'} (goal >= {SESSION_GOALS[events]:,} sessions)"
     )
