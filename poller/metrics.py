@@ -22,6 +22,12 @@ class Metrics:
         r = self.registry
         self.sessions_held = Gauge("poller_sessions_held", "Sessions this replica holds a lease on", registry=r)
         self.polls = Counter("poller_polls", "Message-list polls sent to OpenCode", SERVER, registry=r)
+        self.polls_unchanged = Counter(
+            "poller_polls_unchanged",
+            "Tail polls whose body was byte for byte the last one: neither decoded nor compared",
+            SERVER,
+            registry=r,
+        )
         self.poll_failures = Counter("poller_poll_failures", "Polls that failed and were retried", SERVER, registry=r)
         self.state_writes = Counter(
             "poller_state_writes", "Fenced state writes (one seq each)", [*SERVER, "path"], registry=r

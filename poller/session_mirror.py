@@ -35,6 +35,12 @@ class SessionMirror:
         self.messages: list[Any] = []
         self._polls_since_full = 0
         self._full_poll_due = True  # the first poll fetches the whole list
+        # the last tail poll's body digest and list, while nothing but polls has written the mirror since:
+        # a tail that comes back byte for byte the same then changes nothing and is neither decoded nor compared
+        self._tail_digest: bytes | None = None
+        self._last_tail: list[Any] = []
+        self._fetched: tuple[bytes, list[Any]] | None = None  # this poll's tail: kept once its write succeeded
+        self._unchanged = False
         self._frozen_parts: set[str] = set()
 
     @classmethod
@@ -69,18 +75,27 @@ class SessionMirror:
         opencode, sid = self._deps.opencode, self._lease.session_id
         self._deps.metrics.polls.labels(self._deps.server).inc()
         self._polls_since_full += 1
+        self._unchanged, self._fetched = False, None
         if not self._full_poll_due and self._polls_since_full < FULL_POLL_EVERY:
-            tail = await opencode.messages(sid, limit=TAIL_LIMIT)
+            tail, digest = await opencode.messages_if_changed(sid, limit=TAIL_LIMIT, digest=self._tail_digest)
+            if tail is None:
+                self._unchanged = True
+                self._deps.metrics.polls_unchanged.labels(self._deps.server).inc()
+                return self.messages, self._last_tail
             merged = merge_tail(self.messages, tail, TAIL_LIMIT)
             if merged is not None:
+                self._fetched = (digest, tail)
                 return merged, tail
         messages = await opencode.messages(sid)
         self._polls_since_full = 0
         self._full_poll_due = False
+        self._tail_digest = None
         return messages, None
 
     async def write_poll(self, messages: list[Any], tail: list[Any] | None) -> None:
         """Write what a fetch changed; `messages` becomes the list the session is decided on."""
+        if self._unchanged:
+            return  # the same tail as the last poll, and nothing else wrote the mirror since: nothing changed
         router = self._deps.router
         polled = tail if tail is not None else messages
         # what our deltas built of a still-streaming part is ahead of OpenCode's stored "": keep it
@@ -96,6 +111,8 @@ class SessionMirror:
             else:
                 self.mirror.update_tail(mirrored)
         self.messages = messages
+        if self._fetched is not None:  # written: the same tail next time changes nothing
+            self._tail_digest, self._last_tail = self._fetched
 
     async def write_events(self, events: list[Any], *, gap: bool) -> None:
         """The fast path: the same fenced write as a poll, so clients see one seq stream either way.
@@ -108,6 +125,7 @@ class SessionMirror:
         delta = apply_events(self.mirror, events, self._frozen_parts)
         if not delta:
             return
+        self._tail_digest = None  # the mirror moved on its own: the next poll compares it in full
         await self.writer.apply(self._lease, with_appends(self.mirror, delta), usage=self._usage_after(delta))
         self.mirror.apply(delta)
         self._deps.metrics.state_writes.labels(self._deps.server, "event").inc()

@@ -31,10 +31,16 @@ async def every(interval_s: float, on_lag: Callable[[float], None] | None = None
 
 
 class Cadence:
-    """The same drift-free schedule as `every`, for a loop that also wakes up for other reasons (events)."""
+    """The same drift-free schedule as `every`, for a loop that also wakes up for other reasons (events).
 
-    def __init__(self) -> None:
+    The first tick is due at once; `phase_s` shifts every later one. Sessions claimed in one batch would
+    otherwise tick in the same instant for as long as they live: the replica's work would come in bursts
+    (a batch of polls, then their answers at once), and whatever waits behind a burst is late.
+    """
+
+    def __init__(self, phase_s: float = 0.0) -> None:
         self.next_at = time.monotonic()
+        self._phase_s = phase_s
 
     def wait_s(self) -> float:
         return max(0.0, self.next_at - time.monotonic())
@@ -48,6 +54,7 @@ class Cadence:
     def advance(self, interval_s: float) -> None:
         """Schedule the next tick one interval on; ticks missed by a slow body are skipped, not bunched."""
         now = time.monotonic()
-        self.next_at = min(self.next_at + interval_s, now + interval_s)
+        self.next_at = min(self.next_at + interval_s + self._phase_s, now + interval_s + self._phase_s)
+        self._phase_s = 0.0
         if self.next_at <= now:
             self.next_at = now + interval_s - (now - self.next_at) % interval_s

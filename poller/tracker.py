@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -76,7 +77,7 @@ class SessionTracker:
         Every tick syncs the job (prompts, cancel). OpenCode's message list is fetched every tick while
         polling alone, and at the slower POLL_INTERVAL_EVENTS_MS while the event stream is healthy.
         """
-        cadence = Cadence()
+        cadence = Cadence(phase_s=random.uniform(0, self._deps.poll_interval_s))  # spread, not in step
         last_poll = -float("inf")
         last_event_write = -float("inf")
         while True:

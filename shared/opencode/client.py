@@ -13,6 +13,7 @@ the poller's CPU in the P2 profile. Every failure leaves this module as one of t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -146,6 +147,19 @@ class OpenCodeClient:
         path = f"/session/{_seg(session_id)}/message"
         return cast(list[Message], await self._call("GET", path, query=query, shape=_is_messages))
 
+    async def messages_if_changed(
+        self, session_id: str, *, limit: int, digest: bytes | None
+    ) -> tuple[list[Message] | None, bytes]:
+        """The newest `limit` messages and their body's digest; None instead of the messages when the body is
+        byte for byte the one `digest` was taken of. Most polls find nothing new: this one costs no decoding."""
+        path = f"/session/{_seg(session_id)}/message"
+        what = f"GET {path}"
+        raw = await self._send("GET", path, what, query={"limit": str(limit)}, body=None, scoped=True)
+        fresh = hashlib.blake2b(raw, digest_size=16).digest()
+        if fresh == digest:
+            return None, fresh
+        return cast(list[Message], _decode(raw, _is_messages, what)), fresh
+
     async def prompt_async(
         self,
         session_id: str,
@@ -237,8 +251,14 @@ class OpenCodeClient:
         scoped: bool = True,
     ) -> Any:
         """Send one request and return its JSON body (None when empty); the one place errors are translated."""
-        params = {**self._scope, **(query or {})} if scoped else query
         what = f"{method} {path}"
+        return _decode(await self._send(method, path, what, query=query, body=body, scoped=scoped), shape, what)
+
+    async def _send(
+        self, method: str, path: str, what: str, *, query: dict[str, str] | None, body: Any, scoped: bool
+    ) -> bytes:
+        """One request's raw body; outages and HTTP errors raised as ours."""
+        params = {**self._scope, **(query or {})} if scoped else query
         http = self._session()
         try:
             async with http.request(method, self.base_url + path, params=params, json=body) as resp:
@@ -252,22 +272,7 @@ class OpenCodeClient:
             raise Unavailable(f"OpenCode at {self.base_url} unavailable: {what}: {_describe(exc)}") from exc
         if status >= 400:
             raise _status_error(status, raw, what)
-        if not raw:
-            value = None
-        else:
-            try:
-                value = loads(raw)
-            except ValueError as exc:
-                raise OpenCodeError(
-                    f"malformed response from OpenCode: {what}: not JSON ({_preview(raw)})", status_code=None
-                ) from exc
-        if not shape(value):
-            raise OpenCodeError(
-                f"malformed response from OpenCode: {what}: unexpected shape ({_preview(raw)})",
-                detail=value,
-                status_code=None,
-            )
-        return value
+        return raw
 
 
 def loads(raw: bytes) -> Any:
@@ -323,3 +328,23 @@ def _status_error(status: int, raw: bytes, what: str) -> NotFound | OpenCodeErro
         return NotFound(message, detail=body)
     label = f"{status} {name}" if isinstance(name, str) else str(status)
     return OpenCodeError(f"OpenCode answered {what} with {label}: {message}", detail=body, status_code=status)
+
+
+def _decode(raw: bytes, shape: Shape, what: str) -> Any:
+    """A response body as JSON of the expected shape (None when empty); anything else is OpenCodeError."""
+    if not raw:
+        value = None
+    else:
+        try:
+            value = loads(raw)
+        except ValueError as exc:
+            raise OpenCodeError(
+                f"malformed response from OpenCode: {what}: not JSON ({_preview(raw)})", status_code=None
+            ) from exc
+    if not shape(value):
+        raise OpenCodeError(
+            f"malformed response from OpenCode: {what}: unexpected shape ({_preview(raw)})",
+            detail=value,
+            status_code=None,
+        )
+    return value

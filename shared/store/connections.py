@@ -82,6 +82,8 @@ def store_errors(store: str) -> Iterator[None]:
         raise Unavailable(f"{store} is unreachable: {_first_line(exc)}") from exc
     except redis.exceptions.BusyLoadingError as exc:
         raise Unavailable(f"{store} is loading its data: {_first_line(exc)}") from exc
+    except redis.exceptions.ReadOnlyError as exc:  # a replica, e.g. while a failover promotes another
+        raise Unavailable(f"{store} is read-only: {_first_line(exc)}") from exc
     except psycopg.errors.ProgramLimitExceeded:
         raise  # one statement past a limit (a jsonb value over 255 MB): this write's own failure, not an outage
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:

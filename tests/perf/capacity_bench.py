@@ -28,7 +28,7 @@ import anyio
 from redis.asyncio import Redis
 
 from shared.dev.processes import free_port
-from tests.perf.common import Stack, child, scrape, servers
+from tests.perf.common import Stack, child, histogram_quantile, scrape, servers
 from tests.perf.poller_bench import seed
 from tests.perf.procstat import percentile, usage
 
@@ -86,7 +86,9 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         gaps(load_port)  # forget the warm-up
         cpu = {name: usage(pid).cpu_s for name, pid in (("poller", poller.pid), ("load", load.pid))}
         cpu["redis"] = usage(stack.redis_pid).cpu_s
+        metrics_before = scrape(metrics_port)
         latencies = anyio.run(listen, stack.redis_url, duration)
+        tick_lag_p99 = histogram_quantile(metrics_before, scrape(metrics_port), "poller_tick_lag_seconds", 0.99)
         fetch_gaps = gaps(load_port)
         cores = {
             name: (usage(pid).cpu_s - cpu[name]) / duration
@@ -102,7 +104,8 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         f"P2 events {events}, sessions={sessions} held={held:.0f}: change -> Redis p50 "
         f"{percentile(latencies, 50) if latencies else float('nan'):.1f} ms, p99 {change_p99:.1f} ms "
         f"({len(latencies)} changes); list fetch gap p50 {percentile(fetch_gaps, 50) if fetch_gaps else 0:.0f} ms, "
-        f"p99 {gap_p99:.0f} ms (cadence {CADENCE_MS[events]:.0f} ms); CPU poller {cores['poller']:.2f}, "
+        f"p99 {gap_p99:.0f} ms (cadence {CADENCE_MS[events]:.0f} ms); tick lag p99 <= {tick_lag_p99 * 1000:.0f} ms; "
+        f"CPU poller {cores['poller']:.2f}, "
         f"load OpenCode {cores['load']:.2f}, Redis {cores['redis']:.2f} cores — "
         f"{'held with fresh state' if met else 'NOT held'} (goal >= {SESSION_GOALS[events]:,} sessions)"
     )
@@ -110,7 +113,8 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
 
 def scale(
     stack: Stack, events: str, replicas: int, per_replica: int, messages: int, change_ms: int, duration: float
-) -> None:
+) -> tuple[float, float, float]:
+    """Sessions held, Redis cores and Redis commands/s with `replicas` poller processes on one Redis."""
     sessions = replicas * per_replica
     anyio.run(seed, stack.redis_url, sessions)
     load_port = free_port()
@@ -128,8 +132,10 @@ def scale(
     load_args = ("--port", str(load_port), "--messages", str(messages), "--change-ms", str(change_ms))
     with ExitStack() as stack_of_children:
         stack_of_children.enter_context(child("tests.perf.load_opencode", *load_args, port=load_port))
-        for port in metrics_ports:
+        pollers = [
             stack_of_children.enter_context(child("poller", env={**env, "POLLER_METRICS_PORT": str(port)}, port=port))
+            for port in metrics_ports
+        ]
         deadline = time.monotonic() + 180
         while sum(scrape(p).get("poller_sessions_held{}", 0) for p in metrics_ports) < sessions:
             if time.monotonic() > deadline:
@@ -138,14 +144,32 @@ def scale(
         time.sleep(5)
         held = sum(scrape(p).get("poller_sessions_held{}", 0) for p in metrics_ports)
         commands, cpu = anyio.run(_commands, stack.redis_url), usage(stack.redis_pid).cpu_s
+        poller_cpu = sum(usage(p.pid).cpu_s for p in pollers)
         time.sleep(duration)
         commands = (anyio.run(_commands, stack.redis_url) - commands) / duration
         cores = (usage(stack.redis_pid).cpu_s - cpu) / duration
+        poller_cores = (sum(usage(p.pid).cpu_s for p in pollers) - poller_cpu) / duration
     per_1000 = 1000 / max(held, 1)
     print(
         f"P2 scaling, events {events}: {replicas} poller(s) x {per_replica} = {held:.0f} sessions held on one Redis: "
         f"Redis {cores:.3f} cores ({cores * per_1000:.3f} per 1,000 sessions), {commands:.0f} commands/s "
-        f"({commands * per_1000:.0f} per 1,000 sessions)"
+        f"({commands * per_1000:.0f} per 1,000 sessions); pollers {poller_cores:.2f} cores in all"
+    )
+    return held, cores, commands
+
+
+def extrapolate(events: str, runs: list[tuple[float, float, float]]) -> None:
+    """What one Redis core carries, from the dearest run per session (a run whose pollers were CPU-bound sends
+    less per session than a real deployment would, so the cheapest run would flatter Redis)."""
+    measured = [(held, cores, commands) for held, cores, commands in runs if held > 0]
+    if not measured:
+        return
+    cores_per_1000 = max(cores / held * 1000 for held, cores, _ in measured)
+    commands_per_1000 = max(commands / held * 1000 for held, _, commands in measured)
+    carried = f"~{1000 / cores_per_1000:,.0f}" if cores_per_1000 > 0 else "more than measurable"
+    print(
+        f"P2 scaling, events {events}: at most {cores_per_1000:.3f} Redis cores and {commands_per_1000:.0f} "
+        f"commands/s per 1,000 sessions: one Redis core carries {carried} sessions (extrapolated, linear)"
     )
 
 
@@ -170,8 +194,11 @@ def main() -> None:
     with servers() as stack:
         if args.scaling:
             for events in args.events.split(","):
-                for replicas in (int(c) for c in args.scaling.split(",")):
+                runs = [
                     scale(stack, events, replicas, args.per_replica, args.messages, args.change_ms, args.duration)
+                    for replicas in (int(c) for c in args.scaling.split(","))
+                ]
+                extrapolate(events, runs)
             return
         for events in args.events.split(","):
             for count in (int(c) for c in args.sessions.split(",")):

@@ -86,3 +86,15 @@ def test_cadence_after_a_postponed_tick_counts_from_now(clock: Clock) -> None:
     cadence.next_at = 100.0  # far behind the clock: never a burst of catch-up ticks
     cadence.advance(0.5)
     assert cadence.next_at == pytest.approx(103.5)  # the next grid point ahead, once
+
+
+def test_a_phase_shifts_every_tick_after_the_first(clock: Clock) -> None:
+    """Trackers claimed together start at once, then tick on their own grids: never all in the same instant."""
+    shifted, plain = Cadence(phase_s=0.2), Cadence()
+    assert shifted.due() and plain.due()  # the first tick (the first poll after a claim) is never delayed
+    shifted.advance(0.5)
+    plain.advance(0.5)
+    assert (shifted.next_at, plain.next_at) == (pytest.approx(100.7), pytest.approx(100.5))
+    clock.now = 100.7
+    shifted.advance(0.5)
+    assert shifted.next_at == pytest.approx(101.2)  # shifted once, then the plain interval: a grid of its own

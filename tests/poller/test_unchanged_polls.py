@@ -1,0 +1,99 @@
+"""A tail poll whose body is byte for byte the last one is neither decoded nor compared — and a tail whose
+write failed is not taken as already written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg_pool
+import pytest
+from redis.asyncio import Redis
+
+from poller.archive import Archive
+from poller.deps import TrackerDeps
+from poller.job_board import JobBoard
+from poller.metrics import Metrics
+from poller.session_mirror import SessionMirror
+from poller.status_board import StatusBoard
+from shared import commands
+from shared.errors import Unavailable
+from shared.ids import new_message_id
+from shared.opencode.client import OpenCodeClient
+from shared.store.live import read_record
+from shared.store.lua import Scripts
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def idle(opencode: OpenCodeClient, sid: str, count: int) -> None:
+    async def done() -> bool:
+        messages = await opencode.messages(sid)
+        return (
+            len(messages) == count
+            and "completed" in messages[-1]["info"]["time"]
+            and sid not in await opencode.status()
+        )
+
+    await wait_for(done, timeout=20, what=f"{count} messages, the run ended")
+
+
+async def test_the_same_tail_twice_is_not_decoded(opencode: OpenCodeClient, redis: Redis, db: Any) -> None:
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt=None)
+    sid = state["sessionId"]
+    await opencode.prompt_async(sid, message_id=new_message_id(), text="hello")
+    await idle(opencode, sid, 2)
+    first, digest = await opencode.messages_if_changed(sid, limit=4, digest=None)
+    assert first == await opencode.messages(sid, limit=4)
+    assert await opencode.messages_if_changed(sid, limit=4, digest=digest) == (None, digest)
+    await opencode.prompt_async(sid, message_id=new_message_id(), text="again")
+    await idle(opencode, sid, 4)
+    changed, new_digest = await opencode.messages_if_changed(sid, limit=4, digest=digest)
+    assert changed is not None and len(changed) == 4 and new_digest != digest
+
+
+async def test_a_tail_whose_write_failed_is_written_by_the_next_identical_poll(
+    opencode: OpenCodeClient, redis: Redis, db: Any, schema: str
+) -> None:
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt=None)
+    sid = state["sessionId"]
+    scripts = Scripts(redis)
+    [lease] = [lease for lease in await scripts.claim("replica-test", 60_000, 100) if lease.session_id == sid]
+    metrics = Metrics()
+    deps = TrackerDeps(
+        redis=redis,
+        scripts=scripts,
+        opencode=opencode,
+        archive=Archive(psycopg_pool.AsyncConnectionPool(schema, open=False)),  # not used by the mirror
+        board=StatusBoard(opencode, 1.0),
+        jobs=JobBoard(redis),
+        poll_interval_s=0.5,
+        retry_deadline_s=10.0,
+        metrics=metrics,
+    )
+    mirror = await SessionMirror.load(deps, lease)
+    await mirror.write_poll(*await mirror.fetch())  # the first poll: the whole (empty) list
+    await opencode.prompt_async(sid, message_id=new_message_id(), text="hello")
+    await idle(opencode, sid, 2)
+
+    messages, tail = await mirror.fetch()  # a tail poll with the answer in it
+    assert tail is not None and len(tail) == 2
+    await redis.execute_command("REPLICAOF", "127.0.0.1", "1")  # Redis refuses writes (READONLY), as in a failover
+    try:
+        with pytest.raises(Unavailable, match="read-only"):
+            await mirror.write_poll(messages, tail)
+    finally:
+        await redis.execute_command("REPLICAOF", "NO", "ONE")
+    record = await read_record(redis, sid)
+    assert record is not None and record.messages() == []  # nothing of the answer was written
+
+    await mirror.write_poll(*await mirror.fetch())  # the same bytes again: compared and written this time
+    record = await read_record(redis, sid)
+    assert record is not None and record.messages() == await opencode.messages(sid)
+    unchanged = {"server": "default"}
+    assert metrics.registry.get_sample_value("poller_polls_unchanged_total", unchanged) is None
+
+    writes = mirror.writer.writes
+    await mirror.write_poll(*await mirror.fetch())  # now they are known: neither decoded nor written
+    assert mirror.writer.writes == writes
+    assert metrics.registry.get_sample_value("poller_polls_unchanged_total", unchanged) == 1
