@@ -2,9 +2,11 @@
 
 A failure is anything a tracker raises that is not an outage (Redis, PostgreSQL or OpenCode unreachable,
 which is retried as long as it lasts) and not a lost lease. Each one is counted in the job's Redis hash
-(`failures`, `lastFailure`), where every replica sees it: the tracker that raised gives its lease back, and
-the next claim, here or elsewhere, tries again. At SESSION_MAX_FAILURES attempts, or at the first failure
-once a cancel is asked, the session ends in `error` (`cancelled`) with a message naming the cause.
+(`failures`, `lastFailure`, `lastFailureAt`), where every replica sees it: the tracker that raised gives its
+lease back, and the next claim, here or elsewhere, tries again. At SESSION_MAX_FAILURES attempts, or at the
+first failure once a cancel is asked, the session ends in `error` (`cancelled`) with a message naming the cause.
+Failures add up only while each follows the last within FAILURE_WINDOW_MS: a step that keeps failing does so
+claim after claim, seconds apart; a chat that lives for days must not end over five unrelated slips.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import structlog
 from poller.closeout import STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S, archive_final, finish_live
 from poller.deps import TrackerDeps
 from shared.backoff import Backoff
+from shared.clock import now_ms
 from shared.errors import LeaseLost, SessionLayerError, Unavailable
 from shared.models import as_text
 from shared.store import keys
@@ -26,6 +29,7 @@ from shared.store.live import read_record
 log = structlog.get_logger(__name__)
 
 MAX_CAUSE_CHARS = 500
+FAILURE_WINDOW_MS = 3_600_000  # a failure this long after the last one counts from 1 again
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -50,11 +54,14 @@ def describe(exc: BaseException) -> str:
 
 
 async def _job_fields(deps: TrackerDeps, lease: Lease) -> tuple[int, str, bool, str]:
-    """failures, lastFailure, cancel asked, promptsRev."""
-    fields = ["failures", "lastFailure", "cancel", "promptsRev"]
+    """failures (0 once the last is older than the window), lastFailure, cancel asked, promptsRev."""
+    fields = ["failures", "lastFailure", "lastFailureAt", "cancel", "promptsRev"]
     with store_errors("Redis"):
-        failures, cause, cancel, rev = await deps.redis.hmget(keys.job(lease.session_id), fields)
-    return int(failures or 0), as_text(cause or b""), cancel == b"1", as_text(rev or b"0")
+        failures, cause, failed_at, cancel, rev = await deps.redis.hmget(keys.job(lease.session_id), fields)
+    count = int(failures or 0)
+    if failed_at is not None and now_ms() - int(failed_at) > FAILURE_WINDOW_MS:
+        count = 0
+    return count, as_text(cause or b""), cancel == b"1", as_text(rev or b"0")
 
 
 async def _abort(deps: TrackerDeps, lease: Lease) -> None:
@@ -119,7 +126,7 @@ async def run_bounded(deps: TrackerDeps, lease: Lease, run: Callable[[], Awaitab
             raise
         cause = describe(exc)
         with store_errors("Redis"):  # counted before the (slower) traceback is logged
-            failures = await deps.scripts.count_failure(lease, cause)
+            failures = await deps.scripts.count_failure(lease, cause, now_ms=now_ms(), window_ms=FAILURE_WINDOW_MS)
         log.error("session_step_failed", cause=cause, failures=failures, exc_info=exc)
         if failures < 0:
             return False

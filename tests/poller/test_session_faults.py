@@ -7,7 +7,9 @@ import json
 import httpx
 import pytest
 
+from poller.failures import FAILURE_WINDOW_MS
 from shared import commands
+from shared.clock import now_ms
 from shared.config import ServerConfig
 from shared.opencode.servers import OpenCodeServers
 from shared.sessions import get_session
@@ -106,6 +108,21 @@ async def test_cancel_ends_a_session_whose_step_keeps_failing(make_worker, redis
     status, _, error = await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive")
     assert status == "cancelled"
     assert "JSONDecodeError" in error
+
+
+async def test_failures_long_past_do_not_count_against_a_session(make_worker, redis, db, opencode):
+    """Four failures two hours ago and a cancel now: the cancel ends the session as asked, not a give-up."""
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="SLOW answer")
+    sid = state["sessionId"]
+    long_ago = now_ms() - 2 * FAILURE_WINDOW_MS
+    await redis.hset(
+        keys.job(sid), mapping={"failures": 4, "lastFailure": "KeyError: 'old'", "lastFailureAt": long_ago}
+    )
+    assert await commands.cancel(redis, db, sid) == "requested"
+    await make_worker(session_max_failures=5)
+    status, _, error = await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive")
+    assert status == "cancelled"
+    assert "gave up" not in (error or "")
 
 
 async def test_an_archive_postgresql_keeps_refusing_ends_the_session_with_the_rows_own_messages(

@@ -189,10 +189,12 @@ class Scripts:
         sid = lease.session_id
         return int(await self._pop_prompt(keys=[keys.lease(sid), keys.prompts(sid)], args=[lease.token, head]))
 
-    async def count_failure(self, lease: Lease, cause: str) -> int:
-        """The session's failed attempts so far, this one included; -1 lease lost (nothing counted)."""
+    async def count_failure(self, lease: Lease, cause: str, *, now_ms: int, window_ms: int) -> int:
+        """The session's failed attempts so far, this one included (a failure more than `window_ms` after the
+        last one counts from 1 again); -1 lease lost (nothing counted)."""
         sid = lease.session_id
-        return int(await self._count_failure(keys=[keys.lease(sid), keys.job(sid)], args=[lease.token, cause]))
+        args: list[str | int] = [lease.token, cause, now_ms, window_ms]
+        return int(await self._count_failure(keys=[keys.lease(sid), keys.job(sid)], args=args))
 
     async def answer(self, session_id: SessionId, request_id: str, answer: str) -> int:
         """1 stored for the owner; 0 the session has no live job; -1 the request already has an answer."""
