@@ -29,9 +29,8 @@ INBOX_LIMIT = 10_000
 class Inbox:
     """A tracker's mailbox: its session's events, and requests to poll now."""
 
-    def __init__(self, limit: int = INBOX_LIMIT, *, wakeable: bool = True) -> None:
+    def __init__(self, limit: int = INBOX_LIMIT) -> None:
         self._limit = limit
-        self._wakeable = wakeable  # False with OPENCODE_EVENTS=off: nothing but the tracker itself writes here
         self.events: list[Any] = []
         self.poll_now = False
         self.gap = False  # deltas were lost (the stream dropped, or this inbox overflowed): their texts stop growing
@@ -70,9 +69,6 @@ class Inbox:
 
     async def wait(self, timeout_s: float) -> None:
         if self.events or self.poll_now:
-            return
-        if not self._wakeable:
-            await anyio.sleep(timeout_s)  # cheaper than an event and a cancel scope, every tick of every session
             return
         # a loop timer sets the event instead of a cancel scope timing the wait out: no cancellation is thrown
         # through the tracker each tick (a third of its idle cost), and an early wake cancels the timer

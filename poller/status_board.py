@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shared.opencode.client import OpenCodeClient
@@ -16,11 +17,23 @@ class StatusBoard:
         self._max_age_s = max_age_s
         self._statuses: dict[str, Any] = {}
         self.fetched_at: float | None = None
+        self._waiting: dict[str, Callable[[], None]] = {}  # session id -> what to call after the next refresh
 
     async def refresh(self) -> None:
         started = time.monotonic()
         self._statuses = dict(await self._opencode.status())
         self.fetched_at = started
+        waiting, self._waiting = self._waiting, {}
+        for wake in waiting.values():
+            wake()
+
+    def wake_after_refresh(self, session_id: str, wake: Callable[[], None]) -> None:
+        """Call `wake` once the next fetch is in: a tracker whose messages say the run ended, while the board
+        (fetched before it did) still says busy, decides then rather than a whole tick of its own later."""
+        self._waiting[session_id] = wake
+
+    def forget(self, session_id: str) -> None:
+        self._waiting.pop(session_id, None)
 
     def busy(self, session_id: str, since: float) -> bool | None:
         """Whether OpenCode runs the session, from a fetch started after `since`; None when no such fetch."""

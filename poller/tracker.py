@@ -35,7 +35,7 @@ class SessionTracker:
         self._lease = lease
         self._job = Job(deps, lease, lease_valid)
         self._mirror: SessionMirror | None = None  # loaded from Redis when the tracker starts
-        self._inbox = Inbox(wakeable=deps.router is not None)
+        self._inbox = Inbox()
         self._opencode_backoff = Backoff(deps.poll_interval_s, 10 * deps.poll_interval_s, deps.retry_deadline_s)
         self._store_backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
         self._retry_at = 0.0
@@ -67,6 +67,7 @@ class SessionTracker:
                 self._deps.metrics.lease_lost.labels(self._deps.server).inc()
                 log.info("lease_lost", reason="; ".join(str(exc) for exc in group.exceptions))
             finally:
+                self._deps.board.forget(sid)
                 if router is not None:
                     router.detach(sid)
         return False
@@ -206,6 +207,8 @@ class SessionTracker:
         busy = False if self._job.idle_since(self._inbox.idle_at) else self._job.busy()
         if busy is None or busy:
             self._idle_since = None
+            if run_finished(messages, False):  # the run looks ended; the board was fetched before it did
+                self._deps.board.wake_after_refresh(self._lease.session_id, self._inbox.request_poll)
             return False
         if self._idle_since is None:
             self._idle_since = time.monotonic()
