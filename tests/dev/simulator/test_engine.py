@@ -12,10 +12,19 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import TaskGroup
 
 from shared.dev.simulator.engine import Run, SimMessage, SimSession, Simulation
 
 pytestmark = pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the ordering below is asyncio's
+
+
+def start(sim: Simulation, tg: TaskGroup) -> SimSession:
+    """A session of `sim` whose run (its script) starts in `tg`."""
+    sim.task_group = tg
+    sess = sim.create_session(title="t", directory=None)
+    sim.prompt(sess, message_id=None, parts=[], agent="build", model={"providerID": "p", "modelID": "m"})
+    return sess
 
 
 async def test_no_write_after_an_abort_in_the_same_turn(anyio_backend: str) -> None:
@@ -32,9 +41,7 @@ async def test_no_write_after_an_abort_in_the_same_turn(anyio_backend: str) -> N
 
     sim = Simulation(speed=1.0, directory="/tmp", retry_delays=(), script=script)
     async with anyio.create_task_group() as tg:
-        sim.task_group = tg
-        sess = sim.create_session(title="t", directory=None)
-        sim.prompt(sess, message_id=None, parts=[], agent="build", model={"providerID": "p", "modelID": "m"})
+        sess = start(sim, tg)
         await sleeping.wait()
         time.sleep(0.1)  # noqa: ASYNC251 - blocks the loop on purpose: the sleep's timer is due when it turns
         await anyio.lowlevel.checkpoint()  # queued before the due timer: the next turn runs this step first,
@@ -58,9 +65,7 @@ async def test_no_write_after_an_abort_rejects_the_request_the_run_waits_on(anyi
 
     sim = Simulation(speed=1.0, directory="/tmp", retry_delays=(), script=script)
     async with anyio.create_task_group() as tg:
-        sim.task_group = tg
-        sess = sim.create_session(title="t", directory=None)
-        sim.prompt(sess, message_id=None, parts=[], agent="build", model={"providerID": "p", "modelID": "m"})
+        sess = start(sim, tg)
         await asking.wait()
         sim.abort(sess.id)
     assert writes == [] and not sim.asks.pending
