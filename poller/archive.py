@@ -77,6 +77,11 @@ class Archive:
             async with self._pool.connection() as conn:
                 await requests.record_outcome(conn, request_id, outcome, now_ms())
 
+    async def record_gone(self, request_ids: Sequence[str]) -> None:
+        with store_errors("PostgreSQL"):
+            async with self._pool.connection() as conn:
+                await requests.record_gone(conn, request_ids)
+
     async def answer(
         self, redis: Redis, session_id: SessionId, entry: Mapping[str, Any], body: Mapping[str, Any], by: str
     ) -> None:

@@ -35,6 +35,7 @@ class PendingRequests:
         self._by_id: dict[str, dict[str, Any]] = {e["id"]: e for e in known if isinstance(e, dict) and "id" in e}
         self._last_event_at = 0.0  # monotonic: a board fetch older than this is not the truth any more
         self.changed = False
+        self.departed: set[str] = set()  # ids OpenCode stopped waiting on, until the tracker has recorded them
 
     def __bool__(self) -> bool:
         return bool(self._by_id)
@@ -68,6 +69,7 @@ class PendingRequests:
             known = self._by_id.get(request["id"])
             fresh[request["id"]] = entry(request["kind"], request, known["askedAt"] if known else now)
         if fresh != self._by_id:
+            self.departed |= self._by_id.keys() - fresh.keys()
             self._by_id = fresh
             self.changed = True
 
@@ -75,4 +77,5 @@ class PendingRequests:
         """It waits no more (answered): a board fetched before now must not bring it back."""
         self._last_event_at = time.monotonic()
         if self._by_id.pop(request_id, None) is not None:
+            self.departed.add(request_id)
             self.changed = True

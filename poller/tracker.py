@@ -192,6 +192,10 @@ class SessionTracker:
                 await deps.archive.record_asked(sid, fresh)
                 self._recorded |= {e["id"] for e in fresh}
             await self._job.answers.step(tg, deps.requests, self._pending, deps.archive)
+            if self._pending.departed:  # OpenCode stopped waiting: `gone`, unless we hold an answer for it
+                departed = set(self._pending.departed)
+                await deps.archive.record_gone(sorted(departed))
+                self._pending.departed -= departed
             if deps.pending_timeout_s is not None:
 
                 async def submit(entry: dict[str, Any], body: dict[str, Any]) -> None:
@@ -223,6 +227,12 @@ class SessionTracker:
 
     async def _end(self, mirror: SessionMirror, status: str, error: str | None) -> bool:
         """Archive and finish; False when new prompts arrived meanwhile (the session goes on)."""
+        unsettled = self._pending.departed | {entry["id"] for entry in self._pending.as_list()}
+        if self._deps.requests is not None and unsettled:  # the run ended without our answer to these
+            try:
+                await self._deps.archive.record_gone(sorted(unsettled))
+            except Unavailable as exc:  # only the outcome's label is lost (shown as unanswered); the archive goes on
+                log.warning("requests_gone_unrecorded", error=exc.message)
         archived = await close_out(
             self._deps,
             self._lease,

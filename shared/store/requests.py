@@ -7,7 +7,7 @@ waiting without ours: answered elsewhere, or the run was aborted).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +39,13 @@ RETURNING {COLUMNS}
 _RECORD_OUTCOME = """
 UPDATE opencode_session_requests SET outcome = %s, delivered_at = CASE WHEN %s = 'answered' THEN %s END
 WHERE id = %s AND outcome IS NULL
+"""
+
+# OpenCode stopped waiting without an answer of ours (answered elsewhere, or the run was aborted); a request we
+# hold an answer for is settled by its delivery instead
+_RECORD_GONE = """
+UPDATE opencode_session_requests SET outcome = 'gone'
+WHERE id = ANY(%s) AND outcome IS NULL AND answer IS NULL
 """
 
 # Answers recorded but not yet taken by OpenCode: what a session re-queued from the archive must carry again.
@@ -120,6 +127,12 @@ async def record_answer(
 async def record_outcome(db: PgConnection, request_id: str, outcome: str, now_ms: int) -> None:
     with store_errors("PostgreSQL"):
         await db.execute(_RECORD_OUTCOME, (outcome, outcome, to_timestamp(now_ms), request_id))
+
+
+async def record_gone(db: PgConnection, request_ids: Sequence[str]) -> None:
+    """The requests OpenCode no longer waits on that nobody answered through us."""
+    with store_errors("PostgreSQL"):
+        await db.execute(_RECORD_GONE, (list(request_ids),))
 
 
 async def fetch(db: PgConnection, request_id: str) -> RequestRow | None:

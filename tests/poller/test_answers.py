@@ -146,3 +146,32 @@ async def test_an_answer_recorded_before_redis_lost_the_job_still_reaches_openco
     assert (await sim_stats(simulator_url))["replies"][entry["id"]] == 1
     [row] = await requests.of_session(db, sid)
     assert (row.answered_by, row.outcome) == ("carol", "answered")
+
+
+async def test_a_request_answered_in_opencode_itself_ends_gone_not_unanswered(make_worker, redis, db, opencode) -> None:
+    """Someone answered in OpenCode's own UI: the run goes on, and the archive says the request went without ours."""
+    await make_worker()
+    sid = await start(redis, db, opencode, "TOOL run")
+    entry = await waiting_entry(redis, sid)
+    assert await opencode.reply_permission(entry["id"], "once") is True
+    assert await wait_for(lambda: archived(db, sid), timeout=20) == "completed"
+    [row] = await requests.of_session(db, sid)
+    assert (row.id, row.answer, row.answered_by, row.delivered_at, row.outcome) == (
+        entry["id"],
+        None,
+        None,
+        None,
+        "gone",
+    )
+    with pytest.raises(Conflict):
+        await answers.reply(redis, db, sid, entry["id"], "once")
+
+
+async def test_a_request_whose_run_was_cancelled_ends_gone(make_worker, redis, db, opencode) -> None:
+    await make_worker()
+    sid = await start(redis, db, opencode, "QUESTION pick")
+    entry = await waiting_entry(redis, sid)
+    assert await commands.cancel(redis, db, sid) == "requested"
+    assert await wait_for(lambda: archived(db, sid), timeout=20) == "cancelled"
+    [row] = await requests.of_session(db, sid)
+    assert (row.id, row.answer, row.outcome) == (entry["id"], None, "gone")
