@@ -183,7 +183,9 @@ def k8s_env(container: dict[str, Any]) -> dict[str, str]:
         ref = item["valueFrom"]
         if "secretKeyRef" in ref:
             key = ref["secretKeyRef"]
-            env[item["name"]] = k8s_one("Secret", key["name"])["stringData"][key["key"]]
+            values = k8s_one("Secret", key["name"])["stringData"]
+            if key["key"] in values or not key.get("optional"):  # Kubernetes leaves an optional one unset
+                env[item["name"]] = values[key["key"]]
         elif "configMapKeyRef" in ref:
             key = ref["configMapKeyRef"]
             env[item["name"]] = k8s_one("ConfigMap", key["name"])["data"][key["key"]]

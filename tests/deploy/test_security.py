@@ -92,3 +92,23 @@ def test_every_gateway_limit_is_in_the_config_map_compose_and_the_readme():
     defaults = Settings.from_env({})
     configured = Settings.from_env({k: v for k, v in config_map["data"].items() if k in GATEWAY_LIMITS})
     assert replace(configured, replica_id=defaults.replica_id) == defaults, "the ConfigMap's values are the defaults"
+
+
+def test_rotating_the_gateway_secret_needs_only_a_key_in_the_secret():
+    """The gateway reads the rotated-out secret from an optional key: absent (as shipped) it is unset."""
+    refs = {
+        item["name"]: item["valueFrom"]["secretKeyRef"]
+        for _, container in app_containers()
+        for item in container.get("env", [])
+        if "secretKeyRef" in item.get("valueFrom", {})
+    }
+    previous = refs["GATEWAY_AUTH_SECRET_PREVIOUS"]
+    assert previous == {
+        "name": refs["GATEWAY_AUTH_SECRET"]["name"],
+        "key": "gateway-auth-secret-previous",
+        "optional": True,
+    }
+    (secret,) = k8s("Secret")
+    assert previous["key"] not in secret["stringData"]
+    gateway = [c for _, c in app_containers() if any(i["name"] == "GATEWAY_AUTH_SECRET" for i in c.get("env", []))]
+    assert gateway and all("GATEWAY_AUTH_SECRET_PREVIOUS" not in k8s_env(c) for c in gateway)
