@@ -133,23 +133,9 @@ class LiveState:
         )
 
     def summary(self) -> dict[str, Any]:
-        """The session as the live list shows it (no messages)."""
-        return {
-            "sessionId": self.session_id,
-            "ticketId": self.ticket_id,
-            "sessionType": self.session_type,
-            "status": self.status,
-            "title": self.title,
-            "error": self.error,
-            "startedAt": self.started_at,
-            "updatedAt": self.updated_at,
-            "seq": self.seq,
-            "live": True,
-            "usage": self.usage.to_json(),
-            "server": self.server or DEFAULT_SERVER,
-            "directory": self.directory,
-            "pending": self.pending,
-        }
+        """The session as the live list shows it: `to_session` without messages, tool calls and metadata (one
+        list of fields, in the same order)."""
+        return {k: v for k, v in self.to_session([]).items() if k not in _DETAIL_FIELDS}
 
     def to_session(self, messages: list[Any]) -> dict[str, Any]:
         """The session object clients see (gateway, SSE snapshot, CLI), with its messages."""
@@ -172,6 +158,9 @@ class LiveState:
             "directory": self.directory,
             "pending": self.pending,
         }
+
+
+_DETAIL_FIELDS = frozenset({"messages", "currentToolCalls", "metadata"})  # in a session, not in a list row
 
 
 def encode_change(
