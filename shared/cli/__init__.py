@@ -17,7 +17,7 @@ import psycopg
 import structlog
 
 from shared.cli.arguments import checked
-from shared.cli.terminal import echo, visible_fields
+from shared.cli.terminal import echo, one_line, visible_fields
 from shared.errors import (
     Conflict,
     Forbidden,
@@ -54,8 +54,7 @@ def fail(exc: SessionLayerError) -> NoReturn:
 
 
 def _error(message: str, code: int) -> NoReturn:
-    message = " ".join(message.split())  # one line, whatever the cause said
-    echo(f"error: {message}", err=True)
+    echo(f"error: {one_line(message)}", err=True)  # one line, whatever the cause said
     sys.exit(code)
 
 

@@ -22,7 +22,7 @@ import httpx
 from shared.backoff import Backoff
 from shared.cli.render import LivePrinter
 from shared.cli.stream import SessionView, StreamEvent, StreamGap, iter_events
-from shared.cli.terminal import echo, echo_exact
+from shared.cli.terminal import echo, echo_exact, one_line
 from shared.config import Settings
 from shared.errors import (
     Forbidden,
@@ -62,7 +62,7 @@ def _http_error(response: httpx.Response) -> SessionLayerError:
         message = str(body.get("error")) if isinstance(body, dict) and body.get("error") else response.text
     except ValueError:
         message = response.text
-    message = " ".join(message.split())[:300] or response.reason_phrase
+    message = one_line(message)[:300] or response.reason_phrase
     status = response.status_code
     if status == 400:
         return InvalidInput(message)
@@ -115,7 +115,7 @@ class Follower:
                         continue
                     reason = "the stream ended before the session did"
                 except httpx.TransportError as exc:
-                    reason = " ".join(f"{type(exc).__name__}: {exc}".rstrip(": ").split())  # one line
+                    reason = one_line(f"{type(exc).__name__}: {exc}".rstrip(": "))
                     if not self._ever_opened:
                         raise Unavailable(f"the gateway at {self._base} is unreachable: {reason}") from exc
                 except Unavailable as exc:  # the gateway answered 5xx (its Redis or PostgreSQL is down)
