@@ -54,7 +54,7 @@ class Cadence:
     def advance(self, interval_s: float) -> None:
         """Schedule the next tick one interval on; ticks missed by a slow body are skipped, not bunched."""
         now = time.monotonic()
-        self.next_at = min(self.next_at + interval_s + self._phase_s, now + interval_s + self._phase_s)
+        self.next_at = min(self.next_at + interval_s, now + interval_s) + self._phase_s
         self._phase_s = 0.0
         if self.next_at <= now:
             self.next_at = now + interval_s - (now - self.next_at) % interval_s
