@@ -1,8 +1,9 @@
-"""`OpenCodeClient`: the few OpenCode server calls this project makes, on aiohttp.
+"""`OpenCodeClient`: the few OpenCode server calls this project makes, on aiohttp and a lean GET client.
 
-aiohttp rather than httpx because the poller sends ~4,000 requests a second: on this machine httpx costs
-0.54-1.6 ms of CPU per request, aiohttp 0.08-0.15 ms. orjson decodes the message lists: json.loads was 11 % of
-the poller's CPU in the P2 profile. Every failure leaves this module as one of the
+Not httpx, because the poller sends ~4,000 requests a second: on this machine httpx costs 0.54-1.6 ms of CPU per
+request, aiohttp 0.07-0.15 ms, and the GETs that make up the poller's ticks go through `KeepAliveGets` at ~0.025 ms
+(`shared.opencode.keepalive`). orjson decodes the message lists: json.loads was 11 % of the poller's CPU in the
+P2 profile. Every failure leaves this module as one of the
 `shared.errors` classes, translated in `_call` alone:
 
     connection refused, reset, timeout        -> Unavailable
@@ -18,12 +19,14 @@ import json
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
+import httptools
 import orjson
 
 from shared.errors import NotFound, OpenCodeError, Unavailable
+from shared.opencode.keepalive import KeepAliveGets
 from shared.opencode.types import Message, Session, SessionStatus
 
 Shape = Callable[[Any], bool]
@@ -94,6 +97,7 @@ class OpenCodeClient:
         self._max_connections = max_connections
         self._scope: dict[str, str] = {"directory": directory} if directory else {}
         self._http: aiohttp.ClientSession | None = None
+        self._gets: KeepAliveGets | None = None
         self._closed = False
 
     async def __aenter__(self) -> OpenCodeClient:
@@ -110,6 +114,9 @@ class OpenCodeClient:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._gets is not None:
+            gets, self._gets = self._gets, None
+            await gets.aclose()
         if self._http is not None:
             http, self._http = self._http, None
             await http.close()
@@ -232,6 +239,15 @@ class OpenCodeClient:
             raise Unavailable(f"OpenCode at {self.base_url} unavailable: {what}: {_describe(exc)}") from exc
         raise Unavailable(f"OpenCode at {self.base_url} closed {what}")
 
+    def _keepalive(self) -> KeepAliveGets:
+        if self._closed:
+            raise RuntimeError("OpenCodeClient is closed")
+        if self._gets is None:
+            self._gets = KeepAliveGets(
+                self.base_url, headers=self._headers, max_connections=self._max_connections, timeout_s=self._timeout_s
+            )
+        return self._gets
+
     def _session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("OpenCodeClient is closed")
@@ -257,18 +273,22 @@ class OpenCodeClient:
     async def _send(
         self, method: str, path: str, what: str, *, query: dict[str, str] | None, body: Any, scoped: bool
     ) -> bytes:
-        """One request's raw body; outages and HTTP errors raised as ours."""
+        """One request's raw body; outages and HTTP errors raised as ours. GETs (the poller's per-tick calls) go
+        through the lean keep-alive client, the rest through aiohttp."""
         params = {**self._scope, **(query or {})} if scoped else query
-        http = self._session()
         try:
-            async with http.request(method, self.base_url + path, params=params, json=body) as resp:
-                status = resp.status
-                raw = await resp.read()
+            if method == "GET" and body is None:
+                target = f"{path}?{urlencode(params, quote_via=quote)}" if params else path
+                status, raw = await self._keepalive().get(target)
+            else:
+                async with self._session().request(method, self.base_url + path, params=params, json=body) as resp:
+                    status = resp.status
+                    raw = await resp.read()
         except TimeoutError as exc:  # aiohttp's timeouts subclass it
             raise Unavailable(
                 f"OpenCode at {self.base_url} unavailable: {what} timed out after {self._timeout_s:g} s"
             ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, httptools.HttpParserError) as exc:
             raise Unavailable(f"OpenCode at {self.base_url} unavailable: {what}: {_describe(exc)}") from exc
         if status >= 400:
             raise _status_error(status, raw, what)

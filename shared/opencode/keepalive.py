@@ -1,0 +1,170 @@
+"""`KeepAliveGets`: plain HTTP/1.1 GETs over pooled keep-alive connections, parsed by httptools.
+
+The poller's hot path is one GET per session per tick (the message tail, the status map, the request lists):
+thousands a second from one process. aiohttp's request path costs ~74 µs of CPU per GET on this machine kind;
+a protocol that writes one prebuilt request and feeds the reply to httptools (llhttp, the parser uvicorn uses)
+costs ~24 µs (`python -m tests.perf.http_client_bench`). It does only what those GETs need: no request body,
+no redirects, no cookies, no compression. Everything else stays on aiohttp (`OpenCodeClient`).
+
+Failures are raised as `OSError` (refused, reset, closed mid-reply), `TimeoutError` (the whole call past
+`timeout_s`) or `httptools.HttpParserError` (a reply that is not HTTP); the caller translates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from urllib.parse import urlsplit
+
+import httptools
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: at most one request in flight, its reply handed to `waiter` whole."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
+        self.received = False  # a byte of the current reply arrived: a failure now is not a stale connection
+        self._parser = httptools.HttpResponseParser(self)
+        self._body: list[bytes] = []
+        self._headers_done = False
+        self._framed = False  # Content-Length or chunked: the reply ends by itself, not at the connection's close
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._headers_done and not self._framed and self.waiter is not None:
+            self.on_message_complete()  # a reply delimited by the connection's close
+            return
+        self._fail(exc or ConnectionResetError("the server closed the connection"))
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        body, self._body = b"".join(self._body), []
+        status = self._parser.get_status_code()
+        keep_alive = self._parser.should_keep_alive() and not self.closed
+        self._headers_done = self._framed = False
+        if waiter is not None and not waiter.done():
+            waiter.set_result((status, body, keep_alive))
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter, self.waiter = self.waiter, None
+        self._body = []
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+
+class KeepAliveGets:
+    """GETs to one server, over at most `max_connections` keep-alive connections; `get` returns (status, body)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        max_connections: int = 100,
+        timeout_s: float = 10.0,
+    ) -> None:
+        url = urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        self._host = url.hostname
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._ssl = ssl.create_default_context() if url.scheme == "https" else None
+        self._base_path = url.path.rstrip("/")
+        host_header = url.netloc.rpartition("@")[2]
+        lines = [f"Host: {host_header}", "Accept: application/json", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+        self._head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._timeout_s = timeout_s
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: list[_Connection] = []
+        self._closed = False
+
+    async def get(self, target: str) -> tuple[int, bytes]:
+        """GET `target` (a path with its query, already encoded); a reused connection the server had closed
+        is retried once on a new one, since nothing of the request was answered."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        request = b"GET " + (self._base_path + target).encode("ascii") + b" HTTP/1.1\r\n" + self._head
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        async with self._slots:
+            while self._idle:
+                connection = self._idle.pop()
+                if connection.closed:
+                    continue
+                try:
+                    return await self._exchange(connection, request, deadline)
+                except OSError:
+                    if connection.received:
+                        raise
+            return await self._exchange(await self._connect(deadline), request, deadline)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    async def _connect(self, deadline: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        opening = loop.create_connection(
+            _Connection, self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None
+        )
+        _, connection = await asyncio.wait_for(opening, max(deadline - loop.time(), 0.0))
+        return connection
+
+    async def _exchange(self, connection: _Connection, request: bytes, deadline: float) -> tuple[int, bytes]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[tuple[int, bytes, bool]] = loop.create_future()
+        connection.waiter, connection.received = waiter, False
+        assert connection.transport is not None
+        connection.transport.write(request)
+        timer = loop.call_at(deadline, _expire, waiter)
+        try:
+            status, body, keep_alive = await waiter
+        except BaseException:
+            connection.close()  # timed out, cancelled or failed mid-reply: the connection's state is unknown
+            raise
+        finally:
+            timer.cancel()
+        if keep_alive and not self._closed:
+            self._idle.append(connection)
+        else:
+            connection.close()
+        return status, body
+
+
+def _expire(waiter: asyncio.Future[tuple[int, bytes, bool]]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())

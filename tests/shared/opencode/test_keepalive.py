@@ -1,0 +1,189 @@
+"""KeepAliveGets against a scripted TCP server that answers byte for byte: reuse, framing, and every way a
+connection can end badly (stale, cut mid-reply, silent, cancelled, garbage)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import httptools
+import pytest
+
+from shared.opencode.keepalive import KeepAliveGets
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.anyio
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]"
+
+Reply = Callable[[int, bytes], bytes | None]  # (request number on this connection, request head) -> bytes to send
+
+
+@dataclass
+class Scripted:
+    """A loopback server: `reply` decides what each request gets (None: say nothing); `close_after` closes a
+    connection once it has answered that many requests."""
+
+    reply: Reply
+    close_after: int | None = None
+    connections: int = 0
+    open_now: int = 0
+    most_open: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    eofs: int = 0
+    url: str = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        try:
+            count = 0
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    self.eofs += 1
+                    return
+                self.requests.append(head)
+                answer = self.reply(count, head)
+                count += 1
+                if answer is None:
+                    await reader.read()  # silent until the client gives up and closes
+                    self.eofs += 1
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if self.close_after is not None and count >= self.close_after:
+                    return
+        finally:
+            self.open_now -= 1
+            writer.close()
+
+
+LISTENERS: list[asyncio.Server] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_listeners() -> AsyncIterator[None]:
+    yield
+    while LISTENERS:
+        LISTENERS.pop().close()
+
+
+async def started(scripted: Scripted) -> Scripted:
+    listener = await asyncio.start_server(scripted.handle, "127.0.0.1", 0)
+    LISTENERS.append(listener)
+    scripted.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    return scripted
+
+
+async def test_requests_share_one_connection_and_carry_the_headers() -> None:
+    server = await started(Scripted(lambda n, head: OK))
+    gets = KeepAliveGets(server.url + "/base/", headers={"Authorization": "Basic dTpw"})
+    for _ in range(3):
+        assert await gets.get("/session/ses_1/message?limit=2") == (200, b"[]")
+    await gets.aclose()
+    assert server.connections == 1
+    head = server.requests[0].decode()
+    assert head.startswith("GET /base/session/ses_1/message?limit=2 HTTP/1.1\r\n")
+    assert f"Host: {server.url.removeprefix('http://')}\r\n" in head
+    assert "Authorization: Basic dTpw\r\n" in head and "Accept: application/json\r\n" in head
+
+
+async def test_chunked_and_close_delimited_bodies_arrive_whole() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n"
+    server = await started(Scripted(lambda n, head: chunked))
+    gets = KeepAliveGets(server.url)
+    assert await gets.get("/a") == (200, b"[1,2]")
+    assert await gets.get("/a") == (200, b"[1,2]")
+    assert server.connections == 1
+    await gets.aclose()
+
+    unframed = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b'"x"' * 10_000
+    server = await started(Scripted(lambda n, head: unframed, close_after=1))
+    gets = KeepAliveGets(server.url)
+    assert await gets.get("/b") == (200, b'"x"' * 10_000)
+    assert await gets.get("/b") == (200, b'"x"' * 10_000)
+    assert server.connections == 2  # a reply that ends with its connection is not followed on it
+    await gets.aclose()
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced_once() -> None:
+    server = await started(Scripted(lambda n, head: OK, close_after=1))  # keep-alive promised, then closed
+    gets = KeepAliveGets(server.url)
+    assert await gets.get("/a") == (200, b"[]")
+    await asyncio.sleep(0)  # whether or not the close is seen before the next request, the GET succeeds
+    assert await gets.get("/a") == (200, b"[]")
+    assert server.connections == 2 and len(server.requests) == 2
+    await gets.aclose()
+
+
+async def test_a_reply_cut_midway_fails_and_is_not_retried() -> None:
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[1,2"
+    server = await started(Scripted(lambda n, head: cut, close_after=1))
+    gets = KeepAliveGets(server.url)
+    with pytest.raises(OSError):
+        await gets.get("/a")
+    assert len(server.requests) == 1
+    await gets.aclose()
+
+
+async def test_garbage_is_a_parser_error() -> None:
+    server = await started(Scripted(lambda n, head: b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
+    gets = KeepAliveGets(server.url)
+    with pytest.raises(httptools.HttpParserError):
+        await gets.get("/a")
+    await gets.aclose()
+
+
+async def test_a_silent_server_times_out_and_the_connection_is_dropped() -> None:
+    server = await started(Scripted(lambda n, head: None))
+    gets = KeepAliveGets(server.url, timeout_s=0.2)
+    with pytest.raises(TimeoutError):
+        await gets.get("/a")
+    await wait_for(lambda: settled(server.eofs == 1))
+    await gets.aclose()
+
+
+async def test_a_cancelled_get_drops_its_connection() -> None:
+    server = await started(Scripted(lambda n, head: None if len(server.requests) == 1 else OK))
+    gets = KeepAliveGets(server.url)
+    task = asyncio.ensure_future(gets.get("/a"))
+    await wait_for(lambda: settled(len(server.requests) == 1))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_for(lambda: settled(server.eofs == 1))
+    assert await gets.get("/a") == (200, b"[]")
+    assert server.connections == 2  # the half-answered connection was not reused
+    await gets.aclose()
+
+
+async def test_connections_are_capped() -> None:
+    release = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        await Scripted.handle(server, reader, writer)
+
+    server = Scripted(lambda n, head: OK)
+    listener = await asyncio.start_server(slow, "127.0.0.1", 0)
+    LISTENERS.append(listener)
+    gets = KeepAliveGets(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}", max_connections=2)
+    tasks = [asyncio.ensure_future(gets.get("/a")) for _ in range(6)]
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await asyncio.gather(*tasks) == [(200, b"[]")] * 6
+    assert server.connections == 2 and server.most_open == 2
+    await gets.aclose()
+
+
+async def test_only_http_urls_are_taken() -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        KeepAliveGets("ftp://example.com")
+
+
+async def settled(value: bool) -> bool:
+    return value
