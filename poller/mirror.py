@@ -106,6 +106,24 @@ class Delta:
         )
 
 
+def share_unchanged(previous: Sequence[Any], messages: list[Any]) -> list[Any]:
+    """`messages` with each one equal to its namesake in `previous` replaced by that older object.
+
+    A poll's parsed list lives until the next one, long enough for the collector's young generation to walk
+    it and promote it: at 2,000 sessions, full polls alone kept ~120,000 new objects a second alive, and the
+    young collections this caused stalled the event loop 30-400 ms every second or two (P2 polling only,
+    fetch gap p99 830 ms; with the collector off, 506 ms). Kept as the old objects, the parsed copies of
+    unchanged messages die at once, by reference count, and only what changed survives.
+    """
+    if not previous:
+        return messages
+    older = {message["info"]["id"]: message for message in previous}
+    return [
+        before if (before := older.get(message["info"]["id"])) is not None and before == message else message
+        for message in messages
+    ]
+
+
 def merge_tail(previous: Sequence[Any], tail: Sequence[Any], limit: int) -> list[Any] | None:
     """The whole list from the last one and a `?limit=` poll of the newest messages; None when they do not
     overlap (more new messages than the tail holds): then only a full poll will do."""

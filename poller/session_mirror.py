@@ -9,7 +9,7 @@ import structlog
 
 from poller.deps import TrackerDeps
 from poller.event_apply import apply_events, keep_streamed_texts, streaming_keys
-from poller.mirror import Delta, Mirror, diff, merge_tail, with_appends
+from poller.mirror import Delta, Mirror, diff, merge_tail, share_unchanged, with_appends
 from poller.writer import StateWriter
 from shared.errors import LeaseLost
 from shared.store.lease import Lease
@@ -82,11 +82,12 @@ class SessionMirror:
                 self._unchanged = True
                 self._deps.metrics.polls_unchanged.labels(self._deps.server).inc()
                 return self.messages, self._last_tail
+            tail = share_unchanged(self.messages[-2 * TAIL_LIMIT :], tail)
             merged = merge_tail(self.messages, tail, TAIL_LIMIT)
             if merged is not None:
                 self._fetched = (digest, tail)
                 return merged, tail
-        messages = await opencode.messages(sid)
+        messages = share_unchanged(self.messages, await opencode.messages(sid))
         self._polls_since_full = 0
         self._full_poll_due = False
         self._tail_digest = None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import copy
 
-from poller.mirror import Mirror, diff, merge_tail, tool_calls_of
+from poller.mirror import Mirror, diff, merge_tail, share_unchanged, tool_calls_of
 
 
 def message(mid: str, role: str = "assistant", parts: list | None = None, **info) -> dict:
@@ -74,3 +74,15 @@ def test_a_tail_poll_keeps_the_older_tool_calls_and_the_event_path_agrees():
     mirror.update_tail([message("msg_2", parts=[newer])])
     assert mirror.tool_calls == [older, newer]
     assert tool_calls_of(mirror.parts) == [older, newer]
+
+
+def test_a_poll_keeps_the_older_object_of_every_unchanged_message():
+    before = [message("msg_1", "user"), message("msg_2", parts=[tool("prt_1", "msg_2", "running")]), message("msg_3")]
+    fetched = copy.deepcopy(before)
+    fetched[1]["parts"][0]["state"]["status"] = "completed"
+    fetched.append(message("msg_4"))
+    shared = share_unchanged(before, fetched)
+    assert shared == fetched  # the same content, in the same order
+    assert [m is b for m, b in zip(shared, before, strict=False)] == [True, False, True]  # what stays is the old
+    assert shared[1] is fetched[1] and shared[3] is fetched[3]  # what changed or is new is the fetched one
+    assert share_unchanged([], fetched) is fetched
