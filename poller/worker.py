@@ -203,7 +203,12 @@ class Worker:
     async def _run_tracker(self, held: Held, deps: TrackerDeps) -> None:
         tracker = SessionTracker(deps, held.lease, lambda: time.monotonic() < held.valid_until)
         held.tracker = tracker
-        await self._bounded(held, deps, tracker.run)
+        try:
+            await self._bounded(held, deps, tracker.run)
+        finally:
+            # the tracker's lease check refers to `held`: left in place, the two would form a cycle that only a
+            # full collection frees, and the poller's collector thresholds make those rare (poller/main.py)
+            held.tracker = None
 
     async def _bounded(self, held: Held, deps: TrackerDeps, run: Callable[[], Awaitable[bool]]) -> None:
         """`run` under the bounded failure rule; the lease handed back when it did not end the session."""

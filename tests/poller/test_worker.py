@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import anyio
@@ -52,6 +53,26 @@ async def test_tool_session_is_mirrored_then_archived_byte_for_byte(make_worker,
     sample = worker.metrics.registry.get_sample_value
     assert sample("poller_sessions_archived_total", {"server": "default", "status": "completed"}) == 1
     assert sample("poller_polls_total", {"server": "default"}) >= 1  # the per-session counters name the server
+
+
+async def test_an_ended_session_leaves_nothing_for_the_collector(make_worker, redis, db, opencode):
+    """Everything a tracker held is freed by reference count when it ends: the poller's collector thresholds
+    make full collections rare, so a cycle through a tracker would keep its whole mirror until shutdown."""
+    gc.collect()
+    gc.disable()  # what is left below is what only a collection would free
+    try:
+        worker = await make_worker()
+        sids = []
+        for n in range(5):
+            state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id=f"T-{n}", prompt="hi")
+            sids.append(state["sessionId"])
+        for sid in sids:
+            await wait_for(lambda sid=sid: archived(db, sid), timeout=30, what="the archive")
+        await wait_for(lambda: _async(not worker.held), what="every tracker ended")
+        alive = [type(o).__name__ for o in gc.get_objects()]
+        assert [name for name in alive if name in ("SessionTracker", "SessionMirror", "Mirror", "StateWriter")] == []
+    finally:
+        gc.enable()
 
 
 async def test_failed_and_rejected_runs_end_in_error_with_opencodes_message(make_worker, redis, db, opencode):
