@@ -50,6 +50,11 @@ class AnswerDelivery:
         self._in_flight: set[str] = set()
         self._attempted_at: dict[str, float] = {}
 
+    @property
+    def idle(self) -> bool:
+        """No recorded answer waits to be given to OpenCode or confirmed taken."""
+        return all(request_id in self._done for request_id in self.answers)
+
     def load(self, job: Mapping[Any, Any]) -> None:
         for key, value in job.items():
             name = as_text(key)

@@ -33,6 +33,7 @@ class Inbox:
         self._limit = limit
         self.events: list[Any] = []
         self.poll_now = False
+        self.tick_now = False  # the job changed (a prompt, a cancel, an answer): tick without waiting for the cadence
         self.gap = False  # deltas were lost (the stream dropped, or this inbox overflowed): their texts stop growing
         # when OpenCode last said the session is idle (session.idle / session.status idle), None once it said busy
         self.idle_at: float | None = None
@@ -67,8 +68,12 @@ class Inbox:
         self.poll_now = True
         self._wake.set()
 
+    def request_tick(self) -> None:
+        self.tick_now = True
+        self._wake.set()
+
     async def wait(self, timeout_s: float) -> None:
-        if self.events or self.poll_now:
+        if self.events or self.poll_now or self.tick_now:
             return
         # a loop timer sets the event instead of a cancel scope timing the wait out: no cancellation is thrown
         # through the tracker each tick (half the wait's CPU, measured), and an early wake cancels the timer

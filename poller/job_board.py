@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 
@@ -19,15 +19,28 @@ class JobBoard:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._revs: dict[str, str] = {}
+        self._watchers: dict[str, Callable[[], None]] = {}
 
     async def refresh(self, session_ids: Sequence[SessionId]) -> None:
-        """One HMGET; when it fails every rev is unknown, so every tracker reads its own job hash."""
-        self._revs = {}
-        if not session_ids:
-            return  # HMGET needs at least one field
-        with store_errors("Redis"):
-            revs = await self._redis.hmget(keys.JOB_REVS, list(session_ids))
-        self._revs = {sid: as_text(rev) for sid, rev in zip(session_ids, revs, strict=True) if rev is not None}
+        """One HMGET; when it fails every rev is unknown, so every tracker reads its own job hash. Trackers
+        whose rev changed (or became unknown) are woken: a quiet tracker ticks only for its slow poll."""
+        before, self._revs = self._revs, {}
+        try:
+            if session_ids:  # HMGET needs at least one field
+                with store_errors("Redis"):
+                    revs = await self._redis.hmget(keys.JOB_REVS, list(session_ids))
+                self._revs = {sid: as_text(rev) for sid, rev in zip(session_ids, revs, strict=True) if rev is not None}
+        finally:
+            for session_id, wake in self._watchers.items():
+                if self._revs.get(session_id) != before.get(session_id) or session_id not in self._revs:
+                    wake()
+
+    def watch(self, session_id: str, wake: Callable[[], None]) -> None:
+        """Call `wake` after every refresh that finds the session's job changed, or cannot tell."""
+        self._watchers[session_id] = wake
+
+    def forget(self, session_id: str) -> None:
+        self._watchers.pop(session_id, None)
 
     def rev(self, session_id: str) -> str | None:
         """The session's promptsRev, or None when unknown (not read yet, the read failed, or the job is gone)."""

@@ -15,6 +15,7 @@ from shared.cli.stream import aiter_events, apply_update
 from shared.dev.simulator.app import create_simulator
 from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
+from shared.store import keys
 from tests.helpers import TcpProxy, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -126,6 +127,32 @@ async def test_opencode_reporting_idle_decides_completion_without_the_slow_caden
     assert await wait_for(archived, timeout=20, what="the session archived") == (
         "completed" if prompt.startswith("ECHO") else "error"
     )
+
+
+async def test_a_quiet_tracker_acts_on_its_job_at_once(make_worker, redis, db):
+    """While the stream carries the changes and nothing of ours waits, a tracker ticks only for its slow poll
+    (120 s here). A bash command runs 8 s without an event; a cancel given meanwhile still reaches OpenCode at
+    once, because the replica's job board wakes the tracker when its job changes.
+    FAIL: without the wake the cancel waits for the command's end (its events) or the slow tick."""
+    with serve_in_thread(create_simulator(0.5)) as url:  # half speed: the command runs 8 s
+        async with OpenCodeClient(url) as opencode:
+            await make_worker(opencode_url=url, poll_interval_s=0.05, poll_interval_events_s=120.0)
+            state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="SLOW TOOL run")
+            sid = state["sessionId"]
+
+            async def command_running():
+                parts = await redis.hvals(keys.session_parts(sid))
+                return any(b'"tool":"bash"' in part and b'"status":"running"' in part for part in parts)
+
+            await wait_for(command_running, timeout=20, what="the command running")
+            assert await commands.cancel(redis, db, sid) == "requested"
+
+            async def archived():
+                cur = await db.execute("SELECT status FROM opencode_sessions WHERE id = %s", (sid,))
+                row = await cur.fetchone()
+                return row[0] if row and row[0] not in ("pending", "running") else None
+
+            assert await wait_for(archived, timeout=5, what="the cancel acted on") == "cancelled"
 
 
 async def test_the_event_stream_is_open_only_while_a_session_is_held(make_worker, redis, db, opencode):

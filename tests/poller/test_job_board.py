@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from redis.asyncio import Redis
 
 from poller.job_board import JobBoard
+from shared.errors import Unavailable
 from shared.ids import SessionId
 from shared.store import keys
 
@@ -30,3 +32,35 @@ async def test_a_replica_holding_nothing_any_more_reads_nothing(redis):
     await board.refresh([A])
     await board.refresh([])
     assert board.rev(A) is None
+
+
+async def test_a_refresh_wakes_the_trackers_whose_job_changed(redis):
+    await redis.hset(keys.JOB_REVS, mapping={A: "1", B: "1"})
+    board = JobBoard(redis)
+    woken: list[str] = []
+    board.watch(A, lambda: woken.append("a"))
+    board.watch(B, lambda: woken.append("b"))
+    await board.refresh([A, B])
+    assert sorted(woken) == ["a", "b"]  # first read: both revs are news
+    woken.clear()
+    await board.refresh([A, B])
+    assert woken == []  # nothing changed: quiet trackers sleep on
+    await redis.hset(keys.JOB_REVS, A, "2")  # a prompt or a cancel for A
+    await board.refresh([A, B])
+    assert woken == ["a"]
+    woken.clear()
+    board.forget(A)
+    await redis.hset(keys.JOB_REVS, mapping={A: "3", B: "2"})
+    await board.refresh([A, B])
+    assert woken == ["b"]
+
+
+async def test_a_failed_refresh_wakes_every_tracker():
+    unreachable = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)  # nothing listens there
+    board = JobBoard(unreachable)
+    woken: list[str] = []
+    board.watch(A, lambda: woken.append("a"))
+    with pytest.raises(Unavailable):
+        await board.refresh([A])
+    assert woken == ["a"]  # the rev is unknown: the tracker reads its own job hash on its next tick
+    await unreachable.aclose()
