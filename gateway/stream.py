@@ -19,9 +19,9 @@ from typing import Any, Final
 import anyio
 import structlog
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
 
 from gateway.endpoints import read_session
+from gateway.event_stream import EventStreamResponse
 from gateway.fanout import CLOSED, DROPPED, LOST, Published, Signal, Subscription
 from gateway.sse import format_event, ping, retry_line, token_expired
 from gateway.state import GatewayState
@@ -85,7 +85,7 @@ async def _open(request: Request, state: GatewayState, channel: str) -> tuple[As
     return stack, sub, Lifetime(grant.expires_at if grant is not None else None, state.ping_interval_s)
 
 
-async def session_stream(request: Request) -> StreamingResponse:
+async def session_stream(request: Request) -> EventStreamResponse:
     state = GatewayState.of(request)
     sid = parse_session_id(request.path_params["session_id"])
     stack, sub, lifetime = await _open(request, state, keys.updates(sid))
@@ -96,7 +96,7 @@ async def session_stream(request: Request) -> StreamingResponse:
         await stack.aclose()
         raise
     body = _session_events(state, sid, sub, stack, lifetime, snapshot, _last_event_id(request))
-    return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
+    return EventStreamResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
 async def _session_events(
@@ -232,7 +232,7 @@ def _snapshot(snapshot: dict[str, Any]) -> bytes:
     return format_event("snapshot", dumps(snapshot), snapshot["seq"])
 
 
-async def live_stream(request: Request) -> StreamingResponse:
+async def live_stream(request: Request) -> EventStreamResponse:
     """`snapshot` of the live list, then `appeared` / `status` / `ended` as the live index changes."""
     state = GatewayState.of(request)
     state.auth.require_admin(request)
@@ -244,7 +244,7 @@ async def live_stream(request: Request) -> StreamingResponse:
         await stack.aclose()
         raise
     body = _live_events(state, sub, stack, lifetime, sessions, kind)
-    return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
+    return EventStreamResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
 async def _live_events(
