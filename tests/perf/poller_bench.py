@@ -52,6 +52,7 @@ def measure(stack: Stack, sessions: int, messages: int, duration: float) -> None
         "POLLER_METRICS_PORT": str(metrics_port),
         "MAX_SESSIONS_PER_POLLER": str(sessions),
         "LEASE_TTL_MS": "15000",
+        "ORPHANED_RUN_GRACE_MS": "3600000",  # the load's runs never end: they must not be ended as orphaned
         "LOG_LEVEL": "warning",
     }
     with (
