@@ -116,8 +116,8 @@ class SessionTracker:
         and nothing does, only the slow reconciling poll. A change of the job (a prompt, a cancel, an answer)
         wakes the tracker through the replica's job board, and OpenCode's events wake it through its inbox.
 
-        A tick costs even when it fetches nothing; at 4,000 sessions with events on, three in four ticks were
-        such, and they were most of the poller's CPU.
+        A tick costs even when it fetches nothing: at 4,000 sessions with events on, three in four ticks were
+        such, and ticking only for the poll took the poller from 0.85 to 0.70 cores.
         """
         interval = self._poll_interval_s()
         job = self._job

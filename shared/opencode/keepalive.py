@@ -125,8 +125,8 @@ class KeepAliveGets:
                     continue
                 try:
                     return await self._exchange(connection, request, deadline)
-                except OSError:
-                    if connection.received:
+                except OSError as exc:
+                    if connection.received or isinstance(exc, TimeoutError):  # answered in part, or out of time
                         raise
             return await self._exchange(await self._connect(deadline), request, deadline)
 

@@ -147,6 +147,16 @@ async def test_a_silent_server_times_out_and_the_connection_is_dropped() -> None
     await gets.aclose()
 
 
+async def test_a_pooled_connection_that_goes_silent_times_out_once() -> None:
+    server = await started(Scripted(lambda n, head: OK if len(server.requests) <= 2 else None))
+    gets = KeepAliveGets(server.url, timeout_s=0.2)
+    assert await asyncio.gather(gets.get("/a"), gets.get("/a")) == [(200, b"[]")] * 2  # two pooled connections
+    with pytest.raises(TimeoutError):
+        await gets.get("/a")
+    assert len(server.requests) == 3  # out of time: not sent again on the other pooled connection
+    await gets.aclose()
+
+
 async def test_a_cancelled_get_drops_its_connection() -> None:
     server = await started(Scripted(lambda n, head: None if len(server.requests) == 1 else OK))
     gets = KeepAliveGets(server.url)
