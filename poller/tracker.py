@@ -150,12 +150,13 @@ class SessionTracker:
             await job.sync()
             if self._deps.requests is not None:
                 self._pending.reconcile(self._deps.requests)
-            await self._write_pending(mirror)
             await job.record_claim(mirror.session)
-            await self._handle_requests(tg, mirror)
+            fetching = poll_opencode or bool(job.prompts.pending) or job.abort_due()
+            if not fetching:
+                await self._handle_requests(tg, mirror)
         except Unavailable as exc:
             return self._wait(self._store_backoff, exc)
-        if not poll_opencode and not job.prompts.pending and not job.abort_due():
+        if not fetching:
             return False  # the event stream carries the changes; nothing of ours waits on OpenCode
         try:
             fetched_at = time.monotonic()
@@ -176,6 +177,8 @@ class SessionTracker:
             return self._wait(self._opencode_backoff, exc)
         try:
             await mirror.write_poll(messages, tail)
+            # after the poll, which saw the tool call a request waits on: `waiting` never shows without it
+            await self._handle_requests(tg, mirror)
             await job.prompts.step(tg, self._deps.scripts, self._lease, mirror.mirror.infos, fetched_at)
             if job.prompts.fatal:
                 return await self._end(mirror, "error", job.prompts.fatal)
