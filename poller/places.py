@@ -124,6 +124,10 @@ async def refresh_boards(boards: Sequence[StatusBoard | RequestBoard]) -> None:
             await board.refresh()
         except SessionLayerError as exc:
             log.warning("board_failed", board=type(board).__name__, error=exc.message)
+        except RuntimeError:
+            if not board.closed:
+                raise
+            # its place closed (its last session ended) since the list was taken, before or during this refresh
 
     async with anyio.create_task_group() as tg:
         for board in boards:

@@ -17,6 +17,11 @@ class RequestBoard:
         self._by_session: dict[str, list[dict[str, Any]]] = {}
         self.fetched_at: float | None = None
 
+    @property
+    def closed(self) -> bool:
+        """Its place was closed (its last session ended): there is nothing more to read."""
+        return self._opencode.closed
+
     async def refresh(self) -> None:
         started = time.monotonic()
         permissions = await self._opencode.permissions()

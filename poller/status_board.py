@@ -19,6 +19,11 @@ class StatusBoard:
         self.fetched_at: float | None = None
         self._waiting: dict[str, Callable[[], None]] = {}  # session id -> what to call after the next refresh
 
+    @property
+    def closed(self) -> bool:
+        """Its place was closed (its last session ended): there is nothing more to read."""
+        return self._opencode.closed
+
     async def refresh(self) -> None:
         started = time.monotonic()
         self._statuses = dict(await self._opencode.status())

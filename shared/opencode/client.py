@@ -112,6 +112,10 @@ class OpenCodeClient:
     ) -> None:
         await self.aclose()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def aclose(self) -> None:
         self._closed = True
         if self._gets is not None:

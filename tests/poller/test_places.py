@@ -81,3 +81,28 @@ async def test_a_server_going_down_affects_only_its_own_sessions(make_worker, si
     assert row.status == "error" and row.server == "b"
     row = await wait_for(lambda: final_row(db, healthy["sessionId"]), timeout=30, what="a's session ended")
     assert row.status == "completed"
+
+
+async def test_a_board_whose_place_closes_mid_refresh_is_skipped(simulator_url):
+    """The replica takes the list of boards, then a place's last session ends and its client is closed while its
+    request board is between its two GETs: the refresh ends quietly instead of crashing the replica loop."""
+    from poller.places import refresh_boards
+    from poller.request_board import RequestBoard
+    from shared.opencode.client import OpenCodeClient
+
+    client = OpenCodeClient(simulator_url)
+    board = RequestBoard(client)
+    permissions = client.permissions
+
+    async def then_closed() -> list:
+        listed = await permissions()
+        await client.aclose()  # Places.release, between GET /permission and GET /question
+        return listed
+
+    client.permissions = then_closed  # type: ignore[method-assign]
+    await refresh_boards([board])  # no RuntimeError
+    assert board.closed
+    open_client = OpenCodeClient(simulator_url)
+    open_board = RequestBoard(open_client)
+    await open_client.aclose()
+    await refresh_boards([open_board])  # closed before the refresh began: skipped as well
