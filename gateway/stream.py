@@ -96,7 +96,7 @@ async def session_stream(request: Request) -> EventStreamResponse:
         await stack.aclose()
         raise
     body = _session_events(state, sid, sub, stack, lifetime, snapshot, _last_event_id(request))
-    return EventStreamResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
+    return EventStreamResponse(body, headers=STREAM_HEADERS)
 
 
 async def _session_events(
@@ -244,7 +244,7 @@ async def live_stream(request: Request) -> EventStreamResponse:
         await stack.aclose()
         raise
     body = _live_events(state, sub, stack, lifetime, sessions, kind)
-    return EventStreamResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
+    return EventStreamResponse(body, headers=STREAM_HEADERS)
 
 
 async def _live_events(

@@ -1,7 +1,7 @@
 """`OpenCodeClient`: the few OpenCode server calls this project makes, on aiohttp and a lean GET client.
 
 Not httpx, because the poller sends ~4,000 requests a second: on this machine httpx costs 0.54-1.6 ms of CPU per
-request, aiohttp 0.07-0.15 ms, and the GETs that make up the poller's ticks go through `KeepAliveGets` at ~0.025 ms
+request, aiohttp 0.07-0.15 ms, and the GETs that make up the poller's ticks go through `KeepAliveGets` at ~0.03 ms
 (`shared.opencode.keepalive`). orjson decodes the message lists: json.loads was 11 % of the poller's CPU in the
 P2 profile. Every failure leaves this module as one of the
 `shared.errors` classes, translated in `_call` alone:

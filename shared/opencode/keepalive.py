@@ -1,10 +1,10 @@
 """`KeepAliveGets`: plain HTTP/1.1 GETs over pooled keep-alive connections, parsed by httptools.
 
 The poller's hot path is one GET per session per tick (the message tail, the status map, the request lists):
-thousands a second from one process. aiohttp's request path costs ~74 µs of CPU per GET on this machine kind;
-a protocol that writes one prebuilt request and feeds the reply to httptools (llhttp, the parser uvicorn uses)
-costs ~24 µs (`python -m tests.perf.http_client_bench`). It does only what those GETs need: no request body,
-no redirects, no cookies, no compression. Everything else stays on aiohttp (`OpenCodeClient`).
+thousands a second from one process. aiohttp's request path costs 72-75 µs of CPU per GET on this machine kind
+(8-64 at once); a protocol that writes one prebuilt request and feeds the reply to httptools (llhttp, the parser
+uvicorn uses) costs 29-33 µs (`python -m tests.perf.http_client_bench`). It does only what those GETs need: no
+request body, no redirects, no cookies, no compression. Everything else stays on aiohttp (`OpenCodeClient`).
 
 Failures are raised as `OSError` (refused, reset, closed mid-reply), `TimeoutError` (the whole call past
 `timeout_s`) or `httptools.HttpParserError` (a reply that is not HTTP); the caller translates them.
