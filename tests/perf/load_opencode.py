@@ -1,4 +1,4 @@
-"""A stateless stand-in for OpenCode that can answer thousands of polls a second (aiohttp, its own process).
+"""A stateless stand-in for OpenCode that can answer thousands of polls a second (its own process).
 
     python -m tests.perf.load_opencode --port N [--messages 30] [--change-ms 0]
 
@@ -6,6 +6,11 @@ Every session id has the same shape of transcript (captured OpenCode shapes: use
 step-start, tool and text parts), `--messages` long and never finished. With `--change-ms` > 0 each session
 known to it gains a part every that many ms, stamped with `"t": <time_ns>` in its text, and the change is
 also sent on `GET /event` — the P1 latency benchmark measures from that stamp to an SSE client.
+
+It shares the benchmark's machine with the poller it loads, so it is built to cost little: bodies are rendered once
+per change and served as bytes, over a bare asyncio protocol parsed by httptools (aiohttp's server cost 0.72 cores
+at 4,000 sessions with events on, as much as the poller it measured). `GET /permission` and `GET /question` answer
+`[]`, as an OpenCode with nothing waiting does; any other path is a 404.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import gc
 import json
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httptools
 import uvloop
-from aiohttp import web
 
 
 def transcript(session_id: str, count: int) -> list[dict[str, Any]]:
@@ -99,104 +105,156 @@ def transcript(session_id: str, count: int) -> list[dict[str, Any]]:
 
 
 class LoadOpenCode:
+    """The transcripts and their changes; rendered once per change, served as prebuilt bytes."""
+
     def __init__(self, messages: int, change_ms: int) -> None:
         self.messages = messages
         self.change_ms = change_ms
-        self.bodies: dict[str, bytes] = {}
-        self.tails: dict[tuple[str, int], bytes] = {}
-        self.tail_of: dict[tuple[str, int], bytes] = {}
-        self.extra: dict[str, list[dict[str, Any]]] = {}
-        self.listeners: list[asyncio.Queue[bytes]] = []
+        self.segments: dict[str, list[bytes]] = {}  # per session: each message's JSON
+        self.last: dict[str, dict[str, Any]] = {}  # per session: its last message, which the changes grow
+        self.bodies: dict[str, dict[int, bytes]] = {}  # per session, per limit (0: none): the body last served
+        self.listeners: list[asyncio.Transport] = []
         self.requests = 0
         self.last_get: dict[str, float] = {}  # per session: when its list was last fetched
         self.gaps_ms: list[float] = []  # the time between two fetches of one session's list (GET /__load/gaps)
 
-    def body(self, session_id: str) -> bytes:
-        if session_id not in self.bodies:
-            self.bodies[session_id] = self._render(session_id)
-        return self.bodies[session_id]
-
-    def _render(self, session_id: str) -> bytes:
-        messages = transcript(session_id, self.messages)
-        messages[-1]["parts"].extend(self.extra.get(session_id, []))
-        return json.dumps(messages).encode()
-
-    async def messages_handler(self, request: web.Request) -> web.Response:
-        """`?limit=N` answers the newest N messages, as OpenCode does."""
-        self.requests += 1
-        session_id = request.match_info["sid"]
+    def messages_body(self, session_id: str, limit: int) -> bytes:
+        """The list, or its newest `limit` messages as OpenCode's `?limit=N` answers."""
         now = time.monotonic()
         if (previous := self.last_get.get(session_id)) is not None:
             self.gaps_ms.append((now - previous) * 1000)
         self.last_get[session_id] = now
-        limit = request.query.get("limit")
-        if limit is None:
-            return web.Response(body=self.body(session_id), content_type="application/json")
-        key = (session_id, int(limit))
-        if key not in self.tails or self.tail_of.get(key) is not self.bodies.get(session_id):
-            self.body(session_id)
-            self.tails[key] = json.dumps(json.loads(self.bodies[session_id])[-int(limit) :]).encode()
-            self.tail_of[key] = self.bodies[session_id]
-        return web.Response(body=self.tails[key], content_type="application/json")
+        served = self.bodies.setdefault(session_id, {})
+        if (body := served.get(limit)) is not None:
+            return body
+        if (segments := self.segments.get(session_id)) is None:
+            messages = transcript(session_id, self.messages)
+            self.last[session_id] = messages[-1]
+            segments = self.segments[session_id] = [json.dumps(m).encode() for m in messages]
+        body = b"[" + b",".join(segments[-limit:] if limit else segments) + b"]"
+        served[limit] = body
+        return body
 
-    async def status_handler(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        return web.json_response({})
+    def change(self, session_id: str) -> bytes:
+        """The session's last message gains a part stamped with the time; returns its event line."""
+        last = self.last[session_id]
+        part = {
+            "id": f"prt_{self.messages - 1:012x}Z{len(last['parts']):013d}",
+            "sessionID": session_id,
+            "messageID": last["info"]["id"],
+            "type": "text",
+            "text": json.dumps({"t": time.time_ns()}),
+            "time": {"start": 1, "end": 2},
+        }
+        last["parts"].append(part)
+        self.segments[session_id][-1] = json.dumps(last).encode()
+        self.bodies[session_id] = {}
+        event = {
+            "id": "evt_x",
+            "type": "message.part.updated",
+            "properties": {"sessionID": session_id, "part": part, "time": 1},
+        }
+        return b"data: " + json.dumps(event).encode() + b"\n\n"
 
-    async def events_handler(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self.listeners.append(queue)
-        await response.write(b'data: {"id":"evt_0","type":"server.connected","properties":{}}\n\n')
-        try:
-            while True:
-                try:
-                    line = await asyncio.wait_for(queue.get(), 10)
-                except TimeoutError:
-                    line = b'data: {"id":"evt_1","type":"server.heartbeat","properties":{}}\n\n'
-                await response.write(line)
-        finally:
-            self.listeners.remove(queue)
+    def broadcast(self, line: bytes) -> None:
+        chunk = b"%x\r\n%s\r\n" % (len(line), line)
+        for transport in self.listeners:
+            transport.write(chunk)
 
     async def change_loop(self) -> None:
         """Each known session gains a stamped part, one session after another, spread over change_ms."""
         while True:
-            sessions = list(self.bodies)
+            sessions = list(self.segments)
             if not sessions:
                 await asyncio.sleep(0.05)
                 continue
             gap = self.change_ms / 1000 / len(sessions)
-            for session_id in sessions:
-                count = len(self.extra.setdefault(session_id, []))
-                mid = f"msg_{self.messages - 1:012x}AAAAAAAAAAAAAA"
-                part = {
-                    "id": f"prt_{self.messages - 1:012x}Z{count:013d}",
-                    "sessionID": session_id,
-                    "messageID": mid,
-                    "type": "text",
-                    "text": json.dumps({"t": time.time_ns()}),
-                    "time": {"start": 1, "end": 2},
-                }
-                self.extra[session_id].append(part)
-                self.bodies[session_id] = self._render(session_id)
-                event = {
-                    "id": "evt_x",
-                    "type": "message.part.updated",
-                    "properties": {"sessionID": session_id, "part": part, "time": 1},
-                }
-                line = b"data: " + json.dumps(event).encode() + b"\n\n"
-                for queue in self.listeners:
-                    queue.put_nowait(line)
-                await asyncio.sleep(gap)
+            started = time.monotonic()
+            for i, session_id in enumerate(sessions):
+                self.broadcast(self.change(session_id))
+                await asyncio.sleep(max(0.0, started + (i + 1) * gap - time.monotonic()))
 
-    async def stats_handler(self, request: web.Request) -> web.Response:
-        return web.json_response({"requests": self.requests})
+    async def heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+            self.broadcast(b'data: {"id":"evt_1","type":"server.heartbeat","properties":{}}\n\n')
 
-    async def gaps_handler(self, request: web.Request) -> web.Response:
-        """The list-fetch gaps since the last call (the cadence as OpenCode sees it), then forgets them."""
-        gaps, self.gaps_ms = self.gaps_ms, []
-        return web.json_response({"gaps_ms": gaps})
+
+def response(status: bytes, body: bytes) -> bytes:
+    return b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        status,
+        len(body),
+        body,
+    )
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: keep-alive requests answered in order as they complete; `/event` streams chunks."""
+
+    def __init__(self, load: LoadOpenCode) -> None:
+        self.load = load
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport in self.load.listeners:
+            self.load.listeners.remove(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            assert self.transport is not None
+            self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_message_complete(self) -> None:
+        assert self.transport is not None
+        url, self.url = self.url, b""
+        split = urlsplit(url.decode())
+        path, query = split.path, parse_qs(split.query)
+        segments = path.split("/")
+        if path == "/event":
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            self.load.listeners.append(self.transport)
+            line = b'data: {"id":"evt_0","type":"server.connected","properties":{}}\n\n'
+            self.transport.write(b"%x\r\n%s\r\n" % (len(line), line))
+            return
+        self.load.requests += 1
+        if len(segments) == 4 and segments[1] == "session" and segments[3] == "message":
+            limit = int(query.get("limit", ["0"])[0])
+            reply = response(b"200 OK", self.load.messages_body(segments[2], limit))
+        elif path == "/session/status":
+            reply = response(b"200 OK", b"{}")
+        elif path in ("/permission", "/question"):
+            reply = response(b"200 OK", b"[]")
+        elif path == "/__load/stats":
+            reply = response(b"200 OK", json.dumps({"requests": self.load.requests}).encode())
+        elif path == "/__load/gaps":
+            # the list-fetch gaps since the last call (the cadence as OpenCode sees it), then forgets them
+            gaps, self.load.gaps_ms = self.load.gaps_ms, []
+            reply = response(b"200 OK", json.dumps({"gaps_ms": gaps}).encode())
+        else:
+            reply = response(b"404 Not Found", b'{"name":"NotFoundError","data":{"message":"not found"}}')
+        self.transport.write(reply)
+
+
+async def serve(port: int, messages: int, change_ms: int) -> None:
+    load = LoadOpenCode(messages, change_ms)
+    server = await asyncio.get_running_loop().create_server(lambda: Connection(load), "127.0.0.1", port, backlog=4096)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(load.heartbeat_loop())
+        if change_ms > 0:
+            tasks.create_task(load.change_loop())
+        await server.serve_forever()
 
 
 def main() -> None:
@@ -205,23 +263,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=30)
     parser.add_argument("--change-ms", type=int, default=0)
     args = parser.parse_args()
-    load = LoadOpenCode(args.messages, args.change_ms)
-    app = web.Application()
-    app.router.add_get("/session/status", load.status_handler)
-    app.router.add_get("/session/{sid}/message", load.messages_handler)
-    app.router.add_get("/event", load.events_handler)
-    app.router.add_get("/__load/stats", load.stats_handler)
-    app.router.add_get("/__load/gaps", load.gaps_handler)
-
-    async def start_changes(app: web.Application) -> None:
-        if args.change_ms > 0:
-            app["changes"] = asyncio.create_task(load.change_loop())
-
-    app.on_startup.append(start_changes)
     # OpenCode (Bun) has no Python collector: the stand-in's own pauses must not read as the poller's lag
     gc.set_threshold(100_000, 50, 1_000)
-    uvloop.install()
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+    uvloop.run(serve(args.port, args.messages, args.change_ms))
 
 
 if __name__ == "__main__":
