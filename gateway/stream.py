@@ -21,13 +21,13 @@ import structlog
 from starlette.requests import Request
 
 from gateway.endpoints import read_session
-from gateway.event_stream import EventStreamResponse
 from gateway.fanout import CLOSED, DROPPED, LOST, Published, Signal, Subscription
 from gateway.sse import format_event, ping, retry_line, token_expired
 from gateway.state import GatewayState
 from shared.backoff import Backoff
 from shared.clock import now_ms
 from shared.errors import NotFound, SessionLayerError, Unavailable
+from shared.event_stream import EventStreamResponse
 from shared.ids import SessionId, parse_session_id
 from shared.models import FINAL_STATUSES, dumps
 from shared.sessions import live_sessions

@@ -3,6 +3,7 @@ SSE gateway."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -206,3 +208,25 @@ def two_connection_gateway(seen: list[str | None], first: list[bytes], second: l
         return StreamingResponse(body(), media_type="text/event-stream")
 
     return Starlette(routes=[Route("/sessions/{sid}/stream", stream)])
+
+
+def collector_garbage(*packages: str) -> list[str]:
+    """What a full collection would free of these packages (their objects, and frames of their code), then frees it.
+
+    Run the code under test with the collector off (`gc.disable()`): what this finds is what only a collection
+    frees, and the poller's and gateway's collector thresholds make full collections rare, so in production it would
+    stay in memory until the process ends."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        found = []
+        for thing in gc.garbage:
+            frame = isinstance(thing, types.FrameType)
+            name = str(thing.f_globals.get("__name__", "")) if frame else type(thing).__module__
+            if name.split(".")[0] in packages:
+                found.append(f"{name}.{thing.f_code.co_name if frame else type(thing).__qualname__}")
+        return found
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.collect()

@@ -4,7 +4,6 @@ anything a stream leaves in a reference cycle stays in memory until the process 
 from __future__ import annotations
 
 import gc
-import types
 from collections.abc import Awaitable
 
 import httpx
@@ -12,28 +11,16 @@ import pytest
 
 from shared import commands
 from shared.cli.stream import aiter_events
-from tests.helpers import wait_for
+from shared.config import Secret
+from shared.tokens import Scope, mint_token
+from tests.helpers import collector_garbage, wait_for
 
 pytestmark = pytest.mark.anyio
+SECRET = "stream-memory-test-secret-of-enough-length"
 
 
 def gateway_garbage() -> list[str]:
-    """What a full collection would free of the gateway's (objects, and frames of its code). Starlette's own are
-    not counted: the OpenCode simulator serving this test's poller runs in this process too."""
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.collect()
-        found = []
-        for thing in gc.garbage:
-            frame = isinstance(thing, types.FrameType)
-            name = thing.f_globals.get("__name__", "") if frame else type(thing).__module__
-            if name.startswith("gateway"):
-                found.append(f"{name}.{type(thing).__qualname__}")
-        return found
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.collect()
+    return collector_garbage("gateway", "shared")
 
 
 async def open_streams(gateway: str) -> int:
@@ -72,6 +59,40 @@ async def test_streams_the_client_or_the_server_closed_leave_nothing_for_the_col
                 async with client.stream("GET", f"/sessions/{done['sessionId']}/stream") as response:
                     assert [event.name async for event in aiter_events(response)] == ["snapshot", "complete"]
             await wait_for(lambda: _none(open_streams(gateway)), timeout=10, what="the streams closed")
+            assert gateway_garbage() == []
+    finally:
+        gc.enable()
+
+
+async def test_streams_ended_by_their_tokens_expiry_or_a_leaving_client_leave_nothing_for_the_collector(
+    make_gateway, redis, db, opencode
+):
+    gateway = await make_gateway(gateway_auth=True, gateway_auth_secret=Secret(SECRET))
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="ECHO hi")  # no poller: stays live
+    paths = {"session": f"/sessions/{state['sessionId']}/stream", "admin": "/sessions/live/stream"}
+    scopes = {"session": Scope("session", state["sessionId"]), "admin": Scope("admin")}
+    gc.collect()
+    gc.disable()
+    try:
+        async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+            for kind, path in paths.items():
+                for _ in range(3):  # the server ends these at the token's expiry
+                    headers = {"Authorization": f"Bearer {mint_token(SECRET, scopes[kind], ttl_s=1)}"}
+                    async with client.stream("GET", path, headers=headers) as response:
+                        assert [event.name async for event in aiter_events(response)] == ["snapshot", "token-expired"]
+            headers = {"Authorization": f"Bearer {mint_token(SECRET, Scope('admin'), ttl_s=60)}"}
+            for _ in range(3):  # the client leaves the live list after its snapshot
+                async with client.stream("GET", paths["admin"], headers=headers) as response:
+                    async for event in aiter_events(response):
+                        assert event.name == "snapshot"
+                        break
+
+            async def closed() -> bool:
+                response = await client.get("/metrics", headers=headers)
+                lines = [line for line in response.text.splitlines() if line.startswith("gateway_sse_clients{")]
+                return sum(float(line.rsplit(" ", 1)[1]) for line in lines) == 0
+
+            await wait_for(closed, timeout=10, what="the streams closed")
             assert gateway_garbage() == []
     finally:
         gc.enable()

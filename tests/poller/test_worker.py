@@ -9,13 +9,13 @@ import anyio
 import httpx
 import pytest
 
-from shared import commands
+from shared import answers, commands
 from shared.dev.simulator.app import create_simulator
 from shared.dev.simulator.server import serve_in_thread
 from shared.errors import Conflict
 from shared.opencode.client import OpenCodeClient
 from shared.store import keys
-from tests.helpers import wait_for
+from tests.helpers import collector_garbage, wait_for, waiting_entry
 
 pytestmark = pytest.mark.anyio
 
@@ -55,24 +55,42 @@ async def test_tool_session_is_mirrored_then_archived_byte_for_byte(make_worker,
     assert sample("poller_polls_total", {"server": "default"}) >= 1  # the per-session counters name the server
 
 
-async def test_an_ended_session_leaves_nothing_for_the_collector(make_worker, redis, db, opencode):
-    """Everything a tracker held is freed by reference count when it ends: the poller's collector thresholds
-    make full collections rare, so a cycle through a tracker would keep its whole mirror until shutdown."""
+@pytest.mark.parametrize("events", [True, False], ids=["events", "polling-alone"])
+async def test_ended_sessions_leave_nothing_for_the_collector(make_worker, redis, db, opencode, events):
+    """Everything a session used is freed by reference count when it ends, whichever way it ends: the poller's
+    collector thresholds make full collections rare, so a cycle through a tracker (its mirror, its requests, a
+    failed call's traceback) would stay in memory until shutdown."""
     gc.collect()
     gc.disable()  # what is left below is what only a collection would free
     try:
-        worker = await make_worker()
-        sids = []
-        for n in range(5):
-            state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id=f"T-{n}", prompt="hi")
-            sids.append(state["sessionId"])
+        worker = await make_worker(opencode_events=events)
+        prompts = ("TOOL run echo", "REJECT this", "FAIL this", "THINK then ECHO", "SLOW answer", "SLOW cancelled")
+        sids = [
+            (await commands.enqueue(redis, db, opencode, session_type="chat", prompt=prompt))["sessionId"]
+            for prompt in prompts
+        ]
+        ask = {"session_type": "ask", "prompt": "TOOL run", "permission": ["bash=ask"]}
+        asked = await commands.enqueue(redis, db, opencode, **ask)
+        question = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="QUESTION pick")
+        await commands.cancel(redis, db, sids[-1])
+        entry = await waiting_entry(redis, asked["sessionId"])
+        await answers.reply(redis, db, asked["sessionId"], entry["id"], reply="once")
+        entry = await waiting_entry(redis, question["sessionId"])
+        await answers.answer(redis, db, question["sessionId"], entry["id"], reject=True)
+        sids += [asked["sessionId"], question["sessionId"]]
         for sid in sids:
-            await wait_for(lambda sid=sid: archived(db, sid), timeout=30, what="the archive")
+            await wait_for(lambda sid=sid: archived(db, sid), timeout=60, what="the archive")
+        await commands.send(redis, db, sids[3], "ECHO a follow-up")  # revived, then archived again
+        await wait_for(lambda: _reopened_and_archived(db, sids[3]), timeout=60, what="the follow-up archived")
         await wait_for(lambda: _async(not worker.held), what="every tracker ended")
-        alive = [type(o).__name__ for o in gc.get_objects()]
-        assert [name for name in alive if name in ("SessionTracker", "SessionMirror", "Mirror", "StateWriter")] == []
+        assert collector_garbage("poller", "shared") == []
     finally:
         gc.enable()
+
+
+async def _reopened_and_archived(db, sid):
+    row = await archived(db, sid)
+    return row if row is not None and len(row[1]) == 4 else None
 
 
 async def test_failed_and_rejected_runs_end_in_error_with_opencodes_message(make_worker, redis, db, opencode):

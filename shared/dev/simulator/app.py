@@ -15,7 +15,7 @@ from typing import cast
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -26,6 +26,7 @@ from shared.dev.simulator.errors import bad_request, error, unknown_error
 from shared.dev.simulator.faults import Fault, misbehave, take_fault
 from shared.dev.simulator.scenarios import DEFAULT_RETRY_DELAYS, answer
 from shared.dev.simulator.validation import compact, json_body, prompt_problem
+from shared.event_stream import EventStreamResponse
 from shared.json_response import JSONResponse
 
 
@@ -238,7 +239,7 @@ async def events(request: Request) -> Response:
                 yield f"data: {line}\n\n"
 
     headers = {"content-type": "text/event-stream", "cache-control": "no-cache, no-transform"}
-    return StreamingResponse(stream(), headers=headers)
+    return EventStreamResponse(stream(), headers=headers)
 
 
 async def sim_stats(request: Request) -> Response:
