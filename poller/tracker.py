@@ -84,7 +84,7 @@ class SessionTracker:
         last_poll = -float("inf")
         last_event_write = -float("inf")
         while True:
-            await self._inbox.wait(cadence.wait_s())
+            time_is_up = await self._inbox.wait(cadence.wait_s())
             if self._inbox.events:
                 # the first change of a quiet spell is written at once; a burst (text deltas) is written at most
                 # once per coalescing window, not once per token
@@ -95,7 +95,7 @@ class SessionTracker:
                 last_event_write = time.monotonic()
                 if cadence.wait_s() > self._tick_interval_s():  # the events left something of ours to do (a request)
                     self._inbox.tick_now = True
-            if self._inbox.poll_now or self._inbox.tick_now or cadence.due():
+            if self._inbox.poll_now or self._inbox.tick_now or time_is_up or cadence.due():
                 self._inbox.tick_now = False
                 now = time.monotonic()
                 # half a tick of slack: a tick that fires a hair early must not skip its poll
