@@ -107,7 +107,8 @@ class Delta:
 
 
 def share_unchanged(previous: Sequence[Any], messages: list[Any]) -> list[Any]:
-    """`messages` with each one equal to its namesake in `previous` replaced by that older object.
+    """`messages` with each one equal to its namesake in `previous` replaced by that older object (and, in one that
+    changed, each unchanged info and part).
 
     A poll's parsed list lives until the next one, long enough for the collector's young generation to walk
     it and promote it: at 2,000 sessions, full polls alone kept ~120,000 new objects a second alive, and the
@@ -119,9 +120,23 @@ def share_unchanged(previous: Sequence[Any], messages: list[Any]) -> list[Any]:
         return messages
     older = {message["info"]["id"]: message for message in previous}
     return [
-        before if (before := older.get(message["info"]["id"])) is not None and before == message else message
+        message if (before := older.get(message["info"]["id"])) is None else _shared(before, message)
         for message in messages
     ]
+
+
+def _shared(before: Any, message: Any) -> Any:
+    """`before` when equal; else `message` keeping the older info and parts that did not change. A run's last
+    message changes on most polls while it grows, and its unchanged parts are most of what a poll parses."""
+    if before == message:
+        return before
+    if before["info"] == message["info"]:
+        message["info"] = before["info"]
+    older = {part.get("id"): part for part in before["parts"]}
+    message["parts"] = [
+        old if (old := older.get(part.get("id"))) is not None and old == part else part for part in message["parts"]
+    ]
+    return message
 
 
 def merge_tail(previous: Sequence[Any], tail: Sequence[Any], limit: int) -> list[Any] | None:

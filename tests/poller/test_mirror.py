@@ -86,3 +86,17 @@ def test_a_poll_keeps_the_older_object_of_every_unchanged_message():
     assert [m is b for m, b in zip(shared, before, strict=False)] == [True, False, True]  # what stays is the old
     assert shared[1] is fetched[1] and shared[3] is fetched[3]  # what changed or is new is the fetched one
     assert share_unchanged([], fetched) is fetched
+
+
+def test_a_message_that_changed_keeps_the_older_object_of_its_unchanged_info_and_parts():
+    parts = [tool("prt_1", "msg_2", "completed"), tool("prt_2", "msg_2", "running")]
+    before = [message("msg_2", parts=parts)]
+    fetched = copy.deepcopy(before)
+    fetched[0]["parts"][1]["state"]["status"] = "completed"
+    fetched[0]["parts"].append(tool("prt_3", "msg_2", "running"))
+    expected = copy.deepcopy(fetched)
+    [shared] = share_unchanged(before, fetched)
+    assert shared == expected[0]
+    assert shared["info"] is before[0]["info"]
+    assert [p is b for p, b in zip(shared["parts"], before[0]["parts"], strict=False)] == [True, False]
+    assert shared["parts"][2] is fetched[0]["parts"][2]
