@@ -106,36 +106,39 @@ class Delta:
         )
 
 
-def share_unchanged(previous: Sequence[Any], messages: list[Any]) -> list[Any]:
-    """`messages` with each one equal to its namesake in `previous` replaced by that older object (and, in one that
-    changed, each unchanged info and part).
+def share_unchanged(previous: Sequence[Any], messages: list[Any], mirror: Mirror | None = None) -> list[Any]:
+    """`messages` with each one equal to its namesake in `previous` replaced by that older object; in one that
+    changed (or is new), each info and part equal to the older one, or to the one `mirror` holds (what the event
+    stream already wrote), is replaced by that.
 
     A poll's parsed list lives until the next one, long enough for the collector's young generation to walk
     it and promote it: at 2,000 sessions, full polls alone kept ~120,000 new objects a second alive, and the
     young collections this caused stalled the event loop 30-400 ms every second or two (P2 polling only,
     fetch gap p99 830 ms; with the collector off, 506 ms). Kept as the old objects, the parsed copies of
-    unchanged messages die at once, by reference count, and only what changed survives.
+    unchanged messages die at once, by reference count, and only what changed survives. A run's last message
+    changes on most polls while it grows: its unchanged parts are most of what such a poll parses.
     """
-    if not previous:
+    if not previous and mirror is None:
         return messages
     older = {message["info"]["id"]: message for message in previous}
-    return [
-        message if (before := older.get(message["info"]["id"])) is None else _shared(before, message)
-        for message in messages
-    ]
+    known = mirror if mirror is not None else Mirror()
+    return [_shared(older.get(message["info"]["id"]), message, known) for message in messages]
 
 
-def _shared(before: Any, message: Any) -> Any:
-    """`before` when equal; else `message` keeping the older info and parts that did not change. A run's last
-    message changes on most polls while it grows, and its unchanged parts are most of what a poll parses."""
-    if before == message:
+def _shared(before: Any, message: Any, known: Mirror) -> Any:
+    if before is not None and before == message:
         return before
-    if before["info"] == message["info"]:
-        message["info"] = before["info"]
-    older = {part.get("id"): part for part in before["parts"]}
-    message["parts"] = [
-        old if (old := older.get(part.get("id"))) is not None and old == part else part for part in message["parts"]
-    ]
+    info = before["info"] if before is not None else known.infos.get(message["info"]["id"])
+    if info is not None and info == message["info"]:
+        message["info"] = info
+    older = {part.get("id"): part for part in before["parts"]} if before is not None else {}
+    parts = []
+    for part in message["parts"]:
+        old = older.get(part.get("id"))
+        if old is None or old != part:
+            old = known.parts.get(part_key(part))
+        parts.append(old if old is not None and old == part else part)
+    message["parts"] = parts
     return message
 
 

@@ -82,12 +82,12 @@ class SessionMirror:
                 self._unchanged = True
                 self._deps.metrics.polls_unchanged.labels(self._deps.server).inc()
                 return self.messages, self._last_tail
-            tail = share_unchanged(self.messages[-2 * TAIL_LIMIT :], tail)
+            tail = share_unchanged(self.messages[-2 * TAIL_LIMIT :], tail, self.mirror)
             merged = merge_tail(self.messages, tail, TAIL_LIMIT)
             if merged is not None:
                 self._fetched = (digest, tail)
                 return merged, tail
-        messages = share_unchanged(self.messages, await opencode.messages(sid))
+        messages = share_unchanged(self.messages, await opencode.messages(sid), self.mirror)
         self._polls_since_full = 0
         self._full_poll_due = False
         self._tail_digest = None

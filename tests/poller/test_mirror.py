@@ -100,3 +100,21 @@ def test_a_message_that_changed_keeps_the_older_object_of_its_unchanged_info_and
     assert shared["info"] is before[0]["info"]
     assert [p is b for p, b in zip(shared["parts"], before[0]["parts"], strict=False)] == [True, False]
     assert shared["parts"][2] is fetched[0]["parts"][2]
+
+
+def test_a_poll_keeps_what_the_event_stream_already_wrote():
+    """A part (or info) new since the last poll but already in the mirror, from the events: the mirror's object."""
+    before = [message("msg_2", parts=[tool("prt_1", "msg_2", "completed")])]
+    fetched = copy.deepcopy(before)
+    fetched[0]["parts"].append(tool("prt_2", "msg_2", "running"))
+    fetched.append(message("msg_3", parts=[tool("prt_3", "msg_3", "running")]))
+    mirror = Mirror.of(copy.deepcopy(fetched))
+    mirror.parts["msg_3/prt_3"] = tool("prt_3", "msg_3", "completed")  # the events know better: not shared
+    expected = copy.deepcopy(fetched)
+    shared = share_unchanged(before, fetched, mirror)
+    assert shared == expected
+    assert shared[0]["parts"][0] is before[0]["parts"][0]
+    assert shared[0]["parts"][1] is mirror.parts["msg_2/prt_2"]
+    assert shared[1]["info"] is mirror.infos["msg_3"]
+    assert shared[1]["parts"][0] is fetched[1]["parts"][0]
+    assert share_unchanged([], fetched[1:], mirror)[0]["info"] is mirror.infos["msg_3"]
