@@ -49,6 +49,7 @@ class AnswerDelivery:
         self._done: set[str] = set()
         self._in_flight: set[str] = set()
         self._attempted_at: dict[str, float] = {}
+        self._taken: set[str] = set()  # OpenCode's reply endpoint accepted these: answered, whatever a list says
 
     @property
     def idle(self) -> bool:
@@ -63,6 +64,7 @@ class AnswerDelivery:
 
     async def step(self, tg: TaskGroup, board: RequestBoard, pending: PendingRequests, archive: Archive) -> None:
         """Send what OpenCode still waits for; record in PostgreSQL what it took."""
+        await self.record_taken(archive)
         for request_id, body in self.answers.items():
             if request_id in self._done or request_id in self._in_flight:
                 continue
@@ -78,6 +80,14 @@ class AnswerDelivery:
                 self._in_flight.add(request_id)
                 tg.start_soon(self._send, request_id, body, pending)
 
+    async def record_taken(self, archive: Archive) -> None:
+        """Record as answered what OpenCode's reply endpoint accepted. Also called as the session ends: a run
+        may end right after taking the answer, before any later tick records it."""
+        for request_id in sorted(self._taken - self._done):
+            await archive.record_outcome(request_id, "answered")
+            self._done.add(request_id)
+            log.info("answer_delivered", request_id=request_id)
+
     async def _send(self, request_id: str, body: dict[str, Any], pending: PendingRequests) -> None:
         try:
             if body.get("kind") == "permission":
@@ -86,7 +96,8 @@ class AnswerDelivery:
                 await self._opencode.reply_question(request_id, body["answers"])
             else:
                 await self._opencode.reject_question(request_id)
-            pending.forget(request_id)  # `running` again at once; the next list confirms it
+            pending.forget(request_id)  # `running` again at once
+            self._taken.add(request_id)
         except NotFound:
             pass  # OpenCode no longer waits on it: the next list says so
         except OpenCodeError as exc:

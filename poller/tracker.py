@@ -250,9 +250,11 @@ class SessionTracker:
     async def _end(self, mirror: SessionMirror, status: str, error: str | None) -> bool:
         """Archive and finish; False when new prompts arrived meanwhile (the session goes on)."""
         unsettled = self._pending.departed | {entry["id"] for entry in self._pending.as_list()}
-        if self._deps.requests is not None and unsettled:  # the run ended without our answer to these
-            try:
-                await self._deps.archive.record_gone(sorted(unsettled))
+        if self._deps.requests is not None:
+            try:  # what OpenCode took, then what the run ended without (record_gone leaves answered ones be)
+                await self._job.answers.record_taken(self._deps.archive)
+                if unsettled:
+                    await self._deps.archive.record_gone(sorted(unsettled))
             except Unavailable as exc:  # only the outcome's label is lost (shown as unanswered); the archive goes on
                 log.warning("requests_gone_unrecorded", error=exc.message)
         archived = await close_out(
