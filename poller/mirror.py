@@ -132,14 +132,16 @@ def _shared(before: Any, message: Any, known: Mirror) -> Any:
     if info is not None and info == message["info"]:
         message["info"] = info
     older = {part.get("id"): part for part in before["parts"]} if before is not None else {}
-    parts = []
-    for part in message["parts"]:
-        old = older.get(part.get("id"))
-        if old is None or old != part:
-            old = known.parts.get(part_key(part))
-        parts.append(old if old is not None and old == part else part)
-    message["parts"] = parts
+    message["parts"] = [_kept(part, older.get(part.get("id")), known) for part in message["parts"]]
     return message
+
+
+def _kept(part: Any, before: Any, known: Mirror) -> Any:
+    """The older object equal to `part` (the last poll's, else the mirror's), else `part`; each compared once."""
+    if before is not None and before == part:
+        return before
+    mirrored = known.parts.get(part_key(part))
+    return mirrored if mirrored is not None and mirrored == part else part
 
 
 def merge_tail(previous: Sequence[Any], tail: Sequence[Any], limit: int) -> list[Any] | None:
