@@ -23,9 +23,9 @@ def gateway_garbage() -> list[str]:
     return collector_garbage("gateway", "shared")
 
 
-async def open_streams(gateway: str) -> int:
+async def open_streams(gateway: str, headers: dict[str, str] | None = None) -> int:
     async with httpx.AsyncClient(base_url=gateway) as client:
-        response = await client.get("/metrics")
+        response = await client.get("/metrics", headers=headers)
     lines = [line for line in response.text.splitlines() if line.startswith("gateway_sse_clients{")]
     return int(sum(float(line.rsplit(" ", 1)[1]) for line in lines))
 
@@ -86,13 +86,7 @@ async def test_streams_ended_by_their_tokens_expiry_or_a_leaving_client_leave_no
                     async for event in aiter_events(response):
                         assert event.name == "snapshot"
                         break
-
-            async def closed() -> bool:
-                response = await client.get("/metrics", headers=headers)
-                lines = [line for line in response.text.splitlines() if line.startswith("gateway_sse_clients{")]
-                return sum(float(line.rsplit(" ", 1)[1]) for line in lines) == 0
-
-            await wait_for(closed, timeout=10, what="the streams closed")
+            await wait_for(lambda: _none(open_streams(gateway, headers)), timeout=10, what="the streams closed")
             assert gateway_garbage() == []
     finally:
         gc.enable()

@@ -157,7 +157,7 @@ class LoadOpenCode:
         return b"data: " + json.dumps(event).encode() + b"\n\n"
 
     def broadcast(self, line: bytes) -> None:
-        chunk = b"%x\r\n%s\r\n" % (len(line), line)
+        chunk = http_chunk(line)
         for transport in self.listeners:
             transport.write(chunk)
 
@@ -178,6 +178,11 @@ class LoadOpenCode:
         while True:
             await asyncio.sleep(10)
             self.broadcast(b'data: {"id":"evt_1","type":"server.heartbeat","properties":{}}\n\n')
+
+
+def http_chunk(data: bytes) -> bytes:
+    """`data` as one chunk of a chunked HTTP/1.1 body (how `/event` streams)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def response(status: bytes, body: bytes) -> bytes:
@@ -226,7 +231,7 @@ class Connection(asyncio.Protocol):
             )
             self.load.listeners.append(self.transport)
             line = b'data: {"id":"evt_0","type":"server.connected","properties":{}}\n\n'
-            self.transport.write(b"%x\r\n%s\r\n" % (len(line), line))
+            self.transport.write(http_chunk(line))
             return
         self.load.requests += 1
         if len(segments) == 4 and segments[1] == "session" and segments[3] == "message":
