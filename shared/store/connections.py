@@ -34,12 +34,10 @@ def redis_client(url: Secret | str, *, max_connections: int = 50) -> Redis:
         socket_timeout=REDIS_SOCKET_TIMEOUT_S,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
         health_check_interval=30,
-    )
-    return Redis(
-        connection_pool=pool,
-        decode_responses=False,
+        # on the pool's connections: a client given a pool uses the pool's retry, and ignores its own
         retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), REDIS_RETRIES),  # jittered like shared.backoff
     )
+    return Redis(connection_pool=pool, decode_responses=False)
 
 
 def pg_conninfo(url: Secret | str) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from shared.dev.processes import free_port
 from shared.errors import Unavailable
-from shared.store.connections import store_errors
+from shared.store.connections import REDIS_RETRIES, redis_client, store_errors
 
 pytestmark = pytest.mark.anyio
 
@@ -24,3 +24,11 @@ async def test_a_statement_past_a_postgresql_limit_is_its_own_failure_not_an_out
 async def test_an_unreachable_postgresql_is_an_outage():
     with pytest.raises(Unavailable, match="PostgreSQL is unreachable"), store_errors("PostgreSQL"):
         await psycopg.AsyncConnection.connect(f"postgresql://127.0.0.1:{free_port()}/none", connect_timeout=2)
+
+
+def test_every_redis_connection_retries_a_dropped_connection():
+    """redis-py takes the retry policy of a client built on a pool from the pool: set there, it reaches every
+    connection (set on the client alone, connections had none and the first command after a drop failed)."""
+    client = redis_client(f"redis://127.0.0.1:{free_port()}")
+    connection = client.connection_pool.make_connection()
+    assert connection.retry.get_retries() == REDIS_RETRIES
