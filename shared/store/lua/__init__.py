@@ -12,10 +12,13 @@ from importlib.resources import files
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from shared.ids import SessionId, TicketId
 from shared.models import as_text, dumps
 from shared.store import keys
+from shared.store.batch import CommandBatch
 from shared.store.lease import Lease
 
 LEASE_PREFIX = keys.lease(SessionId(""))
@@ -59,10 +62,14 @@ class PartAppend:
 
 
 class Scripts:
-    """One instance per Redis client; redis-py re-sends a script's source if the server lost its cache."""
+    """One instance per Redis client; a script's source is sent again if the server lost its cache.
+
+    The fenced state writes (apply, append), which every tracker of a replica issues, go out batched (CommandBatch).
+    """
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._batch = CommandBatch(redis)
         self._enqueue = redis.register_script(_load("enqueue"))
         self._send = redis.register_script(_load("send"))
         self._cancel = redis.register_script(_load("cancel"))
@@ -155,7 +162,7 @@ class Scripts:
         for removed in (change.removed_messages, change.removed_parts):
             args.append(len(removed))
             args += removed
-        return int(await self._apply(keys=script_keys, args=args))
+        return int(await self._batched(self._apply, script_keys, args))
 
     async def append(self, lease: Lease, updated_at: int, appends: Sequence[PartAppend]) -> int:
         """The new seq; -1 the lease is no longer this token's; -2 a part is not stored as expected (nothing
@@ -165,7 +172,13 @@ class Scripts:
         args: list[Any] = [lease.token, sid, updated_at, len(appends)]
         for a in appends:
             args += (a.key, a.field, a.stored_bytes, a.prefix_bytes, a.prefix, a.offset, a.length, a.escaped)
-        return int(await self._append(keys=script_keys, args=args))
+        return int(await self._batched(self._append, script_keys, args))
+
+    async def _batched(self, script: AsyncScript, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._batch.execute("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+        except NoScriptError:  # the server lost its scripts (a restart, SCRIPT FLUSH): redis-py loads it and runs it
+            return await script(keys=script_keys, args=args)
 
     async def finish(
         self,
