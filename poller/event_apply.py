@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from poller.mirror import Delta, Mirror, tool_calls_of
+from poller.mirror import Delta, Mirror, tool_calls_after
 from shared.models import part_key
 
 STREAMED = frozenset({"text", "reasoning"})
@@ -74,8 +74,7 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
             key = f"{props.get('messageID')}/{props.get('partID')}"
             removed_parts.add(key)
             parts.pop(key, None)
-    next_parts = {k: v for k, v in {**mirror.parts, **parts}.items() if k not in removed_parts}
-    tool_calls = tool_calls_of(next_parts)
+    tool_calls = tool_calls_after(mirror.tool_calls, parts, removed_parts)
     return Delta(
         infos=list(infos.values()),
         parts=list(parts.values()),

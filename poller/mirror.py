@@ -4,7 +4,7 @@ running (`currentToolCalls`) — pure, so it is tested without any server."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +28,20 @@ def tail_tool_calls(known: Sequence[Any], tail: Sequence[Any]) -> list[Any]:
     return [p for p in known if p.get("messageID") not in in_tail] + current_tool_calls(tail)
 
 
-def tool_calls_of(parts: dict[str, Any]) -> list[Any]:
-    """currentToolCalls from the parts by key (the event path): keys sort in transcript order, as OpenCode's ids do."""
-    return [parts[key] for key in sorted(parts) if _live_tool(parts[key])]
+def tool_calls_after(known: Sequence[Any], changed: dict[str, Any], removed: Iterable[str]) -> list[Any]:
+    """currentToolCalls once the `changed` parts (by key) are written and the `removed` ones gone, in key order (which
+    is transcript order, as OpenCode's ids sort): from the tool calls `known` and the touched parts alone. The event
+    path runs this for every batch of events; computed over every part of the session, a long session paid for its
+    whole history on every streamed token."""
+    live = {part_key(part): part for part in known}
+    for key in removed:
+        live.pop(key, None)
+    for key, part in changed.items():
+        if _live_tool(part):
+            live[key] = part
+        else:
+            live.pop(key, None)
+    return [live[key] for key in sorted(live)]
 
 
 @dataclass(slots=True)

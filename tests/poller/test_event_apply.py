@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
 from poller.event_apply import apply_events, keep_streamed_text, streaming_keys
-from poller.mirror import Appended, Mirror, with_appends
+from poller.mirror import LIVE_TOOL_STATES, Appended, Mirror, with_appends
 
 
 def text_part(text: str, end: bool = False) -> dict:
@@ -68,3 +70,34 @@ def test_removed_messages_take_their_parts_with_them():
     mirror = mirror_with(text_part("x", end=True))
     change = apply_events(mirror, [{"type": "message.removed", "properties": {"messageID": "msg_1"}}])
     assert change.removed_messages == ["msg_1"] and change.removed_parts == ["msg_1/prt_1"]
+
+
+def test_the_tool_calls_the_events_leave_are_the_live_tools_of_the_whole_session():
+    """The event path keeps currentToolCalls from the tool calls and the touched parts alone; over random runs of
+    tool calls that start, finish, come back and go (parts and whole messages), it always equals the live tool parts
+    of the whole mirror, in key order."""
+    rng = random.Random(7)
+    for _ in range(200):
+        mirror = Mirror.of([{"info": {"id": "msg_1", "role": "assistant"}, "parts": []}])
+        for _ in range(12):
+            events = []
+            for _ in range(rng.randint(1, 4)):
+                mid, pid = f"msg_{rng.randint(1, 3)}", f"prt_{rng.randint(1, 6)}"
+                kind = rng.random()
+                if kind < 0.6:
+                    status = rng.choice(["pending", "running", "completed", "error"])
+                    part = {"id": pid, "messageID": mid, "type": "tool", "state": {"status": status}}
+                    events.append(updated(part if rng.random() < 0.8 else {**part, "type": "text", "text": "x"}))
+                elif kind < 0.85:
+                    props = {"sessionID": "ses_x", "messageID": mid, "partID": pid}
+                    events.append({"type": "message.part.removed", "properties": props})
+                else:
+                    events.append({"type": "message.removed", "properties": {"sessionID": "ses_x", "messageID": mid}})
+            change = apply_events(mirror, events)
+            mirror.apply(change)
+            live = [mirror.parts[k] for k in sorted(mirror.parts) if _live_tool(mirror.parts[k])]
+            assert mirror.tool_calls == live
+
+
+def _live_tool(part: dict) -> bool:
+    return part.get("type") == "tool" and part["state"]["status"] in LIVE_TOOL_STATES

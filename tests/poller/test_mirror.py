@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import copy
 
-from poller.mirror import Mirror, diff, merge_tail, share_unchanged, tool_calls_of
+from poller.mirror import Mirror, diff, merge_tail, share_unchanged, tool_calls_after
 
 
 def message(mid: str, role: str = "assistant", parts: list | None = None, **info) -> dict:
@@ -73,7 +73,7 @@ def test_a_tail_poll_keeps_the_older_tool_calls_and_the_event_path_agrees():
     newer = tool("prt_2", "msg_2", "pending")
     mirror.update_tail([message("msg_2", parts=[newer])])
     assert mirror.tool_calls == [older, newer]
-    assert tool_calls_of(mirror.parts) == [older, newer]
+    assert tool_calls_after(mirror.tool_calls, {}, []) == [older, newer]
 
 
 def test_a_poll_keeps_the_older_object_of_every_unchanged_message():
