@@ -99,6 +99,9 @@ def keep_streamed_texts(mirror: Mirror, messages: Sequence[Any]) -> list[Any]:
     """A polled list with every still-streaming part carrying the text the deltas built."""
     out = []
     for message in messages:
+        if not any(_streaming(p) for p in message["parts"]):  # most are not: no part's key is built nor looked up
+            out.append(message)
+            continue
         parts = [keep_streamed_text(p, mirror.parts.get(part_key(p))) for p in message["parts"]]
         out.append(
             message

@@ -37,11 +37,18 @@ class SessionMirror:
         self._full_poll_due = True  # the first poll fetches the whole list
         # the last tail poll's body digest and list, while nothing but polls has written the mirror since:
         # a tail that comes back byte for byte the same then changes nothing and is neither decoded nor compared
-        self._tail_digest: bytes | None = None
+        self._tail_digest: int | None = None
         self._last_tail: list[Any] = []
-        self._fetched: tuple[bytes, list[Any]] | None = None  # this poll's tail: kept once its write succeeded
+        self._fetched: tuple[int, list[Any]] | None = None  # this poll's tail: kept once its write succeeded
         self._unchanged = False
         self._frozen_parts: set[str] = set()
+        # this session's metric children, found once: labels() takes a lock and a lookup, on every poll and write
+        metrics, server = deps.metrics, deps.server
+        self._polls = metrics.polls.labels(server)
+        self._polls_unchanged = metrics.polls_unchanged.labels(server)
+        self._poll_writes = metrics.state_writes.labels(server, "poll")
+        self._event_writes = metrics.state_writes.labels(server, "event")
+        self._poll_corrections = metrics.poll_corrections.labels(server)
 
     @classmethod
     async def load(cls, deps: TrackerDeps, lease: Lease) -> SessionMirror:
@@ -73,14 +80,14 @@ class SessionMirror:
         the tail does not overlap the last list, and before a session is archived.
         """
         opencode, sid = self._deps.opencode, self._lease.session_id
-        self._deps.metrics.polls.labels(self._deps.server).inc()
+        self._polls.inc()
         self._polls_since_full += 1
         self._unchanged, self._fetched = False, None
         if not self._full_poll_due and self._polls_since_full < FULL_POLL_EVERY:
             tail, digest = await opencode.messages_if_changed(sid, limit=TAIL_LIMIT, digest=self._tail_digest)
             if tail is None:
                 self._unchanged = True
-                self._deps.metrics.polls_unchanged.labels(self._deps.server).inc()
+                self._polls_unchanged.inc()
                 return self.messages, self._last_tail
             tail = share_unchanged(self.messages[-2 * TAIL_LIMIT :], tail, self.mirror)
             merged = merge_tail(self.messages, tail, TAIL_LIMIT)
@@ -104,9 +111,9 @@ class SessionMirror:
         delta = diff(self.mirror, mirrored, partial=tail is not None)
         if delta:  # an unchanged poll writes nothing and publishes nothing
             await self.writer.apply(self._lease, with_appends(self.mirror, delta), usage=self._usage_after(delta))
-            self._deps.metrics.state_writes.labels(self._deps.server, "poll").inc()
+            self._poll_writes.inc()
             if router is not None and router.healthy:
-                self._deps.metrics.poll_corrections.labels(self._deps.server).inc()
+                self._poll_corrections.inc()
             if tail is None:
                 self.mirror.update(mirrored)
             else:
@@ -129,4 +136,4 @@ class SessionMirror:
         self._tail_digest = None  # the mirror moved on its own: the next poll compares it in full
         await self.writer.apply(self._lease, with_appends(self.mirror, delta), usage=self._usage_after(delta))
         self.mirror.apply(delta)
-        self._deps.metrics.state_writes.labels(self._deps.server, "event").inc()
+        self._event_writes.inc()

@@ -14,7 +14,6 @@ P2 profile. Every failure leaves this module as one of the
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -159,14 +158,18 @@ class OpenCodeClient:
         return cast(list[Message], await self._call("GET", path, query=query, shape=_is_messages))
 
     async def messages_if_changed(
-        self, session_id: str, *, limit: int, digest: bytes | None
-    ) -> tuple[list[Message] | None, bytes]:
+        self, session_id: str, *, limit: int, digest: int | None
+    ) -> tuple[list[Message] | None, int]:
         """The newest `limit` messages and their body's digest; None instead of the messages when the body is
-        byte for byte the one `digest` was taken of. Most polls find nothing new: this one costs no decoding."""
+        byte for byte the one `digest` was taken of. Most polls find nothing new: this one costs no decoding.
+
+        The digest is Python's own hash of the bytes: SipHash, keyed per process, so a body cannot be made to
+        collide with another without the key; 64 bits, and 5x faster than blake2b (3 µs for 15 KB, against 16).
+        """
         path = f"/session/{_seg(session_id)}/message"
         what = f"GET {path}"
         raw = await self._send("GET", path, what, query={"limit": str(limit)}, body=None, scoped=True)
-        fresh = hashlib.blake2b(raw, digest_size=16).digest()
+        fresh = hash(raw)
         if fresh == digest:
             return None, fresh
         return cast(list[Message], _decode(raw, _is_messages, what)), fresh
