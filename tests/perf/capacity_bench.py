@@ -60,6 +60,11 @@ def gaps(port: int) -> list[float]:
         return list(json.loads(response.read())["gaps_ms"])
 
 
+def forget_gaps(port: int) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__load/gaps?forget", timeout=30) as response:
+        response.read()
+
+
 def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: int, duration: float) -> None:
     anyio.run(seed, stack.redis_url, sessions)
     load_port, metrics_port = free_port(), free_port()
@@ -83,7 +88,7 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         while scrape(metrics_port).get("poller_sessions_held{}", 0) < sessions and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(5)  # warm-up: every tracker has its mirror
-        gaps(load_port)  # forget the warm-up
+        forget_gaps(load_port)  # the warm-up's
         cpu = {name: usage(pid).cpu_s for name, pid in (("poller", poller.pid), ("load", load.pid))}
         cpu["redis"] = usage(stack.redis_pid).cpu_s
         metrics_before = scrape(metrics_port)
