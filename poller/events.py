@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import itertools
+import math
 import time
+import weakref
 from typing import Any
 
 import anyio
@@ -27,12 +31,57 @@ RECONNECT_CAP_S = 5.0
 INBOX_LIMIT = 10_000
 
 
-_NO_CONTEXT = contextvars.Context()  # the wait's timer only resolves a future: it needs no copy of the caller's
+_NO_CONTEXT = contextvars.Context()  # the alarm's timer only resolves futures: it needs no copy of anyone's
+ALARM_SLACK_S = 0.001  # a loop timer fires up to a ms early (uvloop rounds): what is due within it rings too
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+class AlarmClock:
+    """One loop timer for every waiting tracker of a replica: a heap of (when, future), each resolved True when due.
+
+    Every tracker waits nearly all the time, so whatever one wait allocates is alive whenever the collector's young
+    generation is walked: with a loop timer (a TimerHandle and uvloop's UVTimer) and a coroutine per wait, at 8,000
+    sessions those were ~30 % of what each young collection walked (~140 ms each, stalling every session). A wait
+    now costs one heap entry; a future woken early stays in the heap until it is due, and is skipped then.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, asyncio.Future[bool]]] = []
+        self._order = itertools.count()  # equal times never compare the futures
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def ring_at(self, when: float, future: asyncio.Future[bool]) -> None:
+        heapq.heappush(self._heap, (when, next(self._order), future))
+        if when < self._timer_at:
+            self._set_timer(when)
+
+    def _set_timer(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._ring, context=_NO_CONTEXT)
+
+    def _ring(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        heap, due = self._heap, self._loop.time() + ALARM_SLACK_S
+        while heap and heap[0][0] <= due:
+            future = heapq.heappop(heap)[2]
+            if not future.done():  # else woken early, or its tracker was cancelled
+                future.set_result(True)
+        if heap:
+            self._set_timer(heap[0][0])
+
+
+_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AlarmClock] = weakref.WeakKeyDictionary()
+
+
+def alarm_clock(loop: asyncio.AbstractEventLoop) -> AlarmClock:
+    """The running loop's one AlarmClock."""
+    clock = _CLOCKS.get(loop)
+    if clock is None:
+        clock = _CLOCKS[loop] = AlarmClock(loop)
+    return clock
 
 
 class Inbox:
@@ -47,7 +96,7 @@ class Inbox:
         # when OpenCode last said the session is idle (session.idle / session.status idle), None once it said busy
         self.idle_at: float | None = None
         self.confirm_idle = False  # an idle report waits for its confirming (whole-list) poll
-        self._waiter: asyncio.Future[None] | None = None  # the tracker's wait, while it waits
+        self._waiter: asyncio.Future[bool] | None = None  # the tracker's wait, while it waits
 
     def put(self, event: Any) -> None:
         if len(self.events) >= self._limit:
@@ -81,34 +130,30 @@ class Inbox:
         self.tick_now = True
         self._wake()
 
-    async def wait(self, timeout_s: float) -> bool:
-        """Until something arrives or `timeout_s` passed; True when the time is up.
+    def wait(self, timeout_s: float) -> asyncio.Future[bool]:
+        """Await it: until something arrives or `timeout_s` passed; True when the time is up.
 
         The caller must take True as the time being up rather than read the clock: a loop timer may fire a few ms
         early (uvloop rounds to whole ms, from a loop time that is stale by the current iteration's work), and a
         tracker that then found its tick not yet due waited again, and again, spinning until the clock caught up:
         2.4 extra wake-ups per tick at 1,000 sessions, more under load.
+
+        A bare future that the loop's AlarmClock or a put() resolves: no coroutine, timer, Event or context copy
+        per wait (see AlarmClock), and no cancellation thrown through the tracker each tick.
         """
-        if self.events or self.poll_now or self.tick_now:
-            return False
-        # A bare future that a loop timer resolves: no cancellation is thrown through the tracker each tick (half
-        # the wait's CPU, measured), and no Event, deque, coroutine chain, bound method or context copy per wait.
-        # Every tracker is in this wait nearly all the time, so whatever it allocates is alive when the collector
-        # runs: with anyio's Event, ~10 objects per tracker that each young collection walked (at 5,000 sessions
-        # 150,000 young objects, 50-190 ms per collection, three a second).
         loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        timer = loop.call_later(timeout_s, _resolve, waiter, context=_NO_CONTEXT)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-        return not (self.events or self.poll_now or self.tick_now)
+        waiter: asyncio.Future[bool] = loop.create_future()
+        if self.events or self.poll_now or self.tick_now:
+            waiter.set_result(False)
+            return waiter
+        self._waiter = waiter
+        alarm_clock(loop).ring_at(loop.time() + timeout_s, waiter)
+        return waiter
 
     def _wake(self) -> None:
-        if self._waiter is not None:
-            _resolve(self._waiter)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
 
     def take(self) -> list[Any]:
         events, self.events = self.events, []

@@ -42,12 +42,32 @@ def stored_form(part: Any) -> str:
     return text_prefix({k: v for k, v in part.items() if k != TEXT}) + dumps(text)[1:-1] + '"}'
 
 
-@dataclasses.dataclass(slots=True)
-class _Stored:
-    """What this writer knows of a text part's stored JSON: its whole length and its prefix's, in bytes."""
+class _StoredTexts:
+    """What this writer knows of each text part's stored JSON: its whole length and its prefix's, in bytes.
 
-    total: int
-    prefix: int
+    Two dicts of ints rather than an object per part: one object per text write was ~7 % of what each of the
+    collector's young collections walked at 8,000 sessions; ints are not the collector's to walk.
+    """
+
+    def __init__(self) -> None:
+        self._total: dict[str, int] = {}
+        self._prefix: dict[str, int] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._total
+
+    def total(self, key: str) -> int:
+        return self._total[key]
+
+    def prefix(self, key: str) -> int:
+        return self._prefix[key]
+
+    def set(self, key: str, total: int, prefix: int) -> None:
+        self._total[key], self._prefix[key] = total, prefix
+
+    def forget(self, key: str) -> None:
+        self._total.pop(key, None)
+        self._prefix.pop(key, None)
 
 
 class StateWriter:
@@ -58,7 +78,7 @@ class StateWriter:
         self._session = session  # what the live-index events say: status and updatedAt follow our writes
         self.writes = 0
         self.seq = 0
-        self._stored: dict[str, _Stored] = {}  # the text parts this writer stored itself: only those are appended to
+        self._stored = _StoredTexts()  # the text parts this writer stored itself: only those are appended to
 
     @property
     def status(self) -> str:
@@ -128,7 +148,7 @@ class StateWriter:
         for part in delta.parts:
             self._remember(part, parts[part_key(part)])
         for key in delta.removed_parts:
-            self._stored.pop(key, None)
+            self._stored.forget(key)
         self.writes += 1
         self.seq = seq
         return seq
@@ -138,9 +158,9 @@ class StateWriter:
         text = part.get(TEXT)
         if isinstance(text, str):
             total = len(stored.encode())
-            self._stored[key] = _Stored(total, total - len(dumps(text).encode()))  # the quotes stand for `"}`
+            self._stored.set(key, total, total - len(dumps(text).encode()))  # the quotes stand for `"}`
         else:
-            self._stored.pop(key, None)
+            self._stored.forget(key)
 
     async def _append(self, lease: Lease, appended: Sequence[Appended], now: int) -> int:
         """One append.lua call; APPEND_REFUSED when Redis does not hold the parts as this writer stored them."""
@@ -148,8 +168,8 @@ class StateWriter:
             PartAppend(
                 key=a.key,
                 field=TEXT,
-                stored_bytes=self._stored[a.key].total,
-                prefix_bytes=self._stored[a.key].prefix,
+                stored_bytes=self._stored.total(a.key),
+                prefix_bytes=self._stored.prefix(a.key),
                 prefix=text_prefix(a.fields) if a.fields is not None else "",
                 offset=a.offset,
                 length=a.offset + utf16_length(a.text),
@@ -164,12 +184,12 @@ class StateWriter:
         if seq == APPEND_REFUSED:
             log.warning("append_refused", parts=[a.key for a in appends])
             for a in appends:
-                self._stored.pop(a.key, None)
+                self._stored.forget(a.key)
             return seq
         for a in appends:
-            stored = self._stored[a.key]
-            prefix = len(a.prefix.encode()) if a.prefix else stored.prefix
-            self._stored[a.key] = _Stored(stored.total - stored.prefix + prefix + len(a.escaped.encode()), prefix)
+            total, old_prefix = self._stored.total(a.key), self._stored.prefix(a.key)
+            prefix = len(a.prefix.encode()) if a.prefix else old_prefix
+            self._stored.set(a.key, total - old_prefix + prefix + len(a.escaped.encode()), prefix)
         self.writes += 1
         self.seq = seq
         return seq

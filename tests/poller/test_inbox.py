@@ -67,3 +67,35 @@ async def test_wait_says_the_time_is_up_when_its_timer_fired() -> None:
     with anyio.fail_after(5):
         assert await inbox.wait(0.01) is True
         assert await inbox.wait(0) is True
+
+
+async def test_one_alarm_clock_wakes_every_waiter_when_due_and_skips_the_woken_and_the_cancelled() -> None:
+    """Every tracker's wait shares the loop's one timer: each is woken at its own time, in the order of their
+    times; one woken early by a put, or cancelled with its tracker, is left alone when its time comes."""
+    inboxes = [Inbox() for _ in range(30)]
+    timeouts = [0.002 * ((n * 7) % 30) for n in range(30)]  # not in the order the waits start
+    finished: list[int] = []
+    results: dict[int, bool] = {}
+
+    async def wait(n: int) -> None:
+        results[n] = await inboxes[n].wait(timeouts[n])
+        finished.append(n)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for n in range(30):
+                tg.start_soon(wait, n)
+            cancelled = anyio.CancelScope()
+            tg.start_soon(_wait_forever, Inbox(), cancelled)
+            await anyio.wait_all_tasks_blocked()
+            inboxes[29].put(delta(0))  # its time (0.058 s) is the last: woken now, it must not be woken again
+            cancelled.cancel()
+    assert results == {n: n != 29 for n in range(30)}
+    assert finished == [29, *sorted(range(29), key=lambda n: timeouts[n])]
+    assert cancelled.cancel_called
+
+
+async def _wait_forever(inbox: Inbox, scope: anyio.CancelScope) -> None:
+    with scope:
+        await inbox.wait(0.001)
+        await inbox.wait(3600)
