@@ -155,15 +155,21 @@ def _kept(part: Any, before: Any, known: Mirror) -> Any:
     return mirrored if mirrored is not None and mirrored == part else part
 
 
-def merge_tail(previous: Sequence[Any], tail: Sequence[Any], limit: int) -> list[Any] | None:
+def merge_tail(previous: list[Any], tail: Sequence[Any], limit: int) -> list[Any] | None:
     """The whole list from the last one and a `?limit=` poll of the newest messages; None when they do not
-    overlap (more new messages than the tail holds): then only a full poll will do."""
+    overlap (more new messages than the tail holds): then only a full poll will do.
+
+    The last list is updated in place and returned: a new 30-message list per poll was, at 8,000 sessions, one
+    young object per session holding a reference to every message, a quarter of what each of the collector's
+    young collections walked. Only the tail's slots change.
+    """
     if len(tail) < limit:
         return list(tail)  # the tail is the whole list
     first = tail[0]["info"]["id"]
     for index in range(len(previous) - 1, -1, -1):  # the overlap is near the end
         if previous[index]["info"]["id"] == first:
-            return [*previous[:index], *tail]
+            previous[index:] = tail
+            return previous
     return None
 
 

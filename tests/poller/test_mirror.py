@@ -62,9 +62,13 @@ def test_info_change_and_removals():
 def test_merge_tail_joins_on_the_overlap_or_gives_up():
     previous = [message(f"msg_{i}") for i in range(6)]
     tail = [message(f"msg_{i}", finish="stop" if i == 5 else None) for i in range(3, 7)]
-    assert merge_tail(previous, tail, limit=4) == [*previous[:3], *tail]
+    head = previous[:3]
+    merged = merge_tail(previous, tail, limit=4)
+    assert merged == [*head, *tail]
+    assert merged is previous  # updated in place: no new list per poll
     assert merge_tail(previous, tail[:2], limit=4) == tail[:2]  # shorter than the limit: the whole list
-    assert merge_tail(previous, [message(f"msg_{i}") for i in range(7, 11)], limit=4) is None
+    assert merge_tail(previous, [message(f"msg_{i}") for i in range(8, 12)], limit=4) is None
+    assert previous == [*head, *tail]  # no overlap: left as it was
 
 
 def test_a_tail_poll_keeps_the_older_tool_calls_and_the_event_path_agrees():
