@@ -120,7 +120,7 @@ class Delta:
 def share_unchanged(previous: Sequence[Any], messages: list[Any], mirror: Mirror | None = None) -> list[Any]:
     """`messages` with each one equal to its namesake in `previous` replaced by that older object; in one that
     changed (or is new), each info and part equal to the older one, or to the one `mirror` holds (what the event
-    stream already wrote), is replaced by that.
+    stream already wrote), is replaced by that. A changed message is its namesake in `previous`, updated in place.
 
     A poll's parsed list lives until the next one, long enough for the collector's young generation to walk
     it and promote it: at 2,000 sessions, full polls alone kept ~120,000 new objects a second alive, and the
@@ -143,7 +143,14 @@ def _shared(before: Any, message: Any, known: Mirror) -> Any:
     if info is not None and info == message["info"]:
         message["info"] = info
     older = {part.get("id"): part for part in before["parts"]} if before is not None else {}
-    message["parts"] = [_kept(part, older.get(part.get("id")), known) for part in message["parts"]]
+    parts = [_kept(part, older.get(part.get("id")), known) for part in message["parts"]]
+    if before is not None and before.keys() == message.keys():
+        # the older message and parts list take the new content in place: only what changed is a new object
+        # (a new parts list per changed message was, at 8,000 sessions, a quarter of each young collection)
+        before["info"] = message["info"]
+        before["parts"][:] = parts
+        return before
+    message["parts"] = parts
     return message
 
 

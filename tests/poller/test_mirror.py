@@ -85,10 +85,12 @@ def test_a_poll_keeps_the_older_object_of_every_unchanged_message():
     fetched = copy.deepcopy(before)
     fetched[1]["parts"][0]["state"]["status"] = "completed"
     fetched.append(message("msg_4"))
+    expected = copy.deepcopy(fetched)
     shared = share_unchanged(before, fetched)
-    assert shared == fetched  # the same content, in the same order
-    assert [m is b for m, b in zip(shared, before, strict=False)] == [True, False, True]  # what stays is the old
-    assert shared[1] is fetched[1] and shared[3] is fetched[3]  # what changed or is new is the fetched one
+    assert shared == expected  # the same content, in the same order
+    assert [m is b for m, b in zip(shared, before, strict=False)] == [True, True, True]  # every old message stays
+    assert before[1] == expected[1]  # ...and the one that changed was updated in place
+    assert shared[3] is fetched[3]  # what is new is the fetched one
     assert share_unchanged([], fetched) is fetched
 
 
@@ -99,10 +101,12 @@ def test_a_message_that_changed_keeps_the_older_object_of_its_unchanged_info_and
     fetched[0]["parts"][1]["state"]["status"] = "completed"
     fetched[0]["parts"].append(tool("prt_3", "msg_2", "running"))
     expected = copy.deepcopy(fetched)
+    old_info, old_parts, old_list = before[0]["info"], list(before[0]["parts"]), before[0]["parts"]
     [shared] = share_unchanged(before, fetched)
     assert shared == expected[0]
-    assert shared["info"] is before[0]["info"]
-    assert [p is b for p, b in zip(shared["parts"], before[0]["parts"], strict=False)] == [True, False]
+    assert shared is before[0] and shared["parts"] is old_list  # the older message and list, updated in place
+    assert shared["info"] is old_info
+    assert [p is b for p, b in zip(shared["parts"], old_parts, strict=False)] == [True, False]
     assert shared["parts"][2] is fetched[0]["parts"][2]
 
 
@@ -115,9 +119,10 @@ def test_a_poll_keeps_what_the_event_stream_already_wrote():
     mirror = Mirror.of(copy.deepcopy(fetched))
     mirror.parts["msg_3/prt_3"] = tool("prt_3", "msg_3", "completed")  # the events know better: not shared
     expected = copy.deepcopy(fetched)
+    old_part = before[0]["parts"][0]
     shared = share_unchanged(before, fetched, mirror)
     assert shared == expected
-    assert shared[0]["parts"][0] is before[0]["parts"][0]
+    assert shared[0]["parts"][0] is old_part
     assert shared[0]["parts"][1] is mirror.parts["msg_2/prt_2"]
     assert shared[1]["info"] is mirror.infos["msg_3"]
     assert shared[1]["parts"][0] is fetched[1]["parts"][0]
