@@ -40,8 +40,8 @@ class AlarmClock:
 
     Every tracker waits nearly all the time, so whatever one wait allocates is alive whenever the collector's young
     generation is walked: with a loop timer (a TimerHandle and uvloop's UVTimer) and a coroutine per wait, at 8,000
-    sessions those were ~30 % of what each young collection walked (~140 ms each, stalling every session). A wait
-    now costs one heap entry; a future woken early stays in the heap until it is due, and is skipped then.
+    sessions those were about a quarter of what each young collection walked (~140 ms each, stalling every session).
+    A wait now costs one heap entry; a future woken early stays in the heap until it is due, and is skipped then.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -145,8 +145,8 @@ def _shared(before: Any, message: Any, known: Mirror) -> Any:
     older = {part.get("id"): part for part in before["parts"]} if before is not None else {}
     parts = [_kept(part, older.get(part.get("id")), known) for part in message["parts"]]
     if before is not None and before.keys() == message.keys():
-        # the older message and parts list take the new content in place: only what changed is a new object
-        # (a new parts list per changed message was, at 8,000 sessions, a quarter of each young collection)
+        # the older message and parts list take the new content in place: only what changed is a new object (a new
+        # message and parts list per changed message lived until the next poll: young at every collection)
         before["info"] = message["info"]
         before["parts"][:] = parts
         return before
@@ -167,8 +167,8 @@ def merge_tail(previous: list[Any], tail: Sequence[Any], limit: int) -> list[Any
     overlap (more new messages than the tail holds): then only a full poll will do.
 
     The last list is updated in place and returned: a new 30-message list per poll was, at 8,000 sessions, one
-    young object per session holding a reference to every message, a quarter of what each of the collector's
-    young collections walked. Only the tail's slots change.
+    young object per session holding a reference to every message, about a quarter of what each of the
+    collector's young collections walked. Only the tail's slots change.
     """
     if len(tail) < limit:
         return list(tail)  # the tail is the whole list
