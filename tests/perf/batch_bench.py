@@ -11,7 +11,7 @@ the process's CPU per write and the writes per second, against a real Redis.
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import time
 from typing import Any
 
@@ -27,6 +27,7 @@ from shared.store.connections import redis_client
 from shared.store.lease import Lease
 from shared.store.live import LiveState
 from shared.store.lua import Scripts, StateChange
+from tests.perf.procstat import usage
 
 TEXT = "the build fails because `pytest` imports the module twice; set PYTHONPATH once — ✓ done. " * 3
 
@@ -39,11 +40,6 @@ class OneCallEach:
 
     async def execute(self, *command: Any) -> Any:
         return await self._redis.execute_command(*command)
-
-
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def measure(redis_url: str, mode: str, writers: int, writes: int) -> None:
@@ -74,11 +70,11 @@ async def measure(redis_url: str, mode: str, writers: int, writes: int) -> None:
             if await scripts.apply(lease, change) < 0:
                 raise RuntimeError("lease refused")
 
-    started_cpu, started = cpu_s(), time.perf_counter()
+    started_cpu, started = usage(os.getpid()).cpu_s, time.perf_counter()
     async with anyio.create_task_group() as tg:
         for lease in leases:
             tg.start_soon(writer, lease)
-    elapsed, cpu = time.perf_counter() - started, cpu_s() - started_cpu
+    elapsed, cpu = time.perf_counter() - started, usage(os.getpid()).cpu_s - started_cpu
     total = writers * writes
     print(
         f"fenced writes, {mode}: {writers} writers x {writes} = {total} writes: {cpu / total * 1e6:.1f} us CPU per "

@@ -55,14 +55,11 @@ async def listen(redis_url: str, duration: float) -> list[float]:
     return latencies
 
 
-def gaps(port: int) -> list[float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__load/gaps", timeout=30) as response:
-        return list(json.loads(response.read())["gaps_ms"])
-
-
-def forget_gaps(port: int) -> None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__load/gaps?forget", timeout=30) as response:
-        response.read()
+def gaps(port: int, *, forget: bool = False) -> list[float]:
+    """The list-fetch gaps since the last call; with `forget` they are only dropped (none is encoded or returned)."""
+    query = "?forget" if forget else ""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/__load/gaps{query}", timeout=30) as response:
+        return list(json.loads(response.read()).get("gaps_ms", []))
 
 
 def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: int, duration: float) -> None:
@@ -88,7 +85,7 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         while scrape(metrics_port).get("poller_sessions_held{}", 0) < sessions and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(5)  # warm-up: every tracker has its mirror
-        forget_gaps(load_port)  # the warm-up's
+        gaps(load_port, forget=True)  # the warm-up's
         cpu = {name: usage(pid).cpu_s for name, pid in (("poller", poller.pid), ("load", load.pid))}
         cpu["redis"] = usage(stack.redis_pid).cpu_s
         metrics_before = scrape(metrics_port)
