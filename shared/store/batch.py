@@ -40,7 +40,12 @@ class CommandBatch:
             loop.call_soon(self._flush)
         reply: asyncio.Future[Any] = loop.create_future()
         self._queued.append((command, reply))
-        return await reply  # a caller that is cancelled cancels its reply; the batch leaves it be
+        try:
+            return await reply  # a caller that is cancelled cancels its reply; the batch leaves it be
+        finally:
+            # an error reply raised here holds this frame in its traceback, and the frame the reply: a cycle only the
+            # collector frees, which the poller runs rarely (poller/main.py)
+            del reply
 
     def _flush(self) -> None:
         batch, self._queued = self._queued, []
@@ -90,7 +95,7 @@ async def _exchange(connection: Connection, packed: list[bytes]) -> list[Any]:
         try:
             replies.append(await connection.read_response())
         except ResponseError as exc:
-            replies.append(exc)
+            replies.append(exc.with_traceback(None))  # its traceback holds this frame, which holds `replies`
     return replies
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import anyio
 import pytest
@@ -16,6 +17,7 @@ from shared.store.connections import redis_client, store_errors
 from shared.store.lease import Lease
 from shared.store.live import LiveState
 from shared.store.lua import Scripts, StateChange
+from tests.helpers import collector_garbage
 
 pytestmark = pytest.mark.anyio
 
@@ -50,6 +52,24 @@ async def test_an_error_reply_is_raised_to_its_caller_alone(redis_url, redis):
     assert await redis.get("plain") == b"v"
     assert isinstance(await _gather(batch.execute("SET", "none", None)), list)  # not sendable: refused before sending
     assert await redis.exists("none") == 0
+    await client.aclose()
+
+
+async def test_an_error_reply_leaves_nothing_for_the_collector(redis_url, redis):
+    """An error reply (NOSCRIPT after a Redis restart, a wrong type) must be freed by reference count: the poller's
+    collector runs rarely, and each such reply once left a traceback cycle through the batch's frames."""
+    client = redis_client(redis_url)
+    batch = CommandBatch(client)
+    await redis.set("text", "not a number")
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            with pytest.raises(ResponseError):
+                await batch.execute("INCR", "text")
+        assert collector_garbage("shared") == []
+    finally:
+        gc.enable()
     await client.aclose()
 
 
