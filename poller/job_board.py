@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from redis.asyncio import Redis
 
 from shared.ids import SessionId
-from shared.models import as_text
 from shared.store import keys
+from shared.store.batch import CommandBatch
 from shared.store.connections import store_errors
 
 
@@ -16,9 +16,11 @@ class JobBoard:
     """The promptsRev of every session the replica holds, as of the last refresh; trackers ask it, so a tracker
     reads its own job hash only when its job changed (a prompt, a cancel)."""
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self._revs: dict[str, str] = {}
+    def __init__(self, redis: Redis, batch: CommandBatch | None = None) -> None:
+        # the read goes out as one command packed in C: redis-py encodes each of its thousands of arguments in
+        # Python (7.7 ms of CPU for 8,000, twice a second, against 1.3 ms)
+        self._batch = batch if batch is not None else CommandBatch(redis)
+        self._revs: dict[str, bytes | None] = {}  # as read: decoded only when a tracker asks
         self._watchers: dict[str, Callable[[], None]] = {}
 
     async def refresh(self, session_ids: Sequence[SessionId]) -> None:
@@ -29,16 +31,18 @@ class JobBoard:
             revs: list[bytes | None] = []
             if session_ids:  # HMGET needs at least one field
                 with store_errors("Redis"):
-                    revs = await self._redis.hmget(keys.JOB_REVS, list(session_ids))
+                    revs = await self._batch.execute("HMGET", keys.JOB_REVS, *session_ids)
             # replaced only once read: trackers tick while the read is in flight (milliseconds at thousands of
             # sessions), and an unknown rev makes a tracker read its own job hash — 600 reads a second at 8,000
-            self._revs = {sid: as_text(rev) for sid, rev in zip(session_ids, revs, strict=True) if rev is not None}
+            self._revs = dict(zip(session_ids, revs, strict=True))
         except BaseException:
             self._revs = {}
             raise
         finally:
+            after = self._revs
             for session_id, wake in self._watchers.items():
-                if self._revs.get(session_id) != before.get(session_id) or session_id not in self._revs:
+                rev = after.get(session_id)
+                if rev is None or rev != before.get(session_id):
                     wake()
 
     def watch(self, session_id: str, wake: Callable[[], None]) -> None:
@@ -50,4 +54,5 @@ class JobBoard:
 
     def rev(self, session_id: str) -> str | None:
         """The session's promptsRev, or None when unknown (not read yet, the read failed, or the job is gone)."""
-        return self._revs.get(session_id)
+        rev = self._revs.get(session_id)
+        return rev.decode() if rev is not None else None

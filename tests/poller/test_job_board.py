@@ -12,6 +12,7 @@ from poller.job_board import JobBoard
 from shared.errors import Unavailable
 from shared.ids import SessionId
 from shared.store import keys
+from shared.store.batch import CommandBatch
 
 pytestmark = pytest.mark.anyio
 
@@ -69,18 +70,18 @@ async def test_a_failed_refresh_wakes_every_tracker():
     await unreachable.aclose()
 
 
-class _HeldReplies:
-    """Real Redis, with each HMGET's reply held back until the test lets it through."""
+class _HeldReplies(CommandBatch):
+    """Real Redis, with each reply held back until the test lets it through."""
 
     def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+        super().__init__(redis)
         self.asked = anyio.Event()
         self.answer = anyio.Event()
 
-    async def hmget(self, *args: Any) -> Any:
+    async def execute(self, *command: str | bytes | int) -> Any:
         self.asked.set()
         await self.answer.wait()
-        return await self._redis.hmget(*args)
+        return await super().execute(*command)
 
 
 async def test_while_a_refresh_is_in_flight_the_board_still_answers_the_last_revs(redis):
@@ -88,7 +89,7 @@ async def test_while_a_refresh_is_in_flight_the_board_still_answers_the_last_rev
     # unknown reads its own job hash: hundreds of needless reads a second
     await redis.hset(keys.JOB_REVS, mapping={A: "1"})
     held = _HeldReplies(redis)
-    board = JobBoard(held)  # type: ignore[arg-type]
+    board = JobBoard(redis, held)
     held.answer.set()
     await board.refresh([A])
     held.asked, held.answer = anyio.Event(), anyio.Event()
