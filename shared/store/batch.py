@@ -103,6 +103,8 @@ def _settle(reply: asyncio.Future[Any], value: Any) -> None:
     if reply.done():  # its caller was cancelled
         return
     if isinstance(value, BaseException):
-        reply.set_exception(value)
+        # without the traceback, which holds the batch's frames, which hold the replies: a cycle only the collector
+        # frees, and the poller runs it rarely (poller/main.py). The caller's own traceback starts where it awaits.
+        reply.set_exception(value.with_traceback(None))
     else:
         reply.set_result(value)

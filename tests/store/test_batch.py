@@ -7,6 +7,8 @@ import gc
 
 import anyio
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from shared.errors import Unavailable
@@ -55,11 +57,13 @@ async def test_an_error_reply_is_raised_to_its_caller_alone(redis_url, redis):
     await client.aclose()
 
 
-async def test_an_error_reply_leaves_nothing_for_the_collector(redis_url, redis):
-    """An error reply (NOSCRIPT after a Redis restart, a wrong type) must be freed by reference count: the poller's
-    collector runs rarely, and each such reply once left a traceback cycle through the batch's frames."""
+async def test_a_failed_command_leaves_nothing_for_the_collector(redis_url, redis):
+    """An error reply (NOSCRIPT after a Redis restart, a wrong type), an argument Redis cannot take and a connection
+    that fails must all be freed by reference count: the poller's collector runs rarely, and each of them once left
+    a traceback cycle through the batch's frames."""
     client = redis_client(redis_url)
     batch = CommandBatch(client)
+    unreachable = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)  # nothing listens there
     await redis.set("text", "not a number")
     gc.collect()
     gc.disable()
@@ -67,10 +71,15 @@ async def test_an_error_reply_leaves_nothing_for_the_collector(redis_url, redis)
         for _ in range(3):
             with pytest.raises(ResponseError):
                 await batch.execute("INCR", "text")
+            with pytest.raises(TypeError):
+                await batch.execute("SET", "none", None)
+            with pytest.raises(RedisConnectionError):
+                await CommandBatch(unreachable).execute("GET", "text")
         assert collector_garbage("shared") == []
     finally:
         gc.enable()
     await client.aclose()
+    await unreachable.aclose()
 
 
 async def test_a_cancelled_caller_leaves_the_rest_of_its_batch_be(redis_url, redis):
