@@ -18,7 +18,7 @@ class JobBoard:
 
     def __init__(self, redis: Redis, batch: CommandBatch | None = None) -> None:
         # the read goes out as one command packed in C: redis-py encodes each of its thousands of arguments in
-        # Python (7.7 ms of CPU for 8,000, twice a second, against 1.3 ms)
+        # Python (at 8,000 sessions, twice a second: 12 ms of CPU per refresh that way, 2.2 ms this way)
         self._batch = batch if batch is not None else CommandBatch(redis)
         self._revs: dict[str, bytes | None] = {}  # as read: decoded only when a tracker asks
         self._watchers: dict[str, Callable[[], None]] = {}
