@@ -156,7 +156,10 @@ class Inbox:
             waiter.set_result(False)
 
     def take(self) -> list[Any]:
-        events, self.events = self.events, []
+        # the inbox keeps its own list: a new one per take lived until the next, young at every collection (one
+        # per tracker); the copy handed out dies with the batch it carries
+        events = self.events.copy()
+        self.events.clear()
         return events
 
 

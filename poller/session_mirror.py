@@ -38,8 +38,12 @@ class SessionMirror:
         # the last tail poll's body digest and list, while nothing but polls has written the mirror since:
         # a tail that comes back byte for byte the same then changes nothing and is neither decoded nor compared
         self._tail_digest: int | None = None
-        self._last_tail: list[Any] = []
-        self._fetched: tuple[int, list[Any]] | None = None  # this poll's tail: kept once its write succeeded
+        # how many messages that tail held (its messages end the list), and this poll's digest and tail length, kept
+        # once its write succeeded: plain ints, where a list and a tuple per changed poll lived until the next one
+        # (young at every collection, one of each per session)
+        self._last_tail_len = 0
+        self._fetched: int | None = None
+        self._fetched_len = 0
         self._unchanged = False
         self._frozen_parts: set[str] = set()
         # this session's metric children, found once: labels() takes a lock and a lookup, on every poll and write
@@ -88,11 +92,11 @@ class SessionMirror:
             if tail is None:
                 self._unchanged = True
                 self._polls_unchanged.inc()
-                return self.messages, self._last_tail
+                return self.messages, self.messages[len(self.messages) - self._last_tail_len :]
             tail = share_unchanged(self.messages[-2 * TAIL_LIMIT :], tail, self.mirror)
             merged = merge_tail(self.messages, tail, TAIL_LIMIT)
             if merged is not None:
-                self._fetched = (digest, tail)
+                self._fetched, self._fetched_len = digest, len(tail)
                 return merged, tail
         messages = share_unchanged(self.messages, await opencode.messages(sid), self.mirror)
         self._polls_since_full = 0
@@ -120,7 +124,7 @@ class SessionMirror:
                 self.mirror.update_tail(mirrored)
         self.messages = messages
         if self._fetched is not None:  # written: the same tail next time changes nothing
-            self._tail_digest, self._last_tail = self._fetched
+            self._tail_digest, self._last_tail_len = self._fetched, self._fetched_len
 
     async def write_events(self, events: list[Any], *, gap: bool) -> None:
         """The fast path: the same fenced write as a poll, so clients see one seq stream either way.
