@@ -170,8 +170,9 @@ def merge_tail(previous: list[Any], tail: Sequence[Any], limit: int) -> list[Any
     young object per session holding a reference to every message, about a quarter of what each of the
     collector's young collections walked. Only the tail's slots change.
     """
-    if len(tail) < limit:
-        return list(tail)  # the tail is the whole list
+    if len(tail) < limit:  # the tail is the whole list
+        previous[:] = tail
+        return previous
     first = tail[0]["info"]["id"]
     for index in range(len(previous) - 1, -1, -1):  # the overlap is near the end
         if previous[index]["info"]["id"] == first:

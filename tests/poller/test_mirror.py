@@ -66,9 +66,10 @@ def test_merge_tail_joins_on_the_overlap_or_gives_up():
     merged = merge_tail(previous, tail, limit=4)
     assert merged == [*head, *tail]
     assert merged is previous  # updated in place: no new list per poll
-    assert merge_tail(previous, tail[:2], limit=4) == tail[:2]  # shorter than the limit: the whole list
     assert merge_tail(previous, [message(f"msg_{i}") for i in range(8, 12)], limit=4) is None
     assert previous == [*head, *tail]  # no overlap: left as it was
+    short = merge_tail(previous, tail[:2], limit=4)
+    assert short == tail[:2] and short is previous  # shorter than the limit: the whole list, in place too
 
 
 def test_a_tail_poll_keeps_the_older_tool_calls_and_the_event_path_agrees():
