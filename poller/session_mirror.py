@@ -38,12 +38,11 @@ class SessionMirror:
         # the last tail poll's body digest and list, while nothing but polls has written the mirror since:
         # a tail that comes back byte for byte the same then changes nothing and is neither decoded nor compared
         self._tail_digest: int | None = None
-        # how many messages that tail held (its messages end the list), and this poll's digest and tail length, kept
-        # once its write succeeded: plain ints, where a list and a tuple per changed poll lived until the next one
-        # (young at every collection, one of each per session)
+        # how many messages that tail held (its messages end the list), and this poll's digest, kept once its write
+        # succeeded: plain ints, where a list and a tuple per changed poll lived until the next one (young at every
+        # collection, one of each per session)
         self._last_tail_len = 0
         self._fetched: int | None = None
-        self._fetched_len = 0
         self._unchanged = False
         self._frozen_parts: set[str] = set()
         # this session's metric children, found once: labels() takes a lock and a lookup, on every poll and write
@@ -96,7 +95,7 @@ class SessionMirror:
             tail = share_unchanged(self.messages[-2 * TAIL_LIMIT :], tail, self.mirror)
             merged = merge_tail(self.messages, tail, TAIL_LIMIT)
             if merged is not None:
-                self._fetched, self._fetched_len = digest, len(tail)
+                self._fetched = digest
                 return merged, tail
         # in place, as merge_tail does: a new whole list per full poll lived until the next one, young at every
         # collection with a reference to every message (at 8,000 sessions, about a quarter of the references a
@@ -126,8 +125,8 @@ class SessionMirror:
             else:
                 self.mirror.update_tail(mirrored)
         self.messages = messages
-        if self._fetched is not None:  # written: the same tail next time changes nothing
-            self._tail_digest, self._last_tail_len = self._fetched, self._fetched_len
+        if self._fetched is not None and tail is not None:  # written: the same tail next time changes nothing
+            self._tail_digest, self._last_tail_len = self._fetched, len(tail)
 
     async def write_events(self, events: list[Any], *, gap: bool) -> None:
         """The fast path: the same fenced write as a poll, so clients see one seq stream either way.
