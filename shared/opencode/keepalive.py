@@ -20,14 +20,19 @@ import httptools
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP connection: at most one request in flight, its reply handed to `waiter` whole."""
+    """One TCP connection: at most one request in flight, its reply handed to `waiter` whole.
+
+    Its parser calls back into it, so the two refer to each other until the connection is lost. Nothing else here
+    may hold what refers back to it: a cycle left when a connection ends is freed only by a collection, and the
+    poller's collector seldom walks what has lived long (poller/main.py).
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
         self.received = False  # a byte of the current reply arrived: a failure now is not a stale connection
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._body: list[bytes] = []
         self._headers_done = False
         self._framed = False  # Content-Length or chunked: the reply ends by itself, not at the connection's close
@@ -37,6 +42,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if self._parser is None:  # lost already
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -47,8 +54,9 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._headers_done and not self._framed and self.waiter is not None:
             self.on_message_complete()  # a reply delimited by the connection's close
-            return
-        self._fail(exc or ConnectionResetError("the server closed the connection"))
+        else:
+            self._fail(exc or ConnectionResetError("the server closed the connection"))
+        self._parser = self.transport = None
 
     def close(self) -> None:
         self.closed = True
@@ -71,6 +79,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         waiter, self.waiter = self.waiter, None
         body, self._body = b"".join(self._body), []
+        assert self._parser is not None  # called back by the parser, or from connection_lost before it is dropped
         status = self._parser.get_status_code()
         keep_alive = self._parser.should_keep_alive() and not self.closed
         self._headers_done = self._framed = False
@@ -81,7 +90,9 @@ class _Connection(asyncio.Protocol):
         waiter, self.waiter = self.waiter, None
         self._body = []
         if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+            # without where it was raised (the parser's frames, which hold this connection); the caller's traceback
+            # starts where it awaits
+            waiter.set_exception(exc.with_traceback(None))
 
 
 class KeepAliveGets:
@@ -158,6 +169,9 @@ class KeepAliveGets:
             raise
         finally:
             timer.cancel()
+            # a failure raised here holds this frame in its traceback, and the frame the waiter, which holds the
+            # failure: a cycle only a collection frees
+            del waiter
         if keep_alive and not self._closed:
             self._idle.append(connection)
         else:

@@ -4,6 +4,7 @@ connection can end badly (stale, cut mid-reply, silent, cancelled, garbage)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ import httptools
 import pytest
 
 from shared.opencode.keepalive import KeepAliveGets
-from tests.helpers import wait_for
+from tests.helpers import collector_garbage, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -196,4 +197,38 @@ async def test_only_http_urls_are_taken() -> None:
 
 
 async def settled(value: bool) -> bool:
+    return value
+
+
+async def test_connections_that_end_leave_nothing_for_the_collector() -> None:
+    """A connection's parser calls back into it, so the two refer to each other: unless that is undone when the
+    connection ends, every connection closed (a reply cut, garbage, a server that closes, the client's own close)
+    stays in memory until a collection walks it, and the poller's collector never walks what it has kept long."""
+    closing = await started(Scripted(lambda n, head: OK, close_after=1))
+    cut = await started(Scripted(lambda n, head: b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n[", close_after=1))
+    garbage = await started(Scripted(lambda n, head: b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            gets = KeepAliveGets(closing.url)
+            assert await gets.get("/a") == (200, b"[]")
+            await wait_for(lambda: _async(closing.open_now == 0), what="the server's close")
+            assert await gets.get("/a") == (200, b"[]")
+            await gets.aclose()
+            for url, error in ((cut.url, OSError), (garbage.url, httptools.HttpParserError)):
+                gets = KeepAliveGets(url)
+                with pytest.raises(error):
+                    await gets.get("/a")
+                await gets.aclose()
+            del gets
+        servers = (closing, cut, garbage)
+        await wait_for(lambda: _async(all(s.open_now == 0 for s in servers)), what="every connection closed")
+        await asyncio.sleep(0)  # the client transports' own connection_lost, scheduled as they closed
+        assert collector_garbage("shared") == []
+    finally:
+        gc.enable()
+
+
+async def _async(value: bool) -> bool:
     return value
