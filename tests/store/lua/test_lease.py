@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.store import keys
+from shared.ids import SessionId
+from shared.store import keys, lua
 from shared.store.lease import Lease
 from tests.store.lua.helpers import SID, SID2, enqueue
 
@@ -72,3 +73,23 @@ async def test_lease_bookkeeping_never_touches_state(redis):
     await scripts.renew(10_000, [lease])
     await scripts.release([lease])
     assert await redis.hgetall(keys.session(SID)) == before
+
+
+async def test_many_leases_are_renewed_and_released_in_calls_that_keep_their_order(redis, monkeypatch):
+    """A replica's leases go to Redis a chunk per call (one script call for thousands held Redis for tens of ms):
+    each flag still answers its own lease, a lost one in the middle included."""
+    monkeypatch.setattr(lua, "LEASE_CHUNK", 2)
+    sids = [SessionId(f"ses_{index:026d}") for index in range(5)]
+    for sid in sids:
+        scripts = await enqueue(redis, sid, ticket=None)
+    leases = await scripts.claim("r1", 1_000, 10)
+    assert len(leases) == 5
+    lost = leases[2]
+    await redis.set(keys.lease(lost.session_id), "2:r2")  # taken over meanwhile
+    assert await scripts.renew(60_000, leases) == [True, True, False, True, True]
+    for lease in leases:
+        ttl = await redis.pttl(keys.lease(lease.session_id))
+        assert (ttl > 30_000) is (lease is not lost)
+    assert await scripts.release(leases) == 4
+    assert await redis.get(keys.lease(lost.session_id)) == b"2:r2"
+    assert await scripts.renew(60_000, []) == [] and await scripts.release([]) == 0
