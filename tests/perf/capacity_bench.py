@@ -90,7 +90,8 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         cpu["redis"] = usage(stack.redis_pid).cpu_s
         metrics_before = scrape(metrics_port)
         latencies = anyio.run(listen, stack.redis_url, duration)
-        tick_lag_p99 = histogram_quantile(metrics_before, scrape(metrics_port), "poller_tick_lag_seconds", 0.99)
+        metrics_after = scrape(metrics_port)
+        tick_lag_p99 = histogram_quantile(metrics_before, metrics_after, "poller_tick_lag_seconds", 0.99)
         fetch_gaps = gaps(load_port)
         cores = {
             name: (usage(pid).cpu_s - cpu[name]) / duration
@@ -109,8 +110,20 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         f"p99 {gap_p99:.0f} ms (cadence {CADENCE_MS[events]:.0f} ms); tick lag p99 <= {tick_lag_p99 * 1000:.0f} ms; "
         f"CPU poller {cores['poller']:.2f}, "
         f"load OpenCode {cores['load']:.2f}, Redis {cores['redis']:.2f} cores — "
-        f"{'held with fresh state' if met else 'NOT held'} (goal >= {SESSION_GOALS[events]:,} sessions)"
+        f"{'held with fresh state' if met else 'NOT held'} (goal >= {SESSION_GOALS[events]:,} sessions); "
+        f"{collections(metrics_before, metrics_after)}"
     )
+
+
+def collections(before: dict[str, float], after: dict[str, float]) -> str:
+    """The poller's collector pauses during the window, by generation: each one stopped every session."""
+    out = []
+    for generation, name in enumerate(("young", "middle", "old")):
+        key = f"poller_gc_pause_seconds_{{}}{{{{generation={generation}}}}}"
+        count = after.get(key.format("count"), 0.0) - before.get(key.format("count"), 0.0)
+        total = after.get(key.format("sum"), 0.0) - before.get(key.format("sum"), 0.0)
+        out.append(f"{name} {count:.0f} ({total * 1000:.0f} ms)")
+    return "collections " + ", ".join(out)
 
 
 def scale(
