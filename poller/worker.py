@@ -207,7 +207,7 @@ class Worker:
             await self._bounded(held, deps, tracker.run)
         finally:
             # the tracker's lease check refers to `held`: left in place, the two would form a cycle that only a
-            # full collection frees, and the poller's collector thresholds make those rare (poller/main.py)
+            # full collection frees, and the poller's collector never makes one (poller/main.py)
             held.tracker = None
 
     async def _bounded(self, held: Held, deps: TrackerDeps, run: Callable[[], Awaitable[bool]]) -> None:

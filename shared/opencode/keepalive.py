@@ -24,7 +24,7 @@ class _Connection(asyncio.Protocol):
 
     Its parser calls back into it, so the two refer to each other until the connection is lost. Nothing else here
     may hold what refers back to it: a cycle left when a connection ends is freed only by a collection, and the
-    poller's collector seldom walks what has lived long (poller/main.py).
+    poller's collector never walks what has outlived a young collection (poller/main.py).
     """
 
     def __init__(self) -> None:

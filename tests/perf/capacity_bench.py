@@ -37,22 +37,37 @@ CADENCE_MS = {"on": 2000.0, "off": 500.0}  # POLL_INTERVAL_EVENTS_MS, POLL_INTER
 SESSION_GOALS = {"on": 8000, "off": 2000}
 
 
-async def listen(redis_url: str, duration: float) -> list[float]:
-    """Change → Redis latencies (ms) of every stamped part published during `duration`."""
+async def listen(redis_url: str, duration: float) -> list[tuple[float, float]]:
+    """(arrival s into the window, change → Redis latency ms) of every stamped part published during `duration`."""
     redis = Redis.from_url(redis_url)
     pubsub = redis.pubsub()
     await pubsub.psubscribe("opencode:updates:*")
-    latencies: list[float] = []
+    arrivals: list[tuple[float, float]] = []
+    started = time.time_ns()
     with anyio.move_on_after(duration):
         while True:
             message = await pubsub.get_message(timeout=1.0)
             if message is None or message["type"] not in ("pmessage", b"pmessage"):
                 continue
             now = time.time_ns()
-            latencies.extend((now - int(m.group(1))) / 1e6 for m in STAMP.finditer(message["data"]))
+            arrivals.extend(
+                ((now - started) / 1e9, (now - int(m.group(1))) / 1e6) for m in STAMP.finditer(message["data"])
+            )
     await pubsub.aclose()
     await redis.aclose()
-    return latencies
+    return arrivals
+
+
+def slow_bursts(arrivals: list[tuple[float, float]], over_ms: float = 50.0, top: int = 5) -> str:
+    """The 100 ms stretches of the window where most changes took over `over_ms`: bursts that recur at a period
+    point at the replica's periodic work (a lease renewal every LEASE_TTL_MS / 3 once showed as bursts 5 s apart)."""
+    bursts: dict[float, list[float]] = {}
+    for at, latency in arrivals:
+        if latency > over_ms:
+            bursts.setdefault(round(at, 1), []).append(latency)
+    worst = sorted(bursts.items(), key=lambda item: -len(item[1]))[:top]
+    listed = ", ".join(f"{at:.1f} s: {len(lat)} (max {max(lat):.0f} ms)" for at, lat in sorted(worst))
+    return f"changes over {over_ms:.0f} ms, most at: {listed}" if worst else f"no change over {over_ms:.0f} ms"
 
 
 def gaps(port: int, *, forget: bool = False) -> list[float]:
@@ -89,7 +104,8 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         cpu = {name: usage(pid).cpu_s for name, pid in (("poller", poller.pid), ("load", load.pid))}
         cpu["redis"] = usage(stack.redis_pid).cpu_s
         metrics_before = scrape(metrics_port)
-        latencies = anyio.run(listen, stack.redis_url, duration)
+        arrivals = anyio.run(listen, stack.redis_url, duration)
+        latencies = [latency for _, latency in arrivals]
         metrics_after = scrape(metrics_port)
         tick_lag_p99 = histogram_quantile(metrics_before, metrics_after, "poller_tick_lag_seconds", 0.99)
         fetch_gaps = gaps(load_port)
@@ -111,7 +127,7 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         f"CPU poller {cores['poller']:.2f}, "
         f"load OpenCode {cores['load']:.2f}, Redis {cores['redis']:.2f} cores — "
         f"{'held with fresh state' if met else 'NOT held'} (goal >= {SESSION_GOALS[events]:,} sessions); "
-        f"{collections(metrics_before, metrics_after)}"
+        f"{collections(metrics_before, metrics_after)}; {slow_bursts(arrivals)}"
     )
 
 
