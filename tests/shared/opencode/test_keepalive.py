@@ -213,7 +213,7 @@ async def test_connections_that_end_leave_nothing_for_the_collector() -> None:
         for _ in range(3):
             gets = KeepAliveGets(closing.url)
             assert await gets.get("/a") == (200, b"[]")
-            await wait_for(lambda: _async(closing.open_now == 0), what="the server's close")
+            await wait_for(lambda: settled(closing.open_now == 0), what="the server's close")
             assert await gets.get("/a") == (200, b"[]")
             await gets.aclose()
             for url, error in ((cut.url, OSError), (garbage.url, httptools.HttpParserError)):
@@ -223,12 +223,8 @@ async def test_connections_that_end_leave_nothing_for_the_collector() -> None:
                 await gets.aclose()
             del gets
         servers = (closing, cut, garbage)
-        await wait_for(lambda: _async(all(s.open_now == 0 for s in servers)), what="every connection closed")
+        await wait_for(lambda: settled(all(s.open_now == 0 for s in servers)), what="every connection closed")
         await asyncio.sleep(0)  # the client transports' own connection_lost, scheduled as they closed
         assert collector_garbage("shared") == []
     finally:
         gc.enable()
-
-
-async def _async(value: bool) -> bool:
-    return value
