@@ -135,11 +135,14 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
 
 def collections(before: dict[str, float], after: dict[str, float]) -> str:
     """The poller's collector pauses during the window, by generation: each one stopped every session."""
+
+    def grown(sample: str) -> float:
+        return after.get(sample, 0.0) - before.get(sample, 0.0)
+
     out = []
     for generation, name in enumerate(("young", "middle", "old")):
-        key = f"poller_gc_pause_seconds_{{}}{{{{generation={generation}}}}}"
-        count = after.get(key.format("count"), 0.0) - before.get(key.format("count"), 0.0)
-        total = after.get(key.format("sum"), 0.0) - before.get(key.format("sum"), 0.0)
+        count = grown(f"poller_gc_pause_seconds_count{{generation={generation}}}")
+        total = grown(f"poller_gc_pause_seconds_sum{{generation={generation}}}")
         out.append(f"{name} {count:.0f} ({total * 1000:.0f} ms)")
     return "collections " + ", ".join(out)
 
