@@ -36,7 +36,7 @@ from shared.opencode.client import OpenCodeClient
 from shared.opencode.servers import OpenCodeServers
 from shared.store import keys
 from shared.store.connections import store_errors
-from shared.store.lease import Lease
+from shared.store.lease import FairShare, Lease
 from shared.store.lua import Scripts
 
 log = structlog.get_logger(__name__)
@@ -45,7 +45,11 @@ HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_TTL_FACTOR = 5
 RELEASE_TIMEOUT_S = 1.5
 STATUS_MAX_AGE_FACTOR = 4
-CLAIM_BATCH = 50  # per tick: a replica that starts first does not take the whole queue before the others wake
+CLAIM_BATCH = 50  # the least a claim takes; more only up to the replica's fair share (FairShare)
+LIVE_WINDOW_S = 3 * HEARTBEAT_INTERVAL_S  # a replica counts in the fair share while its heartbeat is this recent
+# Before the fair share, a replica waits to see the first heartbeat of replicas started with it (each beats as it
+# starts). Short: a new replica that a rolling update starts before stopping an old one takes its sessions over.
+START_GRACE_S = 1.5 * HEARTBEAT_INTERVAL_S
 
 
 @dataclass(slots=True)
@@ -110,6 +114,7 @@ class Worker:
         self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)
         self._held: dict[SessionId, Held] = {}
         self._started_ms = now_ms()
+        self._started = time.monotonic()
         self.claiming = True
 
     @property
@@ -154,13 +159,21 @@ class Worker:
         await refresh_boards([self._requests, *self.places.request_boards()])
 
     async def _claim(self, tg: TaskGroup) -> None:
-        room = min(CLAIM_BATCH, self._settings.max_sessions_per_poller - len(self._held))
+        room = self._settings.max_sessions_per_poller - len(self._held)
         if not self.claiming or room <= 0:
             return
         started = time.monotonic()
+        share = None
+        if started - self._started >= START_GRACE_S:
+            share = FairShare(CLAIM_BATCH, len(self._held), now_ms() - int(LIVE_WINDOW_S * 1000))
         try:
             with store_errors("Redis"):
-                claimed = await self._scripts.claim(self._settings.replica_id, self._lease_ttl_ms, room)
+                claimed = await self._scripts.claim(
+                    self._settings.replica_id,
+                    self._lease_ttl_ms,
+                    room if share else min(CLAIM_BATCH, room),
+                    share=share,
+                )
         except SessionLayerError as exc:
             log.warning("claim_failed", error=exc.message)
             return

@@ -10,6 +10,7 @@ same with SIGTERM (B stopped, a fresh C takes over). Goal: kill -9 <= lease TTL 
 from __future__ import annotations
 
 import argparse
+import random
 import signal
 import subprocess
 import time
@@ -39,6 +40,15 @@ def wait_all(redis: Redis, ids: list[str], replica: str, timeout: float = 60) ->
     raise SystemExit(f"{replica} did not take over every session within {timeout} s")
 
 
+def wait_up(redis: Redis, replica: str, timeout: float = 30) -> None:
+    """Until the replica's first heartbeat: a process just spawned is still importing."""
+    start = time.monotonic()
+    while redis.zscore(keys.POLLERS, replica) is None:
+        if time.monotonic() - start > timeout:
+            raise SystemExit(f"{replica} did not start within {timeout} s")
+        time.sleep(0.01)
+
+
 def poller(stack_env: dict[str, str], name: str, stack: ExitStack) -> subprocess.Popen[bytes]:
     return stack.enter_context(child("poller", env={**stack_env, "POLLER_ID": name}))
 
@@ -51,6 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     kills, terms = [], []
+    jitter = random.Random(6)
     with servers() as s:
         redis = Redis.from_url(s.redis_url)
         ids = [f"ses_load{i:022d}" for i in range(args.sessions)]
@@ -61,6 +72,7 @@ def main() -> None:
             "OPENCODE_URL": f"http://127.0.0.1:{load_port}",
             "LEASE_TTL_MS": str(args.lease_ttl_ms),
             "POLL_INTERVAL_MS": str(args.poll_ms),
+            "MAX_SESSIONS_PER_POLLER": str(max(500, args.sessions)),  # one replica holds them all
             "LOG_LEVEL": "warning",
         }
         with child("tests.perf.load_opencode", "--port", str(load_port), port=load_port):
@@ -71,7 +83,10 @@ def main() -> None:
                         first = poller(env, f"first{round_}{stop}", stack)
                         wait_all(redis, ids, f"first{round_}{stop}")
                         poller(env, f"second{round_}{stop}", stack)
-                        time.sleep(1.0)  # the second replica is up, idle
+                        wait_up(redis, f"second{round_}{stop}")
+                        # the second replica is up, idle; the stop falls anywhere between two lease renewals of
+                        # the first and two ticks of the second (a fixed wait would measure one phase of them)
+                        time.sleep(1.0 + jitter.uniform(0, args.lease_ttl_ms / 3000))
                         first.send_signal(stop)
                         results.append(wait_all(redis, ids, f"second{round_}{stop}"))
     ttl = args.lease_ttl_ms / 1000

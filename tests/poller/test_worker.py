@@ -217,3 +217,47 @@ async def _async(value):
 async def _polled_more(simulator_url, sid, target):
     stats = await sim(simulator_url, "GET", "/__sim/stats")
     return stats["requests"].get(f"GET /session/{sid}/message", 0) >= target
+
+
+@pytest.mark.parametrize(
+    ("grace_s", "expected"),
+    [(0.0, [6]), (60.0, [2, 2, 2])],
+    ids=["fair-share", "start-up-grace"],
+)
+async def test_a_dead_replicas_sessions_are_taken_over_in_one_claim_once_the_replica_has_seen_its_peers(
+    make_worker, redis, db, opencode, monkeypatch, grace_s, expected
+):
+    """Beyond the fixed batch, up to the replica's fair share: one survivor takes them all at one tick. In its first
+    START_GRACE_S it has not yet seen the heartbeats of replicas started with it: the fixed batch alone."""
+    from poller import worker as worker_module
+    from shared.store.lua import Scripts
+
+    ids = []
+    for i in range(6):
+        state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id=f"T-{i}", prompt="ECHO hi")
+        ids.append(state["sessionId"])
+    assert len(await Scripts(redis).claim("dead-replica", 60_000, 10)) == 6
+    await redis.zadd(keys.POLLERS, {"dead-replica": 0})
+    await redis.delete(*(keys.lease(sid) for sid in ids))  # as if its leases ran out
+    await redis.zadd(keys.QUEUE, {sid: 0 for sid in ids})
+    claims: list[int] = []
+    claim = Scripts.claim
+
+    async def counted(self, *args, **kwargs):
+        leases = await claim(self, *args, **kwargs)
+        if leases:
+            claims.append(len(leases))
+        return leases
+
+    monkeypatch.setattr(Scripts, "claim", counted)
+    monkeypatch.setattr(worker_module, "CLAIM_BATCH", 2)
+    monkeypatch.setattr(worker_module, "START_GRACE_S", grace_s)
+    await make_worker()
+    await wait_for(lambda: all_archived(db, ids), timeout=30, what="every session archived")
+    assert claims == expected
+    tokens = await redis.mget([keys.lease(sid) for sid in ids])
+    assert all(t is None or t.startswith(b"2:") for t in tokens)  # taken over: the next epoch
+
+
+async def all_archived(db, ids) -> bool:
+    return all([await archived(db, sid) for sid in ids])

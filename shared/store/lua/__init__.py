@@ -19,7 +19,7 @@ from shared.ids import SessionId, TicketId
 from shared.models import as_text, dumps
 from shared.store import keys
 from shared.store.batch import CommandBatch
-from shared.store.lease import Lease
+from shared.store.lease import FairShare, Lease
 
 LEASE_PREFIX = keys.lease(SessionId(""))
 JOB_PREFIX = keys.job(SessionId(""))
@@ -125,11 +125,20 @@ class Scripts:
         script_keys = [keys.job(session_id), keys.QUEUE, keys.lease(session_id), keys.JOB_REVS]
         return bool(await self._cancel(keys=script_keys, args=[session_id]))
 
-    async def claim(self, replica_id: str, lease_ttl_ms: int, max_jobs: int) -> list[Lease]:
+    async def claim(
+        self,
+        replica_id: str,
+        lease_ttl_ms: int,
+        max_jobs: int,
+        *,
+        share: FairShare | None = None,
+    ) -> list[Lease]:
+        """Up to `max_jobs` due jobs; with `share`, no more than the replica's fair share of them (claim.lua)."""
         if max_jobs <= 0:
             return []
         args: list[str | int] = [replica_id, lease_ttl_ms, max_jobs, LEASE_PREFIX, JOB_PREFIX]
-        flat = await self._claim(keys=[keys.QUEUE], args=args)
+        args += [share.least, share.held, share.live_since_ms] if share else [0, 0, ""]
+        flat = await self._claim(keys=[keys.QUEUE, keys.POLLERS], args=args)
         return [Lease.from_token(SessionId(as_text(flat[i])), as_text(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def renew(self, lease_ttl_ms: int, leases: Sequence[Lease]) -> list[bool]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from shared.clock import now_ms
 from shared.ids import SessionId
 from shared.store import keys, lua
-from shared.store.lease import Lease
+from shared.store.lease import FairShare, Lease
 from tests.store.lua.helpers import SID, SID2, enqueue
 
 pytestmark = pytest.mark.anyio
@@ -27,6 +28,33 @@ async def test_claim_respects_max_jobs(redis):
     await enqueue(redis, SID2)
     assert len(await scripts.claim("r1", 10_000, 1)) == 1
     assert len(await scripts.claim("r1", 10_000, 0)) == 0
+
+
+async def test_a_claim_takes_the_fair_share_among_live_replicas_but_never_less_than_the_least(redis):
+    ids = [SessionId(f"ses_{i:026d}") for i in range(10)]
+    for sid in ids:
+        scripts = await enqueue(redis, sid, ticket=None)
+    now = now_ms()
+    await redis.zadd(keys.POLLERS, {"r1": now, "r2": now - 1_000, "dead": now - 60_000})
+
+    def share(least: int, held: int) -> FairShare:
+        return FairShare(least=least, held=held, live_since_ms=now - 3_000)
+
+    assert len(await scripts.claim("r1", 10_000, 100, share=share(1, held=2))) == 3  # 10 jobs, 2 live: 5 each
+    assert len(await scripts.claim("r1", 10_000, 100, share=share(1, held=5))) == 1  # its share reached: the least
+    assert len(await scripts.claim("r2", 10_000, 2, share=share(1, held=0))) == 2  # never beyond max_jobs
+    assert len(await scripts.claim("r2", 10_000, 100, share=share(1, held=2))) == 3
+    await redis.zadd(keys.POLLERS, {"r2": now - 4_000})  # r2 dies: its jobs, once due, are r1's alone
+    await redis.delete(*(keys.lease(sid) for sid in ids))
+    await redis.zadd(keys.QUEUE, {sid: 0 for sid in ids})
+    assert len(await scripts.claim("r1", 10_000, 100, share=share(1, held=4))) == 6
+
+
+async def test_without_a_share_a_claim_takes_up_to_max_jobs(redis):
+    for i in range(5):
+        scripts = await enqueue(redis, SessionId(f"ses_{i:026d}"), ticket=None)
+    await redis.zadd(keys.POLLERS, {f"r{i}": now_ms() for i in range(5)})  # five live replicas: a share of one
+    assert len(await scripts.claim("r1", 10_000, 4)) == 4
 
 
 async def test_expired_lease_is_taken_over_with_a_newer_epoch(redis):
