@@ -9,7 +9,6 @@ and the memory it held is freed at once rather than when it reads again.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from gateway.metrics import Metrics
 from gateway.sse import format_event
 from shared.backoff import Backoff
 from shared.errors import Unavailable
+from shared.models import loads
 
 log = structlog.get_logger(__name__)
 
@@ -232,7 +232,7 @@ class Fanout:
         if not subs:
             return
         try:
-            body = json.loads(data)
+            body = loads(data)
         except ValueError:
             log.warning("fanout_bad_message", channel=channel)
             return

@@ -39,6 +39,17 @@ def dumps(value: object) -> str:
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def loads(raw: bytes | str) -> Any:
+    """JSON in, the counterpart of `dumps`: orjson, and the standard library for what orjson refuses but JSON allows
+    and OpenCode writes (a lone surrogate's escape, `\\ud800`, e.g. a tool output cut mid-character). ValueError
+    when not JSON. A replica that takes over sessions decodes every stored message and part of each: with the
+    standard library that was half of a takeover's CPU."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def utf16_length(text: str) -> int:
     """A text's length as a browser counts it (UTF-16 code units): the unit of an append's offset and length."""
     return len(text.encode("utf-16-le", "surrogatepass")) // 2

@@ -22,9 +22,9 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import httptools
-import orjson
 
 from shared.errors import NotFound, OpenCodeError, Unavailable
+from shared.models import loads
 from shared.opencode.keepalive import KeepAliveGets
 from shared.opencode.types import Message, Session, SessionStatus
 
@@ -300,15 +300,6 @@ class OpenCodeClient:
         if status >= 400:
             raise _status_error(status, raw, what)
         return raw
-
-
-def loads(raw: bytes) -> Any:
-    """orjson, the fast path; the standard library for what orjson refuses but JSON allows and OpenCode writes:
-    a lone surrogate's escape (`\\ud800`, e.g. a tool output cut mid-character). ValueError when not JSON."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
 
 
 def _event(record: bytes) -> dict[str, Any] | None:

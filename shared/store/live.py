@@ -6,7 +6,6 @@ are kept exactly as OpenCode returned them; OpenCode orders both by id, so sorti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,7 @@ from redis.asyncio import Redis
 
 from shared.config import DEFAULT_SERVER
 from shared.ids import SessionId, TicketId
-from shared.models import as_text, dumps
+from shared.models import as_text, dumps, loads
 from shared.store import keys
 from shared.store.connections import store_errors
 from shared.usage import Usage
@@ -87,13 +86,13 @@ class LiveState:
             error=text.get("error") or None,
             started_at=int(text.get("startedAt") or 0),
             updated_at=int(text.get("updatedAt") or 0),
-            current_tool_calls=json.loads(text.get("currentToolCalls") or "[]"),
-            metadata=json.loads(text.get("metadata") or "null"),
+            current_tool_calls=loads(text.get("currentToolCalls") or "[]"),
+            metadata=loads(text.get("metadata") or "null"),
             seq=int(text.get("seq") or 0),
-            usage=Usage.from_json(json.loads(text.get("usage") or "null")),
+            usage=Usage.from_json(loads(text.get("usage") or "null")),
             server=text.get("server") or None,
             directory=text.get("directory") or None,
-            pending=json.loads(text.get("pending") or "[]"),
+            pending=loads(text.get("pending") or "[]"),
         )
 
     def encode(self) -> dict[str, str]:
@@ -226,6 +225,6 @@ async def read_record(redis: Redis, session_id: SessionId) -> LiveRecord | None:
         return None
     return LiveRecord(
         state,
-        {as_text(k): json.loads(v) for k, v in infos.items()},
-        {as_text(k): json.loads(v) for k, v in parts.items()},
+        {as_text(k): loads(v) for k, v in infos.items()},
+        {as_text(k): loads(v) for k, v in parts.items()},
     )

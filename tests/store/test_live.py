@@ -7,6 +7,7 @@ import json
 import pytest
 
 from shared.ids import SessionId, TicketId
+from shared.models import dumps
 from shared.store import keys
 from shared.store.live import LiveRecord, LiveState, encode_change, read_record
 from shared.store.lua import Scripts
@@ -87,3 +88,22 @@ def test_messages_are_rebuilt_in_opencode_order():
         {"info": {"id": "msg_1"}, "parts": []},
         {"info": {"id": "msg_2"}, "parts": [{"id": "prt_a"}, {"id": "prt_b"}]},
     ]
+
+
+async def test_stored_values_orjson_refuses_read_back_through_the_standard_library(redis):
+    """A lone surrogate's escape and an integer wider than 64 bits are JSON that orjson will not read."""
+    part = {"id": "prt_1", "type": "text", "text": "cut \ud800 here", "size": 2**70}
+    state = LiveState(session_id=SID, session_type="ask", started_at=1, metadata={"odd": "\udfff"})
+    await Scripts(redis).enqueue(
+        SID,
+        None,
+        job={"epoch": "0"},
+        state=state.encode(),
+        prompts=[],
+        index_event=state.index_event("x"),
+        parts={"msg_1/prt_1": dumps(part)},
+    )
+    record = await read_record(redis, SID)
+    assert record is not None
+    assert record.parts == {"msg_1/prt_1": part}
+    assert record.state.metadata == {"odd": "\udfff"}
