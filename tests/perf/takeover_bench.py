@@ -5,6 +5,8 @@
 Poller A holds every session (sessions served by the stateless load OpenCode, so none ends); poller B runs
 beside it with nothing to do. A is killed; the time until B holds every lease is the takeover time. Then the
 same with SIGTERM (B stopped, a fresh C takes over). Goal: kill -9 <= lease TTL + one poll; SIGTERM <= 1 s.
+Then the catch-up: how long after the takeover B polls every session on its cadence again (it reads each one's
+live record, fetches its whole message list once and records its claim in PostgreSQL first).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from redis import Redis
 
 from shared.dev.processes import free_port
 from shared.store import keys
-from tests.perf.common import child, servers
+from tests.perf.common import child, scrape, servers
 from tests.perf.poller_bench import seed
 
 
@@ -40,6 +42,9 @@ def wait_all(redis: Redis, ids: list[str], replica: str, timeout: float = 60) ->
     raise SystemExit(f"{replica} did not take over every session within {timeout} s")
 
 
+EVENTS_POLL_S = 2.0  # POLL_INTERVAL_EVENTS_MS
+
+
 def wait_up(redis: Redis, replica: str, timeout: float = 30) -> None:
     """Until the replica's first heartbeat: a process just spawned is still importing."""
     start = time.monotonic()
@@ -49,8 +54,24 @@ def wait_up(redis: Redis, replica: str, timeout: float = 30) -> None:
         time.sleep(0.01)
 
 
-def poller(stack_env: dict[str, str], name: str, stack: ExitStack) -> subprocess.Popen[bytes]:
-    return stack.enter_context(child("poller", env={**stack_env, "POLLER_ID": name}))
+def poller(stack_env: dict[str, str], name: str, stack: ExitStack) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {**stack_env, "POLLER_ID": name, "POLLER_METRICS_PORT": str(port)}
+    return stack.enter_context(child("poller", env=env, port=port)), port
+
+
+def caught_up(port: int, sessions: int, timeout: float = 120) -> float:
+    """Seconds until the replica polls at 90 % of the rate its sessions' cadence needs, over the last second."""
+    need = 0.9 * sessions / EVENTS_POLL_S
+    start = time.monotonic()
+    samples: list[tuple[float, float]] = []
+    while (now := time.monotonic()) - start < timeout:
+        samples.append((now, scrape(port).get("poller_polls_total{server=default}", 0.0)))
+        earlier = [sample for sample in samples if now - sample[0] >= 1.0]
+        if earlier and (samples[-1][1] - earlier[-1][1]) / (now - earlier[-1][0]) >= need:
+            return now - start
+        time.sleep(0.1)
+    raise SystemExit(f"the replica did not poll its {sessions} sessions on their cadence within {timeout} s")
 
 
 def main() -> None:
@@ -60,7 +81,7 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    kills, terms = [], []
+    kills, terms, catch_ups = [], [], []
     jitter = random.Random(6)
     with servers() as s:
         redis = Redis.from_url(s.redis_url)
@@ -73,6 +94,9 @@ def main() -> None:
             "LEASE_TTL_MS": str(args.lease_ttl_ms),
             "POLL_INTERVAL_MS": str(args.poll_ms),
             "MAX_SESSIONS_PER_POLLER": str(max(500, args.sessions)),  # one replica holds them all
+            "OPENCODE_EVENTS": "on",
+            "POLL_INTERVAL_EVENTS_MS": str(int(EVENTS_POLL_S * 1000)),
+            "ORPHANED_RUN_GRACE_MS": "3600000",  # the load's runs never end: they must not be ended as orphaned
             "LOG_LEVEL": "warning",
         }
         with child("tests.perf.load_opencode", "--port", str(load_port), port=load_port):
@@ -80,15 +104,16 @@ def main() -> None:
                 for stop, results in ((signal.SIGKILL, kills), (signal.SIGTERM, terms)):
                     anyio.run(seed, s.redis_url, args.sessions)  # fresh jobs: every round starts clean
                     with ExitStack() as stack:
-                        first = poller(env, f"first{round_}{stop}", stack)
+                        first, _ = poller(env, f"first{round_}{stop}", stack)
                         wait_all(redis, ids, f"first{round_}{stop}")
-                        poller(env, f"second{round_}{stop}", stack)
+                        _, port = poller(env, f"second{round_}{stop}", stack)
                         wait_up(redis, f"second{round_}{stop}")
                         # the second replica is up, idle; the stop falls anywhere between two lease renewals of
                         # the first and two ticks of the second (a fixed wait would measure one phase of them)
                         time.sleep(1.0 + jitter.uniform(0, args.lease_ttl_ms / 3000))
                         first.send_signal(stop)
                         results.append(wait_all(redis, ids, f"second{round_}{stop}"))
+                        catch_ups.append(caught_up(port, args.sessions))
     ttl = args.lease_ttl_ms / 1000
     print(
         f"P6 takeover after kill -9 of the replica holding {args.sessions} sessions: "
@@ -97,6 +122,10 @@ def main() -> None:
     )
     print(
         f"P6 takeover after SIGTERM: max {max(terms):.2f} s, runs {', '.join(f'{t:.2f}' for t in terms)} (goal <= 1 s)"
+    )
+    print(
+        f"P6 catch-up: every session polled on its {EVENTS_POLL_S:g} s cadence again, after the takeover: "
+        f"max {max(catch_ups):.2f} s, runs {', '.join(f'{c:.2f}' for c in catch_ups)}"
     )
 
 

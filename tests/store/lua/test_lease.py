@@ -57,6 +57,19 @@ async def test_without_a_share_a_claim_takes_up_to_max_jobs(redis):
     assert len(await scripts.claim("r1", 10_000, 4)) == 4
 
 
+async def test_a_large_claim_goes_in_chunks_that_count_what_the_earlier_ones_took(redis, monkeypatch):
+    monkeypatch.setattr(lua, "LEASE_CHUNK", 2)
+    for i in range(9):
+        scripts = await enqueue(redis, SessionId(f"ses_{i:026d}"), ticket=None)
+    now = now_ms()
+    await redis.zadd(keys.POLLERS, {"r1": now, "r2": now})
+    share = FairShare(least=1, held=0, live_since_ms=now - 3_000)
+    first = await scripts.claim("r1", 10_000, 100, share=share)  # a share of 5: chunks of 2, 2, then 1
+    assert len(first) == 5 and len({lease.session_id for lease in first}) == 5
+    assert len(await scripts.claim("r2", 10_000, 3)) == 3  # without a share: max_jobs, in chunks of 2 and 1
+    assert len(await scripts.claim("r2", 10_000, 100, share=FairShare(3, 3, now - 3_000))) == 1  # what is left
+
+
 async def test_expired_lease_is_taken_over_with_a_newer_epoch(redis):
     scripts = await enqueue(redis)
     [lease] = await scripts.claim("r1", 10_000, 10)
