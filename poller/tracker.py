@@ -30,8 +30,16 @@ log = structlog.get_logger(__name__)
 class SessionTracker:
     """Mirrors one OpenCode session into Redis until it ends and is archived, or the lease is lost."""
 
-    def __init__(self, deps: TrackerDeps, lease: Lease, lease_valid: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        deps: TrackerDeps,
+        lease: Lease,
+        lease_valid: Callable[[], bool],
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_started` is called once, after the first tick: the session's record is loaded and fetched."""
         self._deps = deps
+        self._on_started = on_started
         self._lease = lease
         self._job = Job(deps, lease, lease_valid)
         self._mirror: SessionMirror | None = None  # loaded from Redis when the tracker starts
@@ -107,6 +115,9 @@ class SessionTracker:
                     last_poll = now
                 if await self._tick(tg, mirror, poll_opencode=poll):
                     return
+                if self._on_started is not None:
+                    self._on_started()
+                    self._on_started = None
                 cadence.advance(self._tick_interval_s())
                 if self._retry_at > time.monotonic():
                     cadence.next_at = self._retry_at  # a failed poll retries on its backoff

@@ -50,6 +50,11 @@ LIVE_WINDOW_S = 3 * HEARTBEAT_INTERVAL_S  # a replica counts in the fair share w
 # Before the fair share, a replica waits to see the first heartbeat of replicas started with it (each beats as it
 # starts). Short: a new replica that a rolling update starts before stopping an old one takes its sessions over.
 START_GRACE_S = 1.5 * HEARTBEAT_INTERVAL_S
+# Trackers between their claim and their first tick, at once. Starting costs ~40 polls' work (the whole record
+# read, the whole list fetched, the claim recorded in PostgreSQL): a takeover of 4,000 started at once flooded the
+# event loop for seconds, and the replica's own tick (its next claims, its renewals) and every running tracker
+# waited behind them.
+STARTUP_CONCURRENCY = 64
 
 
 @dataclass(slots=True)
@@ -113,6 +118,7 @@ class Worker:
         self.places = Places(self._servers, self._deps, settings.opencode_directory)
         self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)
         self._held: dict[SessionId, Held] = {}
+        self._startups = anyio.Semaphore(STARTUP_CONCURRENCY)
         self._started_ms = now_ms()
         self._started = time.monotonic()
         self.claiming = True
@@ -190,6 +196,21 @@ class Worker:
         return self.places.key(as_text(server) if server else None, as_text(directory) if directory else None)
 
     async def _track(self, held: Held, tg: TaskGroup) -> None:
+        await self._startups.acquire()
+        released = False
+
+        def started() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._startups.release()
+
+        try:
+            await self._start_tracking(held, tg, started)
+        finally:
+            started()
+
+    async def _start_tracking(self, held: Held, tg: TaskGroup, started: Callable[[], None]) -> None:
         try:
             place = await self._place_of(held.lease.session_id)
         except Unavailable as exc:  # Redis down: try again later
@@ -207,14 +228,14 @@ class Worker:
         deps = self.places.acquire(place, tg, max_age_s=max_age_s, events=self._settings.opencode_events)
         self.metrics.server_sessions.labels(place[0]).inc()
         try:
-            await self._run_tracker(held, deps)
+            await self._run_tracker(held, deps, started)
         finally:
             self.metrics.server_sessions.labels(place[0]).dec()
             with anyio.CancelScope(shield=True):
                 await self.places.release(place)
 
-    async def _run_tracker(self, held: Held, deps: TrackerDeps) -> None:
-        tracker = SessionTracker(deps, held.lease, lambda: time.monotonic() < held.valid_until)
+    async def _run_tracker(self, held: Held, deps: TrackerDeps, started: Callable[[], None]) -> None:
+        tracker = SessionTracker(deps, held.lease, lambda: time.monotonic() < held.valid_until, started)
         held.tracker = tracker
         try:
             await self._bounded(held, deps, tracker.run)

@@ -104,8 +104,9 @@ def main() -> None:
                 for stop, results in ((signal.SIGKILL, kills), (signal.SIGTERM, terms)):
                     anyio.run(seed, s.redis_url, args.sessions)  # fresh jobs: every round starts clean
                     with ExitStack() as stack:
-                        first, _ = poller(env, f"first{round_}{stop}", stack)
+                        first, first_port = poller(env, f"first{round_}{stop}", stack)
                         wait_all(redis, ids, f"first{round_}{stop}")
+                        caught_up(first_port, args.sessions)  # it holds them in steady state, renewing on time
                         _, port = poller(env, f"second{round_}{stop}", stack)
                         wait_up(redis, f"second{round_}{stop}")
                         # the second replica is up, idle; the stop falls anywhere between two lease renewals of

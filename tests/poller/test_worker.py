@@ -261,3 +261,34 @@ async def test_a_dead_replicas_sessions_are_taken_over_in_one_claim_once_the_rep
 
 async def all_archived(db, ids) -> bool:
     return all([await archived(db, sid) for sid in ids])
+
+
+async def test_trackers_claimed_together_start_a_bounded_number_at_a_time(
+    make_worker, redis, db, opencode, monkeypatch
+):
+    """A takeover's thousands of start-ups (a whole record read, a whole list fetched) must not flood the loop."""
+    from poller import worker as worker_module
+    from poller.session_mirror import SessionMirror
+
+    ids = []
+    for i in range(6):
+        state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id=f"T-{i}", prompt="ECHO hi")
+        ids.append(state["sessionId"])
+    loading, most = 0, 0
+    load = SessionMirror.load
+
+    async def slow_load(*args, **kwargs):
+        nonlocal loading, most
+        loading += 1
+        most = max(most, loading)
+        try:
+            await anyio.sleep(0.2)  # long enough for every start-up let through to overlap
+            return await load(*args, **kwargs)
+        finally:
+            loading -= 1
+
+    monkeypatch.setattr(SessionMirror, "load", staticmethod(slow_load))
+    monkeypatch.setattr(worker_module, "STARTUP_CONCURRENCY", 2)
+    await make_worker()
+    await wait_for(lambda: all_archived(db, ids), timeout=30, what="every session archived")
+    assert most == 2
