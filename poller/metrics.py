@@ -38,6 +38,11 @@ class Metrics:
         ProcessCollector(registry=r)
         GCCollector(registry=r)
         self.sessions_held = Gauge("poller_sessions_held", "Sessions this replica holds a lease on", registry=r)
+        self.sessions_starting = Gauge(
+            "poller_sessions_starting",
+            "Sessions claimed whose tracker has not yet had its first tick (a takeover's catch-up)",
+            registry=r,
+        )
         self.polls = Counter("poller_polls", "Message-list polls sent to OpenCode", SERVER, registry=r)
         self.polls_unchanged = Counter(
             "poller_polls_unchanged",

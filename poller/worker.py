@@ -196,7 +196,13 @@ class Worker:
         return self.places.key(as_text(server) if server else None, as_text(directory) if directory else None)
 
     async def _track(self, held: Held, tg: TaskGroup) -> None:
-        await self._startups.acquire()
+        starting = self.metrics.sessions_starting
+        starting.inc()
+        try:
+            await self._startups.acquire()
+        except BaseException:
+            starting.dec()
+            raise
         released = False
 
         def started() -> None:
@@ -204,6 +210,7 @@ class Worker:
             if not released:
                 released = True
                 self._startups.release()
+                starting.dec()
 
         try:
             await self._start_tracking(held, tg, started)

@@ -28,7 +28,7 @@ import anyio
 from redis.asyncio import Redis
 
 from shared.dev.processes import free_port
-from tests.perf.common import Stack, child, histogram_quantile, scrape, servers
+from tests.perf.common import Stack, child, histogram_quantile, scrape, servers, wait_started
 from tests.perf.poller_bench import seed
 from tests.perf.procstat import percentile, usage
 
@@ -96,10 +96,8 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         child("tests.perf.load_opencode", *load_args, port=load_port) as load,
         child("poller", env=env, port=metrics_port) as poller,
     ):
-        deadline = time.monotonic() + 120
-        while scrape(metrics_port).get("poller_sessions_held{}", 0) < sessions and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(5)  # warm-up: every tracker has its mirror
+        wait_started([metrics_port], sessions, timeout=180)
+        time.sleep(5)  # warm-up
         gaps(load_port, forget=True)  # the warm-up's
         cpu = {name: usage(pid).cpu_s for name, pid in (("poller", poller.pid), ("load", load.pid))}
         cpu["redis"] = usage(stack.redis_pid).cpu_s
@@ -172,11 +170,7 @@ def scale(
             stack_of_children.enter_context(child("poller", env={**env, "POLLER_METRICS_PORT": str(port)}, port=port))
             for port in metrics_ports
         ]
-        deadline = time.monotonic() + 180
-        while sum(scrape(p).get("poller_sessions_held{}", 0) for p in metrics_ports) < sessions:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        wait_started(metrics_ports, sessions, timeout=180)
         time.sleep(5)
         held = sum(scrape(p).get("poller_sessions_held{}", 0) for p in metrics_ports)
         commands, cpu = anyio.run(_commands, stack.redis_url), usage(stack.redis_pid).cpu_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +72,20 @@ def scrape(port: int) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             out[f"{sample.name}{{{labels}}}"] = sample.value
     return out
+
+
+def wait_started(ports: list[int], sessions: int, timeout: float) -> float:
+    """Until the replicas hold `sessions` between them and every tracker has had its first tick (the claims' start-up
+    is over: it reads each record whole and fetches each list whole, work a benchmark of steady state must not
+    measure). Returns the sessions held: fewer than asked when the timeout came first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = [scrape(port) for port in ports]
+        held = sum(sample.get("poller_sessions_held{}", 0) for sample in samples)
+        starting = sum(sample.get("poller_sessions_starting{}", 0) for sample in samples)
+        if (held >= sessions and starting == 0) or time.monotonic() > deadline:
+            return held
+        time.sleep(0.5)
 
 
 def histogram_quantile(before: dict[str, float], after: dict[str, float], name: str, q: float) -> float:

@@ -19,7 +19,7 @@ from shared.dev.processes import free_port
 from shared.ids import SessionId
 from shared.store.live import LiveState
 from shared.store.lua import Scripts
-from tests.perf.common import Stack, child, histogram_quantile, scrape, servers
+from tests.perf.common import Stack, child, histogram_quantile, scrape, servers, wait_started
 from tests.perf.procstat import usage
 
 
@@ -61,10 +61,8 @@ def measure(stack: Stack, sessions: int, messages: int, duration: float) -> None
         ) as load,
         child("poller", env=env, port=metrics_port) as poller,
     ):
-        deadline = time.monotonic() + 120
-        while scrape(metrics_port).get("poller_sessions_held{}", 0) < sessions and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(5)  # warm-up: every tracker has its mirror
+        wait_started([metrics_port], sessions, timeout=180)
+        time.sleep(5)  # warm-up
         before, cpu_poller, cpu_load, cpu_redis = (
             scrape(metrics_port),
             usage(poller.pid),

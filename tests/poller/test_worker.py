@@ -276,11 +276,14 @@ async def test_trackers_claimed_together_start_a_bounded_number_at_a_time(
         ids.append(state["sessionId"])
     loading, most = 0, 0
     load = SessionMirror.load
+    starting: list[float | None] = []  # the replica's gauge, as each start-up began
+    workers = []
 
     async def slow_load(*args, **kwargs):
         nonlocal loading, most
         loading += 1
         most = max(most, loading)
+        starting.append(workers[0].metrics.registry.get_sample_value("poller_sessions_starting"))
         try:
             await anyio.sleep(0.2)  # long enough for every start-up let through to overlap
             return await load(*args, **kwargs)
@@ -289,6 +292,8 @@ async def test_trackers_claimed_together_start_a_bounded_number_at_a_time(
 
     monkeypatch.setattr(SessionMirror, "load", staticmethod(slow_load))
     monkeypatch.setattr(worker_module, "STARTUP_CONCURRENCY", 2)
-    await make_worker()
+    workers.append(await make_worker())
     await wait_for(lambda: all_archived(db, ids), timeout=30, what="every session archived")
     assert most == 2
+    assert starting[0] == 6 and starting[-1] <= 2  # the gauge counts those waiting and those starting
+    assert workers[0].metrics.registry.get_sample_value("poller_sessions_starting") == 0
