@@ -150,7 +150,7 @@ class Scripts:
             leases += (
                 Lease.from_token(SessionId(as_text(flat[i])), as_text(flat[i + 1])) for i in range(0, len(flat), 2)
             )
-            if len(flat) // 2 < chunk:  # nothing more is due, or the share is reached
+            if len(flat) // 2 < chunk:  # nothing more is due, the share is reached, or some were not claimable yet
                 break
         return leases
 

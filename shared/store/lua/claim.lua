@@ -3,8 +3,8 @@
 -- How many: at most ARGV[3] (the room under the replica's capacity). Given ARGV[8], fewer: the replica's fair share
 -- of all jobs, among the replicas whose heartbeat is at least that recent (in the pollers ZSET, by the replicas'
 -- clock), less the ARGV[7] it holds, but never fewer than ARGV[6]. So the survivors of a replica that died take
--- its sessions over in one claim each, spread among them, while a replica that starts beside others (ARGV[8]
--- empty) takes no more than ARGV[6] a claim before it has seen them.
+-- its sessions over in one claim each, spread among them. A replica that has not yet seen the heartbeats of those
+-- started beside it passes no ARGV[8], and a small ARGV[3].
 -- KEYS: 1 queue, 2 pollers
 -- ARGV: 1 replica id, 2 lease ttl ms, 3 max jobs, 4 lease key prefix, 5 job key prefix, 6 least, 7 held,
 --       8 live since (ms, or '' for ARGV[3] flat)
