@@ -9,7 +9,7 @@ down or slow holds up only its own place: its board and stream fail alone.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import anyio
@@ -115,20 +115,38 @@ class Places:
             await router.run()
 
 
-async def refresh_boards(boards: Sequence[StatusBoard | RequestBoard]) -> None:
-    """Every place's `GET /session/status` (or its `GET /permission` and `GET /question`) at once: a slow server
-    delays only its own board."""
+async def refresh_board(board: StatusBoard | RequestBoard) -> None:
+    """One place's `GET /session/status` (or its `GET /permission` and `GET /question`); a failure is logged, the
+    board keeps what it had."""
+    try:
+        await board.refresh()
+    except SessionLayerError as exc:
+        log.warning("board_failed", board=type(board).__name__, error=exc.message)
+    except RuntimeError:
+        if not board.closed:
+            raise
+        # its place closed (its last session ended) since the list was taken, before or during this refresh
 
-    async def one(board: StatusBoard | RequestBoard) -> None:
-        try:
-            await board.refresh()
-        except SessionLayerError as exc:
-            log.warning("board_failed", board=type(board).__name__, error=exc.message)
-        except RuntimeError:
-            if not board.closed:
-                raise
-            # its place closed (its last session ended) since the list was taken, before or during this refresh
 
-    async with anyio.create_task_group() as tg:
+class BoardRefresher:
+    """Starts a refresh of each board that is not still refreshing, and does not wait for any: a slow or hung
+    server delays its own boards only, never another server's, the replica's claims or its job revisions.
+
+    They were one round the replica loop waited for: one server whose status request hung stopped every claim
+    and every prompt of the replica until the client's timeout.
+    """
+
+    def __init__(self) -> None:
+        self._refreshing: set[StatusBoard | RequestBoard] = set()
+
+    def refresh(self, boards: Iterable[StatusBoard | RequestBoard], tg: TaskGroup) -> None:
         for board in boards:
-            tg.start_soon(one, board)
+            if board not in self._refreshing:
+                self._refreshing.add(board)
+                tg.start_soon(self._refresh, board)
+
+    async def _refresh(self, board: StatusBoard | RequestBoard) -> None:
+        try:
+            await refresh_board(board)
+        finally:
+            self._refreshing.discard(board)

@@ -21,7 +21,7 @@ from poller.events import EventRouter
 from poller.failures import run_bounded
 from poller.job_board import JobBoard
 from poller.metrics import Metrics
-from poller.places import PlaceKey, Places, refresh_boards
+from poller.places import BoardRefresher, PlaceKey, Places
 from poller.reconcile import reconcile_once
 from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
@@ -145,24 +145,23 @@ class Worker:
                     await self._servers.aclose()
 
     async def _replica_loop(self, tg: TaskGroup) -> None:
-        """Every poll interval, in this order: claim, then OpenCode's status and the job revisions of every
-        session held (new claims included), which the trackers read on their own ticks.
+        """Every poll interval: claim, then read the job revisions of every session held (new claims included),
+        which the trackers read on their own ticks; and start a refresh of OpenCode's boards (status, permission
+        and question requests) of every place, which does not wait for them.
 
-        Claiming first keeps a takeover as fast as the cadence allows: nothing waits on OpenCode before it.
+        Claiming first keeps a takeover as fast as the cadence allows, and nothing here waits on OpenCode: a slow
+        or hung server holds up neither a claim nor a prompt or cancel.
         """
+        boards = BoardRefresher()
         async for _ in every(self._settings.poll_interval_s):
             await self._claim(tg)
             if self._held:
-                await self._read_boards()
-
-    async def _read_boards(self) -> None:
-        await refresh_boards([self._board, *self.places.boards()])
-        try:  # the held sessions as of now: trackers may have ended while the status was read
-            await self._jobs.refresh(list(self._held))
-        except SessionLayerError as exc:
-            log.warning("revisions_failed", error=exc.message)
-        # last: a prompt or cancel waits on nothing new
-        await refresh_boards([self._requests, *self.places.request_boards()])
+                boards.refresh([self._board, *self.places.boards()], tg)
+                try:  # the held sessions as of now: trackers may have ended meanwhile
+                    await self._jobs.refresh(list(self._held))
+                except SessionLayerError as exc:
+                    log.warning("revisions_failed", error=exc.message)
+                boards.refresh([self._requests, *self.places.request_boards()], tg)
 
     async def _claim(self, tg: TaskGroup) -> None:
         room = self._settings.max_sessions_per_poller - len(self._held)

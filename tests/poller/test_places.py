@@ -86,7 +86,7 @@ async def test_a_server_going_down_affects_only_its_own_sessions(make_worker, si
 async def test_a_board_whose_place_closes_mid_refresh_is_skipped(simulator_url):
     """The replica takes the list of boards, then a place's last session ends and its client is closed while its
     request board is between its two GETs: the refresh ends quietly instead of crashing the replica loop."""
-    from poller.places import refresh_boards
+    from poller.places import refresh_board
     from poller.request_board import RequestBoard
     from shared.opencode.client import OpenCodeClient
 
@@ -100,9 +100,45 @@ async def test_a_board_whose_place_closes_mid_refresh_is_skipped(simulator_url):
         return listed
 
     client.permissions = then_closed  # type: ignore[method-assign]
-    await refresh_boards([board])  # no RuntimeError
+    await refresh_board(board)  # no RuntimeError
     assert board.closed
     open_client = OpenCodeClient(simulator_url)
     open_board = RequestBoard(open_client)
     await open_client.aclose()
-    await refresh_boards([open_board])  # closed before the refresh began: skipped as well
+    await refresh_board(open_board)  # closed before the refresh began: skipped as well
+
+
+async def test_a_hung_server_holds_up_neither_claims_nor_the_other_servers_sessions(
+    make_worker, simulator_process, redis, db
+):
+    """b's `GET /session/status` hangs (for longer than the test waits, within the client's timeout): a session
+    on a enqueued meanwhile is claimed, run and archived. While the replica loop waited for every board, the hung
+    request stopped every claim (and every job revision read) of the replica until the client's timeout."""
+    first, second = simulator_process(speed=2.0), simulator_process(speed=2.0)
+    servers = (ServerConfig("a", first), ServerConfig("b", second))
+    worker = await make_worker(
+        opencode_url=first, opencode_servers=servers, poll_interval_s=0.1, opencode_timeout_s=300
+    )
+    placed = OpenCodeServers(servers)
+    try:
+        await commands.enqueue(redis, db, placed, session_type="ask", prompt="TOOL SLOW b", server="b")
+        async with httpx.AsyncClient(base_url=second) as client:
+            hang = {"kind": "slow", "ms": 300_000, "path": "/session/status"}
+            (await client.post("/__sim/faults", json=hang)).raise_for_status()
+
+        async def b_held() -> bool:
+            return worker.places.held() == {("b", None): 1}
+
+        await wait_for(b_held, timeout=30, what="b's session tracked: its board is refreshed")
+
+        async def b_status_hanging() -> bool:
+            async with httpx.AsyncClient(base_url=second) as client:
+                stats = (await client.get("/__sim/stats")).json()
+            return stats["requests"].get("GET /session/status", 0) >= 1
+
+        await wait_for(b_status_hanging, timeout=30, what="a refresh of b's board hanging")
+        healthy = await commands.enqueue(redis, db, placed, session_type="chat", prompt="ECHO first", server="a")
+        row = await wait_for(lambda: final_row(db, healthy["sessionId"]), timeout=30, what="a's session archived")
+        assert row.status == "completed"
+    finally:
+        await placed.aclose()
