@@ -232,10 +232,7 @@ async def test_a_dead_replicas_sessions_are_taken_over_in_one_claim_once_the_rep
     from poller import worker as worker_module
     from shared.store.lua import Scripts
 
-    ids = []
-    for i in range(6):
-        state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id=f"T-{i}", prompt="ECHO hi")
-        ids.append(state["sessionId"])
+    ids = await enqueue_echoes(redis, db, opencode, 6)
     assert len(await Scripts(redis).claim("dead-replica", 60_000, 10)) == 6
     await redis.zadd(keys.POLLERS, {"dead-replica": 0})
     await redis.delete(*(keys.lease(sid) for sid in ids))  # as if its leases ran out
@@ -259,6 +256,14 @@ async def test_a_dead_replicas_sessions_are_taken_over_in_one_claim_once_the_rep
     assert all(t is None or t.startswith(b"2:") for t in tokens)  # taken over: the next epoch
 
 
+async def enqueue_echoes(redis, db, opencode, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id=f"T-{i}", prompt="ECHO hi")
+        ids.append(state["sessionId"])
+    return ids
+
+
 async def all_archived(db, ids) -> bool:
     return all([await archived(db, sid) for sid in ids])
 
@@ -267,10 +272,7 @@ async def test_the_starting_gauge_counts_claims_until_their_first_tick(make_work
     """`poller_sessions_starting`: a takeover's catch-up, and what the benchmarks wait on before they measure."""
     from poller.session_mirror import SessionMirror
 
-    ids = []
-    for i in range(6):
-        state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id=f"T-{i}", prompt="ECHO hi")
-        ids.append(state["sessionId"])
+    ids = await enqueue_echoes(redis, db, opencode, 6)
     load = SessionMirror.load
     starting: list[float | None] = []  # the replica's gauge, as each start-up loads its record
     workers = []
