@@ -139,9 +139,9 @@ class Worker:
                     await self._servers.aclose()
 
     async def _replica_loop(self, tg: TaskGroup) -> None:
-        """Every poll interval: claim, then read the job revisions of every session held (new claims included),
-        which the trackers read on their own ticks; and start a refresh of OpenCode's boards (status, permission
-        and question requests) of every place, which does not wait for them.
+        """Every poll interval: claim, start a refresh of OpenCode's boards (status, permission and question
+        requests) of every place, which it does not wait for, and read the job revisions of every session held (new
+        claims included), which the trackers read on their own ticks.
 
         Claiming first keeps a takeover as fast as the cadence allows, and nothing here waits on OpenCode: a slow
         or hung server holds up neither a claim nor a prompt or cancel.
@@ -150,12 +150,12 @@ class Worker:
         async for _ in every(self._settings.poll_interval_s):
             await self._claim(tg)
             if self._held:
-                boards.refresh([self._board, *self.places.boards()], tg)
-                try:  # the held sessions as of now: trackers may have ended meanwhile
+                places = self.places
+                boards.refresh([self._board, self._requests, *places.boards(), *places.request_boards()], tg)
+                try:
                     await self._jobs.refresh(list(self._held))
                 except SessionLayerError as exc:
                     log.warning("revisions_failed", error=exc.message)
-                boards.refresh([self._requests, *self.places.request_boards()], tg)
 
     async def _claim(self, tg: TaskGroup) -> None:
         room = self._settings.max_sessions_per_poller - len(self._held)
