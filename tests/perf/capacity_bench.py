@@ -27,6 +27,7 @@ from contextlib import ExitStack
 import anyio
 from redis.asyncio import Redis
 
+from poller.session_mirror import FULL_POLL_EVERY
 from shared.dev.processes import free_port
 from tests.perf.common import Stack, child, histogram_quantile, scrape, servers, wait_started
 from tests.perf.poller_bench import seed
@@ -70,11 +71,13 @@ def slow_bursts(arrivals: list[tuple[float, float]], over_ms: float = 50.0, top:
     return f"changes over {over_ms:.0f} ms, most at: {listed}" if worst else f"no change over {over_ms:.0f} ms"
 
 
-def gaps(port: int, *, forget: bool = False) -> list[float]:
-    """The list-fetch gaps since the last call; with `forget` they are only dropped (none is encoded or returned)."""
+def gaps(port: int, *, forget: bool = False) -> tuple[list[float], int]:
+    """The list-fetch gaps since the last call, and how many fetches took the whole list; with `forget` they are
+    only dropped (none is encoded or returned)."""
     query = "?forget" if forget else ""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/__load/gaps{query}", timeout=30) as response:
-        return list(json.loads(response.read()).get("gaps_ms", []))
+        body = json.loads(response.read())
+    return list(body.get("gaps_ms", [])), int(body.get("whole", 0))
 
 
 def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: int, duration: float) -> None:
@@ -106,7 +109,7 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         latencies = [latency for _, latency in arrivals]
         metrics_after = scrape(metrics_port)
         tick_lag_p99 = histogram_quantile(metrics_before, metrics_after, "poller_tick_lag_seconds", 0.99)
-        fetch_gaps = gaps(load_port)
+        fetch_gaps, whole = gaps(load_port)
         cores = {
             name: (usage(pid).cpu_s - cpu[name]) / duration
             for name, pid in (("poller", poller.pid), ("load", load.pid), ("redis", stack.redis_pid))
@@ -121,14 +124,22 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         f"P2 events {events}, sessions={sessions} held={held:.0f}: change -> Redis p50 "
         f"{percentile(latencies, 50) if latencies else float('nan'):.1f} ms, p99 {change_p99:.1f} ms "
         f"({len(latencies)} changes); list fetch gap p50 {percentile(fetch_gaps, 50) if fetch_gaps else 0:.0f} ms, "
-        f"p99 {gap_p99:.0f} ms (cadence {CADENCE_MS[events]:.0f} ms); tick lag p99 <= {tick_lag_p99 * 1000:.0f} ms; "
-        f"CPU poller {cores['poller']:.2f}, "
+        f"p99 {gap_p99:.0f} ms (cadence {CADENCE_MS[events]:.0f} ms), {whole_lists(whole, len(fetch_gaps))}; "
+        f"tick lag p99 <= {tick_lag_p99 * 1000:.0f} ms; CPU poller {cores['poller']:.2f}, "
         f"load OpenCode {cores['load']:.2f}, Redis {cores['redis']:.2f} cores — "
         f"{'held with fresh state' if met else 'NOT held'} (goal >= {SESSION_GOALS[events]:,} sessions); "
         f"{collections(metrics_before, metrics_after)}"
         # polling alone, every change waits for its poll: only with events on do slow changes point at something
         f"{'; ' + slow_bursts(arrivals) if events == 'on' else ''}"
     )
+
+
+def whole_lists(whole: int, fetches: int) -> str:
+    """How many of the window's fetches took the whole list, against the steady state's share: a window that
+    holds far fewer is not the steady state (sessions started together once took theirs together, every 20th
+    poll, and a 15 s window could fall between two such bursts)."""
+    share = whole / fetches if fetches else 0.0
+    return f"{whole} whole lists ({share:.1%} of fetches; steady state {1 / FULL_POLL_EVERY:.0%})"
 
 
 def collections(before: dict[str, float], after: dict[str, float]) -> str:

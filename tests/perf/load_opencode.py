@@ -117,6 +117,7 @@ class LoadOpenCode:
         self.requests = 0
         self.last_get: dict[str, float] = {}  # per session: when its list was last fetched
         self.gaps_ms: list[float] = []  # the time between two fetches of one session's list (GET /__load/gaps)
+        self.whole = 0  # ...and how many of those fetches took the whole list (no `?limit=`)
 
     def messages_body(self, session_id: str, limit: int) -> bytes:
         """The list, or its newest `limit` messages as OpenCode's `?limit=N` answers."""
@@ -124,6 +125,7 @@ class LoadOpenCode:
         if (previous := self.last_get.get(session_id)) is not None:
             self.gaps_ms.append((now - previous) * 1000)
         self.last_get[session_id] = now
+        self.whole += not limit
         served = self.bodies.setdefault(session_id, {})
         if (body := served.get(limit)) is not None:
             return body
@@ -248,7 +250,8 @@ class Connection(asyncio.Protocol):
             # `?forget` only their count: encoding a warm-up's ~300,000 gaps stalled this server for ~0.3 s, and
             # every poll and event with it, just as the measurement began
             gaps, self.load.gaps_ms = self.load.gaps_ms, []
-            body = {"forgotten": len(gaps)} if "forget" in split.query.split("&") else {"gaps_ms": gaps}
+            whole, self.load.whole = self.load.whole, 0
+            body = {"forgotten": len(gaps)} if "forget" in split.query.split("&") else {"gaps_ms": gaps, "whole": whole}
             reply = response(b"200 OK", json.dumps(body).encode())
         else:
             reply = response(b"404 Not Found", b'{"name":"NotFoundError","data":{"message":"not found"}}')
