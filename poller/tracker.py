@@ -37,7 +37,9 @@ class SessionTracker:
         lease_valid: Callable[[], bool],
         on_started: Callable[[], None] | None = None,
     ) -> None:
-        """`on_started` is called once, after the first tick: the session's record is loaded and fetched."""
+        """`on_started` is called once, as soon as the first tick has recorded the claim (the session's record is
+        loaded from Redis, its claim is in PostgreSQL), before it fetches anything from OpenCode; at the latest
+        when the first tick ends. A slow or hung OpenCode server does not hold it up."""
         self._deps = deps
         self._on_started = on_started
         self._lease = lease
@@ -115,12 +117,15 @@ class SessionTracker:
                     last_poll = now
                 if await self._tick(tg, mirror, poll_opencode=poll):
                     return
-                if self._on_started is not None:
-                    self._on_started()
-                    self._on_started = None
+                self._started()
                 cadence.advance(self._tick_interval_s())
                 if self._retry_at > time.monotonic():
                     cadence.next_at = self._retry_at  # a failed poll retries on its backoff
+
+    def _started(self) -> None:
+        if self._on_started is not None:
+            on_started, self._on_started = self._on_started, None
+            on_started()
 
     def _tick_interval_s(self) -> float:
         """The fast cadence while anything of ours waits on a tick; once the event stream carries the changes
@@ -161,6 +166,7 @@ class SessionTracker:
             if self._deps.requests is not None:
                 self._pending.reconcile(self._deps.requests)
             await job.record_claim(mirror.session)
+            self._started()
             fetching = poll_opencode or bool(job.prompts.pending) or job.abort_due()
             if not fetching:
                 await self._handle_requests(tg, mirror)

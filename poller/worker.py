@@ -50,6 +50,12 @@ LIVE_WINDOW_S = 3 * HEARTBEAT_INTERVAL_S  # a replica counts in the fair share w
 # Before the fair share, a replica waits to see the first heartbeat of replicas started with it (each beats as it
 # starts). Short: a new replica that a rolling update starts before stopping an old one takes its sessions over.
 START_GRACE_S = 1.5 * HEARTBEAT_INTERVAL_S
+# Trackers loading at once, from their claim until their claim is recorded (SessionTracker's on_started). Loading
+# reads the session's whole record from Redis and writes its row in PostgreSQL: 8,000 claimed at once overran both
+# pools (~700 sessions handed back after "No connection available", ~3,000 claim records retried after PostgreSQL's
+# pool timeout) and the event loop, so the replica's own next claim came seconds late. The bound ends before the
+# first fetch from OpenCode: a hung server must not hold up the other servers' sessions.
+STARTUP_CONCURRENCY = 64
 
 
 @dataclass(slots=True)
@@ -115,6 +121,7 @@ class Worker:
         self._held: dict[SessionId, Held] = {}
         self._started_ms = now_ms()
         self._started = time.monotonic()
+        self._startups = anyio.Semaphore(STARTUP_CONCURRENCY)
         self.claiming = True
 
     @property
@@ -189,17 +196,22 @@ class Worker:
         return self.places.key(as_text(server) if server else None, as_text(directory) if directory else None)
 
     async def _track(self, held: Held, tg: TaskGroup) -> None:
-        """Every claimed session starts at once. Bounding how many start together (a semaphore of 64) smoothed a
-        takeover of 4,000, but the replica then held 8,000 sessions with 0.86-0.94 cores and change p99 of
-        32-237 ms against 0.76 cores and 14-16 ms: how the trackers' schedules fall depends on how they start."""
+        """Start a claimed session's tracker: at most STARTUP_CONCURRENCY load at once, the others wait their turn
+        (all counted in `poller_sessions_starting`)."""
         starting = self.metrics.sessions_starting
         starting.inc()
-        counted = True
+        try:
+            await self._startups.acquire()
+        except BaseException:  # cancelled while waiting (the replica stops): it never started
+            starting.dec()
+            raise
+        loading = True
 
         def started() -> None:
-            nonlocal counted
-            if counted:
-                counted = False
+            nonlocal loading
+            if loading:
+                loading = False
+                self._startups.release()
                 starting.dec()
 
         try:

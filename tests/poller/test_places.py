@@ -142,3 +142,36 @@ async def test_a_hung_server_holds_up_neither_claims_nor_the_other_servers_sessi
         assert row.status == "completed"
     finally:
         await placed.aclose()
+
+
+async def test_a_hung_server_holds_no_start_up_slot(make_worker, simulator_process, redis, db, monkeypatch):
+    """Start-ups take one of STARTUP_CONCURRENCY slots from their claim until their claim is recorded, not until
+    their first fetch: b's session list hangs, and b's sessions claimed first must not keep a's from starting."""
+    from poller import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "STARTUP_CONCURRENCY", 1)
+    first, second = simulator_process(speed=2.0), simulator_process(speed=2.0)
+    servers = (ServerConfig("a", first), ServerConfig("b", second))
+    placed = OpenCodeServers(servers)
+    try:
+        async with httpx.AsyncClient(base_url=second) as client:
+            hang = {"kind": "slow", "ms": 300_000, "path": "/session/*/message", "method": "GET"}
+            (await client.post("/__sim/faults", json=hang)).raise_for_status()
+        for i in range(3):
+            await commands.enqueue(redis, db, placed, session_type="ask", prompt=f"ECHO b{i}", server="b")
+        worker = await make_worker(
+            opencode_url=first, opencode_servers=servers, poll_interval_s=0.1, opencode_timeout_s=300
+        )
+
+        async def b_hanging() -> bool:
+            async with httpx.AsyncClient(base_url=second) as client:
+                stats = (await client.get("/__sim/stats")).json()
+            return sum(n for k, n in stats["requests"].items() if k.startswith("GET /session/ses")) >= 3
+
+        await wait_for(b_hanging, timeout=30, what="every one of b's sessions past its start-up, fetching")
+        assert worker.metrics.registry.get_sample_value("poller_sessions_starting") == 0
+        healthy = await commands.enqueue(redis, db, placed, session_type="chat", prompt="ECHO first", server="a")
+        row = await wait_for(lambda: final_row(db, healthy["sessionId"]), timeout=30, what="a's session archived")
+        assert row.status == "completed"
+    finally:
+        await placed.aclose()
