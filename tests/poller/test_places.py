@@ -166,7 +166,8 @@ async def test_a_hung_server_holds_no_start_up_slot(make_worker, simulator_proce
         async def b_hanging() -> bool:
             async with httpx.AsyncClient(base_url=second) as client:
                 stats = (await client.get("/__sim/stats")).json()
-            return sum(n for k, n in stats["requests"].items() if k.startswith("GET /session/ses")) >= 3
+            fetched = stats["requests"].items()
+            return sum(n for k, n in fetched if k.startswith("GET /session/") and k.endswith("/message")) >= 3
 
         await wait_for(b_hanging, timeout=30, what="every one of b's sessions past its start-up, fetching")
         assert worker.metrics.registry.get_sample_value("poller_sessions_starting") == 0
