@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import tempfile
 import time
 import urllib.request
 from contextlib import ExitStack
@@ -29,7 +30,7 @@ from redis.asyncio import Redis
 
 from poller.session_mirror import FULL_POLL_EVERY
 from shared.dev.processes import free_port
-from tests.perf.common import Stack, child, histogram_quantile, scrape, servers, wait_started
+from tests.perf.common import Stack, child, histogram_quantile, logged, scrape, servers, wait_started
 from tests.perf.poller_bench import seed
 from tests.perf.procstat import percentile, usage
 
@@ -96,8 +97,9 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
     }
     load_args = ("--port", str(load_port), "--messages", str(messages), "--change-ms", str(change_ms))
     with (
+        tempfile.TemporaryFile(mode="a+b") as log,  # appended to: reading it moves no offset the poller writes at
         child("tests.perf.load_opencode", *load_args, port=load_port) as load,
-        child("poller", env=env, port=metrics_port) as poller,
+        child("poller", env=env, port=metrics_port, stderr=log) as poller,
     ):
         wait_started([metrics_port], sessions, timeout=180)
         time.sleep(5)  # warm-up
@@ -115,6 +117,7 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
             for name, pid in (("poller", poller.pid), ("load", load.pid), ("redis", stack.redis_pid))
         }
         held = scrape(metrics_port).get("poller_sessions_held{}", 0)
+        poller_logged = logged(log)
     change_p99 = percentile(latencies, 99) if latencies else float("inf")
     gap_p99 = percentile(fetch_gaps, 99) if fetch_gaps else float("inf")
     fresh = change_p99 < 100 if events == "on" else True
@@ -128,7 +131,7 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         f"tick lag p99 <= {tick_lag_p99 * 1000:.0f} ms; CPU poller {cores['poller']:.2f}, "
         f"load OpenCode {cores['load']:.2f}, Redis {cores['redis']:.2f} cores — "
         f"{'held with fresh state' if met else 'NOT held'} (goal >= {SESSION_GOALS[events]:,} sessions); "
-        f"{collections(metrics_before, metrics_after)}"
+        f"{collections(metrics_before, metrics_after)}; the poller logged (LOG_LEVEL=warning) {poller_logged}"
         # polling alone, every change waits for its poll: only with events on do slow changes point at something
         f"{'; ' + slow_bursts(arrivals) if events == 'on' else ''}"
     )

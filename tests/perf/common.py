@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import IO
 
 import anyio
 import psycopg
@@ -42,13 +45,18 @@ def servers() -> Iterator[Stack]:
 
 @contextmanager
 def child(
-    module: str, *args: str, env: dict[str, str] | None = None, port: int | None = None
+    module: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    stderr: IO[bytes] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m module` with `env` added; its logs go to `stderr` when given, else nowhere."""
     proc = subprocess.Popen(
         [sys.executable, "-m", module, *args],
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr if stderr is not None else subprocess.DEVNULL,
     )
     try:
         if port is not None:
@@ -60,6 +68,21 @@ def child(
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def logged(log: IO[bytes]) -> str:
+    """What a child logged (structlog's JSON lines, e.g. its warnings), by event: a benchmark that discards a
+    process's logs hides its failures (8,000 sessions claimed at once once handed ~700 back, unseen)."""
+    log.seek(0)
+    events: Counter[str] = Counter()
+    for line in log:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            events["(not a log line)"] += 1
+            continue
+        events[f"{record.get('level', '?')} {record.get('event', '?')}"] += 1
+    return ", ".join(f"{event} x{count}" for event, count in events.most_common()) or "nothing"
 
 
 def scrape(port: int) -> dict[str, float]:
