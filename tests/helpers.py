@@ -1,5 +1,5 @@
-"""Helpers the tests share: waiting on a condition with a deadline, child processes on loopback, a scripted
-SSE gateway."""
+"""Helpers the tests share: waiting on a condition with a deadline, child processes on loopback, the simulator's
+controls, a scripted SSE gateway."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -175,6 +176,14 @@ def single_error_line(result: subprocess.CompletedProcess[str], code: int, *word
     for word in words:
         assert word.lower() in lines[0].lower(), (word, lines[0])
     return lines[0]
+
+
+async def sim(simulator_url: str, method: str, path: str, body: Any = None) -> Any:
+    """One call to a simulator's `/__sim/` controls (stats, faults), its JSON answer."""
+    async with httpx.AsyncClient(base_url=simulator_url) as client:
+        response = await client.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json()
 
 
 async def waiting_entry(redis: Any, sid: str) -> dict[str, Any]:

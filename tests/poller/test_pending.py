@@ -5,22 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
 from shared import commands
 from shared.ids import SessionId
 from shared.store.live import read_record
-from tests.helpers import wait_for
+from tests.helpers import sim, wait_for
 
 pytestmark = pytest.mark.anyio
-
-
-async def sim(simulator_url: str, method: str, path: str, body: Any = None) -> Any:
-    async with httpx.AsyncClient(base_url=simulator_url) as client:
-        response = await client.request(method, path, json=body)
-        response.raise_for_status()
-        return response.json()
 
 
 async def waiting(redis: Any, sid: str) -> Any:

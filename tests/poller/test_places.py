@@ -4,14 +4,13 @@ and closed after the last one ends; a server that goes down affects only its own
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from shared import commands
 from shared.config import ServerConfig
 from shared.opencode.servers import OpenCodeServers
 from shared.store import archive
-from tests.helpers import wait_for
+from tests.helpers import sim, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -75,8 +74,7 @@ async def test_a_server_going_down_affects_only_its_own_sessions(make_worker, si
         await placed.aclose()
     # server b stops answering (every connection reset): its session retries until its deadline and ends in
     # error; a's completes
-    async with httpx.AsyncClient(base_url=second) as client:
-        (await client.post("/__sim/faults", json={"kind": "reset", "path": "*"})).raise_for_status()
+    await sim(second, "POST", "/__sim/faults", {"kind": "reset", "path": "*"})
     row = await wait_for(lambda: final_row(db, doomed["sessionId"]), timeout=30, what="b's session ended")
     assert row.status == "error" and row.server == "b"
     row = await wait_for(lambda: final_row(db, healthy["sessionId"]), timeout=30, what="a's session ended")
@@ -122,9 +120,7 @@ async def test_a_hung_server_holds_up_neither_claims_nor_the_other_servers_sessi
     placed = OpenCodeServers(servers)
     try:
         await commands.enqueue(redis, db, placed, session_type="ask", prompt="TOOL SLOW b", server="b")
-        async with httpx.AsyncClient(base_url=second) as client:
-            hang = {"kind": "slow", "ms": 300_000, "path": "/session/status"}
-            (await client.post("/__sim/faults", json=hang)).raise_for_status()
+        await sim(second, "POST", "/__sim/faults", {"kind": "slow", "ms": 300_000, "path": "/session/status"})
 
         async def b_held() -> bool:
             return worker.places.held() == {("b", None): 1}
@@ -132,8 +128,7 @@ async def test_a_hung_server_holds_up_neither_claims_nor_the_other_servers_sessi
         await wait_for(b_held, timeout=30, what="b's session tracked: its board is refreshed")
 
         async def b_status_hanging() -> bool:
-            async with httpx.AsyncClient(base_url=second) as client:
-                stats = (await client.get("/__sim/stats")).json()
+            stats = await sim(second, "GET", "/__sim/stats")
             return stats["requests"].get("GET /session/status", 0) >= 1
 
         await wait_for(b_status_hanging, timeout=30, what="a refresh of b's board hanging")
@@ -154,9 +149,8 @@ async def test_a_hung_server_holds_no_start_up_slot(make_worker, simulator_proce
     servers = (ServerConfig("a", first), ServerConfig("b", second))
     placed = OpenCodeServers(servers)
     try:
-        async with httpx.AsyncClient(base_url=second) as client:
-            hang = {"kind": "slow", "ms": 300_000, "path": "/session/*/message", "method": "GET"}
-            (await client.post("/__sim/faults", json=hang)).raise_for_status()
+        hang = {"kind": "slow", "ms": 300_000, "path": "/session/*/message", "method": "GET"}
+        await sim(second, "POST", "/__sim/faults", hang)
         for i in range(3):
             await commands.enqueue(redis, db, placed, session_type="ask", prompt=f"ECHO b{i}", server="b")
         worker = await make_worker(
@@ -164,9 +158,7 @@ async def test_a_hung_server_holds_no_start_up_slot(make_worker, simulator_proce
         )
 
         async def b_hanging() -> bool:
-            async with httpx.AsyncClient(base_url=second) as client:
-                stats = (await client.get("/__sim/stats")).json()
-            fetched = stats["requests"].items()
+            fetched = (await sim(second, "GET", "/__sim/stats"))["requests"].items()
             return sum(n for k, n in fetched if k.startswith("GET /session/") and k.endswith("/message")) >= 3
 
         await wait_for(b_hanging, timeout=30, what="every one of b's sessions past its start-up, fetching")

@@ -6,7 +6,6 @@ import gc
 import json
 
 import anyio
-import httpx
 import pytest
 
 from shared import answers, commands
@@ -15,7 +14,7 @@ from shared.dev.simulator.server import serve_in_thread
 from shared.errors import Conflict
 from shared.opencode.client import OpenCodeClient
 from shared.store import keys
-from tests.helpers import collector_garbage, wait_for, waiting_entry
+from tests.helpers import collector_garbage, sim, wait_for, waiting_entry
 
 pytestmark = pytest.mark.anyio
 
@@ -102,13 +101,6 @@ async def test_failed_and_rejected_runs_end_in_error_with_opencodes_message(make
         assert status == "error"
         final_error = messages[-1]["info"]["error"]
         assert error == final_error["data"]["message"]
-
-
-async def sim(simulator_url, method, path, body=None):
-    async with httpx.AsyncClient(base_url=simulator_url) as client:
-        response = await client.request(method, path, json=body)
-        response.raise_for_status()
-        return response.json()
 
 
 async def test_prompt_is_delivered_exactly_once_when_the_answer_is_lost(
