@@ -30,7 +30,7 @@ def run_finished(messages: Sequence[Any], busy: bool) -> bool:
     if busy or not messages:
         return False
     info = messages[-1].get("info", {})
-    if info.get("role") != "assistant" or not info.get("time", {}).get("completed"):
+    if info.get("role") != "assistant" or not _completed(info):
         return False
     if current_tool_calls(messages):
         return False
@@ -43,13 +43,18 @@ def run_orphaned(messages: Sequence[Any], busy: bool, idle_for_s: float, grace_s
     if busy or idle_for_s <= grace_s:
         return False
     newest = next((m.get("info", {}) for m in reversed(messages) if m.get("info", {}).get("role") == "assistant"), None)
-    return newest is not None and not newest.get("time", {}).get("completed")
+    return newest is not None and not _completed(newest)
+
+
+def _completed(info: Any) -> bool:
+    time = info.get("time")
+    return isinstance(time, dict) and bool(time.get("completed"))
 
 
 def outcome(messages: Sequence[Any], cancel_requested: bool) -> tuple[Status, str | None]:
     """Final status and error text: an aborted run is `cancelled`, an assistant error is `error`."""
     error = messages[-1].get("info", {}).get("error") if messages else None
-    if cancel_requested or (error and error.get("name") == ABORTED_ERROR):
+    if cancel_requested or (isinstance(error, dict) and error.get("name") == ABORTED_ERROR):
         return "cancelled", None
     if error:
         return "error", error_text(error)

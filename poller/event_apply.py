@@ -13,13 +13,40 @@ from typing import Any
 from poller.mirror import Delta, Mirror, tool_calls_after
 from shared.models import part_key
 
-STREAMED = frozenset({"text", "reasoning"})
+STREAMED = ("text", "reasoning")  # a tuple: `in` compares, where a set would hash (a list is unhashable)
 # events that change nothing we store, but say the run moved on: poll now rather than at the slow cadence
 POLL_TRIGGERS = frozenset({"session.idle", "session.error", "session.status"})
 
 
+# what each record must carry, as strings, for the mirror to place it: the object it names ("" for the record's own
+# properties), then its fields. OpenCode's own records always do; one that does not changes nothing (the next poll
+# brings whatever it was about), rather than fail the session it names.
+PLACED_BY = {
+    "message.updated": ("info", ("id",)),
+    "message.part.updated": ("part", ("id", "messageID")),
+    "message.part.delta": ("", ("messageID", "partID", "delta")),
+    "message.removed": ("", ("messageID",)),
+    "message.part.removed": ("", ("messageID", "partID")),
+}
+IDENTITY_FIELDS = frozenset({"id", "messageID", "sessionID", "type"})  # a delta never extends these
+
+
+def _placeable(kind: str, props: dict[str, Any]) -> bool:
+    name, fields = PLACED_BY[kind]
+    value = props.get(name) if name else props
+    return isinstance(value, dict) and all(isinstance(value.get(f), str) for f in fields)
+
+
+def _extends(known: Any, field: Any) -> bool:
+    """Whether a delta to `field` may extend the part: a field of text (or none yet), never one of its ids."""
+    return isinstance(field, str) and field not in IDENTITY_FIELDS and isinstance(known.get(field, ""), str)
+
+
 def _streaming(part: Any) -> bool:
-    return part.get("type") in STREAMED and not (part.get("time") or {}).get("end")
+    if part.get("type") not in STREAMED:
+        return False
+    time = part.get("time")
+    return not (isinstance(time, dict) and time.get("end"))
 
 
 def streaming_keys(mirror: Mirror) -> set[str]:
@@ -32,7 +59,8 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
 
     `frozen`: parts that were streaming when the event stream dropped. Deltas carry no offset, so after a
     gap appending would garble the text: those parts keep what they had until OpenCode stores them again
-    (their end); the keys are removed from `frozen` as that happens.
+    (their end); the keys are removed from `frozen` as that happens. A record without the ids it is placed by
+    (PLACED_BY) is passed over.
     """
     frozen = frozen if frozen is not None else set()
     infos: dict[str, Any] = {}
@@ -41,13 +69,15 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
     removed_parts: set[str] = set()
     for event in events:
         kind = event.get("type")
-        props = event.get("properties") or {}
-        if kind == "message.updated" and isinstance(props.get("info"), dict):
+        props = event.get("properties")
+        if kind not in PLACED_BY or not isinstance(props, dict) or not _placeable(kind, props):
+            continue
+        if kind == "message.updated":
             info = props["info"]
             if mirror.infos.get(info.get("id")) != info:
                 infos[info["id"]] = info
                 removed_messages.discard(info["id"])
-        elif kind == "message.part.updated" and isinstance(props.get("part"), dict):
+        elif kind == "message.part.updated":
             part = props["part"]
             key = part_key(part)
             frozen.discard(key)
@@ -57,13 +87,13 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
                 parts[key] = part
                 removed_parts.discard(key)
         elif kind == "message.part.delta":
-            key = f"{props.get('messageID')}/{props.get('partID')}"
+            key = f"{props['messageID']}/{props['partID']}"
             known = parts.get(key) or mirror.parts.get(key)
             field = props.get("field") or "text"
-            if known is not None and key not in frozen and isinstance(props.get("delta"), str):
-                parts[key] = {**known, field: str(known.get(field) or "") + props["delta"]}
+            if known is not None and key not in frozen and _extends(known, field):
+                parts[key] = {**known, field: (known.get(field) or "") + props["delta"]}
         elif kind == "message.removed":
-            message_id = str(props.get("messageID"))
+            message_id = props["messageID"]
             removed_messages.add(message_id)
             infos.pop(message_id, None)
             for key in [*mirror.parts, *parts]:
@@ -71,7 +101,7 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
                     removed_parts.add(key)
                     parts.pop(key, None)
         elif kind == "message.part.removed":
-            key = f"{props.get('messageID')}/{props.get('partID')}"
+            key = f"{props['messageID']}/{props['partID']}"
             removed_parts.add(key)
             parts.pop(key, None)
     tool_calls = tool_calls_after(mirror.tool_calls, parts, removed_parts)

@@ -116,9 +116,13 @@ class Inbox:
         """Completion from the event stream: an idle report is decided at once, on one confirming poll."""
         kind = event.get("type")
         status = (event.get("properties") or {}).get("status")
-        if kind == "session.status" and isinstance(status, dict) and status.get("type") != "idle":
-            self.idle_at = None
-        elif kind == "session.idle" or kind == "session.status":
+        if kind == "session.status":
+            if not isinstance(status, dict):
+                return  # not a status we can read: the poll it triggered reads the truth
+            if status.get("type") != "idle":
+                self.idle_at = None
+                return
+        if kind in ("session.idle", "session.status"):
             self.idle_at = time.monotonic()
             self.confirm_idle = True
 

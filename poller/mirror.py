@@ -10,11 +10,14 @@ from typing import Any
 
 from shared.models import part_key, utf16_length
 
-LIVE_TOOL_STATES = frozenset({"pending", "running"})
+LIVE_TOOL_STATES = ("pending", "running")  # a tuple: `in` compares, where a set would hash (a list is unhashable)
 
 
 def _live_tool(part: Any) -> bool:
-    return bool(part.get("type") == "tool" and (part.get("state") or {}).get("status") in LIVE_TOOL_STATES)
+    if part.get("type") != "tool":
+        return False
+    state = part.get("state")
+    return isinstance(state, dict) and state.get("status") in LIVE_TOOL_STATES
 
 
 def current_tool_calls(messages: Sequence[Any]) -> list[Any]:

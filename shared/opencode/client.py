@@ -47,9 +47,13 @@ def _is_messages(value: Any) -> bool:
         and isinstance(m.get("info"), dict)
         and isinstance(m["info"].get("id"), str)
         and isinstance(m.get("parts"), list)
-        and all(isinstance(p, dict) and isinstance(p.get("id"), str) and "messageID" in p for p in m["parts"])
+        and all(_is_part(p) for p in m["parts"])
         for m in value
     )
+
+
+def _is_part(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("id"), str) and isinstance(value.get("messageID"), str)
 
 
 def _is_status_map(value: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from urllib.parse import urlsplit
 
 import anyio
@@ -16,7 +17,7 @@ from shared.dev.simulator.app import create_simulator
 from shared.dev.simulator.server import serve_in_thread
 from shared.opencode.client import OpenCodeClient
 from shared.store import keys
-from tests.helpers import TcpProxy, wait_for
+from tests.helpers import TcpProxy, sim, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -178,3 +179,70 @@ async def test_the_event_stream_is_open_only_while_a_session_is_held(make_worker
             return not worker.router.healthy and not worker.held
 
         await wait_for(closed, timeout=10, what="the stream closed after the last session")
+
+
+ODD_EVENTS = [  # each names the session, so it reaches the tracker; each lacks or twists what the mirror reads
+    {"type": "message.part.updated", "properties": {"part": {"type": "text", "text": "no id"}}},
+    {"type": "message.part.updated", "properties": {"part": {"id": 7, "messageID": ["msg"], "type": "text"}}},
+    {"type": "message.part.updated", "properties": {"part": "not an object"}},
+    {"type": "message.updated", "properties": {"info": {"role": "assistant"}}},
+    {"type": "message.part.delta", "properties": {"messageID": "msg_x", "delta": "no part id"}},
+    {"type": "message.removed", "properties": {"messageID": None}},
+    {"type": "message.part.removed", "properties": {"messageID": "msg_x", "partID": {"id": 1}}},
+    {"type": "session.status", "properties": {"status": "busy"}},
+    {"type": "permission.asked", "properties": {"id": ["x"]}},
+]
+
+
+async def test_records_of_odd_shape_on_the_event_stream_are_passed_over(make_worker, redis, db, schema):
+    """OpenCode's `/event` records are input like any other: one whose fields lack or twist what the mirror reads
+    (another OpenCode version, a plugin, a broken proxy) changes nothing and never counts as a failure of the
+    session, and the records around it are applied. Was: a KeyError in the tracker, counted against the session
+    (SESSION_MAX_FAILURES of them end it in error), and the rest of its batch lost."""
+    with serve_in_thread(create_simulator(1.0)) as url:
+        async with OpenCodeClient(url) as oc:
+            worker = await make_worker(opencode_url=url)
+            state = await commands.enqueue(redis, db, oc, session_type="ask", prompt="SLOW answer please")
+            sid = state["sessionId"]
+            await wait_for(lambda: _connected(worker, 1), timeout=10, what="the event stream")
+
+            async def streaming_part():
+                for key, raw in (await redis.hgetall(keys.session_parts(sid))).items():
+                    part = json.loads(raw)
+                    if part["type"] == "text" and part["text"] and part.get("time", {}).keys() == {"start"}:
+                        return key.decode().split("/")
+                return None
+
+            message_id, part_id = await wait_for(streaming_part, timeout=20, what="the answer streaming")
+            twisted = [  # the session's own streaming part, twisted: a field that is no string, an id field
+                {"messageID": message_id, "partID": part_id, "field": "time", "delta": "x"},
+                {"messageID": message_id, "partID": part_id, "field": "id", "delta": "x"},
+                {"messageID": message_id, "partID": part_id, "field": "text", "delta": 5},
+            ]
+            marker = {"messageID": message_id, "partID": part_id, "field": "text", "delta": " ⟨marker⟩"}
+            records = [
+                *ODD_EVENTS,
+                *({"type": "message.part.delta", "properties": props} for props in twisted),
+                {"type": "message.part.delta", "properties": marker},
+            ]
+            for record in records:
+                record["properties"] = {**record["properties"], "sessionID": sid}
+            await sim(url, "POST", "/__sim/events", records)
+
+            async def marked():
+                raw = await redis.hget(keys.session_parts(sid), f"{message_id}/{part_id}")
+                return raw is not None and "⟨marker⟩" in json.loads(raw)["text"]
+
+            await wait_for(marked, timeout=10, what="the record after the odd ones applied")
+            part = json.loads(await redis.hget(keys.session_parts(sid), f"{message_id}/{part_id}"))
+            assert (part["id"], part["messageID"], part["time"].keys()) == (part_id, message_id, {"start"})
+            assert await redis.hget(keys.job(sid), "failures") in (None, b"0")
+
+            async def archived():
+                cur = await db.execute("SELECT status, messages FROM opencode_sessions WHERE id = %s", (sid,))
+                row = await cur.fetchone()
+                return row if row and row[0] not in ("pending", "running") else None
+
+            status, messages = await wait_for(archived, timeout=40)
+            assert status == "completed"
+            assert messages == await oc.messages(sid)  # the stored whole text replaced the marked one

@@ -41,6 +41,20 @@ async def test_status_events_ask_for_a_poll() -> None:
     assert inbox.poll_now and not inbox.gap
 
 
+@pytest.mark.parametrize("status", [{"type": "idle"}, {"type": "busy"}, "idle", None, ["idle"]])
+async def test_only_a_readable_idle_status_is_an_idle_report(status: object) -> None:
+    """An idle report is decided on at once (one confirming poll); a status that cannot be read is no report.
+    Was: any session.status that was not a busy object counted as idle."""
+    inbox = Inbox()
+    inbox.put({"type": "session.status", "properties": {"sessionID": "ses_x", "status": status}})
+    assert inbox.poll_now  # whatever it says, a poll reads the truth
+    assert (inbox.idle_at is not None, inbox.confirm_idle) == (
+        (True, True) if status == {"type": "idle"} else (False, False)
+    )
+    inbox.put({"type": "session.error", "properties": {"sessionID": "ses_x"}})
+    assert inbox.confirm_idle == (status == {"type": "idle"})  # an error report is no idle report either
+
+
 async def test_wait_returns_at_once_when_something_waits_and_wakes_on_put() -> None:
     inbox = Inbox()
     inbox.request_poll()

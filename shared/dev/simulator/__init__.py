@@ -10,6 +10,7 @@ subject to faults):
     GET    /__sim/faults   the active faults
     POST   /__sim/faults   add one: {"kind", "path"?, "method"?, "count"?, "ms"?} (see `faults.Fault`)
     DELETE /__sim/faults   clear them
+    POST   /__sim/events   publish [{"type", "properties"}, …] on `/event` as given (odd shapes included)
 
 Run it as a process with `python -m shared.dev.simulator --port 4096 [--speed 2]`, or in a thread of a test with
 `server.serve_in_thread(create_simulator(...))`.

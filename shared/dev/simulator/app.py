@@ -255,6 +255,24 @@ async def sim_reset(request: Request) -> Response:
     return JSONResponse(True)
 
 
+async def sim_events(request: Request) -> Response:
+    """Publish records on `/event` as given: what another OpenCode version, a plugin or a broken proxy could send."""
+    body, problem = await json_body(request)
+    records = body if isinstance(body, list) else None
+    if (
+        problem
+        or records is None
+        or not all(
+            isinstance(r, dict) and isinstance(r.get("type"), str) and isinstance(r.get("properties"), dict)
+            for r in records
+        )
+    ):
+        return bad_request(problem or "expected a list of {type: string, properties: object}")
+    for record in records:
+        _sim(request).simulation.bus.publish(record["type"], record["properties"])
+    return JSONResponse(len(records))
+
+
 async def sim_faults(request: Request) -> Response:
     app = _sim(request)
     if request.method == "DELETE":
@@ -308,6 +326,7 @@ def create_simulator(
         Route("/__sim/stats", sim_stats),
         Route("/__sim/reset", sim_reset, methods=["POST"]),
         Route("/__sim/faults", sim_faults, methods=["GET", "POST", "DELETE"]),
+        Route("/__sim/events", sim_events, methods=["POST"]),
     ]
     app = SimulatorApp(routes=routes, lifespan=_lifespan)
     app.simulation = Simulation(

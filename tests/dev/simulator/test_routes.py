@@ -121,6 +121,18 @@ async def test_event_stream_heartbeat(sim_url: str) -> None:
     assert events.seen[-1]["properties"] == {}
 
 
+async def test_sim_events_publishes_records_as_given(sim_url: str, http: httpx.AsyncClient) -> None:
+    odd = {"type": "message.part.updated", "properties": {"sessionID": "ses_x", "part": "not an object"}}
+    async with httpx.AsyncClient(base_url=sim_url, timeout=20) as client, client.stream("GET", "/event") as stream:
+        lines = stream.aiter_lines()
+        assert json.loads((await anext(lines))[len("data: ") :])["type"] == "server.connected"
+        assert (await http.post("/__sim/events", json=[odd])).json() == 1
+        seen = json.loads((await anext(line async for line in lines if line))[len("data: ") :])
+    assert {k: v for k, v in seen.items() if k != "id"} == odd
+    for bad in ({"type": "x", "properties": {}}, [{"type": 1, "properties": {}}], [{"type": "x", "properties": []}]):
+        assert (await http.post("/__sim/events", json=bad)).status_code == 400
+
+
 async def test_sim_controls(http: httpx.AsyncClient) -> None:
     resp = await http.post("/__sim/faults", json={"kind": "error500", "path": "/global/health", "count": 2})
     assert resp.json() == [{"kind": "error500", "path": "/global/health", "method": None, "count": 2, "ms": 0}]
