@@ -2,21 +2,26 @@
 // their options, each with the CLI command that answers it. The session page shows a panel of them above the
 // transcript (PendingPanel); the live list shows a one-line summary in the session's row (pendingSummary).
 
-import { h } from "./ui.js";
+import { h, listOf, objectOf } from "./ui.js";
 
 function describe(request) {
   if (request.kind === "permission") {
-    const command = request.metadata && request.metadata.command;
-    return `${request.permission ?? "permission"}: ${command ?? (request.patterns ?? []).join(" ")}`;
+    const command = objectOf(request.metadata).command;
+    return `${request.permission ?? "permission"}: ${command ?? listOf(request.patterns).join(" ")}`;
   }
-  return (request.questions ?? []).map((q) => q.question).join(" / ") || "a question";
+  return questionsOf(request).map((q) => q.question).join(" / ") || "a question";
+}
+
+/** The request's questions, each an object (OpenCode's values are read as its schema says, and may be otherwise). */
+function questionsOf(request) {
+  return listOf(request.questions).map(objectOf);
 }
 
 function answerCommand(sessionId, request) {
   if (request.kind === "permission") {
     return `opencode-sessions reply ${sessionId} ${request.id} --once|--always|--reject [--message TEXT] [--by WHO]`;
   }
-  const choices = (request.questions ?? [null]).map(() => "--choice LABEL").join(" ");
+  const choices = (Array.isArray(request.questions) ? request.questions : [null]).map(() => "--choice LABEL").join(" ");
   return `opencode-sessions answer ${sessionId} ${request.id} ${choices} [--by WHO]   (or --reject)`;
 }
 
@@ -27,7 +32,7 @@ export function pendingRequest(sessionId, request) {
       ? h(
           "ol",
           { class: "pending-questions" },
-          (request.questions ?? []).map((q) =>
+          questionsOf(request).map((q) =>
             h(
               "li",
               { dataset: { testid: "pending-question" } },
@@ -36,7 +41,7 @@ export function pendingRequest(sessionId, request) {
               h(
                 "ul",
                 { class: "pending-options" },
-                (q.options ?? []).map((o) =>
+                listOf(q.options).map(objectOf).map((o) =>
                   h(
                     "li",
                     { dataset: { testid: "pending-option" } },
@@ -58,7 +63,7 @@ export function pendingRequest(sessionId, request) {
       request.kind === "permission" ? "Waiting for permission to run " : "Waiting for an answer: ",
       request.kind === "permission"
         ? h("code", { dataset: { testid: "pending-command" } }, describe(request))
-        : `${(request.questions ?? []).length} question(s)`,
+        : `${questionsOf(request).length} question(s)`,
     ),
     questions,
     h(

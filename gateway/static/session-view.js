@@ -5,7 +5,7 @@
 import { renderMarkdown } from "./markdown.js";
 import { openSessionStream } from "./opencode-stream.js";
 import { durationBetween } from "./time.js";
-import { API, copyButton, durationEl, h, liveBadge, statusBadge, ticketLink, timeEl } from "./ui.js";
+import { API, copyButton, durationEl, h, listOf, liveBadge, statusBadge, ticketLink, timeEl } from "./ui.js";
 
 const HIDDEN_PARTS = new Set(["step-start", "step-finish", "snapshot"]);
 
@@ -248,7 +248,7 @@ export class SessionView {
       case "subtask":
         return h("div", { class: "part other", ...base }, "Subtask: ", part.description ?? part.prompt ?? "");
       case "patch":
-        return h("div", { class: "part other", ...base }, "Changed: ", (part.files ?? []).join(", "));
+        return h("div", { class: "part other", ...base }, "Changed: ", listOf(part.files).join(", "));
       case "retry":
         return h("div", { class: "part other", ...base }, `Retry ${part.attempt ?? ""}: `, errorText(part.error));
       default:

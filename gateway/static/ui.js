@@ -67,9 +67,19 @@ export function liveBadge(live, attrs = {}) {
     : h("span", { class: "mode archived", dataset: { mode: "archived" }, ...attrs }, "Archived");
 }
 
+/** `value` when it is an array, else none: OpenCode's values are read as its schema says, and may be otherwise. */
+export function listOf(value) {
+  return Array.isArray(value) ? value : [];
+}
+
+/** `value` when it is an object (not an array), else an empty one. */
+export function objectOf(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value) ? value : {};
+}
+
 /** A time in the browser's locale (with its date when not today), the full date and time on hover. */
 export function timeEl(ms, attrs = {}) {
-  if (!ms) return null;
+  if (typeof ms !== "number" || !ms || Number.isNaN(new Date(ms).getTime())) return null;
   return h("time", { datetime: new Date(ms).toISOString(), title: formatFullTime(ms), ...attrs }, formatTime(ms));
 }
 

@@ -14,6 +14,7 @@ import pytest
 from shared import commands
 from shared.tokens import Scope, mint_token
 from tests.helpers import wait_for
+from tests.odd_shapes import odd_requests, odd_transcripts
 
 pytestmark = pytest.mark.anyio
 
@@ -60,6 +61,39 @@ RENDER_HOSTILE = """async (cases) => {
   }
   await new Promise((resolve) => setTimeout(resolve, 300));
   return { out, violations, xss: window.__xss ?? null };
+}"""
+
+
+# The session view's renderer and the pending requests' views, fed directly with what OpenCode's values may be.
+RENDER_ODD = """async ([transcripts, requests]) => {
+  const { SessionView } = await import(`${location.origin}/static/session-view.js`);
+  const { pendingRequest, pendingSummary } = await import(`${location.origin}/static/pending-view.js`);
+  const failed = [];
+  const root = document.createElement("div");
+  document.body.append(root);
+  for (const [name, messages] of transcripts) {
+    const view = new SessionView(root);
+    try {
+      view._build();
+      for (const live of [true, false]) {
+        view._renderMessages({ messages, live });
+        if (!root.textContent.includes("so") && !root.textContent.includes("hi")) failed.push(`${name}: no text`);
+      }
+    } catch (e) {
+      failed.push(`${name}: ${e}`);
+    }
+    root.replaceChildren();
+  }
+  for (const [name, request] of requests) {
+    try {
+      root.append(pendingRequest("ses_x", request), pendingSummary({ pending: [request] }));
+      if (!root.textContent.includes("opencode-sessions")) failed.push(`${name}: no answering command`);
+    } catch (e) {
+      failed.push(`${name}: ${e}`);
+    }
+    root.replaceChildren();
+  }
+  return failed;
 }"""
 
 
@@ -129,6 +163,18 @@ async def test_hostile_markdown_stays_inert_under_the_pages_csp(pages, gateway_p
             assert not name.startswith("on"), case
             assert not re.match(r"\s*(javascript|data|vbscript):", value, re.I), case
     assert result["out"][8]["html"] == '<p class="md-raw">&lt;script&gt;window.__xss=1&lt;/script&gt;</p>'
+
+
+async def test_values_of_odd_shape_from_opencode_render_and_never_break_a_page(pages, gateway_process):
+    """Every field below the ids of a transcript and of a pending request, in every odd shape (tests/odd_shapes.py):
+    the view renders the rest. Was: a `time.created` that is no number threw RangeError (the whole transcript
+    failed to render), as did a patch's `files` that is no list and a question that is no object."""
+    gateway = gateway_process().url
+    page = await pages.new()
+    await page.goto(f"{gateway}/ui/sessions/ses_0123456789abcdefABCDEFGHIJ")
+    transcripts = [[name, messages] for name, _, _, messages in odd_transcripts()]
+    requests = [list(case) for case in odd_requests()]
+    assert await page.evaluate(RENDER_ODD, [transcripts, requests]) == []
 
 
 async def test_times_follow_the_browsers_locale_and_carry_dates_and_durations(

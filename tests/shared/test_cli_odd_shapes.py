@@ -1,0 +1,29 @@
+"""`show` and `watch` print any session OpenCode's values make (tests/odd_shapes.py): every field below the ids in
+every odd shape, in the transcript and in the requests a run waits on, prints lines and never raises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.cli.pending import pending_lines
+from shared.cli.render import session_lines
+from tests.odd_shapes import odd_requests, odd_transcripts
+
+TRANSCRIPTS = odd_transcripts()
+REQUESTS = odd_requests()
+
+
+@pytest.mark.parametrize("messages", [c[3] for c in TRANSCRIPTS], ids=[c[0] for c in TRANSCRIPTS])
+@pytest.mark.parametrize("live", [True, False], ids=["live", "archived"])
+def test_a_transcript_prints_whatever_its_values(messages: list[dict[str, Any]], live: bool) -> None:
+    lines = session_lines({"sessionId": "ses_x", "status": "running", "live": live, "messages": messages})
+    assert "ses_x" in lines[0] and len(lines) > 2  # the header, then the messages
+
+
+@pytest.mark.parametrize("request_", [c[1] for c in REQUESTS], ids=[c[0] for c in REQUESTS])
+def test_a_request_prints_with_the_command_that_answers_it(request_: dict[str, Any]) -> None:
+    lines = pending_lines({"sessionId": "ses_x", "pending": [request_]})
+    assert any(f"{request_['id']}" in line for line in lines)
+    assert any("answer: opencode-sessions" in line for line in lines)
