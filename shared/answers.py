@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from shared.clock import now_ms
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.ids import SessionId, parse_session_id
-from shared.models import dumps
+from shared.models import dumps, list_of, object_of
 from shared.store import keys, requests
 from shared.store.archive import PgConnection
 from shared.store.connections import store_errors
@@ -52,7 +52,7 @@ def parse_by(value: str | None) -> str | None:
 
 def parse_choices(entry: Mapping[str, Any], choices: Sequence[Sequence[str]]) -> list[list[str]]:
     """The answers OpenCode takes for this question request; InvalidInput naming what does not fit."""
-    questions = entry.get("questions") or []
+    questions = [object_of(q) for q in list_of(entry.get("questions"))]
     if len(choices) != len(questions):
         raise InvalidInput(
             f"request {entry['id']} asks {len(questions)} question(s): give one --choice per question, in order"
@@ -60,7 +60,7 @@ def parse_choices(entry: Mapping[str, Any], choices: Sequence[Sequence[str]]) ->
         )
     answers = []
     for number, (question, group) in enumerate(zip(questions, choices, strict=True), 1):
-        labels = [str(o.get("label")) for o in question.get("options") or []]
+        labels = [str(object_of(o).get("label")) for o in list_of(question.get("options"))]
         picked = list(group)
         if len(picked) == 1 and picked[0] not in labels and question.get("multiple"):
             picked = [label.strip() for label in picked[0].split(",")]  # the CLI's `--choice 'Red,Blue'`

@@ -50,6 +50,17 @@ def loads(raw: bytes | str) -> Any:
         return json.loads(raw)
 
 
+def object_of(value: Any) -> dict[str, Any]:
+    """OpenCode's object, or an empty one where it sent another JSON type: its values are read as its schema says,
+    and another version, a plugin or a proxy may send something else (tests/odd_shapes.py)."""
+    return value if isinstance(value, dict) else {}
+
+
+def list_of(value: Any) -> list[Any]:
+    """OpenCode's list, or an empty one where it sent another JSON type (see object_of)."""
+    return value if isinstance(value, list) else []
+
+
 def utf16_length(text: str) -> int:
     """A text's length as a browser counts it (UTF-16 code units): the unit of an append's offset and length."""
     return len(text.encode("utf-16-le", "surrogatepass")) // 2

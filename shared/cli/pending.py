@@ -6,23 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from shared.cli.terminal import one_line
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    """OpenCode's object, or an empty one when it sent something else (its values are read as its schema says)."""
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+from shared.models import list_of, object_of
 
 
 def request_lines(session_id: str, entry: dict[str, Any]) -> list[str]:
     """`  waiting   permission per_…: bash echo hello` and the answering command under it."""
     request_id = one_line(entry.get("id"))
     if entry.get("kind") == "permission":
-        patterns = " ".join(str(p) for p in _list(entry.get("patterns")))
-        command = _dict(entry.get("metadata")).get("command") or patterns
+        patterns = " ".join(str(p) for p in list_of(entry.get("patterns")))
+        command = object_of(entry.get("metadata")).get("command") or patterns
         lines = [
             f"  waiting   permission {request_id}: {one_line(entry.get('permission'))} {one_line(command)}".rstrip()
         ]
@@ -32,9 +24,9 @@ def request_lines(session_id: str, entry: dict[str, Any]) -> list[str]:
         )
         return lines
     lines = [f"  waiting   question {request_id}:"]
-    questions = [_dict(q) for q in _list(entry.get("questions"))]
+    questions = [object_of(q) for q in list_of(entry.get("questions"))]
     for number, question in enumerate(questions, 1):
-        labels = " | ".join(one_line(_dict(o).get("label")) for o in _list(question.get("options")))
+        labels = " | ".join(one_line(object_of(o).get("label")) for o in list_of(question.get("options")))
         several = ", several allowed" if question.get("multiple") else ""
         lines.append(f"            {number}. {one_line(question.get('question'))} [{labels}{several}]")
     choices = " ".join("--choice LABEL" for _ in range(len(questions) or 1))

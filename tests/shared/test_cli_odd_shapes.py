@@ -1,5 +1,6 @@
-"""`show` and `watch` print any session OpenCode's values make (tests/odd_shapes.py): every field below the ids in
-every odd shape, in the transcript and in the requests a run waits on, prints lines and never raises."""
+"""`show`, `watch` and `answer` take any session OpenCode's values make (tests/odd_shapes.py): every field below the
+ids in every odd shape, in the transcript and in the requests a run waits on, prints lines or is a clear error,
+never a traceback."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from shared.answers import parse_choices
 from shared.cli.pending import pending_lines
 from shared.cli.render import session_lines
+from shared.errors import InvalidInput
 from tests.odd_shapes import odd_requests, odd_transcripts
 
 TRANSCRIPTS = odd_transcripts()
@@ -27,3 +30,12 @@ def test_a_request_prints_with_the_command_that_answers_it(request_: dict[str, A
     lines = pending_lines({"sessionId": "ses_x", "pending": [request_]})
     assert any(f"{request_['id']}" in line for line in lines)
     assert any("answer: opencode-sessions" in line for line in lines)
+
+
+@pytest.mark.parametrize("request_", [c[1] for c in REQUESTS], ids=[c[0] for c in REQUESTS])
+def test_an_answer_to_any_question_is_taken_or_refused_with_a_reason(request_: dict[str, Any]) -> None:
+    """`answer --choice a`: taken when the question still offers `a`, else the clear error of exit 2."""
+    try:
+        assert parse_choices(request_, [["a"]]) == [["a"]]
+    except InvalidInput as exc:
+        assert "question" in str(exc)
