@@ -38,6 +38,7 @@ async def serve(settings: Settings) -> None:
         timeout_s=settings.opencode_timeout_s,
         max_connections=max(10, settings.max_sessions_per_poller),
         default_directory=settings.opencode_directory,
+        max_body_bytes=settings.opencode_max_response_bytes,
     )
     try:
         async with (

@@ -115,6 +115,7 @@ class Worker:
             timeout_s=settings.opencode_timeout_s,
             max_connections=max(10, settings.max_sessions_per_poller),
             default_directory=settings.opencode_directory,
+            max_body_bytes=settings.opencode_max_response_bytes,
         )
         self.places = Places(self._servers, self._deps, settings.opencode_directory)
         self._lease_ttl_ms = int(settings.lease_ttl_s * 1000)

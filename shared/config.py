@@ -100,6 +100,7 @@ class Settings:
     opencode_url: str = "http://localhost:4096"
     opencode_directory: str | None = None
     opencode_timeout_s: float = 10.0
+    opencode_max_response_bytes: int = 67_108_864
     opencode_retry_deadline_s: float = 60.0
     poll_interval_s: float = 0.5
     opencode_events: bool = True
@@ -162,6 +163,7 @@ class Settings:
             opencode_directory=env.get("OPENCODE_DIRECTORY", str, None),
             opencode_timeout_s=env.get("OPENCODE_TIMEOUT_MS", _millis(100, 600_000), 10.0),
             opencode_retry_deadline_s=env.get("OPENCODE_RETRY_DEADLINE_MS", _millis(0, 86_400_000), 60.0),
+            opencode_max_response_bytes=env.get("OPENCODE_MAX_RESPONSE_BYTES", _int(1_048_576, 1 << 31), 67_108_864),
             poll_interval_s=env.get("POLL_INTERVAL_MS", _millis(10, 60_000), 0.5),
             opencode_events=env.get("OPENCODE_EVENTS", _choice("on", "off"), "on") == "on",
             poll_interval_events_s=env.get("POLL_INTERVAL_EVENTS_MS", _millis(10, 600_000), 2.0),

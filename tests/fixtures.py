@@ -105,7 +105,9 @@ async def make_worker(settings: Settings, redis: Redis, db: Any) -> AsyncIterato
             )
             await pool.open(wait=False)
             stack.push_async_callback(pool.close)
-            oc = OpenCodeClient(worker_settings.opencode_url, timeout_s=2.0)
+            oc = OpenCodeClient(
+                worker_settings.opencode_url, timeout_s=2.0, max_body_bytes=worker_settings.opencode_max_response_bytes
+            )
             stack.push_async_callback(oc.aclose)
             worker = Worker(worker_settings, client, pool, oc)
             tg.start_soon(worker.run)

@@ -36,11 +36,16 @@ async def clients(*, opencode: bool = False, db: bool = True) -> AsyncIterator[C
     redis = redis_client(settings.redis_url, max_connections=4)
     conn = None
     oc = None
-    servers = OpenCodeServers(settings.servers, timeout_s=CLI_OPENCODE_TIMEOUT_S, max_connections=4)
+    limit = settings.opencode_max_response_bytes
+    servers = OpenCodeServers(
+        settings.servers, timeout_s=CLI_OPENCODE_TIMEOUT_S, max_connections=4, max_body_bytes=limit
+    )
     try:
         if opencode:
             server = settings.servers[0]
-            oc = OpenCodeClient(server.url, timeout_s=CLI_OPENCODE_TIMEOUT_S, max_connections=4, auth=server.auth)
+            oc = OpenCodeClient(
+                server.url, timeout_s=CLI_OPENCODE_TIMEOUT_S, max_connections=4, auth=server.auth, max_body_bytes=limit
+            )
         if db:
             conn = await pg_connect(settings.database_url)
         yield Clients(settings, redis, conn, oc, servers if opencode else None)

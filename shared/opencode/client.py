@@ -25,10 +25,11 @@ import httptools
 
 from shared.errors import NotFound, OpenCodeError, Unavailable
 from shared.models import loads
-from shared.opencode.keepalive import KeepAliveGets
+from shared.opencode.keepalive import BodyTooLarge, KeepAliveGets
 from shared.opencode.types import Message, Session, SessionStatus
 
 Shape = Callable[[Any], bool]
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024  # OPENCODE_MAX_RESPONSE_BYTES
 EVENT_IDLE_TIMEOUT_S = 20.0  # two missed heartbeats: a dead connection (OpenCode killed) is noticed in 20 s
 
 
@@ -81,7 +82,8 @@ class OpenCodeClient:
     Use it as `async with OpenCodeClient(url) as oc:` or call `aclose()`; a closed client refuses further
     calls. `directory` is sent as `?directory=` on the instance-scoped routes (all but `/global/health`).
     `auth` (user, password) is sent as HTTP basic auth on every call (`opencode serve` with
-    OPENCODE_SERVER_PASSWORD). Each call is bounded by `timeout_s` in total.
+    OPENCODE_SERVER_PASSWORD). Each call is bounded by `timeout_s` in total, and each body (an `/event` record
+    too) by `max_body_bytes` (OPENCODE_MAX_RESPONSE_BYTES): past it the call is an OpenCodeError, read no further.
     """
 
     def __init__(
@@ -92,8 +94,10 @@ class OpenCodeClient:
         max_connections: int = 100,
         directory: str | None = None,
         auth: tuple[str, str] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._max_body_bytes = max_body_bytes
         self._headers = {"Authorization": aiohttp.encode_basic_auth(*auth)} if auth is not None else None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._timeout_s = timeout_s
@@ -228,14 +232,15 @@ class OpenCodeClient:
         """`GET /event`: one dict per `data:` record, for as long as the stream lasts.
 
         OpenCode sends `server.connected` first and `server.heartbeat` every 10 s, so a stream silent for
-        `idle_timeout_s` is dead. The iterator ends by raising Unavailable, never by returning.
+        `idle_timeout_s` is dead. The iterator ends by raising Unavailable (or OpenCodeError: a record past
+        `max_body_bytes`), never by returning.
         """
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout_s, sock_read=idle_timeout_s)
         what = "GET /event"
         try:
             async with self._session().get(self.base_url + "/event", params=self._scope, timeout=timeout) as resp:
                 if resp.status >= 400:
-                    raise _status_error(resp.status, await resp.read(), what)
+                    raise _status_error(resp.status, await self._read(resp), what)
                 buffer = b""
                 async for chunk in resp.content.iter_any():
                     buffer += chunk
@@ -244,6 +249,10 @@ class OpenCodeClient:
                         event = _event(record)
                         if event is not None:
                             yield event
+                    if len(buffer) > self._max_body_bytes:
+                        raise self._too_large(what)
+        except BodyTooLarge as exc:
+            raise self._too_large(what) from exc
         except TimeoutError as exc:
             raise Unavailable(f"OpenCode at {self.base_url}: {what} silent for {idle_timeout_s:g} s") from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -255,7 +264,11 @@ class OpenCodeClient:
             raise RuntimeError("OpenCodeClient is closed")
         if self._gets is None:
             self._gets = KeepAliveGets(
-                self.base_url, headers=self._headers, max_connections=self._max_connections, timeout_s=self._timeout_s
+                self.base_url,
+                headers=self._headers,
+                max_connections=self._max_connections,
+                timeout_s=self._timeout_s,
+                max_body_bytes=self._max_body_bytes,
             )
         return self._gets
 
@@ -294,7 +307,9 @@ class OpenCodeClient:
             else:
                 async with self._session().request(method, self.base_url + path, params=params, json=body) as resp:
                     status = resp.status
-                    raw = await resp.read()
+                    raw = await self._read(resp)
+        except BodyTooLarge as exc:
+            raise self._too_large(what) from exc
         except TimeoutError as exc:  # aiohttp's timeouts subclass it
             raise Unavailable(
                 f"OpenCode at {self.base_url} unavailable: {what} timed out after {self._timeout_s:g} s"
@@ -304,6 +319,25 @@ class OpenCodeClient:
         if status >= 400:
             raise _status_error(status, raw, what)
         return raw
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, or BodyTooLarge once it passes the bound (said up front or as it arrives)."""
+        if resp.content_length is not None and resp.content_length > self._max_body_bytes:
+            raise BodyTooLarge(self._max_body_bytes)
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                raise BodyTooLarge(self._max_body_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, what: str) -> OpenCodeError:
+        return OpenCodeError(
+            f"OpenCode answered {what} with more than {self._max_body_bytes} bytes (OPENCODE_MAX_RESPONSE_BYTES):"
+            " not read",
+            status_code=None,
+        )
 
 
 def _event(record: bytes) -> dict[str, Any] | None:

@@ -7,7 +7,8 @@ uvicorn uses) costs 29-33 µs (`python -m tests.perf.http_client_bench`). It doe
 request body, no redirects, no cookies, no compression. Everything else stays on aiohttp (`OpenCodeClient`).
 
 Failures are raised as `OSError` (refused, reset, closed mid-reply), `TimeoutError` (the whole call past
-`timeout_s`) or `httptools.HttpParserError` (a reply that is not HTTP); the caller translates them.
+`timeout_s`), `httptools.HttpParserError` (a reply that is not HTTP) or `BodyTooLarge` (a body past
+`max_body_bytes`, read no further); the caller translates them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from urllib.parse import urlsplit
 import httptools
 
 
+class BodyTooLarge(Exception):
+    """A reply's body passed the client's bound: its connection is closed rather than read on. One session's list
+    grown past any sense must end that session, not take the memory of the process holding thousands."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a body over {limit} bytes")
+        self.limit = limit
+
+
 class _Connection(asyncio.Protocol):
     """One TCP connection: at most one request in flight, its reply handed to `waiter` whole.
 
@@ -27,13 +37,15 @@ class _Connection(asyncio.Protocol):
     poller's collector never walks what has outlived a young collection (poller/main.py).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_body_bytes: int) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
         self.received = False  # a byte of the current reply arrived: a failure now is not a stale connection
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._max_body_bytes = max_body_bytes
         self._headers_done = False
         self._framed = False  # Content-Length or chunked: the reply ends by itself, not at the connection's close
 
@@ -69,16 +81,28 @@ class _Connection(asyncio.Protocol):
         lowered = name.lower()
         if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
             self._framed = True
+        if lowered == b"content-length" and value.strip().isdigit() and int(value) > self._max_body_bytes:
+            self._too_large()  # said up front: not a byte of it is read
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
 
     def on_body(self, body: bytes) -> None:
+        if self.waiter is None:  # failed already (too large): what is still in the read buffer is dropped
+            return
+        self._body_bytes += len(body)
+        if self._body_bytes > self._max_body_bytes:
+            self._too_large()
+            return
         self._body.append(body)
+
+    def _too_large(self) -> None:
+        self._fail(BodyTooLarge(self._max_body_bytes))
+        self.close()
 
     def on_message_complete(self) -> None:
         waiter, self.waiter = self.waiter, None
-        body, self._body = b"".join(self._body), []
+        body, self._body, self._body_bytes = b"".join(self._body), [], 0
         assert self._parser is not None  # called back by the parser, or from connection_lost before it is dropped
         status = self._parser.get_status_code()
         keep_alive = self._parser.should_keep_alive() and not self.closed
@@ -88,7 +112,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: BaseException) -> None:
         waiter, self.waiter = self.waiter, None
-        self._body = []
+        self._body, self._body_bytes = [], 0
         if waiter is not None and not waiter.done():
             # without where it was raised (the parser's frames, which hold this connection); the caller's traceback
             # starts where it awaits
@@ -105,6 +129,7 @@ class KeepAliveGets:
         headers: dict[str, str] | None = None,
         max_connections: int = 100,
         timeout_s: float = 10.0,
+        max_body_bytes: int = 64 * 1024 * 1024,  # OPENCODE_MAX_RESPONSE_BYTES
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -117,6 +142,7 @@ class KeepAliveGets:
         lines = [f"Host: {host_header}", "Accept: application/json", *(f"{k}: {v}" for k, v in (headers or {}).items())]
         self._head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._timeout_s = timeout_s
+        self._max_body_bytes = max_body_bytes
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
         self._closed = False
@@ -149,8 +175,10 @@ class KeepAliveGets:
 
     async def _connect(self, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
+        limit = self._max_body_bytes
+        host, ssl_context = self._host, self._ssl
         opening = loop.create_connection(
-            _Connection, self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None
+            lambda: _Connection(limit), host, self._port, ssl=ssl_context, server_hostname=host if ssl_context else None
         )
         _, connection = await asyncio.wait_for(opening, max(deadline - loop.time(), 0.0))
         return connection

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from shared.config import ServerConfig
 from shared.errors import InvalidInput
-from shared.opencode.client import OpenCodeClient
+from shared.opencode.client import DEFAULT_MAX_BODY_BYTES, OpenCodeClient
 
 
 def parse_directory(value: str | None) -> str | None:
@@ -32,8 +32,10 @@ class OpenCodeServers:
         timeout_s: float = 10.0,
         max_connections: int = 100,
         default_directory: str | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self._servers = {server.name: server for server in servers}
+        self._max_body_bytes = max_body_bytes
         self.default = servers[0].name
         self._timeout_s = timeout_s
         self._max_connections = max_connections
@@ -63,6 +65,7 @@ class OpenCodeServers:
                 max_connections=self._max_connections,
                 directory=where,
                 auth=config.auth,
+                max_body_bytes=self._max_body_bytes,
             )
         return self._clients[key]
 

@@ -164,3 +164,18 @@ async def test_a_session_on_a_server_no_longer_configured_ends_in_error(make_wor
     status, _, error = await wait_for(lambda: final_row(db, state["sessionId"]), timeout=30, what="the archive")
     assert status == "error" and "gave up after 2 failed attempts" in error and "'retired'" in error
     assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"
+
+
+async def test_a_session_whose_list_outgrows_the_bound_ends_alone_naming_it(make_worker, redis, db, opencode):
+    """A list past OPENCODE_MAX_RESPONSE_BYTES is not read (nor the `/event` record carrying the prompt): its session
+    ends in error naming the variable, after OPENCODE_RETRY_DEADLINE_MS as for any failing call, while the replica
+    serves the others. Without the bound such a list was read whole, whatever its size: one session could take the
+    memory of the replica holding it, then of each replica that claimed it next."""
+    await make_worker(opencode_max_response_bytes=500_000, opencode_retry_deadline_s=1.0)
+    prompt = "ECHO " + "x" * 600_000  # the list is small until OpenCode has it
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt=prompt)
+    other = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO unaffected")
+    status, _, error = await wait_for(lambda: final_row(db, state["sessionId"]), timeout=30)
+    assert status == "error"
+    assert "with more than 500000 bytes (OPENCODE_MAX_RESPONSE_BYTES)" in error
+    assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"

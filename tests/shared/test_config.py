@@ -14,6 +14,7 @@ def test_defaults_match_the_documented_contract():
     assert settings.poll_interval_s == 0.5
     assert settings.lease_ttl_s == 5.0
     assert settings.orphaned_run_grace_s == 30.0
+    assert settings.opencode_max_response_bytes == 64 * 1024 * 1024
 
 
 def test_values_are_parsed_with_units():
@@ -23,6 +24,7 @@ def test_values_are_parsed_with_units():
     assert (settings.poll_interval_s, settings.lease_ttl_s, settings.max_sessions_per_poller) == (0.25, 3.0, 7)
     assert settings.log_format == "console"
     assert Settings.from_env({"ORPHANED_RUN_GRACE_MS": "45000"}).orphaned_run_grace_s == 45.0
+    assert Settings.from_env({"OPENCODE_MAX_RESPONSE_BYTES": "1048576"}).opencode_max_response_bytes == 1 << 20
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,8 @@ def test_values_are_parsed_with_units():
         ("LOG_FORMAT", "xml"),
         ("POLLER_ID", "has space"),
         ("ORPHANED_RUN_GRACE_MS", "500"),
+        ("OPENCODE_MAX_RESPONSE_BYTES", "1000"),
+        ("OPENCODE_MAX_RESPONSE_BYTES", "64MB"),
     ],
 )
 def test_a_bad_value_names_its_variable(name, value):

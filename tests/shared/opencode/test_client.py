@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from shared.dev.simulator.app import create_simulator
@@ -246,6 +247,44 @@ async def test_a_well_formed_message_list_is_returned_as_is() -> None:
     with serve_in_thread(Starlette(routes=[Route("/session/{id}/message", answer)])) as url:
         async with OpenCodeClient(url) as oc:
             assert await oc.messages("ses_x") == body
+
+
+async def test_a_body_or_event_past_the_bound_is_an_error_naming_the_variable() -> None:
+    """However OpenCode answers (a GET, a POST, an `/event` record that never ends), a body past the bound is
+    OpenCodeError naming OPENCODE_MAX_RESPONSE_BYTES, not read on; a body within it is read as before."""
+    text = "x" * 10_000
+    listed = [{"info": {"id": "msg_1"}, "parts": [{"id": "prt_1", "messageID": "msg_1", "type": "text", "text": text}]}]
+
+    async def messages(request: Request) -> Response:
+        return JSONResponse(listed if request.query_params.get("limit") != "1" else [])
+
+    async def abort(request: Request) -> Response:
+        return JSONResponse(text)
+
+    async def events(request: Request) -> Response:
+        async def endless() -> AsyncIterator[bytes]:
+            yield b'data: {"type":"server.connected","properties":{}}\n\n'
+            while True:
+                yield b"data: " + b"x" * 1024
+                await anyio.lowlevel.checkpoint()
+
+        return StreamingResponse(endless(), media_type="text/event-stream")
+
+    routes = [Route("/session/{id}/message", messages), Route("/session/{id}/abort", abort, methods=["POST"])]
+    with serve_in_thread(Starlette(routes=[*routes, Route("/event", events)])) as url:
+        async with OpenCodeClient(url, max_body_bytes=4096) as oc:
+            assert await oc.messages("ses_x", limit=1) == []
+            too_large = r"with more than 4096 bytes \(OPENCODE_MAX_RESPONSE_BYTES\): not read"
+            for call in (lambda: oc.messages("ses_x"), lambda: oc.abort("ses_x")):
+                with pytest.raises(OpenCodeError, match=too_large):
+                    await call()
+            seen = []
+            with pytest.raises(OpenCodeError, match=too_large):
+                async for event in oc.events():
+                    seen.append(event["type"])
+            assert seen == ["server.connected"]
+        async with OpenCodeClient(url) as oc:
+            assert await oc.messages("ses_x") == listed
 
 
 async def test_closed_client_refuses_calls(sim_url: str) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import httptools
 import pytest
 
-from shared.opencode.keepalive import KeepAliveGets
+from shared.opencode.keepalive import BodyTooLarge, KeepAliveGets
 from tests.helpers import collector_garbage, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -108,6 +108,34 @@ async def test_chunked_and_close_delimited_bodies_arrive_whole() -> None:
     assert await gets.get("/b") == (200, b'"x"' * 10_000)
     assert await gets.get("/b") == (200, b'"x"' * 10_000)
     assert server.connections == 2  # a reply that ends with its connection is not followed on it
+    await gets.aclose()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n[",  # said up front: not a byte is read
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + (b"400\r\n" + b"x" * 1024 + b"\r\n") * 8,  # no end
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 5000,  # ends with its connection, if ever
+    ],
+    ids=["content-length", "chunked", "close-delimited"],
+)
+async def test_a_body_past_the_bound_is_not_read_and_its_connection_is_dropped(reply: bytes) -> None:
+    """A reply that would grow past `max_body_bytes` fails at once (BodyTooLarge), however it is framed and
+    however long the server would go on; the next GET takes a new connection and works."""
+
+    def answer(n: int, head: bytes) -> bytes:
+        return reply if b"/big" in head else OK
+
+    server = await started(Scripted(answer))
+    gets = KeepAliveGets(server.url, max_body_bytes=4096)
+    with pytest.raises(BodyTooLarge, match="a body over 4096 bytes"):
+        await gets.get("/big")
+    assert await gets.get("/small") == (200, b"[]")
+    assert server.connections == 2
+    exactly = b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n" + b"x" * 4096
+    server.reply = lambda n, head: exactly
+    assert await gets.get("/at-the-bound") == (200, b"x" * 4096)
     await gets.aclose()
 
 
