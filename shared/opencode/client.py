@@ -25,11 +25,10 @@ import httptools
 
 from shared.errors import NotFound, OpenCodeError, Unavailable
 from shared.models import loads
-from shared.opencode.keepalive import BodyTooLarge, KeepAliveGets
+from shared.opencode.keepalive import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, KeepAliveGets
 from shared.opencode.types import Message, Session, SessionStatus
 
 Shape = Callable[[Any], bool]
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024  # OPENCODE_MAX_RESPONSE_BYTES
 EVENT_IDLE_TIMEOUT_S = 20.0  # two missed heartbeats: a dead connection (OpenCode killed) is noticed in 20 s
 
 

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024  # OPENCODE_MAX_RESPONSE_BYTES
+
 
 class BodyTooLarge(Exception):
     """A reply's body passed the client's bound: its connection is closed rather than read on. One session's list
@@ -129,7 +131,7 @@ class KeepAliveGets:
         headers: dict[str, str] | None = None,
         max_connections: int = 100,
         timeout_s: float = 10.0,
-        max_body_bytes: int = 64 * 1024 * 1024,  # OPENCODE_MAX_RESPONSE_BYTES
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 from shared.config import ServerConfig
 from shared.errors import InvalidInput
-from shared.opencode.client import DEFAULT_MAX_BODY_BYTES, OpenCodeClient
+from shared.opencode.client import OpenCodeClient
+from shared.opencode.keepalive import DEFAULT_MAX_BODY_BYTES
 
 
 def parse_directory(value: str | None) -> str | None:

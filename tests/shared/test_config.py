@@ -4,6 +4,7 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import ConfigError
+from shared.opencode.keepalive import DEFAULT_MAX_BODY_BYTES
 
 
 def test_defaults_match_the_documented_contract():
@@ -14,7 +15,7 @@ def test_defaults_match_the_documented_contract():
     assert settings.poll_interval_s == 0.5
     assert settings.lease_ttl_s == 5.0
     assert settings.orphaned_run_grace_s == 30.0
-    assert settings.opencode_max_response_bytes == 64 * 1024 * 1024
+    assert settings.opencode_max_response_bytes == DEFAULT_MAX_BODY_BYTES  # the clients' own default
 
 
 def test_values_are_parsed_with_units():
