@@ -59,8 +59,8 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
 
     `frozen`: parts that were streaming when the event stream dropped. Deltas carry no offset, so after a
     gap appending would garble the text: those parts keep what they had until OpenCode stores them again
-    (their end); the keys are removed from `frozen` as that happens. A record without the ids it is placed by
-    (PLACED_BY) is passed over.
+    (their end); the keys are removed from `frozen` as that happens. A delta to a part not yet known freezes
+    it the same way. A record without the ids it is placed by (PLACED_BY) is passed over.
     """
     frozen = frozen if frozen is not None else set()
     infos: dict[str, Any] = {}
@@ -90,7 +90,9 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
             key = f"{props['messageID']}/{props['partID']}"
             known = parts.get(key) or mirror.parts.get(key)
             field = props.get("field") or "text"
-            if known is not None and key not in frozen and _extends(known, field):
+            if known is None:
+                frozen.add(key)  # its first deltas went by before the part was known: it must not grow from ""
+            elif key not in frozen and _extends(known, field):
                 parts[key] = {**known, field: (known.get(field) or "") + props["delta"]}
         elif kind == "message.removed":
             message_id = props["messageID"]

@@ -53,7 +53,10 @@ class SessionMirror:
         self._last_tail_len = 0
         self._fetched: int | None = None
         self._unchanged = False
-        self._frozen_parts: set[str] = set()
+        # the texts still streaming when this mirror was loaded (a takeover, a claim after a failure) missed the
+        # deltas sent since their last write: they stop growing until OpenCode stores them whole, as after a stream
+        # drop. Was: the deltas after a takeover were appended to the text left ("Slow" + "wer to: …")
+        self._frozen_parts: set[str] = streaming_keys(mirror)
         # this session's metric children, found once: labels() takes a lock and a lookup, on every poll and write
         metrics, server = deps.metrics, deps.server
         self._polls = metrics.polls.labels(server)

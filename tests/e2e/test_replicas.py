@@ -175,3 +175,40 @@ async def test_sigterm_releases_leases_for_an_immediate_takeover(redis, db, sche
 
 async def _holding_n(redis, session_ids, replica_id, n):
     return len((await owners(redis, session_ids)).get(replica_id, [])) >= n
+
+
+async def test_a_takeover_mid_answer_never_shows_text_opencode_did_not_write(
+    redis, db, schema, make_poller, simulator_process
+):
+    """The new owner of a session whose answer is streaming has missed the deltas sent between the old owner's
+    last write and its own start: the text it took over stops growing (as after a stream drop) until OpenCode
+    stores the part whole. Every text the live state shows is a beginning of OpenCode's final text. Was: the deltas
+    after the takeover were appended to the text the old owner left ("Slow ans" + "me: …"), shown until the end."""
+    simulator = simulator_process(speed=1)  # SLOW: ten pieces of text, half a second apart
+    first = make_poller(simulator, name="first", LEASE_TTL_MS="30000")
+    async with OpenCodeClient(simulator) as opencode:
+        state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="SLOW answer me please")
+        sid = state["sessionId"]
+        seen: set[str] = set()
+
+        async def answer_text() -> str | None:
+            for raw in (await redis.hgetall(keys.session_parts(sid))).values():
+                part = json.loads(raw)
+                if part["type"] == "text" and "start" in part.get("time", {}):
+                    seen.add(part["text"])
+                    return str(part["text"])
+            return None
+
+        await wait_for(answer_text, timeout=30, what="the answer streaming")
+        assert first.terminate(timeout=5) == 0  # releases the lease; the deltas from now on reach no one
+        second = make_poller(simulator, name="second", LEASE_TTL_MS="30000")
+
+        async def archived() -> list | None:
+            await answer_text()  # every text the live state shows on the way
+            return (await archived_rows(schema)).get(sid)
+
+        _, status, messages, _ = await wait_for(archived, timeout=60, interval=0.02, what="the session archived")
+        assert status == "completed" and messages == await opencode.messages(sid)
+        [final] = [p["text"] for m in messages for p in m["parts"] if p["type"] == "text" and "time" in p]
+        assert len(seen) > 1 and all(final.startswith(text) for text in seen), (final, sorted(seen))
+        assert "session_claimed" in second.output()

@@ -66,6 +66,19 @@ def test_after_a_gap_a_streaming_part_is_frozen_until_it_is_stored_again():
     assert [p["text"] for p in final.parts] == ["Slow answer!"] and frozen == set()
 
 
+def test_a_part_whose_first_deltas_came_before_it_was_known_is_frozen_until_it_is_stored_again():
+    """Deltas to a part the mirror does not hold yet are lost; once the part is known (its stored "" from a poll),
+    the next deltas would build a text without its beginning."""
+    mirror = Mirror.of([{"info": {"id": "msg_1", "role": "assistant"}, "parts": []}])
+    frozen: set[str] = set()
+    assert not apply_events(mirror, [delta("Slow a")], frozen)
+    assert frozen == {"msg_1/prt_1"}
+    mirror = mirror_with(text_part(""))  # a poll brought the part as OpenCode stores it while it streams
+    assert not apply_events(mirror, [delta("nswer")], frozen)
+    final = apply_events(mirror, [updated(text_part("Slow answer", end=True))], frozen)
+    assert [p["text"] for p in final.parts] == ["Slow answer"] and frozen == set()
+
+
 def test_removed_messages_take_their_parts_with_them():
     mirror = mirror_with(text_part("x", end=True))
     change = apply_events(mirror, [{"type": "message.removed", "properties": {"messageID": "msg_1"}}])
