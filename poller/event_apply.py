@@ -38,8 +38,13 @@ def _placeable(kind: str, props: dict[str, Any]) -> bool:
 
 
 def _extends(known: Any, field: Any) -> bool:
-    """Whether a delta to `field` may extend the part: a field of text (or none yet), never one of its ids."""
-    return isinstance(field, str) and field not in IDENTITY_FIELDS and isinstance(known.get(field, ""), str)
+    """Whether a delta to `field` may extend the part: a field of text (or none yet), never one of its ids, and
+    not once the part has ended: a poll can see the end before the stream brings the last deltas, which the
+    stored whole text already holds."""
+    if not isinstance(field, str) or field in IDENTITY_FIELDS or not isinstance(known.get(field, ""), str):
+        return False
+    time = known.get("time")
+    return not (isinstance(time, dict) and time.get("end"))
 
 
 def _streaming(part: Any) -> bool:
