@@ -15,7 +15,7 @@ P2 profile. Every failure leaves this module as one of the
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import quote, urlencode
@@ -25,54 +25,11 @@ import httptools
 
 from shared.errors import NotFound, OpenCodeError, Unavailable
 from shared.models import loads
+from shared.opencode import shapes
 from shared.opencode.keepalive import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, KeepAliveGets
 from shared.opencode.types import Message, Session, SessionStatus
 
-Shape = Callable[[Any], bool]
 EVENT_IDLE_TIMEOUT_S = 20.0  # two missed heartbeats: a dead connection (OpenCode killed) is noticed in 20 s
-
-
-def _is_dict(value: Any) -> bool:
-    return isinstance(value, dict)
-
-
-def _is_session(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("id"), str)
-
-
-def _is_messages(value: Any) -> bool:
-    """The minimum the poller's mirror relies on: an info with an id, and parts with an id and a messageID."""
-    return isinstance(value, list) and all(
-        isinstance(m, dict)
-        and isinstance(m.get("info"), dict)
-        and isinstance(m["info"].get("id"), str)
-        and isinstance(m.get("parts"), list)
-        and all(_is_part(p) for p in m["parts"])
-        for m in value
-    )
-
-
-def _is_part(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("id"), str) and isinstance(value.get("messageID"), str)
-
-
-def _is_status_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(s, dict) and "type" in s for s in value.values())
-
-
-def _is_requests(value: Any) -> bool:
-    """`GET /permission` / `GET /question`: requests with an id and the session they belong to."""
-    return isinstance(value, list) and all(
-        isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("sessionID"), str) for r in value
-    )
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool)
-
-
-def _is_nothing(value: Any) -> bool:
-    return True
 
 
 class OpenCodeClient:
@@ -133,7 +90,7 @@ class OpenCodeClient:
 
     async def health(self) -> dict[str, Any]:
         """`GET /global/health`: `{"healthy": true, "version": "…"}`."""
-        return cast(dict[str, Any], await self._call("GET", "/global/health", shape=_is_dict, scoped=False))
+        return cast(dict[str, Any], await self._call("GET", "/global/health", shape=shapes.is_dict, scoped=False))
 
     async def create_session(
         self,
@@ -146,23 +103,23 @@ class OpenCodeClient:
         """`POST /session`; `permission` is the session's own ruleset (`[{permission, pattern, action}]`)."""
         fields = {"title": title, "agent": agent, "model": model, "permission": permission}
         body = {k: v for k, v in fields.items() if v is not None}
-        return cast(Session, await self._call("POST", "/session", body=body, shape=_is_session))
+        return cast(Session, await self._call("POST", "/session", body=body, shape=shapes.is_session))
 
     async def delete_session(self, session_id: str) -> bool:
         """`DELETE /session/{id}`: used to take back a session we created but could not record."""
-        return cast(bool, await self._call("DELETE", f"/session/{_seg(session_id)}", shape=_is_bool))
+        return cast(bool, await self._call("DELETE", f"/session/{_seg(session_id)}", shape=shapes.is_bool))
 
     async def get_session(self, session_id: str) -> Session:
-        return cast(Session, await self._call("GET", f"/session/{_seg(session_id)}", shape=_is_session))
+        return cast(Session, await self._call("GET", f"/session/{_seg(session_id)}", shape=shapes.is_session))
 
     async def messages(self, session_id: str, *, limit: int | None = None) -> list[Message]:
         """The session's messages, oldest first; with `limit`, only the newest `limit` of them.
 
-        Checked for what the poller's mirror relies on (`_is_messages`): anything else raises OpenCodeError.
+        Checked for what the poller's mirror relies on (`shapes.is_messages`): anything else raises OpenCodeError.
         """
         query = {"limit": str(limit)} if limit is not None else None
         path = f"/session/{_seg(session_id)}/message"
-        return cast(list[Message], await self._call("GET", path, query=query, shape=_is_messages))
+        return cast(list[Message], await self._call("GET", path, query=query, shape=shapes.is_messages))
 
     async def messages_if_changed(
         self, session_id: str, *, limit: int, digest: int | None
@@ -179,7 +136,7 @@ class OpenCodeClient:
         fresh = hash(raw)
         if fresh == digest:
             return None, fresh
-        return cast(list[Message], _decode(raw, _is_messages, what)), fresh
+        return cast(list[Message], _decode(raw, shapes.is_messages, what)), fresh
 
     async def prompt_async(
         self,
@@ -196,36 +153,38 @@ class OpenCodeClient:
             body["agent"] = agent
         if model is not None:
             body["model"] = model
-        await self._call("POST", f"/session/{_seg(session_id)}/prompt_async", body=body, shape=_is_nothing)
+        await self._call("POST", f"/session/{_seg(session_id)}/prompt_async", body=body, shape=shapes.is_nothing)
 
     async def abort(self, session_id: str) -> bool:
         """Stop the session's run; OpenCode answers true even for an idle or unknown session."""
-        return cast(bool, await self._call("POST", f"/session/{_seg(session_id)}/abort", shape=_is_bool))
+        return cast(bool, await self._call("POST", f"/session/{_seg(session_id)}/abort", shape=shapes.is_bool))
 
     async def status(self) -> dict[str, SessionStatus]:
         """Busy and retrying sessions only: an idle session is absent."""
-        return cast(dict[str, SessionStatus], await self._call("GET", "/session/status", shape=_is_status_map))
+        return cast(dict[str, SessionStatus], await self._call("GET", "/session/status", shape=shapes.is_status_map))
 
     async def permissions(self) -> list[dict[str, Any]]:
         """`GET /permission`: every permission request waiting for an answer, for all sessions."""
-        return cast(list[dict[str, Any]], await self._call("GET", "/permission", shape=_is_requests))
+        return cast(list[dict[str, Any]], await self._call("GET", "/permission", shape=shapes.is_requests))
 
     async def questions(self) -> list[dict[str, Any]]:
         """`GET /question`: every question waiting for an answer, for all sessions."""
-        return cast(list[dict[str, Any]], await self._call("GET", "/question", shape=_is_requests))
+        return cast(list[dict[str, Any]], await self._call("GET", "/question", shape=shapes.is_requests))
 
     async def reply_permission(self, request_id: str, reply: str, message: str | None = None) -> bool:
         """`POST /permission/{id}/reply` with `once`, `always` or `reject`; an unknown id is NotFound."""
         body = {"reply": reply, **({"message": message} if message else {})}
-        return cast(bool, await self._call("POST", f"/permission/{_seg(request_id)}/reply", body=body, shape=_is_bool))
+        return cast(
+            bool, await self._call("POST", f"/permission/{_seg(request_id)}/reply", body=body, shape=shapes.is_bool)
+        )
 
     async def reply_question(self, request_id: str, answers: list[list[str]]) -> bool:
         """`POST /question/{id}/reply`: one list of chosen labels per question, in order."""
         path = f"/question/{_seg(request_id)}/reply"
-        return cast(bool, await self._call("POST", path, body={"answers": answers}, shape=_is_bool))
+        return cast(bool, await self._call("POST", path, body={"answers": answers}, shape=shapes.is_bool))
 
     async def reject_question(self, request_id: str) -> bool:
-        return cast(bool, await self._call("POST", f"/question/{_seg(request_id)}/reject", shape=_is_bool))
+        return cast(bool, await self._call("POST", f"/question/{_seg(request_id)}/reject", shape=shapes.is_bool))
 
     async def events(self, *, idle_timeout_s: float = EVENT_IDLE_TIMEOUT_S) -> AsyncIterator[dict[str, Any]]:
         """`GET /event`: one dict per `data:` record, for as long as the stream lasts.
@@ -284,7 +243,7 @@ class OpenCodeClient:
         method: str,
         path: str,
         *,
-        shape: Shape,
+        shape: shapes.Shape,
         query: dict[str, str] | None = None,
         body: Any = None,
         scoped: bool = True,
@@ -385,7 +344,7 @@ def _status_error(status: int, raw: bytes, what: str) -> NotFound | OpenCodeErro
     return OpenCodeError(f"OpenCode answered {what} with {label}: {message}", detail=body, status_code=status)
 
 
-def _decode(raw: bytes, shape: Shape, what: str) -> Any:
+def _decode(raw: bytes, shape: shapes.Shape, what: str) -> Any:
     """A response body as JSON of the expected shape (None when empty); anything else is OpenCodeError."""
     if not raw:
         value = None
