@@ -55,7 +55,15 @@ async def test_streamed_text_is_written_as_appends_and_the_live_state_holds_it_w
     record = await read_record(redis, SID)
     assert record is not None and record.parts["msg_1/prt_1"] == {**PART, "text": 'Hello "w"\n'}
 
-    ended = {**PART, "text": 'Hello "w"\n', "time": {"start": 1, "end": 2}}
+    await redis.hset(keys.session_parts(SID), "msg_1/prt_1", b'{"id":"prt_1","messageID":"msg_1","text":"?"}')
+    change = with_appends(mirror, apply_events(mirror, [delta("!")]))
+    await writer.apply(lease, change)  # refused as an append: written whole instead
+    assert (await published(pubsub))["parts"] == [{**PART, "text": 'Hello "w"\n!'}]
+    mirror.apply(change)
+    record = await read_record(redis, SID)
+    assert record is not None and record.parts["msg_1/prt_1"]["text"] == 'Hello "w"\n!'
+
+    ended = {**PART, "text": 'Hello "w"\n!', "time": {"start": 1, "end": 2}}
     change = with_appends(
         mirror, apply_events(mirror, [{"type": "message.part.updated", "properties": {"part": ended}}])
     )
@@ -65,11 +73,4 @@ async def test_streamed_text_is_written_as_appends_and_the_live_state_holds_it_w
     mirror.apply(change)
     record = await read_record(redis, SID)
     assert record is not None and record.parts["msg_1/prt_1"] == ended
-
-    await redis.hset(keys.session_parts(SID), "msg_1/prt_1", b'{"id":"prt_1","messageID":"msg_1","text":"?"}')
-    change = with_appends(mirror, apply_events(mirror, [delta("!")]))
-    await writer.apply(lease, change)  # refused as an append: written whole instead
-    assert (await published(pubsub))["parts"] == [{**ended, "text": 'Hello "w"\n!'}]
-    record = await read_record(redis, SID)
-    assert record is not None and record.parts["msg_1/prt_1"]["text"] == 'Hello "w"\n!'
     await pubsub.aclose()
