@@ -1,6 +1,7 @@
 """Odd shapes from OpenCode (tests/odd_shapes.py) are input like any other for the poller: it checks only the ids it
-keys the mirror by (`_is_messages`, `event_apply.PLACED_BY`); everything it reads below them must take any value
-without raising, or one odd field would fail its session on every poll.
+keys the mirror by (`shared.opencode.shapes.is_messages`, `event_apply.PLACED_BY`); everything it reads below them
+must take any value without raising, or one odd field would fail its session on every poll. (The CLI's and the
+pages' readers: tests/shared/test_cli_odd_shapes.py, tests/browser/test_rendering.py.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from poller.completion import outcome, run_finished, run_orphaned
 from poller.event_apply import apply_events, keep_streamed_texts, streaming_keys
 from poller.mirror import Mirror, current_tool_calls, diff, share_unchanged, with_appends
 from poller.writer import stored_form
-from shared.cli.render import session_lines
 from shared.usage import Usage
 from tests.odd_shapes import odd_transcripts, replaced, transcript, value_at
 
@@ -52,7 +52,6 @@ def test_every_reader_of_a_polled_or_streamed_value_takes_any_json(path, odd, me
     run_orphaned(polled, busy=False, idle_for_s=60.0, grace_s=1.0)
     outcome(polled, cancel_requested=False)
     Usage.of_messages(polled)
-    session_lines({"sessionId": "ses_x", "status": "running", "messages": polled})
     # the same values on the event stream
     before = Mirror.of(transcript())
     streamed = with_appends(before, apply_events(before, events_of(messages), set()))
