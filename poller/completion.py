@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from poller.mirror import current_tool_calls
-from shared.models import Status
+from shared.models import Status, object_of
 
 ABORTED_ERROR = "MessageAbortedError"
 ORPHANED_RUN_ERROR = (
@@ -47,14 +47,13 @@ def run_orphaned(messages: Sequence[Any], busy: bool, idle_for_s: float, grace_s
 
 
 def _completed(info: Any) -> bool:
-    time = info.get("time")
-    return isinstance(time, dict) and bool(time.get("completed"))
+    return bool(object_of(info.get("time")).get("completed"))
 
 
 def outcome(messages: Sequence[Any], cancel_requested: bool) -> tuple[Status, str | None]:
     """Final status and error text: an aborted run is `cancelled`, an assistant error is `error`."""
     error = messages[-1].get("info", {}).get("error") if messages else None
-    if cancel_requested or (isinstance(error, dict) and error.get("name") == ABORTED_ERROR):
+    if cancel_requested or object_of(error).get("name") == ABORTED_ERROR:
         return "cancelled", None
     if error:
         return "error", error_text(error)
@@ -63,7 +62,5 @@ def outcome(messages: Sequence[Any], cancel_requested: bool) -> tuple[Status, st
 
 def error_text(error: Any) -> str:
     """OpenCode's own message for an assistant error, falling back to its name."""
-    data = error.get("data") if isinstance(error, dict) else None
-    message = data.get("message") if isinstance(data, dict) else None
-    name = error.get("name") if isinstance(error, dict) else None
-    return str(message or name or "unknown OpenCode error")
+    fields = object_of(error)
+    return str(object_of(fields.get("data")).get("message") or fields.get("name") or "unknown OpenCode error")

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from poller.mirror import Delta, Mirror, tool_calls_after
-from shared.models import part_key
+from shared.models import object_of, part_key
 
 STREAMED = ("text", "reasoning")  # a tuple: `in` compares, where a set would hash (a list is unhashable)
 # events that change nothing we store, but say the run moved on: poll now rather than at the slow cadence
@@ -43,15 +43,15 @@ def _extends(known: Any, field: Any) -> bool:
     stored whole text already holds."""
     if not isinstance(field, str) or field in IDENTITY_FIELDS or not isinstance(known.get(field, ""), str):
         return False
-    time = known.get("time")
-    return not (isinstance(time, dict) and time.get("end"))
+    return not _ended(known)
+
+
+def _ended(part: Any) -> bool:
+    return bool(object_of(part.get("time")).get("end"))
 
 
 def _streaming(part: Any) -> bool:
-    if part.get("type") not in STREAMED:
-        return False
-    time = part.get("time")
-    return not (isinstance(time, dict) and time.get("end"))
+    return part.get("type") in STREAMED and not _ended(part)
 
 
 def streaming_keys(mirror: Mirror) -> set[str]:

@@ -8,16 +8,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.models import part_key, utf16_length
+from shared.models import object_of, part_key, utf16_length
 
 LIVE_TOOL_STATES = ("pending", "running")  # a tuple: `in` compares, where a set would hash (a list is unhashable)
 
 
 def _live_tool(part: Any) -> bool:
-    if part.get("type") != "tool":
-        return False
-    state = part.get("state")
-    return isinstance(state, dict) and state.get("status") in LIVE_TOOL_STATES
+    return part.get("type") == "tool" and object_of(part.get("state")).get("status") in LIVE_TOOL_STATES
 
 
 def current_tool_calls(messages: Sequence[Any]) -> list[Any]:
