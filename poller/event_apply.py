@@ -12,6 +12,7 @@ from typing import Any
 
 from poller.mirror import Delta, Mirror, tool_calls_after
 from shared.models import object_of, part_key
+from shared.opencode.shapes import PART_IDS
 
 STREAMED = ("text", "reasoning")  # a tuple: `in` compares, where a set would hash (a list is unhashable)
 # events that change nothing we store, but say the run moved on: poll now rather than at the slow cadence
@@ -23,7 +24,7 @@ POLL_TRIGGERS = frozenset({"session.idle", "session.error", "session.status"})
 # brings whatever it was about), rather than fail the session it names.
 PLACED_BY = {
     "message.updated": ("info", ("id",)),
-    "message.part.updated": ("part", ("id", "messageID")),
+    "message.part.updated": ("part", PART_IDS),
     "message.part.delta": ("", ("messageID", "partID", "delta")),
     "message.removed": ("", ("messageID",)),
     "message.part.removed": ("", ("messageID", "partID")),

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from shared.opencode.shapes import PART_IDS  # what the client checks before the poller sees a list
+
 ODD_VALUES: list[Any] = [None, "", "x", 0, 7.5, True, [], ["x"], {}, {"x": 1}]
-PART_IDS = {"id", "messageID"}  # what the client checks before the poller sees a list (shared.opencode.client)
 
 
 def transcript() -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 Shape = Callable[[Any], bool]
+PART_IDS = ("id", "messageID")  # what a part is keyed by (`messageID/id`), as strings: the poller places it by them
 
 
 def is_dict(value: Any) -> bool:
@@ -30,8 +31,11 @@ def is_messages(value: Any) -> bool:
     )
 
 
+_ID, _MESSAGE_ID = PART_IDS  # unrolled below: every part of every decoded list passes here
+
+
 def is_part(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("id"), str) and isinstance(value.get("messageID"), str)
+    return isinstance(value, dict) and isinstance(value.get(_ID), str) and isinstance(value.get(_MESSAGE_ID), str)
 
 
 def is_status_map(value: Any) -> bool:
