@@ -208,7 +208,7 @@ class OpenCodeClient:
                         if event is not None:
                             yield event
                     if len(buffer) > self._max_body_bytes:
-                        raise self._too_large(what)
+                        raise BodyTooLarge(self._max_body_bytes)
         except BodyTooLarge as exc:
             raise self._too_large(what) from exc
         except TimeoutError as exc:
