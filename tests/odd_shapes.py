@@ -5,6 +5,7 @@ or a proxy may send something else, and every reader of ours (the poller, the CL
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,23 +58,36 @@ def transcript() -> list[dict[str, Any]]:
     ]
 
 
-def requests() -> list[dict[str, Any]]:
-    """What a run waits on, as the live state's `pending` holds it: a permission request and a question."""
-    options = [{"label": "a", "description": "d"}]
-    question = {"question": "Which?", "header": "Pick", "multiple": True, "options": options}
-    return [
+# What a run waits on, as the live state's `pending` holds it (well formed): a permission request and a question.
+PERMISSION = {
+    "kind": "permission",
+    "id": "per_1",
+    "askedAt": 1,
+    "tool": {"messageID": "msg_2", "callID": "call_1"},
+    "permission": "bash",
+    "patterns": ["echo hello"],
+    "metadata": {"command": "echo hello"},
+    "always": ["echo *"],
+}
+QUESTION = {
+    "kind": "question",
+    "id": "que_1",
+    "askedAt": 2,
+    "tool": None,
+    "questions": [
         {
-            "kind": "permission",
-            "id": "per_1",
-            "askedAt": 1,
-            "tool": {"messageID": "msg_2", "callID": "call_1"},
-            "permission": "bash",
-            "patterns": ["ls"],
-            "metadata": {"command": "ls"},
-            "always": ["ls *"],
+            "question": "Which color?",
+            "header": "Color",
+            "options": [{"label": "Red", "description": "warm"}, {"label": "Blue"}],
         },
-        {"kind": "question", "id": "que_1", "askedAt": 1, "tool": None, "questions": [question]},
-    ]
+        {"question": "Which sizes?", "header": "Size", "options": [{"label": "S"}, {"label": "L"}], "multiple": True},
+    ],
+}
+
+
+def requests() -> list[dict[str, Any]]:
+    """PERMISSION and QUESTION, each a copy of its own."""
+    return copy.deepcopy([PERMISSION, QUESTION])
 
 
 def value_at(value: Any, path: tuple[Any, ...]) -> Any:

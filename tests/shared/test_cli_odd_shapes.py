@@ -34,8 +34,9 @@ def test_a_request_prints_with_the_command_that_answers_it(request_: dict[str, A
 
 @pytest.mark.parametrize("request_", [c[1] for c in REQUESTS], ids=[c[0] for c in REQUESTS])
 def test_an_answer_to_any_question_is_taken_or_refused_with_a_reason(request_: dict[str, Any]) -> None:
-    """`answer --choice a`: taken when the question still offers `a`, else the clear error of exit 2."""
+    """`answer --choice Red --choice S`: taken when the questions still offer them, else the clear error of exit 2."""
+    choices = [["Red"], ["S"]]
     try:
-        assert parse_choices(request_, [["a"]]) == [["a"]]
+        assert parse_choices(request_, choices) == choices
     except InvalidInput as exc:
         assert "question" in str(exc)

@@ -8,28 +8,9 @@ from typing import Any
 import pytest
 
 from shared.cli.render import LivePrinter, session_lines
+from tests.odd_shapes import PERMISSION, QUESTION
 
 SID = "ses_1a2b3c4d5e6fABCDEFGHIJklmn"
-PERMISSION = {
-    "kind": "permission",
-    "id": "per_1",
-    "askedAt": 1,
-    "tool": {"messageID": "msg_2", "callID": "call_1"},
-    "permission": "bash",
-    "patterns": ["echo hello"],
-    "metadata": {"command": "echo hello"},
-    "always": ["echo *"],
-}
-QUESTION = {
-    "kind": "question",
-    "id": "que_1",
-    "askedAt": 2,
-    "tool": None,
-    "questions": [
-        {"question": "Which color?", "header": "Color", "options": [{"label": "Red"}, {"label": "Blue"}]},
-        {"question": "Which sizes?", "header": "Size", "options": [{"label": "S"}, {"label": "L"}], "multiple": True},
-    ],
-}
 
 
 def session(pending: list[Any], status: str = "waiting") -> dict[str, Any]:
