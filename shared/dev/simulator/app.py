@@ -21,8 +21,9 @@ from starlette.types import Receive, Scope, Send
 
 from shared.dev.simulator.ask_routes import ROUTES as ASK_ROUTES
 from shared.dev.simulator.ask_routes import permission_ruleset_problem
+from shared.dev.simulator.edit_routes import ROUTES as EDIT_ROUTES
 from shared.dev.simulator.engine import AGENT, JSON, MODEL_ID, PROVIDER_ID, VERSION, SimSession, Simulation, new_id
-from shared.dev.simulator.errors import bad_request, error, unknown_error
+from shared.dev.simulator.errors import bad_request, session_or_error, unknown_error
 from shared.dev.simulator.faults import Fault, misbehave, take_fault
 from shared.dev.simulator.scenarios import DEFAULT_RETRY_DELAYS, answer
 from shared.dev.simulator.validation import compact, json_body, prompt_problem
@@ -73,18 +74,8 @@ def _sim(request: Request) -> SimulatorApp:
     return cast(SimulatorApp, request.app)
 
 
-def _lookup(request: Request) -> SimSession | JSONResponse:
-    session_id = request.path_params["session_id"]
-    if not session_id.startswith("ses"):  # OpenCode fails its own path validation this way
-        return unknown_error()
-    sess = _sim(request).simulation.sessions.get(session_id)
-    if sess is None:
-        return error(404, "NotFoundError", {"message": f"Session not found: {session_id}"})
-    return sess
-
-
 async def _accept_prompt(request: Request, route: str) -> tuple[SimSession, str] | JSONResponse:
-    sess = _lookup(request)
+    sess = session_or_error(request)
     if isinstance(sess, JSONResponse):
         return sess
     body, problem = await json_body(request)
@@ -130,13 +121,13 @@ async def create_session(request: Request) -> Response:
 
 
 async def get_session(request: Request) -> Response:
-    sess = _lookup(request)
+    sess = session_or_error(request)
     return sess if isinstance(sess, JSONResponse) else JSONResponse(sess.info)
 
 
 async def delete_session(request: Request) -> Response:
     """`DELETE /session/{id}`: `true`; 404 NotFoundError for an unknown session (OpenCode's spec)."""
-    sess = _lookup(request)
+    sess = session_or_error(request)
     if isinstance(sess, JSONResponse):
         return sess
     simulation = _sim(request).simulation
@@ -152,7 +143,7 @@ async def session_status(request: Request) -> Response:
 
 async def list_messages(request: Request) -> Response:
     """Oldest first; `limit` keeps the newest N and links to the page before them with an opaque cursor."""
-    sess = _lookup(request)
+    sess = session_or_error(request)
     if isinstance(sess, JSONResponse):
         return sess
     ids = sess.order
@@ -323,6 +314,7 @@ def create_simulator(
         Route("/session/{session_id}/prompt_async", prompt_async, methods=["POST"]),
         Route("/session/{session_id}/abort", abort, methods=["POST"]),
         *ASK_ROUTES,
+        *EDIT_ROUTES,
         Route("/__sim/stats", sim_stats),
         Route("/__sim/reset", sim_reset, methods=["POST"]),
         Route("/__sim/faults", sim_faults, methods=["GET", "POST", "DELETE"]),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import cast
 
-from shared.dev.simulator.engine import JSON
+from starlette.requests import Request
+
+from shared.dev.simulator.engine import JSON, SimSession, Simulation
 from shared.json_response import JSONResponse
 
 
@@ -19,3 +22,14 @@ def bad_request(message: str) -> JSONResponse:
 def unknown_error() -> JSONResponse:
     message = "Unexpected server error. Check server logs for details."
     return error(500, "UnknownError", {"message": message, "ref": f"err_{os.urandom(4).hex()}"})
+
+
+def session_or_error(request: Request) -> SimSession | JSONResponse:
+    """The session a route's path names, or OpenCode's answer when there is none."""
+    session_id = request.path_params["session_id"]
+    if not session_id.startswith("ses"):  # OpenCode fails its own path validation this way
+        return unknown_error()
+    sess = cast(Simulation, request.app.simulation).sessions.get(session_id)
+    if sess is None:
+        return error(404, "NotFoundError", {"message": f"Session not found: {session_id}"})
+    return sess
