@@ -8,6 +8,7 @@ answer being written; a later poll never takes that text back (see `keep_streame
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Any
 
 from poller.mirror import Delta, Mirror, tool_calls_after
@@ -133,10 +134,16 @@ def keep_streamed_text(stored: Any, known: Any) -> Any:
     return stored
 
 
-def keep_streamed_texts(mirror: Mirror, messages: Sequence[Any]) -> list[Any]:
-    """A polled list with every still-streaming part carrying the text the deltas built."""
-    out = []
-    for message in messages:
+def any_streaming(messages: Iterable[Any]) -> bool:
+    """Whether a part of these messages is still being streamed."""
+    return any(_streaming(p) for message in messages for p in message["parts"])
+
+
+def keep_streamed_texts(mirror: Mirror, messages: Sequence[Any], start: int = 0) -> list[Any]:
+    """A polled list with every still-streaming part carrying the text the deltas built; the messages before
+    `start` are known to have none, and are passed as they are."""
+    out = list(messages[:start])
+    for message in islice(messages, start, None):
         if not any(_streaming(p) for p in message["parts"]):  # most are not: no part's key is built nor looked up
             out.append(message)
             continue

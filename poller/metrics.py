@@ -50,6 +50,12 @@ class Metrics:
             SERVER,
             registry=r,
         )
+        self.polls_settled = Counter(
+            "poller_polls_settled",
+            "Whole-list polls whose older messages were byte for byte the ones held: only the newest were decoded",
+            SERVER,
+            registry=r,
+        )
         self.poll_failures = Counter("poller_poll_failures", "Polls that failed and were retried", SERVER, registry=r)
         self.state_writes = Counter(
             "poller_state_writes", "Fenced state writes (one seq each)", [*SERVER, "path"], registry=r

@@ -196,12 +196,14 @@ def diff(mirror: Mirror, messages: Sequence[Any], *, partial: bool = False) -> D
     for message in messages:
         info = message["info"]
         seen_messages.add(info["id"])
-        if mirror.infos.get(info["id"]) != info:
+        known = mirror.infos.get(info["id"])
+        if known is not info and known != info:  # most are the very objects held (share_unchanged): no compare
             infos.append(info)
         for part in message["parts"]:
             key = part_key(part)
             seen_parts.add(key)
-            if mirror.parts.get(key) != part:
+            known = mirror.parts.get(key)
+            if known is not part and known != part:
                 parts.append(part)
     if partial:
         removed_messages, removed_parts = [], []

@@ -9,10 +9,11 @@ from typing import Any
 import structlog
 
 from poller.deps import TrackerDeps
-from poller.event_apply import apply_events, keep_streamed_texts, streaming_keys
+from poller.event_apply import any_streaming, apply_events, keep_streamed_texts, streaming_keys
 from poller.mirror import Delta, Mirror, diff, merge_tail, share_unchanged, with_appends
 from poller.writer import StateWriter
 from shared.errors import LeaseLost
+from shared.opencode.settled import SettledHead
 from shared.store.lease import Lease
 from shared.store.live import LiveState, read_record
 from shared.usage import Usage
@@ -53,6 +54,15 @@ class SessionMirror:
         self._last_tail_len = 0
         self._fetched: int | None = None
         self._unchanged = False
+        # the whole list's settled messages as bytes (shared.opencode.settled): a whole-list poll whose body begins
+        # with them decodes and compares only the rest. `_settled_end` is the last of them in `messages`, which tells
+        # that the list still begins with the very objects they were decoded into
+        self._head: SettledHead | None = None
+        self._settled_end: Any = None
+        # ...whether none of them has a part still streaming (none can start to while their bytes stay the same), and
+        # so how many messages of this whole-list poll the streamed texts need not be looked for in
+        self._head_plain = False
+        self._plain = 0
         # the texts still streaming when this mirror was loaded (a takeover, a claim after a failure) missed the
         # deltas sent since their last write: they stop growing until OpenCode stores them whole, as after a stream
         # drop. Was: the deltas after a takeover were appended to the text left ("Slow" + "wer to: …")
@@ -61,6 +71,7 @@ class SessionMirror:
         metrics, server = deps.metrics, deps.server
         self._polls = metrics.polls.labels(server)
         self._polls_unchanged = metrics.polls_unchanged.labels(server)
+        self._polls_settled = metrics.polls_settled.labels(server)
         self._poll_writes = metrics.state_writes.labels(server, "poll")
         self._event_writes = metrics.state_writes.labels(server, "event")
         self._poll_corrections = metrics.poll_corrections.labels(server)
@@ -92,7 +103,8 @@ class SessionMirror:
 
         A tail poll (`?limit=`) costs the same at 200 messages as at 2; the whole list is fetched on the first
         poll, every FULL_POLL_EVERY polls (OpenCode may still change older messages, e.g. compaction), when
-        the tail does not overlap the last list, and before a session is archived.
+        the tail does not overlap the last list, and before a session is archived. Of a whole list, only what
+        follows its settled head is decoded while the older messages are byte for byte as held.
         """
         opencode, sid = self._deps.opencode, self._lease.session_id
         self._polls.inc()
@@ -104,7 +116,9 @@ class SessionMirror:
                 self._unchanged = True
                 self._polls_unchanged.inc()
                 return self.messages, self.messages[len(self.messages) - self._last_tail_len :]
-            tail = share_unchanged(self.messages[-2 * TAIL_LIMIT :], tail, self.mirror)
+            held = self._held_head()
+            start = max(len(self.messages) - 2 * TAIL_LIMIT, held.count if held is not None else 0)
+            tail = share_unchanged(self.messages[start:], tail, self.mirror)  # never updates a settled one in place
             merged = merge_tail(self.messages, tail, TAIL_LIMIT)
             if merged is not None:
                 self._fetched = digest
@@ -112,11 +126,29 @@ class SessionMirror:
         # in place, as merge_tail does: a new whole list per full poll lived until the next one, young at every
         # collection with a reference to every message (at 8,000 sessions, about a quarter of the references a
         # sampled young collection followed)
-        self.messages[:] = share_unchanged(self.messages, await opencode.messages(sid), self.mirror)
+        whole = await opencode.messages_beyond(sid, self._held_head(), unsettled=TAIL_LIMIT)
+        kept = whole.skipped  # the settled messages, as they were: neither decoded nor compared
+        if kept:
+            self._polls_settled.inc()
+        self.messages[kept:] = share_unchanged(self.messages[kept:], whole.messages, self.mirror)
+        self._head = head = whole.head
+        self._settled_end = self.messages[head.count - 1] if head is not None else None
+        self._head_plain = (
+            head is not None and (self._head_plain or not kept) and not any_streaming(self.messages[kept : head.count])
+        )
+        self._plain = head.count if head is not None and self._head_plain else 0
         self._polls_since_full, self._first_full_offset = self._first_full_offset, 0
         self._full_poll_due = False
         self._tail_digest = None
         return self.messages, None
+
+    def _held_head(self) -> SettledHead | None:
+        """The settled head while `messages` still begins with what it was decoded into (a tail poll that reached
+        back into it, after messages were removed, replaced them)."""
+        head = self._head
+        if head is None or len(self.messages) < head.count or self.messages[head.count - 1] is not self._settled_end:
+            return None
+        return head
 
     async def write_poll(self, messages: list[Any], tail: list[Any] | None) -> None:
         """Write what a fetch changed; `messages` becomes the list the session is decided on."""
@@ -125,7 +157,8 @@ class SessionMirror:
         router = self._deps.router
         polled = tail if tail is not None else messages
         # what our deltas built of a still-streaming part is ahead of OpenCode's stored "": keep it
-        mirrored = keep_streamed_texts(self.mirror, polled) if router is not None else polled
+        plain = self._plain if tail is None else 0
+        mirrored = keep_streamed_texts(self.mirror, polled, plain) if router is not None else polled
         delta = diff(self.mirror, mirrored, partial=tail is not None)
         if delta:  # an unchanged poll writes nothing and publishes nothing
             await self.writer.apply(self._lease, with_appends(self.mirror, delta), usage=self._usage_after(delta))

@@ -25,8 +25,9 @@ import httptools
 
 from shared.errors import NotFound, OpenCodeError, Unavailable
 from shared.models import loads
-from shared.opencode import shapes
+from shared.opencode import settled, shapes
 from shared.opencode.keepalive import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, KeepAliveGets
+from shared.opencode.settled import SettledHead, WholeList
 from shared.opencode.types import Message, Session, SessionStatus
 
 EVENT_IDLE_TIMEOUT_S = 20.0  # two missed heartbeats: a dead connection (OpenCode killed) is noticed in 20 s
@@ -137,6 +138,18 @@ class OpenCodeClient:
         if fresh == digest:
             return None, fresh
         return cast(list[Message], _decode(raw, shapes.is_messages, what)), fresh
+
+    async def messages_beyond(self, session_id: str, head: SettledHead | None, *, unsettled: int) -> WholeList:
+        """The whole list, less its first `head.count` messages when the body begins with `head`'s very bytes (they
+        are as they were when it was taken: the caller holds them); and the head to pass next, which settles all
+        but the newest `unsettled` messages. See `shared.opencode.settled`."""
+        path = f"/session/{_seg(session_id)}/message"
+        what = f"GET {path}"
+        raw = await self._send("GET", path, what, query=None, body=None, scoped=True)
+        rest = settled.rest_of(raw, head)
+        skipped = head.count if rest is not None and head is not None else 0
+        messages = rest if rest is not None else cast(list[Message], _decode(raw, shapes.is_messages, what))
+        return WholeList(messages, skipped, settled.next_head(raw, head, messages, skipped, unsettled))
 
     async def prompt_async(
         self,

@@ -1,10 +1,12 @@
 """A tail poll whose body is byte for byte the last one is neither decoded nor compared — and a tail whose
-write failed is not taken as already written; sessions that start together do not take their whole lists together."""
+write failed is not taken as already written; sessions that start together do not take their whole lists together;
+a whole list decodes only what follows the messages it had settled, and still sees them change."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import psycopg_pool
 import pytest
 from redis.asyncio import Redis
@@ -129,3 +131,89 @@ async def test_sessions_started_together_take_their_whole_lists_at_different_pol
     for _ in range(FULL_POLL_EVERY - 1):  # after the spread, every FULL_POLL_EVERY polls as before
         assert (await mirror.fetch())[1] is not None
     assert (await mirror.fetch())[1] is None
+
+
+async def test_whole_lists_decode_only_what_follows_the_settled_messages_and_still_see_them_change(
+    opencode: OpenCodeClient, redis: Redis, db: Any, schema: str, simulator_url: str
+) -> None:
+    """OpenCode's own edits of older messages (PATCH and DELETE of a part, DELETE of a message, as a client or a
+    compaction makes them) reach Redis with the next whole-list poll, however many whole lists came before."""
+    lease = await claimed_chat(redis, db, opencode)
+    sid = lease.session_id
+    metrics = Metrics()
+    mirror = await SessionMirror.load(mirror_deps(redis, opencode, schema, metrics), lease, spread=0)
+    for run in range(3):
+        await opencode.prompt_async(sid, message_id=new_message_id(), text=f"question {run}")
+        await idle(opencode, sid, 2 * (run + 1))
+    settled = {"server": "default"}
+
+    async def whole_list_poll() -> list[Any]:
+        mirror.full_poll_next()
+        await mirror.write_poll(*await mirror.fetch())
+        messages = await opencode.messages(sid)
+        record = await read_record(redis, sid)
+        assert record is not None and record.messages() == messages
+        return messages
+
+    messages = await whole_list_poll()  # decoded in full: the head is taken
+    assert metrics.registry.get_sample_value("poller_polls_settled_total", settled) == 0
+    await whole_list_poll()
+    assert metrics.registry.get_sample_value("poller_polls_settled_total", settled) == 1
+
+    session = f"{simulator_url}/session/{sid}/message"
+    first, second = messages[0], messages[1]
+    edited = {**first["parts"][0], "text": "edited after the run"}
+    async with httpx.AsyncClient() as http:
+        response = await http.patch(f"{session}/{first['info']['id']}/part/{edited['id']}", json=edited)
+        assert response.status_code == 200, response.text
+        messages = await whole_list_poll()
+        assert messages[0]["parts"][0]["text"] == "edited after the run"
+        assert metrics.registry.get_sample_value("poller_polls_settled_total", settled) == 1  # decoded in full
+        await whole_list_poll()
+        assert metrics.registry.get_sample_value("poller_polls_settled_total", settled) == 2
+
+        assert (await http.delete(f"{session}/{second['info']['id']}/part/{second['parts'][-1]['id']}")).json()
+        await whole_list_poll()
+        assert (await http.delete(f"{session}/{first['info']['id']}")).json()
+        assert len(await whole_list_poll()) == 5
+
+    # the list is now shorter than when the head was taken: a tail poll reaches back into it, and the next whole
+    # list is decoded from there on, as the tail left it
+    await opencode.prompt_async(sid, message_id=new_message_id(), text="one more")
+    await idle(opencode, sid, 7)
+    await mirror.write_poll(*await mirror.fetch())
+    assert len(await whole_list_poll()) == 7
+
+
+async def test_a_settled_message_a_tail_poll_saw_change_is_decoded_again_once_it_changes_back(
+    opencode: OpenCodeClient, redis: Redis, db: Any, schema: str, simulator_url: str
+) -> None:
+    """Once messages are removed, a tail poll reaches back into the settled ones: what it brings replaces them in
+    the list the head stood for. Should they change back to the head's very bytes, the next whole list must not
+    take the tail's version for them."""
+    lease = await claimed_chat(redis, db, opencode)
+    sid = lease.session_id
+    mirror = await SessionMirror.load(mirror_deps(redis, opencode, schema, Metrics()), lease, spread=0)
+    for run in range(3):
+        await opencode.prompt_async(sid, message_id=new_message_id(), text=f"question {run}")
+        await idle(opencode, sid, 2 * (run + 1))
+    mirror.full_poll_next()
+    await mirror.write_poll(*await mirror.fetch())  # six messages: the first two are settled
+
+    messages = await opencode.messages(sid)
+    session = f"{simulator_url}/session/{sid}/message"
+    answer = messages[1]["parts"][-1]
+    async with httpx.AsyncClient() as http:
+        for message in messages[3:5]:
+            assert (await http.delete(f"{session}/{message['info']['id']}")).json()
+        part = f"{session}/{answer['messageID']}/part/{answer['id']}"
+        assert (await http.patch(part, json={**answer, "text": "for a while"})).status_code == 200
+        messages, tail = await mirror.fetch()
+        assert tail is not None and tail[1]["parts"][-1]["text"] == "for a while"  # it reached back
+        await mirror.write_poll(messages, tail)
+        assert (await http.patch(part, json=answer)).status_code == 200  # as the head has it, byte for byte
+
+    mirror.full_poll_next()
+    await mirror.write_poll(*await mirror.fetch())
+    record = await read_record(redis, sid)
+    assert record is not None and record.messages() == await opencode.messages(sid)
