@@ -53,7 +53,10 @@ def _ended(part: Any) -> bool:
 
 
 def _streaming(part: Any) -> bool:
-    return part.get("type") in STREAMED and not _ended(part)
+    """A text or reasoning part OpenCode is still writing: timed (a user's part has no `time`: it is never
+    streamed, and was looked at as if it were on every poll) and not ended."""
+    time = part.get("time")
+    return part.get("type") in STREAMED and isinstance(time, dict) and not time.get("end")
 
 
 def streaming_keys(mirror: Mirror) -> set[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from poller.event_apply import apply_events, keep_streamed_text, streaming_keys
+from poller.event_apply import any_streaming, apply_events, keep_streamed_text, keep_streamed_texts, streaming_keys
 from poller.mirror import LIVE_TOOL_STATES, Appended, Mirror, with_appends
 
 
@@ -122,3 +122,27 @@ def test_the_tool_calls_the_events_leave_are_the_live_tools_of_the_whole_session
 
 def _live_tool(part: dict) -> bool:
     return part.get("type") == "tool" and part["state"]["status"] in LIVE_TOOL_STATES
+
+
+def test_a_users_text_which_has_no_time_is_never_taken_for_a_streaming_one() -> None:
+    """OpenCode times the parts it writes (`time.start`, then `time.end`); a user's part has no `time`. Taken for a
+    part still streaming, every user message was looked at on every poll, and one in the settled messages of a
+    whole list had them all looked at again."""
+    user = {"id": "prt_u", "messageID": "msg_1", "sessionID": "ses_1", "type": "text", "text": "a question"}
+    streaming = {
+        "id": "prt_a",
+        "messageID": "msg_2",
+        "sessionID": "ses_1",
+        "type": "text",
+        "text": "",
+        "time": {"start": 1},
+    }
+    messages = [
+        {"info": {"id": "msg_1", "role": "user"}, "parts": [user]},
+        {"info": {"id": "msg_2", "role": "assistant"}, "parts": [streaming]},
+    ]
+    mirror = Mirror.of(messages)
+    assert streaming_keys(mirror) == {"msg_2/prt_a"}
+    assert not any_streaming(messages[:1]) and any_streaming(messages)
+    polled = keep_streamed_texts(mirror, messages)
+    assert polled[0] is messages[0]
