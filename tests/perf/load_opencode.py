@@ -27,6 +27,11 @@ import httptools
 import uvloop
 
 
+def compact(value: Any) -> bytes:
+    """JSON as OpenCode writes it (JSON.stringify): no spaces, keys in their order."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def transcript(session_id: str, count: int) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for i in range(count):
@@ -132,7 +137,7 @@ class LoadOpenCode:
         if (segments := self.segments.get(session_id)) is None:
             messages = transcript(session_id, self.messages)
             self.last[session_id] = messages[-1]
-            segments = self.segments[session_id] = [json.dumps(m).encode() for m in messages]
+            segments = self.segments[session_id] = [compact(m) for m in messages]
         body = b"[" + b",".join(segments[-limit:] if limit else segments) + b"]"
         served[limit] = body
         return body
@@ -149,14 +154,14 @@ class LoadOpenCode:
             "time": {"start": 1, "end": 2},
         }
         last["parts"].append(part)
-        self.segments[session_id][-1] = json.dumps(last).encode()
+        self.segments[session_id][-1] = compact(last)
         self.bodies[session_id] = {}
         event = {
             "id": "evt_x",
             "type": "message.part.updated",
             "properties": {"sessionID": session_id, "part": part, "time": 1},
         }
-        return b"data: " + json.dumps(event).encode() + b"\n\n"
+        return b"data: " + compact(event) + b"\n\n"
 
     def broadcast(self, line: bytes) -> None:
         chunk = http_chunk(line)
