@@ -7,7 +7,7 @@ answer being written; a later poll never takes that text back (see `keep_streame
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Any
 
@@ -52,6 +52,25 @@ def _ended(part: Any) -> bool:
     return bool(object_of(part.get("time")).get("end"))
 
 
+def _done(part: Any) -> bool:
+    """A part OpenCode has finished writing: a text that ended, a tool call that completed or failed."""
+    if part.get("type") == "tool":
+        return object_of(part.get("state")).get("status") in ("completed", "error")
+    return _ended(part)
+
+
+def _completed(info: Any) -> bool:
+    return bool(object_of(info.get("time")).get("completed"))
+
+
+def _behind(finished: Callable[[Any], bool], known: Any, record: Any) -> bool:
+    """Whether a record is older than what is known: the known one is finished and the record is not. A poll can
+    bring a part (or message) finished while the records of its last moments are still on their way, in a batch of
+    their own: applied after it, they showed a tool `running` again, or a whole answer replaced by "", until the
+    next batch. OpenCode never unfinishes one; should a client's edit do so, the next poll writes it."""
+    return known is not None and finished(known) and not finished(record)
+
+
 def _streaming(part: Any) -> bool:
     """A text or reasoning part OpenCode is still writing: timed (a user's part has no `time`: it is never
     streamed, and was looked at as if it were on every poll) and not ended."""
@@ -84,14 +103,18 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
             continue
         if kind == "message.updated":
             info = props["info"]
+            if _behind(_completed, infos.get(info["id"]) or mirror.infos.get(info["id"]), info):
+                continue
             if mirror.infos.get(info.get("id")) != info:
                 infos[info["id"]] = info
                 removed_messages.discard(info["id"])
         elif kind == "message.part.updated":
             part = props["part"]
             key = part_key(part)
-            frozen.discard(key)
             known = parts.get(key) or mirror.parts.get(key)
+            if _behind(_done, known, part):
+                continue
+            frozen.discard(key)
             part = keep_streamed_text(part, known)
             if mirror.parts.get(key) != part:
                 parts[key] = part

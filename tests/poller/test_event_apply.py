@@ -87,6 +87,28 @@ def test_deltas_that_come_after_a_poll_saw_the_part_end_change_nothing():
     assert not apply_events(mirror, [delta("swer"), updated(text_part("Slow answer", end=True))])
 
 
+def test_records_older_than_a_poll_that_saw_a_part_or_message_finished_never_take_it_back():
+    """A poll can bring a part or message finished while the records of its last moments arrive in a batch of their
+    own: a tool `running` again, an answer back to "" (then regrown by its deltas), a message no longer completed."""
+    tool = {"id": "prt_1", "messageID": "msg_1", "sessionID": "ses_x", "type": "tool", "tool": "bash"}
+    done = {**tool, "state": {"status": "completed", "output": "hello"}}
+    mirror = mirror_with(done)
+    for status in ("pending", "running"):
+        assert not apply_events(mirror, [updated({**tool, "state": {"status": status}})])
+    assert apply_events(mirror, [updated({**tool, "state": {"status": "error"}})]).parts  # finished another way
+
+    mirror = mirror_with(text_part("Slow answer", end=True))
+    assert not apply_events(mirror, [updated(text_part("")), delta("Slow"), updated(text_part("Slow"))])
+    assert not apply_events(mirror, [updated(text_part("Slow answer", end=True))])
+
+    info = {"id": "msg_1", "role": "assistant", "time": {"created": 1, "completed": 2}, "cost": 0.5}
+    mirror = Mirror.of([{"info": info, "parts": []}])
+    older = {"type": "message.updated", "properties": {"info": {**info, "time": {"created": 1}, "cost": 0.1}}}
+    assert not apply_events(mirror, [older])
+    newer = {"type": "message.updated", "properties": {"info": {**info, "cost": 0.6}}}
+    assert apply_events(mirror, [older, newer]).infos == [newer["properties"]["info"]]
+
+
 def test_removed_messages_take_their_parts_with_them():
     mirror = mirror_with(text_part("x", end=True))
     change = apply_events(mirror, [{"type": "message.removed", "properties": {"messageID": "msg_1"}}])
