@@ -30,7 +30,7 @@ def run_finished(messages: Sequence[Any], busy: bool) -> bool:
     if busy or not messages:
         return False
     info = messages[-1].get("info", {})
-    if info.get("role") != "assistant" or not _completed(info):
+    if info.get("role") != "assistant" or not completed(info):
         return False
     if current_tool_calls(messages):
         return False
@@ -43,10 +43,11 @@ def run_orphaned(messages: Sequence[Any], busy: bool, idle_for_s: float, grace_s
     if busy or idle_for_s <= grace_s:
         return False
     newest = next((m.get("info", {}) for m in reversed(messages) if m.get("info", {}).get("role") == "assistant"), None)
-    return newest is not None and not _completed(newest)
+    return newest is not None and not completed(newest)
 
 
-def _completed(info: Any) -> bool:
+def completed(info: Any) -> bool:
+    """Whether OpenCode has finished the message (`time.completed`)."""
     return bool(object_of(info.get("time")).get("completed"))
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Any
 
+from poller.completion import completed
 from poller.mirror import Delta, Mirror, tool_calls_after
 from shared.models import object_of, part_key
 from shared.opencode.shapes import PART_IDS
@@ -59,10 +60,6 @@ def _done(part: Any) -> bool:
     return _ended(part)
 
 
-def _completed(info: Any) -> bool:
-    return bool(object_of(info.get("time")).get("completed"))
-
-
 def _behind(finished: Callable[[Any], bool], known: Any, record: Any) -> bool:
     """Whether a record is older than what is known: the known one is finished and the record is not. A poll can
     bring a part (or message) finished while the records of its last moments are still on their way, in a batch of
@@ -103,7 +100,7 @@ def apply_events(mirror: Mirror, events: Iterable[Any], frozen: set[str] | None 
             continue
         if kind == "message.updated":
             info = props["info"]
-            if _behind(_completed, infos.get(info["id"]) or mirror.infos.get(info["id"]), info):
+            if _behind(completed, infos.get(info["id"]) or mirror.infos.get(info["id"]), info):
                 continue
             if mirror.infos.get(info.get("id")) != info:
                 infos[info["id"]] = info
