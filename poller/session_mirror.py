@@ -59,10 +59,9 @@ class SessionMirror:
         # that the list still begins with the very objects they were decoded into
         self._head: SettledHead | None = None
         self._settled_end: Any = None
-        # ...whether none of them has a part still streaming (none can start to while their bytes stay the same), and
-        # so how many messages of this whole-list poll the streamed texts need not be looked for in
+        # ...and whether none of them has a part still streaming (none can start to while their bytes stay the same):
+        # then the streamed texts need not be looked for in them
         self._head_plain = False
-        self._plain = 0
         # the texts still streaming when this mirror was loaded (a takeover, a claim after a failure) missed the
         # deltas sent since their last write: they stop growing until OpenCode stores them whole, as after a stream
         # drop. Was: the deltas after a takeover were appended to the text left ("Slow" + "wer to: …")
@@ -136,7 +135,6 @@ class SessionMirror:
         self._head_plain = (
             head is not None and (self._head_plain or not kept) and not any_streaming(self.messages[kept : head.count])
         )
-        self._plain = head.count if head is not None and self._head_plain else 0
         self._polls_since_full, self._first_full_offset = self._first_full_offset, 0
         self._full_poll_due = False
         self._tail_digest = None
@@ -157,7 +155,7 @@ class SessionMirror:
         router = self._deps.router
         polled = tail if tail is not None else messages
         # what our deltas built of a still-streaming part is ahead of OpenCode's stored "": keep it
-        plain = self._plain if tail is None else 0
+        plain = self._head.count if tail is None and self._head is not None and self._head_plain else 0
         mirrored = keep_streamed_texts(self.mirror, polled, plain) if router is not None else polled
         delta = diff(self.mirror, mirrored, partial=tail is not None)
         if delta:  # an unchanged poll writes nothing and publishes nothing
