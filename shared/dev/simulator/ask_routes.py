@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from shared.dev.simulator.engine import Simulation
-from shared.dev.simulator.errors import bad_request
+from shared.dev.simulator.errors import bad_request, simulation_of
 from shared.dev.simulator.validation import compact, json_body
 from shared.json_response import JSONResponse
 
 PERMISSION_REPLIES = ("once", "always", "reject")
-
-
-def _simulation(request: Request) -> Simulation:
-    return cast(Simulation, request.app.simulation)
 
 
 def _not_found(kind: str, request_id: str) -> JSONResponse:
@@ -28,11 +23,11 @@ def _not_found(kind: str, request_id: str) -> JSONResponse:
 
 
 async def list_permissions(request: Request) -> Response:
-    return JSONResponse(_simulation(request).asks.listed("permission"))
+    return JSONResponse(simulation_of(request).asks.listed("permission"))
 
 
 async def list_questions(request: Request) -> Response:
-    return JSONResponse(_simulation(request).asks.listed("question"))
+    return JSONResponse(simulation_of(request).asks.listed("question"))
 
 
 def _permission_problem(body: Any) -> str | None:
@@ -59,7 +54,7 @@ async def reply_permission(request: Request) -> Response:
     if problem is not None:
         return bad_request(problem)
     answer = {"reply": body["reply"], **({"message": body["message"]} if body.get("message") else {})}
-    if not _simulation(request).asks.reply("permission", request_id, answer):
+    if not simulation_of(request).asks.reply("permission", request_id, answer):
         return _not_found("permission", request_id)
     return JSONResponse(True)
 
@@ -70,14 +65,14 @@ async def reply_question(request: Request) -> Response:
     problem = problem or _answers_problem(body)
     if problem is not None:
         return bad_request(problem)
-    if not _simulation(request).asks.reply("question", request_id, {"answers": body["answers"]}):
+    if not simulation_of(request).asks.reply("question", request_id, {"answers": body["answers"]}):
         return _not_found("question", request_id)
     return JSONResponse(True)
 
 
 async def reject_question(request: Request) -> Response:
     request_id = request.path_params["request_id"]
-    if not _simulation(request).asks.reply("question", request_id, {}):
+    if not simulation_of(request).asks.reply("question", request_id, {}):
         return _not_found("question", request_id)
     return JSONResponse(True)
 

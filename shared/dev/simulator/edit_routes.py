@@ -4,22 +4,15 @@ that was never stored too; only deleting a message is refused while the session 
 
 from __future__ import annotations
 
-from typing import cast
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from shared.dev.simulator.engine import Simulation
-from shared.dev.simulator.errors import bad_request, session_or_error
+from shared.dev.simulator.errors import bad_request, session_or_error, simulation_of
 from shared.dev.simulator.validation import compact, json_body
 from shared.json_response import JSONResponse
 
 _SAYS = ("id", "sessionID", "messageID", "type")  # what a Part must carry, as strings
-
-
-def _simulation(request: Request) -> Simulation:
-    return cast(Simulation, request.app.simulation)
 
 
 async def update_part(request: Request) -> Response:
@@ -39,7 +32,7 @@ async def update_part(request: Request) -> Response:
     message = sess.messages.get(body["messageID"])
     if message is not None:
         message.parts[:] = sorted([*(p for p in message.parts if p["id"] != body["id"]), body], key=lambda p: p["id"])
-    _simulation(request).part_updated(sess, body)
+    simulation_of(request).part_updated(sess, body)
     return JSONResponse(body)
 
 
@@ -52,7 +45,7 @@ async def delete_part(request: Request) -> Response:
     if message is not None:
         message.parts[:] = [p for p in message.parts if p["id"] != part_id]
     props = {"sessionID": sess.id, "messageID": message_id, "partID": part_id}
-    _simulation(request).bus.publish("message.part.removed", props)
+    simulation_of(request).bus.publish("message.part.removed", props)
     return JSONResponse(True)
 
 
@@ -66,7 +59,7 @@ async def delete_message(request: Request) -> Response:
     message_id = request.path_params["message_id"]
     if sess.messages.pop(message_id, None) is not None:
         sess.order.remove(message_id)
-    _simulation(request).bus.publish("message.removed", {"sessionID": sess.id, "messageID": message_id})
+    simulation_of(request).bus.publish("message.removed", {"sessionID": sess.id, "messageID": message_id})
     return JSONResponse(True)
 
 
