@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 
+import shared
 from shared import InvalidInput, commands, get_session
 from shared.ids import SessionId
 from shared.store import archive
@@ -64,3 +66,15 @@ async def test_a_connection_with_a_transaction_in_progress_is_refused(redis, sch
         assert after == before
     finally:
         await caller.close()
+
+
+def test_the_api_names_load_on_first_use_and_each_is_its_modules_own():
+    """`import shared` costs nothing until a name is used, and every exported name is the object its module holds."""
+    probe = "import shared, sys; print(sorted(m for m in ('redis', 'psycopg', 'aiohttp') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+    assert sorted(shared.__all__) == sorted(shared._HOMES) == sorted(set(shared.__all__))
+    for name in shared.__all__:
+        assert getattr(shared, name) is getattr(importlib.import_module(shared._HOMES[name]), name)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = shared.nope  # type: ignore[attr-defined]
