@@ -6,14 +6,13 @@ Exit codes: 0 success, 1 the operation failed (unreachable server, unknown sessi
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
-import psycopg
 import structlog
 
 from shared.cli.arguments import checked
@@ -58,12 +57,39 @@ def _error(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+# Each command's module, imported when that command runs (or `--help` lists them all): `token` or a usage error
+# then answers without loading the Redis, PostgreSQL and HTTP clients that other commands use.
+COMMANDS = {
+    "answer": "shared.cli.requests",
+    "cancel": "shared.cli.sessions",
+    "dev": "shared.cli.dev",
+    "enqueue": "shared.cli.sessions",
+    "history": "shared.cli.history",
+    "migrate": "shared.cli.ops",
+    "reply": "shared.cli.requests",
+    "send": "shared.cli.sessions",
+    "show": "shared.cli.sessions",
+    "status": "shared.cli.status",
+    "token": "shared.cli.tokens",
+    "usage": "shared.cli.usage",
+    "watch": "shared.cli.watch",
+}
+
+
 class Group(click.Group):
     """Runs every command inside the error mapping, so no traceback ever reaches the user, each with its
-    arguments checked first (shared.cli.arguments)."""
+    arguments checked first (shared.cli.arguments); loads a command's module on first use (COMMANDS)."""
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         super().add_command(checked(cmd), name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.add_command(getattr(importlib.import_module(COMMANDS[cmd_name]), cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -75,9 +101,9 @@ class Group(click.Group):
             sys.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise  # main() reports these
-        except psycopg.errors.UndefinedTable:
-            _error("PostgreSQL has no opencode_sessions table: run `opencode-sessions migrate` first", EXIT_FAILED)
         except Exception as exc:
+            if _no_table(exc):
+                _error("PostgreSQL has no opencode_sessions table: run `opencode-sessions migrate` first", EXIT_FAILED)
             text = str(exc).strip().splitlines()
             _error(f"unexpected {type(exc).__name__}: {text[0] if text else ''}", EXIT_FAILED)
 
@@ -88,9 +114,11 @@ def cli() -> None:
     """Queue, follow and operate OpenCode sessions (live in Redis, archived in PostgreSQL)."""
 
 
-def register(*modules: Callable[[click.Group], None]) -> None:
-    for add in modules:
-        add(cli)
+def _no_table(exc: Exception) -> bool:
+    """PostgreSQL's "relation does not exist", asked without importing psycopg: a command that never loaded it
+    cannot have raised one."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.errors.UndefinedTable)
 
 
 def _reader_went_away() -> NoReturn:
@@ -102,13 +130,6 @@ def _reader_went_away() -> NoReturn:
 
 
 def main() -> None:
-    from shared.cli import ops, sessions, tokens
-
-    register(sessions.add_commands, ops.add_commands, tokens.add_commands)
-    from shared.cli import dev, history, requests, status, usage, watch
-
-    register(watch.add_commands, history.add_commands, status.add_commands, dev.add_commands)
-    register(usage.add_commands, requests.add_commands)
     # stdout is the command's output (a session id, JSON): logs go to stderr, and only warnings.
     structlog.configure(
         processors=[  # structlog's default chain, with the text made visible before it is rendered

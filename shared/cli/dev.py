@@ -150,7 +150,3 @@ def running_env(data_dir: Path | None) -> str:
     if len(found) > 1:
         echo(f"note: {len(found)} devs are running: the newest one's variables ({found[0]})", err=True)
     return found[0].read_text(encoding="utf-8")
-
-
-def add_commands(group: click.Group) -> None:
-    group.add_command(dev)

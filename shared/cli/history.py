@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from shared.cli.runtime import clients, emit_json, run
-from shared.cli.terminal import echo, one_line
+from shared.cli.runtime import clients, run
+from shared.cli.terminal import echo, emit_json, one_line
 from shared.cli.usage import cost_text, tokens_text
 from shared.config import Settings
 from shared.ids import parse_ticket_id
@@ -112,7 +112,3 @@ def history(
         echo("  ".join([*cells, row[-1]]).rstrip())
     if page["nextCursor"]:
         echo(f"more: --before {page['nextCursor']}")
-
-
-def add_commands(group: click.Group) -> None:
-    group.add_command(history)

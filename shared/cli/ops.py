@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from shared.cli.runtime import emit_json, run
-from shared.cli.terminal import echo
+from shared.cli.runtime import run
+from shared.cli.terminal import echo, emit_json
 from shared.config import Settings
 from shared.store.connections import pg_connect, store_errors
 from shared.store.migrate import MigrationReport, migrate_report
@@ -36,7 +36,3 @@ def migrate(as_json: bool) -> None:
         emit_json({"applied": report.applied, "reapplied": report.reapplied, "upToDate": not report.applied})
     else:
         echo(f"applied: {', '.join(report.applied)}" if report.applied else "up to date")
-
-
-def add_commands(group: click.Group) -> None:
-    group.add_command(migrate)

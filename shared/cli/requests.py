@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from shared import answers
-from shared.cli.runtime import clients, emit_json, run
-from shared.cli.terminal import echo
+from shared.cli.runtime import clients, run
+from shared.cli.terminal import echo, emit_json
 from shared.ids import parse_session_id
 
 
@@ -75,8 +75,3 @@ def answer(
             return await answers.answer(c.redis, c.db, session_id, request_id, choices=groups, reject=reject, by=by)
 
     _done(run(go), as_json)
-
-
-def add_commands(group: click.Group) -> None:
-    for command in (reply, answer):
-        group.add_command(command)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from typing import Any, TypeVar
 import anyio
 from redis.asyncio import Redis
 
-from shared.cli.terminal import echo_exact
 from shared.config import Settings
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.servers import OpenCodeServers
@@ -60,7 +58,3 @@ async def clients(*, opencode: bool = False, db: bool = True) -> AsyncIterator[C
 
 def run(func: Callable[[], Awaitable[T]]) -> T:
     return anyio.run(func)
-
-
-def emit_json(value: Any) -> None:
-    echo_exact(json.dumps(value, indent=2, ensure_ascii=False, default=str))

@@ -10,8 +10,8 @@ from shared import commands
 from shared.cli.arguments import read_stdin, read_value
 from shared.cli.pending import answered_lines
 from shared.cli.render import session_lines
-from shared.cli.runtime import clients, emit_json, run
-from shared.cli.terminal import echo
+from shared.cli.runtime import clients, run
+from shared.cli.terminal import echo, emit_json
 from shared.cli.usage import usage_line
 from shared.config import Settings
 from shared.errors import InvalidInput
@@ -178,8 +178,3 @@ def show(session_id: str, as_json: bool) -> None:
         echo(line)
     if Usage.from_json(session.get("usage")).steps:  # a session not yet run used nothing: no line
         echo(usage_line(session.get("usage")))
-
-
-def add_commands(group: click.Group) -> None:
-    for command in (enqueue, send, cancel, show):
-        group.add_command(command)

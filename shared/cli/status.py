@@ -8,8 +8,8 @@ import anyio
 import click
 from redis.asyncio import Redis
 
-from shared.cli.runtime import clients, emit_json, run
-from shared.cli.terminal import echo
+from shared.cli.runtime import clients, run
+from shared.cli.terminal import echo, emit_json
 from shared.config import ServerConfig, Settings
 from shared.errors import SessionLayerError
 from shared.models import STATUSES
@@ -126,7 +126,3 @@ def status(as_json: bool) -> None:
     for server in report["servers"]:
         health = f"up {server['version']}" if server["healthy"] else f"down: {server['error']}"
         echo(f"  {server['name']}  {server['url']}  {health}  {server['sessions']} session(s)")
-
-
-def add_commands(group: click.Group) -> None:
-    group.add_command(status)

@@ -9,7 +9,9 @@ escapes U+0000-U+001F, and its consumers need the values byte for byte.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import click
 from structlog.typing import EventDict, WrappedLogger
@@ -43,6 +45,11 @@ def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
 def echo_exact(text: str) -> None:
     """Write machine output (a JSON document or line) to stdout exactly as given."""
     click.echo(text)
+
+
+def emit_json(value: Any) -> None:
+    """Machine output: `value` as indented JSON, every character written as itself rather than escaped."""
+    echo_exact(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def visible_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:

@@ -6,8 +6,7 @@ import time
 
 import click
 
-from shared.cli.runtime import emit_json
-from shared.cli.terminal import echo
+from shared.cli.terminal import echo, emit_json
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.tokens import Scope, expiry, mint_token, parse_ttl
@@ -43,7 +42,3 @@ def token(session_id: str | None, ticket_id: str | None, admin: bool, ttl: str, 
         emit_json({"token": minted, "scope": scope.kind, "id": scope.id, "expiresAt": expiry(now, ttl_s) * 1000})
     else:
         echo(minted)
-
-
-def add_commands(group: click.Group) -> None:
-    group.add_command(token)

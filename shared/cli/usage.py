@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from shared.cli.runtime import clients, emit_json, run
-from shared.cli.terminal import echo
+from shared.cli.runtime import clients, run
+from shared.cli.terminal import echo, emit_json
 from shared.config import Settings
 from shared.errors import InvalidInput
 from shared.ids import TicketId, parse_ticket_id
@@ -90,7 +90,3 @@ def usage(
         ("cost", f"{u.cost:.4f}"),
     ):
         echo(f"{label:19}{value}")
-
-
-def add_commands(group: click.Group) -> None:
-    group.add_command(usage)

@@ -241,7 +241,3 @@ def watch(
     final = Follower(gateway_url(gateway), sid, token, as_json=as_json, reconnect_timeout_s=reconnect_timeout).run()
     if exit_status and final.get("status") != "completed":
         sys.exit(1)
-
-
-def add_commands(group: click.Group) -> None:
-    group.add_command(watch)

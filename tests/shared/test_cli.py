@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import click
 import httpx
 import pytest
 
+from shared.cli import COMMANDS
+from shared.cli import cli as group
 from shared.dev.processes import free_port
 from shared.ids import SessionId, TicketId
 from shared.store import archive, keys
@@ -184,8 +187,30 @@ async def test_migrate_applies_then_is_up_to_date(fresh_database):
 
 
 async def test_help_and_version_exit_zero():
-    assert "enqueue" in ok(await cli(["--help"], {}))
+    listed = re.findall(r"^  (\w+) ", ok(await cli(["--help"], {})).split("Commands:")[1], re.M)
+    assert listed == sorted(COMMANDS) and "enqueue" in listed
     assert "version" in ok(await cli(["--version"], {}))
+
+
+def test_each_command_is_loaded_from_its_own_module_by_its_name():
+    with click.Context(group) as ctx:
+        for name, module in COMMANDS.items():
+            command = group.get_command(ctx, name)
+            assert command is not None and command.name == name and command.callback is not None
+            assert command.callback.__module__ == module, name
+
+
+async def test_a_token_is_minted_without_loading_the_store_or_http_clients():
+    """`token` (and a usage error) answers without importing what only the commands that reach a server use."""
+    probe = (
+        "import atexit, sys; from shared.cli import main\n"
+        "atexit.register(lambda: print(sorted(m for m in ('aiohttp', 'psycopg', 'redis') if m in sys.modules)))\n"
+        "main()"
+    )
+    env = {"GATEWAY_AUTH_SECRET": "x" * 32, "PATH": os.environ["PATH"]}
+    for args in (["token", "--admin"], ["token"], ["nope"]):
+        result = await anyio.run_process([sys.executable, "-c", probe, *args], env=env, check=False)
+        assert result.stdout.decode().splitlines()[-1] == "[]", args
 
 
 # --- bad usage or input: exit 2, nothing written --------------------------------------------------------------------
