@@ -31,6 +31,13 @@ from tests.realopencode.harness import RealOpenCode, restart_opencode
 
 pytestmark = [pytest.mark.anyio, pytest.mark.realopencode]
 
+
+@pytest.fixture(scope="module")
+def real_opencode(own_real_opencode: RealOpenCode) -> RealOpenCode:
+    """A server of this module's own: its tests restart it."""
+    return own_real_opencode
+
+
 RUN_TIMEOUT_S = 60.0
 GRACE_S = 1.0  # ORPHANED_RUN_GRACE_MS for these tests (default 30 s)
 
