@@ -46,8 +46,10 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Any]:
+    """One Chromium for every browser test (its launch costs ~0.8 s); each page gets a fresh context (`Pages`),
+    so no cookie, storage or cache passes from one test to the next."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("no Chromium on this machine: run .ci/browser-deps (as root: apt-get install chromium)")
