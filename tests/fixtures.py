@@ -163,6 +163,7 @@ def simulator_process() -> Iterator[Callable[..., str]]:
 
     yield start
     for child in children:
+        child.kill()  # it keeps nothing: no graceful wait (up to 5 s) for a request a test left hanging
         child.close()
 
 
