@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Awaitable
 
+import anyio
 import httpx
 import pytest
 
@@ -75,11 +76,15 @@ async def test_streams_ended_by_their_tokens_expiry_or_a_leaving_client_leave_no
     gc.disable()
     try:
         async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
-            for kind, path in paths.items():
-                for _ in range(3):  # the server ends these at the token's expiry
-                    headers = {"Authorization": f"Bearer {mint_token(SECRET, scopes[kind], ttl_s=1)}"}
-                    async with client.stream("GET", path, headers=headers) as response:
-                        assert [event.name async for event in aiter_events(response)] == ["snapshot", "token-expired"]
+
+            async def until_expiry(kind: str) -> None:
+                headers = {"Authorization": f"Bearer {mint_token(SECRET, scopes[kind], ttl_s=1)}"}
+                async with client.stream("GET", paths[kind], headers=headers) as response:
+                    assert [event.name async for event in aiter_events(response)] == ["snapshot", "token-expired"]
+
+            async with anyio.create_task_group() as streams:  # the server ends these at the token's expiry
+                for kind in [*paths] * 3:
+                    streams.start_soon(until_expiry, kind)
             headers = {"Authorization": f"Bearer {mint_token(SECRET, Scope('admin'), ttl_s=60)}"}
             for _ in range(3):  # the client leaves the live list after its snapshot
                 async with client.stream("GET", paths["admin"], headers=headers) as response:

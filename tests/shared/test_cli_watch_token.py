@@ -26,7 +26,7 @@ def environment(**env: str) -> dict[str, str]:
 async def test_without_the_secret_an_expired_token_ends_the_watch_with_one_line(redis, db, opencode, make_gateway):
     gateway = await make_gateway(gateway_auth_secret=Secret(SECRET), gateway_auth=True)
     state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO hi")  # nobody polls it
-    token = mint_token(SECRET, Scope("session", state["sessionId"]), 8)  # outlives the CLI start
+    token = mint_token(SECRET, Scope("session", state["sessionId"]), 5)  # outlives the CLI start (~1 s)
     with anyio.fail_after(60):
         result = await anyio.run_process(
             [*CLI, "watch", state["sessionId"]], env=environment(GATEWAY_URL=gateway, GATEWAY_TOKEN=token), check=False
@@ -41,7 +41,7 @@ async def test_with_the_secret_the_watch_mints_a_fresh_token_and_resumes(
 ):
     gateway = await make_gateway(gateway_auth_secret=Secret(SECRET), gateway_auth=True)
     state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO hi")
-    token = mint_token(SECRET, Scope("session", state["sessionId"]), 8)  # outlives the CLI start
+    token = mint_token(SECRET, Scope("session", state["sessionId"]), 5)  # outlives the CLI start (~1 s)
     env = environment(GATEWAY_URL=gateway, GATEWAY_TOKEN=token, GATEWAY_AUTH_SECRET=SECRET)
     async with await anyio.open_process([*CLI, "watch", state["sessionId"]], env=env) as proc:
         assert proc.stdout is not None and proc.stderr is not None
