@@ -10,69 +10,46 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from shared.answers import answer, reply
-    from shared.commands import cancel, enqueue, send
-    from shared.config import Settings
-    from shared.errors import (
-        ConfigError,
-        Conflict,
-        Forbidden,
-        InvalidInput,
-        LeaseLost,
-        NotFound,
-        OpenCodeError,
-        SessionLayerError,
-        Unauthorized,
-        Unavailable,
-    )
-    from shared.sessions import get_session
+if TYPE_CHECKING:  # `X as X`: an explicit re-export, for type checkers (`__all__` below is built)
+    from shared.answers import answer as answer
+    from shared.answers import reply as reply
+    from shared.commands import cancel as cancel
+    from shared.commands import enqueue as enqueue
+    from shared.commands import send as send
+    from shared.config import Settings as Settings
+    from shared.errors import ConfigError as ConfigError
+    from shared.errors import Conflict as Conflict
+    from shared.errors import Forbidden as Forbidden
+    from shared.errors import InvalidInput as InvalidInput
+    from shared.errors import LeaseLost as LeaseLost
+    from shared.errors import NotFound as NotFound
+    from shared.errors import OpenCodeError as OpenCodeError
+    from shared.errors import SessionLayerError as SessionLayerError
+    from shared.errors import Unauthorized as Unauthorized
+    from shared.errors import Unavailable as Unavailable
+    from shared.sessions import get_session as get_session
 
-_ERRORS = "shared.errors"
-_HOMES = {
+_HOMES = {  # each name's module, imported when the name is first used
     "answer": "shared.answers",
     "reply": "shared.answers",
     "cancel": "shared.commands",
     "enqueue": "shared.commands",
     "send": "shared.commands",
     "Settings": "shared.config",
+    "ConfigError": "shared.errors",
+    "Conflict": "shared.errors",
+    "Forbidden": "shared.errors",
+    "InvalidInput": "shared.errors",
+    "LeaseLost": "shared.errors",
+    "NotFound": "shared.errors",
+    "OpenCodeError": "shared.errors",
+    "SessionLayerError": "shared.errors",
+    "Unauthorized": "shared.errors",
+    "Unavailable": "shared.errors",
     "get_session": "shared.sessions",
-    **dict.fromkeys(
-        (
-            "ConfigError",
-            "Conflict",
-            "Forbidden",
-            "InvalidInput",
-            "LeaseLost",
-            "NotFound",
-            "OpenCodeError",
-            "SessionLayerError",
-            "Unauthorized",
-            "Unavailable",
-        ),
-        _ERRORS,
-    ),
 }
 
-__all__ = [  # literal, for type checkers; the same names as _HOMES (tests/shared/test_api_exports.py)
-    "ConfigError",
-    "Conflict",
-    "Forbidden",
-    "InvalidInput",
-    "LeaseLost",
-    "NotFound",
-    "OpenCodeError",
-    "SessionLayerError",
-    "Settings",
-    "Unauthorized",
-    "Unavailable",
-    "answer",
-    "cancel",
-    "enqueue",
-    "get_session",
-    "reply",
-    "send",
-]
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
