@@ -208,8 +208,9 @@ async def test_a_token_is_minted_without_loading_the_store_or_http_clients():
         "main()"
     )
     env = {"GATEWAY_AUTH_SECRET": "x" * 32, "PATH": os.environ["PATH"]}
-    for args in (["token", "--admin"], ["token"], ["nope"]):
+    for args, code in ((["token", "--admin"], 0), (["token"], 2), (["nope"], 2)):
         result = await anyio.run_process([sys.executable, "-c", probe, *args], env=env, check=False)
+        assert result.returncode == code, (args, result.stderr)
         assert result.stdout.decode().splitlines()[-1] == "[]", args
 
 
