@@ -23,7 +23,7 @@ from shared.dev.simulator.ask_routes import ROUTES as ASK_ROUTES
 from shared.dev.simulator.ask_routes import permission_ruleset_problem
 from shared.dev.simulator.edit_routes import ROUTES as EDIT_ROUTES
 from shared.dev.simulator.engine import AGENT, JSON, MODEL_ID, PROVIDER_ID, VERSION, SimSession, Simulation, new_id
-from shared.dev.simulator.errors import bad_request, session_or_error, unknown_error
+from shared.dev.simulator.errors import bad_request, session_or_error, simulation_of, unknown_error
 from shared.dev.simulator.faults import Fault, misbehave, take_fault
 from shared.dev.simulator.scenarios import DEFAULT_RETRY_DELAYS, answer
 from shared.dev.simulator.validation import compact, json_body, prompt_problem
@@ -98,7 +98,7 @@ async def health(request: Request) -> Response:
 
 async def list_sessions(request: Request) -> Response:
     directory = request.query_params.get("directory")
-    sessions = [s.info for _, s in sorted(_sim(request).simulation.sessions.items())]  # ses_ ids: newest first
+    sessions = [s.info for _, s in sorted(simulation_of(request).sessions.items())]  # ses_ ids: newest first
     sessions = [s for s in sessions if directory is None or s["directory"] == directory]
     limit = request.query_params.get("limit")
     return JSONResponse(sessions[: int(limit)] if limit and limit.isdigit() else sessions)
@@ -115,7 +115,7 @@ async def create_session(request: Request) -> Response:
     if problem is not None:
         return bad_request(problem)
     directory = request.query_params.get("directory")
-    simulation = _sim(request).simulation
+    simulation = simulation_of(request)
     sess = simulation.create_session(title=body.get("title"), directory=directory, permission=body.get("permission"))
     return JSONResponse(sess.info)
 
@@ -130,14 +130,14 @@ async def delete_session(request: Request) -> Response:
     sess = session_or_error(request)
     if isinstance(sess, JSONResponse):
         return sess
-    simulation = _sim(request).simulation
+    simulation = simulation_of(request)
     simulation.abort(sess.id)
     simulation.sessions.pop(sess.id, None)
     return JSONResponse(True)
 
 
 async def session_status(request: Request) -> Response:
-    simulation = _sim(request).simulation
+    simulation = simulation_of(request)
     return JSONResponse(simulation.statuses(request.query_params.get("directory") or simulation.directory))
 
 
@@ -205,7 +205,7 @@ async def abort(request: Request) -> Response:
     session_id = request.path_params["session_id"]
     if not session_id.startswith("ses"):
         return unknown_error()
-    _sim(request).simulation.abort(session_id)
+    simulation_of(request).abort(session_id)
     return JSONResponse(True)
 
 
@@ -260,7 +260,7 @@ async def sim_events(request: Request) -> Response:
     ):
         return bad_request(problem or "expected a list of {type: string, properties: object}")
     for record in records:
-        _sim(request).simulation.bus.publish(record["type"], record["properties"])
+        simulation_of(request).bus.publish(record["type"], record["properties"])
     return JSONResponse(len(records))
 
 
