@@ -1,4 +1,4 @@
-"""A stateless stand-in for OpenCode that can answer thousands of polls a second (its own process).
+"""A stand-in for OpenCode that can answer thousands of polls a second (its own process).
 
     python -m tests.perf.load_opencode --port N [--messages 30] [--change-ms 0]
 
@@ -8,7 +8,8 @@ known to it gains a part every that many ms, stamped with `"t": <time_ns>` in it
 also sent on `GET /event` — the P1 latency benchmark measures from that stamp to an SSE client.
 
 It shares the benchmark's machine with the poller it loads, so it is built to cost little: bodies are rendered once
-per change and served as bytes, over a bare asyncio protocol parsed by httptools (aiohttp's server cost 0.72 cores
+per change and served as bytes (compact JSON, as the real server writes it: a poller finds its settled heads in
+them), over a bare asyncio protocol parsed by httptools (aiohttp's server cost 0.72 cores
 at 4,000 sessions with events on, as much as the poller it measured). `GET /permission` and `GET /question` answer
 `[]`, as an OpenCode with nothing waiting does; any other path is a 404.
 """
