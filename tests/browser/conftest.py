@@ -46,10 +46,12 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def browser() -> AsyncIterator[Any]:
-    """One Chromium for every browser test (its launch costs ~0.8 s); each page gets a fresh context (`Pages`),
-    so no cookie, storage or cache passes from one test to the next."""
+    """One Chromium for the browser tests (its launch costs ~0.8 s); each page gets a fresh context (`Pages`), so
+    no cookie, storage or cache passes from one test to the next. Package scope, not session: while an async
+    fixture lives, anyio runs every test in its one event loop, and the tests after these get a loop of their own
+    again (a callback left by an earlier test, firing later, freed a gateway in another test's garbage check)."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("no Chromium on this machine: run .ci/browser-deps (as root: apt-get install chromium)")
