@@ -205,6 +205,9 @@ class EventRouter:
                         inbox.put(event)
             except SessionLayerError as exc:
                 error: str | None = exc.message
+            except Exception as exc:  # a record nothing foresaw ends this stream (polls go on), never the replica
+                log.error("events_failed", exc_info=exc)
+                error = f"{type(exc).__name__}: {exc}"
             else:
                 error = None  # OpenCode closed the stream
             delay = backoff.failed(time.monotonic())

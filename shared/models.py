@@ -42,12 +42,17 @@ def dumps(value: object) -> str:
 def loads(raw: bytes | str) -> Any:
     """JSON in, the counterpart of `dumps`: orjson, and the standard library for what orjson refuses but JSON allows
     and OpenCode writes (a lone surrogate's escape, `\\ud800`, e.g. a tool output cut mid-character). ValueError
-    when not JSON. A replica that takes over sessions decodes every stored message and part of each: with the
-    standard library that was half of a takeover's CPU."""
+    when not JSON, or nested too deeply to read (its RecursionError, which no caller expected, once ended a replica).
+    A replica that takes over sessions decodes every stored message and part of each: with the standard library
+    that was half of a takeover's CPU."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(raw)
+    except RecursionError:  # nested past orjson's 1,024 levels and the interpreter's stack: not JSON we read
+        raise ValueError("JSON nested too deeply to read") from None
 
 
 def object_of(value: Any) -> dict[str, Any]:

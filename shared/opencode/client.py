@@ -14,7 +14,6 @@ P2 profile. Every failure leaves this module as one of the
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, cast
@@ -340,7 +339,7 @@ def _preview(raw: bytes) -> str:
 def _status_error(status: int, raw: bytes, what: str) -> NotFound | OpenCodeError:
     """OpenCode's error bodies are `{"name": …, "data": {"message": …}}` (or Effect's `{"_tag": …}`)."""
     try:
-        body: Any = json.loads(raw)
+        body: Any = loads(raw)
     except ValueError:
         body = None
     name, message = None, None

@@ -21,6 +21,7 @@ from shared.dev.simulator.app import create_simulator
 from shared.dev.simulator.server import serve_in_thread
 from shared.errors import NotFound, OpenCodeError, Unavailable
 from shared.ids import new_message_id
+from shared.models import loads
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.types import Message, SessionStatus
 
@@ -297,3 +298,52 @@ async def test_closed_client_refuses_calls(sim_url: str) -> None:
         pass
     with pytest.raises(RuntimeError):
         await again.status()
+
+
+DEEP = b"[" * 1100 + b"]" * 1100  # past orjson's 1,024 levels and the standard library's recursion limit
+
+
+async def test_json_nested_past_any_parser_is_malformed_not_a_crash() -> None:
+    """A body (or `/event` record, or error body) nested deeper than can be read is malformed like any other bad
+    JSON. Was: a RecursionError, which the status board and the event stream let through to end the replica."""
+
+    async def deep(request: Request) -> Response:
+        return Response(DEEP, media_type="application/json")
+
+    async def failing(request: Request) -> Response:
+        return Response(DEEP, status_code=500, media_type="application/json")
+
+    async def events(request: Request) -> Response:
+        async def records() -> AsyncIterator[bytes]:
+            yield b'data: {"type":"server.connected","properties":{}}\n\n'
+            yield b'data: {"type":"message.updated","properties":{"x":' + DEEP + b"}}\n\n"
+            yield b'data: {"type":"session.idle","properties":{"sessionID":"ses_x"}}\n\n'
+
+        return StreamingResponse(records(), media_type="text/event-stream")
+
+    routes = [Route("/session/status", deep), Route("/session/{id}/message", deep), Route("/permission", deep)]
+    routes += [Route("/session/{id}/abort", failing, methods=["POST"]), Route("/event", events)]
+    with serve_in_thread(Starlette(routes=routes)) as url:
+        async with OpenCodeClient(url) as oc:
+            calls: list[Callable[[], Awaitable[object]]] = [oc.status, oc.permissions, lambda: oc.messages("ses_x")]
+            calls.append(lambda: oc.messages_if_changed("ses_x", limit=4, digest=None))
+            for call in calls:
+                with pytest.raises(OpenCodeError, match=r"malformed response from OpenCode: .*not JSON"):
+                    await call()
+            with pytest.raises(OpenCodeError, match=r"with 500: '\[\[\[") as failed:
+                await oc.abort("ses_x")
+            assert failed.value.detail is None
+            seen = []
+            with pytest.raises(Unavailable, match="closed GET /event"):  # the records ran out
+                async for event in oc.events():
+                    seen.append(event["type"])
+            assert seen == ["server.connected", "session.idle"]  # the deep one passed over, the next one read
+
+
+def test_loads_refuses_json_nested_too_deeply_as_not_json() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        loads(DEEP)
+    value, depth = loads(b"[" * 1000 + b"]" * 1000), 1  # past orjson's reach, within the standard library's: read
+    while value != []:
+        value, depth = value[0], depth + 1
+    assert depth == 1000
