@@ -33,7 +33,12 @@ def dumps(value: object) -> str:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:  # a lone surrogate, an integer wider than 64 bits, a key that is not a string
         pass
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return escape_lone_surrogates(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+
+def escape_lone_surrogates(text: str) -> str:
+    """JSON text (the standard library's, with `ensure_ascii=False`) that can be written as UTF-8: each lone
+    surrogate, which only a string in it can hold, as its JSON escape."""
     if _LONE_SURROGATE.search(text) is None:
         return text
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -16,6 +16,8 @@ from typing import Any
 import click
 from structlog.typing import EventDict, WrappedLogger
 
+from shared.models import escape_lone_surrogates
+
 # C0 controls but tab and newline, DEL, C1 controls (U+009B is a one-byte CSI), the bidi embeddings, overrides
 # and isolates, and lone surrogates (not text: a terminal cannot show them, and writing one fails).
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -48,8 +50,9 @@ def echo_exact(text: str) -> None:
 
 
 def emit_json(value: Any) -> None:
-    """Machine output: `value` as indented JSON, every character written as itself rather than escaped."""
-    echo_exact(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    """Machine output: `value` as indented JSON, every character written as itself rather than escaped (but a lone
+    surrogate, which UTF-8 cannot carry: as its escape, as in every JSON answer of ours)."""
+    echo_exact(escape_lone_surrogates(json.dumps(value, indent=2, ensure_ascii=False, default=str)))
 
 
 def visible_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:

@@ -34,6 +34,7 @@ from shared.errors import (
     Unavailable,
 )
 from shared.ids import parse_session_id
+from shared.models import escape_lone_surrogates
 from shared.tokens import Scope, mint_token
 
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
@@ -189,7 +190,8 @@ class Follower:
         if event.name == "ping":
             return None
         if self._as_json:
-            echo_exact(json.dumps({"event": event.name, "id": event.id, "data": event.data}, ensure_ascii=False))
+            line = json.dumps({"event": event.name, "id": event.id, "data": event.data}, ensure_ascii=False)
+            echo_exact(escape_lone_surrogates(line))
         if event.name == "error":
             message = event.data.get("error") if isinstance(event.data, dict) else event.data
             raise NotFound(f"the gateway ended the stream: {message}")

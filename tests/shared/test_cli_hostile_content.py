@@ -214,3 +214,36 @@ async def test_an_error_quoting_the_server_is_one_line_of_escapes():
         result = await run_cli(["watch", SID], {"GATEWAY_URL": url})
     assert single_error_line(result, 1) == f"error: {SHOWN_ONE_LINE}"
     assert raw_controls(result.stderr) == []
+
+
+LONE = "cut mid-character: \ud83d"  # a lone surrogate, as OpenCode may send one (its JSON escape, `\ud83d`)
+LONE_SID = SessionId("ses_000000000000000000SURROGT")
+
+
+async def test_json_output_writes_a_lone_surrogate_as_its_escape(env, redis, db, make_gateway):
+    """UTF-8 cannot carry a lone surrogate: `--json` writes it as its JSON escape, as every JSON answer of ours does,
+    and a JSON reader gets the very character back. Was: `show`, `watch`, `history` and `enqueue` with `--json`
+    ended in `unexpected UnicodeEncodeError` (exit 1) on such a session."""
+    live = LiveState(session_id=LONE_SID, session_type="ask", title="t", started_at=now_ms(), metadata={"n": LONE})
+    user = {"info": {"id": USER, "role": "user"}, "parts": [{"id": "prt_1", "messageID": USER, "type": "text"}]}
+    user["parts"][0]["text"] = LONE
+    await redis.hset(keys.session(LONE_SID), mapping=live.encode() | {"seq": "3", "updatedAt": str(now_ms())})
+    await redis.hset(keys.session_messages(LONE_SID), USER, dumps(user["info"]))
+    await redis.hset(keys.session_parts(LONE_SID), f"{USER}/prt_1", dumps(user["parts"][0]))
+    shown = await run_cli(["show", LONE_SID, "--json"], env)
+    assert (shown.returncode, shown.stderr) == (0, ""), shown
+    assert "\\ud83d" in shown.stdout and json.loads(shown.stdout) == await get_session(redis, db, LONE_SID)
+    assert json.loads(shown.stdout)["messages"][0]["parts"][0]["text"] == LONE
+
+    now = now_ms()
+    assert await archive.upsert_fenced(db, live, 1, status="completed", messages=[user], completed_ms=now, now_ms=now)
+    await redis.delete(*keys.state_keys(LONE_SID))
+    listed = await run_cli(["history", "--json"], env)
+    assert (listed.returncode, listed.stderr) == (0, ""), listed
+    (row,) = [row for row in json.loads(listed.stdout)["sessions"] if row["sessionId"] == LONE_SID]
+    assert row["metadata"]["n"] == LONE
+    watched = await run_cli(["watch", LONE_SID, "--json"], env | {"GATEWAY_URL": await make_gateway()})
+    assert (watched.returncode, watched.stderr) == (0, ""), watched
+    events = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["snapshot", "complete"]
+    assert events[0]["data"]["messages"][0]["parts"][0]["text"] == LONE
