@@ -81,17 +81,26 @@ async def live_sessions(
     return out
 
 
+MAX_CURSOR_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant Python's datetime holds
+
+
 def encode_cursor(started_at_ms: int, session_id: str) -> str:
     return base64.urlsafe_b64encode(f"{started_at_ms}:{session_id}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[int, SessionId]:
+    """A cursor only as `encode_cursor` writes them (a page's `nextCursor`), of a time PostgreSQL and Python can both
+    hold. Was: a well-formed one of the year 318857 reached the query (exit 1, an unexpected ValueError)."""
+    error = InvalidInput(f"invalid cursor {cursor[:40]!r}")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        started, sid = raw.split(":", 1)
-        return int(started), parse_session_id(sid)
+        started_text, sid_text = raw.split(":", 1)
+        started, sid = int(started_text), parse_session_id(sid_text)
     except (ValueError, UnicodeDecodeError, InvalidInput):
-        raise InvalidInput(f"invalid cursor {cursor[:40]!r}") from None
+        raise error from None
+    if not 0 <= started <= MAX_CURSOR_MS or encode_cursor(started, sid) != cursor:
+        raise error
+    return started, sid
 
 
 async def archived_sessions(

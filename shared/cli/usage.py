@@ -43,10 +43,10 @@ def parse_since(raw: str) -> datetime:
     """A date or an ISO date-time; without a zone it is UTC. InvalidInput (exit 2) for anything else."""
     try:
         when = datetime.fromisoformat(raw)
-    except ValueError:
+        if when.tzinfo is not None:  # a zone's offset can carry it past the years a datetime holds: OverflowError
+            when = when.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidInput(f"--since {raw!r} is not a date (YYYY-MM-DD or an ISO date-time)") from None
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC)
     return when.replace(tzinfo=None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -139,12 +140,20 @@ async def test_history_lists_a_tickets_archived_sessions_newest_first(redis, db,
     assert (code, out) == (0, "no archived sessions for ticket T-none\n")
 
 
+def cursor_of(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--ticket", "bad id!"], "error: invalid ticket id"),
         (["--ticket", "T-1", "--limit", "0"], "error: Invalid value for '--limit'"),
         (["--ticket", "T-1", "--before", "not-a-cursor"], "error: invalid cursor"),
+        # well formed, but of a time no datetime holds (the year 318857; past a C long): was exit 1, unexpected
+        (["--before", cursor_of("9999999999999999:ses_0123456789abcdefABCDEF")], "error: invalid cursor"),
+        (["--before", cursor_of("99999999999999999999:ses_0123456789abcdefABCDEF")], "error: invalid cursor"),
+        (["--before", cursor_of("-1:ses_0123456789abcdefABCDEF")], "error: invalid cursor"),
         (["--type", "nope"], "error: Invalid value for '--type'"),
     ],
 )

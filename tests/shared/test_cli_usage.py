@@ -63,5 +63,8 @@ async def test_usage_sums_the_ticket_type_and_days_sessions(make_worker, redis, 
 
     code, _, err = await cli("usage", "--since", "yesterday", **env)
     assert code == 2 and "--since 'yesterday'" in err
+    for edge in ("0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00"):  # in UTC, outside the years: was exit 1
+        code, _, err = await cli("usage", "--since", edge, **env)
+        assert (code, err) == (2, f"error: --since {edge!r} is not a date (YYYY-MM-DD or an ISO date-time)\n")
     code, _, err = await cli("usage", "--ticket", "bad:id", **env)
     assert code == 2 and "ticket" in err
