@@ -7,6 +7,7 @@ is our own input, so a NUL character (U+0000) is refused here; the Python API st
 from __future__ import annotations
 
 import functools
+import math
 import re
 import sys
 from pathlib import Path
@@ -78,6 +79,8 @@ def _check_param(param: click.Parameter, value: object) -> None:
     for item in values:
         if isinstance(item, str):
             check_text(item, _name(param))
+        elif isinstance(item, float) and math.isnan(item):  # click's FloatRange lets it by: no comparison fails
+            raise InvalidInput(f"{_name(param)} must be a number, not {item}")
 
 
 def checked(command: click.Command) -> click.Command:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -43,6 +44,7 @@ READ_TIMEOUT_S = 45.0  # the gateway pings every 15 s: three missed pings mean t
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 5.0
 RENEWED_TOKEN_TTL_S = 3600.0
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 
 
 def gateway_url(raw: str) -> str:
@@ -54,6 +56,14 @@ def gateway_url(raw: str) -> str:
     if not valid:
         raise InvalidInput(f"invalid gateway URL {raw!r}: expected http(s)://host[:port]")
     return raw.rstrip("/")
+
+
+def bearer_token(raw: str | None) -> str | None:
+    """The token as RFC 6750 writes one (a JWT is): anything else cannot go in a header. Was: exit 1, as an
+    unexpected UnicodeEncodeError (`é`) or as an unreachable gateway (a newline)."""
+    if raw is not None and not BEARER_TOKEN.fullmatch(raw):
+        raise InvalidInput("--token (GATEWAY_TOKEN) is not a bearer token: expected letters, digits and -._~+/ only")
+    return raw
 
 
 def _http_error(response: httpx.Response) -> SessionLayerError:
@@ -240,6 +250,8 @@ def watch(
     refuses the token; 2 for an invalid id or URL. A dropped connection is resumed with Last-Event-ID.
     """
     sid = parse_session_id(session_id)
-    final = Follower(gateway_url(gateway), sid, token, as_json=as_json, reconnect_timeout_s=reconnect_timeout).run()
+    final = Follower(
+        gateway_url(gateway), sid, bearer_token(token), as_json=as_json, reconnect_timeout_s=reconnect_timeout
+    ).run()
     if exit_status and final.get("status") != "completed":
         sys.exit(1)

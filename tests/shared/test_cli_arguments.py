@@ -112,6 +112,13 @@ CASES: dict[str, tuple[list[bytes], bytes, dict[str, Any], str]] = {
         "cannot both read standard input",
     ),
     "gateway URL malformed": ([b"watch", SID, b"--gateway", b"http://[::1"], b"", {}, "invalid gateway URL"),
+    # no header carries them: was exit 1, an unexpected UnicodeEncodeError or an "unreachable" gateway
+    "token not ASCII": ([b"watch", SID, b"--token", "é".encode()], b"", {}, "--token (GATEWAY_TOKEN) is not a bearer"),
+    "token with a newline": ([b"watch", SID, b"--token", b"a\nb"], b"", {}, "is not a bearer token"),
+    "token from the environment not ASCII": ([b"watch", SID], b"", {"GATEWAY_TOKEN": "é".encode()}, "not a bearer"),
+    # click's FloatRange lets NaN by (no comparison with it fails): a reconnect that never gave up
+    "reconnect timeout NaN": ([b"watch", SID, b"--reconnect-timeout", b"nan"], b"", {}, "--reconnect-timeout must be"),
+    "simulator speed NaN": ([b"dev", b"--sim-speed", b"nan"], b"", {}, "--sim-speed must be a number, not nan"),
 }
 
 
