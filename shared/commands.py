@@ -7,6 +7,7 @@ in one atomic Redis step; from then on the owning poller is the only writer of t
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,8 @@ MAX_PROMPT_CHARS = 1_000_000
 MAX_TITLE_CHARS = 500
 MAX_METADATA_BYTES = 64 * 1024
 MAX_METADATA_DEPTH = 32  # objects and arrays nested in one another
+MAX_METADATA_INT = 10**1000
+TOO_LONG_INT = "metadata holds an integer of more than 1000 digits"
 
 
 def parse_session_type(value: object) -> str:
@@ -69,6 +72,22 @@ def _depth(value: object) -> int:
     return deepest
 
 
+def _check_numbers(value: object) -> None:
+    """Numbers JSON and PostgreSQL's jsonb carry: the standard library reads NaN and Infinity (JSON has neither)
+    and integers of any length, which PostgreSQL refused only after the session was made in OpenCode (exit 1)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InvalidInput(f"metadata holds {item}, which is not a JSON number")
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) >= MAX_METADATA_INT:
+            raise InvalidInput(TOO_LONG_INT)
+
+
 def parse_metadata(value: object) -> dict[str, Any]:
     """Metadata is a JSON object (a string is parsed) nested at most MAX_METADATA_DEPTH deep; our own
     bookkeeping key is reserved."""
@@ -79,10 +98,13 @@ def parse_metadata(value: object) -> dict[str, Any]:
             raise InvalidInput(f"metadata is not valid JSON: {exc.msg} at position {exc.pos}") from None
         except RecursionError:
             raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels") from None
+        except ValueError:  # an integer of more digits than Python converts (4,300)
+            raise InvalidInput(TOO_LONG_INT) from None
     if not isinstance(value, dict):
         raise InvalidInput("metadata must be a JSON object")
     if _depth(value) > MAX_METADATA_DEPTH:
         raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+    _check_numbers(value)
     if LAYER_KEY in value:
         raise InvalidInput(f"metadata key {LAYER_KEY!r} is reserved")
     if len(dumps(value).encode()) > MAX_METADATA_BYTES:
@@ -286,15 +308,106 @@ async def requeue_from_archive(redis: Redis, row: ArchiveRow) -> bool:
 
     Every prompt the row records is queued again (the poller skips those OpenCode already has), and a cancel
     the row records travels with the job, so the new owner aborts the session.
+
+    Other backends write these rows too (README: job wire format), so each field is checked before Redis is
+    touched: a row that cannot be queued as it is (a ticket id, title, epoch, prompt or message of another shape
+    than ours) is InvalidInput naming the field, which the backstop logs and passes over.
     """
-    prompts = [prompt_entry(p["messageID"], p["text"]) for p in row.prompts]
+    layer = _archived_layer(row)
+    title = layer.get("title")
+    if title is not None and not isinstance(title, str):
+        raise InvalidInput(f"metadata.{LAYER_KEY}.title is {_json_kind(title)}, not a string")
     created = await _queue(
         redis,
-        row.pending_state(now_ms()),
-        prompts,
-        epoch=row.epoch,
-        messages=row.messages or [],
+        row.pending_state(now_ms()),  # InvalidInput for a ticket id parse_ticket_id refuses
+        _archived_prompts(layer),
+        epoch=_archived_epoch(layer),
+        messages=_archived_messages(row.messages),
         cancel=row.cancel_requested,
         if_exists="skip",
     )
     return created == 1
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, for a message about a field of the wrong shape."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return f"the number {value!r}"
+
+
+def _archived_layer(row: ArchiveRow) -> dict[str, Any]:
+    """Our bookkeeping in the row: none when the metadata or the key is NULL; InvalidInput when either is not a
+    JSON object (the poller's own writes of the row would fail on it)."""
+    if row.metadata is None:
+        return {}
+    if not isinstance(row.metadata, dict):
+        raise InvalidInput(f"metadata is {_json_kind(row.metadata)}, not a JSON object")
+    layer = row.metadata.get(LAYER_KEY)
+    if layer is None:
+        return {}
+    if not isinstance(layer, dict):
+        raise InvalidInput(f"metadata.{LAYER_KEY} is {_json_kind(layer)}, not a JSON object")
+    return layer
+
+
+def _archived_epoch(layer: Mapping[str, Any]) -> int:
+    """The fencing epoch as the poller's fenced write reads it (`::bigint`): an integer, or one in decimal text.
+
+    Anything else (a fraction, a boolean, a word) would fail every write the new owner makes, so it is refused.
+    """
+    value = layer.get("epoch")
+    if value is None:
+        return 0
+    text = value.strip() if isinstance(value, str) else None
+    digits = text[1:] if text and text[0] in "+-" else text
+    if isinstance(value, int) and not isinstance(value, bool):
+        epoch = value
+    elif text and digits and digits.isascii() and digits.isdigit():
+        epoch = int(text)
+    else:
+        raise InvalidInput(f"metadata.{LAYER_KEY}.epoch is {_json_kind(value)}, not an integer")
+    if not -(2**63) <= epoch < 2**63:
+        raise InvalidInput(f"metadata.{LAYER_KEY}.epoch {epoch} is out of PostgreSQL's bigint range")
+    return epoch
+
+
+def _archived_prompts(layer: Mapping[str, Any]) -> list[str]:
+    """Every prompt the row records, as queued: each a `{messageID, text}` object of strings."""
+    prompts = layer.get("prompts")
+    if prompts is None:
+        return []
+    if not isinstance(prompts, list):
+        raise InvalidInput(f"metadata.{LAYER_KEY}.prompts is {_json_kind(prompts)}, not an array")
+    entries = []
+    for n, prompt in enumerate(prompts):
+        fields = (prompt.get("messageID"), prompt.get("text")) if isinstance(prompt, dict) else (None, None)
+        message_id, text = fields
+        if not isinstance(message_id, str) or not isinstance(text, str):
+            raise InvalidInput(f"metadata.{LAYER_KEY}.prompts[{n}] is not a {{messageID, text}} object of strings")
+        entries.append(prompt_entry(message_id, text))
+    return entries
+
+
+def _archived_messages(messages: object) -> list[Any]:
+    """The row's messages, to seed the live copy with: each needs the ids that copy is keyed by (a message's
+    `info.id`; a part's `id` and `messageID`), as a list the poller would accept from OpenCode does."""
+    if messages is None:
+        return []
+    if not isinstance(messages, list):
+        raise InvalidInput(f"messages is {_json_kind(messages)}, not an array")
+    for n, message in enumerate(messages):
+        info = message.get("info") if isinstance(message, dict) else None
+        parts = message.get("parts") if isinstance(message, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("id"), str) or not isinstance(parts, list):
+            raise InvalidInput(f"messages[{n}] is not an object with an info.id string and a parts array")
+        for part in parts:
+            if not isinstance(part, dict) or not all(isinstance(part.get(k), str) for k in ("id", "messageID")):
+                raise InvalidInput(f"messages[{n}] has a part without id and messageID strings")
+    return messages

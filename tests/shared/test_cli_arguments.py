@@ -118,6 +118,22 @@ CASES: dict[str, tuple[list[bytes], bytes, dict[str, Any], str]] = {
     "token from the environment not ASCII": ([b"watch", SID], b"", {"GATEWAY_TOKEN": "é".encode()}, "not a bearer"),
     # click's FloatRange lets NaN by (no comparison with it fails): a reconnect that never gave up
     "reconnect timeout NaN": ([b"watch", SID, b"--reconnect-timeout", b"nan"], b"", {}, "--reconnect-timeout must be"),
+    # JSON has no NaN or Infinity (1e999 reads as it): PostgreSQL refused them after OpenCode made the session
+    "metadata NaN": ([b"enqueue", b"--type", b"ask", b"--metadata", b'{"a":NaN}'], b"", {}, "holds nan, which is not"),
+    "metadata 1e999": ([b"enqueue", b"--type", b"ask", b"--metadata", b'{"a":[1e999]}'], b"", {}, "holds inf"),
+    "metadata -Infinity": ([b"enqueue", b"--type", b"ask", b"--metadata", b'{"a":-Infinity}'], b"", {}, "holds -inf"),
+    "metadata integer of 5,000 digits": (
+        [b"enqueue", b"--type", b"ask", b"--metadata", b'{"a":' + b"9" * 5000 + b"}"],
+        b"",
+        {},
+        "metadata holds an integer of more than 1000 digits",
+    ),
+    "metadata integer of 2,000 digits": (
+        [b"enqueue", b"--type", b"ask", b"--metadata", b'{"a":{"b":' + b"9" * 2000 + b"}}"],
+        b"",
+        {},
+        "holds an integer of more than 1000 digits",
+    ),
     "simulator speed NaN": ([b"dev", b"--sim-speed", b"nan"], b"", {}, "--sim-speed must be a number, not nan"),
 }
 

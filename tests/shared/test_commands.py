@@ -96,6 +96,15 @@ def test_parse_metadata_accepts_only_json_objects_without_the_reserved_key():
             commands.parse_metadata(bad)
 
 
+def test_parse_metadata_refuses_numbers_json_and_postgresql_cannot_carry():
+    """From the Python API as from the CLI: NaN, the infinities, and integers too long to write."""
+    fine = {"a": [1.5, -(10**999), True, {"b": 10**999}]}
+    assert commands.parse_metadata(fine) is fine
+    for bad in ({"a": float("nan")}, {"a": [{"b": float("-inf")}]}, {"a": 10**1000}, {"a": [-(10**5000)]}):
+        with pytest.raises(InvalidInput, match="metadata holds"):
+            commands.parse_metadata(bad)
+
+
 async def test_enqueue_writes_the_row_and_the_live_state_together(redis, db, opencode, simulator_url):
     user_meta = {"source": "tests", "nested": {"n": [1, 2], "ok": True}}
     updates = redis.pubsub()
