@@ -1,51 +1,127 @@
-"""The PostgreSQL backstop: re-queue every pending/running row whose live state Redis no longer has."""
+"""The PostgreSQL backstop: re-queue every pending/running row whose live state Redis no longer has.
+
+A pass walks all of those rows, a batch at a time in (started_at, id) order, so it reaches every one however many
+Redis lost, and holds one batch at a time. Rows come from other backends too: one that cannot be queued is
+logged and passed over, and the pass goes on. An outage of Redis or PostgreSQL ends the pass (Unavailable), for
+the next interval to try again.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg_pool
 import structlog
 from redis.asyncio import Redis
 
 from shared.commands import requeue_from_archive
-from shared.ids import parse_session_id
+from shared.errors import SessionLayerError, Unavailable
+from shared.ids import SessionId, parse_session_id
 from shared.models import dumps
 from shared.store import archive, keys, requests
+from shared.store.archive import ArchiveRow, RowKey
 from shared.store.connections import store_errors
 from shared.store.lua import Scripts
 
 log = structlog.get_logger(__name__)
 
 BATCH = 500
+NOT_REQUEUED = "session_not_requeued"
+ANSWER_NOT_REQUEUED = "answer_not_requeued"
 
 
 async def reconcile_once(redis: Redis, pool: psycopg_pool.AsyncConnectionPool) -> int:
-    """Returns how many sessions were queued again (a cancelled one still cancelled)."""
-    with store_errors("PostgreSQL"):
-        async with pool.connection() as conn:
-            rows = await archive.unfinished(conn, BATCH)
-    if not rows:
+    """Walk every pending/running row once; returns how many sessions were queued again (a cancelled one still
+    cancelled)."""
+    requeued = 0
+    after: RowKey | None = None
+    while True:
+        with store_errors("PostgreSQL"):
+            async with pool.connection() as conn:
+                batch = await archive.unfinished(conn, after, BATCH)
+        requeued += await _reconcile_batch(redis, pool, batch)
+        if len(batch) < BATCH:
+            return requeued
+        after = batch[-1]
+
+
+async def _reconcile_batch(redis: Redis, pool: psycopg_pool.AsyncConnectionPool, batch: list[RowKey]) -> int:
+    """Queue again those of `batch` that have no job in Redis and are still unfinished when read again."""
+    session_ids: list[SessionId] = []
+    for key in batch:
+        with _passed_over(key.id):
+            session_ids.append(parse_session_id(key.id))
+    if not session_ids:
         return 0
     with store_errors("Redis"):
         async with redis.pipeline(transaction=False) as pipe:
-            for row in rows:
-                pipe.exists(keys.job(parse_session_id(row.id)))
+            for session_id in session_ids:
+                pipe.exists(keys.job(session_id))
             live = await pipe.execute()
-    gone = [row.id for row, exists in zip(rows, live, strict=True) if not exists]
+    gone = [session_id for session_id, exists in zip(session_ids, live, strict=True) if not exists]
     if not gone:
         return 0
+    requeued: list[str] = []
+    for row in await _orphans(pool, gone):
+        if await _requeue(redis, row):
+            requeued.append(row.id)
+    if requeued:
+        with _passed_over(*requeued, event=ANSWER_NOT_REQUEUED):
+            await _hand_back_answers(redis, pool, requeued)
+    return len(requeued)
+
+
+async def _orphans(pool: psycopg_pool.AsyncConnectionPool, gone: list[SessionId]) -> list[ArchiveRow]:
+    """The rows of `gone` still pending/running, read again now (`archive.still_unfinished` says why).
+
+    A row PostgreSQL stores but we cannot decode (JSON nested deeper than the decoder goes) fails the whole read:
+    the rows are then read one at a time, so only that one is passed over.
+    """
+    try:
+        return await _still_unfinished(pool, gone)
+    except Unavailable:
+        raise
+    except Exception:
+        rows: list[ArchiveRow] = []
+        for session_id in gone:
+            with _passed_over(session_id):
+                rows += await _still_unfinished(pool, [session_id])
+        return rows
+
+
+async def _still_unfinished(pool: psycopg_pool.AsyncConnectionPool, session_ids: list[SessionId]) -> list[ArchiveRow]:
     with store_errors("PostgreSQL"):
         async with pool.connection() as conn:
-            orphans = await archive.still_unfinished(conn, gone)
-    requeued: list[str] = []
-    for row in orphans:
-        if await requeue_from_archive(redis, row):
-            requeued.append(row.id)
-            log.warning(
-                "session_requeued_from_archive", session_id=row.id, status=row.status, cancel=row.cancel_requested
-            )
+            return await archive.still_unfinished(conn, session_ids)
+
+
+async def _requeue(redis: Redis, row: ArchiveRow) -> bool:
+    """Queue one orphan; False (and a warning naming the session and why) when the row cannot be queued."""
+    requeued = False
+    with _passed_over(row.id):
+        requeued = await requeue_from_archive(redis, row)
     if requeued:
-        await _hand_back_answers(redis, pool, requeued)
-    return len(requeued)
+        log.warning("session_requeued_from_archive", session_id=row.id, status=row.status, cancel=row.cancel_requested)
+    return requeued
+
+
+@contextmanager
+def _passed_over(*session_ids: str, event: str = NOT_REQUEUED, **fields: str) -> Iterator[None]:
+    """A failure of these sessions' own rows is logged and swallowed, so the pass goes on; it is tried again next
+    pass (nothing is recorded), and stays in the log every pass until the row is mended. An outage still ends
+    the pass."""
+    try:
+        yield
+    except Unavailable:
+        raise
+    except Exception as exc:
+        if isinstance(exc, SessionLayerError):  # a row of the wrong shape: its message says it all
+            reason, trace = exc.message, False
+        else:  # anything else is a bug: show where
+            reason, trace = f"{type(exc).__name__}: {exc}", True
+        for session_id in session_ids:
+            log.warning(event, session_id=session_id, reason=reason, exc_info=trace, **fields)
 
 
 async def _hand_back_answers(redis: Redis, pool: psycopg_pool.AsyncConnectionPool, session_ids: list[str]) -> None:
@@ -56,6 +132,6 @@ async def _hand_back_answers(redis: Redis, pool: psycopg_pool.AsyncConnectionPoo
     scripts = Scripts(redis)
     for row in rows:
         body = row.answer if isinstance(row.answer, dict) else {}
-        with store_errors("Redis"):
+        with _passed_over(row.session_id, event=ANSWER_NOT_REQUEUED, request_id=row.id), store_errors("Redis"):
             await scripts.answer(parse_session_id(row.session_id), row.id, dumps({"kind": row.kind, **body}))
-        log.warning("answer_requeued_from_archive", session_id=row.session_id, request_id=row.id)
+            log.warning("answer_requeued_from_archive", session_id=row.session_id, request_id=row.id)

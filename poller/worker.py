@@ -342,6 +342,9 @@ class Worker:
                         log.warning("backstop_requeued", sessions=requeued)
             except SessionLayerError as exc:
                 log.warning("reconcile_failed", error=exc.message)
+            except Exception:
+                # A bug in a pass must not end the replica: every replica would end in turn as it took the lock.
+                log.exception("reconcile_crashed")
 
     async def _release_all(self) -> None:
         self.claiming = False

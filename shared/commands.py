@@ -365,17 +365,21 @@ def _archived_epoch(layer: Mapping[str, Any]) -> int:
     value = layer.get("epoch")
     if value is None:
         return 0
-    text = value.strip() if isinstance(value, str) else None
-    digits = text[1:] if text and text[0] in "+-" else text
     if isinstance(value, int) and not isinstance(value, bool):
         epoch = value
-    elif text and digits and digits.isascii() and digits.isdigit():
-        epoch = int(text)
+    elif isinstance(value, str) and _is_decimal(value.strip()):
+        epoch = int(value)
     else:
         raise InvalidInput(f"metadata.{LAYER_KEY}.epoch is {_json_kind(value)}, not an integer")
     if not -(2**63) <= epoch < 2**63:
         raise InvalidInput(f"metadata.{LAYER_KEY}.epoch {epoch} is out of PostgreSQL's bigint range")
     return epoch
+
+
+def _is_decimal(text: str) -> bool:
+    """An optionally signed run of ASCII digits: what both int() and PostgreSQL's bigint read alike."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    return digits.isascii() and digits.isdigit()
 
 
 def _archived_prompts(layer: Mapping[str, Any]) -> list[str]:

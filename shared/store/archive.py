@@ -57,8 +57,19 @@ WHERE id = %s AND status IN ('pending', 'running')
 RETURNING {ROW_COLUMNS}
 """
 
+# The backstop's walk: pending/running rows in (started_at, id) order, a page at a time after a cursor; the
+# partial index of sql/006_backstop_index.sql holds exactly these rows in this order (an index-only scan).
+# started_at travels as PostgreSQL's own text, which Python never decodes: a row another backend wrote with a
+# time Python cannot hold ('infinity', a year past 9999) would otherwise stop the walk at its page. ORDER BY names
+# the table's column (s.started_at): a bare name would be the text the SELECT makes of it, in another order.
 _UNFINISHED = (
-    f"SELECT {ROW_COLUMNS} FROM opencode_sessions WHERE status IN ('pending', 'running') ORDER BY started_at LIMIT %s"
+    "SELECT s.started_at::text AS started_at, s.id FROM opencode_sessions AS s"
+    " WHERE s.status IN ('pending', 'running') ORDER BY s.started_at, s.id LIMIT %s"
+)
+_UNFINISHED_AFTER = (
+    "SELECT s.started_at::text AS started_at, s.id FROM opencode_sessions AS s"
+    " WHERE s.status IN ('pending', 'running') AND (s.started_at, s.id) > (%s::timestamp, %s)"
+    " ORDER BY s.started_at, s.id LIMIT %s"
 )
 _STILL_UNFINISHED = (
     f"SELECT {ROW_COLUMNS} FROM opencode_sessions WHERE id = ANY(%s) AND status IN ('pending', 'running')"
@@ -286,9 +297,26 @@ async def request_cancel(db: PgConnection, session_id: SessionId) -> ArchiveRow 
     return rows[0] if rows else None
 
 
-async def unfinished(db: PgConnection, limit: int) -> list[ArchiveRow]:
-    """Pending/running rows, oldest first: what the backstop checks against Redis."""
-    return await _fetch_rows(db, _UNFINISHED, (limit,))
+@dataclass(frozen=True, slots=True)
+class RowKey:
+    """Where a pending/running row sits in the backstop's walk: its cursor (started_at is NOT NULL), the time as
+    PostgreSQL's text of it, given back as is."""
+
+    started_at: str
+    id: str
+
+
+async def unfinished(db: PgConnection, after: RowKey | None, limit: int) -> list[RowKey]:
+    """The next `limit` pending/running rows after `after` (from the oldest when None), keys only: the backstop
+    walks them all a page at a time, and reads whole rows only for those Redis lost (`still_unfinished`).
+
+    The cursor includes the id, so rows that share a start time are neither skipped nor read twice.
+    """
+    sql, params = (_UNFINISHED, (limit,)) if after is None else (_UNFINISHED_AFTER, (after.started_at, after.id, limit))
+    with store_errors("PostgreSQL"):
+        async with db.cursor(row_factory=class_row(RowKey)) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchall()
 
 
 async def still_unfinished(db: PgConnection, session_ids: Sequence[str]) -> list[ArchiveRow]:

@@ -2,30 +2,64 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
+from typing import Any
 
 import psycopg_pool
 import pytest
+import structlog
+from psycopg.types.json import Jsonb
 
 from poller import reconcile
-from shared.ids import SessionId
+from poller import worker as worker_module
+from shared.ids import SessionId, new_message_id
 from shared.store import archive, keys
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
 
 SID = SessionId("ses_backstop0000000000000001")
+LAYER = {"prompts": [{"messageID": "msg_a", "text": "hi"}], "epoch": 3}
+NOT_REQUEUED = "session_not_requeued"
+
+
+def sid(n: int) -> SessionId:
+    return SessionId(f"ses_backstop{n:016d}")
+
+
+async def insert_row(
+    db,
+    session_id: str,
+    *,
+    age_s: float = 0,
+    ticket_id: str | None = "T-1",
+    status: str = "running",
+    messages: Any = None,
+    metadata: Any = None,
+    metadata_json: str | None = None,
+    started_at: str | None = None,
+) -> None:
+    """A row as any backend could write it: `metadata` (default: our layer) or raw `metadata_json` text; started
+    `age_s` ago, or at `started_at` (a timestamp's text)."""
+    if metadata_json is None:
+        metadata_json = json.dumps({"sessionLayer": LAYER} if metadata is None else metadata)
+    await db.execute(
+        "INSERT INTO opencode_sessions (id, ticket_id, session_type, status, messages, metadata, started_at)"
+        " VALUES (%s, %s, 'ask', %s, %s, %s::jsonb, coalesce(%s::timestamp, now() - make_interval(secs => %s)))",
+        (session_id, ticket_id, status, Jsonb([] if messages is None else messages), metadata_json, started_at, age_s),
+    )
 
 
 async def running_row(db) -> archive.ArchiveRow:
-    await db.execute(
-        "INSERT INTO opencode_sessions (id, ticket_id, session_type, status, messages, metadata, started_at)"
-        " VALUES (%s, 'T-1', 'ask', 'running', '[]'::jsonb,"
-        """ '{"sessionLayer": {"prompts": [{"messageID": "msg_a", "text": "hi"}], "epoch": 3}}'::jsonb, now())""",
-        (SID,),
-    )
+    await insert_row(db, SID)
     row = await archive.fetch(db, SID)
     assert row is not None
     return row
+
+
+async def jobs(redis, session_ids) -> int:
+    """How many of the sessions have a job in Redis."""
+    return int(await redis.exists(*[keys.job(s) for s in session_ids]))
 
 
 @pytest.fixture
@@ -43,12 +77,166 @@ async def test_a_running_row_without_live_state_is_queued_again(redis, db, pool)
 
 async def test_a_session_archived_between_the_two_reads_is_not_run_again(redis, db, pool, monkeypatch):
     """The owner commits the archive, then deletes the job: the backstop's first read can predate both."""
-    stale = await running_row(db)
+    await running_row(db)
+    stale = await archive.unfinished(db, None, reconcile.BATCH)  # read before the archive committed
     await db.execute("UPDATE opencode_sessions SET status = 'completed', completed_at = now() WHERE id = %s", (SID,))
 
-    async def first_read(conn, limit):
-        return [dataclasses.replace(stale)]  # read before the archive committed; the job is gone by now
+    async def first_read(conn, after, limit):
+        return stale if after is None else []
 
     monkeypatch.setattr(reconcile.archive, "unfinished", first_read)
     assert await reconcile.reconcile_once(redis, pool) == 0
     assert not await redis.exists(keys.job(SID))
+
+
+async def test_one_pass_requeues_every_orphan_however_many_batches_they_take(redis, db, pool):
+    """Redis lost more sessions than one batch: the first pass walks past the oldest BATCH rows (all started in the
+    same instant, so the walk's order rests on the id alone), and the next finds nothing left to do."""
+    count = reconcile.BATCH + 100
+    await db.execute(
+        "INSERT INTO opencode_sessions (id, ticket_id, session_type, status, messages, metadata, started_at)"
+        " SELECT 'ses_backstop' || lpad(n::text, 16, '0'), 'T-1', 'ask', 'running', '[]', %s, now()"
+        " FROM generate_series(1, %s) AS n",
+        (Jsonb({"sessionLayer": LAYER}), count),
+    )
+    ids = [sid(n) for n in range(1, count + 1)]
+    assert await reconcile.reconcile_once(redis, pool) == count
+    assert await jobs(redis, ids) == count
+    assert await reconcile.reconcile_once(redis, pool) == 0
+
+
+async def test_the_walk_reads_a_batch_at_a_time_and_skips_live_sessions(redis, db, pool, monkeypatch):
+    """Batches of 4 over rows whose start times tie across batch boundaries, with live ones among them: each
+    read holds at most a batch, and every orphan is queued once, in one pass."""
+    monkeypatch.setattr(reconcile, "BATCH", 4)
+    ids = [sid(n) for n in range(1, 24)]
+    for n, session_id in enumerate(ids):
+        await insert_row(db, session_id, age_s=float(n // 3))  # three rows per start time
+    live = ids[1::5]
+    for session_id in live:
+        await redis.hset(keys.job(session_id), "sessionId", session_id)
+    reads: list[int] = []
+    real = reconcile.archive.unfinished
+
+    async def counted(conn, *args):
+        rows = await real(conn, *args)
+        reads.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(reconcile.archive, "unfinished", counted)
+    assert await reconcile.reconcile_once(redis, pool) == len(ids) - len(live)
+    assert await jobs(redis, ids) == len(ids)
+    assert reads and max(reads) <= 4 and sum(reads) == len(ids)
+
+
+async def test_start_times_python_cannot_hold_neither_stop_the_walk_nor_hide_a_row(redis, db, pool, monkeypatch):
+    """PostgreSQL keeps times Python's datetime cannot ('-infinity', BC years): the walk pages by PostgreSQL's own
+    order of them, so a page at a time every row is reached, either queued or logged as passed over."""
+    monkeypatch.setattr(reconcile, "BATCH", 1)
+    unreadable = {sid(1): "-infinity", sid(2): "0100-01-01 BC", sid(3): "infinity"}
+    readable = {sid(4): "0044-01-01", sid(5): "2024-01-01"}
+    for session_id, started_at in {**unreadable, **readable}.items():
+        await insert_row(db, session_id, started_at=started_at)
+    with structlog.testing.capture_logs() as logs:
+        assert await reconcile.reconcile_once(redis, pool) == len(readable)
+    assert await jobs(redis, readable) == len(readable)
+    assert {entry["session_id"] for entry in logs if entry["event"] == NOT_REQUEUED} == set(unreadable)
+
+
+DEEP = "[" * 5000 + "]" * 5000  # a valid jsonb value, nested past what Python's JSON decoder takes
+
+MALFORMED: dict[str, dict[str, Any]] = {
+    "ticket id the ids refuse": {"ticket_id": "T 42"},
+    "epoch not an integer": {"metadata": {"sessionLayer": {**LAYER, "epoch": "x"}}},
+    "epoch a fraction": {"metadata": {"sessionLayer": {**LAYER, "epoch": 1.5}}},
+    "epoch a boolean": {"metadata": {"sessionLayer": {**LAYER, "epoch": True}}},
+    "metadata an array": {"metadata": [{"sessionLayer": LAYER}]},
+    "metadata a string": {"metadata": "sessionLayer"},
+    "session layer not an object": {"metadata": {"sessionLayer": [LAYER]}},
+    "prompts not a list": {"metadata": {"sessionLayer": {**LAYER, "prompts": "hi"}}},
+    "prompts an object": {"metadata": {"sessionLayer": {**LAYER, "prompts": {"messageID": "msg_a", "text": "hi"}}}},
+    "prompt without text": {"metadata": {"sessionLayer": {**LAYER, "prompts": [{"messageID": "msg_a"}]}}},
+    "prompt text not a string": {
+        "metadata": {"sessionLayer": {**LAYER, "prompts": [{"messageID": "msg_a", "text": ["hi"]}]}}
+    },
+    "title not a string": {"metadata": {"sessionLayer": {**LAYER, "title": {"text": "t"}}}},
+    "messages an object": {"messages": {"info": {"id": "msg_a"}}},
+    "message without an info id": {"messages": [{"info": {}, "parts": []}]},
+    "parts not a list": {"messages": [{"info": {"id": "msg_a"}, "parts": {"id": "prt_a"}}]},
+    "part without ids": {"messages": [{"info": {"id": "msg_a"}, "parts": [{"type": "text"}]}]},
+    "metadata nested too deep to read": {"metadata_json": '{"deep": ' + DEEP + "}"},
+    "start time Python cannot hold": {"started_at": "-infinity"},
+}
+
+
+@pytest.mark.parametrize("fields", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_row_that_cannot_be_queued_is_skipped_and_the_rest_are_queued(redis, db, pool, fields):
+    """Rows come from other backends too: one the backstop cannot queue is logged and passed over, every pass,
+    while the rows behind it (a NULL metadata and a numeric-string epoch are fine) are queued as usual."""
+    bad = sid(1)
+    await insert_row(db, bad, age_s=60, **fields)
+    good = [sid(2), sid(3), sid(4)]
+    await insert_row(db, good[0], age_s=30)
+    await insert_row(db, good[1], age_s=20, metadata_json="null", ticket_id=None)
+    await insert_row(db, good[2], age_s=10, metadata={"sessionLayer": {**LAYER, "epoch": "7"}})
+    with structlog.testing.capture_logs() as logs:
+        assert await reconcile.reconcile_once(redis, pool) == len(good)
+        assert await reconcile.reconcile_once(redis, pool) == 0, "the bad row is passed over again, nothing more"
+    assert await jobs(redis, good) == len(good)
+    assert not await redis.exists(keys.job(bad))
+    skipped = [entry for entry in logs if entry["event"] == NOT_REQUEUED]
+    assert [entry["session_id"] for entry in skipped] == [bad, bad]
+    assert all(entry["log_level"] == "warning" and entry["reason"] for entry in skipped)
+
+
+async def test_a_row_whose_id_is_not_a_session_id_is_skipped(redis, db, pool):
+    await insert_row(db, "not a session id", age_s=60)
+    await insert_row(db, sid(2))
+    with structlog.testing.capture_logs() as logs:
+        assert await reconcile.reconcile_once(redis, pool) == 1
+    assert await redis.exists(keys.job(sid(2)))
+    skipped = [entry for entry in logs if entry["event"] == NOT_REQUEUED]
+    assert [entry["session_id"] for entry in skipped] == ["not a session id"]
+    assert "invalid session id" in skipped[0]["reason"]
+
+
+async def test_the_pollers_backstop_outlives_rows_it_cannot_queue_and_its_own_crashes(
+    make_worker, redis, db, opencode, monkeypatch
+):
+    """A malformed row used to end the poller (every replica, in turn, as each took the lock); an unexpected
+    error in a pass must not end it either: the next pass comes, and a session written by another backend
+    whose Redis step was lost is queued and runs to the end."""
+    await insert_row(db, sid(1), age_s=60, metadata={"sessionLayer": {**LAYER, "epoch": "x"}})
+    await insert_row(db, sid(2), age_s=50, ticket_id="T 42")
+    session = await opencode.create_session(title="backstop")
+    prompt = {"messageID": new_message_id(), "text": "ECHO from the archive"}
+    await insert_row(db, session["id"], status="pending", metadata={"sessionLayer": {"prompts": [prompt], "epoch": 0}})
+    passes = 0
+    real = worker_module.reconcile_once
+
+    async def crashes_once(redis_, pool_):
+        nonlocal passes
+        passes += 1
+        if passes == 1:
+            raise RuntimeError("a bug in the pass")
+        return await real(redis_, pool_)
+
+    monkeypatch.setattr(worker_module, "reconcile_once", crashes_once)
+
+    async def ended():
+        cur = await db.execute("SELECT status FROM opencode_sessions WHERE id = %s", (session["id"],))
+        row = await cur.fetchone()
+        return row[0] if row[0] not in ("pending", "running") else None
+
+    with structlog.testing.capture_logs() as logs:
+        await make_worker()
+        assert await wait_for(ended, timeout=30, what="the re-queued session to be archived") == "completed"
+        await wait_for(lambda: _async(passes >= 3), timeout=30, what="a pass after the one that queued the session")
+    assert [e for e in logs if e["event"] == "reconcile_crashed"], "the crash is logged"
+    skipped = {entry["session_id"] for entry in logs if entry["event"] == NOT_REQUEUED}
+    assert skipped == {sid(1), sid(2)}
+    assert not await redis.exists(keys.job(sid(1)), keys.job(sid(2)))
+
+
+async def _async(value):
+    return value

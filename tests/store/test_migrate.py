@@ -55,6 +55,7 @@ def test_the_shipped_files_are_ordered_and_only_the_fk_file_runs_every_time():
             "003_session_requests.sql",
             "004_servers.sql",
             "005_usage.sql",
+            "006_backstop_index.sql",
         ]
     )
     assert EVERY_RUN == ["002_ticket_fk.sql"]
