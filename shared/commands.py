@@ -1,7 +1,9 @@
 """Enqueue, send and cancel: the writes that come from outside the poller (the CLI, other backends).
 
-Each records the request in PostgreSQL first (the backstop survives a Redis that lost its data), then
-in one atomic Redis step; from then on the owning poller is the only writer of the session.
+Each records the request in PostgreSQL (the backstop survives a Redis that lost its data) and makes it in one
+atomic Redis step: enqueue and cancel record first, a follow-up to a live session right after it is queued (while
+PostgreSQL is down it is queued all the same, and its owner records it). From then on the owning poller is the
+only writer of the session.
 """
 
 from __future__ import annotations
@@ -216,15 +218,28 @@ async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> st
     entry = prompt_entry(message_id, body)
     scripts = Scripts(redis)
     with store_errors("Redis"):
-        if await scripts.send(sid, entry):
-            log.info("prompt_queued", session_id=sid, message_id=message_id)
-            return message_id
+        queued = await scripts.send(sid, entry)
+    if queued:
+        log.info("prompt_queued", session_id=sid, message_id=message_id)
+        await _record_prompt(db, sid, {"messageID": message_id, "text": body})
+        return message_id
     async with committed(db):
         row = await _archived_row(db, sid)
         await archive.reopen(db, row, {"messageID": message_id, "text": body})
     await _revive(redis, row, [entry], cancel=False)
     log.info("session_revived", session_id=sid, message_id=message_id)
     return message_id
+
+
+async def _record_prompt(db: PgConnection, sid: SessionId, prompt: dict[str, str]) -> None:
+    """The queued prompt, recorded in the row for the backstop. Its owner records it too, but only on its next
+    claim record: until then the prompt was in Redis alone, and a Redis that lost its data lost it (the backstop
+    revived the session without it). While PostgreSQL is down the prompt stays queued, for the owner to record."""
+    try:
+        async with committed(db):
+            await archive.record_prompt(db, sid, prompt)
+    except Unavailable as exc:
+        log.warning("prompt_record_left_to_owner", session_id=sid, message_id=prompt["messageID"], error=exc.message)
 
 
 async def cancel(redis: Redis, db: PgConnection, session_id: str) -> str:

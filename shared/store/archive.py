@@ -62,6 +62,19 @@ RETURNING {ROW_COLUMNS}
 # started_at travels as PostgreSQL's own text, which Python never decodes: a row another backend wrote with a
 # time Python cannot hold ('infinity', a year past 9999) would otherwise stop the walk at its page. ORDER BY names
 # the table's column (s.started_at): a bare name would be the text the SELECT makes of it, in another order.
+# A follow-up prompt `send` queued on a live session, recorded where the backstop finds it (unless the owner already
+# did): Redis may lose the job before the owner's next claim record. A row whose metadata (or our key in it) another
+# backend wrote as something other than an object is left as it is: jsonb_set would fail on it.
+_PROMPTS = f"coalesce(metadata #> '{{{LAYER_KEY},prompts}}', '[]'::jsonb)"
+_LAYER = f"coalesce(metadata -> '{LAYER_KEY}', '{{}}'::jsonb)"
+_RECORD_PROMPT = f"""
+UPDATE opencode_sessions SET
+    metadata = jsonb_set(metadata, '{{{LAYER_KEY}}}', {_LAYER} || jsonb_build_object('prompts', {_PROMPTS} || %s))
+WHERE id = %s AND status IN ('pending', 'running')
+    AND jsonb_typeof(metadata) = 'object' AND jsonb_typeof({_LAYER}) = 'object'
+    AND NOT {_PROMPTS} @> jsonb_build_array(jsonb_build_object('messageID', %s::text))
+"""
+
 _UNFINISHED = (
     "SELECT s.started_at::text AS started_at, s.id FROM opencode_sessions AS s"
     " WHERE s.status IN ('pending', 'running') ORDER BY s.started_at, s.id LIMIT %s"
@@ -289,6 +302,12 @@ async def reopen(db: PgConnection, row: ArchiveRow, prompt: Mapping[str, str]) -
     layer["prompts"] = [*row.prompts, dict(prompt)]
     with store_errors("PostgreSQL"):
         await db.execute(_REOPEN, (_jsonb(layer), row.id))
+
+
+async def record_prompt(db: PgConnection, session_id: SessionId, prompt: Mapping[str, str]) -> None:
+    """Add a prompt to a pending/running row's prompts, once (by messageID); an ended row is left as it is."""
+    with store_errors("PostgreSQL"):
+        await db.execute(_RECORD_PROMPT, (_jsonb([dict(prompt)]), session_id, prompt["messageID"]))
 
 
 async def request_cancel(db: PgConnection, session_id: SessionId) -> ArchiveRow | None:

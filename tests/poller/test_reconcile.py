@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 
 from poller import reconcile
 from poller import worker as worker_module
+from shared import commands
 from shared.ids import SessionId, new_message_id
 from shared.store import archive, keys
 from tests.helpers import wait_for
@@ -240,3 +241,31 @@ async def test_the_pollers_backstop_outlives_rows_it_cannot_queue_and_its_own_cr
 
 async def _async(value):
     return value
+
+
+async def test_a_follow_up_to_a_live_session_survives_redis_losing_the_job_before_its_owner_records_it(redis, db, pool):
+    """`send` records the prompt in the row as it queues it. Was: in Redis alone until the owner's next claim
+    record (one tick; as long as PostgreSQL was down or no poller ran); a Redis that lost its data meanwhile lost
+    an acknowledged prompt, and the backstop revived the session without it."""
+    await running_row(db)
+    assert await reconcile.reconcile_once(redis, pool) == 1  # live, and no poller owns it
+    message_id = await commands.send(redis, db, SID, "the follow-up")
+    row = await archive.fetch(db, SID)
+    assert row is not None and row.prompts == [*LAYER["prompts"], {"messageID": message_id, "text": "the follow-up"}]
+
+    await redis.flushdb()  # Redis lost its data before any owner recorded the prompt
+    assert await reconcile.reconcile_once(redis, pool) == 1
+    queued = [json.loads(entry)["messageID"] for entry in await redis.lrange(keys.prompts(SID), 0, -1)]
+    assert queued == ["msg_a", message_id]
+
+
+async def test_a_follow_up_leaves_a_row_of_another_shape_as_it_is(redis, db, pool):
+    """A row whose `sessionLayer` another backend wrote as no object cannot take the prompt (jsonb_set would fail):
+    the prompt is queued all the same, and the row is not touched."""
+    await running_row(db)
+    assert await reconcile.reconcile_once(redis, pool) == 1
+    await db.execute("UPDATE opencode_sessions SET metadata = '{\"sessionLayer\": [1]}' WHERE id = %s", (SID,))
+    message_id = await commands.send(redis, db, SID, "the follow-up")
+    assert message_id in {json.loads(e)["messageID"] for e in await redis.lrange(keys.prompts(SID), 0, -1)}
+    cur = await db.execute("SELECT metadata FROM opencode_sessions WHERE id = %s", (SID,))
+    assert (await cur.fetchone())[0] == {"sessionLayer": [1]}
