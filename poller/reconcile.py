@@ -19,10 +19,11 @@ from shared.commands import requeue_from_archive
 from shared.errors import SessionLayerError, Unavailable
 from shared.ids import SessionId, parse_session_id
 from shared.models import dumps
-from shared.store import archive, keys, requests
-from shared.store.archive import ArchiveRow, RowKey
+from shared.store import keys, requests, unfinished
+from shared.store.archive import ArchiveRow
 from shared.store.connections import store_errors
 from shared.store.lua import Scripts
+from shared.store.unfinished import RowKey
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +40,7 @@ async def reconcile_once(redis: Redis, pool: psycopg_pool.AsyncConnectionPool) -
     while True:
         with store_errors("PostgreSQL"):
             async with pool.connection() as conn:
-                batch = await archive.unfinished(conn, after, BATCH)
+                batch = await unfinished.unfinished(conn, after, BATCH)
         requeued += await _reconcile_batch(redis, pool, batch)
         if len(batch) < BATCH:
             return requeued
@@ -73,7 +74,7 @@ async def _reconcile_batch(redis: Redis, pool: psycopg_pool.AsyncConnectionPool,
 
 
 async def _orphans(pool: psycopg_pool.AsyncConnectionPool, gone: list[SessionId]) -> list[ArchiveRow]:
-    """The rows of `gone` still pending/running, read again now (`archive.still_unfinished` says why).
+    """The rows of `gone` still pending/running, read again now (`unfinished.still_unfinished` says why).
 
     A row PostgreSQL stores but we cannot decode (JSON nested deeper than the decoder goes) fails the whole read:
     the rows are then read one at a time, so only that one is passed over.
@@ -93,7 +94,7 @@ async def _orphans(pool: psycopg_pool.AsyncConnectionPool, gone: list[SessionId]
 async def _still_unfinished(pool: psycopg_pool.AsyncConnectionPool, session_ids: list[SessionId]) -> list[ArchiveRow]:
     with store_errors("PostgreSQL"):
         async with pool.connection() as conn:
-            return await archive.still_unfinished(conn, session_ids)
+            return await unfinished.still_unfinished(conn, session_ids)
 
 
 async def _requeue(redis: Redis, row: ArchiveRow) -> bool:

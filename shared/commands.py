@@ -24,7 +24,7 @@ from shared.models import SESSION_TYPES, dumps, part_key, prompt_entry
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.servers import OpenCodeServers, parse_directory
 from shared.run_options import parse_agent, parse_model, parse_permissions
-from shared.store import archive
+from shared.store import archive, queueable
 from shared.store.archive import LAYER_KEY, ArchiveRow, PgConnection
 from shared.store.connections import store_errors
 from shared.store.live import LiveState
@@ -276,6 +276,7 @@ async def _queue(
     messages: list[Any] | None = None,
     cancel: bool = False,
     if_exists: str = "append",
+    seq: int = 1,
 ) -> int:
     job = {
         "sessionId": state.session_id,
@@ -301,6 +302,7 @@ async def _queue(
             messages=infos,
             parts=parts,
             if_exists=if_exists,
+            seq=seq,
         )
     return created
 
@@ -313,9 +315,18 @@ async def _archived_row(db: PgConnection, sid: SessionId) -> ArchiveRow:
 
 
 async def _revive(redis: Redis, row: ArchiveRow, prompts: list[str], *, cancel: bool) -> int:
-    """Recreate live state from an archived row, seeded with its messages, so readers see no gap."""
-    state = row.pending_state(now_ms())
-    return await _queue(redis, state, prompts, epoch=row.epoch, messages=row.messages or [], cancel=cancel)
+    """Recreate live state from an archived row, seeded with its messages, so readers see no gap. A row of
+    another shape than ours is InvalidInput naming the field (requeue_from_archive checks the same)."""
+    layer = queueable.layer_of(row)
+    return await _queue(
+        redis,
+        row.pending_state(now_ms()),
+        prompts,
+        epoch=queueable.epoch_of(layer),
+        messages=queueable.messages_of(row.messages),
+        cancel=cancel,
+        seq=queueable.next_seq(layer),
+    )
 
 
 async def requeue_from_archive(redis: Redis, row: ArchiveRow) -> bool:
@@ -328,105 +339,16 @@ async def requeue_from_archive(redis: Redis, row: ArchiveRow) -> bool:
     touched: a row that cannot be queued as it is (a ticket id, title, epoch, prompt or message of another shape
     than ours) is InvalidInput naming the field, which the backstop logs and passes over.
     """
-    layer = _archived_layer(row)
-    title = layer.get("title")
-    if title is not None and not isinstance(title, str):
-        raise InvalidInput(f"metadata.{LAYER_KEY}.title is {_json_kind(title)}, not a string")
+    layer = queueable.layer_of(row)
+    queueable.check_title(layer)
     created = await _queue(
         redis,
         row.pending_state(now_ms()),  # InvalidInput for a ticket id parse_ticket_id refuses
-        _archived_prompts(layer),
-        epoch=_archived_epoch(layer),
-        messages=_archived_messages(row.messages),
+        queueable.prompts_of(layer),
+        epoch=queueable.epoch_of(layer),
+        messages=queueable.messages_of(row.messages),
         cancel=row.cancel_requested,
         if_exists="skip",
+        seq=queueable.next_seq(layer),
     )
     return created == 1
-
-
-def _json_kind(value: object) -> str:
-    """What a JSON value is, for a message about a field of the wrong shape."""
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return f"the string {value[:40]!r}"
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    return f"the number {value!r}"
-
-
-def _archived_layer(row: ArchiveRow) -> dict[str, Any]:
-    """Our bookkeeping in the row: none when the metadata or the key is NULL; InvalidInput when either is not a
-    JSON object (the poller's own writes of the row would fail on it)."""
-    if row.metadata is None:
-        return {}
-    if not isinstance(row.metadata, dict):
-        raise InvalidInput(f"metadata is {_json_kind(row.metadata)}, not a JSON object")
-    layer = row.metadata.get(LAYER_KEY)
-    if layer is None:
-        return {}
-    if not isinstance(layer, dict):
-        raise InvalidInput(f"metadata.{LAYER_KEY} is {_json_kind(layer)}, not a JSON object")
-    return layer
-
-
-def _archived_epoch(layer: Mapping[str, Any]) -> int:
-    """The fencing epoch as the poller's fenced write reads it (`::bigint`): an integer, or one in decimal text.
-
-    Anything else (a fraction, a boolean, a word) would fail every write the new owner makes, so it is refused.
-    """
-    value = layer.get("epoch")
-    if value is None:
-        return 0
-    if isinstance(value, int) and not isinstance(value, bool):
-        epoch = value
-    elif isinstance(value, str) and _is_decimal(value.strip()):
-        epoch = int(value)
-    else:
-        raise InvalidInput(f"metadata.{LAYER_KEY}.epoch is {_json_kind(value)}, not an integer")
-    if not -(2**63) <= epoch < 2**63:
-        raise InvalidInput(f"metadata.{LAYER_KEY}.epoch {epoch} is out of PostgreSQL's bigint range")
-    return epoch
-
-
-def _is_decimal(text: str) -> bool:
-    """An optionally signed run of ASCII digits: what both int() and PostgreSQL's bigint read alike."""
-    digits = text[1:] if text[:1] in ("+", "-") else text
-    return digits.isascii() and digits.isdigit()
-
-
-def _archived_prompts(layer: Mapping[str, Any]) -> list[str]:
-    """Every prompt the row records, as queued: each a `{messageID, text}` object of strings."""
-    prompts = layer.get("prompts")
-    if prompts is None:
-        return []
-    if not isinstance(prompts, list):
-        raise InvalidInput(f"metadata.{LAYER_KEY}.prompts is {_json_kind(prompts)}, not an array")
-    entries = []
-    for n, prompt in enumerate(prompts):
-        fields = (prompt.get("messageID"), prompt.get("text")) if isinstance(prompt, dict) else (None, None)
-        message_id, text = fields
-        if not isinstance(message_id, str) or not isinstance(text, str):
-            raise InvalidInput(f"metadata.{LAYER_KEY}.prompts[{n}] is not a {{messageID, text}} object of strings")
-        entries.append(prompt_entry(message_id, text))
-    return entries
-
-
-def _archived_messages(messages: object) -> list[Any]:
-    """The row's messages, to seed the live copy with: each needs the ids that copy is keyed by (a message's
-    `info.id`; a part's `id` and `messageID`), as a list the poller would accept from OpenCode does."""
-    if messages is None:
-        return []
-    if not isinstance(messages, list):
-        raise InvalidInput(f"messages is {_json_kind(messages)}, not an array")
-    for n, message in enumerate(messages):
-        info = message.get("info") if isinstance(message, dict) else None
-        parts = message.get("parts") if isinstance(message, dict) else None
-        if not isinstance(info, dict) or not isinstance(info.get("id"), str) or not isinstance(parts, list):
-            raise InvalidInput(f"messages[{n}] is not an object with an info.id string and a parts array")
-        for part in parts:
-            if not isinstance(part, dict) or not all(isinstance(part.get(k), str) for k in ("id", "messageID")):
-                raise InvalidInput(f"messages[{n}] has a part without id and messageID strings")
-    return messages

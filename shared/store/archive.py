@@ -57,11 +57,6 @@ WHERE id = %s AND status IN ('pending', 'running')
 RETURNING {ROW_COLUMNS}
 """
 
-# The backstop's walk: pending/running rows in (started_at, id) order, a page at a time after a cursor; the
-# partial index of sql/006_backstop_index.sql holds exactly these rows in this order (an index-only scan).
-# started_at travels as PostgreSQL's own text, which Python never decodes: a row another backend wrote with a
-# time Python cannot hold ('infinity', a year past 9999) would otherwise stop the walk at its page. ORDER BY names
-# the table's column (s.started_at): a bare name would be the text the SELECT makes of it, in another order.
 # A follow-up prompt `send` queued on a live session, recorded where the backstop finds it (unless the owner already
 # did): Redis may lose the job before the owner's next claim record. A row whose metadata (or our key in it) another
 # backend wrote as something other than an object is left as it is: jsonb_set would fail on it.
@@ -74,19 +69,6 @@ WHERE id = %s AND status IN ('pending', 'running')
     AND jsonb_typeof(metadata) = 'object' AND jsonb_typeof({_LAYER}) = 'object'
     AND NOT {_PROMPTS} @> jsonb_build_array(jsonb_build_object('messageID', %s::text))
 """
-
-_UNFINISHED = (
-    "SELECT s.started_at::text AS started_at, s.id FROM opencode_sessions AS s"
-    " WHERE s.status IN ('pending', 'running') ORDER BY s.started_at, s.id LIMIT %s"
-)
-_UNFINISHED_AFTER = (
-    "SELECT s.started_at::text AS started_at, s.id FROM opencode_sessions AS s"
-    " WHERE s.status IN ('pending', 'running') AND (s.started_at, s.id) > (%s::timestamp, %s)"
-    " ORDER BY s.started_at, s.id LIMIT %s"
-)
-_STILL_UNFINISHED = (
-    f"SELECT {ROW_COLUMNS} FROM opencode_sessions WHERE id = ANY(%s) AND status IN ('pending', 'running')"
-)
 
 # The owner's write, at claim (`running`) and at the end (the archive): fenced by the epoch in the row.
 _UPSERT = f"""
@@ -257,7 +239,7 @@ def _restored(row: ArchiveRow) -> ArchiveRow:
     return replace(row, error_message=restore_text(row.error_message))
 
 
-async def _fetch_rows(db: PgConnection, sql: str, params: Sequence[Any]) -> list[ArchiveRow]:
+async def fetch_rows(db: PgConnection, sql: str, params: Sequence[Any]) -> list[ArchiveRow]:
     """Rows as they were written: the jsonb columns and the error restored from their escaped form."""
     with store_errors("PostgreSQL"):
         async with db.cursor(row_factory=class_row(ArchiveRow)) as cur:
@@ -267,7 +249,7 @@ async def _fetch_rows(db: PgConnection, sql: str, params: Sequence[Any]) -> list
 
 
 async def fetch(db: PgConnection, session_id: SessionId) -> ArchiveRow | None:
-    rows = await _fetch_rows(db, _SELECT_ONE, (session_id,))
+    rows = await fetch_rows(db, _SELECT_ONE, (session_id,))
     return rows[0] if rows else None
 
 
@@ -312,39 +294,8 @@ async def record_prompt(db: PgConnection, session_id: SessionId, prompt: Mapping
 
 async def request_cancel(db: PgConnection, session_id: SessionId) -> ArchiveRow | None:
     """Record a cancel in a pending/running row (the backstop honours it); None when no such row."""
-    rows = await _fetch_rows(db, _REQUEST_CANCEL, (session_id,))
+    rows = await fetch_rows(db, _REQUEST_CANCEL, (session_id,))
     return rows[0] if rows else None
-
-
-@dataclass(frozen=True, slots=True)
-class RowKey:
-    """Where a pending/running row sits in the backstop's walk: its cursor (started_at is NOT NULL), the time as
-    PostgreSQL's text of it, given back as is."""
-
-    started_at: str
-    id: str
-
-
-async def unfinished(db: PgConnection, after: RowKey | None, limit: int) -> list[RowKey]:
-    """The next `limit` pending/running rows after `after` (from the oldest when None), keys only: the backstop
-    walks them all a page at a time, and reads whole rows only for those Redis lost (`still_unfinished`).
-
-    The cursor includes the id, so rows that share a start time are neither skipped nor read twice.
-    """
-    sql, params = (_UNFINISHED, (limit,)) if after is None else (_UNFINISHED_AFTER, (after.started_at, after.id, limit))
-    with store_errors("PostgreSQL"):
-        async with db.cursor(row_factory=class_row(RowKey)) as cur:
-            await cur.execute(sql, params)
-            return await cur.fetchall()
-
-
-async def still_unfinished(db: PgConnection, session_ids: Sequence[str]) -> list[ArchiveRow]:
-    """Those of `session_ids` whose rows are still pending/running, read again now.
-
-    The owner commits the archive before it deletes the job in Redis, so a row read again after its job was seen
-    gone is final if the session ended meanwhile: a backstop that trusted its first read would run it again.
-    """
-    return await _fetch_rows(db, _STILL_UNFINISHED, (list(session_ids),))
 
 
 async def history(
@@ -381,7 +332,7 @@ async def history(
         f"SELECT {columns}, jsonb_array_length(coalesce(messages, '[]'::jsonb)) AS message_count"
         f" FROM opencode_sessions WHERE {' AND '.join(clauses)} ORDER BY started_at DESC, id DESC LIMIT %s"
     )
-    return await _fetch_rows(db, sql, [*params, limit])
+    return await fetch_rows(db, sql, [*params, limit])
 
 
 async def upsert_fenced(

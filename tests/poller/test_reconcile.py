@@ -14,7 +14,7 @@ from poller import reconcile
 from poller import worker as worker_module
 from shared import commands
 from shared.ids import SessionId, new_message_id
-from shared.store import archive, keys
+from shared.store import archive, keys, unfinished
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -79,13 +79,13 @@ async def test_a_running_row_without_live_state_is_queued_again(redis, db, pool)
 async def test_a_session_archived_between_the_two_reads_is_not_run_again(redis, db, pool, monkeypatch):
     """The owner commits the archive, then deletes the job: the backstop's first read can predate both."""
     await running_row(db)
-    stale = await archive.unfinished(db, None, reconcile.BATCH)  # read before the archive committed
+    stale = await unfinished.unfinished(db, None, reconcile.BATCH)  # read before the archive committed
     await db.execute("UPDATE opencode_sessions SET status = 'completed', completed_at = now() WHERE id = %s", (SID,))
 
     async def first_read(conn, after, limit):
         return stale if after is None else []
 
-    monkeypatch.setattr(reconcile.archive, "unfinished", first_read)
+    monkeypatch.setattr(reconcile.unfinished, "unfinished", first_read)
     assert await reconcile.reconcile_once(redis, pool) == 0
     assert not await redis.exists(keys.job(SID))
 
@@ -117,14 +117,14 @@ async def test_the_walk_reads_a_batch_at_a_time_and_skips_live_sessions(redis, d
     for session_id in live:
         await redis.hset(keys.job(session_id), "sessionId", session_id)
     reads: list[int] = []
-    real = reconcile.archive.unfinished
+    real = reconcile.unfinished.unfinished
 
     async def counted(conn, *args):
         rows = await real(conn, *args)
         reads.append(len(rows))
         return rows
 
-    monkeypatch.setattr(reconcile.archive, "unfinished", counted)
+    monkeypatch.setattr(reconcile.unfinished, "unfinished", counted)
     assert await reconcile.reconcile_once(redis, pool) == len(ids) - len(live)
     assert await jobs(redis, ids) == len(ids)
     assert reads and max(reads) <= 4 and sum(reads) == len(ids)

@@ -15,6 +15,7 @@ from shared.errors import Conflict, InvalidInput, NotFound, Unavailable
 from shared.ids import SessionId, TicketId, parse_message_id, parse_session_id
 from shared.store import archive, keys
 from shared.store.archive import LAYER_KEY, ArchiveRow, to_epoch_ms
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -228,6 +229,21 @@ async def test_send_to_a_live_session_appends_the_prompt(redis, db, opencode):
     assert [p["text"] for p in queued] == ["ECHO first", "ECHO second"]
     assert queued[1]["messageID"] == message_id and queued[0]["messageID"] < message_id
     assert text(await redis.hgetall(keys.job(sid)))["promptsRev"] == "1"
+    assert [p["text"] for p in (await row_of(db, sid)).prompts] == ["ECHO first", "ECHO second"]  # for the backstop
+
+
+async def test_a_revived_session_goes_on_past_every_seq_of_its_earlier_run(redis, db):
+    """A client that resumes with the Last-Event-ID of the earlier run never finds it equal to the new run's seq
+    (the gateway would send it no snapshot: it would apply the new run's updates to the old run's state). Was: a
+    revived live state started at seq 1 again."""
+    sid = SessionId("ses_111111111111BBBBBBBBBBBBSQ")
+    await insert_archived(db, sid, "completed", layer={"title": "old", "prompts": [], "epoch": 3, "seq": 41})
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(keys.updates(sid))
+        await commands.send(redis, db, sid, "ECHO again")
+        reset = await wait_for(lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=1), timeout=10)
+    assert json.loads(reset["data"]) == {"seq": 42, "type": "reset", "sessionId": sid}
+    assert text(await redis.hgetall(keys.session(sid)))["seq"] == "42"
 
 
 async def test_send_to_an_archived_session_revives_it(redis, db):

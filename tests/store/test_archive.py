@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from shared.ids import SessionId, TicketId
-from shared.store import archive
+from shared.store import archive, unfinished
 from shared.store.archive import LAYER_KEY, ArchiveRow
 from shared.store.live import LiveState
 from shared.usage import Usage
@@ -61,10 +61,10 @@ async def test_a_cancel_is_recorded_only_in_an_unfinished_row(db):
     await archive.insert_pending(db, STATE, user_metadata={}, prompts=[])
     row = await archive.request_cancel(db, STATE.session_id)
     assert row is not None and row.cancel_requested and row.metadata[LAYER_KEY]["title"] == "t"
-    assert [r.id for r in await archive.unfinished(db, 10)] == [STATE.session_id]
+    assert [r.id for r in await unfinished.unfinished(db, None, 10)] == [STATE.session_id]
     assert await archive.upsert_fenced(db, STATE, 1, status="cancelled", completed_ms=9_000, now_ms=9_000)
     assert await archive.request_cancel(db, STATE.session_id) is None
-    assert await archive.unfinished(db, 10) == []
+    assert await unfinished.unfinished(db, None, 10) == []
 
 
 async def test_history_counts_messages_without_reading_them(db):

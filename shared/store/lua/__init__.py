@@ -98,8 +98,10 @@ class Scripts:
         messages: Mapping[str, str] | None = None,
         parts: Mapping[str, str] | None = None,
         if_exists: str = "append",
+        seq: int = 1,
     ) -> int:
-        """1 created; 0 the job existed and the prompts were appended; -1 it existed and nothing was done."""
+        """1 created; 0 the job existed and the prompts were appended; -1 it existed and nothing was done.
+        A created live state starts at `seq`."""
         ticket_key = keys.ticket_active(ticket_id) if ticket_id else NO_TICKET
         script_keys = [keys.job(session_id), keys.prompts(session_id), keys.QUEUE, *keys.state_keys(session_id)]
         script_keys += [keys.LIVE_INDEX, keys.LIVE_UPDATES, ticket_key, keys.updates(session_id), keys.JOB_REVS]
@@ -113,6 +115,7 @@ class Scripts:
             index_event,
             "1" if ticket_id else "0",
             if_exists,
+            str(seq),
         ]
         return int(await self._enqueue(keys=script_keys, args=args))
 

@@ -6,7 +6,8 @@
 -- ARGV: 1 session id, 2 job fields (JSON object of strings, `epoch` included), 3 state fields (JSON object of strings),
 --       4 prompts (JSON array of JSON strings), 5 seeded messages (JSON object id -> info JSON),
 --       6 seeded parts (JSON object key -> part JSON), 7 index event body (JSON object, without seq),
---       8 has ticket ("1"/"0"), 9 when the job exists: "append" its prompts to it, or "skip"
+--       8 has ticket ("1"/"0"), 9 when the job exists: "append" its prompts to it, or "skip",
+--       10 the seq the live state starts at: 1, or past every seq an earlier run of the session published
 -- Returns: 1 created; 0 the job existed and the prompts were appended; -1 the job existed, nothing done.
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -32,13 +33,15 @@ redis.call('HSET', KEYS[1], 'promptsRev', 0)
 redis.call('HSET', KEYS[11], ARGV[1], 0)
 for _, p in ipairs(prompts) do redis.call('RPUSH', KEYS[2], p) end
 hset_object(KEYS[4], ARGV[3])
-redis.call('HSET', KEYS[4], 'seq', 1, 'updatedAt', now_ms)
+local seq = ARGV[10] or '1'  -- kept as its digits: a Lua number past 1e14 would be written with an exponent
+if not string.match(seq, '^[1-9]%d*$') then seq = '1' end
+redis.call('HSET', KEYS[4], 'seq', seq, 'updatedAt', now_ms)
 hset_object(KEYS[5], ARGV[5])
 hset_object(KEYS[6], ARGV[6])
 redis.call('ZADD', KEYS[3], now_ms, ARGV[1])
 redis.call('ZADD', KEYS[7], tonumber(redis.call('HGET', KEYS[4], 'startedAt')) or now_ms, ARGV[1])
 if ARGV[8] == '1' then redis.call('SET', KEYS[9], ARGV[1]) end
-redis.call('PUBLISH', KEYS[8], '{"seq":1,' .. string.sub(ARGV[7], 2))
--- the live state starts again at seq 1: anyone following the session must take a fresh snapshot
-redis.call('PUBLISH', KEYS[10], '{"seq":1,"type":"reset","sessionId":"' .. ARGV[1] .. '"}')
+redis.call('PUBLISH', KEYS[8], '{"seq":' .. seq .. ',' .. string.sub(ARGV[7], 2))
+-- the live state starts again: anyone following the session must take a fresh snapshot
+redis.call('PUBLISH', KEYS[10], '{"seq":' .. seq .. ',"type":"reset","sessionId":"' .. ARGV[1] .. '"}')
 return 1

@@ -1,0 +1,117 @@
+"""What an archive row must hold to be queued again (the backstop, and `send` or `cancel` reviving a session).
+
+Other backends write these rows too (README: job wire format): each field is checked before Redis is touched, and
+one of another shape than ours is InvalidInput naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from shared.errors import InvalidInput
+from shared.models import prompt_entry
+from shared.store.archive import LAYER_KEY, ArchiveRow
+
+
+def next_seq(layer: Mapping[str, Any]) -> int:
+    """The seq a session queued again starts its live state at: past the last one the row records, so that a
+    client resuming with a Last-Event-ID of an earlier run never finds it equal to the new run's seq and goes
+    without its snapshot. Was: 1, which the earlier run's first update had had too."""
+    value = layer.get("seq")
+    return value + 1 if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53 else 1
+
+
+def json_kind(value: object) -> str:
+    """What a JSON value is, for a message about a field of the wrong shape."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return f"the number {value!r}"
+
+
+def layer_of(row: ArchiveRow) -> dict[str, Any]:
+    """Our bookkeeping in the row: none when the metadata or the key is NULL; InvalidInput when either is not a
+    JSON object (the poller's own writes of the row would fail on it)."""
+    if row.metadata is None:
+        return {}
+    if not isinstance(row.metadata, dict):
+        raise InvalidInput(f"metadata is {json_kind(row.metadata)}, not a JSON object")
+    layer = row.metadata.get(LAYER_KEY)
+    if layer is None:
+        return {}
+    if not isinstance(layer, dict):
+        raise InvalidInput(f"metadata.{LAYER_KEY} is {json_kind(layer)}, not a JSON object")
+    return layer
+
+
+def check_title(layer: Mapping[str, Any]) -> None:
+    title = layer.get("title")
+    if title is not None and not isinstance(title, str):
+        raise InvalidInput(f"metadata.{LAYER_KEY}.title is {json_kind(title)}, not a string")
+
+
+def epoch_of(layer: Mapping[str, Any]) -> int:
+    """The fencing epoch as the poller's fenced write reads it (`::bigint`): an integer, or one in decimal text.
+
+    Anything else (a fraction, a boolean, a word) would fail every write the new owner makes, so it is refused.
+    """
+    value = layer.get("epoch")
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        epoch = value
+    elif isinstance(value, str) and _is_decimal(value.strip()):
+        epoch = int(value)
+    else:
+        raise InvalidInput(f"metadata.{LAYER_KEY}.epoch is {json_kind(value)}, not an integer")
+    if not -(2**63) <= epoch < 2**63:
+        raise InvalidInput(f"metadata.{LAYER_KEY}.epoch {epoch} is out of PostgreSQL's bigint range")
+    return epoch
+
+
+def _is_decimal(text: str) -> bool:
+    """An optionally signed run of ASCII digits: what both int() and PostgreSQL's bigint read alike."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    return digits.isascii() and digits.isdigit()
+
+
+def prompts_of(layer: Mapping[str, Any]) -> list[str]:
+    """Every prompt the row records, as queued: each a `{messageID, text}` object of strings."""
+    prompts = layer.get("prompts")
+    if prompts is None:
+        return []
+    if not isinstance(prompts, list):
+        raise InvalidInput(f"metadata.{LAYER_KEY}.prompts is {json_kind(prompts)}, not an array")
+    entries = []
+    for n, prompt in enumerate(prompts):
+        fields = (prompt.get("messageID"), prompt.get("text")) if isinstance(prompt, dict) else (None, None)
+        message_id, text = fields
+        if not isinstance(message_id, str) or not isinstance(text, str):
+            raise InvalidInput(f"metadata.{LAYER_KEY}.prompts[{n}] is not a {{messageID, text}} object of strings")
+        entries.append(prompt_entry(message_id, text))
+    return entries
+
+
+def messages_of(messages: object) -> list[Any]:
+    """The row's messages, to seed the live copy with: each needs the ids that copy is keyed by (a message's
+    `info.id`; a part's `id` and `messageID`), as a list the poller would accept from OpenCode does."""
+    if messages is None:
+        return []
+    if not isinstance(messages, list):
+        raise InvalidInput(f"messages is {json_kind(messages)}, not an array")
+    for n, message in enumerate(messages):
+        info = message.get("info") if isinstance(message, dict) else None
+        parts = message.get("parts") if isinstance(message, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("id"), str) or not isinstance(parts, list):
+            raise InvalidInput(f"messages[{n}] is not an object with an info.id string and a parts array")
+        for part in parts:
+            if not isinstance(part, dict) or not all(isinstance(part.get(k), str) for k in ("id", "messageID")):
+                raise InvalidInput(f"messages[{n}] has a part without id and messageID strings")
+    return messages
