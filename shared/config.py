@@ -9,13 +9,16 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from shared.errors import ConfigError
 
 T = TypeVar("T")
 LogFormat = Literal["json", "console"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MASK = "**********"  # a secret, wherever one would show: reprs, error messages
+SECRET_VARIABLES = frozenset({"GATEWAY_AUTH_SECRET", "GATEWAY_AUTH_SECRET_PREVIOUS", "OPENCODE_SERVER_PASSWORD"})
+URL_PASSWORDS = (re.compile(r"(://[^:/@?#,]*:)[^@]*(?=@)"), re.compile(r"((?:^|[?&\s])password=)[^&\s]*"))
 
 
 class Secret:
@@ -27,7 +30,7 @@ class Secret:
         self._value = value
 
     def __repr__(self) -> str:
-        return "Secret('**********')"
+        return f"Secret({MASK!r})"
 
     def __str__(self) -> str:
         return self._value
@@ -69,8 +72,12 @@ def _server(name: str, raw_url: str) -> ServerConfig:
     if parts.port is not None:
         netloc += f":{parts.port}"
     url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)).rstrip("/")
+    if not url.isascii():  # the GET client writes the Host header and the path as they are
+        raise ValueError("expected an ASCII URL: percent-encode the path, give a host name in its xn-- form")
     password = Secret(unquote(parts.password)) if parts.password else None
-    return ServerConfig(name, url, password, unquote(parts.username) if parts.username else OPENCODE_USERNAME)
+    return ServerConfig(
+        name, url, password, _username(unquote(parts.username)) if parts.username else OPENCODE_USERNAME
+    )
 
 
 def _servers(raw: str) -> tuple[ServerConfig, ...]:
@@ -143,22 +150,27 @@ class Settings:
         return (ServerConfig(DEFAULT_SERVER, self.opencode_url, self.opencode_password, self.opencode_username),)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Parse every variable; the first bad one raises ConfigError naming it and its value."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, with_store_clients: bool = True) -> Settings:
+        """Parse every variable; the first bad one raises ConfigError naming it and its value (secrets masked).
+
+        REDIS_URL and DATABASE_URL are parsed by redis-py and libpq themselves, so a URL their clients would
+        refuse stops start-up rather than a first connection. `with_store_clients=False` skips only that parse,
+        whose imports cost a command that reaches no store (`token`) 0.2 s; every other check still runs.
+        """
         env = Environ(os.environ if environ is None else environ)
+        redis_url = _redis_url if with_store_clients else _redis_form
+        database_url = _database_url if with_store_clients else _url("postgresql", "postgres")
         secret = env.get("GATEWAY_AUTH_SECRET", str, None)
         previous = env.get("GATEWAY_AUTH_SECRET_PREVIOUS", str, None)
         url_server = env.get("OPENCODE_URL", lambda raw: _server(DEFAULT_SERVER, raw), None)
         password = env.get("OPENCODE_SERVER_PASSWORD", str, None)
         return cls(
-            redis_url=Secret(env.get("REDIS_URL", _url("redis", "rediss", "unix"), "redis://localhost:6379/0")),
-            database_url=Secret(
-                env.get("DATABASE_URL", _url("postgresql", "postgres"), "postgresql://localhost:5432/opencode")
-            ),
+            redis_url=Secret(env.get("REDIS_URL", redis_url, "redis://localhost:6379/0")),
+            database_url=Secret(env.get("DATABASE_URL", database_url, "postgresql://localhost:5432/opencode")),
             opencode_url=url_server.url if url_server is not None else "http://localhost:4096",
             opencode_servers=env.get("OPENCODE_SERVERS", _servers, ()),
             opencode_password=Secret(password) if password else (url_server.password if url_server else None),
-            opencode_username=env.get("OPENCODE_SERVER_USERNAME", str, None)
+            opencode_username=env.get("OPENCODE_SERVER_USERNAME", _username, None)
             or (url_server.username if url_server else OPENCODE_USERNAME),
             opencode_directory=env.get("OPENCODE_DIRECTORY", str, None),
             opencode_timeout_s=env.get("OPENCODE_TIMEOUT_MS", _millis(100, 600_000), 10.0),
@@ -209,21 +221,92 @@ class Environ:
         if raw is None or raw.strip() == "":
             return default
         try:
-            return cast(raw.strip())
+            return cast(_utf8(raw.strip()))
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+            reason = " ".join(str(exc).split())  # one line, whatever the parser said
+            raise ConfigError(f"{name}={_shown(name, raw)!r} is invalid: {reason}") from None
+
+
+def _shown(name: str, raw: str) -> str:
+    """The value as an error shows it: a secret, or a URL's password, masked."""
+    if name in SECRET_VARIABLES:
+        return MASK
+    for password in URL_PASSWORDS:  # user:password@, and ?password=
+        raw = password.sub(rf"\g<1>{MASK}", raw)
+    return raw
+
+
+def _utf8(raw: str) -> str:
+    """Every value is sent on as UTF-8 (keys, URLs, headers, HMAC keys); one that was not UTF-8 in the
+    environment reaches Python as surrogates, and would fail only when first encoded, naming nothing."""
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid UTF-8 (character {exc.start + 1})") from None
+    return raw
 
 
 def _url(*schemes: str) -> Callable[[str], str]:
+    """Scheme, host, port and user of a URL; a postgresql:// one is left to libpq's rules (_database_url)."""
+
     def cast(raw: str) -> str:
         parts = urlsplit(raw)
         if parts.scheme not in schemes:
             raise ValueError(f"expected a {'/'.join(s + '://' for s in schemes)} URL")
-        if parts.scheme != "unix" and not parts.hostname and parts.scheme not in ("postgresql", "postgres"):
+        if parts.scheme in ("postgresql", "postgres"):
+            return raw
+        if parts.scheme != "unix" and not parts.hostname:
             raise ValueError("the URL has no host")
+        _port(parts)
+        for userinfo in (parts.username, parts.password):
+            try:
+                unquote(userinfo or "", errors="strict")  # the clients' unquote would turn it into U+FFFD
+            except UnicodeDecodeError:
+                raise ValueError("a percent-escape in the user or password is not UTF-8") from None
         return raw
 
     return cast
+
+
+def _port(parts: SplitResult) -> None:
+    """urlsplit raises for a port past 65535 only when asked, and takes 0, where nothing can listen."""
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
+
+
+def _username(raw: str) -> str:
+    """Basic auth joins user and password with `:`, so a user name cannot hold one (RFC 7617)."""
+    if ":" in raw:
+        raise ValueError("a basic-auth user name cannot contain ':'")
+    return raw
+
+
+def _redis_form(raw: str) -> str:
+    """What needs no redis-py: scheme, host, port, a unix:// socket path, a database number as the path."""
+    parts = urlsplit(_url("redis", "rediss", "unix")(raw))
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError("a unix:// URL needs the socket's path: unix:///run/redis.sock")
+    if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*", unquote(parts.path)):
+        raise ValueError("the path must be a database number: redis://host:6379/0")  # redis-py ignores any other
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    """_redis_form, then redis-py's own parse; imported here, so `token` never loads redis-py."""
+    from shared.store.urls import check_redis_url
+
+    return check_redis_url(_redis_form(raw))
+
+
+def _database_url(raw: str) -> str:
+    """The scheme, then libpq's own parse and rules; imported here, so `token` never loads psycopg."""
+    from shared.store.urls import check_database_url
+
+    return check_database_url(_url("postgresql", "postgres")(raw))
 
 
 def _millis(low: int, high: int) -> Callable[[str], float]:

@@ -33,7 +33,7 @@ def token(session_id: str | None, ticket_id: str | None, admin: bool, ttl: str, 
         scope = Scope("ticket", ticket_id)
     else:
         scope = Scope("admin")
-    secret = Settings.from_env().gateway_auth_secret
+    secret = Settings.from_env(with_store_clients=False).gateway_auth_secret  # offline: redis-py and psycopg unloaded
     if secret is None:
         raise ConfigError("GATEWAY_AUTH_SECRET is not set: tokens are signed with it")
     now = time.time()
