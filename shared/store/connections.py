@@ -73,7 +73,10 @@ async def pg_connect(url: Secret | str) -> psycopg.AsyncConnection[tuple[object,
 
 @contextmanager
 def store_errors(store: str) -> Iterator[None]:
-    """Translate Redis and PostgreSQL connection failures into Unavailable, naming the store."""
+    """Translate Redis and PostgreSQL outages into Unavailable, naming the store: connection failures, and the
+    refusals a server makes of every write until an operator acts (out of memory, read-only, unable to persist).
+    Was: a Redis at maxmemory raised OutOfMemoryError out of the replica's claim and ended every replica, and in a
+    tracker counted against the session."""
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
@@ -82,6 +85,14 @@ def store_errors(store: str) -> Iterator[None]:
         raise Unavailable(f"{store} is loading its data: {_first_line(exc)}") from exc
     except redis.exceptions.ReadOnlyError as exc:  # a replica, e.g. while a failover promotes another
         raise Unavailable(f"{store} is read-only: {_first_line(exc)}") from exc
+    except redis.exceptions.OutOfMemoryError as exc:  # at maxmemory with noeviction: refused until memory is freed
+        raise Unavailable(f"{store} is out of memory: {_first_line(exc)}") from exc
+    except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError) as exc:  # MASTERDOWN, TRYAGAIN
+        raise Unavailable(f"{store} is unavailable: {_first_line(exc)}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith("MISCONF"):  # it cannot persist, and refuses writes until it can
+            raise Unavailable(f"{store} refuses writes: {_first_line(exc)}") from exc
+        raise  # this command's own error (e.g. NOSCRIPT, a wrong type)
     except psycopg.errors.ProgramLimitExceeded:
         raise  # one statement past a limit (a jsonb value over 255 MB): this write's own failure, not an outage
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:

@@ -6,6 +6,7 @@ import secrets
 
 import psycopg
 import pytest
+from redis import exceptions as redis_exceptions
 
 from shared.dev.processes import free_port
 from shared.errors import Unavailable
@@ -32,3 +33,29 @@ def test_every_redis_connection_retries_a_dropped_connection():
     client = redis_client(f"redis://127.0.0.1:{free_port()}")
     connection = client.connection_pool.make_connection()
     assert connection.retry.get_retries() == REDIS_RETRIES
+
+
+async def test_a_redis_that_refuses_every_write_is_an_outage(redis):
+    """At maxmemory with noeviction Redis refuses writes (OOM) until memory is freed, and one that cannot persist
+    refuses them too (MISCONF): outages to wait out, not a write's own failure. Was: OutOfMemoryError ended
+    every replica (from its claim) and counted against the sessions it held."""
+    await redis.set("filler", "x" * 200_000)
+    used = int((await redis.info("memory"))["used_memory"])
+    policy = (await redis.config_get("maxmemory-policy"))["maxmemory-policy"]
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", str(used - 100_000))
+    try:
+        with (
+            pytest.raises(Unavailable, match=r"^Redis is out of memory: command not allowed when used memory"),
+            store_errors("Redis"),
+        ):
+            await redis.set("more", "y")
+        with pytest.raises(Unavailable, match=r"^Redis is out of memory"), store_errors("Redis"):
+            await redis.eval("return redis.call('SET', KEYS[1], 'z')", 1, "in-a-script")
+    finally:
+        await redis.config_set("maxmemory", "0")
+        await redis.config_set("maxmemory-policy", policy)
+    with store_errors("Redis"):
+        assert await redis.set("more", "y")  # memory freed: writes go through again
+    with pytest.raises(redis_exceptions.ResponseError, match=r"^unknown command"), store_errors("Redis"):
+        await redis.execute_command("NOSUCHCOMMAND")  # a command's own error stays its own
