@@ -42,6 +42,27 @@ STATUS_FIELD = "status"
 RawHash = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str | None]
 
 
+def _int_or_zero(text: str | None) -> int:
+    """A time in ms, as another backend may have written it (README: job wire format): one that is no integer
+    reads as unset. Was: a ValueError for every reader of the session, its tracker and the gateway, and the
+    session's end itself failed on it (it was claimed and crashed again, forever)."""
+    try:
+        return int(text) if text else 0
+    except ValueError:
+        return 0
+
+
+def _json_or(text: str | None, kind: type, default: Any) -> Any:
+    """A JSON field another backend may have written: one that is not JSON of the right kind reads as `default`."""
+    if not text:
+        return default
+    try:
+        value = loads(text)
+    except ValueError:
+        return default
+    return value if isinstance(value, kind) else default
+
+
 def _text(raw: RawHash) -> dict[str, str]:
     return {as_text(k): as_text(v) for k, v in raw.items() if v is not None}
 
@@ -84,10 +105,10 @@ class LiveState:
             ticket_id=TicketId(text["ticketId"]) if text.get("ticketId") else None,
             title=text.get("title") or None,
             error=text.get("error") or None,
-            started_at=int(text.get("startedAt") or 0),
-            updated_at=int(text.get("updatedAt") or 0),
-            current_tool_calls=loads(text.get("currentToolCalls") or "[]"),
-            metadata=loads(text.get("metadata") or "null"),
+            started_at=_int_or_zero(text.get("startedAt")),
+            updated_at=_int_or_zero(text.get("updatedAt")),
+            current_tool_calls=_json_or(text.get("currentToolCalls"), list, []),
+            metadata=_json_or(text.get("metadata"), dict, None),
             seq=int(text.get("seq") or 0),
             usage=Usage.from_json(loads(text.get("usage") or "null")),
             server=text.get("server") or None,

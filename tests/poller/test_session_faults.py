@@ -179,3 +179,24 @@ async def test_a_session_whose_list_outgrows_the_bound_ends_alone_naming_it(make
     assert status == "error"
     assert "with more than 500000 bytes (OPENCODE_MAX_RESPONSE_BYTES)" in error
     assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("metadata", "{bad"), ("startedAt", "2024-01-01T00:00:00Z"), ("currentToolCalls", "{}"), ("metadata", "[1]")],
+)
+async def test_a_pending_state_field_another_backend_wrote_wrongly_reads_as_unset(
+    make_worker, redis, db, opencode, field, value
+):
+    """The wire format has other backends write the pending state: a field of it that does not read (metadata
+    that is no JSON object, a start time that is no integer) is taken as unset, and the session runs. Was: every
+    reader raised (the gateway, the tracker), and the session's end, which reads it too, failed in turn: it was
+    claimed, crashed and claimed again, forever."""
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO hi", metadata={"a": 1})
+    sid = state["sessionId"]
+    await redis.hset(keys.session(sid), field, value)
+    assert (await get_session(redis, db, sid))["status"] == "pending"  # what the gateway and `show` read
+    await make_worker()
+    status, messages, _ = await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive")
+    assert status == "completed" and texts(messages)[-1] == "ECHO: ECHO hi"
+    assert (await archive.fetch(db, sid)).user_metadata == {"a": 1}  # the row's own, as enqueue recorded it
