@@ -10,13 +10,13 @@ import anyio
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import endpoints, health, stream, ui
 from gateway.auth import Auth, check_secret
+from gateway.cors import JSONCORSMiddleware
 from gateway.fanout import Fanout
 from gateway.handlers import EXCEPTION_HANDLERS
 from gateway.hosts import HostAllowList, allowed_hosts
@@ -104,7 +104,7 @@ def create_app(
         Middleware(TimingMiddleware, metrics=metrics),
         Middleware(HostAllowList, allowed=allowed_hosts(settings)),
         Middleware(
-            CORSMiddleware,
+            JSONCORSMiddleware,
             allow_origins=list(settings.gateway_cors_origins),
             allow_methods=["GET"],
             allow_headers=["Authorization", "Last-Event-ID"],

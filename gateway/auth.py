@@ -62,6 +62,13 @@ class Auth:
         if scope is not None and not scope.allows_session(session_id, ticket_id):
             raise Forbidden(f"the token does not cover session {session_id}")
 
+    def require_own_session(self, request: Request, session_id: str) -> None:
+        """Before any lookup: a session token for another session is a 403 whether that session exists or not (a
+        404 for a missing one would tell the bearer which ids exist). Other scopes need its ticket: require_session."""
+        scope = self.scope(request)
+        if scope is not None and scope.kind == "session" and scope.id != session_id:
+            raise Forbidden(f"the token does not cover session {session_id}")
+
     def require_ticket(self, request: Request, ticket_id: str) -> None:
         scope = self.scope(request)
         if scope is not None and not scope.allows_ticket(ticket_id):

@@ -63,7 +63,8 @@ def _flag(request: Request, name: str) -> bool:
     return raw in ("true", "1")
 
 
-def _type(request: Request) -> str | None:
+def type_filter(request: Request) -> str | None:
+    """`type`: one of the session types, or None for all (the lists and the live-list stream)."""
     kind = request.query_params.get("type")
     if kind is not None and kind not in SESSION_TYPES:
         raise InvalidInput(f"type must be one of {', '.join(SESSION_TYPES)}", {"parameter": "type"})
@@ -86,9 +87,7 @@ async def read_session(state: GatewayState, session_id: str) -> dict[str, Any]:
 async def session(request: Request) -> JSONResponse:
     state = GatewayState.of(request)
     sid = parse_session_id(request.path_params["session_id"])
-    scope = state.auth.scope(request)
-    if scope is not None and scope.kind == "session" and scope.id != sid:
-        state.auth.require_session(request, sid, None)
+    state.auth.require_own_session(request, sid)
     found = await read_session(state, sid)
     state.auth.require_session(request, sid, found.get("ticketId"))
     return JSONResponse(found)
@@ -111,7 +110,7 @@ async def ticket_sessions(request: Request) -> Response:
         page = await archived_sessions(
             conn, server=server, directory=directory, ticket_id=ticket, limit=limit, before=before
         )
-    return page_response(state, page, include_messages)
+    return await page_response(state, page, include_messages)
 
 
 async def ticket_usage_totals(request: Request) -> JSONResponse:
@@ -127,7 +126,7 @@ async def sessions(request: Request) -> Response:
     """`?live=true`: the live index; otherwise archived sessions, filtered by `type` and `ticket`."""
     state = GatewayState.of(request)
     state.auth.require_admin(request)
-    kind = _type(request)
+    kind = type_filter(request)
     live = _flag(request, "live")
     ticket = request.query_params.get("ticket")
     ticket_id = parse_ticket_id(ticket) if ticket is not None else None
@@ -146,4 +145,4 @@ async def sessions(request: Request) -> Response:
             limit=limit,
             before=before,
         )
-    return page_response(state, page, include_messages)
+    return await page_response(state, page, include_messages)

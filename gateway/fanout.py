@@ -2,7 +2,8 @@
 
 A channel is subscribed when its first client arrives and unsubscribed when its last leaves. Each client
 gets a bounded queue: a client too slow to keep up, or one that was connected while the Redis connection
-dropped, is told it lost events (`LOST`) and must take a fresh snapshot — nothing is silently skipped. A client
+dropped, is told it lost events (`LOST`) and must take a fresh snapshot — nothing is silently skipped; it reads it
+once `confirmed()` says the channel is subscribed again, or events published in between would be lost. A client
 whose queued events outgrow its byte budget is told to end its stream (`DROPPED`): it resumes with Last-Event-ID,
 and the memory it held is freed at once rather than when it reads again.
 """
@@ -155,6 +156,11 @@ class Fanout:
     def channels(self) -> int:
         return len(self._subs)
 
+    def confirmed(self, channel: str) -> bool:
+        """Is the channel subscribed on the connection that is up? Only then does a snapshot read now miss nothing."""
+        event = self._confirmed.get(channel)
+        return event is not None and event.is_set()
+
     async def run(self) -> None:
         """Keep one pub/sub connection up. Any failure, expected (Redis went away) or not (a bug), ends in the
         same place: drop the connection, tell every client it lost events, reconnect with backoff, resubscribe."""
@@ -289,6 +295,9 @@ class Fanout:
 
     def _drop_connection(self) -> None:
         self._pubsub = None
+        for channel, event in list(self._confirmed.items()):
+            if event.is_set():  # until the next connection confirms it (an unset one has a waiter: keep it)
+                self._confirmed[channel] = anyio.Event()
         client, self._client = self._client, None
         if client is not None:
             # closing may block on a dead socket: leave it to the garbage collector's disconnect

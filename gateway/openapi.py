@@ -50,6 +50,12 @@ DIRECTORY = {
     "schema": {"type": "string", "pattern": "^/"},
     "description": "only sessions run in this (absolute) directory",
 }
+TYPE = {
+    "name": "type",
+    "in": "query",
+    "schema": {"enum": ["ask", "chat", "admin"]},
+    "description": "only sessions of this type (any other value is a 400)",
+}
 MESSAGES = {"name": "messages", "in": "query", "schema": {"type": "boolean"}, "description": "include messages"}
 SSE = {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
@@ -164,8 +170,8 @@ SPEC: dict[str, Any] = {
         },
         "/sessions/{session_id}/stream": {
             "get": {
-                "summary": "SSE: `snapshot`, then `update` per change (id = seq), then `complete`; `ping` every 15 s; "
-                "`token-expired` at the token's exp",
+                "summary": "SSE: `snapshot`, then `update` per change (id = seq), then `complete`; `ping` after 15 s "
+                "without another event; `token-expired` at the token's exp",
                 "parameters": [
                     SESSION_ID,
                     {"name": "lastEventId", "in": "query", "schema": {"type": "string"}},
@@ -216,7 +222,7 @@ SPEC: dict[str, Any] = {
                 "summary": "Live sessions (`live=true`) or archived ones (filter by type and ticket); admin",
                 "parameters": [
                     {"name": "live", "in": "query", "schema": {"type": "boolean"}},
-                    {"name": "type", "in": "query", "schema": {"enum": ["ask", "chat", "admin"]}},
+                    TYPE,
                     {"name": "ticket", "in": "query", "schema": TICKET_ID_SCHEMA},
                     LIMIT,
                     BEFORE,
@@ -233,7 +239,8 @@ SPEC: dict[str, Any] = {
         "/sessions/live/stream": {
             "get": {
                 "summary": "SSE of the live list: `snapshot`, then `appeared` / `status` / `ended`; admin",
-                "responses": {"200": SSE, **_errors(401, 403, 429, 503)},
+                "parameters": [TYPE],
+                "responses": {"200": SSE, **_errors(400, 401, 403, 429, 503)},
             }
         },
         "/healthz": {

@@ -3,6 +3,11 @@
 Per session: subscribe first, then read the snapshot, and drop every event at or below its `seq`, so no
 change falls between the two. A gap, a `reset` (the live state was rebuilt), a client too slow for its
 queue or a Redis reconnect all lead to a fresh `snapshot`; the final `complete` carries the archived row.
+The live list sends a fresh `snapshot` after a Redis reconnect or a client too slow for its queue.
+
+A stream owed a fresh snapshot while Redis or PostgreSQL is unreachable waits for them (a read inside a started
+response has no status left to fail with): it keeps pinging, and reads once its subscription is back.
+A `ping` goes out when nothing else was written for a ping interval (events a filter skips count for nothing).
 
 Every stream ends with its token: at the token's `exp` it sends `token-expired` and closes, so a client refreshes
 its token and resumes with Last-Event-ID. A client whose queued events outgrow GATEWAY_STREAM_BUFFER_BYTES is
@@ -12,16 +17,16 @@ dropped (the stream ends; it resumes the same way).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-import anyio
 import structlog
+from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 
-from gateway.endpoints import read_session
-from gateway.fanout import CLOSED, DROPPED, LOST, Published, Signal, Subscription
+from gateway.endpoints import read_session, type_filter
+from gateway.fanout import CLOSED, DROPPED, LOST, Fanout, Published, Signal, Subscription
 from gateway.sse import format_event, ping, retry_line, token_expired
 from gateway.state import GatewayState
 from shared.backoff import Backoff
@@ -34,10 +39,12 @@ from shared.sessions import live_sessions
 from shared.store import keys
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 RESYNC_RETRY_BASE_S = 0.1
 RESYNC_RETRY_CAP_S = 5.0
-PING: Final = Signal("PING")  # nothing came for a ping interval: send one
+STORE_DOWN = (Unavailable, PoolTimeout)  # a read that may succeed once Redis or PostgreSQL answers again
+PING: Final = Signal("PING")  # nothing was written for a ping interval: send one
 EXPIRED: Final = Signal("EXPIRED")  # the stream's token reached its `exp`
 STREAM_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -51,24 +58,71 @@ def _last_event_id(request: Request) -> str | None:
 
 
 class Lifetime:
-    """Until when a stream may run: its token's `exp` (None: auth off, no end)."""
+    """Until when a stream may run (its token's `exp`; None: auth off, no end), and when its next ping is due."""
 
     def __init__(self, expires_at: int | None, ping_interval_s: float) -> None:
         self.expires_at = expires_at
         self._ping_interval_s = ping_interval_s
+        self._sent_at = time.monotonic()
 
     @property
     def expired(self) -> bool:
         return self.expires_at is not None and time.time() >= self.expires_at
 
-    def wait_s(self) -> float:
-        """How long to wait for the next event: a ping interval, or less when the token ends sooner."""
-        if self.expires_at is None:
-            return self._ping_interval_s
-        return max(0.0, min(self._ping_interval_s, self.expires_at - time.time()))
+    @property
+    def ping_due(self) -> bool:
+        return time.monotonic() - self._sent_at >= self._ping_interval_s
 
-    def is_ping_due(self, waited_s: float) -> bool:
-        return waited_s >= self._ping_interval_s
+    def sent(self) -> None:
+        """A frame was written: the next ping is due a full interval from now."""
+        self._sent_at = time.monotonic()
+
+    def wait_s(self, cap_s: float | None = None) -> float:
+        """How long to wait for the next event: until a ping is due, the token ends or `cap_s`, whichever is first."""
+        wait = self._sent_at + self._ping_interval_s - time.monotonic()
+        if self.expires_at is not None:
+            wait = min(wait, self.expires_at - time.time())
+        if cap_s is not None:
+            wait = min(wait, cap_s)
+        return max(0.0, wait)
+
+
+class Resync:
+    """A fresh snapshot the client is owed. It is read once the channel is subscribed again (read earlier, it could
+    miss what is published before the subscription is back) and the store answers; until then the stream waits."""
+
+    def __init__(self, fanout: Fanout, channel: str) -> None:
+        self._fanout = fanout
+        self._channel = channel
+        # jittered: after a Redis restart the streams do not all come back at the same instant
+        self._backoff = Backoff(RESYNC_RETRY_BASE_S, RESYNC_RETRY_CAP_S)
+        self._retry_at = time.monotonic()
+
+    def wait_s(self) -> float:
+        """Until the next attempt (0: now)."""
+        return max(0.0, self._retry_at - time.monotonic())
+
+    async def read(self, read: Callable[[], Awaitable[T]]) -> T | None:
+        """`read()`'s result, or None when it is too early: the channel is not subscribed yet, or the store is down."""
+        if not self._fanout.confirmed(self._channel):
+            self._later("the Redis subscription is not back yet")
+            return None
+        try:
+            return await read()
+        except STORE_DOWN as exc:
+            self._later(_reason(exc))
+            return None
+
+    def _later(self, reason: str) -> None:
+        delay = self._backoff.failed(time.monotonic())
+        self._retry_at = time.monotonic() + delay
+        # once per stream and outage at warning: every stream retries every few seconds while it lasts
+        emit = log.warning if self._backoff.failures == 1 else log.debug
+        emit("resync_retry", error=reason, retry_in_s=round(delay, 2))
+
+
+def _reason(exc: Exception) -> str:
+    return exc.message if isinstance(exc, SessionLayerError) else str(exc)
 
 
 async def _open(request: Request, state: GatewayState, channel: str) -> tuple[AsyncExitStack, Subscription, Lifetime]:
@@ -85,9 +139,27 @@ async def _open(request: Request, state: GatewayState, channel: str) -> tuple[As
     return stack, sub, Lifetime(grant.expires_at if grant is not None else None, state.ping_interval_s)
 
 
+async def _sent(
+    state: GatewayState, stream: str, stack: AsyncExitStack, lifetime: Lifetime, frames: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """A stream's body: `frames`, each one putting the next ping off; counted while open, and its slot and
+    subscription released when it ends."""
+    clients = state.metrics.sse_clients.labels(stream)
+    clients.inc()
+    try:
+        yield retry_line()
+        async for frame in frames:
+            yield frame
+            lifetime.sent()
+    finally:
+        clients.dec()
+        await stack.aclose()
+
+
 async def session_stream(request: Request) -> EventStreamResponse:
     state = GatewayState.of(request)
     sid = parse_session_id(request.path_params["session_id"])
+    state.auth.require_own_session(request, sid)
     stack, sub, lifetime = await _open(request, state, keys.updates(sid))
     try:
         snapshot = await read_session(state, sid)
@@ -95,45 +167,39 @@ async def session_stream(request: Request) -> EventStreamResponse:
     except BaseException:
         await stack.aclose()
         raise
-    body = _session_events(state, sid, sub, stack, lifetime, snapshot, _last_event_id(request))
-    return EventStreamResponse(body, headers=STREAM_HEADERS)
+    frames = _session_events(state, sid, sub, lifetime, snapshot, _last_event_id(request))
+    return EventStreamResponse(_sent(state, "session", stack, lifetime, frames), headers=STREAM_HEADERS)
 
 
 async def _session_events(
     state: GatewayState,
     sid: SessionId,
     sub: Subscription,
-    stack: AsyncExitStack,
     lifetime: Lifetime,
     snapshot: dict[str, Any],
     last_event_id: str | None,
 ) -> AsyncIterator[bytes]:
-    clients = state.metrics.sse_clients.labels("session")
-    clients.inc()
-    try:
-        with structlog.contextvars.bound_contextvars(session_id=sid):
-            yield retry_line()
-            if last_event_id != str(snapshot["seq"]) or not snapshot["live"]:
-                yield _snapshot(snapshot)
-            if _ended(snapshot):
-                yield format_event("complete", dumps(snapshot), snapshot["seq"])
-                return
-            async for frame in _follow(state, sid, sub, lifetime, int(snapshot["seq"])):
-                yield frame
-    finally:
-        clients.dec()
-        await stack.aclose()
+    with structlog.contextvars.bound_contextvars(session_id=sid):
+        if last_event_id != str(snapshot["seq"]) or not snapshot["live"]:
+            yield _snapshot(snapshot)
+        if _ended(snapshot):
+            yield format_event("complete", dumps(snapshot), snapshot["seq"])
+            return
+        async for frame in _follow(state, sid, sub, lifetime, int(snapshot["seq"])):
+            yield frame
 
 
-async def _next(state: GatewayState, sub: Subscription, lifetime: Lifetime) -> Published | Signal | None:
-    """The next item for a stream: an event, a signal (PING and EXPIRED included), or None to wait again."""
+async def _next(
+    state: GatewayState, sub: Subscription, lifetime: Lifetime, resync: Resync | None
+) -> Published | Signal | None:
+    """The next item for a stream: an event, a signal (PING and EXPIRED included), or None to go round again (an
+    owed snapshot may be due). A ping is due by time, however many events came that the stream did not send."""
     if lifetime.expired:
         state.metrics.streams_ended.labels("token_expired").inc()
         return EXPIRED
-    wait_s = lifetime.wait_s()
-    item = await sub.get(wait_s)
-    if item is None:
-        return PING if lifetime.is_ping_due(wait_s) else None
+    if lifetime.ping_due:
+        return PING
+    item = await sub.get(lifetime.wait_s(resync.wait_s() if resync is not None else None))
     if item is DROPPED:
         state.metrics.streams_ended.labels("slow_client").inc()
         log.info("stream_dropped", reason="queued events passed GATEWAY_STREAM_BUFFER_BYTES", channel=sub.channel)
@@ -152,8 +218,22 @@ def _control(item: Signal, lifetime: Lifetime) -> bytes | None:
 async def _follow(
     state: GatewayState, sid: SessionId, sub: Subscription, lifetime: Lifetime, seq: int
 ) -> AsyncIterator[bytes]:
+    resync: Resync | None = None
     while True:
-        item = await _next(state, sub, lifetime)
+        if resync is not None and resync.wait_s() == 0:
+            try:
+                snapshot = await resync.read(lambda: read_session(state, sid))
+            except NotFound as exc:
+                yield format_event("error", dumps({"error": exc.message}))
+                return
+            if snapshot is not None:
+                resync = None
+                yield _snapshot(snapshot)
+                if _ended(snapshot):
+                    yield format_event("complete", dumps(snapshot), snapshot["seq"])
+                    return
+                seq = int(snapshot["seq"])
+        item = await _next(state, sub, lifetime, resync)
         if item is None:
             continue
         if item in (PING, EXPIRED, CLOSED, DROPPED):
@@ -163,19 +243,12 @@ async def _follow(
             if item is PING:
                 continue
             return
-        resync = _resync_reason(item, seq)
         if resync is not None:
-            state.metrics.resyncs.labels(resync).inc()
-            try:
-                snapshot = await _read_when_available(state, sid)
-            except NotFound as exc:
-                yield format_event("error", dumps({"error": exc.message}))
-                return
-            yield _snapshot(snapshot)
-            if _ended(snapshot):
-                yield format_event("complete", dumps(snapshot), snapshot["seq"])
-                return
-            seq = int(snapshot["seq"])
+            continue  # the snapshot owed covers it
+        reason = _resync_reason(item, seq)
+        if reason is not None:
+            state.metrics.resyncs.labels(reason).inc()
+            resync = Resync(state.fanout, sub.channel)
             continue
         assert isinstance(item, Published)
         if item.seq <= seq:
@@ -185,19 +258,6 @@ async def _follow(
             yield await _complete(state, sid, item)
             return
         yield item.frame("update")
-
-
-async def _read_when_available(state: GatewayState, sid: SessionId) -> dict[str, Any]:
-    """A resync right after a Redis restart may find it still down: wait for it rather than drop the client."""
-    # jittered: after a Redis restart the streams do not all come back at the same instant
-    backoff = Backoff(RESYNC_RETRY_BASE_S, RESYNC_RETRY_CAP_S)
-    while True:
-        try:
-            return await read_session(state, sid)
-        except Unavailable as exc:
-            delay = backoff.failed(time.monotonic())
-            log.warning("resync_retry", error=exc.message, retry_in_s=round(delay, 2))
-            await anyio.sleep(delay)
 
 
 def _ended(snapshot: dict[str, Any]) -> bool:
@@ -221,8 +281,8 @@ async def _complete(state: GatewayState, sid: SessionId, item: Published) -> byt
     """The final event carries the archived session: the poller publishes `complete` only after the commit."""
     try:
         final = await read_session(state, sid)
-    except SessionLayerError as exc:
-        log.warning("complete_without_archive", error=exc.message)
+    except (SessionLayerError, PoolTimeout) as exc:
+        log.warning("complete_without_archive", error=_reason(exc))
         final = {**item.body, "live": False}
     final["seq"] = item.seq
     return format_event("complete", dumps(final), item.seq)
@@ -236,51 +296,49 @@ async def live_stream(request: Request) -> EventStreamResponse:
     """`snapshot` of the live list, then `appeared` / `status` / `ended` as the live index changes."""
     state = GatewayState.of(request)
     state.auth.require_admin(request)
-    kind = request.query_params.get("type")
+    kind = type_filter(request)
     stack, sub, lifetime = await _open(request, state, keys.LIVE_UPDATES)
     try:
         sessions = await live_sessions(state.redis, session_type=kind)
     except BaseException:
         await stack.aclose()
         raise
-    body = _live_events(state, sub, stack, lifetime, sessions, kind)
-    return EventStreamResponse(body, headers=STREAM_HEADERS)
+    frames = _live_events(state, sub, lifetime, sessions, kind)
+    return EventStreamResponse(_sent(state, "live", stack, lifetime, frames), headers=STREAM_HEADERS)
 
 
 async def _live_events(
-    state: GatewayState,
-    sub: Subscription,
-    stack: AsyncExitStack,
-    lifetime: Lifetime,
-    sessions: list[dict[str, Any]],
-    kind: str | None,
+    state: GatewayState, sub: Subscription, lifetime: Lifetime, sessions: list[dict[str, Any]], kind: str | None
 ) -> AsyncIterator[bytes]:
-    clients = state.metrics.sse_clients.labels("live")
-    clients.inc()
+    """Event ids count the events sent (the list has no `seq`: a reconnecting client gets a fresh `snapshot`)."""
     counter = 1
-    try:
-        yield retry_line()
-        yield format_event("snapshot", dumps({"sessions": sessions}), counter)
-        while True:
-            item = await _next(state, sub, lifetime)
-            if item is None:
+    yield format_event("snapshot", dumps({"sessions": sessions}), counter)
+    resync: Resync | None = None
+    while True:
+        if resync is not None and resync.wait_s() == 0:
+            fresh = await resync.read(lambda: live_sessions(state.redis, session_type=kind))
+            if fresh is not None:
+                resync = None
+                counter += 1
+                yield format_event("snapshot", dumps({"sessions": fresh}), counter)
+        item = await _next(state, sub, lifetime, resync)
+        if item is None:
+            continue
+        if item in (PING, EXPIRED, CLOSED, DROPPED):
+            assert isinstance(item, Signal)
+            if (frame := _control(item, lifetime)) is not None:
+                yield frame
+            if item is PING:
                 continue
-            if item in (PING, EXPIRED, CLOSED, DROPPED):
-                assert isinstance(item, Signal)
-                if (frame := _control(item, lifetime)) is not None:
-                    yield frame
-                if item is PING:
-                    continue
-                return
-            counter += 1
-            if item is LOST:
-                sessions = await live_sessions(state.redis, session_type=kind)
-                yield format_event("snapshot", dumps({"sessions": sessions}), counter)
-                continue
-            assert isinstance(item, Published)
-            if kind is not None and item.body.get("sessionType") != kind:
-                continue
-            yield format_event(item.type or "status", item.raw.decode(), counter)
-    finally:
-        clients.dec()
-        await stack.aclose()
+            return
+        if resync is not None:
+            continue  # the snapshot owed covers it
+        if item is LOST:
+            state.metrics.resyncs.labels("lost").inc()
+            resync = Resync(state.fanout, sub.channel)
+            continue
+        assert isinstance(item, Published)
+        if kind is not None and item.body.get("sessionType") != kind:
+            continue
+        counter += 1
+        yield format_event(item.type or "status", item.raw.decode(), counter)

@@ -187,3 +187,49 @@ async def test_cors_allows_only_the_configured_origins(make_gateway):
         )
         assert preflight.status_code == 200
         assert "last-event-id" in preflight.headers["access-control-allow-headers"].lower()
+
+
+async def test_a_session_token_cannot_tell_whether_another_session_exists(make_gateway, redis, db, opencode):
+    """Was: its stream answered 403 for a session that exists and 404 for one that does not."""
+    gateway = await make_gateway(gateway_auth=True, gateway_auth_secret=Secret(SECRET))
+    own = await commands.enqueue(redis, db, opencode, session_type="chat", ticket_id="T-A", prompt="ECHO a")
+    other = await commands.enqueue(redis, db, opencode, session_type="chat", ticket_id="T-B", prompt="ECHO b")
+    headers = {"Authorization": f"Bearer {mint_token(SECRET, Scope('session', own['sessionId']), 60)}"}
+    answers = {}
+    async with httpx.AsyncClient(base_url=gateway) as client:
+        for sid in (other["sessionId"], "ses_" + "Z" * 26):
+            for path in (f"/sessions/{sid}", f"/sessions/{sid}/stream"):
+                response = await client.get(path, headers=headers)
+                answers[path] = (response.status_code, response.json()["error"])
+    assert {status for status, _ in answers.values()} == {403}, answers
+    assert all("does not cover session" in error for _, error in answers.values())
+
+
+async def test_a_refused_cors_preflight_is_a_json_error_with_the_same_headers(make_gateway):
+    """Was Starlette's `400 text/plain` "Disallowed CORS origin"; every other error is JSON."""
+    gateway = await make_gateway(gateway_cors_origins=("https://app.example",))
+    async with httpx.AsyncClient(base_url=gateway) as client:
+        other_origin = await client.options(
+            "/sessions", headers={"Origin": "http://x", "Access-Control-Request-Method": "GET"}
+        )
+        other_header = await client.options(
+            "/sessions",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "x-evil",
+            },
+        )
+    for response, refused in ((other_origin, ["origin"]), (other_header, ["headers"])):
+        assert response.status_code == 400
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == {
+            "error": f"CORS preflight refused: {refused[0]} not allowed",
+            "detail": {"refused": refused},
+        }
+        assert response.headers["access-control-allow-methods"] == "GET"
+        assert response.headers["access-control-max-age"] == "600"
+        assert "last-event-id" in response.headers["access-control-allow-headers"].lower()
+        assert response.headers["vary"].startswith("Origin")
+    assert "access-control-allow-origin" not in other_origin.headers
+    assert other_header.headers["access-control-allow-origin"] == "https://app.example"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 
@@ -84,6 +85,46 @@ def test_past_the_concurrency_cap_a_request_is_refused_with_503(gateway):
     finally:
         for sock in idle:
             sock.close()
+    assert child.alive()
+
+
+def json_error(received: bytes) -> tuple[bytes, dict[str, object]]:
+    """The status line and the JSON body of a whole HTTP/1.1 answer (content-length framed)."""
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-type: application/json\r\n" in head.lower() + b"\r\n", head
+    error = json.loads(body)
+    assert set(error) == {"error", "detail"} and error["error"], error
+    return head.split(b"\r\n", 1)[0], error
+
+
+def test_past_the_concurrency_cap_the_503_is_a_json_error(gateway):
+    """Was uvicorn's `text/plain` "Service Unavailable"."""
+    port, _ = gateway
+    idle = [connect(port) for _ in range(3)]
+    try:
+        with connect(port) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+            status, error = json_error(closed_by_server(sock))
+    finally:
+        for sock in idle:
+            sock.close()
+    assert status.startswith(b"HTTP/1.1 503 ") and "GATEWAY_MAX_CONNECTIONS" in str(error["error"])
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Big: " + b"a" * 20_000,  # 16 KiB passed, and no end yet
+        b"NOT AN HTTP REQUEST\r\n\r\n",
+    ],
+)
+def test_a_request_too_big_or_unreadable_is_a_json_400(gateway, request_bytes):
+    """Was uvicorn's `text/plain` "Invalid HTTP request received."."""
+    port, child = gateway
+    with connect(port) as sock:
+        sock.sendall(request_bytes)
+        status, error = json_error(closed_by_server(sock))
+    assert status.startswith(b"HTTP/1.1 400 ") and "GATEWAY_MAX_HEADER_BYTES" in str(error["error"])
     assert child.alive()
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import signal
 
 import anyio
 import httpx
 import pytest
+import structlog
 
 from shared import commands
 from shared.cli.stream import SessionView, aiter_events
@@ -18,6 +21,7 @@ from shared.store import keys
 from tests.helpers import Child, wait_for, wait_port
 
 pytestmark = pytest.mark.anyio
+DEADLINE_S = 60.0  # far above the backoffs (5 s caps) and the ping interval used here: a deadline, not a timing
 
 
 async def test_redis_restarted_mid_stream_the_client_resyncs_and_ends_equal(
@@ -69,6 +73,73 @@ async def test_live_list_stream_shows_sessions_appear_change_and_end(make_worker
     assert seen[0] == ("appeared", "pending")
     assert ("status", "running") in seen
     assert seen[-1] == ("ended", "completed")
+
+
+@pytest.mark.parametrize("stream", ["live", "session"])
+async def test_with_redis_down_a_stream_keeps_pinging_and_sends_a_fresh_snapshot_once_it_is_back(
+    make_gateway, redis, db, opencode, embedded_redis, caplog, stream
+):
+    """Was: the live list re-read itself once after a Redis drop, and the failure broke its started response (an
+    ASGI traceback, a truncated body); the session stream waited without a ping, so clients took it for dead."""
+    gateway = await make_gateway(ping_interval_s=0.5)
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO waits")  # no poller: live
+    path = "/sessions/live/stream" if stream == "live" else f"/sessions/{state['sessionId']}/stream"
+    names: list[str] = []
+    pings_while_waiting = 0
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            httpx.AsyncClient(base_url=gateway, timeout=DEADLINE_S) as client,
+            client.stream("GET", path) as response,
+        ):
+            events = aiter_events(response)
+            with anyio.fail_after(DEADLINE_S):
+                async for event in events:
+                    names.append(event.name)
+                    if names == ["snapshot"]:
+                        await anyio.to_thread.run_sync(embedded_redis.stop)
+                    elif event.name == "ping" and any(log["event"] == "resync_retry" for log in logs):
+                        pings_while_waiting += 1
+                        if pings_while_waiting == 2:  # the second was sent after the stream began to wait
+                            await anyio.to_thread.run_sync(embedded_redis.start)
+                    elif event.name == "snapshot":
+                        break
+            if stream == "live":  # subscribed again: what happens now is streamed
+                sid = (await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO x"))["sessionId"]
+                with anyio.fail_after(DEADLINE_S):
+                    async for event in events:
+                        if event.name == "appeared":
+                            assert event.data["sessionId"] == sid
+                            break
+    assert names[0] == "snapshot" and names[-1] == "snapshot" and pings_while_waiting >= 2, names
+    assert [log for log in logs if log["log_level"] in ("error", "critical")] == []
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
+async def test_a_live_list_filtered_by_type_pings_however_many_other_events_pass(make_gateway, redis):
+    """Was: each event the filter skipped started the ping interval again, so while other sessions changed more
+    often than every 15 s a `?type=chat` client (the /ui sessions page) heard nothing, and reconnected every 45 s."""
+    gateway = await make_gateway(ping_interval_s=0.5)
+    other = {"type": "status", "sessionId": "ses_" + "a" * 26, "sessionType": "ask", "status": "running"}
+
+    async def busy() -> None:
+        while True:
+            await redis.publish(keys.LIVE_UPDATES, json.dumps(other))
+            await anyio.sleep(0.05)  # well within the ping interval
+
+    names: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=gateway, timeout=DEADLINE_S) as client,
+        client.stream("GET", "/sessions/live/stream?type=chat") as response,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(busy)
+        with anyio.fail_after(DEADLINE_S):
+            async for event in aiter_events(response):
+                names.append(event.name)
+                if names.count("ping") == 3:
+                    break
+        tg.cancel_scope.cancel()
+    assert set(names) == {"snapshot", "ping"}, names  # the other type's events are not sent
 
 
 async def test_sigterm_closes_open_streams_and_exits(redis, db, opencode, schema, redis_url, simulator_url):

@@ -174,6 +174,50 @@ async def test_a_huge_list_with_messages_is_streamed_in_pages_of_bounded_size(ma
     assert [s["sessionId"] for s in admin["sessions"]] == seen[: len(admin["sessions"])] and admin["nextCursor"]
 
 
+async def test_postgresql_gone_mid_page_ends_the_page_early_and_its_cursor_continues_it(
+    gateway_process, db, embedded_postgres
+):
+    """Was: the failed read broke the started response (a truncated body, an ASGI traceback in the log)."""
+    text = "m" * 1_000_000
+    ids = []
+    for i in range(12):
+        sid = f"ses_{i:026d}"
+        ids.append(sid)
+        messages = [{"info": {"id": f"msg_{i:026d}", "role": "assistant"}, "parts": [{"id": "prt_1", "text": text}]}]
+        await db.execute(
+            "INSERT INTO opencode_sessions (id, ticket_id, session_type, status, messages, metadata, started_at,"
+            " completed_at) VALUES (%s, 'T-GONE', 'chat', 'completed', %s::jsonb, '{}'::jsonb, %s, %s)",
+            (sid, json.dumps(messages), to_timestamp(1_700_000_000_000 + i), to_timestamp(1_700_000_001_000 + i)),
+        )
+    gateway = gateway_process(GATEWAY_MAX_RESPONSE_BYTES=str(1 << 30))
+    # A 4 KiB receive window: the gateway, a few sessions ahead at most, waits for the client while PostgreSQL stops
+    transport = httpx.AsyncHTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+    path = "/tickets/T-GONE/sessions?limit=100&messages=true"
+    async with httpx.AsyncClient(base_url=gateway, timeout=DEADLINE_S, transport=transport) as client:
+        async with client.stream("GET", path) as response:
+            assert response.status_code == 200
+            chunks = response.aiter_bytes()
+            body = await anext(chunks)
+            embedded_postgres.stop()
+            body += b"".join([chunk async for chunk in chunks])
+        page = json.loads(body)
+        assert 1 <= len(page["sessions"]) < 12 and page["nextCursor"] is not None
+        seen = [s["sessionId"] for s in page["sessions"]]
+        assert all(s["messages"][0]["parts"][0]["text"] == text for s in page["sessions"])
+        embedded_postgres.start()
+        cursor = page["nextCursor"]
+        while cursor is not None:
+
+            async def next_page(cursor: str = cursor) -> httpx.Response | None:
+                response = await client.get(path, params={"before": cursor})
+                return response if response.status_code == 200 else None  # 503 until the pool reconnects
+
+            page = (await wait_for(next_page, timeout=DEADLINE_S, interval=0.2)).json()
+            seen += [s["sessionId"] for s in page["sessions"]]
+            cursor = page["nextCursor"]
+    assert seen == list(reversed(ids)), "every session once, newest first, across the pages"
+
+
 async def test_an_exhausted_postgresql_pool_is_a_503_not_a_crash():
     """Hundreds of streams opening at once wait for the pool's few connections; past its timeout: retry later."""
 
