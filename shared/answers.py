@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from shared.clock import now_ms
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.ids import SessionId, parse_session_id
+from shared.ids import SessionId, parse_session_id, parse_text
 from shared.models import dumps, list_of, object_of
 from shared.store import keys, requests
 from shared.store.archive import PgConnection
@@ -44,10 +44,44 @@ def parse_request_id(value: object) -> str:
     return value
 
 
-def parse_by(value: str | None) -> str | None:
-    if value is not None and (not value.strip() or len(value) > MAX_BY_CHARS):
+def parse_by(value: object) -> str | None:
+    """Who answered, stored as given in `answered_by` (a text column, like `server` and `directory`, that people
+    filter on and read: not escaped as OpenCode's content is), so U+0000, which PostgreSQL's text refuses, and a
+    lone surrogate are InvalidInput before anything is written."""
+    if value is None:
+        return None
+    by = parse_text(value, "--by")
+    if not by.strip() or len(by) > MAX_BY_CHARS:
         raise InvalidInput(f"--by must be 1-{MAX_BY_CHARS} characters")
+    if "\x00" in by:
+        raise InvalidInput("--by holds U+0000, which PostgreSQL cannot store")
+    return by
+
+
+def parse_message(value: object) -> str | None:
+    """The message of a rejection: text for the model, kept in the answer's JSON as it is (a lone surrogate too)."""
+    if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > MAX_MESSAGE_CHARS):
+        raise InvalidInput(f"the message must be a string of 1-{MAX_MESSAGE_CHARS} characters")
     return value
+
+
+def parse_choice_groups(choices: object) -> list[list[str]]:
+    """One group of labels per question, as lists of strings; a group given as one string is that one label (or
+    labels separated by commas, as the CLI gives them). Checked before anything is read or written."""
+    if isinstance(choices, str | bytes | Mapping) or not isinstance(choices, Sequence):
+        raise InvalidInput(f"choices must be a list of label groups, one per question, not {type(choices).__name__}")
+    groups = []
+    for number, group in enumerate(choices, 1):
+        labels = [group] if isinstance(group, str) else group
+        if isinstance(labels, bytes | Mapping) or not isinstance(labels, Sequence):
+            raise InvalidInput(
+                f"the choice for question {number} must be a label or a list of labels, not {type(group).__name__}"
+            )
+        odd = [label for label in labels if not isinstance(label, str)]
+        if odd:
+            raise InvalidInput(f"the labels for question {number} must be strings, not {type(odd[0]).__name__}")
+        groups.append(list(labels))
+    return groups
 
 
 def parse_choices(entry: Mapping[str, Any], choices: Sequence[Sequence[str]]) -> list[list[str]]:
@@ -88,9 +122,7 @@ async def reply(
     sid, rid = parse_session_id(session_id), parse_request_id(request_id)
     if reply not in PERMISSION_REPLIES:
         raise InvalidInput(f"invalid reply {reply!r}: expected one of {', '.join(PERMISSION_REPLIES)}")
-    if message is not None and (not message.strip() or len(message) > MAX_MESSAGE_CHARS):
-        raise InvalidInput(f"the message must be 1-{MAX_MESSAGE_CHARS} characters")
-    parse_by(by)
+    message, by = parse_message(message), parse_by(by)
     entry = await _waiting(redis, db, sid, rid)
     if entry["kind"] != "permission":
         raise InvalidInput(f"request {rid} is a question: answer it with `opencode-sessions answer`")
@@ -110,13 +142,16 @@ async def answer(
 ) -> dict[str, Any]:
     """Answer a question request with one group of labels per question, or reject (dismiss) it."""
     sid, rid = parse_session_id(session_id), parse_request_id(request_id)
-    if reject == bool(choices):
+    if not isinstance(reject, bool):
+        raise InvalidInput(f"reject must be True or False, not {type(reject).__name__}")
+    groups = parse_choice_groups(choices) if choices is not None else []
+    if reject == bool(groups):
         raise InvalidInput("give either the choices or reject, not both and not neither")
-    parse_by(by)
+    by = parse_by(by)
     entry = await _waiting(redis, db, sid, rid)
     if entry["kind"] != "question":
         raise InvalidInput(f"request {rid} is a permission request: answer it with `opencode-sessions reply`")
-    body: dict[str, Any] = {"reject": True} if reject else {"answers": parse_choices(entry, choices)}
+    body: dict[str, Any] = {"reject": True} if reject else {"answers": parse_choices(entry, groups)}
     return await submit(redis, db, sid, entry, body, by)
 
 

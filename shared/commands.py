@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from shared.clock import now_ms
 from shared.config import DEFAULT_SERVER
 from shared.errors import Conflict, InvalidInput, NotFound, SessionLayerError, Unavailable
-from shared.ids import SessionId, new_message_id, parse_session_id, parse_ticket_id
+from shared.ids import SessionId, new_message_id, parse_session_id, parse_text, parse_ticket_id
 from shared.models import SESSION_TYPES, dumps, part_key, prompt_entry
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.servers import OpenCodeServers, parse_directory
@@ -56,9 +56,11 @@ def parse_prompt(value: object) -> str:
 
 
 def parse_title(value: object) -> str:
+    """The title goes into the job and the live state as it is (parse_text: no lone surrogate, which Redis's
+    enqueue script refused after the session was recorded)."""
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_TITLE_CHARS:
         raise InvalidInput(f"the title must be 1-{MAX_TITLE_CHARS} characters")
-    return value
+    return parse_text(value, "the title")
 
 
 def _depth(value: object) -> int:
@@ -74,16 +76,23 @@ def _depth(value: object) -> int:
     return deepest
 
 
-def _check_numbers(value: object) -> None:
-    """Numbers JSON and PostgreSQL's jsonb carry: the standard library reads NaN and Infinity (JSON has neither)
-    and integers of any length, which PostgreSQL refused only after the session was made in OpenCode (exit 1)."""
+def _check_values(value: object) -> None:
+    """Values JSON and PostgreSQL's jsonb carry, so that nothing fails once the session is made in OpenCode (exit 1):
+    objects with string keys, arrays, strings, booleans, null and numbers. The standard library reads NaN and
+    Infinity (JSON has neither) and integers of any length; the Python API may pass anything (bytes, a date, a
+    set, a tuple), which failed to encode or was changed on the way (a tuple became an array, a key 1 "1")."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
+            odd = [key for key in item if not isinstance(key, str)]
+            if odd:
+                raise InvalidInput(f"metadata holds a key that is not a string: {odd[0]!r}")
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+        elif not isinstance(item, str | int | float) and item is not None:  # bool is an int
+            raise InvalidInput(f"metadata holds a value of type {type(item).__name__}, which is not JSON")
         elif isinstance(item, float) and not math.isfinite(item):
             raise InvalidInput(f"metadata holds {item}, which is not a JSON number")
         elif isinstance(item, int) and not isinstance(item, bool) and abs(item) >= MAX_METADATA_INT:
@@ -106,7 +115,7 @@ def parse_metadata(value: object) -> dict[str, Any]:
         raise InvalidInput("metadata must be a JSON object")
     if _depth(value) > MAX_METADATA_DEPTH:
         raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
-    _check_numbers(value)
+    _check_values(value)
     if LAYER_KEY in value:
         raise InvalidInput(f"metadata key {LAYER_KEY!r} is reserved")
     if len(dumps(value).encode()) > MAX_METADATA_BYTES:
@@ -289,6 +298,9 @@ async def _queue(
         "epoch": str(epoch),
     }
     job |= {k: v for k, v in (("server", state.server), ("directory", state.directory)) if v}
+    fields = state.encode()
+    queueable.check_fields(job)  # InvalidInput naming a field the script cannot read, not its error every time
+    queueable.check_fields(fields)
     infos = {m["info"]["id"]: dumps(m["info"]) for m in messages or []}
     parts = {part_key(p): dumps(p) for m in messages or [] for p in m["parts"]}
     with store_errors("Redis"):
@@ -296,7 +308,7 @@ async def _queue(
             state.session_id,
             state.ticket_id,
             job=job,
-            state=state.encode(),
+            state=fields,
             prompts=prompts,
             index_event=state.index_event("appeared"),
             messages=infos,

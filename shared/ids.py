@@ -21,6 +21,9 @@ _MESSAGE_RE = re.compile(r"msg_[0-9A-Za-z]{20,40}")
 # Ticket ids come from the host app: a conservative key-safe set (no ':' or whitespace, which would
 # change the shape of a Redis key, and no '*?[]', which would be glob patterns).
 _TICKET_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+# A UTF-16 surrogate on its own (half an emoji cut in two) has no UTF-8 form: Redis's scripts (cjson), PostgreSQL's
+# text and an HTTP query refuse it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _id_lock = threading.Lock()
@@ -47,6 +50,22 @@ def parse_message_id(value: object) -> MessageId:
     if not isinstance(value, str) or not _MESSAGE_RE.fullmatch(value):
         raise InvalidInput(f"invalid message id {_shown(value)}: expected OpenCode's msg_… form")
     return MessageId(value)
+
+
+def parse_text(value: object, what: str, detail: object | None = None) -> str:
+    """A string argument stored or sent as it is (a job field, a text column, a query parameter): InvalidInput
+    naming `what` for another type (bytes too: their repr would be stored) or a lone UTF-16 surrogate, which
+    was refused only after the session had been made in OpenCode and recorded in PostgreSQL."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, not {type(value).__name__}", detail)
+    found = _SURROGATE.search(value)
+    if found is not None:
+        raise InvalidInput(
+            f"{what} holds a lone UTF-16 surrogate (U+{ord(found.group()):04X} at position {found.start()}),"
+            " half of a character, which cannot be stored",
+            detail,
+        )
+    return value
 
 
 def new_message_id() -> MessageId:

@@ -8,34 +8,38 @@ The rules become OpenCode's session `permission` ruleset (`[{permission, pattern
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from shared.errors import InvalidInput
+from shared.ids import parse_text
 
 ACTIONS = ("allow", "ask", "deny")
 MAX_NAME_CHARS = 200
 
 
-def parse_agent(value: str) -> str:
-    if not value.strip() or len(value) > MAX_NAME_CHARS or any(c.isspace() for c in value):
-        raise InvalidInput(f"invalid agent {value!r}: expected a name without spaces")
-    return value
+def parse_agent(value: object) -> str:
+    name = parse_text(value, "the agent")
+    if not name.strip() or len(name) > MAX_NAME_CHARS or any(c.isspace() for c in name):
+        raise InvalidInput(f"invalid agent {name!r}: expected a name without spaces")
+    return name
 
 
-def parse_model(value: str) -> dict[str, str]:
+def parse_model(value: object) -> dict[str, str]:
     """`PROVIDER/MODEL` (the model id may itself hold slashes) -> OpenCode's `{providerID, id}`."""
+    value = parse_text(value, "the model")
     provider, _, model = value.partition("/")
     if not provider.strip() or not model.strip() or len(value) > MAX_NAME_CHARS:
         raise InvalidInput(f"invalid model {value!r}: expected PROVIDER/MODEL, e.g. anthropic/claude-sonnet-4")
     return {"providerID": provider, "id": model}
 
 
-def parse_permission_rule(value: str | Mapping[str, Any]) -> dict[str, str]:
+def parse_permission_rule(value: object) -> dict[str, str]:
     """`PERMISSION[:PATTERN]=allow|ask|deny` (pattern `*` when absent), or the rule object itself."""
     if isinstance(value, Mapping):
         permission, pattern, action = value.get("permission"), value.get("pattern", "*"), value.get("action")
         shown = repr(dict(value))
     else:
+        if not isinstance(value, str):
+            raise InvalidInput(f"invalid permission rule {value!r}: expected PERMISSION[:PATTERN]=allow|ask|deny")
         target, sep, action = value.rpartition("=")
         permission, _, pattern = target.partition(":")
         pattern = pattern if ":" in target else "*"
@@ -48,8 +52,15 @@ def parse_permission_rule(value: str | Mapping[str, Any]) -> dict[str, str]:
         raise InvalidInput(f"invalid permission rule {shown}: the pattern after ':' is empty")
     if action not in ACTIONS:
         raise InvalidInput(f"invalid permission rule {shown}: the action must be one of {', '.join(ACTIONS)}")
+    parse_text(f"{permission}:{pattern}", f"permission rule {shown}")  # OpenCode's JSON as any other text
     return {"permission": permission, "pattern": pattern, "action": str(action)}
 
 
-def parse_permissions(values: Iterable[str | Mapping[str, Any]]) -> list[dict[str, str]]:
+def parse_permissions(values: object) -> list[dict[str, str]]:
+    """A list (or any iterable) of rules, None for none (as every optional argument of enqueue takes it): one
+    string or rule object alone is refused, not read as its characters or keys."""
+    if values is None:
+        return []
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise InvalidInput(f"permission must be a list of rules, not {type(values).__name__}")
     return [parse_permission_rule(v) for v in values]

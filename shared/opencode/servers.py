@@ -8,18 +8,25 @@ from collections.abc import Sequence
 
 from shared.config import ServerConfig
 from shared.errors import InvalidInput
+from shared.ids import parse_text
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.keepalive import DEFAULT_MAX_BODY_BYTES
 
+MAX_DIRECTORY_BYTES = 4096  # Linux's PATH_MAX: no longer path names a directory
 
-def parse_directory(value: str | None) -> str | None:
+
+def parse_directory(value: object) -> str | None:
     """An absolute directory as OpenCode takes it (`?directory=`); None is the server's own. InvalidInput for an
-    empty or relative one."""
+    empty or relative one, or one longer than a path can be (PATH_MAX): OpenCode refused it only after the work
+    had begun."""
     if value is None:
         return None
-    if not value.strip() or not posixpath.isabs(value) or "\x00" in value:
-        raise InvalidInput(f"directory {value!r} is not an absolute path", {"parameter": "directory"})
-    return value
+    where = parse_text(value, "directory", {"parameter": "directory"})
+    if not where.strip() or not posixpath.isabs(where) or "\x00" in where:
+        raise InvalidInput(f"directory {where!r} is not an absolute path", {"parameter": "directory"})
+    if len(where.encode()) > MAX_DIRECTORY_BYTES:
+        raise InvalidInput(f"directory is longer than {MAX_DIRECTORY_BYTES} bytes", {"parameter": "directory"})
+    return where
 
 
 class OpenCodeServers:
@@ -47,9 +54,11 @@ class OpenCodeServers:
     def names(self) -> list[str]:
         return list(self._servers)
 
-    def config(self, name: str | None) -> ServerConfig:
-        """InvalidInput naming the server when there is none of that name."""
-        server = self._servers.get(name or self.default)
+    def config(self, name: object) -> ServerConfig:
+        """InvalidInput naming the server when there is none of that name; None is the default server."""
+        if name is None:
+            name = self.default
+        server = self._servers.get(name) if isinstance(name, str) else None  # "" too: no server has that name
         if server is None:
             known = ", ".join(self._servers)
             raise InvalidInput(f"unknown server {name!r}: the servers are {known}", {"parameter": "server"})

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.errors import InvalidInput
+from shared.ids import parse_text
 from shared.models import prompt_entry
 from shared.store.archive import LAYER_KEY, ArchiveRow
 
@@ -52,9 +53,22 @@ def layer_of(row: ArchiveRow) -> dict[str, Any]:
 
 
 def check_title(layer: Mapping[str, Any]) -> None:
+    """A string the job can carry: not a lone surrogate (the archive keeps one, escaped), which Redis's enqueue
+    script refuses on every attempt to queue the row."""
     title = layer.get("title")
-    if title is not None and not isinstance(title, str):
+    if title is None:
+        return
+    if not isinstance(title, str):
         raise InvalidInput(f"metadata.{LAYER_KEY}.title is {json_kind(title)}, not a string")
+    parse_text(title, f"metadata.{LAYER_KEY}.title")
+
+
+def check_fields(fields: Mapping[str, str]) -> None:
+    """The job's or the live state's fields, which Redis's enqueue script reads with cjson, which refuses the escape
+    of a lone surrogate: a field holding one is InvalidInput naming it before Redis is touched, however the session
+    is queued (enqueue, revive, backstop) and whatever the row holds (its title, server, directory)."""
+    for name, value in fields.items():
+        parse_text(value, f"the session's {name}")
 
 
 def epoch_of(layer: Mapping[str, Any]) -> int:
@@ -111,7 +125,9 @@ def messages_of(messages: object) -> list[Any]:
         parts = message.get("parts") if isinstance(message, dict) else None
         if not isinstance(info, dict) or not isinstance(info.get("id"), str) or not isinstance(parts, list):
             raise InvalidInput(f"messages[{n}] is not an object with an info.id string and a parts array")
+        parse_text(info["id"], f"messages[{n}].info.id")  # a key of the live copy (cjson reads the keys)
         for part in parts:
             if not isinstance(part, dict) or not all(isinstance(part.get(k), str) for k in ("id", "messageID")):
                 raise InvalidInput(f"messages[{n}] has a part without id and messageID strings")
+            parse_text(f"{part['messageID']}/{part['id']}", f"messages[{n}] part key")
     return messages
