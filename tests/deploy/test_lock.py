@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -68,3 +69,16 @@ def test_uv_itself_is_pinned_by_hash_and_matches_pyproject():
     assert requirements.count("--hash=sha256:") >= 10, "a hash for every platform's wheel"
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert f'required-version = "=={version[1]}"' in pyproject
+
+
+def test_an_install_that_cannot_fetch_uv_says_so(tmp_path):
+    """Was: the pinned uv's own install failed silently, and the installer blamed uv.lock ('does not match
+    pyproject.toml: run bash .ci/lock'), sending the user to the wrong fix."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
+    env |= {"XDG_CACHE_HOME": str(tmp_path / "cache"), "VENV": str(tmp_path / "venv"), "PIP_CONFIG_FILE": os.devnull}
+    env |= {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "2"}
+    result = subprocess.run(["bash", ".ci/install"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "error: could not install the pinned uv (.ci/uv-requirements.txt): see above" in result.stderr
+    assert "uv.lock does not match" not in result.stderr
+    assert not (tmp_path / "venv").exists()
