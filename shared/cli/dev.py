@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import click
 
 from shared.cli.terminal import echo
-from shared.config import LOG_LEVELS, Settings
-from shared.errors import InvalidInput, NotFound
-
-
-def _opencode_url(raw: str | None) -> str | None:
-    if raw is None or not raw.strip():
-        return None
-    parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"OPENCODE_URL={raw!r} is invalid: expected an http(s)://host[:port] URL")
-    return raw.strip().rstrip("/")
+from shared.config import LOG_LEVELS
+from shared.errors import NotFound
 
 
 @click.command()
@@ -109,16 +100,24 @@ def dev(
     options.
     """
     # Imported here: the supervisor and the embedded servers are development tooling, loaded only when `dev` runs.
+    from shared.dev.supervisor import preflight
     from shared.dev.supervisor.options import DevOptions
     from shared.dev.supervisor.stack import DevStack
 
     if print_env:
         echo(running_env(data_dir), nl=False)
         return
-    url = _opencode_url(opencode_url)
-    settings = Settings.from_env()  # a bad variable is exit 2 now rather than a child failing later
-    source = click.get_current_context().get_parameter_source("opencode_url")
-    secret = None if settings.gateway_auth_secret is None else str(settings.gateway_auth_secret)
+    # Everything a child would refuse is exit 2 now, before a server starts (preflight).
+    from_env = (
+        click.get_current_context().get_parameter_source("opencode_url") == click.core.ParameterSource.ENVIRONMENT
+    )
+    url = None
+    if opencode_url is not None and opencode_url.strip():
+        url = preflight.check_opencode_url(opencode_url, from_env=from_env)
+    preflight.check_children_env(os.environ, opencode_url=url, log_level=log_level)
+    secret = preflight.check_secrets(os.environ)
+    if data_dir is not None:
+        preflight.check_data_dir(data_dir)
     options = DevOptions(
         data_dir=data_dir,
         gateway_port=port,
@@ -130,7 +129,7 @@ def dev(
         as_json=as_json,
         auth_secret=auth or secret is not None,
         secret=secret,
-        opencode_from_env=source == click.core.ParameterSource.ENVIRONMENT,
+        opencode_from_env=from_env,
         servers=servers,
     )
     DevStack(options).run()

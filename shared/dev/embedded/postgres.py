@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -13,10 +14,28 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from shared.dev.embedded.postgres_install import find_postgres_bindir, postgres_user, usable_bindir
-from shared.dev.embedded.server import EmbeddedServerError, Server, spawn, started, tail
+from shared.dev.embedded.server import EmbeddedServerError, Server, run_helper, spawn, started, tail
 from shared.dev.processes import LOOPBACK
 
 _PG_SUPERUSER = "postgres"
+_SEVERITY = re.compile(r"\b(?:FATAL|PANIC|ERROR|error):\s+")
+_AFTERMATH = ("child process exited with", "initdb: removing", "initdb: data directory", "initdb: hint:")
+_PERMISSIONS = ("permission denied", "operation not permitted", "could not change directory", "must be owned")
+
+
+def initdb_reason(output: str) -> str:
+    """The line of initdb's output that says why it failed: its last error, not the clean-up that follows it."""
+    lines = [" ".join(line.split()) for line in output.splitlines() if line.strip()]
+    meaningful = [line for line in lines if not any(noise in line for noise in _AFTERMATH)]
+    for line in reversed(meaningful):
+        found = _SEVERITY.search(line)
+        if found is not None:
+            return line[found.start() :]
+    return meaningful[-1] if meaningful else "(no output)"
+
+
+def _about_permissions(output: str) -> bool:
+    return any(marker in output.lower() for marker in _PERMISSIONS)
 
 
 class PostgresServer(Server):
@@ -110,24 +129,27 @@ class PostgresServer(Server):
             argv += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
         if not self.durable:
             argv.append("--no-sync")
-        result = subprocess.run(
-            argv,
-            capture_output=True,
-            cwd=self.pgdata,
-            env={**os.environ, "LC_ALL": "C", "TZ": "UTC"},
-            user=None if self._user is None else self._user.uid,
-            group=None if self._user is None else self._user.gid,
-            extra_groups=None if self._user is None else [],
-            timeout=120,
-            check=False,
-        )
-        if self.password is not None:
-            (self.data_dir / "superuser-password").unlink(missing_ok=True)
-        if result.returncode != 0:
-            output = (result.stdout + result.stderr).decode("utf-8", "replace")
-            raise EmbeddedServerError(
-                f"initdb of {self.pgdata} failed with code {result.returncode}{self._failure_hint()}:\n{tail(output)}"
+        try:
+            code, output = run_helper(
+                argv, cwd=self.pgdata, user=self._user, timeout=120, env={**os.environ, "LC_ALL": "C", "TZ": "UTC"}
             )
+        finally:
+            if self.password is not None:
+                (self.data_dir / "superuser-password").unlink(missing_ok=True)
+        if code != 0:
+            raise EmbeddedServerError(self._initdb_failure(code, output) + "\n" + tail(output))
+
+    def _initdb_failure(self, code: int, output: str) -> str:
+        """One line: initdb's own reason, the hint about the server's user only when the output is about
+        permissions, and where the whole output was kept (DIR/postgres/initdb.log)."""
+        kept = self.data_dir / "initdb.log"
+        try:
+            kept.write_text(output, encoding="utf-8")
+            where = f" (its output: {kept})"
+        except OSError:  # a full disk, often the very reason initdb failed
+            where = ""
+        hint = self._failure_hint() if _about_permissions(output) else ""
+        return f"initdb of {self.pgdata} failed with code {code}: {initdb_reason(output)}{hint}{where}"
 
     def _connect(self, dbname: str, timeout: int) -> psycopg.Connection[TupleRow]:
         return psycopg.connect(

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from shared.dev.embedded.server import EmbeddedServerError, User, package_dir
+from shared.dev.embedded.server import EmbeddedServerError, User, package_dir, run_helper
 
 _FALLBACK_PG_USER = "opencode-pg"
 
@@ -91,19 +91,10 @@ def _runs_as(bindir: Path, user: User) -> bool:
     """Both programs, since initdb also needs its shared libraries (libpq) to load."""
     for program in ("postgres", "initdb"):
         try:
-            result = subprocess.run(
-                [str(bindir / program), "--version"],
-                capture_output=True,
-                cwd="/",
-                user=user.uid,
-                group=user.gid,
-                extra_groups=[],
-                timeout=30,
-                check=False,
-            )
+            code, _ = run_helper([str(bindir / program), "--version"], cwd="/", user=user, timeout=30)
         except OSError:
             return False
-        if result.returncode != 0:
+        if code != 0:
             return False
     return True
 

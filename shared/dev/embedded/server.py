@@ -32,6 +32,13 @@ STOP_TIMEOUT_S = 30.0
 class EmbeddedServerError(RuntimeError):
     """A server binary is missing or a server did not come up; the message says which and shows its log."""
 
+    def summary(self) -> str:
+        """One line for a terminal: the first, with the log's last line when the first ends in `tail of LOG:`."""
+        lines = [line.strip() for line in str(self).splitlines() if line.strip()]
+        if len(lines) > 1 and lines[0].endswith(":"):
+            return f"{lines[0]} {lines[-1]}"
+        return lines[0] if lines else type(self).__name__
+
 
 class PortTaken(EmbeddedServerError):
     """Someone else holds the port; a freshly picked one is then replaced by another, a chosen one is an error."""
@@ -101,6 +108,65 @@ def spawn(
             )
 
     return _SPAWNER.run(make)
+
+
+def run_helper(
+    argv: Sequence[str], *, cwd: Path | str, user: User | None, timeout: float, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run a short-lived helper (initdb, `--version`) to the end: its exit code and its output (stdout+stderr).
+
+    It gets its own process group, and on any interruption (Ctrl-C, SIGTERM turned into KeyboardInterrupt, the
+    timeout) that whole group is killed and waited for: initdb's `postgres --single` children must not outlive
+    it and keep writing into a data dir that is about to be removed.
+    """
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        user=None if user is None else user.uid,
+        group=None if user is None else user.gid,
+        extra_groups=None if user is None else [],
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        kill_group(proc)
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise EmbeddedServerError(f"{argv[0]} did not finish within {timeout:.0f}s") from None
+        raise
+    return proc.returncode, out.decode("utf-8", "replace")
+
+
+def kill_group(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGKILL `proc`'s process group and wait until none of it is left (signals held meanwhile: it is quick)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + timeout
+        while _group_runs(proc.pid) and time.monotonic() < deadline:  # the others die a moment after the signal
+            time.sleep(0.01)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of the group still runs (a zombie, waiting for an init that may never reap it, does not)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, …
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
 
 
 def tail(text: str, lines: int = 30) -> str:
@@ -200,10 +266,13 @@ class Server:
             raise EmbeddedServerError(f"{self._kind} at {self.data_dir} was closed; create a new one")
         if self.is_running():
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(5):
             offset = _size(self.log_path)
-            self._proc = self._launch()
+            try:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+                self._proc = self._launch()
+            except OSError as exc:  # a data dir it cannot write (full, read-only): say so, not a traceback
+                raise EmbeddedServerError(f"{self._kind} in {self.data_dir}: {exc.strerror or exc}") from exc
             try:
                 self._wait_ready(timeout, offset)
                 self._after_ready()

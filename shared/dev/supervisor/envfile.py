@@ -2,7 +2,8 @@
 
 The file is a shell script of `export KEY=VALUE` lines (values shell-quoted) after a comment header that names
 the dev's pid and whether OPENCODE_URL is that dev's own simulator (which stops with it): a new dev reads it to
-avoid reusing another dev's simulator from an exported OPENCODE_URL.
+avoid reusing another dev's simulator from an exported OPENCODE_URL. A variable some dev exports but this one does
+not (OPENCODE_SERVERS without --servers 2+) gets an `unset` line: an earlier dev's value must not linger.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ HEADER = '# opencode-sessions dev, pid {pid}: source this file, or eval "$(openc
 SIMULATOR_MARK = "# OPENCODE_URL is this dev's own simulator: it stops with this dev"
 
 
+EXPORTED = ("GATEWAY_URL", "REDIS_URL", "DATABASE_URL", "OPENCODE_URL", "GATEWAY_AUTH_SECRET", "OPENCODE_SERVERS")
+
+
 def export_lines(env: dict[str, str]) -> list[str]:
-    return [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    """`export` for each of `env`, then one `unset` for what another dev may have exported and this one does not."""
+    unset = [name for name in EXPORTED if name not in env]
+    exports = [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    return exports + ([f"unset {' '.join(unset)}"] if unset else [])
 
 
 def render(env: dict[str, str], *, pid: int, simulator: bool) -> str:

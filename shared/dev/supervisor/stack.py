@@ -23,6 +23,7 @@ from shared.dev.processes import LOOPBACK
 from shared.dev.supervisor import components, envfile
 from shared.dev.supervisor.announce import announce, queue_demo
 from shared.dev.supervisor.child import BACKOFF_BASE_S, BACKOFF_CAP_S, Child
+from shared.dev.supervisor.inherited import inherited
 from shared.dev.supervisor.least_privilege import (
     GATEWAY_ROLE,
     GATEWAY_USER,
@@ -30,7 +31,7 @@ from shared.dev.supervisor.least_privilege import (
     apply_gateway_role,
     redis_acl_users,
 )
-from shared.dev.supervisor.opencode_choice import choose_opencode
+from shared.dev.supervisor.opencode_choice import choose_opencode, choose_servers
 from shared.dev.supervisor.options import DevError, DevOptions
 from shared.dev.supervisor.ports import gateway_port, keep_or_pick, without_password
 from shared.dev.supervisor.reporter import Reporter
@@ -195,10 +196,15 @@ class DevStack:
             if len(urls) > 1:
                 names = ["default", *(f"sim{n}" for n in range(2, len(urls) + 1))]
                 self.opencode_servers = ",".join(f"{name}={url}" for name, url in zip(names, urls, strict=True))
-                base_env["OPENCODE_SERVERS"] = self.opencode_servers
         else:
             self.opencode_url = choice.url
+        exported = choose_servers(os.environ.get("OPENCODE_SERVERS"), simulated=self.simulated)
+        if exported.note is not None:
+            self.reporter.status(exported.note)
+        self.opencode_servers = self.opencode_servers or exported.url or ""
         base_env["OPENCODE_URL"] = self.opencode_url
+        if self.opencode_servers:
+            base_env["OPENCODE_SERVERS"] = self.opencode_servers
         credentials = self.state.credentials
         poller_env = {**base_env, "REDIS_URL": self.redis.user_url(POLLER_USER, credentials.redis_poller)}
         for n in range(1, self.options.replicas + 1):
@@ -231,8 +237,7 @@ class DevStack:
         try:
             return start()
         except EmbeddedServerError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
-            raise DevError(f"{kind} did not start: {first}") from exc
+            raise DevError(f"{kind} did not start: {exc.summary()}") from exc
 
     @staticmethod
     async def _migrate(url: str) -> MigrationReport:
@@ -246,7 +251,7 @@ class DevStack:
     def _base_env(self) -> dict[str, str]:
         assert self.redis is not None and self.postgres is not None
         return {
-            **os.environ,
+            **inherited(os.environ),  # not what an earlier dev exported: dev decides those (inherited module)
             "REDIS_URL": self.redis.url,
             "DATABASE_URL": self.postgres.url,
             "LOG_FORMAT": "console",
@@ -347,9 +352,8 @@ class DevStack:
         try:
             server.start()
         except EmbeddedServerError as exc:
-            first = str(exc).strip().splitlines()[0]
             delay = round(backoff.failed(now), 1)
-            self.reporter.status(f"{name} did not restart ({first}); trying again in {delay:g}s")
+            self.reporter.status(f"{name} did not restart ({exc.summary()}); trying again in {delay:g}s")
             self._store_retry[name] = (time.monotonic() + delay, backoff)
             return
         self._store_retry.pop(name, None)
