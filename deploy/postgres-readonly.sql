@@ -20,6 +20,19 @@
 -- PostgreSQL 14 and older let PUBLIC create objects in schema `public`: this file warns about it but does not
 -- change it (other roles may rely on it). Fix it with REVOKE CREATE ON SCHEMA public FROM PUBLIC when they don't.
 
+-- A placeholder password (the Kubernetes Secret's CHANGE-ME-gateway-db-password, as shipped) would be one everybody
+-- knows: it is refused before anything changes. The markers are shared/config.py's PLACEHOLDER_MARKERS, which
+-- every process applies to its own credentials.
+DO $$
+BEGIN
+    IF lower(coalesce(current_setting('opencode.gateway_password', true), ''))
+           LIKE ANY (ARRAY['%change-me%', '%changeme%']) THEN
+        RAISE EXCEPTION 'GATEWAY_DB_PASSWORD (opencode.gateway_password) holds a placeholder of the deployment files '
+            '(CHANGE-ME): set the gateway role''s real password';
+    END IF;
+END
+$$;
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'opencode_gateway') THEN

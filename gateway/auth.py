@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from shared.config import is_placeholder
 from shared.errors import ConfigError, Forbidden, Unauthorized
 from shared.tokens import Grant, Scope, verify_grant
 
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash; PyJWT warns below it
-PLACEHOLDER_MARKERS = ("change-me", "changeme")  # the marker of every placeholder in compose and deploy/
 
 
 def check_secret(name: str, secret: str) -> str:
     """The secret, unless it is a placeholder from the deployment files or too short to resist guessing."""
-    if any(marker in secret.lower() for marker in PLACEHOLDER_MARKERS):
+    if is_placeholder(secret):  # Settings.from_env refuses it too; this covers Settings built in code
         raise ConfigError(f"{name} is a placeholder (it contains CHANGE-ME): set it to 32+ random bytes")
     if len(secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(

@@ -18,6 +18,9 @@ LogFormat = Literal["json", "console"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MASK = "**********"  # a secret, wherever one would show: reprs, error messages
 SECRET_VARIABLES = frozenset({"GATEWAY_AUTH_SECRET", "GATEWAY_AUTH_SECRET_PREVIOUS", "OPENCODE_SERVER_PASSWORD"})
+# Every variable that carries a credential (a secret, or a URL with a password in it): none may be a placeholder.
+CREDENTIAL_VARIABLES = SECRET_VARIABLES | {"REDIS_URL", "DATABASE_URL", "OPENCODE_URL", "OPENCODE_SERVERS"}
+PLACEHOLDER_MARKERS = ("change-me", "changeme")  # the marker of every placeholder in compose and deploy/
 URL_PASSWORDS = (re.compile(r"(://[^:/@?#,]*:)[^@]*(?=@)"), re.compile(r"((?:^|[?&\s])password=)[^&\s]*"))
 
 
@@ -210,6 +213,18 @@ class Settings:
         )
 
 
+def is_placeholder(value: str) -> bool:
+    """Whether a value still holds one of the deployment files' CHANGE-ME placeholders, in any case: shipped
+    manifests are applied as they are, and a placeholder that works would be a password everybody knows."""
+    return any(marker in value.lower() for marker in PLACEHOLDER_MARKERS)
+
+
+def _not_placeholder(raw: str) -> str:
+    if is_placeholder(raw):
+        raise ValueError("it holds a placeholder of the deployment files (CHANGE-ME): set the real credential")
+    return raw
+
+
 class Environ:
     """Reads one variable at a time and turns a parse failure into a ConfigError that names it."""
 
@@ -221,7 +236,8 @@ class Environ:
         if raw is None or raw.strip() == "":
             return default
         try:
-            return cast(_utf8(raw.strip()))
+            value = _utf8(raw.strip())
+            return cast(_not_placeholder(value) if name in CREDENTIAL_VARIABLES else value)
         except (ValueError, TypeError) as exc:
             reason = " ".join(str(exc).split())  # one line, whatever the parser said
             raise ConfigError(f"{name}={_shown(name, raw)!r} is invalid: {reason}") from None

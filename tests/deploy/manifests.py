@@ -196,6 +196,38 @@ def k8s_env(container: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def k8s_env_names(container: dict[str, Any]) -> set[str]:
+    """Every variable a container can be given: its ConfigMaps' keys and each `env` entry, optional ones included
+    (k8s_env leaves out an optional Secret key the shipped Secret lacks, as Kubernetes does)."""
+    names = {item["name"] for item in container.get("env", [])}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            names |= set(k8s_one("ConfigMap", source["configMapRef"]["name"])["data"])
+        else:
+            names |= set(k8s_one("Secret", source["secretRef"]["name"])["stringData"])
+    return names
+
+
+PLACEHOLDER = re.compile(r"CHANGE-ME[\w-]*")
+REAL_CREDENTIAL = "a-real-credential-of-more-than-32-bytes-0123456789"
+
+
+def with_real_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment with each CHANGE-ME placeholder replaced, as an operator would before applying it."""
+    return {name: PLACEHOLDER.sub(REAL_CREDENTIAL, value) for name, value in env.items()}
+
+
+_TABLE_ROW = re.compile(r"^\| (`[A-Z0-9_]+`(?: / `[A-Z0-9_]+`)*) \|", re.MULTILINE)
+
+
+@cache
+def readme_variables() -> frozenset[str]:
+    """The variables of the README's configuration table (`A` / `B` rows count as both)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    return frozenset(name.strip("` ") for row in _TABLE_ROW.findall(section) for name in row.split(" / "))
+
+
 @cache
 def console_scripts() -> frozenset[str]:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))

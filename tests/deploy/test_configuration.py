@@ -11,6 +11,7 @@ from shared.config import Settings
 from tests.deploy.manifests import (
     DEPLOY,
     MANIFESTS,
+    REAL_CREDENTIAL,
     ROOT,
     app_containers,
     compose_app_services,
@@ -25,6 +26,7 @@ from tests.deploy.manifests import (
     known_variables,
     kustomization,
     pod_spec,
+    with_real_credentials,
     workloads,
 )
 
@@ -90,10 +92,11 @@ def test_compose_sets_only_variables_the_config_knows():
 
 
 def test_every_app_container_starts_with_valid_settings():
-    # The shipped secret is a placeholder the gateway refuses (tests/deploy/test_security.py): a real one stands in.
-    real_secret = {"GATEWAY_AUTH_SECRET": "a-real-secret-of-more-than-32-bytes-0123456789"}
+    # The shipped credentials are placeholders every process refuses (tests/deploy/test_security.py): real ones
+    # stand in, and compose has none (its credentials come from the environment).
+    real_secret = {"GATEWAY_AUTH_SECRET": REAL_CREDENTIAL}
     for workload, container in app_containers():
-        settings = Settings.from_env({**k8s_env(container), **real_secret})  # raises ConfigError naming a bad value
+        settings = Settings.from_env(with_real_credentials(k8s_env(container)))  # raises ConfigError naming it
         if container["command"] == ["opencode-gateway"]:
             assert settings.gateway_host == "0.0.0.0" and settings.gateway_auth
             create_app(settings)  # auth configured: no ConfigError

@@ -21,6 +21,7 @@ from tests.deploy.manifests import (
     k8s_one,
     labels_match,
     pod_spec,
+    with_real_credentials,
     workloads,
 )
 
@@ -81,7 +82,7 @@ def test_gateway_probes_hit_real_routes():
     for probe in (readiness, liveness):
         assert probe["path"] in gateway_routes()
         assert probe["port"] in ports or probe["port"] in ports.values()
-    port = int(Settings.from_env(k8s_env(container)).gateway_port)
+    port = int(Settings.from_env(with_real_credentials(k8s_env(container))).gateway_port)
     assert port in ports.values()
     # /metrics needs an admin token when auth is on: it is no probe, and no scrape annotation promises otherwise.
     assert "/metrics" in gateway_routes()

@@ -1,5 +1,6 @@
-"""Safe defaults of the deployment files: no usable credential shipped, placeholders refused by the gateway, the
-Redis `default` user off in compose, and every gateway limit settable where the others are.
+"""Safe defaults of the deployment files: no usable credential shipped, placeholders refused by every process and
+by the migrate Job's role step, the Redis `default` user off in compose, and every gateway limit settable where the
+others are.
 
 Static checks only (no cluster, no Docker); the files are loaded by tests/deploy/manifests.py.
 """
@@ -12,17 +13,21 @@ from dataclasses import replace
 import pytest
 
 from gateway.app import create_app
-from shared.config import Settings
+from shared.config import PLACEHOLDER_MARKERS, Settings, is_placeholder
 from shared.errors import ConfigError
 from tests.deploy.manifests import (
     COMPOSE_FILE,
+    DEPLOY,
     ROOT,
     app_containers,
     compose_app_services,
     compose_env,
     compose_services,
+    containers,
     k8s,
     k8s_env,
+    k8s_one,
+    with_real_credentials,
 )
 
 CREDENTIALS = (
@@ -71,8 +76,46 @@ def test_compose_turns_the_redis_default_user_off_and_checks_health_as_another()
 
 
 def test_the_gateway_refuses_the_shipped_placeholder_secret():
-    with pytest.raises(ConfigError, match="GATEWAY_AUTH_SECRET is a placeholder"):
+    with pytest.raises(ConfigError, match=r"GATEWAY_AUTH_SECRET=.* placeholder"):
         create_app(Settings.from_env(_gateway_env_k8s()))
+
+
+def test_every_process_refuses_each_shipped_placeholder():
+    """Each credential a container gets from the shipped Secret is refused on its own, naming its variable: the
+    Redis URLs share their passwords with the ACL ConfigMap's, so a Redis loaded as shipped is never reachable."""
+    refused = set()
+    for workload, container in app_containers():
+        shipped = k8s_env(container)
+        real = with_real_credentials(shipped)
+        Settings.from_env(real)
+        for name in (name for name, value in shipped.items() if is_placeholder(value)):
+            with pytest.raises(ConfigError, match=rf"^{name}=.* placeholder") as caught:
+                Settings.from_env({**real, name: shipped[name]})
+            assert "CHANGE-ME-" not in caught.value.message  # the masked value, not the password
+            refused.add((workload["metadata"]["name"], name))
+    assert {
+        ("opencode-migrate", "DATABASE_URL"),
+        ("opencode-poller", "REDIS_URL"),
+        ("opencode-poller", "DATABASE_URL"),
+        ("opencode-gateway", "REDIS_URL"),
+        ("opencode-gateway", "DATABASE_URL"),
+        ("opencode-gateway", "GATEWAY_AUTH_SECRET"),
+    } <= refused
+
+
+def test_the_migrate_job_refuses_a_placeholder_gateway_role_password():
+    """The role step sets the gateway's PostgreSQL password from the Secret; postgres-readonly.sql raises, before
+    any change, on the same markers the processes refuse (tests/shared/roles run it against PostgreSQL)."""
+    text = (DEPLOY / "postgres-readonly.sql").read_text(encoding="utf-8")
+    sql = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    (markers,) = re.findall(r"LIKE ANY \(ARRAY\[([^\]]*)\]\)", sql)
+    assert sorted(m.strip().strip("'%") for m in markers.split(",")) == sorted(PLACEHOLDER_MARKERS)
+    guard = sql.index("LIKE ANY")
+    assert "RAISE EXCEPTION" in sql[guard : sql.index("END", guard)]
+    assert guard < sql.index("CREATE ROLE") and guard < sql.index("ALTER ROLE opencode_gateway PASSWORD")
+    (role_step,) = [c for c in containers(k8s_one("Job", "opencode-migrate")) if "psql" in " ".join(c["command"])]
+    assert is_placeholder(k8s_env(role_step)["GATEWAY_DB_PASSWORD"])  # as shipped: refused
+    assert "gateway_password=" in " ".join(role_step["command"]) and "ON_ERROR_STOP=1" in " ".join(role_step["command"])
 
 
 def test_the_gateway_refuses_compose_without_a_secret():

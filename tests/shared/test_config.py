@@ -197,3 +197,45 @@ def test_the_cli_exits_2_naming_the_variable(args, name, value):
 def test_the_poller_refuses_to_start_naming_the_variable(name, value):
     """Before, a traceback (REDIS_URL), or a poller that ran on, failing each PostgreSQL connection (DATABASE_URL)."""
     assert_refused(run(["-m", "poller"], **{name: value}), name)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [  # deploy/kubernetes/secret.yaml's placeholders, and the marker in other cases and places
+        ("REDIS_URL", "redis://opencode-poller:CHANGE-ME-poller-password@redis:6379/0"),
+        ("DATABASE_URL", "postgresql://opencode:CHANGE-ME-owner-password@postgres:5432/opencode"),
+        ("DATABASE_URL", "postgresql://db/x?password=changeme"),
+        ("OPENCODE_SERVER_PASSWORD", "Change-Me"),
+        ("OPENCODE_URL", "http://opencode:CHANGE-ME@oc:4096"),
+        ("OPENCODE_SERVERS", "a=http://oc:4096,b=http://opencode:ChangeMe@oc2:4096"),
+        ("GATEWAY_AUTH_SECRET", "CHANGE-ME-gateway-auth-secret-of-enough-length"),
+        ("GATEWAY_AUTH_SECRET_PREVIOUS", "CHANGE-ME-gateway-auth-secret-of-enough-length"),
+    ],
+)
+def test_a_placeholder_credential_is_refused_naming_its_variable(name, value):
+    """A shipped placeholder would otherwise be a password everybody knows, live (the gateway alone refused its)."""
+    for with_store_clients in (True, False):
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({name: value}, with_store_clients=with_store_clients)
+        message = caught.value.message
+        assert message.startswith(f"{name}=") and "placeholder" in message, message
+        assert "**********" in message and "\n" not in message
+
+
+def test_a_placeholder_marker_outside_credentials_is_a_plain_value():
+    assert Settings.from_env({"OPENCODE_DIRECTORY": "/srv/change-me"}).opencode_directory == "/srv/change-me"
+
+
+@pytest.mark.parametrize(
+    ("args", "name", "value"),
+    [
+        (["-m", "poller"], "REDIS_URL", b"redis://opencode-poller:CHANGE-ME-poller-password@redis:6379/0"),
+        (["-m", "poller"], "OPENCODE_SERVER_PASSWORD", b"CHANGE-ME"),
+        (["-m", "gateway"], "DATABASE_URL", b"postgresql://opencode_gateway:CHANGE-ME-gateway-db-password@pg/x"),
+        (["-c", "from shared.cli import main; main()", "migrate"], "DATABASE_URL", b"postgresql://o:CHANGE-ME@pg/x"),
+    ],
+)
+def test_every_process_refuses_a_placeholder_credential_at_start(args, name, value):
+    result = run(args, **{name: value})
+    assert_refused(result, name)
+    assert "placeholder" in result.stderr
