@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 from shared.dev.processes import die_with_parent, free_port
 
@@ -102,12 +102,17 @@ def spawn(
                 cwd=cwd,
                 start_new_session=True,
                 preexec_fn=setup,
-                user=None if user is None else user.uid,
-                group=None if user is None else user.gid,
-                extra_groups=None if user is None else [],
+                **_run_as(user),
             )
 
     return _SPAWNER.run(make)
+
+
+def _run_as(user: User | None) -> dict[str, Any]:
+    """Popen's arguments that run a child as `user` (with no supplementary groups), or as ourselves."""
+    if user is None:
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": []}
 
 
 def run_helper(
@@ -127,9 +132,7 @@ def run_helper(
         cwd=cwd,
         env=env,
         start_new_session=True,
-        user=None if user is None else user.uid,
-        group=None if user is None else user.gid,
-        extra_groups=None if user is None else [],
+        **_run_as(user),
     )
     try:
         out, _ = proc.communicate(timeout=timeout)
