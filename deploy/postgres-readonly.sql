@@ -21,12 +21,12 @@
 -- change it (other roles may rely on it). Fix it with REVOKE CREATE ON SCHEMA public FROM PUBLIC when they don't.
 
 -- A placeholder password (the Kubernetes Secret's CHANGE-ME-gateway-db-password, as shipped) would be one everybody
--- knows: it is refused before anything changes. The markers are shared/config.py's PLACEHOLDER_MARKERS, which
+-- knows: it is refused before anything changes. The pattern is shared/config.py's PLACEHOLDER_PATTERN, which
 -- every process applies to its own credentials.
 DO $$
 BEGIN
     IF lower(coalesce(current_setting('opencode.gateway_password', true), ''))
-           LIKE ANY (ARRAY['%change-me%', '%changeme%']) THEN
+           ~ '(^|[^a-z0-9])change-?me([^a-z0-9]|$)' THEN
         RAISE EXCEPTION 'GATEWAY_DB_PASSWORD (opencode.gateway_password) holds a placeholder of the deployment files '
             '(CHANGE-ME): set the gateway role''s real password';
     END IF;

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -234,8 +235,9 @@ async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> st
         return message_id
     async with committed(db):
         row = await _archived_row(db, sid)
+        revival = _revival(row)  # before the row is reopened
         await archive.reopen(db, row, {"messageID": message_id, "text": body})
-    await _revive(redis, row, [entry], cancel=False)
+    await _revive(redis, revival, [entry], cancel=False)
     log.info("session_revived", session_id=sid, message_id=message_id)
     return message_id
 
@@ -271,7 +273,7 @@ async def cancel(redis: Redis, db: PgConnection, session_id: str) -> str:
         if not row.unfinished:
             raise Conflict(f"session {sid} already ended with status {row.status}")
     # Live state was lost (Redis restarted): queue it again, already cancelled, rather than wait for the backstop.
-    await _revive(redis, row, [], cancel=True)
+    await _revive(redis, _revival(row), [], cancel=True)
     log.info("cancel_requested", session_id=sid, revived=True)
     return "requested"
 
@@ -326,18 +328,40 @@ async def _archived_row(db: PgConnection, sid: SessionId) -> ArchiveRow:
     return row
 
 
-async def _revive(redis: Redis, row: ArchiveRow, prompts: list[str], *, cancel: bool) -> int:
-    """Recreate live state from an archived row, seeded with its messages, so readers see no gap. A row of
-    another shape than ours is InvalidInput naming the field (requeue_from_archive checks the same)."""
+@dataclass(frozen=True, slots=True)
+class _Revival:
+    """What queueing an archived row again writes to Redis, read and checked from the row."""
+
+    state: LiveState
+    epoch: int
+    messages: list[Any]
+    seq: int
+
+
+def _revival(row: ArchiveRow) -> _Revival:
+    """The row's revival, checked before anything is written: a row of another shape than ours (a ticket id,
+    title, epoch or message another backend wrote) is InvalidInput naming the field. Was: `send` reopened such a
+    row first, then failed, leaving it pending with nothing queued."""
     layer = queueable.layer_of(row)
+    queueable.check_title(layer)
+    state = row.pending_state(now_ms())  # InvalidInput for a ticket id parse_ticket_id refuses
+    queueable.check_fields(state.encode())
+    return _Revival(state, queueable.epoch_of(layer), queueable.messages_of(row.messages), queueable.next_seq(layer))
+
+
+async def _revive(
+    redis: Redis, revival: _Revival, prompts: list[str], *, cancel: bool, if_exists: str = "append"
+) -> int:
+    """Recreate live state from an archived row, seeded with its messages, so readers see no gap."""
     return await _queue(
         redis,
-        row.pending_state(now_ms()),
+        revival.state,
         prompts,
-        epoch=queueable.epoch_of(layer),
-        messages=queueable.messages_of(row.messages),
+        epoch=revival.epoch,
+        messages=revival.messages,
         cancel=cancel,
-        seq=queueable.next_seq(layer),
+        if_exists=if_exists,
+        seq=revival.seq,
     )
 
 
@@ -351,16 +375,6 @@ async def requeue_from_archive(redis: Redis, row: ArchiveRow) -> bool:
     touched: a row that cannot be queued as it is (a ticket id, title, epoch, prompt or message of another shape
     than ours) is InvalidInput naming the field, which the backstop logs and passes over.
     """
-    layer = queueable.layer_of(row)
-    queueable.check_title(layer)
-    created = await _queue(
-        redis,
-        row.pending_state(now_ms()),  # InvalidInput for a ticket id parse_ticket_id refuses
-        queueable.prompts_of(layer),
-        epoch=queueable.epoch_of(layer),
-        messages=queueable.messages_of(row.messages),
-        cancel=row.cancel_requested,
-        if_exists="skip",
-        seq=queueable.next_seq(layer),
-    )
-    return created == 1
+    revival = _revival(row)
+    prompts = queueable.prompts_of(queueable.layer_of(row))
+    return await _revive(redis, revival, prompts, cancel=row.cancel_requested, if_exists="skip") == 1

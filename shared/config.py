@@ -20,8 +20,11 @@ MASK = "**********"  # a secret, wherever one would show: reprs, error messages
 SECRET_VARIABLES = frozenset({"GATEWAY_AUTH_SECRET", "GATEWAY_AUTH_SECRET_PREVIOUS", "OPENCODE_SERVER_PASSWORD"})
 # Every variable that carries a credential (a secret, or a URL with a password in it): none may be a placeholder.
 CREDENTIAL_VARIABLES = SECRET_VARIABLES | {"REDIS_URL", "DATABASE_URL", "OPENCODE_URL", "OPENCODE_SERVERS"}
-PLACEHOLDER_MARKERS = ("change-me", "changeme")  # the marker of every placeholder in compose and deploy/
-URL_PASSWORDS = (re.compile(r"(://[^:/@?#,]*:)[^@]*(?=@)"), re.compile(r"((?:^|[?&\s])password=)[^&\s]*"))
+# The marker of every placeholder in compose and deploy/ (CHANGE-ME, changeme), as a word of its own: a host such as
+# exchangemetrics is none. The same pattern guards deploy/postgres-readonly.sql (POSIX regex, lower case).
+PLACEHOLDER_PATTERN = "(^|[^a-z0-9])change-?me([^a-z0-9]|$)"
+_PLACEHOLDER = re.compile(PLACEHOLDER_PATTERN)
+URL_PASSWORDS = (re.compile(r"(://[^:/@?#,]*:)([^@]*)(?=@)"), re.compile(r"((?:^|[?&\s])password=)([^&\s]*)"))
 
 
 class Secret:
@@ -216,7 +219,7 @@ class Settings:
 def is_placeholder(value: str) -> bool:
     """Whether a value still holds one of the deployment files' CHANGE-ME placeholders, in any case: shipped
     manifests are applied as they are, and a placeholder that works would be a password everybody knows."""
-    return any(marker in value.lower() for marker in PLACEHOLDER_MARKERS)
+    return _PLACEHOLDER.search(value.lower()) is not None
 
 
 def _not_placeholder(raw: str) -> str:
@@ -239,7 +242,7 @@ class Environ:
             value = _utf8(raw.strip())
             return cast(_not_placeholder(value) if name in CREDENTIAL_VARIABLES else value)
         except (ValueError, TypeError) as exc:
-            reason = " ".join(str(exc).split())  # one line, whatever the parser said
+            reason = _masked(name, raw, " ".join(str(exc).split()))  # one line, whatever the parser said
             raise ConfigError(f"{name}={_shown(name, raw)!r} is invalid: {reason}") from None
 
 
@@ -250,6 +253,17 @@ def _shown(name: str, raw: str) -> str:
     for password in URL_PASSWORDS:  # user:password@, and ?password=
         raw = password.sub(rf"\g<1>{MASK}", raw)
     return raw
+
+
+def _masked(name: str, raw: str, reason: str) -> str:
+    """The parser's reason, with every secret of the value masked in it too: libpq quotes the token it could not
+    read (a password's stray `%`, as "hunter2%zz")."""
+    secrets = [raw.strip()] if name in SECRET_VARIABLES else []
+    for password in URL_PASSWORDS:
+        secrets += [match.group(2) for match in password.finditer(raw)]
+    for secret in sorted({s for found in secrets if found for s in (found, unquote(found))}, key=len, reverse=True):
+        reason = reason.replace(secret, MASK)
+    return reason
 
 
 def _utf8(raw: str) -> str:
@@ -306,7 +320,7 @@ def _redis_form(raw: str) -> str:
     parts = urlsplit(_url("redis", "rediss", "unix")(raw))
     if parts.scheme == "unix" and not parts.path:
         raise ValueError("a unix:// URL needs the socket's path: unix:///run/redis.sock")
-    if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*", unquote(parts.path)):
+    if parts.scheme != "unix" and not re.fullmatch(r"/*[0-9]*/*", unquote(parts.path)):
         raise ValueError("the path must be a database number: redis://host:6379/0")  # redis-py ignores any other
     return raw
 

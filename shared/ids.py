@@ -23,7 +23,7 @@ _MESSAGE_RE = re.compile(r"msg_[0-9A-Za-z]{20,40}")
 _TICKET_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 # A UTF-16 surrogate on its own (half an emoji cut in two) has no UTF-8 form: Redis's scripts (cjson), PostgreSQL's
 # text and an HTTP query refuse it.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # half a UTF-16 pair: UTF-8 cannot carry it, cjson refuses its escape
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _id_lock = threading.Lock()
@@ -58,7 +58,7 @@ def parse_text(value: object, what: str, detail: object | None = None) -> str:
     was refused only after the session had been made in OpenCode and recorded in PostgreSQL."""
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string, not {type(value).__name__}", detail)
-    found = _SURROGATE.search(value)
+    found = LONE_SURROGATE.search(value)
     if found is not None:
         raise InvalidInput(
             f"{what} holds a lone UTF-16 surrogate (U+{ord(found.group()):04X} at position {found.start()}),"

@@ -6,19 +6,17 @@ The live state's hash fields and the archive row are owned by shared.store.live 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
 
+from shared.ids import LONE_SURROGATE
+
 Status = Literal["pending", "running", "completed", "error", "cancelled"]
 STATUSES: tuple[Status, ...] = ("pending", "running", "completed", "error", "cancelled")
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "error", "cancelled"})
 SESSION_TYPES = ("ask", "chat", "admin")
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def dumps(value: object) -> str:
@@ -39,9 +37,9 @@ def dumps(value: object) -> str:
 def escape_lone_surrogates(text: str) -> str:
     """JSON text (the standard library's, with `ensure_ascii=False`) that can be written as UTF-8: each lone
     surrogate, which only a string in it can hold, as its JSON escape."""
-    if _LONE_SURROGATE.search(text) is None:
+    if LONE_SURROGATE.search(text) is None:
         return text
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def loads(raw: bytes | str) -> Any:

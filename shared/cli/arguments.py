@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -16,16 +15,16 @@ from typing import Any, BinaryIO
 import click
 
 from shared.errors import InvalidInput
+from shared.ids import LONE_SURROGATE
 
 MAX_ARGUMENT_CHARS = 1_000_000  # the longest prompt (shared.commands.MAX_PROMPT_CHARS)
 MAX_INPUT_BYTES = 8 * 1024 * 1024  # standard input or a file: a prompt of MAX_ARGUMENT_CHARS in any script fits
-_SURROGATE = re.compile("[\ud800-\udfff]")  # how Python keeps argument bytes that were not UTF-8
 
 
 def check_text(value: str, what: str, max_chars: int = MAX_ARGUMENT_CHARS) -> str:
     """`value` unchanged, or InvalidInput naming `what`: bytes that were not UTF-8 (Python keeps them as lone
     surrogates), a NUL character, or more than `max_chars` characters."""
-    if _SURROGATE.search(value):
+    if LONE_SURROGATE.search(value):  # how Python keeps argument bytes that were not UTF-8
         raise InvalidInput(f"{what} is not valid UTF-8")
     if "\x00" in value:
         raise InvalidInput(f"{what} contains a NUL character (U+0000), which the CLI does not accept")

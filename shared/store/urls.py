@@ -56,8 +56,8 @@ def check_database_url(raw: str) -> str:
     when it connects, checked as it does: a DSN PostgreSQL would never be asked about is no outage."""
     try:
         params = conninfo_to_dict(raw)
-    except PsycopgError as exc:
-        raise ValueError(str(exc)) from None
+    except PsycopgError as exc:  # without the token libpq quotes, which may be (part of) the password
+        raise ValueError(re.sub(r'"[^"]*"', '"…"', str(exc))) from None
     except UnicodeDecodeError:
         raise ValueError("a percent-escape in it is not UTF-8") from None
     _libpq_values({key: str(value) for key, value in params.items()})
@@ -89,7 +89,9 @@ def _libpq_hosts(params: Mapping[str, str]) -> None:
         except ValueError:
             raise ValueError(f"hostaddr {addr!r} is not an IP address (a host name goes in host)") from None
     count = max(len(hosts), len(addrs), 1)
-    if len(ports) > 1 and len(ports) != count:
+    # hosts the URL does not name come from PGHOST, PGHOSTADDR or a service file, which libpq counts itself
+    named = (hosts or addrs) and "service" not in params
+    if named and len(ports) > 1 and len(ports) != count:
         raise ValueError(f"{len(ports)} ports for {count} hosts")
     for port in filter(None, ports):  # an empty one is the default port
         if not 1 <= _libpq_int("port", port) <= 65535:

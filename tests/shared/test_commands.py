@@ -336,3 +336,15 @@ async def test_a_session_that_cannot_be_recorded_is_taken_back_from_opencode(
             await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO lost")
     assert await opencode_sessions(simulator_url) == []
     assert await redis_keys(redis) == set()
+
+
+async def test_send_to_an_archived_row_of_another_shape_refuses_it_before_reopening_it(redis, db):
+    """Was: the row was reopened (pending, the prompt recorded), then the revival refused it: nothing was queued,
+    and the backstop passed over the row on every pass from then on."""
+    sid = SessionId("ses_111111111111BBBBBBBBBBBBEP")
+    await insert_archived(db, sid, "completed", layer={"title": "old", "prompts": [], "epoch": "x"})
+    with pytest.raises(InvalidInput, match="epoch"):
+        await commands.send(redis, db, sid, "ECHO again")
+    row = await row_of(db, sid)
+    assert (row.status, row.prompts) == ("completed", [])
+    assert await redis_keys(redis) == set()

@@ -124,6 +124,10 @@ def test_secrets_never_show_in_repr():
         ("DATABASE_URL", "postgresql://u:hunter2@db:abc/x"),
         ("DATABASE_URL", "postgresql://db/x?password=hunter2&sslmode=on"),
         ("OPENCODE_SERVERS", "a=http://opencode:hunter2@oc:0"),
+        # libpq quotes the token it cannot read: the password's stray %, in the reason (was shown there)
+        ("DATABASE_URL", "postgresql://u:hunter2%zz@db/x"),
+        ("DATABASE_URL", "postgresql://db/x?password=hunter2%zz"),
+        ("DATABASE_URL", "postgresql://u:hunter2%00@db/x"),
     ],
 )
 def test_a_bad_value_never_shows_a_secret(name, value):
@@ -139,6 +143,10 @@ def test_a_bad_value_never_shows_a_secret(name, value):
         ("REDIS_URL", "unix:///run/redis/redis.sock?db=1"),
         ("REDIS_URL", "rediss://:p%40ss@redis:6380/2?socket_timeout=1.5&ssl_cert_reqs=none"),
         ("REDIS_URL", "redis://redis:6379/"),
+        ("REDIS_URL", "redis://redis:6379/0/"),  # redis-py strips the slashes
+        ("REDIS_URL", "redis://exchangemetrics:6379/0"),  # a placeholder's marker only as a word of its own
+        ("DATABASE_URL", "postgresql://app:Xy7changemeQ@db/stockexchangemembers"),
+        ("DATABASE_URL", "postgresql:///x?port=5432,5433"),  # the hosts from PGHOST, which libpq counts itself
         ("DATABASE_URL", "postgresql://u:p@db1:5432,db2:5433/x?sslmode=verify-full&target_session_attrs=read-write"),
         ("DATABASE_URL", "postgresql:///x?host=/var/run/postgresql&keepalives_idle=30"),
         ("DATABASE_URL", "postgresql://db/x?hostaddr=10.0.0.1&ssl_min_protocol_version=tlsv1.2"),

@@ -41,6 +41,7 @@ async def test_a_redis_that_refuses_every_write_is_an_outage(redis):
     every replica (from its claim) and counted against the sessions it held."""
     await redis.set("filler", "x" * 200_000)
     used = int((await redis.info("memory"))["used_memory"])
+    limit = (await redis.config_get("maxmemory"))["maxmemory"]
     policy = (await redis.config_get("maxmemory-policy"))["maxmemory-policy"]
     await redis.config_set("maxmemory-policy", "noeviction")
     await redis.config_set("maxmemory", str(used - 100_000))
@@ -53,7 +54,7 @@ async def test_a_redis_that_refuses_every_write_is_an_outage(redis):
         with pytest.raises(Unavailable, match=r"^Redis is out of memory"), store_errors("Redis"):
             await redis.eval("return redis.call('SET', KEYS[1], 'z')", 1, "in-a-script")
     finally:
-        await redis.config_set("maxmemory", "0")
+        await redis.config_set("maxmemory", limit)
         await redis.config_set("maxmemory-policy", policy)
     with store_errors("Redis"):
         assert await redis.set("more", "y")  # memory freed: writes go through again

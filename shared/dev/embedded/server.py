@@ -159,8 +159,12 @@ def kill_group(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -
 
 
 def _group_runs(pgid: int) -> bool:
-    """Whether a process of the group still runs (a zombie, waiting for an init that may never reap it, does not)."""
-    for entry in Path("/proc").iterdir():
+    """Whether a process of the group still runs (a zombie, waiting for an init that may never reap it, does not).
+    Without /proc (macOS) it cannot tell: False, and the signal sent is all the wait there is."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    for entry in proc.iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()

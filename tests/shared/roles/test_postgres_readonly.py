@@ -162,3 +162,17 @@ def test_psql_variable_route(pg_admin: psycopg.Connection[Any], schema: str) -> 
         assert "ERROR" not in result.stderr, result.stderr
     row = pg_admin.execute("SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = %s", (ROLE,)).fetchone()
     assert row == (True,)
+
+
+@pytest.mark.parametrize("placeholder", ["CHANGE-ME-gateway-db-password", "xx-ChangeMe", "changeme"])
+def test_a_placeholder_password_is_refused_before_anything_changes(
+    pg_admin: psycopg.Connection[Any], placeholder: str
+) -> None:
+    """The shipped Secret's value would be a password everybody knows; a word that only holds the letters is not."""
+    apply_sql(pg_admin, ROLE_PASSWORD)
+    before = pg_admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (ROLE,)).fetchone()
+    with pytest.raises(psycopg.errors.RaiseException, match="holds a placeholder"):
+        apply_sql(pg_admin, placeholder)
+    after = pg_admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (ROLE,)).fetchone()
+    assert after == before
+    apply_sql(pg_admin, "exchangemembers-" + ROLE_PASSWORD)  # the marker inside a word: a real password
