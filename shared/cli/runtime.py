@@ -35,14 +35,23 @@ async def clients(*, opencode: bool = False, db: bool = True) -> AsyncIterator[C
     conn = None
     oc = None
     limit = settings.opencode_max_response_bytes
-    servers = OpenCodeServers(
-        settings.servers, timeout_s=CLI_OPENCODE_TIMEOUT_S, max_connections=4, max_body_bytes=limit
+    servers = OpenCodeServers(  # OPENCODE_DIRECTORY: where a session that names none runs, as for the pollers
+        settings.servers,
+        timeout_s=CLI_OPENCODE_TIMEOUT_S,
+        max_connections=4,
+        default_directory=settings.opencode_directory,
+        max_body_bytes=limit,
     )
     try:
         if opencode:
             server = settings.servers[0]
             oc = OpenCodeClient(
-                server.url, timeout_s=CLI_OPENCODE_TIMEOUT_S, max_connections=4, auth=server.auth, max_body_bytes=limit
+                server.url,
+                timeout_s=CLI_OPENCODE_TIMEOUT_S,
+                max_connections=4,
+                directory=settings.opencode_directory,
+                auth=server.auth,
+                max_body_bytes=limit,
             )
         if db:
             conn = await pg_connect(settings.database_url)

@@ -7,6 +7,7 @@ import os
 import sys
 
 import anyio
+import httpx
 import pytest
 
 from shared.store import keys
@@ -63,3 +64,20 @@ async def test_enqueue_runs_where_it_is_told_and_history_filters_by_it(simulator
         code, out, err = await cli("history", *args, "--json", **env)
         assert code == 0, err
         assert [s["sessionId"] for s in json.loads(out)["sessions"]] == expected, args
+
+
+@pytest.mark.parametrize("placed", [[], ["--server", "other"]])
+async def test_enqueue_without_a_directory_runs_in_opencode_directory(simulator_url, redis_url, schema, placed):
+    """OPENCODE_DIRECTORY is where a session that names no directory runs, for enqueue as for the pollers. Was:
+    the CLI created it in the server's own directory, and the pollers then looked for it in OPENCODE_DIRECTORY."""
+    env = {"REDIS_URL": redis_url, "DATABASE_URL": schema, "OPENCODE_DIRECTORY": "/srv/other-repo"}
+    env |= (
+        {"OPENCODE_SERVERS": f"main={simulator_url},other={simulator_url}"}
+        if placed
+        else {"OPENCODE_URL": simulator_url}
+    )
+    code, out, err = await cli("enqueue", "--type", "ask", *placed, **env)
+    assert code == 0, err
+    async with httpx.AsyncClient(base_url=simulator_url) as client:
+        created = (await client.get(f"/session/{out.strip()}", params={"directory": "/srv/other-repo"})).json()
+    assert created["directory"] == "/srv/other-repo"
