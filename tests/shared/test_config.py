@@ -247,3 +247,12 @@ def test_every_process_refuses_a_placeholder_credential_at_start(args, name, val
     result = run(args, **{name: value})
     assert_refused(result, name)
     assert "placeholder" in result.stderr
+
+
+def test_a_server_named_default_must_be_the_first():
+    """Was: `enqueue --server default` recorded the session as naming no server, which the pollers run on the first
+    server: created on one server, polled on another, it ended in error (OpenCode had no such session)."""
+    with pytest.raises(ConfigError, match=r"OPENCODE_SERVERS=.* is invalid: a server named default must be the first"):
+        Settings.from_env({"OPENCODE_SERVERS": "a=http://a:4096,default=http://b:4096"})
+    names = [s.name for s in Settings.from_env({"OPENCODE_SERVERS": "default=http://a:4096,b=http://b:4096"}).servers]
+    assert names == ["default", "b"]
