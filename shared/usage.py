@@ -16,12 +16,26 @@ from typing import Any
 COST_DECIMALS = 10
 
 
-def _count(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+# A count or cost outside these bounds is no real one (JSON allows 1e19, and the standard library reads NaN and
+# Infinity): it counts as 0, as a string does. Was: the archive's bigint refused the sum, or int() raised on every
+# poll, and a finished run ended in error. Within them, a session's sums stay far inside bigint and JS's integers.
+MAX_TOKENS = 2**40  # in one message
+MAX_SUM = 2**62  # in a stored sum (from_json): a session's, within bigint
+MAX_COST = 1e12
+
+
+def _count(value: Any, limit: int = MAX_TOKENS) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < limit:
+        return 0  # NaN fails the comparison too
+    return int(value)
 
 
 def _amount(value: Any) -> float:
-    return float(value) if isinstance(value, int | float | Decimal) and not isinstance(value, bool) else 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return 0.0
+    if isinstance(value, Decimal) and not value.is_finite():  # a Decimal NaN raises where a float's compares false
+        return 0.0
+    return float(value) if 0 <= value < MAX_COST else 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,15 +58,15 @@ class Usage:
         return cls._of(info.get("tokens"), cost=info.get("cost"), steps=1)
 
     @classmethod
-    def _of(cls, tokens: Any, *, cost: Any, steps: int) -> Usage:
+    def _of(cls, tokens: Any, *, cost: Any, steps: int, limit: int = MAX_TOKENS) -> Usage:
         tokens = tokens if isinstance(tokens, dict) else {}
         cache = tokens.get("cache") if isinstance(tokens.get("cache"), dict) else {}
         return cls(
-            input=_count(tokens.get("input")),
-            output=_count(tokens.get("output")),
-            reasoning=_count(tokens.get("reasoning")),
-            cache_read=_count(cache.get("read")),
-            cache_write=_count(cache.get("write")),
+            input=_count(tokens.get("input"), limit),
+            output=_count(tokens.get("output"), limit),
+            reasoning=_count(tokens.get("reasoning"), limit),
+            cache_read=_count(cache.get("read"), limit),
+            cache_write=_count(cache.get("write"), limit),
             cost=_amount(cost),
             steps=steps,
         )
@@ -86,7 +100,8 @@ class Usage:
         """The inverse of to_json; anything else (absent, malformed) is zero usage."""
         if not isinstance(value, dict):
             return cls()
-        return cls._of(value.get("tokens"), cost=value.get("cost"), steps=_count(value.get("steps")))
+        steps = _count(value.get("steps"), MAX_SUM)
+        return cls._of(value.get("tokens"), cost=value.get("cost"), steps=steps, limit=MAX_SUM)
 
     def to_json(self) -> dict[str, Any]:
         """The `usage` object of the session (live state, archive, API): OpenCode's token shape, cost, steps."""

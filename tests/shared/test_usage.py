@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
+import pytest
+
+from shared.models import loads
 from shared.usage import Usage
 
 
@@ -42,3 +46,19 @@ def test_totals_add_up_per_kind():
     a = Usage(input=1, output=2, cost=0.1, steps=1)
     b = Usage(input=10, cache_write=4, cost=0.2, steps=2)
     assert Usage.total([a, b]) == Usage(input=11, output=2, cache_write=4, cost=0.3, steps=3)
+
+
+@pytest.mark.parametrize("odd", [1e19, 2**63, -5, float("nan"), float("inf"), float("-inf"), "12", True, None])
+def test_a_count_or_cost_no_run_could_have_counts_as_nothing(odd):
+    """JSON allows 1e19, and the standard library reads NaN and Infinity: such a count is no real one. Was: the
+    archive's bigint refused the sum, or int() raised on every poll, and a finished run ended in error."""
+    info = {"role": "assistant", "cost": odd, "tokens": {"input": odd, "output": 7, "cache": {"read": odd}}}
+    usage = Usage.of_info(info)
+    assert (usage.input, usage.output, usage.cache_read, usage.cost, usage.steps) == (0, 7, 0, 0.0, 1)
+    assert Usage.of_info(loads(b'{"role": "assistant", "tokens": {"input": NaN, "output": 1e999}}')).output == 0
+
+
+def test_a_stored_sum_reads_back_whole_past_one_messages_bound():
+    big = Usage(input=2**41, output=3, cost=12.5, steps=2)
+    assert Usage.from_json(big.to_json()) == big
+    assert Usage.of_info({"role": "assistant", "cost": Decimal("NaN"), "tokens": {}}).cost == 0.0
