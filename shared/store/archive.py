@@ -201,6 +201,7 @@ class ArchiveRow:
             metadata=self.user_metadata,
             server=self.server,
             directory=self.directory,
+            usage=self.usage,  # what its earlier runs used: counted while the session is live again, as archived
         )
 
     def to_session(self) -> dict[str, Any]:

@@ -118,7 +118,7 @@ class LiveState:
 
     def encode(self) -> dict[str, str]:
         """The hash as enqueue.lua writes it; the script itself sets `seq` and `updatedAt` (Redis's clock)."""
-        return self._place_fields() | {
+        fields = {
             "sessionId": self.session_id,
             "ticketId": self.ticket_id or "",
             "sessionType": self.session_type,
@@ -130,6 +130,11 @@ class LiveState:
             "metadata": dumps(self.metadata),
             "pending": dumps(self.pending),
         }
+        return self._place_fields() | fields | self._usage_field()
+
+    def _usage_field(self) -> dict[str, str]:
+        """`usage`, when there is some: a revived session's from its archive (a new one's is zero, as before)."""
+        return {"usage": dumps(self.usage.to_json())} if self.usage != Usage() else {}
 
     def _place_fields(self) -> dict[str, str]:
         """`server` and `directory`, written only when the session names them (a default session's hash is as

@@ -348,3 +348,21 @@ async def test_send_to_an_archived_row_of_another_shape_refuses_it_before_reopen
     row = await row_of(db, sid)
     assert (row.status, row.prompts) == ("completed", [])
     assert await redis_keys(redis) == set()
+
+
+async def test_a_revived_session_keeps_counting_what_its_earlier_runs_used(redis, db):
+    """Was: zero in the live state until a poller claimed it and saw a message change (unbounded while pollers are
+    down): ticket and usage totals dropped the session's earlier runs meanwhile."""
+    sid = SessionId("ses_111111111111BBBBBBBBBBBBUS")
+    await insert_archived(db, sid, "completed")
+    await db.execute(
+        "UPDATE opencode_sessions SET tokens_input = 100, tokens_output = 20, cost = 0.25, steps = 1 WHERE id = %s",
+        (sid,),
+    )
+    await commands.send(redis, db, sid, "ECHO again")
+    usage = json.loads(text(await redis.hgetall(keys.session(sid)))["usage"])
+    assert usage == {
+        "tokens": {"input": 100, "output": 20, "reasoning": 0, "cache": {"read": 0, "write": 0}},
+        "cost": 0.25,
+        "steps": 1,
+    }
