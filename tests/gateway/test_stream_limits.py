@@ -136,18 +136,30 @@ async def test_a_client_that_never_reads_is_disconnected_after_the_write_timeout
     assert not received.endswith(b"\r\n0\r\n\r\n"), "cut off, not a stream that ended"
 
 
-async def test_a_huge_list_with_messages_is_streamed_in_pages_of_bounded_size(make_gateway, db):
-    text = "m" * EVENT_BYTES
+async def archive_big_sessions(db, ticket: str, text: str, count: int = 12) -> list[str]:
+    """`count` archived sessions of the ticket, each one message of `text`, newest last; their ids."""
     ids = []
-    for i in range(12):
+    for i in range(count):
         sid = f"ses_{i:026d}"
         ids.append(sid)
         messages = [{"info": {"id": f"msg_{i:026d}", "role": "assistant"}, "parts": [{"id": "prt_1", "text": text}]}]
         await db.execute(
             "INSERT INTO opencode_sessions (id, ticket_id, session_type, status, messages, metadata, started_at,"
-            " completed_at) VALUES (%s, 'T-BIG', 'chat', 'completed', %s::jsonb, '{}'::jsonb, %s, %s)",
-            (sid, json.dumps(messages), to_timestamp(1_700_000_000_000 + i), to_timestamp(1_700_000_001_000 + i)),
+            " completed_at) VALUES (%s, %s, 'chat', 'completed', %s::jsonb, '{}'::jsonb, %s, %s)",
+            (
+                sid,
+                ticket,
+                json.dumps(messages),
+                to_timestamp(1_700_000_000_000 + i),
+                to_timestamp(1_700_000_001_000 + i),
+            ),
         )
+    return ids
+
+
+async def test_a_huge_list_with_messages_is_streamed_in_pages_of_bounded_size(make_gateway, db):
+    text = "m" * EVENT_BYTES
+    ids = await archive_big_sessions(db, "T-BIG", text)
     cap = 262_144
     gateway = await make_gateway(gateway_max_response_bytes=cap)
     seen: list[str] = []
@@ -179,16 +191,7 @@ async def test_postgresql_gone_mid_page_ends_the_page_early_and_its_cursor_conti
 ):
     """Was: the failed read broke the started response (a truncated body, an ASGI traceback in the log)."""
     text = "m" * 1_000_000
-    ids = []
-    for i in range(12):
-        sid = f"ses_{i:026d}"
-        ids.append(sid)
-        messages = [{"info": {"id": f"msg_{i:026d}", "role": "assistant"}, "parts": [{"id": "prt_1", "text": text}]}]
-        await db.execute(
-            "INSERT INTO opencode_sessions (id, ticket_id, session_type, status, messages, metadata, started_at,"
-            " completed_at) VALUES (%s, 'T-GONE', 'chat', 'completed', %s::jsonb, '{}'::jsonb, %s, %s)",
-            (sid, json.dumps(messages), to_timestamp(1_700_000_000_000 + i), to_timestamp(1_700_000_001_000 + i)),
-        )
+    ids = await archive_big_sessions(db, "T-GONE", text)
     gateway = gateway_process(GATEWAY_MAX_RESPONSE_BYTES=str(1 << 30))
     # A 4 KiB receive window: the gateway, a few sessions ahead at most, waits for the client while PostgreSQL stops
     transport = httpx.AsyncHTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
