@@ -71,17 +71,18 @@ async def _abort(deps: TrackerDeps, lease: Lease) -> None:
         log.warning("abort_failed", error=exc.message)
 
 
-async def give_up(deps: TrackerDeps, lease: Lease) -> bool:
-    """End the session with what Redis holds of it; False when the lease turned out lost."""
+async def give_up(deps: TrackerDeps, lease: Lease, *, abort: bool = True) -> bool:
+    """End the session with what Redis holds of it; False when the lease turned out lost. `abort`: ask OpenCode
+    to stop the run too (not when `deps` is not the session's server: one no longer configured)."""
     try:
-        await _end(deps, lease)
+        await _end(deps, lease, abort=abort)
     except LeaseLost as exc:
         log.info("lease_lost", reason=exc.message)
         return False
     return True
 
 
-async def _end(deps: TrackerDeps, lease: Lease) -> None:
+async def _end(deps: TrackerDeps, lease: Lease, *, abort: bool) -> None:
     """When the archive itself is what fails, the row keeps the messages it had and the error says why; when
     even that is refused, only the live state is ended."""
     failures, cause, cancel, rev = await _job_fields(deps, lease)
@@ -91,7 +92,8 @@ async def _end(deps: TrackerDeps, lease: Lease) -> None:
     status = "cancelled" if cancel else "error"
     error = f"gave up after {failures} failed attempt{'s' if failures != 1 else ''}: {cause}"
     log.error("session_given_up", failures=failures, cause=cause, status=status)
-    await _abort(deps, lease)
+    if abort:
+        await _abort(deps, lease)
     backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
     session, seq = record.state, record.state.seq + 1
     try:
@@ -113,12 +115,14 @@ async def _end(deps: TrackerDeps, lease: Lease) -> None:
         rev = (await _job_fields(deps, lease))[3]  # a prompt came meanwhile: the session ends all the same
 
 
-async def run_bounded(deps: TrackerDeps, lease: Lease, run: Callable[[], Awaitable[bool]], max_failures: int) -> bool:
+async def run_bounded(
+    deps: TrackerDeps, lease: Lease, run: Callable[[], Awaitable[bool]], max_failures: int, *, abort: bool = True
+) -> bool:
     """`run` (a tracker) under the rule: True when the session ended and is archived; False when the lease is
     to be given back (lost, or a failure to try again). An outage propagates as before."""
     failures, _, cancel, _ = await _job_fields(deps, lease)
     if failures >= max_failures or (failures and cancel):
-        return await give_up(deps, lease)  # the attempt that reached the bound did not finish giving up
+        return await give_up(deps, lease, abort=abort)  # the attempt that reached the bound did not finish giving up
     try:
         return await run()
     except Exception as exc:
@@ -133,4 +137,4 @@ async def run_bounded(deps: TrackerDeps, lease: Lease, run: Callable[[], Awaitab
         cancel = (await _job_fields(deps, lease))[2]
         if failures < max_failures and not cancel:
             return False
-        return await give_up(deps, lease)
+        return await give_up(deps, lease, abort=abort)

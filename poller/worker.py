@@ -232,7 +232,8 @@ class Worker:
             return
         except SessionLayerError as exc:  # a server no longer configured: this session's own failure, bounded
             log.warning("place_unknown", session_id=held.lease.session_id, error=exc.message)
-            await self._bounded(held, self._deps, _raiser(exc))
+            # ended without an abort: the default server's client would send it to a server without the session
+            await self._bounded(held, self._deps, _raiser(exc), abort=False)
             return
         max_age_s = STATUS_MAX_AGE_FACTOR * self._settings.poll_interval_s
         deps = self.places.acquire(place, tg, max_age_s=max_age_s, events=self._settings.opencode_events)
@@ -254,11 +255,13 @@ class Worker:
             # full collection frees, and the poller's collector never makes one (poller/main.py)
             held.tracker = None
 
-    async def _bounded(self, held: Held, deps: TrackerDeps, run: Callable[[], Awaitable[bool]]) -> None:
+    async def _bounded(
+        self, held: Held, deps: TrackerDeps, run: Callable[[], Awaitable[bool]], *, abort: bool = True
+    ) -> None:
         """`run` under the bounded failure rule; the lease handed back when it did not end the session."""
         try:
             with held.scope:  # cancelled by the renew loop when the lease is lost
-                if not await run_bounded(deps, held.lease, run, self._settings.session_max_failures):
+                if not await run_bounded(deps, held.lease, run, self._settings.session_max_failures, abort=abort):
                     # Lost by its own account (PostgreSQL holds a newer epoch, the job is gone), or a failed
                     # attempt to try again: hand the lease back at once rather than let it expire. Fenced, so a
                     # lease that is really gone stays so.

@@ -166,6 +166,25 @@ async def test_a_session_on_a_server_no_longer_configured_ends_in_error(make_wor
     assert (await wait_for(lambda: final_row(db, other["sessionId"]), timeout=30))[0] == "completed"
 
 
+async def test_a_session_on_a_server_no_longer_configured_is_not_aborted_on_another(
+    make_worker, redis, db, simulator_process
+):
+    """Was: giving it up sent its abort through the default server's client, with that server's credentials, to a
+    server that never had the session."""
+    default, retired = simulator_process(speed=4.0), simulator_process(speed=4.0)
+    placed = OpenCodeServers((ServerConfig("default", default), ServerConfig("retired", retired)))
+    try:
+        state = await commands.enqueue(redis, db, placed, session_type="ask", prompt="ECHO x", server="retired")
+    finally:
+        await placed.aclose()
+    sid = state["sessionId"]
+    await make_worker(opencode_url=default, session_max_failures=2)  # it knows only the default server
+    assert (await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive"))[0] == "error"
+    async with httpx.AsyncClient(base_url=default) as client:
+        asked = (await client.get("/__sim/stats")).json()["requests"]
+    assert [request for request in asked if sid in request] == []
+
+
 async def test_a_session_whose_list_outgrows_the_bound_ends_alone_naming_it(make_worker, redis, db, opencode):
     """A list past OPENCODE_MAX_RESPONSE_BYTES is not read (nor the `/event` record carrying the prompt): its session
     ends in error naming the variable, after OPENCODE_RETRY_DEADLINE_MS as for any failing call, while the replica
