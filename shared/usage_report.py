@@ -16,7 +16,14 @@ from shared.models import as_text
 from shared.store import keys
 from shared.store.connections import store_errors
 from shared.store.live import LiveState
-from shared.store.usage_sums import UsageFilter, UsageRow, ended_sum, ticket_rows, unfinished_rows
+from shared.store.usage_sums import (
+    MAX_SESSIONS_PER_TICKET,
+    UsageFilter,
+    UsageRow,
+    ended_sum,
+    ticket_rows,
+    unfinished_rows,
+)
 from shared.usage import Usage
 
 _LIVE_FIELDS = ("sessionId", "status", "usage")
@@ -60,7 +67,12 @@ async def ticket_usage(redis: Redis, db: Any, ticket_id: str) -> dict[str, Any]:
                 "usage": usage.to_json(),
             }
         )
-    return {"ticketId": ticket, "total": Usage.total(usages).to_json(), "sessions": sessions}
+    if len(rows) < MAX_SESSIONS_PER_TICKET:
+        return {"ticketId": ticket, "total": Usage.total(usages).to_json(), "sessions": sessions}
+    # the list holds the newest MAX_SESSIONS_PER_TICKET only: the total is summed over them all, as `usage` does
+    # (was: over the listed ones, silently short for a ticket with more)
+    total = await usage_totals(redis, db, UsageFilter(ticket_id=ticket))
+    return {"ticketId": ticket, "total": total["usage"], "sessions": sessions}
 
 
 async def usage_totals(redis: Redis, db: Any, where: UsageFilter) -> dict[str, Any]:

@@ -75,3 +75,19 @@ async def test_a_live_sessions_usage_comes_from_its_live_state(make_gateway, red
         assert (await client.get(f"/sessions/{sid}")).json()["usage"] == running.to_json()
         live = (await client.get("/sessions?live=true")).json()["sessions"]
         assert [s["usage"] for s in live] == [running.to_json()]
+
+
+async def test_a_ticket_past_the_listed_sessions_totals_them_all(make_gateway, db):
+    """The list holds the newest 1,000 sessions; the total is over every one. Was: over the listed ones only,
+    silently short (`usage --ticket` summed them all)."""
+    await db.execute(
+        "INSERT INTO opencode_sessions (id, ticket_id, session_type, status, messages, metadata, started_at,"
+        " completed_at, tokens_input, steps) SELECT 'ses_' || lpad(n::text, 26, '0'), 'T-MANY', 'ask', 'completed',"
+        " '[]', '{}', now() - make_interval(secs => n), now(), 1, 1 FROM generate_series(1, 1001) AS n"
+    )
+    async with httpx.AsyncClient(base_url=await make_gateway()) as client:
+        answer = (await client.get("/tickets/T-MANY/usage")).json()
+    assert len(answer["sessions"]) == 1000 and "ses_" + "1001".zfill(26) not in {
+        s["sessionId"] for s in answer["sessions"]
+    }
+    assert (answer["total"]["tokens"]["input"], answer["total"]["steps"]) == (1001, 1001)
