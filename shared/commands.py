@@ -64,34 +64,22 @@ def parse_title(value: object) -> str:
     return parse_text(value, "the title")
 
 
-def _depth(value: object) -> int:
-    """How deeply objects and arrays nest in `value`, counted without recursion (any depth is safe)."""
-    deepest, stack = 0, [(value, 1)]
+def _check_values(value: object) -> None:
+    """Values JSON and PostgreSQL's jsonb carry, nested at most MAX_METADATA_DEPTH deep, so that nothing fails once
+    the session is made in OpenCode (exit 1): objects with string keys, arrays, strings, booleans, null and numbers.
+    The standard library reads NaN and Infinity (JSON has neither) and integers of any length; the Python API may
+    pass anything (bytes, a date, a set, a tuple), which failed to encode or was changed on the way (a tuple became
+    an array, a key 1 "1"). One walk, without recursion: any depth is safe."""
+    stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is not None:
-            deepest = max(deepest, depth)
-            if depth <= MAX_METADATA_DEPTH:  # past the limit the answer is known: stop walking
-                stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _check_values(value: object) -> None:
-    """Values JSON and PostgreSQL's jsonb carry, so that nothing fails once the session is made in OpenCode (exit 1):
-    objects with string keys, arrays, strings, booleans, null and numbers. The standard library reads NaN and
-    Infinity (JSON has neither) and integers of any length; the Python API may pass anything (bytes, a date, a
-    set, a tuple), which failed to encode or was changed on the way (a tuple became an array, a key 1 "1")."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            odd = [key for key in item if not isinstance(key, str)]
-            if odd:
+        if isinstance(item, dict | list):
+            if depth > MAX_METADATA_DEPTH:
+                raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+            if isinstance(item, dict) and (odd := [key for key in item if not isinstance(key, str)]):
                 raise InvalidInput(f"metadata holds a key that is not a string: {odd[0]!r}")
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
         elif not isinstance(item, str | int | float) and item is not None:  # bool is an int
             raise InvalidInput(f"metadata holds a value of type {type(item).__name__}, which is not JSON")
         elif isinstance(item, float) and not math.isfinite(item):
@@ -114,8 +102,6 @@ def parse_metadata(value: object) -> dict[str, Any]:
             raise InvalidInput(TOO_LONG_INT) from None
     if not isinstance(value, dict):
         raise InvalidInput("metadata must be a JSON object")
-    if _depth(value) > MAX_METADATA_DEPTH:
-        raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
     _check_values(value)
     if LAYER_KEY in value:
         raise InvalidInput(f"metadata key {LAYER_KEY!r} is reserved")

@@ -23,7 +23,7 @@ _MESSAGE_RE = re.compile(r"msg_[0-9A-Za-z]{20,40}")
 _TICKET_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 # A UTF-16 surrogate on its own (half an emoji cut in two) has no UTF-8 form: Redis's scripts (cjson), PostgreSQL's
 # text and an HTTP query refuse it.
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # half a UTF-16 pair: UTF-8 cannot carry it, cjson refuses its escape
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _id_lock = threading.Lock()
