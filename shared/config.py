@@ -12,6 +12,7 @@ from typing import Literal, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from shared.errors import ConfigError
+from shared.ids import LONE_SURROGATE
 
 T = TypeVar("T")
 LogFormat = Literal["json", "console"]
@@ -273,10 +274,9 @@ def _masked(name: str, raw: str, reason: str) -> str:
 def _utf8(raw: str) -> str:
     """Every value is sent on as UTF-8 (keys, URLs, headers, HMAC keys); one that was not UTF-8 in the
     environment reaches Python as surrogates, and would fail only when first encoded, naming nothing."""
-    try:
-        raw.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"not valid UTF-8 (character {exc.start + 1})") from None
+    found = LONE_SURROGATE.search(raw)  # what UTF-8 cannot encode, and surrogateescape makes of bytes that were not
+    if found is not None:
+        raise ValueError(f"not valid UTF-8 (character {found.start() + 1})")
     return raw
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from shared.errors import InvalidInput
 from shared.ids import parse_text
 from shared.models import prompt_entry
+from shared.opencode.shapes import is_part
 from shared.store.archive import LAYER_KEY, ArchiveRow
 
 
@@ -127,7 +128,7 @@ def messages_of(messages: object) -> list[Any]:
             raise InvalidInput(f"messages[{n}] is not an object with an info.id string and a parts array")
         parse_text(info["id"], f"messages[{n}].info.id")  # a key of the live copy (cjson reads the keys)
         for part in parts:
-            if not isinstance(part, dict) or not all(isinstance(part.get(k), str) for k in ("id", "messageID")):
+            if not is_part(part):  # what the poller takes from OpenCode (shared.opencode.shapes)
                 raise InvalidInput(f"messages[{n}] has a part without id and messageID strings")
             parse_text(f"{part['messageID']}/{part['id']}", f"messages[{n}] part key")
     return messages
