@@ -12,6 +12,7 @@ from poller.deps import TrackerDeps
 from poller.event_apply import any_streaming, apply_events, keep_streamed_texts, streaming_keys
 from poller.mirror import Delta, Mirror, diff, merge_tail, share_unchanged, with_appends
 from poller.writer import StateWriter
+from shared.config import DEFAULT_SERVER
 from shared.errors import LeaseLost
 from shared.opencode.settled import SettledHead
 from shared.store.lease import Lease
@@ -82,7 +83,13 @@ class SessionMirror:
         if record is None:
             raise LeaseLost("the session has no live state (Redis lost it; the backstop will re-queue it)")
         mirror = Mirror(infos=record.infos, parts=record.parts, tool_calls=record.state.current_tool_calls)
-        return cls(deps, lease, record.state, mirror, spread=spread)
+        loaded = cls(deps, lease, record.state, mirror, spread=spread)
+        if record.state.server is None and deps.server != DEFAULT_SERVER:
+            # a session that names no server runs on the first one: readers that find no name say `default`,
+            # which names no server here (a `default` must be the first). Was: `status`, `--server` and the live
+            # list's server filter missed it.
+            loaded.session = await loaded.writer.name_server(lease, deps.server)
+        return loaded
 
     def full_poll_next(self) -> None:
         """Decide, and archive, on the whole list: the next poll fetches it."""

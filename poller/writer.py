@@ -141,14 +141,34 @@ class StateWriter:
             event_state=event_state,
             index_event=self._session.index_event("status") if status_changed or pending_changed else "",
         )
-        with store_errors("Redis"):
-            seq = await self._scripts.apply(lease, change)
-        if seq < 0:
-            raise LeaseLost(f"lease {lease.token} of {lease.session_id} is no longer current")
+        seq = await self._write(lease, change)
         for part in delta.parts:
             self._remember(part, parts[part_key(part)])
         for key in delta.removed_parts:
             self._stored.forget(key)
+        return seq
+
+    async def name_server(self, lease: Lease, server: str) -> LiveState:
+        """Record the server a session that named none runs on; the session as it now is."""
+        now = now_ms()
+        change = StateChange(
+            fields={"server": server, "updatedAt": str(now)},
+            messages={},
+            parts={},
+            removed_messages=(),
+            removed_parts=(),
+            event_state=dumps({"updatedAt": now, "server": server}),
+        )
+        seq = await self._write(lease, change)
+        self._session = dataclasses.replace(self._session, server=server, updated_at=now)
+        return dataclasses.replace(self._session, seq=seq)
+
+    async def _write(self, lease: Lease, change: StateChange) -> int:
+        """One fenced apply.lua call, counted; its seq. LeaseLost when the fence refuses it."""
+        with store_errors("Redis"):
+            seq = await self._scripts.apply(lease, change)
+        if seq < 0:
+            raise LeaseLost(f"lease {lease.token} of {lease.session_id} is no longer current")
         self.writes += 1
         self.seq = seq
         return seq

@@ -89,7 +89,8 @@ ON CONFLICT (id) DO UPDATE SET
     metadata = jsonb_set(coalesce(s.metadata, '{{}}'::jsonb), '{{{LAYER_KEY}}}',
                          coalesce(s.metadata -> '{LAYER_KEY}', '{{}}'::jsonb) || %(layer)s),
     completed_at = excluded.completed_at,
-    error_message = excluded.error_message
+    error_message = excluded.error_message,
+    server = coalesce(s.server, excluded.server)
 WHERE coalesce((s.metadata #>> '{{{LAYER_KEY},epoch}}')::bigint, 0) <= %(epoch)s
 RETURNING coalesce(s.metadata -> '{LAYER_KEY}' -> 'prompts', '[]'::jsonb)
 """

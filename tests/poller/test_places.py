@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared import commands
+from shared import commands, sessions
 from shared.config import ServerConfig
 from shared.opencode.servers import OpenCodeServers
 from shared.store import archive
@@ -166,5 +166,35 @@ async def test_a_hung_server_holds_no_start_up_slot(make_worker, simulator_proce
         healthy = await commands.enqueue(redis, db, placed, session_type="chat", prompt="ECHO first", server="a")
         row = await wait_for(lambda: final_row(db, healthy["sessionId"]), timeout=30, what="a's session archived")
         assert row.status == "completed"
+    finally:
+        await placed.aclose()
+
+
+async def test_a_session_naming_no_server_is_recorded_on_the_first_server_it_runs_on(
+    make_worker, simulator_process, redis, db
+):
+    """A session queued without a server (another backend's job, or one queued before OPENCODE_SERVERS was set)
+    runs on the first server. Was: it stayed unnamed, and every reader called it `default`, a server this
+    deployment does not have: `status`, `--server a` and the live list's server filter missed it."""
+    first, second = simulator_process(speed=2.0), simulator_process(speed=2.0)
+    servers = (ServerConfig("a", first), ServerConfig("b", second))
+    placed = OpenCodeServers(servers)
+    try:
+        unnamed = await commands.enqueue(redis, db, placed.client("a", None), session_type="ask", prompt="TOOL SLOW x")
+        assert unnamed["server"] == "default"  # as readers call a session that names no server
+        await make_worker(opencode_url=first, opencode_servers=servers, poll_interval_s=0.1)
+
+        async def named() -> dict | None:
+            live = await sessions.read_live(redis, unnamed["sessionId"])
+            return live if live is not None and live["server"] == "a" and live["status"] == "running" else None
+
+        live = await wait_for(named, timeout=30, what="the running session named after server a")
+        assert await sessions.live_server_counts(redis) == {"a": 1}
+        listed = await sessions.live_sessions(redis, server="a")
+        assert [s["sessionId"] for s in listed] == [unnamed["sessionId"]]
+        assert live["seq"] > unnamed["seq"]
+        row = await wait_for(lambda: final_row(db, unnamed["sessionId"]), timeout=60, what="archived")
+        assert (row.status, row.server) == ("completed", "a")
+        assert row.messages == await placed.client("a", None).messages(row.id)
     finally:
         await placed.aclose()
