@@ -20,9 +20,9 @@ from shared.store.usage_sums import (
     MAX_SESSIONS_PER_TICKET,
     UsageFilter,
     UsageRow,
-    ended_sum,
+    ended_sum_and_unfinished,
+    rows_by_id,
     ticket_rows,
-    unfinished_rows,
 )
 from shared.usage import Usage
 
@@ -52,10 +52,11 @@ async def ticket_usage(redis: Redis, db: Any, ticket_id: str) -> dict[str, Any]:
     ticket = parse_ticket_id(ticket_id)
     rows = await ticket_rows(db, ticket)
     live = await _live(redis, rows)
+    rows = await _settled(db, rows, live)
     sessions, usages = [], []
     for row in rows:
         state = live.get(row.id)
-        usage = state.usage if state is not None else row.usage
+        usage = _usage_of(row, live)
         usages.append(usage)
         sessions.append(
             {
@@ -77,8 +78,22 @@ async def ticket_usage(redis: Redis, db: Any, ticket_id: str) -> dict[str, Any]:
 
 async def usage_totals(redis: Redis, db: Any, where: UsageFilter) -> dict[str, Any]:
     """`{sessions, usage}`: how many sessions the filter covers and what they used together."""
-    ended = await ended_sum(db, where)
-    running = await unfinished_rows(db, where)
+    ended, running = await ended_sum_and_unfinished(db, where)
     live = await _live(redis, running)
-    usages = [ended.usage, *(live[r.id].usage if r.id in live else r.usage for r in running)]
+    usages = [ended.usage, *(_usage_of(row, live) for row in await _settled(db, running, live))]
     return {"sessions": int(ended.sessions) + len(running), "usage": Usage.total(usages).to_json()}
+
+
+def _usage_of(row: UsageRow, live: dict[str, LiveState]) -> Usage:
+    state = live.get(row.id)
+    return state.usage if state is not None else row.usage
+
+
+async def _settled(db: Any, rows: list[UsageRow], live: dict[str, LiveState]) -> list[UsageRow]:
+    """The rows, those read unfinished that have no live state read again: archived between the two reads, a
+    row's usage is in the row now (was: counted with the zeros it held while running)."""
+    gone = [row.id for row in rows if row.unfinished and row.id not in live]
+    if not gone:
+        return rows
+    now = {row.id: row for row in await rows_by_id(db, gone)}
+    return [now.get(row.id, row) for row in rows]

@@ -6,6 +6,7 @@ came back for a follow-up) until it is archived again, so readers take a live se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -26,10 +27,8 @@ _SUMS = (
     " coalesce(sum(tokens_cache_write), 0) AS tokens_cache_write,"
     " coalesce(sum(cost), 0) AS cost, coalesce(sum(steps), 0) AS steps"
 )
-_ROW = (
-    "id, ticket_id, session_type, status, started_at, tokens_input, tokens_output, tokens_reasoning,"
-    " tokens_cache_read, tokens_cache_write, cost, steps"
-)
+_TOKENS = "tokens_input, tokens_output, tokens_reasoning, tokens_cache_read, tokens_cache_write, cost, steps"
+_ROW = f"id, ticket_id, session_type, status, started_at, {_TOKENS}"
 # A ticket has a handful of sessions; this bounds the answer for one that somehow has very many.
 MAX_SESSIONS_PER_TICKET = 1000
 
@@ -107,19 +106,27 @@ async def _rows(db: PgConnection, sql: str, params: list[Any]) -> list[UsageRow]
             return await cur.fetchall()
 
 
-async def ended_sum(db: PgConnection, where: UsageFilter) -> UsageRow:
-    """The sum over the ended sessions the filter covers (one SUM in PostgreSQL)."""
+async def ended_sum_and_unfinished(db: PgConnection, where: UsageFilter) -> tuple[UsageRow, list[UsageRow]]:
+    """The sum over the ended sessions the filter covers, and its pending and running sessions (their usage is
+    live, in Redis), from one statement: one snapshot. Was two statements, and a session archived between them
+    was in neither."""
     clause, params = where.where()
-    sql = f"SELECT {_SUMS} FROM opencode_sessions WHERE {clause} AND status NOT IN ('pending', 'running')"
-    [row] = await _rows(db, sql, params)
-    return row
+    sql = f"""
+    WITH covered AS (SELECT * FROM opencode_sessions WHERE {clause})
+    SELECT {_SUMS}, '' AS id, NULL AS ticket_id, '' AS session_type, '' AS status, NULL::timestamp AS started_at
+        FROM covered WHERE status NOT IN ('pending', 'running')
+    UNION ALL
+    SELECT 1, {_TOKENS}, id, ticket_id, session_type, status, started_at
+        FROM covered WHERE status IN ('pending', 'running')
+    """
+    rows = await _rows(db, sql, params)
+    [ended] = [row for row in rows if not row.status]  # a UNION ALL keeps no order: the sum is the row of no status
+    return ended, [row for row in rows if row.status]
 
 
-async def unfinished_rows(db: PgConnection, where: UsageFilter) -> list[UsageRow]:
-    """The pending and running sessions the filter covers (their usage is live, in Redis)."""
-    clause, params = where.where()
-    sql = f"SELECT {_ROW} FROM opencode_sessions WHERE {clause} AND status IN ('pending', 'running')"
-    return await _rows(db, sql, params)
+async def rows_by_id(db: PgConnection, ids: Sequence[str]) -> list[UsageRow]:
+    """These sessions' rows as they are now (a row read as running may have been archived since)."""
+    return await _rows(db, f"SELECT {_ROW} FROM opencode_sessions WHERE id = ANY(%s)", [list(ids)])
 
 
 async def ticket_rows(db: PgConnection, ticket_id: TicketId) -> list[UsageRow]:
