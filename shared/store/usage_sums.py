@@ -112,7 +112,7 @@ async def ended_sum_and_unfinished(db: PgConnection, where: UsageFilter) -> tupl
     was in neither."""
     clause, params = where.where()
     sql = f"""
-    WITH covered AS (SELECT * FROM opencode_sessions WHERE {clause})
+    WITH covered AS NOT MATERIALIZED (SELECT {_ROW} FROM opencode_sessions WHERE {clause})
     SELECT {_SUMS}, '' AS id, NULL AS ticket_id, '' AS session_type, '' AS status, NULL::timestamp AS started_at
         FROM covered WHERE status NOT IN ('pending', 'running')
     UNION ALL
