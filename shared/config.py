@@ -99,8 +99,9 @@ def _servers(raw: str) -> tuple[ServerConfig, ...]:
             raise ValueError(f"server {name} is named twice")
         servers[name] = _server(name, url.strip())
     if DEFAULT_SERVER in servers and next(iter(servers)) != DEFAULT_SERVER:
-        # a session that names no server runs on the first one and is shown as `default`: another server of that
-        # name would be shown its sessions, and was given them by enqueue (recorded as naming none)
+        # a session that names no server runs on the first one and is shown as `default` until its owner records
+        # the first one's name: another server of that name would be shown its sessions, and was given them by
+        # enqueue (recorded as naming none)
         raise ValueError(f"a server named {DEFAULT_SERVER} must be the first")
     return tuple(servers.values())
 
