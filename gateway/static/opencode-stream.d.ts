@@ -235,7 +235,8 @@ export function openLiveSessionsStream(
 ): LiveSessionsStream;
 
 export function applyUpdate(state: Session, change: Update | AppendUpdate): Session;
-/** False when an append does not start where the held text ends: the client must re-sync by snapshot. */
+/** False when an append does not start where the held text ends, says another `length` than that plus its delta,
+ * or would rename, move or replace its part (`field` id/type, a `part` with another id): re-sync by snapshot. */
 export function appendsFit(state: Session, change: Update | AppendUpdate): boolean;
 export function toolCallsOf(messages: Message[]): ToolCall[];
 export function fetchJson<T = unknown>(baseUrl: string, path: string, options?: RequestOptions): Promise<T>;

@@ -135,8 +135,8 @@ export function applyUpdate(state, change) {
   for (const append of change.appends ?? []) {
     const message = edit(append.messageID);
     const at = message.parts.findIndex((p) => p.id === append.partID);
-    const held = at >= 0 ? message.parts[at][append.field] ?? "" : null;
-    if (held === null || held.length !== append.offset) {
+    const held = at >= 0 ? heldText(message.parts[at], append.field) : null;
+    if (held === null || !appendShaped(append) || held.length !== append.offset) {
       throw new RangeError(`an append at ${append.offset} to part ${append.partID} does not fit (see appendsFit)`);
     }
     message.parts[at] = { ...(append.part ?? message.parts[at]), [append.field]: held + append.delta };
@@ -155,25 +155,42 @@ export function applyUpdate(state, change) {
   return next;
 }
 
+// An append extends a text: it never renames a part, moves it, or changes its kind by way of `field`.
+const FIXED_FIELDS = new Set(["id", "messageID", "sessionID", "type", "__proto__"]);
+
+/** The part's `field` as text ("" when absent), or null when it holds something else (an append cannot fit). */
+function heldText(part, field) {
+  if (typeof field !== "string" || FIXED_FIELDS.has(field)) return null;
+  const value = Object.hasOwn(part, field) ? part[field] : undefined;
+  if (value === undefined || value === null) return "";
+  return typeof value === "string" ? value : null;
+}
+
+/** An append as the protocol writes one: `length` is `offset` + the delta's length (a client that took a
+ * different delta would hold another text), and a `part` it carries is the same part (same id and message). */
+function appendShaped(append) {
+  if (typeof append.delta !== "string" || !Number.isInteger(append.offset)) return false;
+  if (append.length !== append.offset + append.delta.length) return false;
+  const part = append.part;
+  if (part === undefined || part === null) return true;
+  return typeof part === "object" && !Array.isArray(part) && part.id === append.partID
+    && part.messageID === append.messageID;
+}
+
 /**
  * True when every append of an `update` starts where the text held for its part ends (`offset` is a length in
- * UTF-16 code units, JavaScript's `length`). False means the client is out of step: re-sync by snapshot.
+ * UTF-16 code units, JavaScript's `length`; parts the same update upserts count as held, as `applyUpdate` applies
+ * them first), has the `length` that makes, and keeps its part's identity. False means the client is out of step:
+ * re-sync by snapshot. Exactly when `applyUpdate` would throw.
  */
 export function appendsFit(state, change) {
-  const lengths = new Map();
-  for (const append of change.appends ?? []) {
-    const key = `${append.messageID}/${append.partID}/${append.field}`;
-    let held = lengths.get(key);
-    if (held === undefined) {
-      const message = (state.messages ?? []).find((m) => m.info.id === append.messageID);
-      const part = message ? message.parts.find((p) => p.id === append.partID) : undefined;
-      if (!part) return false;
-      held = (part[append.field] ?? "").length;
-    }
-    if (held !== append.offset || typeof append.delta !== "string") return false;
-    lengths.set(key, held + append.delta.length);
+  if (!(change.appends ?? []).length) return true;
+  try {
+    applyUpdate(state, change);
+    return true;
+  } catch {
+    return false;
   }
-  return true;
 }
 
 /** Every tool call of the session, in transcript order: `{id, messageID, callID, tool, status, title, input, output,
@@ -535,8 +552,13 @@ class SessionStream extends Reconnecting {
     if (!this.session || this._needSnapshot) return this._resync("update before snapshot");
     if (change.seq <= this.session.seq) return; // already held
     if (change.seq !== this.session.seq + 1) return this._resync("gap");
-    if (!appendsFit(this.session, change)) return this._resync("append offset");
-    this._setSession(applyUpdate(this.session, change));
+    let next;
+    try {
+      next = applyUpdate(this.session, change); // throws when an append does not fit (or the update is malformed)
+    } catch {
+      return this._resync("append offset");
+    }
+    this._setSession(next);
     this._resyncAttempt = 0;
     this._emit();
   }

@@ -91,7 +91,8 @@ class LivePrinter:
         self._broken: str | None = None  # the part whose line interrupt() ended: its text goes on below
         self._asked: set[str] = set()  # requests (pending) already printed
 
-    def render(self, session: dict[str, Any]) -> None:
+    def render(self, session: dict[str, Any], *, final: bool = False) -> None:
+        """Print what is new in `session`; `final`: nothing more will come (a half character is printed too)."""
         status = str(session.get("status"))
         if self._status is None:
             self._line(header(session))
@@ -100,7 +101,7 @@ class LivePrinter:
         self._status = status
         for role, info, parts in _messages(session):
             for part in parts:
-                self._part(role, part)
+                self._part(role, part, final)
             message_id = str(info.get("id"))
             if message_id not in self._errors and (line := message_error_line(role, info)) is not None:
                 self._errors.add(message_id)
@@ -109,7 +110,7 @@ class LivePrinter:
             self._line(line)
 
     def finish(self, session: dict[str, Any]) -> None:
-        self.render(session)
+        self.render(session, final=True)
         self._line(f"status: {session.get('status')}")
         if (line := session_error_line(session)) is not None:
             self._line(line)
@@ -129,10 +130,13 @@ class LivePrinter:
             echo("")
             self._inline = None
 
-    def _part(self, role: str, part: dict[str, Any]) -> None:
+    def _part(self, role: str, part: dict[str, Any], final: bool) -> None:
         part_id, kind = str(part.get("id")), str(part.get("type"))
         if kind in TEXT_PARTS:
-            self._grow(role, part_id, kind, str(part.get("text") or ""))
+            text = str(part.get("text") or "")
+            if not final and text and "\ud800" <= text[-1] <= "\udbff":
+                text = text[:-1]  # half an emoji: its other half comes with the next append, then both are printed
+            self._grow(role, part_id, kind, text)
         elif (line := part_line(role, part)) is not None and self._shown.get(part_id) != line:
             self._shown[part_id] = line
             self._line(line)

@@ -62,12 +62,18 @@ def _decode(sse: ServerSentEvent) -> StreamEvent | None:
     return StreamEvent(sse.event, data, sse.id or None)
 
 
+# An append extends a text: it never renames a part, moves it, or changes its kind by way of `field`.
+FIXED_FIELDS = frozenset({"id", "messageID", "sessionID", "type"})
+
+
 def apply_update(state: dict[str, Any], change: dict[str, Any]) -> None:
     """Advance a session object by one `update` event; messages and parts are ordered by id, as in OpenCode.
 
-    Raises StreamGap (and changes nothing) when an append's offset is not the length of the text held.
+    Raises StreamGap (and changes nothing) when an append does not extend the text held exactly as the gateway's
+    (offset, length, the part's identity): as opencode-stream.js does, parts the update upserts count as held.
     """
-    appended = _appended(state, change.get("appends") or [])
+    upserted = {(p.get("messageID"), p.get("id")): p for p in change.get("parts") or [] if isinstance(p, dict)}
+    appended = _appended(state, upserted, change.get("appends") or [])
     state.update(change.get("state") or {})
     state["seq"] = change["seq"]
     messages = {m["info"]["id"]: m for m in state.get("messages") or []}
@@ -91,29 +97,62 @@ def apply_update(state: dict[str, Any], change: dict[str, Any]) -> None:
             message["parts"] = [part if p["id"] == part_id else p for p in message["parts"]]
 
 
-def _appended(state: dict[str, Any], appends: list[Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The appended parts by (messageID, partID); StreamGap when an append does not start where the held text
-    ends. An append with `part` also replaces the part's other fields."""
-    held = {(p["messageID"], p["id"]): p for m in state.get("messages") or [] for p in m.get("parts") or []}
-    out: dict[tuple[str, str], dict[str, Any]] = {}
+def _appended(
+    state: dict[str, Any], upserted: dict[tuple[Any, Any], dict[str, Any]], appends: list[Any]
+) -> dict[tuple[Any, Any], dict[str, Any]]:
+    """The appended parts by (messageID, partID); StreamGap when an append does not fit. An append with `part`
+    also replaces the part's other fields."""
+    held = {(m["info"]["id"], p.get("id")): p for m in state.get("messages") or [] for p in m.get("parts") or []}
+    held |= upserted
+    out: dict[tuple[Any, Any], dict[str, Any]] = {}
     for append in appends:
-        key = (append["messageID"], append["partID"])
-        field = append["field"]
+        if not isinstance(append, dict):
+            raise StreamGap("an append that is not an object")
+        key = (append.get("messageID"), append.get("partID"))
         part = out.get(key) or held.get(key)
         if part is None:
-            raise StreamGap(f"an append to part {append['partID']}, which this client does not hold")
-        text = str(part.get(field) or "")
-        if utf16_length(text) != append["offset"]:
-            raise StreamGap(f"an append at offset {append['offset']} to a text of length {utf16_length(text)}")
-        out[key] = {**(append.get("part") or part), field: text + append["delta"]}
+            raise StreamGap(f"an append to part {append.get('partID')}, which this client does not hold")
+        out[key] = _extended(part, append)
     return out
+
+
+def _extended(part: dict[str, Any], append: dict[str, Any]) -> dict[str, Any]:
+    """`part` with `append` applied; StreamGap unless the append is well formed and starts where the text ends."""
+    field, delta, offset, length = append.get("field"), append.get("delta"), append.get("offset"), append.get("length")
+    new = append.get("part")
+    text = part.get(field) if isinstance(field, str) else 0
+    text = "" if text is None else text
+    if field in FIXED_FIELDS or not isinstance(text, str) or not isinstance(delta, str) or not _count(offset):
+        raise StreamGap(f"a malformed append to part {append.get('partID')} (field {field!r})")
+    if utf16_length(text) != offset:
+        raise StreamGap(f"an append at offset {offset} to a text of length {utf16_length(text)}")
+    if length != offset + utf16_length(delta) or not _count(length):
+        raise StreamGap(f"an append of {utf16_length(delta)} units at {offset} that says its length is {length}")
+    same = isinstance(new, dict) and (new.get("id"), new.get("messageID")) == (append["partID"], append["messageID"])
+    if new is not None and not same:
+        raise StreamGap(f"an append whose `part` is not part {append.get('partID')}")
+    return {**(new or part), field: _joined(text, delta)}
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _joined(text: str, delta: str) -> str:
+    """`text + delta`, an emoji split between them made one character again (as a browser's string is): else the
+    text would hold two lone surrogates, which the final snapshot's JSON holds as one character."""
+    if text and delta and "\ud800" <= text[-1] <= "\udbff" and "\udc00" <= delta[0] <= "\udfff":
+        pair = 0x10000 + ((ord(text[-1]) - 0xD800) << 10) + (ord(delta[0]) - 0xDC00)
+        return text[:-1] + chr(pair) + delta[1:]
+    return text + delta
 
 
 class SessionView:
     """What a client holds: the last `snapshot`, advanced one `update` at a time, replaced by `complete`.
 
     The gateway sends a session's updates in unbroken `seq` order (a gap becomes a fresh snapshot), so an
-    update that does not follow the held seq means the stream is broken: OpenCodeError, never a wrong session.
+    update that does not follow the held seq means the stream is broken: StreamGap (`watch` re-syncs by
+    snapshot, as opencode-stream.js does), never a wrong session.
     """
 
     def __init__(self) -> None:
@@ -127,9 +166,10 @@ class SessionView:
             self.state = event.data
             self.completed = event.name == "complete"
         elif event.name == "update":
-            if self.state is None or event.data.get("seq") != self.state["seq"] + 1:
+            seq = event.data.get("seq") if isinstance(event.data, dict) else None
+            if self.state is None or seq != self.state["seq"] + 1:
                 held = None if self.state is None else self.state["seq"]
-                raise OpenCodeError(f"the gateway sent update {event.data.get('seq')} after seq {held}")
+                raise StreamGap(f"the gateway sent update {seq} after seq {held}")
             apply_update(self.state, event.data)
         else:
             return False
