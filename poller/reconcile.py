@@ -8,12 +8,13 @@ the next interval to try again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg_pool
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import LockNotOwnedError
 
 from shared.commands import requeue_from_archive
 from shared.errors import SessionLayerError, Unavailable
@@ -28,13 +29,39 @@ from shared.store.unfinished import RowKey
 log = structlog.get_logger(__name__)
 
 BATCH = 500
+LOCK_SHARE = 0.9  # of RECONCILE_INTERVAL_MS: the backstop's lock is gone before the next interval's pass
 NOT_REQUEUED = "session_not_requeued"
 ANSWER_NOT_REQUEUED = "answer_not_requeued"
 
 
-async def reconcile_once(redis: Redis, pool: psycopg_pool.AsyncConnectionPool) -> int:
+async def lead_pass(
+    redis: Redis, pool: psycopg_pool.AsyncConnectionPool, replica_id: str, interval_s: float
+) -> int | None:
+    """A pass, when this replica takes the backstop's lock (None: another replica holds it); how many sessions it
+    queued again. The lock lives LOCK_SHARE of the interval, so one pass starts per interval across the replicas,
+    and is extended before each page: a pass over a backlog that outlasts it is not joined by a second one. Was:
+    the lock expired under a long pass, and every replica walked the same rows at once, as Redis recovered."""
+    lock = redis.lock(keys.RECONCILE_LOCK, timeout=interval_s * LOCK_SHARE, blocking=False, thread_local=False)
+    with store_errors("Redis"):
+        if not await lock.acquire(token=replica_id):
+            return None
+
+    async def still_ours() -> bool:
+        with store_errors("Redis"):
+            try:
+                return await lock.reacquire()
+            except LockNotOwnedError:
+                return False
+
+    return await reconcile_once(redis, pool, still_ours=still_ours)
+
+
+async def reconcile_once(
+    redis: Redis, pool: psycopg_pool.AsyncConnectionPool, *, still_ours: Callable[[], Awaitable[bool]] | None = None
+) -> int:
     """Walk every pending/running row once; returns how many sessions were queued again (a cancelled one still
-    cancelled)."""
+    cancelled). `still_ours` is asked before each page after the first: False ends the pass there (the lock
+    went to another replica, which walks from the start)."""
     requeued = 0
     after: RowKey | None = None
     while True:
@@ -45,6 +72,9 @@ async def reconcile_once(redis: Redis, pool: psycopg_pool.AsyncConnectionPool) -
         if len(batch) < BATCH:
             return requeued
         after = batch[-1]
+        if still_ours is not None and not await still_ours():
+            log.warning("backstop_lock_lost", requeued=requeued)
+            return requeued
 
 
 async def _reconcile_batch(redis: Redis, pool: psycopg_pool.AsyncConnectionPool, batch: list[RowKey]) -> int:

@@ -22,7 +22,7 @@ from poller.failures import run_bounded
 from poller.job_board import JobBoard
 from poller.metrics import Metrics
 from poller.places import BoardRefresher, PlaceKey, Places
-from poller.reconcile import reconcile_once
+from poller.reconcile import lead_pass
 from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
 from poller.ticker import every
@@ -335,14 +335,9 @@ class Worker:
         interval_s = self._settings.reconcile_interval_s
         async for _ in every(interval_s):
             try:
-                with store_errors("Redis"):
-                    leader = await self._redis.set(
-                        keys.RECONCILE_LOCK, self._settings.replica_id, nx=True, px=int(interval_s * 900)
-                    )
-                if leader:
-                    requeued = await reconcile_once(self._redis, self._pool)
-                    if requeued:
-                        log.warning("backstop_requeued", sessions=requeued)
+                requeued = await lead_pass(self._redis, self._pool, self._settings.replica_id, interval_s)
+                if requeued:
+                    log.warning("backstop_requeued", sessions=requeued)
             except SessionLayerError as exc:
                 log.warning("reconcile_failed", error=exc.message)
             except Exception:

@@ -213,16 +213,16 @@ async def test_the_pollers_backstop_outlives_rows_it_cannot_queue_and_its_own_cr
     prompt = {"messageID": new_message_id(), "text": "ECHO from the archive"}
     await insert_row(db, session["id"], status="pending", metadata={"sessionLayer": {"prompts": [prompt], "epoch": 0}})
     passes = 0
-    real = worker_module.reconcile_once
+    real = worker_module.lead_pass
 
-    async def crashes_once(redis_, pool_):
+    async def crashes_once(*args):
         nonlocal passes
         passes += 1
         if passes == 1:
             raise RuntimeError("a bug in the pass")
-        return await real(redis_, pool_)
+        return await real(*args)
 
-    monkeypatch.setattr(worker_module, "reconcile_once", crashes_once)
+    monkeypatch.setattr(worker_module, "lead_pass", crashes_once)
 
     async def ended():
         cur = await db.execute("SELECT status FROM opencode_sessions WHERE id = %s", (session["id"],))
@@ -269,3 +269,53 @@ async def test_a_follow_up_leaves_a_row_of_another_shape_as_it_is(redis, db, poo
     assert message_id in {json.loads(e)["messageID"] for e in await redis.lrange(keys.prompts(SID), 0, -1)}
     cur = await db.execute("SELECT metadata FROM opencode_sessions WHERE id = %s", (SID,))
     assert (await cur.fetchone())[0] == {"sessionLayer": [1]}
+
+
+async def _orphans_in_pages(db, monkeypatch, pages: int) -> list[SessionId]:
+    monkeypatch.setattr(reconcile, "BATCH", 4)
+    ids = [sid(n) for n in range(1, 4 * pages + 1)]
+    for n, session_id in enumerate(ids):
+        await insert_row(db, session_id, age_s=float(len(ids) - n))
+    return ids
+
+
+async def test_a_pass_keeps_the_lock_page_after_page_and_no_other_replica_joins_it(redis, db, pool, monkeypatch):
+    """Was: the lock lived 0.9 of the interval from the pass's start, and a pass over a larger backlog was joined
+    by every replica as the lock expired under it (each walking the same rows). Each page now extends it."""
+    ids = await _orphans_in_pages(db, monkeypatch, pages=3)
+    real = reconcile.unfinished.unfinished
+    seen: list[tuple[int, Any]] = []
+
+    async def meanwhile(conn, after, limit):
+        if after is not None:  # a later page: the lock was extended, and it keeps another replica out
+            seen.append((await redis.pttl(keys.RECONCILE_LOCK), await reconcile.lead_pass(redis, pool, "b", 100.0)))
+            await redis.pexpire(keys.RECONCILE_LOCK, 5_000)  # most of its life gone, as under a long pass
+        return await real(conn, after, limit)
+
+    monkeypatch.setattr(reconcile.unfinished, "unfinished", meanwhile)
+    assert await reconcile.lead_pass(redis, pool, "a", 100.0) == len(ids)
+    assert len(seen) == 3 and all(ttl > 80_000 and other is None for ttl, other in seen)
+    assert await redis.get(keys.RECONCILE_LOCK) == b"a"
+
+
+async def test_a_pass_whose_lock_went_to_another_replica_stops_and_the_next_pass_walks_the_rest(
+    redis, db, pool, monkeypatch
+):
+    ids = await _orphans_in_pages(db, monkeypatch, pages=3)
+    real = reconcile.unfinished.unfinished
+
+    async def taken_at_the_second_page(conn, after, limit):
+        if after is not None:
+            await redis.set(keys.RECONCILE_LOCK, "b")  # the lock expired under the pass, and b took it
+        return await real(conn, after, limit)
+
+    monkeypatch.setattr(reconcile.unfinished, "unfinished", taken_at_the_second_page)
+    with structlog.testing.capture_logs() as logs:
+        assert await reconcile.lead_pass(redis, pool, "a", 100.0) == 8  # the page it had read is still queued
+    assert [e["requeued"] for e in logs if e["event"] == "backstop_lock_lost"] == [8]
+    assert await jobs(redis, ids) == 8
+    assert await reconcile.lead_pass(redis, pool, "a", 100.0) is None, "b holds the lock"
+    monkeypatch.setattr(reconcile.unfinished, "unfinished", real)
+    await redis.delete(keys.RECONCILE_LOCK)
+    assert await reconcile.lead_pass(redis, pool, "b", 100.0) == 4
+    assert await jobs(redis, ids) == len(ids)
