@@ -41,7 +41,11 @@ def timeout_message(timeout_s: float) -> str:
 class AnswerDelivery:
     """Per-session: the answers recorded for its requests, and which of them OpenCode has taken."""
 
-    def __init__(self, opencode: OpenCodeClient, session_id: str, lease_valid: Callable[[], bool]) -> None:
+    def __init__(
+        self, opencode: OpenCodeClient, session_id: str, lease_valid: Callable[[], bool], retry_deadline_s: float
+    ) -> None:
+        """`retry_deadline_s`: how long an answer may fail to reach OpenCode (5xx, unreachable) before the session
+        ends in error (OPENCODE_RETRY_DEADLINE_MS)."""
         self._opencode = opencode
         self._session_id = session_id
         self._lease_valid = lease_valid
@@ -50,6 +54,9 @@ class AnswerDelivery:
         self._in_flight: set[str] = set()
         self._attempted_at: dict[str, float] = {}
         self._taken: set[str] = set()  # OpenCode's reply endpoint accepted these: answered, whatever a list says
+        self._failing_since: dict[str, float] = {}  # monotonic: the first of an answer's failed attempts in a row
+        self._retry_deadline_s = retry_deadline_s
+        self.fatal: str | None = None  # OpenCode will not take an answer: the session ends in error with this
 
     @property
     def idle(self) -> bool:
@@ -63,7 +70,9 @@ class AnswerDelivery:
                 self.answers[name[len(ANSWER_PREFIX) :]] = json.loads(as_text(value))
 
     async def step(self, tg: TaskGroup, board: RequestBoard, pending: PendingRequests, archive: Archive) -> None:
-        """Send what OpenCode still waits for; record in PostgreSQL what it took."""
+        """Send what OpenCode still waits for; record in PostgreSQL what it took. An answer OpenCode refuses (4xx,
+        or `false`), or fails to take for the retry deadline, sets `fatal`: the run would wait on it for ever (the
+        answer is recorded: nobody can answer again, nor the timeout), and resending it every tick is a loop."""
         await self.record_taken(archive)
         for request_id, body in self.answers.items():
             if request_id in self._done or request_id in self._in_flight:
@@ -72,7 +81,7 @@ class AnswerDelivery:
             if listed is None:
                 continue  # no list fetched since our last attempt ended: it may have landed
             if all(r["id"] != request_id for r in listed):
-                await archive.record_outcome(request_id, "answered")
+                await archive.record_outcome(self._session_id, request_id, "answered")
                 self._done.add(request_id)
                 pending.forget(request_id)
                 log.info("answer_delivered", request_id=request_id)
@@ -84,31 +93,46 @@ class AnswerDelivery:
         """Record as answered what OpenCode's reply endpoint accepted. Also called as the session ends: a run
         may end right after taking the answer, before any later tick records it."""
         for request_id in sorted(self._taken - self._done):
-            await archive.record_outcome(request_id, "answered")
+            await archive.record_outcome(self._session_id, request_id, "answered")
             self._done.add(request_id)
             log.info("answer_delivered", request_id=request_id)
 
     async def _send(self, request_id: str, body: dict[str, Any], pending: PendingRequests) -> None:
         try:
             if body.get("kind") == "permission":
-                await self._opencode.reply_permission(request_id, str(body["reply"]), body.get("message"))
+                taken = await self._opencode.reply_permission(request_id, str(body["reply"]), body.get("message"))
             elif "answers" in body:
-                await self._opencode.reply_question(request_id, body["answers"])
+                taken = await self._opencode.reply_question(request_id, body["answers"])
             else:
-                await self._opencode.reject_question(request_id)
+                taken = await self._opencode.reject_question(request_id)
+            if taken is False:
+                raise OpenCodeError("OpenCode answered false", status_code=400)
             pending.forget(request_id)  # `running` again at once
             self._taken.add(request_id)
+            self._failing_since.pop(request_id, None)
         except NotFound:
-            pass  # OpenCode no longer waits on it: the next list says so
-        except OpenCodeError as exc:
-            if not exc.retryable:
-                self._done.add(request_id)
-                log.warning("answer_refused", request_id=request_id, error=exc.message)
-        except Unavailable as exc:
-            log.warning("answer_send_failed", request_id=request_id, error=exc.message)
+            self._failing_since.pop(request_id, None)  # OpenCode no longer waits on it: the next list says so
+        except (OpenCodeError, Unavailable) as exc:
+            self._failed(request_id, exc)
         finally:
             self._attempted_at[request_id] = time.monotonic()
             self._in_flight.discard(request_id)
+
+    def _failed(self, request_id: str, exc: OpenCodeError | Unavailable) -> None:
+        """A refusal is final at once; a failure that may pass (5xx, unreachable) is, past the retry deadline."""
+        now = time.monotonic()
+        since = self._failing_since.setdefault(request_id, now)
+        if isinstance(exc, OpenCodeError) and not exc.retryable:
+            self.fatal = f"OpenCode refused the answer to {request_id}: {exc.message}"
+            self._done.add(request_id)
+            log.warning("answer_refused", request_id=request_id, error=exc.message)
+        elif now - since >= self._retry_deadline_s:
+            deadline_s = self._retry_deadline_s
+            self.fatal = f"OpenCode failed to take the answer to {request_id} for {deadline_s:.0f} s: {exc.message}"
+            self._done.add(request_id)
+            log.warning("answer_send_gave_up", request_id=request_id, error=exc.message)
+        else:
+            log.warning("answer_send_failed", request_id=request_id, error=exc.message)
 
 
 async def reject_overdue(

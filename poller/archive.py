@@ -72,15 +72,15 @@ class Archive:
                 for entry in entries:
                     await requests.record_asked(conn, session_id, entry)
 
-    async def record_outcome(self, request_id: str, outcome: str) -> None:
+    async def record_outcome(self, session_id: str, request_id: str, outcome: str) -> None:
         with store_errors("PostgreSQL"):
             async with self._pool.connection() as conn:
-                await requests.record_outcome(conn, request_id, outcome, now_ms())
+                await requests.record_outcome(conn, session_id, request_id, outcome, now_ms())
 
-    async def record_gone(self, request_ids: Sequence[str]) -> None:
+    async def record_gone(self, session_id: str, request_ids: Sequence[str]) -> None:
         with store_errors("PostgreSQL"):
             async with self._pool.connection() as conn:
-                await requests.record_gone(conn, request_ids)
+                await requests.record_gone(conn, session_id, request_ids)
 
     async def answer(
         self, redis: Redis, session_id: SessionId, entry: Mapping[str, Any], body: Mapping[str, Any], by: str

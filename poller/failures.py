@@ -64,7 +64,8 @@ async def _job_fields(deps: TrackerDeps, lease: Lease) -> tuple[int, str, bool, 
     return count, as_text(cause or b""), cancel == b"1", as_text(rev or b"0")
 
 
-async def _abort(deps: TrackerDeps, lease: Lease) -> None:
+async def abort_run(deps: TrackerDeps, lease: Lease) -> None:
+    """Ask OpenCode to stop the session's run, as the session ends here."""
     try:
         await deps.opencode.abort(lease.session_id)
     except SessionLayerError as exc:  # best effort: the session ends here whatever OpenCode does
@@ -93,7 +94,7 @@ async def _end(deps: TrackerDeps, lease: Lease, *, abort: bool) -> None:
     error = f"gave up after {failures} failed attempt{'s' if failures != 1 else ''}: {cause}"
     log.error("session_given_up", failures=failures, cause=cause, status=status)
     if abort:
-        await _abort(deps, lease)
+        await abort_run(deps, lease)
     backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
     session, seq = record.state, record.state.seq + 1
     try:

@@ -28,7 +28,7 @@ class Job:
         self._deps = deps
         self._lease = lease
         self.prompts = PromptDelivery(deps.opencode, lease.session_id, lease_valid, deps.retry_deadline_s)
-        self.answers = AnswerDelivery(deps.opencode, lease.session_id, lease_valid)
+        self.answers = AnswerDelivery(deps.opencode, lease.session_id, lease_valid, deps.retry_deadline_s)
         self.rev: str | None = None  # the promptsRev whose prompts are loaded
         self.cancel = False
         self.aborted_at: float | None = None

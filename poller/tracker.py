@@ -16,6 +16,7 @@ from poller.closeout import STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S, close_out
 from poller.completion import ORPHANED_RUN_ERROR, outcome, run_finished, run_orphaned
 from poller.deps import TrackerDeps
 from poller.events import Inbox
+from poller.failures import abort_run
 from poller.job import Job
 from poller.pending import PendingRequests
 from poller.session_mirror import SessionMirror
@@ -161,6 +162,10 @@ class SessionTracker:
         if time.monotonic() < self._retry_at:
             return False
         job = self._job
+        if job.answers.fatal:  # OpenCode will never take the answer the run waits on: it would wait for ever
+            fatal, job.answers.fatal = job.answers.fatal, None  # ended once (a prompt that came meanwhile goes on)
+            await abort_run(self._deps, self._lease)  # the run is blocked on that request: OpenCode would keep it
+            return await self._end(mirror, "error", fatal)
         try:
             await job.sync()
             if self._deps.requests is not None:
@@ -233,7 +238,7 @@ class SessionTracker:
             await self._job.answers.step(tg, deps.requests, self._pending, deps.archive)
             if self._pending.departed:  # OpenCode stopped waiting: `gone`, unless we hold an answer for it
                 departed = set(self._pending.departed)
-                await deps.archive.record_gone(sorted(departed))
+                await deps.archive.record_gone(sid, sorted(departed))
                 self._pending.departed -= departed
             if deps.pending_timeout_s is not None:
 
@@ -271,7 +276,7 @@ class SessionTracker:
             try:  # what OpenCode took, then what the run ended without (record_gone leaves answered ones be)
                 await self._job.answers.record_taken(self._deps.archive)
                 if unsettled:
-                    await self._deps.archive.record_gone(sorted(unsettled))
+                    await self._deps.archive.record_gone(self._lease.session_id, sorted(unsettled))
             except Unavailable as exc:  # only the outcome's label is lost (shown as unanswered); the archive goes on
                 log.warning("requests_gone_unrecorded", error=exc.message)
         archived = await close_out(

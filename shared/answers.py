@@ -94,7 +94,9 @@ def parse_choices(entry: Mapping[str, Any], choices: Sequence[Sequence[str]]) ->
         )
     answers = []
     for number, (question, group) in enumerate(zip(questions, choices, strict=True), 1):
-        labels = [str(object_of(o).get("label")) for o in list_of(question.get("options"))]
+        # an option without a string label (an odd OpenCode) offers nothing to pick: never the label 'None'
+        offered = [object_of(o).get("label") for o in list_of(question.get("options"))]
+        labels = [label for label in offered if isinstance(label, str)]
         picked = list(group)
         if len(picked) == 1 and picked[0] not in labels and question.get("multiple"):
             picked = [label.strip() for label in picked[0].split(",")]  # the CLI's `--choice 'Red,Blue'`
@@ -163,7 +165,7 @@ async def submit(
     async with committed(db):  # whatever the caller's connection mode (shared.store.transactions)
         row = await requests.record_answer(db, sid, entry, body, by, now)
     if row is None:
-        raise Conflict(await _answered_already(db, str(entry["id"])))
+        raise Conflict(await _answered_already(db, sid, str(entry["id"]), redis))
     with store_errors("Redis"):
         stored = await Scripts(redis).answer(sid, str(entry["id"]), dumps({"kind": entry["kind"], **body}))
     if stored == 0:
@@ -190,13 +192,23 @@ async def _waiting(redis: Redis, db: PgConnection, sid: SessionId, rid: str) -> 
     async with committed(db, reads_only=True):
         row = await requests.fetch(db, rid)
     if row is not None and row.session_id == sid:
-        raise Conflict(await _answered_already(db, rid))
+        raise Conflict(await _answered_already(db, sid, rid))
     raise NotFound(f"session {sid} has no pending request {rid}")
 
 
-async def _answered_already(db: PgConnection, rid: str) -> str:
+async def _answered_already(db: PgConnection, sid: SessionId, rid: str, redis: Redis | None = None) -> str:
+    """Why the request takes no answer now. With `redis` (the request still waits): an answer recorded before
+    but never handed to the owner (Redis was unreachable, or the process died, between the two writes) is handed
+    over now, or the run would wait for ever on an answer that every later one is refused for."""
     async with committed(db, reads_only=True):
         row = await requests.fetch(db, rid)
+    if row is not None and row.session_id != sid:
+        return f"request {rid} is recorded for another session ({row.session_id}): OpenCode listed one id under both"
+    if redis is not None and row is not None and isinstance(row.answer, dict) and row.outcome is None:
+        with store_errors("Redis"):
+            handed = await Scripts(redis).answer(sid, rid, dumps({"kind": row.kind, **row.answer}))
+        if handed == 1:
+            log.warning("recorded_answer_handed_over", session_id=sid, request_id=rid, by=row.answered_by)
     if row is not None and row.answer is not None:
         who = f" by {row.answered_by}" if row.answered_by else ""
         when = row.answered_at.isoformat(sep=" ", timespec="seconds") + " UTC" if row.answered_at else ""

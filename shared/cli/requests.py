@@ -33,6 +33,7 @@ def reply(
     parse_session_id(session_id)
     answers.parse_request_id(request_id)
     answers.parse_by(by)
+    answers.parse_message(message)  # exit 2 before any server is contacted, as every argument
     if choice is None:
         raise click.UsageError("give one of --once, --always or --reject")
     if message is not None and choice != "reject":

@@ -26,26 +26,28 @@ INSERT INTO opencode_session_requests (id, session_id, kind, request, asked_at) 
 ON CONFLICT (id) DO NOTHING
 """
 
-# First answer wins: a second one (another person, the timeout) finds `answer` set and changes nothing.
+# First answer wins: a second one (another person, the timeout) finds `answer` set and changes nothing. The table
+# is keyed by the request id alone: a row of another session (an OpenCode that gave two sessions one id) is never
+# answered for this one.
 _RECORD_ANSWER = f"""
 INSERT INTO opencode_session_requests AS r (id, session_id, kind, request, asked_at, answer, answered_by, answered_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET answer = excluded.answer, answered_by = excluded.answered_by,
     answered_at = excluded.answered_at
-WHERE r.answer IS NULL AND r.outcome IS NULL
+WHERE r.answer IS NULL AND r.outcome IS NULL AND r.session_id = excluded.session_id
 RETURNING {COLUMNS}
 """
 
 _RECORD_OUTCOME = """
 UPDATE opencode_session_requests SET outcome = %s, delivered_at = CASE WHEN %s = 'answered' THEN %s END
-WHERE id = %s AND outcome IS NULL
+WHERE id = %s AND session_id = %s AND outcome IS NULL
 """
 
 # OpenCode stopped waiting without an answer of ours (answered elsewhere, or the run was aborted); a request we
 # hold an answer for is settled by its delivery instead
 _RECORD_GONE = """
 UPDATE opencode_session_requests SET outcome = 'gone'
-WHERE id = ANY(%s) AND outcome IS NULL AND answer IS NULL
+WHERE id = ANY(%s) AND session_id = %s AND outcome IS NULL AND answer IS NULL
 """
 
 # Answers recorded but not yet taken by OpenCode: what a session re-queued from the archive must carry again.
@@ -124,15 +126,17 @@ async def record_answer(
     return rows[0] if rows else None
 
 
-async def record_outcome(db: PgConnection, request_id: str, outcome: str, now_ms: int) -> None:
+async def record_outcome(db: PgConnection, session_id: str, request_id: str, outcome: str, now_ms: int) -> None:
+    """How the session's request ended (the table is keyed by request id alone: a row of another session that
+    OpenCode listed under the same id is left as it is)."""
     with store_errors("PostgreSQL"):
-        await db.execute(_RECORD_OUTCOME, (outcome, outcome, to_timestamp(now_ms), request_id))
+        await db.execute(_RECORD_OUTCOME, (outcome, outcome, to_timestamp(now_ms), request_id, session_id))
 
 
-async def record_gone(db: PgConnection, request_ids: Sequence[str]) -> None:
-    """The requests OpenCode no longer waits on that nobody answered through us."""
+async def record_gone(db: PgConnection, session_id: str, request_ids: Sequence[str]) -> None:
+    """The session's requests OpenCode no longer waits on that nobody answered through us."""
     with store_errors("PostgreSQL"):
-        await db.execute(_RECORD_GONE, (list(request_ids),))
+        await db.execute(_RECORD_GONE, (list(request_ids), session_id))
 
 
 async def fetch(db: PgConnection, request_id: str) -> RequestRow | None:
