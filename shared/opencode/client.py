@@ -172,16 +172,19 @@ class OpenCodeClient:
         return cast(bool, await self._call("POST", f"/session/{_seg(session_id)}/abort", shape=shapes.is_bool))
 
     async def status(self) -> dict[str, SessionStatus]:
-        """Busy and retrying sessions only: an idle session is absent."""
-        return cast(dict[str, SessionStatus], await self._call("GET", "/session/status", shape=shapes.is_status_map))
+        """Busy and retrying sessions only: an idle session is absent (and so is an entry of another shape)."""
+        statuses = await self._call("GET", "/session/status", shape=shapes.is_dict)
+        return cast(dict[str, SessionStatus], shapes.usable_statuses(statuses, f"{self.base_url}/session/status"))
 
     async def permissions(self) -> list[dict[str, Any]]:
         """`GET /permission`: every permission request waiting for an answer, for all sessions."""
-        return cast(list[dict[str, Any]], await self._call("GET", "/permission", shape=shapes.is_requests))
+        listed = await self._call("GET", "/permission", shape=shapes.is_list)
+        return shapes.usable_requests(listed, f"{self.base_url}/permission")
 
     async def questions(self) -> list[dict[str, Any]]:
         """`GET /question`: every question waiting for an answer, for all sessions."""
-        return cast(list[dict[str, Any]], await self._call("GET", "/question", shape=shapes.is_requests))
+        listed = await self._call("GET", "/question", shape=shapes.is_list)
+        return shapes.usable_requests(listed, f"{self.base_url}/question")
 
     async def reply_permission(self, request_id: str, reply: str, message: str | None = None) -> bool:
         """`POST /permission/{id}/reply` with `once`, `always` or `reject`; an unknown id is NotFound."""

@@ -7,6 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 Shape = Callable[[Any], bool]
 PART_IDS = ("id", "messageID")  # what a part is keyed by (`messageID/id`), as strings: the poller places it by them
 
@@ -38,15 +42,42 @@ def is_part(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get(_ID), str) and isinstance(value.get(_MESSAGE_ID), str)
 
 
-def is_status_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(s, dict) and "type" in s for s in value.values())
+def is_list(value: Any) -> bool:
+    return isinstance(value, list)
 
 
-def is_requests(value: Any) -> bool:
-    """`GET /permission` / `GET /question`: requests with an id and the session they belong to."""
-    return isinstance(value, list) and all(
-        isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("sessionID"), str) for r in value
-    )
+# The instance-wide bodies (every session's status, every pending request) are checked entry by entry: one entry of
+# another shape is passed over (`usable_statuses`, `usable_requests`), never the whole body, which would stop every
+# session on the server from reading its status or getting its answers.
+
+
+def is_status(value: Any) -> bool:
+    return isinstance(value, dict) and "type" in value
+
+
+def is_request(value: Any) -> bool:
+    """A permission request or question: an id, and the session it belongs to."""
+    return isinstance(value, dict) and isinstance(value.get("id"), str) and isinstance(value.get("sessionID"), str)
+
+
+def usable_statuses(statuses: dict[str, Any], url: str) -> dict[str, Any]:
+    """The entries of `GET /session/status` with a `type`; the others are passed over, with a warning."""
+    usable = {sid: status for sid, status in statuses.items() if is_status(status)}
+    _passed_over(url, len(statuses) - len(usable))
+    return usable
+
+
+def usable_requests(requests: list[Any], url: str) -> list[dict[str, Any]]:
+    """The requests of `GET /permission` or `GET /question` with an id and a session; the others are passed over,
+    with a warning."""
+    usable = [request for request in requests if is_request(request)]
+    _passed_over(url, len(requests) - len(usable))
+    return usable
+
+
+def _passed_over(url: str, count: int) -> None:
+    if count:
+        log.warning("opencode_entries_passed_over", url=url, entries=count)
 
 
 def is_bool(value: Any) -> bool:

@@ -12,6 +12,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -237,6 +238,29 @@ async def test_a_message_list_the_mirror_cannot_use_is_malformed(body: Any) -> N
         async with OpenCodeClient(url) as oc:
             with pytest.raises(OpenCodeError, match=r"malformed response from OpenCode: .*unexpected shape"):
                 await oc.messages("ses_x")
+
+
+async def test_one_entry_of_another_shape_in_an_instance_wide_list_is_passed_over_not_the_whole_list() -> None:
+    """`GET /session/status`, `/permission` and `/question` hold every session of the server: one odd entry made
+    the whole body malformed, so no session there read its status, and none got its answers."""
+    good_request = {"id": "per_1", "sessionID": "ses_a", "permission": "bash"}
+    bodies = {
+        "/session/status": {"ses_a": {"type": "busy"}, "ses_b": "busy", "ses_c": {"no": "type"}},
+        "/permission": [good_request, {"id": "per_2"}, {"id": 5, "sessionID": "ses_b"}, "per_3", None],
+        "/question": [["q"], {"id": "que_1", "sessionID": "ses_a"}],
+    }
+
+    async def answer(request: Request) -> Response:
+        return JSONResponse(bodies[request.url.path])
+
+    with serve_in_thread(Starlette(routes=[Route(path, answer) for path in bodies])) as url:
+        async with OpenCodeClient(url) as oc:
+            with structlog.testing.capture_logs() as logs:
+                assert await oc.status() == {"ses_a": {"type": "busy"}}
+                assert await oc.permissions() == [good_request]
+                assert await oc.questions() == [{"id": "que_1", "sessionID": "ses_a"}]
+    passed_over = [(e["url"], e["entries"]) for e in logs if e["event"] == "opencode_entries_passed_over"]
+    assert passed_over == [(f"{url}/session/status", 2), (f"{url}/permission", 4), (f"{url}/question", 1)]
 
 
 async def test_a_well_formed_message_list_is_returned_as_is() -> None:
