@@ -165,7 +165,10 @@ async def submit(
     async with committed(db):  # whatever the caller's connection mode (shared.store.transactions)
         row = await requests.record_answer(db, sid, entry, body, by, now)
     if row is None:
-        raise Conflict(await _answered_already(db, sid, str(entry["id"]), redis))
+        recorded = await _recorded(db, str(entry["id"]))
+        if recorded is not None and recorded.session_id == sid:
+            await _hand_over(redis, sid, recorded)
+        raise Conflict(_answered_already(sid, str(entry["id"]), recorded))
     with store_errors("Redis"):
         stored = await Scripts(redis).answer(sid, str(entry["id"]), dumps({"kind": entry["kind"], **body}))
     if stored == 0:
@@ -189,26 +192,33 @@ async def _waiting(redis: Redis, db: PgConnection, sid: SessionId, rid: str) -> 
     found = next((e for e in pending if isinstance(e, dict) and e.get("id") == rid), None)
     if found is not None:
         return found
-    async with committed(db, reads_only=True):
-        row = await requests.fetch(db, rid)
+    row = await _recorded(db, rid)
     if row is not None and row.session_id == sid:
-        raise Conflict(await _answered_already(db, sid, rid))
+        raise Conflict(_answered_already(sid, rid, row))
     raise NotFound(f"session {sid} has no pending request {rid}")
 
 
-async def _answered_already(db: PgConnection, sid: SessionId, rid: str, redis: Redis | None = None) -> str:
-    """Why the request takes no answer now. With `redis` (the request still waits): an answer recorded before
-    but never handed to the owner (Redis was unreachable, or the process died, between the two writes) is handed
-    over now, or the run would wait for ever on an answer that every later one is refused for."""
+async def _recorded(db: PgConnection, rid: str) -> requests.RequestRow | None:
     async with committed(db, reads_only=True):
-        row = await requests.fetch(db, rid)
+        return await requests.fetch(db, rid)
+
+
+async def _hand_over(redis: Redis, sid: SessionId, row: requests.RequestRow) -> None:
+    """An answer recorded before but never handed to the owner (Redis was unreachable, or the process died,
+    between the two writes) is handed over now (at most once: the job takes an answer only if it has none), or
+    the run would wait for ever on an answer that every later one is refused for."""
+    if not isinstance(row.answer, dict) or row.outcome is not None:
+        return
+    with store_errors("Redis"):
+        handed = await Scripts(redis).answer(sid, row.id, dumps({"kind": row.kind, **row.answer}))
+    if handed == 1:
+        log.warning("recorded_answer_handed_over", session_id=sid, request_id=row.id, by=row.answered_by)
+
+
+def _answered_already(sid: SessionId, rid: str, row: requests.RequestRow | None) -> str:
+    """Why the request takes no answer now (`row`: its record, if any)."""
     if row is not None and row.session_id != sid:
         return f"request {rid} is recorded for another session ({row.session_id}): OpenCode listed one id under both"
-    if redis is not None and row is not None and isinstance(row.answer, dict) and row.outcome is None:
-        with store_errors("Redis"):
-            handed = await Scripts(redis).answer(sid, rid, dumps({"kind": row.kind, **row.answer}))
-        if handed == 1:
-            log.warning("recorded_answer_handed_over", session_id=sid, request_id=rid, by=row.answered_by)
     if row is not None and row.answer is not None:
         who = f" by {row.answered_by}" if row.answered_by else ""
         when = row.answered_at.isoformat(sep=" ", timespec="seconds") + " UTC" if row.answered_at else ""
