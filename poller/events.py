@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import structlog
 
-from poller.event_apply import POLL_TRIGGERS
+from poller.event_apply import GAP, POLL_TRIGGERS
 from shared.backoff import Backoff
 from shared.errors import SessionLayerError
 from shared.opencode.client import OpenCodeClient
@@ -92,7 +92,10 @@ class Inbox:
         self.events: list[Any] = []
         self.poll_now = False
         self.tick_now = False  # the job changed (a prompt, a cancel, an answer): tick without waiting for the cadence
-        self.gap = False  # deltas were lost (the stream dropped, or this inbox overflowed): their texts stop growing
+        # deltas were lost before every event waiting here (the stream dropped, or this inbox overflowed): the texts
+        # they built stop growing. A drop while events wait is marked among them instead (event_apply.GAP)
+        self.gap = False
+        self._gap_next = False  # the stream dropped: a gap goes before the next event put
         # when OpenCode last said the session is idle (session.idle / session.status idle), None once it said busy
         self.idle_at: float | None = None
         self.confirm_idle = False  # an idle report waits for its confirming (whole-list) poll
@@ -104,8 +107,15 @@ class Inbox:
             # the texts they were building stop growing, as after a stream drop
             self.events.clear()
             self.gap = True
+            self._gap_next = False
             self.poll_now = True
         else:
+            if self._gap_next:
+                self._gap_next = False
+                if self.events:
+                    self.events.append(GAP)
+                else:  # nothing waits: the gap comes before whatever the tracker takes next
+                    self.gap = True
             self.events.append(event)
         if event.get("type") in POLL_TRIGGERS:
             self.poll_now = True
@@ -125,6 +135,14 @@ class Inbox:
         if kind in ("session.idle", "session.status"):
             self.idle_at = time.monotonic()
             self.confirm_idle = True
+
+    def mark_gap(self) -> None:
+        """Deltas were lost from here on (the stream dropped): the gap goes at its place among the events, before the
+        next one, so that those taken together with what comes after the reconnect still grow the texts they were
+        building up to it. Was: the whole batch was applied as if after the gap, and a text that started in it grew
+        on past the lost deltas."""
+        self._gap_next = True
+        self.request_poll()
 
     def request_poll(self) -> None:
         self.poll_now = True
@@ -192,6 +210,7 @@ class EventRouter:
     async def _follow(self) -> None:
         backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
         while True:
+            routed = False  # whether this connection gave a tracker anything: its drop then lost what followed
             try:
                 async for event in self._opencode.events():
                     if event["type"] == "server.connected":
@@ -203,6 +222,7 @@ class EventRouter:
                     inbox = self._inboxes.get(session_id) if isinstance(session_id, str) else None
                     if inbox is not None:
                         inbox.put(event)
+                        routed = True
             except SessionLayerError as exc:
                 error: str | None = exc.message
             except Exception as exc:  # a record nothing foresaw ends this stream (polls go on), never the replica
@@ -213,7 +233,7 @@ class EventRouter:
             delay = backoff.failed(time.monotonic())
             if error is not None:
                 log.warning("events_disconnected", error=error, retry_in_s=round(delay, 2))
-            self._dropped()
+            self._dropped(routed)
             await anyio.sleep(delay)
 
     def _connected(self) -> None:
@@ -223,9 +243,10 @@ class EventRouter:
         for inbox in self._inboxes.values():
             inbox.request_poll()  # whatever happened while we were away
 
-    def _dropped(self) -> None:
-        if self.healthy:
+    def _dropped(self, routed: bool = False) -> None:
+        """`routed`: the connection gave events although OpenCode never said `server.connected` on it: its drop
+        loses deltas all the same. Was: no gap, and the texts grew on past what was lost."""
+        if self.healthy or routed:
             self.healthy = False
             for inbox in self._inboxes.values():
-                inbox.gap = True
-                inbox.request_poll()  # back to the fast cadence at once
+                inbox.mark_gap()  # and back to the fast cadence at once

@@ -9,11 +9,12 @@ from typing import Any
 import structlog
 
 from poller.deps import TrackerDeps
-from poller.event_apply import any_streaming, apply_events, keep_streamed_texts, streaming_keys
+from poller.event_apply import any_streaming, apply_events, keep_streamed_texts, streaming, streaming_keys
 from poller.mirror import Delta, Mirror, diff, merge_tail, share_unchanged, with_appends
 from poller.writer import StateWriter
 from shared.config import DEFAULT_SERVER
 from shared.errors import LeaseLost
+from shared.models import part_key
 from shared.opencode.settled import SettledHead
 from shared.store.lease import Lease
 from shared.store.live import LiveState, read_record
@@ -67,6 +68,9 @@ class SessionMirror:
         # deltas sent since their last write: they stop growing until OpenCode stores them whole, as after a stream
         # drop. Was: the deltas after a takeover were appended to the text left ("Slow" + "wer to: …")
         self._frozen_parts: set[str] = streaming_keys(mirror)
+        # the id of each streaming part's last applied `/event` record: a record that comes twice is dropped, one
+        # older than the last freezes its part (event_apply.apply_events)
+        self._last_ids: dict[str, str] = {}
         # this session's metric children, found once: labels() takes a lock and a lookup, on every poll and write
         metrics, server = deps.metrics, deps.server
         self._polls = metrics.polls.labels(server)
@@ -186,10 +190,16 @@ class SessionMirror:
         """
         if gap:
             self._frozen_parts |= streaming_keys(self.mirror)
-        delta = apply_events(self.mirror, events, self._frozen_parts)
+        delta = apply_events(self.mirror, events, self._frozen_parts, self._last_ids)
         if not delta:
             return
         self._tail_digest = None  # the mirror moved on its own: the next poll compares it in full
-        await self.writer.apply(self._lease, with_appends(self.mirror, delta), usage=self._usage_after(delta))
+        try:
+            await self.writer.apply(self._lease, with_appends(self.mirror, delta), usage=self._usage_after(delta))
+        except BaseException:
+            # the batch's deltas are lost with its write: the texts they grew must not grow past the hole. Was: the
+            # next batch's deltas were appended to the text before this one ("Slow a" + "er")
+            self._frozen_parts |= {part_key(part) for part in delta.parts if streaming(part)}
+            raise
         self.mirror.apply(delta)
         self._event_writes.inc()

@@ -111,6 +111,34 @@ class StateWriter:
             return self.seq
         now = now_ms()
         appends = [a for a in delta.appends if a.key in self._stored]
+        try:
+            return await self._apply(lease, delta, appends, now, status, error, usage, pending)
+        except BaseException:
+            # Redis may hold part of it (the appends went and the rest failed, or a reply was lost) while the caller's
+            # mirror takes none of it: those parts are written whole next time. Was: the part's next append was made
+            # to the text Redis held, from the mirror's shorter one ("Slow a" + " answer": `Slow a answer`)
+            for appended in appends:
+                self._stored.forget(appended.key)
+            for part in delta.parts:
+                self._stored.forget(part_key(part))
+            raise
+
+    async def _apply(
+        self,
+        lease: Lease,
+        delta: Delta,
+        appends: list[Appended],
+        now: int,
+        status: str | None,
+        error: str | None,
+        usage: Usage | None,
+        pending: list[Any] | None,
+    ) -> int:
+        """apply(): the appends, then the rest; the session's status, usage and pending are taken once written (was:
+        before, so that a write that failed was never tried again: the next one found nothing changed)."""
+        status_changed = status is not None and status != self._session.status
+        usage_changed = usage is not None and usage != self._session.usage
+        pending_changed = pending is not None and pending != self._session.pending
         if appends and await self._append(lease, appends, now) != APPEND_REFUSED:
             done = {a.key for a in appends}
             rest = [part for part in delta.parts if part_key(part) not in done]
@@ -125,12 +153,13 @@ class StateWriter:
             usage=usage if usage_changed else None,
             pending=pending if pending_changed else None,
         )
+        session = self._session
         if status_changed:
-            self._session = dataclasses.replace(self._session, status=str(status), updated_at=now)
+            session = dataclasses.replace(session, status=str(status), updated_at=now)
         if usage is not None and usage_changed:
-            self._session = dataclasses.replace(self._session, usage=usage)
+            session = dataclasses.replace(session, usage=usage)
         if pending_changed:
-            self._session = dataclasses.replace(self._session, pending=list(pending or []), updated_at=now)
+            session = dataclasses.replace(session, pending=list(pending or []), updated_at=now)
         parts = {part_key(part): stored_form(part) for part in delta.parts}
         change = StateChange(
             fields=fields,
@@ -139,9 +168,10 @@ class StateWriter:
             removed_messages=delta.removed_messages,
             removed_parts=delta.removed_parts,
             event_state=event_state,
-            index_event=self._session.index_event("status") if status_changed or pending_changed else "",
+            index_event=session.index_event("status") if status_changed or pending_changed else "",
         )
         seq = await self._write(lease, change)
+        self._session = session
         for part in delta.parts:
             self._remember(part, parts[part_key(part)])
         for key in delta.removed_parts:

@@ -12,6 +12,14 @@
 -- expects (length, or where its text starts) — nothing written either way.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 local n = tonumber(ARGV[4])
+-- ids go into the event as JSON strings: a quote, backslash or control character in one is escaped (was: written as
+-- it was, the update was no JSON and every client re-synced, for every token)
+local function json_text(s)
+  return (string.gsub(s, '[%c"\\]', function(c)
+    if c == '"' then return '\\"' elseif c == '\\' then return '\\\\' end
+    return string.format('\\u%04x', string.byte(c))
+  end))
+end
 local WIDTH = 8
 local stored = {}
 for a = 0, n - 1 do
@@ -34,7 +42,8 @@ for a = 0, n - 1 do
   redis.call('HSET', KEYS[3], ARGV[at], prefix .. text .. ARGV[at + 7] .. '"}')
   local message_id, part_id = string.match(ARGV[at], '^([^/]*)/(.*)$')
   local event = {
-    '{"messageID":"', message_id, '","partID":"', part_id, '","field":"', ARGV[at + 1], '","offset":', ARGV[at + 5],
+    '{"messageID":"', json_text(message_id), '","partID":"', json_text(part_id), '","field":"', json_text(ARGV[at + 1]),
+    '","offset":', ARGV[at + 5],
     ',"length":', ARGV[at + 6], ',"delta":"', ARGV[at + 7], '"'}
   if ARGV[at + 4] ~= '' then
     -- the part without its text: the prefix minus `"field":"` (and the comma before it), closed
