@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,8 +13,8 @@ from starlette.responses import Response
 from gateway.session_pages import page_response
 from gateway.state import GatewayState
 from shared.config import SERVER_NAME
-from shared.errors import InvalidInput
-from shared.ids import parse_session_id, parse_ticket_id
+from shared.errors import InvalidInput, NotFound
+from shared.ids import LONE_SURROGATE, parse_session_id, parse_ticket_id
 from shared.json_response import JSONResponse
 from shared.models import SESSION_TYPES
 from shared.opencode.servers import parse_directory
@@ -29,10 +31,44 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 ASCII_NUMBER = re.compile(r"[0-9]{1,3}")
 MAX_CURSOR = 200
+T = TypeVar("T")
+
+
+def query_param(request: Request, name: str) -> str | None:
+    """A query parameter given at most once, in UTF-8. Was: the last of several was read and the others never
+    checked (`limit=abc&limit=5` passed, `limit=5&limit=abc` did not), and bytes that are not UTF-8 were read as
+    U+FFFD (`directory=/%ff` listed the sessions of a directory named `/\ufffd`)."""
+    values = request.query_params.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidInput(f"{name} is given {len(values)} times: give it once", {"parameter": name})
+    if "\ufffd" in values[0] and not _utf8(request, name):
+        raise InvalidInput(f"{name} is not UTF-8", {"parameter": name})
+    return values[0]
+
+
+def _utf8(request: Request, name: str) -> bool:
+    """Whether the raw query spells `name`'s value in UTF-8 (a U+FFFD then is one the client sent)."""
+    query = request.scope["query_string"].decode("latin-1")
+    pairs = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
+    return not any(key == name and LONE_SURROGATE.search(value) for key, value in pairs)
+
+
+def named(parse: Callable[[str], T], raw: str, name: str) -> T:
+    """`parse(raw)`, whose 400 names the parameter (was: no `detail` for an id in the path or `ticket=`)."""
+    try:
+        return parse(raw)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, {"parameter": name}) from None
+
+
+def path_id(request: Request, name: str, parse: Callable[[str], T]) -> T:
+    return named(parse, request.path_params[name], name)
 
 
 def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit")
+    raw = query_param(request, "limit")
     if raw is None:
         return DEFAULT_LIMIT
     # ASCII digits only: str.isdigit() and int() also take "²", "١٢" and thousands of digits
@@ -43,7 +79,7 @@ def _limit(request: Request) -> int:
 
 def _before(request: Request) -> str | None:
     """A cursor only as the gateway writes them (`nextCursor`; see decode_cursor)."""
-    raw = request.query_params.get("before")
+    raw = query_param(request, "before")
     if raw is None:
         return None
     error = InvalidInput("before must be the nextCursor of a page", {"parameter": "before"})
@@ -57,7 +93,7 @@ def _before(request: Request) -> str | None:
 
 
 def _flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name, "false").lower()
+    raw = (query_param(request, name) or "false").lower()
     if raw not in ("true", "false", "1", "0"):
         raise InvalidInput(f"{name} must be true or false", {"parameter": name})
     return raw in ("true", "1")
@@ -65,7 +101,7 @@ def _flag(request: Request, name: str) -> bool:
 
 def type_filter(request: Request) -> str | None:
     """`type`: one of the session types, or None for all (the lists and the live-list stream)."""
-    kind = request.query_params.get("type")
+    kind = query_param(request, "type")
     if kind is not None and kind not in SESSION_TYPES:
         raise InvalidInput(f"type must be one of {', '.join(SESSION_TYPES)}", {"parameter": "type"})
     return kind
@@ -73,10 +109,10 @@ def type_filter(request: Request) -> str | None:
 
 def _place(request: Request) -> tuple[str | None, str | None]:
     """`server` (a name as OPENCODE_SERVERS spells them) and `directory` (absolute) filters."""
-    server = request.query_params.get("server")
+    server = query_param(request, "server")
     if server is not None and not SERVER_NAME.fullmatch(server):
         raise InvalidInput("server must be a server name (a-z 0-9 - _)", {"parameter": "server"})
-    return server, parse_directory(request.query_params.get("directory"))
+    return server, parse_directory(query_param(request, "directory"))
 
 
 async def read_session(state: GatewayState, session_id: str) -> dict[str, Any]:
@@ -86,7 +122,7 @@ async def read_session(state: GatewayState, session_id: str) -> dict[str, Any]:
 
 async def session(request: Request) -> JSONResponse:
     state = GatewayState.of(request)
-    sid = parse_session_id(request.path_params["session_id"])
+    sid = path_id(request, "session_id", parse_session_id)
     state.auth.require_own_session(request, sid)
     found = await read_session(state, sid)
     state.auth.require_session(request, sid, found.get("ticketId"))
@@ -95,14 +131,18 @@ async def session(request: Request) -> JSONResponse:
 
 async def ticket_active(request: Request) -> JSONResponse:
     state = GatewayState.of(request)
-    ticket = parse_ticket_id(request.path_params["ticket_id"])
+    ticket = path_id(request, "ticket_id", parse_ticket_id)
     state.auth.require_ticket(request, ticket)
-    return JSONResponse(await active_for_ticket(state.redis, ticket))
+    try:
+        return JSONResponse(await active_for_ticket(state.redis, ticket))  # the pointer: Redis alone
+    except NotFound:
+        async with state.pool.connection() as conn:  # gone or stale: the ticket's unfinished rows
+            return JSONResponse(await active_for_ticket(state.redis, ticket, conn))
 
 
 async def ticket_sessions(request: Request) -> Response:
     state = GatewayState.of(request)
-    ticket = parse_ticket_id(request.path_params["ticket_id"])
+    ticket = path_id(request, "ticket_id", parse_ticket_id)
     state.auth.require_ticket(request, ticket)
     limit, before, include_messages = _limit(request), _before(request), _flag(request, "messages")
     server, directory = _place(request)
@@ -116,7 +156,7 @@ async def ticket_sessions(request: Request) -> Response:
 async def ticket_usage_totals(request: Request) -> JSONResponse:
     """What the ticket's sessions used: the total and each session's (a running one's is its live usage)."""
     state = GatewayState.of(request)
-    ticket = parse_ticket_id(request.path_params["ticket_id"])
+    ticket = path_id(request, "ticket_id", parse_ticket_id)
     state.auth.require_ticket(request, ticket)
     async with state.pool.connection() as conn:
         return JSONResponse(await ticket_usage(state.redis, conn, ticket))
@@ -128,8 +168,8 @@ async def sessions(request: Request) -> Response:
     state.auth.require_admin(request)
     kind = type_filter(request)
     live = _flag(request, "live")
-    ticket = request.query_params.get("ticket")
-    ticket_id = parse_ticket_id(ticket) if ticket is not None else None
+    ticket = query_param(request, "ticket")
+    ticket_id = named(parse_ticket_id, ticket, "ticket") if ticket is not None else None
     limit, before, include_messages = _limit(request), _before(request), _flag(request, "messages")
     server, directory = _place(request)
     if live:

@@ -24,7 +24,7 @@ from shared.errors import Unavailable
 from shared.ids import SessionId
 from shared.json_response import JSONResponse
 from shared.models import dumps
-from shared.sessions import encode_cursor
+from shared.sessions import cursor_of
 from shared.store import archive
 
 log = structlog.get_logger(__name__)
@@ -40,33 +40,37 @@ async def page_response(state: GatewayState, page: dict[str, Any], include_messa
     return StreamingResponse(_with_messages(state, first, pending, page["nextCursor"]), media_type="application/json")
 
 
-async def _next_session(state: GatewayState, pending: deque[SessionId]) -> dict[str, Any] | None:
-    """The page's next session still archived, with its messages; None when none is left."""
+Read = tuple[dict[str, Any], str]  # a session with its messages, and the cursor after it
+
+
+async def _next_session(state: GatewayState, pending: deque[SessionId]) -> Read | None:
+    """The page's next session still archived, with its messages and its cursor; None when none is left."""
     while pending:
-        session = await _read(state, pending.popleft())
-        if session is not None:
-            return session
-    return None  # the rest is gone since the page was read
+        read = await _read(state, pending.popleft())
+        if read is not None:
+            return read
+    return None  # the rest is gone, or live again, since the page was read
 
 
 async def _with_messages(
-    state: GatewayState, session: dict[str, Any] | None, pending: deque[SessionId], next_cursor: str | None
+    state: GatewayState, read: Read | None, pending: deque[SessionId], next_cursor: str | None
 ) -> AsyncIterator[bytes]:
     """Past the size cap, or when PostgreSQL stops answering once the status is sent, the page ends after the last
     session sent and `nextCursor` continues from it."""
     yield b'{"sessions":['
     sent = 0
     sent_until: str | None = None  # the cursor after the last session sent
-    while session is not None:
+    while read is not None:
+        session, cursor = read
         chunk = (await anyio.to_thread.run_sync(dumps, session)).encode()
         if sent_until is not None and sent + len(chunk) > state.max_response_bytes:
             next_cursor = sent_until
             break
         yield chunk if sent_until is None else b"," + chunk
         sent += len(chunk)
-        sent_until = encode_cursor(int(session["startedAt"]), session["sessionId"])
+        sent_until = cursor
         try:
-            session = await _next_session(state, pending)
+            read = await _next_session(state, pending)
         except (Unavailable, PoolTimeout) as exc:
             log.warning("page_ended_early", error=getattr(exc, "message", str(exc)))
             next_cursor = sent_until
@@ -74,11 +78,13 @@ async def _with_messages(
     yield f'],"nextCursor":{dumps(next_cursor)}}}'.encode()
 
 
-async def _read(state: GatewayState, session_id: SessionId) -> dict[str, Any] | None:
+async def _read(state: GatewayState, session_id: SessionId) -> Read | None:
+    """None when the row is gone or no longer archived: was sent as it was, a revived session as `pending` in a
+    list of archived ones."""
     async with state.pool.connection() as conn:
         row = await archive.fetch(conn, session_id)
-    if row is None:
+    if row is None or row.status not in archive.ENDED or row.started_at is None:
         return None
     session = row.to_session()
     session["messageCount"] = len(row.messages or [])
-    return session
+    return session, cursor_of(row.started_at, row.id)

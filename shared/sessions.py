@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -13,7 +14,7 @@ from shared.config import DEFAULT_SERVER
 from shared.errors import InvalidInput, NotFound
 from shared.ids import SessionId, parse_session_id, parse_ticket_id
 from shared.models import as_text
-from shared.store import archive, keys
+from shared.store import archive, keys, unfinished
 from shared.store.connections import store_errors
 from shared.store.live import STATUS_FIELD, SUMMARY_FIELDS, LiveState, read_record
 from shared.store.transactions import committed
@@ -43,8 +44,12 @@ async def get_session(redis: Redis, db: Any, session_id: str) -> dict[str, Any]:
     return archived
 
 
-async def active_for_ticket(redis: Redis, ticket_id: str) -> dict[str, Any]:
-    """The ticket's live session; NotFound when it has none (its history is in PostgreSQL)."""
+async def active_for_ticket(redis: Redis, ticket_id: str, db: Any = None) -> dict[str, Any]:
+    """The ticket's live session; NotFound when it has none (its history is in PostgreSQL).
+
+    The pointer names the session queued last. With `db`, a ticket whose pointer is gone or stale is looked up by
+    its unfinished rows, newest first: was a 404 while an older session of the ticket still ran, once a newer one
+    had ended (its end clears the pointer that named it)."""
     ticket = parse_ticket_id(ticket_id)
     with store_errors("Redis"):
         pointer = await redis.get(keys.ticket_active(ticket))
@@ -52,55 +57,89 @@ async def active_for_ticket(redis: Redis, ticket_id: str) -> dict[str, Any]:
         live = await read_live(redis, parse_session_id(as_text(pointer)))
         if live is not None:
             return live
+    if db is not None:
+        async with committed(db, reads_only=True):
+            candidates = await unfinished.of_ticket(db, ticket, ACTIVE_CANDIDATES)
+        for sid in candidates:
+            live = await read_live(redis, sid)
+            if live is not None:
+                return live
     raise NotFound(f"ticket {ticket} has no live session")
+
+
+ACTIVE_CANDIDATES = 20  # unfinished rows of a ticket looked at for its live session when its pointer is gone
+
+
+LIVE_READ_CHUNK = 500  # summaries read per pipeline
 
 
 async def live_sessions(
     redis: Redis,
     *,
     session_type: str | None = None,
-    limit: int = 500,
+    limit: int | None = None,
     server: str | None = None,
     directory: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Summaries of live sessions from the live index (never a key scan), newest first."""
+    """Summaries of live sessions from the live index (never a key scan), newest first, every one the filters
+    match (up to `limit`). Was: the newest 500 only, filtered after the cut: past 500 live sessions the rest were
+    left out (`nextCursor` null all the same), and `type=admin` found none when 500 newer chats were live."""
     with store_errors("Redis"):
-        ids = await redis.zrevrange(keys.LIVE_INDEX, 0, limit - 1)
-        async with redis.pipeline(transaction=False) as pipe:
-            for raw in ids:
-                pipe.hmget(keys.session(SessionId(as_text(raw))), SUMMARY_FIELDS)
-            rows = await pipe.execute()
-    out = []
-    for values in rows:
-        state = LiveState.decode(dict(zip(SUMMARY_FIELDS, values, strict=True)))
-        # None: the session ended between the index read and this one
-        if state is not None and (session_type is None or state.session_type == session_type):
-            summary = state.summary()
-            if (server is None or summary["server"] == server) and (directory is None or state.directory == directory):
-                out.append(summary)
+        ids = await redis.zrevrange(keys.LIVE_INDEX, 0, -1)  # one read: a walk by rank would skip and repeat
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(ids), LIVE_READ_CHUNK):
+        with store_errors("Redis"):
+            async with redis.pipeline(transaction=False) as pipe:
+                for raw in ids[start : start + LIVE_READ_CHUNK]:
+                    pipe.hmget(keys.session(SessionId(as_text(raw))), SUMMARY_FIELDS)
+                rows = await pipe.execute()
+        for values in rows:
+            state = LiveState.decode(dict(zip(SUMMARY_FIELDS, values, strict=True)))
+            # None: the session ended between the index read and this one
+            if state is not None and (session_type is None or state.session_type == session_type):
+                summary = state.summary()
+                if (server is None or summary["server"] == server) and (
+                    directory is None or state.directory == directory
+                ):
+                    out.append(summary)
+        if limit is not None and len(out) >= limit:
+            return out[:limit]
     return out
 
 
 MAX_CURSOR_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant Python's datetime holds
+_EPOCH = datetime(1970, 1, 1)  # started_at is a UTC `timestamp` without time zone
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def encode_cursor(started_at_ms: int, session_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{started_at_ms}:{session_id}".encode()).decode().rstrip("=")
+def encode_cursor(started_at_ms: int, session_id: str, sub_ms_us: int = 0) -> str:
+    """`ms:id`, or `ms.uuu:id` for a start with microseconds past its millisecond (`sub_ms_us`, 1-999)."""
+    when = f"{started_at_ms}.{sub_ms_us:03d}" if sub_ms_us else str(started_at_ms)
+    return base64.urlsafe_b64encode(f"{when}:{session_id}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[int, SessionId]:
+def cursor_of(started_at: datetime, session_id: str) -> str:
+    """The cursor after a row, exact to its microsecond: a row another backend wrote with `now()` (the column's
+    default) has them. Was: the millisecond alone, so a page after such a row skipped every row of that
+    millisecond below it (a ticket of ten such rows listed one a page, then ended)."""
+    started_ms, sub_ms_us = divmod((started_at - _EPOCH) // _MICROSECOND, 1000)
+    return encode_cursor(started_ms, session_id, sub_ms_us)
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, SessionId]:
     """A cursor only as `encode_cursor` writes them (a page's `nextCursor`), of a time PostgreSQL and Python can both
     hold. Was: a well-formed one of the year 318857 reached the query (exit 1, an unexpected ValueError)."""
     error = InvalidInput(f"invalid cursor {cursor[:40]!r}")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        started_text, sid_text = raw.split(":", 1)
-        started, sid = int(started_text), parse_session_id(sid_text)
+        when, sid_text = raw.split(":", 1)
+        ms_text, dot, sub_text = when.partition(".")
+        started, sub, sid = int(ms_text), int(sub_text) if dot else 0, parse_session_id(sid_text)
     except (ValueError, UnicodeDecodeError, InvalidInput):
         raise error from None
-    if not 0 <= started <= MAX_CURSOR_MS or encode_cursor(started, sid) != cursor:
+    if not 0 <= started <= MAX_CURSOR_MS or not 0 <= sub < 1000 or encode_cursor(started, sid, sub) != cursor:
         raise error
-    return started, sid
+    return _EPOCH + timedelta(milliseconds=started, microseconds=sub), sid
 
 
 async def archived_sessions(
@@ -114,17 +153,21 @@ async def archived_sessions(
     server: str | None = None,
     directory: str | None = None,
 ) -> dict[str, Any]:
-    """Archived (ended) sessions newest first, `limit` at a time; `nextCursor` continues the list."""
-    rows = await archive.history(
-        db,
-        ticket_id=parse_ticket_id(ticket_id) if ticket_id is not None else None,
-        session_type=session_type,
-        before=decode_cursor(before) if before is not None else None,
-        limit=limit + 1,
-        include_messages=include_messages,
-        server=server,
-        directory=directory,
-    )
+    """Archived (ended) sessions newest first, `limit` at a time; `nextCursor` continues the list. Like every read
+    of the API it leaves no transaction open (was: one, on a connection with autocommit off)."""
+    ticket = parse_ticket_id(ticket_id) if ticket_id is not None else None
+    after = decode_cursor(before) if before is not None else None
+    async with committed(db, reads_only=True):
+        rows = await archive.history(
+            db,
+            ticket_id=ticket,
+            session_type=session_type,
+            before=after,
+            limit=limit + 1,
+            include_messages=include_messages,
+            server=server,
+            directory=directory,
+        )
     items = []
     for row in rows[:limit]:
         session = row.to_session()
@@ -134,8 +177,9 @@ async def archived_sessions(
         items.append(session)
     next_cursor = None
     if len(rows) > limit:
-        last = items[-1]
-        next_cursor = encode_cursor(int(last["startedAt"]), last["sessionId"])
+        last = rows[limit - 1]
+        assert last.started_at is not None  # NOT NULL in the schema
+        next_cursor = cursor_of(last.started_at, last.id)
     return {"sessions": items, "nextCursor": next_cursor}
 
 

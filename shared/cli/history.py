@@ -11,6 +11,7 @@ from shared.cli.runtime import clients, run
 from shared.cli.terminal import echo, emit_json, one_line
 from shared.cli.usage import cost_text, tokens_text
 from shared.config import Settings
+from shared.errors import InvalidInput
 from shared.ids import parse_ticket_id
 from shared.models import SESSION_TYPES
 from shared.opencode.servers import OpenCodeServers, parse_directory
@@ -37,6 +38,14 @@ def _duration(session: dict[str, Any]) -> str:
 def _summary(session: dict[str, Any]) -> str:
     text = one_line(session.get("error") or session.get("title") or "")
     return text if len(text) <= TITLE_WIDTH else text[: TITLE_WIDTH - 1] + "…"
+
+
+def _cursor(cursor: str) -> None:
+    """A cursor a page printed; the error names --before, as every argument's does."""
+    try:
+        decode_cursor(cursor)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc.message} for --before: give the cursor a page printed (more: --before …)") from None
 
 
 @click.command()
@@ -66,7 +75,7 @@ def history(
     if ticket_id is not None:
         parse_ticket_id(ticket_id)
     if cursor is not None:
-        decode_cursor(cursor)
+        _cursor(cursor)
     parse_directory(directory)
     if server is not None:
         OpenCodeServers(Settings.from_env().servers).config(server)  # exit 2 naming an unknown one

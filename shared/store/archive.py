@@ -300,19 +300,22 @@ async def request_cancel(db: PgConnection, session_id: SessionId) -> ArchiveRow 
     return rows[0] if rows else None
 
 
+ENDED = ("completed", "error", "cancelled")  # the statuses `history` lists: archived
+
+
 async def history(
     db: PgConnection,
     *,
     ticket_id: TicketId | None,
     session_type: str | None,
-    before: tuple[int, SessionId] | None,
+    before: tuple[datetime, SessionId] | None,
     server: str | None = None,
     directory: str | None = None,
     limit: int,
     include_messages: bool,
 ) -> list[ArchiveRow]:
-    """Ended sessions newest first, up to `limit`, each with its message_count (messages only if asked)."""
-    clauses = ["status IN ('completed', 'error', 'cancelled')"]
+    """Ended sessions newest first after `before` (started_at to the µs, id), each with its message_count."""
+    clauses = ["status IN ('completed', 'error', 'cancelled')"]  # ENDED
     params: list[Any] = []
     if ticket_id is not None:
         clauses.append("ticket_id = %s")
@@ -328,7 +331,7 @@ async def history(
         params.append(directory)
     if before is not None:
         clauses.append("(started_at, id) < (%s, %s)")
-        params += [to_timestamp(before[0]), before[1]]
+        params += [before[0], before[1]]
     columns = ROW_COLUMNS if include_messages else ROW_COLUMNS.replace("messages", "'[]'::jsonb AS messages", 1)
     sql = (
         f"SELECT {columns}, jsonb_array_length(coalesce(messages, '[]'::jsonb)) AS message_count"

@@ -1,13 +1,15 @@
-"""The backstop's reads of the archive: every pending/running row, a page at a time, and those Redis lost read
-again in full (poller.reconcile)."""
+"""The reads of the archive's unfinished rows: the backstop's (every pending/running row, a page at a time, and
+those Redis lost read again in full: poller.reconcile), and a ticket's (its live sessions, should its pointer be
+gone)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from psycopg.rows import class_row
+from psycopg.rows import class_row, scalar_row
 
+from shared.ids import SessionId, TicketId
 from shared.store.archive import ROW_COLUMNS, ArchiveRow, PgConnection, fetch_rows
 from shared.store.connections import store_errors
 
@@ -24,6 +26,10 @@ _UNFINISHED_AFTER = (
     "SELECT s.started_at::text AS started_at, s.id FROM opencode_sessions AS s"
     " WHERE s.status IN ('pending', 'running') AND (s.started_at, s.id) > (%s::timestamp, %s)"
     " ORDER BY s.started_at, s.id LIMIT %s"
+)
+_OF_TICKET = (
+    "SELECT id FROM opencode_sessions WHERE ticket_id = %s AND status IN ('pending', 'running')"
+    " ORDER BY started_at DESC, id DESC LIMIT %s"
 )
 _STILL_UNFINISHED = (
     f"SELECT {ROW_COLUMNS} FROM opencode_sessions WHERE id = ANY(%s) AND status IN ('pending', 'running')"
@@ -59,3 +65,11 @@ async def still_unfinished(db: PgConnection, session_ids: Sequence[str]) -> list
     gone is final if the session ended meanwhile: a backstop that trusted its first read would run it again.
     """
     return await fetch_rows(db, _STILL_UNFINISHED, (list(session_ids),))
+
+
+async def of_ticket(db: PgConnection, ticket_id: TicketId, limit: int) -> list[SessionId]:
+    """The ids of the ticket's pending and running rows, newest first: its live sessions, unless Redis lost one."""
+    with store_errors("PostgreSQL"):
+        async with db.cursor(row_factory=scalar_row) as cur:
+            await cur.execute(_OF_TICKET, (ticket_id, limit))
+            return [SessionId(sid) for sid in await cur.fetchall()]
