@@ -25,7 +25,7 @@ import structlog
 from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 
-from gateway.endpoints import read_session, type_filter
+from gateway.endpoints import path_id, read_session, type_filter
 from gateway.fanout import CLOSED, DROPPED, LOST, Fanout, Published, Signal, Subscription
 from gateway.sse import format_event, ping, retry_line, token_expired
 from gateway.state import GatewayState
@@ -158,7 +158,7 @@ async def _sent(
 
 async def session_stream(request: Request) -> EventStreamResponse:
     state = GatewayState.of(request)
-    sid = parse_session_id(request.path_params["session_id"])
+    sid = path_id(request, "session_id", parse_session_id)
     state.auth.require_own_session(request, sid)
     stack, sub, lifetime = await _open(request, state, keys.updates(sid))
     try:

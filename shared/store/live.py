@@ -43,9 +43,9 @@ RawHash = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes
 
 
 def _int_or_zero(text: str | None) -> int:
-    """A time in ms, as another backend may have written it (README: job wire format): one that is no integer
-    reads as unset. Was: a ValueError for every reader of the session, its tracker and the gateway, and the
-    session's end itself failed on it (it was claimed and crashed again, forever)."""
+    """An integer (a time in ms, `seq`), as another backend may have written it (README: job wire format): one
+    that is no integer reads as unset. Was: a ValueError for every reader of the session, its tracker and the
+    gateway, and the session's end itself failed on it (it was claimed and crashed again, forever)."""
     try:
         return int(text) if text else 0
     except ValueError:
@@ -109,11 +109,11 @@ class LiveState:
             updated_at=_int_or_zero(text.get("updatedAt")),
             current_tool_calls=_json_or(text.get("currentToolCalls"), list, []),
             metadata=_json_or(text.get("metadata"), dict, None),
-            seq=int(text.get("seq") or 0),
-            usage=Usage.from_json(loads(text.get("usage") or "null")),
+            seq=_int_or_zero(text.get("seq")),
+            usage=Usage.from_json(_json_or(text.get("usage"), dict, None)),
             server=text.get("server") or None,
             directory=text.get("directory") or None,
-            pending=loads(text.get("pending") or "[]"),
+            pending=_json_or(text.get("pending"), list, []),
         )
 
     def encode(self) -> dict[str, str]:

@@ -202,7 +202,15 @@ async def test_a_session_whose_list_outgrows_the_bound_ends_alone_naming_it(make
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("metadata", "{bad"), ("startedAt", "2024-01-01T00:00:00Z"), ("currentToolCalls", "{}"), ("metadata", "[1]")],
+    [
+        ("metadata", "{bad"),
+        ("startedAt", "2024-01-01T00:00:00Z"),
+        ("currentToolCalls", "{}"),
+        ("metadata", "[1]"),
+        ("usage", "{bad"),
+        ("pending", "{}"),
+        ("pending", "nope"),
+    ],
 )
 async def test_a_pending_state_field_another_backend_wrote_wrongly_reads_as_unset(
     make_worker, redis, db, opencode, field, value

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
 from shared import commands, usage_report
 from shared.models import dumps
@@ -78,3 +80,14 @@ async def test_a_total_sums_ended_sessions_and_counts_running_ones_live(redis, d
         "sessions": 0,
         "usage": Usage().to_json(),
     }
+
+
+async def test_usage_reads_leave_no_transaction_open(redis, db, opencode, schema):
+    """README: reads leave no transaction open, whatever the connection's mode. Was: one left open on a connection
+    with autocommit off (psycopg's default), holding its snapshot until the caller committed."""
+    await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id="T-TX")
+    async with await psycopg.AsyncConnection.connect(schema) as conn:
+        assert (await usage_report.ticket_usage(redis, conn, "T-TX"))["total"] == Usage().to_json()
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+        assert (await usage_report.usage_totals(redis, conn, UsageFilter(ticket_id="T-TX")))["sessions"] == 1
+        assert conn.info.transaction_status == TransactionStatus.IDLE
