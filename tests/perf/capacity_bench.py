@@ -32,7 +32,7 @@ from poller.session_mirror import FULL_POLL_EVERY
 from shared.dev.processes import free_port
 from tests.perf.common import Stack, child, histogram_quantile, logged, scrape, servers, wait_started
 from tests.perf.poller_bench import seed
-from tests.perf.procstat import percentile, usage
+from tests.perf.procstat import machine, percentile, usage
 
 STAMP = re.compile(rb'\\?"t\\?":\s?(\d+)')  # {"t": N} inside a part's text, JSON-escaped in the event
 CADENCE_MS = {"on": 2000.0, "off": 500.0}  # POLL_INTERVAL_EVENTS_MS, POLL_INTERVAL_MS (the defaults)
@@ -106,6 +106,7 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         gaps(load_port, forget=True)  # the warm-up's
         cpu = {name: usage(pid).cpu_s for name, pid in (("poller", poller.pid), ("load", load.pid))}
         cpu["redis"] = usage(stack.redis_pid).cpu_s
+        whole_machine = machine()
         metrics_before = scrape(metrics_port)
         arrivals = anyio.run(listen, stack.redis_url, duration)
         latencies = [latency for _, latency in arrivals]
@@ -116,6 +117,7 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
             name: (usage(pid).cpu_s - cpu[name]) / duration
             for name, pid in (("poller", poller.pid), ("load", load.pid), ("redis", stack.redis_pid))
         }
+        busy = machine().since(whole_machine, duration)
         held = scrape(metrics_port).get("poller_sessions_held{}", 0)
         poller_logged = logged(log)
     change_p99 = percentile(latencies, 99) if latencies else float("inf")
@@ -129,7 +131,7 @@ def measure(stack: Stack, events: str, sessions: int, messages: int, change_ms: 
         f"({len(latencies)} changes); list fetch gap p50 {percentile(fetch_gaps, 50) if fetch_gaps else 0:.0f} ms, "
         f"p99 {gap_p99:.0f} ms (cadence {CADENCE_MS[events]:.0f} ms), {whole_lists(whole, len(fetch_gaps))}; "
         f"tick lag p99 <= {tick_lag_p99 * 1000:.0f} ms; CPU poller {cores['poller']:.2f}, "
-        f"load OpenCode {cores['load']:.2f}, Redis {cores['redis']:.2f} cores — "
+        f"load OpenCode {cores['load']:.2f}, Redis {cores['redis']:.2f} cores ({busy}) — "
         f"{'held with fresh state' if met else 'NOT held'} (goal >= {SESSION_GOALS[events]:,} sessions); "
         f"{collections(metrics_before, metrics_after)}; the poller logged (LOG_LEVEL=warning) {poller_logged}"
         # polling alone, every change waits for its poll: only with events on do slow changes point at something

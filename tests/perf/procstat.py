@@ -27,6 +27,30 @@ def usage(pid: int) -> Usage:
     return Usage(cpu, rss_kb / 1024)
 
 
+@dataclass(frozen=True)
+class Machine:
+    """What every core of the machine spent, cumulative (/proc/stat): busy and stolen by the hypervisor."""
+
+    busy_s: float
+    steal_s: float
+    cores: int
+
+    def since(self, before: Machine, duration_s: float) -> str:
+        """The cores busy (every process, the benchmark's own included) and stolen over the window."""
+        busy, steal = (self.busy_s - before.busy_s) / duration_s, (self.steal_s - before.steal_s) / duration_s
+        return f"machine busy {busy:.2f} of {self.cores} cores, steal {steal:.2f}"
+
+
+def machine() -> Machine:
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice (guests are counted in user and nice)
+    idle = fields[3] + fields[4]
+    steal = fields[7] if len(fields) > 7 else 0
+    busy = sum(fields[:8]) - idle - steal
+    return Machine(busy / CLOCK_TICKS, steal / CLOCK_TICKS, os.cpu_count() or 1)
+
+
 def raise_fd_limit(wanted: int = 65536) -> int:
     """Benchmarks open thousands of sockets: raise the soft limit (never the product's job)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
