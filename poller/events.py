@@ -22,7 +22,7 @@ import structlog
 from poller.event_apply import GAP, POLL_TRIGGERS
 from shared.backoff import Backoff
 from shared.errors import SessionLayerError
-from shared.opencode.client import OpenCodeClient
+from shared.opencode.client import UNREADABLE, OpenCodeClient
 
 log = structlog.get_logger(__name__)
 
@@ -216,6 +216,11 @@ class EventRouter:
                     if event["type"] == "server.connected":
                         self._connected()
                         backoff.reset()
+                        continue
+                    if event["type"] == UNREADABLE:  # whose record it was is unknown: every text may have lost a delta
+                        log.warning("event_unreadable")
+                        for held in self._inboxes.values():
+                            held.mark_gap()
                         continue
                     properties = event.get("properties")
                     session_id = properties.get("sessionID") if isinstance(properties, dict) else None

@@ -30,6 +30,7 @@ from shared.opencode.settled import SettledHead, WholeList
 from shared.opencode.types import Message, Session, SessionStatus
 
 EVENT_IDLE_TIMEOUT_S = 20.0  # two missed heartbeats: a dead connection (OpenCode killed) is noticed in 20 s
+UNREADABLE = "session-layer.unreadable"  # the `type` events() gives a record whose data is not JSON
 
 
 class OpenCodeClient:
@@ -205,7 +206,8 @@ class OpenCodeClient:
         """`GET /event`: one dict per `data:` record, for as long as the stream lasts.
 
         OpenCode sends `server.connected` first and `server.heartbeat` every 10 s, so a stream silent for
-        `idle_timeout_s` is dead. The iterator ends by raising Unavailable (or OpenCodeError: a record past
+        `idle_timeout_s` is dead. A record whose data is not JSON comes as `{"type": UNREADABLE}`: it may have
+        carried a delta. The iterator ends by raising Unavailable (or OpenCodeError: a record past
         `max_body_bytes`), never by returning.
         """
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout_s, sock_read=idle_timeout_s)
@@ -214,14 +216,18 @@ class OpenCodeClient:
             async with self._session().get(self.base_url + "/event", params=self._scope, timeout=timeout) as resp:
                 if resp.status >= 400:
                     raise _status_error(resp.status, await self._read(resp), what)
-                buffer = b""
+                buffer = bytearray()
+                searched = 0  # buffer[:searched] holds no record's end: a large record is scanned once, not per chunk
                 async for chunk in resp.content.iter_any():
                     buffer += chunk
-                    *records, buffer = buffer.split(b"\n\n")
-                    for record in records:
-                        event = _event(record)
+                    start = 0
+                    while (end := buffer.find(b"\n\n", max(start, searched - 1))) >= 0:
+                        event = _event(bytes(buffer[start:end]))
                         if event is not None:
                             yield event
+                        start = end + 2
+                    del buffer[:start]
+                    searched = len(buffer)
                     if len(buffer) > self._max_body_bytes:
                         raise BodyTooLarge(self._max_body_bytes)
         except BodyTooLarge as exc:
@@ -321,7 +327,7 @@ def _event(record: bytes) -> dict[str, Any] | None:
     try:
         value = loads(data)
     except ValueError:
-        return None
+        return {"type": UNREADABLE}  # it may have been a delta: the router marks a gap (was: dropped silently)
     return value if isinstance(value, dict) and isinstance(value.get("type"), str) else None
 
 

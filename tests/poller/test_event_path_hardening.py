@@ -15,7 +15,7 @@ from poller.event_apply import apply_events, streaming_keys
 from poller.events import EventRouter, Inbox
 from poller.mirror import Mirror
 from shared.errors import Unavailable
-from shared.opencode.client import OpenCodeClient
+from shared.opencode.client import UNREADABLE, OpenCodeClient
 from tests.helpers import wait_for
 
 SID = "ses_x"
@@ -200,4 +200,22 @@ async def test_a_drop_while_deltas_wait_freezes_the_text_where_they_were_lost(
         frozen |= streaming_keys(mirror)
     text = run(mirror, [inbox.take()], frozen)
     assert "Slow answer".startswith(text), text
+    assert run(mirror, [[updated(text_part("Slow answer", end=True))]], frozen) == "Slow answer"
+
+
+@pytest.mark.anyio
+async def test_an_unreadable_record_freezes_the_texts_it_may_have_grown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record whose data is not JSON (a broken proxy, a cut) may have been a delta: the texts streaming when it
+    came stop growing, as after a drop, and the stream goes on. Was: dropped silently, the text grew past it."""
+    inbox = await route(
+        monkeypatch,
+        [[connected(), updated(text_part("")), delta("Slow"), {"type": UNREADABLE}, delta("er")]],  # " answ" lost
+    )
+    gap, inbox.gap = inbox.gap, False
+    mirror = Mirror.of([{"info": {"id": "msg_1", "sessionID": SID, "role": "assistant"}, "parts": []}])
+    frozen: set[str] = set()
+    if gap:
+        frozen |= streaming_keys(mirror)
+    text = run(mirror, [inbox.take()], frozen)
+    assert text == "Slow"
     assert run(mirror, [[updated(text_part("Slow answer", end=True))]], frozen) == "Slow answer"
