@@ -108,6 +108,9 @@ async def live_sessions(
 
 
 MAX_CURSOR_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant Python's datetime holds
+# 0001-01-01T00:00:00Z, its first: a row another backend started before 1970 (or BC, read as the first instant:
+# shared.store.times) is in the pages too, and the cursor after it must continue the walk
+MIN_CURSOR_MS = -62_135_596_800_000
 _EPOCH = datetime(1970, 1, 1)  # started_at is a UTC `timestamp` without time zone
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -137,7 +140,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, SessionId]:
         started, sub, sid = int(ms_text), int(sub_text) if dot else 0, parse_session_id(sid_text)
     except (ValueError, UnicodeDecodeError, InvalidInput):
         raise error from None
-    if not 0 <= started <= MAX_CURSOR_MS or not 0 <= sub < 1000 or encode_cursor(started, sid, sub) != cursor:
+    if (
+        not MIN_CURSOR_MS <= started <= MAX_CURSOR_MS
+        or not 0 <= sub < 1000
+        or encode_cursor(started, sid, sub) != cursor
+    ):
         raise error
     return _EPOCH + timedelta(milliseconds=started, microseconds=sub), sid
 
@@ -179,7 +186,9 @@ async def archived_sessions(
     if len(rows) > limit:
         last = rows[limit - 1]
         assert last.started_at is not None  # NOT NULL in the schema
-        next_cursor = cursor_of(last.started_at, last.id)
+        # a start before year 1 (BC, -infinity) reads as year 1 (shared.store.times): a cursor there would find the
+        # same row again, so the walk ends at it (what is older still shows in a larger page)
+        next_cursor = cursor_of(last.started_at, last.id) if last.started_at != datetime.min else None
     return {"sessions": items, "nextCursor": next_cursor}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +22,7 @@ from shared.errors import InvalidInput
 from shared.ids import SessionId, TicketId, parse_ticket_id
 from shared.store.connections import store_errors
 from shared.store.live import LiveState
+from shared.store.times import read_any_time
 from shared.store.unstorable import dumps_jsonb, escape_text, loads_jsonb, restore_text
 from shared.usage import Usage
 
@@ -100,15 +101,23 @@ _SET_PROMPTS = (
 )
 
 
+_EPOCH = datetime(1970, 1, 1)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def to_timestamp(epoch_ms: int) -> datetime:
     """The columns are `timestamp` without time zone: we store UTC."""
     return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).replace(tzinfo=None)
 
 
 def to_epoch_ms(value: datetime | None) -> int | None:
+    """The column's UTC time in epoch ms, counted exactly (a float rounded the last microsecond of year 9999 up,
+    past what Python holds)."""
     if value is None:
         return None
-    return int(value.replace(tzinfo=UTC).timestamp() * 1000)
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return (value - _EPOCH) // _MILLISECOND
 
 
 def usage_params(usage: Usage) -> dict[str, Any]:
@@ -246,6 +255,7 @@ async def fetch_rows(db: PgConnection, sql: str, params: Sequence[Any]) -> list[
     with store_errors("PostgreSQL"):
         async with db.cursor(row_factory=class_row(ArchiveRow)) as cur:
             set_json_loads(loads_jsonb, cur)
+            read_any_time(cur)
             await cur.execute(sql, params)
             return [_restored(row) for row in await cur.fetchall()]
 

@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb, set_json_loads
 
 from shared.store.archive import PgConnection, to_epoch_ms, to_timestamp
 from shared.store.connections import store_errors
+from shared.store.times import read_any_time
 from shared.store.unstorable import dumps_jsonb, loads_jsonb
 
 COLUMNS = "id, session_id, kind, request, asked_at, answer, answered_by, answered_at, delivered_at, outcome"
@@ -92,6 +93,7 @@ async def _rows(db: PgConnection, sql: str, params: tuple[Any, ...]) -> list[Req
     with store_errors("PostgreSQL"):
         async with db.cursor(row_factory=class_row(RequestRow)) as cur:
             set_json_loads(loads_jsonb, cur)  # characters PostgreSQL refuses come back as they were
+            read_any_time(cur)
             await cur.execute(sql, params)
             return await cur.fetchall()
 

@@ -18,6 +18,7 @@ from shared.config import DEFAULT_SERVER
 from shared.ids import TicketId
 from shared.store.archive import UNFINISHED, PgConnection, to_epoch_ms
 from shared.store.connections import store_errors
+from shared.store.times import read_any_time
 from shared.store.transactions import committed
 from shared.usage import Usage
 
@@ -104,6 +105,7 @@ async def _rows(db: PgConnection, sql: str, params: list[Any]) -> list[UsageRow]
     """Like every read of the API, it leaves no transaction open on a connection without autocommit."""
     with store_errors("PostgreSQL"):
         async with committed(db, reads_only=True), db.cursor(row_factory=class_row(UsageRow)) as cur:
+            read_any_time(cur)
             await cur.execute(sql, params)
             return await cur.fetchall()
 

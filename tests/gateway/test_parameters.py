@@ -25,7 +25,7 @@ def cursor(text: str) -> str:
         ("limit=+5", "limit"),
         ("limit=", "limit"),
         (f"before={cursor(f'{10**20}:{SID}')}", "before"),  # past datetime's range
-        (f"before={cursor(f'-1:{SID}')}", "before"),
+        (f"before={cursor(f'-62135596800001:{SID}')}", "before"),
         (f"before={cursor(f'١٢:{SID}')}", "before"),
         (f"before={cursor(f'+12:{SID}')}", "before"),
         ("before=" + "A" * 5000, "before"),

@@ -153,7 +153,7 @@ def cursor_of(raw: str) -> str:
         # well formed, but of a time no datetime holds (the year 318857; past a C long): was exit 1, unexpected
         (["--before", cursor_of("9999999999999999:ses_0123456789abcdefABCDEF")], "error: invalid cursor"),
         (["--before", cursor_of("99999999999999999999:ses_0123456789abcdefABCDEF")], "error: invalid cursor"),
-        (["--before", cursor_of("-1:ses_0123456789abcdefABCDEF")], "error: invalid cursor"),
+        (["--before", cursor_of("-62135596800001:ses_0123456789abcdefABCDEF")], "error: invalid cursor"),
         (["--type", "nope"], "error: Invalid value for '--type'"),
     ],
 )
