@@ -21,7 +21,7 @@ from shared.errors import LeaseLost, Unavailable
 from shared.models import dumps
 from shared.store.connections import store_errors
 from shared.store.lease import Lease
-from shared.store.live import LiveState
+from shared.store.live import LiveState, read_record
 
 log = structlog.get_logger(__name__)
 
@@ -117,8 +117,15 @@ async def close_out(
     prompts_rev: str,
 ) -> bool:
     """True when archived and the live state cleaned; False when a prompt or cancel arrived meanwhile (the
-    session goes on). Raises LeaseLost when either store holds a newer owner."""
+    session goes on). Raises LeaseLost when either store holds a newer owner.
+
+    No `messages`: the owner has polled none (a new owner whose first poll found the session gone, or OpenCode down
+    past the deadline), so what Redis holds is archived — a poll that found none left Redis with none. Was: the
+    archive was written empty, every message mirrored before the takeover lost."""
     backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
+    if not messages:
+        record = await until_done(lambda: read_record(deps.redis, lease.session_id), backoff, "archive_retry")
+        messages = record.messages() if record is not None else []
     await archive_final(
         deps, lease, session, messages, status=status, error=error, final_seq=final_seq, backoff=backoff
     )

@@ -18,7 +18,6 @@ import structlog
 from poller.closeout import STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S, archive_final, finish_live
 from poller.deps import TrackerDeps
 from shared.backoff import Backoff
-from shared.clock import now_ms
 from shared.errors import LeaseLost, SessionLayerError, Unavailable
 from shared.models import as_text
 from shared.store import keys
@@ -54,12 +53,18 @@ def describe(exc: BaseException) -> str:
 
 
 async def _job_fields(deps: TrackerDeps, lease: Lease) -> tuple[int, str, bool, str]:
-    """failures (0 once the last is older than the window), lastFailure, cancel asked, promptsRev."""
+    """failures (0 once the last is older than the window), lastFailure, cancel asked, promptsRev.
+
+    The window is measured on Redis's clock, which count_failure.lua stamps the failures with: was this replica's,
+    and one an hour ahead ran again a session already at the bound."""
     fields = ["failures", "lastFailure", "lastFailureAt", "cancel", "promptsRev"]
     with store_errors("Redis"):
-        failures, cause, failed_at, cancel, rev = await deps.redis.hmget(keys.job(lease.session_id), fields)
+        async with deps.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.job(lease.session_id), fields)
+            pipe.time()
+            (failures, cause, failed_at, cancel, rev), (seconds, micros) = await pipe.execute()
     count = int(failures or 0)
-    if failed_at is not None and now_ms() - int(failed_at) > FAILURE_WINDOW_MS:
+    if failed_at is not None and seconds * 1000 + micros // 1000 - int(failed_at) > FAILURE_WINDOW_MS:
         count = 0
     return count, as_text(cause or b""), cancel == b"1", as_text(rev or b"0")
 
@@ -131,7 +136,7 @@ async def run_bounded(
             raise
         cause = describe(exc)
         with store_errors("Redis"):  # counted before the (slower) traceback is logged
-            failures = await deps.scripts.count_failure(lease, cause, now_ms=now_ms(), window_ms=FAILURE_WINDOW_MS)
+            failures = await deps.scripts.count_failure(lease, cause, window_ms=FAILURE_WINDOW_MS)
         log.error("session_step_failed", cause=cause, failures=failures, exc_info=exc)
         if failures < 0:
             return False

@@ -237,11 +237,11 @@ class Scripts:
         sid = lease.session_id
         return int(await self._pop_prompt(keys=[keys.lease(sid), keys.prompts(sid)], args=[lease.token, head]))
 
-    async def count_failure(self, lease: Lease, cause: str, *, now_ms: int, window_ms: int) -> int:
+    async def count_failure(self, lease: Lease, cause: str, *, window_ms: int) -> int:
         """The session's failed attempts so far, this one included (a failure more than `window_ms` after the
-        last one counts from 1 again); -1 lease lost (nothing counted)."""
+        last one, by Redis's clock, counts from 1 again); -1 lease lost (nothing counted)."""
         sid = lease.session_id
-        args: list[str | int] = [lease.token, cause, now_ms, window_ms]
+        args: list[str | int] = [lease.token, cause, window_ms]
         return int(await self._count_failure(keys=[keys.lease(sid), keys.job(sid)], args=args))
 
     async def answer(self, session_id: SessionId, request_id: str, answer: str) -> int:

@@ -1,0 +1,104 @@
+"""A session's life under failure: a new owner that ends a session before its first poll, failures counted across
+replicas whose clocks disagree."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import psycopg_pool
+import pytest
+
+from poller.failures import FAILURE_WINDOW_MS
+from poller.worker import Worker
+from shared import commands
+from shared.clock import now_ms
+from shared.config import Settings
+from shared.opencode.client import OpenCodeClient
+from shared.store import archive, keys
+from shared.store.connections import redis_client
+from shared.store.live import read_record
+from shared.store.lua import Scripts
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.anyio
+
+TWO_HOURS_MS = 2 * FAILURE_WINDOW_MS
+
+
+@asynccontextmanager
+async def replica(settings: Settings, **overrides: Any) -> AsyncIterator[Worker]:
+    """An in-process replica for the block; leaving it stops the replica as SIGTERM does (leases given back)."""
+    worker_settings = dataclasses.replace(settings, **overrides)
+    client = redis_client(worker_settings.redis_url)
+    pool = psycopg_pool.AsyncConnectionPool(str(worker_settings.database_url), min_size=1, max_size=4, open=False)
+    await pool.open(wait=False)
+    oc = OpenCodeClient(worker_settings.opencode_url, timeout_s=2.0)
+    try:
+        async with anyio.create_task_group() as tg:
+            worker = Worker(worker_settings, client, pool, oc)
+            tg.start_soon(worker.run)
+            yield worker
+            tg.cancel_scope.cancel()
+    finally:
+        await oc.aclose()
+        await pool.close()
+        await client.aclose()
+
+
+async def final_row(db: Any, sid: str) -> archive.ArchiveRow | None:
+    row = await archive.fetch(db, sid)
+    return row if row and not row.unfinished else None
+
+
+async def test_a_session_opencode_lost_before_its_new_owner_polled_it_is_archived_with_its_messages(
+    settings, redis, db, opencode, simulator_url
+):
+    """Was: a new owner (a takeover, a restart) whose first poll found the session gone from OpenCode (or OpenCode
+    down past the deadline) archived the list it had polled so far, none: every message mirrored was lost."""
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="SLOW answer")
+    sid = state["sessionId"]
+
+    async def answering() -> bool:
+        record = await read_record(redis, sid)
+        return record is not None and any(m["info"]["role"] == "assistant" for m in record.messages())
+
+    async with replica(settings, replica_id="first"):
+        await wait_for(answering, timeout=20, what="the answer mirrored")
+    record = await read_record(redis, sid)
+    assert record is not None
+    mirrored = record.messages()
+    async with httpx.AsyncClient(base_url=simulator_url) as client:
+        assert (await client.delete(f"/session/{sid}")).status_code == 200
+    async with replica(settings, replica_id="second"):
+        row = await wait_for(lambda: final_row(db, sid), timeout=20, what="the archive")
+    assert row.status == "error" and "OpenCode no longer has this session" in (row.error_message or "")
+    assert row.messages == mirrored
+    assert not await redis.exists(keys.session(sid), keys.job(sid))
+
+
+async def claimed(redis: Any, sid: str) -> Any:
+    await redis.hset(keys.job(sid), mapping={"promptsRev": 0})
+    await redis.zadd(keys.QUEUE, {sid: 0})
+    (lease,) = await Scripts(redis).claim("replica", 60_000, 1)
+    return lease
+
+
+async def test_a_replica_whose_clock_is_ahead_still_gives_up_on_failures_counted_elsewhere(
+    make_worker, redis, db, opencode, monkeypatch
+):
+    """Was: the replica compared its own clock with when another replica counted the last failure, took it for
+    long past, and ran again a session already at the bound."""
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO hello")
+    sid = state["sessionId"]
+    redis_now = int((await redis.time())[0]) * 1000
+    await redis.hset(keys.job(sid), mapping={"failures": 3, "lastFailure": "KeyError: x", "lastFailureAt": redis_now})
+    ahead = now_ms() + TWO_HOURS_MS
+    monkeypatch.setattr("poller.failures.now_ms", lambda: ahead, raising=False)  # whatever clock it might read
+    await make_worker(session_max_failures=3)
+    row = await wait_for(lambda: final_row(db, sid), timeout=20, what="the archive")
+    assert (row.status, row.error_message) == ("error", "gave up after 3 failed attempts: KeyError: x")
