@@ -104,10 +104,11 @@ class StateWriter:
         Nothing to write (no delta, same status, usage and pending) writes nothing and returns the current seq.
         Appends go first, in a write of their own; what else changed follows in one more.
         """
-        status_changed = status is not None and status != self._session.status
-        usage_changed = usage is not None and usage != self._session.usage
-        pending_changed = pending is not None and pending != self._session.pending
-        if not delta and not status_changed and not usage_changed and not pending_changed:
+        session = self._session
+        status = status if status is not None and status != session.status else None
+        usage = usage if usage is not None and usage != session.usage else None
+        pending = pending if pending is not None and pending != session.pending else None
+        if not delta and status is None and usage is None and pending is None:
             return self.seq
         now = now_ms()
         appends = [a for a in delta.appends if a.key in self._stored]
@@ -134,32 +135,25 @@ class StateWriter:
         usage: Usage | None,
         pending: list[Any] | None,
     ) -> int:
-        """apply(): the appends, then the rest; the session's status, usage and pending are taken once written (was:
-        before, so that a write that failed was never tried again: the next one found nothing changed)."""
-        status_changed = status is not None and status != self._session.status
-        usage_changed = usage is not None and usage != self._session.usage
-        pending_changed = pending is not None and pending != self._session.pending
+        """apply(): the appends, then the rest. `status`, `usage` and `pending` are given only when they changed,
+        and taken as the session's once written (was: before, so that a write that failed was never tried again: the
+        next one found nothing changed)."""
         if appends and await self._append(lease, appends, now) != APPEND_REFUSED:
             done = {a.key for a in appends}
             rest = [part for part in delta.parts if part_key(part) not in done]
             delta = dataclasses.replace(delta, parts=rest, appends=())
-            if not delta and not status_changed and not usage_changed and not pending_changed:
+            if not delta and status is None and usage is None and pending is None:
                 return self.seq
         fields, event_state = encode_change(
-            now,
-            status=status if status_changed else None,
-            error=error,
-            tool_calls=delta.tool_calls,
-            usage=usage if usage_changed else None,
-            pending=pending if pending_changed else None,
+            now, status=status, error=error, tool_calls=delta.tool_calls, usage=usage, pending=pending
         )
         session = self._session
-        if status_changed:
-            session = dataclasses.replace(session, status=str(status), updated_at=now)
-        if usage is not None and usage_changed:
+        if status is not None:
+            session = dataclasses.replace(session, status=status, updated_at=now)
+        if usage is not None:
             session = dataclasses.replace(session, usage=usage)
-        if pending_changed:
-            session = dataclasses.replace(session, pending=list(pending or []), updated_at=now)
+        if pending is not None:
+            session = dataclasses.replace(session, pending=list(pending), updated_at=now)
         parts = {part_key(part): stored_form(part) for part in delta.parts}
         change = StateChange(
             fields=fields,
@@ -168,7 +162,7 @@ class StateWriter:
             removed_messages=delta.removed_messages,
             removed_parts=delta.removed_parts,
             event_state=event_state,
-            index_event=session.index_event("status") if status_changed or pending_changed else "",
+            index_event=session.index_event("status") if status is not None or pending is not None else "",
         )
         seq = await self._write(lease, change)
         self._session = session
