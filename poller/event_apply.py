@@ -47,7 +47,7 @@ def _extends(known: Any, field: Any) -> bool:
     the last deltas, which the stored whole text already holds)."""
     if not isinstance(field, str) or field in IDENTITY_FIELDS or not isinstance(known.get(field, ""), str):
         return False
-    return _streaming(known)  # OpenCode streams only text and reasoning: another part (or type) takes none
+    return streaming(known)  # OpenCode streams only text and reasoning: another part (or type) takes none
 
 
 def _ended(part: Any) -> bool:
@@ -69,21 +69,16 @@ def _behind(finished: Callable[[Any], bool], known: Any, record: Any) -> bool:
     return known is not None and finished(known) and not finished(record)
 
 
-def _streaming(part: Any) -> bool:
+def streaming(part: Any) -> bool:
     """A text or reasoning part OpenCode is still writing: timed (a user's part has no `time`: it is never
     streamed, and was looked at as if it were on every poll) and not ended."""
     time = part.get("time")
     return part.get("type") in STREAMED and isinstance(time, dict) and not time.get("end")
 
 
-def streaming(part: Any) -> bool:
-    """Whether OpenCode is still writing this text or reasoning part (its deltas extend it)."""
-    return _streaming(part)
-
-
 def streaming_keys(mirror: Mirror) -> set[str]:
     """Parts whose text is still being streamed."""
-    return {key for key, part in mirror.parts.items() if _streaming(part)}
+    return {key for key, part in mirror.parts.items() if streaming(part)}
 
 
 GAP: dict[str, Any] = {"type": "session-layer.gap"}
@@ -154,8 +149,8 @@ def apply_events(
             for key in list(growing):
                 known_part(key)
             held = mirror.parts.items()
-            frozen |= {k for k, p in parts.items() if _streaming(p)}
-            frozen |= {k for k, p in held if k not in parts and k not in removed_parts and _streaming(p)}
+            frozen |= {k for k, p in parts.items() if streaming(p)}
+            frozen |= {k for k, p in held if k not in parts and k not in removed_parts and streaming(p)}
             continue
         kind = event.get("type")
         props = event.get("properties")
@@ -181,7 +176,7 @@ def apply_events(
             if _behind(_done, known, part):
                 continue
             event_id, last = event.get("id"), last_ids.get(key, "")
-            if not _streaming(part):  # stored whole: deltas neither extend it nor need placing any more
+            if not streaming(part):  # stored whole: deltas neither extend it nor need placing any more
                 frozen.discard(key)
                 last_ids.pop(key, None)
             elif isinstance(event_id, str) and event_id > last:
@@ -266,7 +261,7 @@ def _same_session(value: Any, props: dict[str, Any]) -> bool:
 
 def keep_streamed_text(stored: Any, known: Any) -> Any:
     """OpenCode stores a streaming part's text as "": keep the text our deltas built until the part ends."""
-    if known is None or not _streaming(stored) or not _streaming(known):
+    if known is None or not streaming(stored) or not streaming(known):
         return stored
     ours = str(known.get("text") or "")
     theirs = str(stored.get("text") or "")
@@ -277,7 +272,7 @@ def keep_streamed_text(stored: Any, known: Any) -> Any:
 
 def any_streaming(messages: Iterable[Any]) -> bool:
     """Whether a part of these messages is still being streamed."""
-    return any(_streaming(p) for message in messages for p in message["parts"])
+    return any(streaming(p) for message in messages for p in message["parts"])
 
 
 def keep_streamed_texts(mirror: Mirror, messages: Sequence[Any], start: int = 0) -> list[Any]:
@@ -285,7 +280,7 @@ def keep_streamed_texts(mirror: Mirror, messages: Sequence[Any], start: int = 0)
     `start` are known to have none, and are passed as they are."""
     out = list(messages[:start])
     for message in islice(messages, start, None):
-        if not any(_streaming(p) for p in message["parts"]):  # most are not: no part's key is built nor looked up
+        if not any(streaming(p) for p in message["parts"]):  # most are not: no part's key is built nor looked up
             out.append(message)
             continue
         parts = [keep_streamed_text(p, mirror.parts.get(part_key(p))) for p in message["parts"]]
