@@ -111,7 +111,6 @@ MAX_CURSOR_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instan
 # 0001-01-01T00:00:00Z, its first: a row another backend started before 1970 (or BC, read as the first instant:
 # shared.store.times) is in the pages too, and the cursor after it must continue the walk
 MIN_CURSOR_MS = -62_135_596_800_000
-_EPOCH = datetime(1970, 1, 1)  # started_at is a UTC `timestamp` without time zone
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -125,7 +124,7 @@ def cursor_of(started_at: datetime, session_id: str) -> str:
     """The cursor after a row, exact to its microsecond: a row another backend wrote with `now()` (the column's
     default) has them. Was: the millisecond alone, so a page after such a row skipped every row of that
     millisecond below it (a ticket of ten such rows listed one a page, then ended)."""
-    started_ms, sub_ms_us = divmod((started_at - _EPOCH) // _MICROSECOND, 1000)
+    started_ms, sub_ms_us = divmod((started_at - archive.EPOCH) // _MICROSECOND, 1000)
     return encode_cursor(started_ms, session_id, sub_ms_us)
 
 
@@ -146,7 +145,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, SessionId]:
         or encode_cursor(started, sid, sub) != cursor
     ):
         raise error
-    return _EPOCH + timedelta(milliseconds=started, microseconds=sub), sid
+    return archive.EPOCH + timedelta(milliseconds=started, microseconds=sub), sid
 
 
 async def archived_sessions(

@@ -101,7 +101,7 @@ _SET_PROMPTS = (
 )
 
 
-_EPOCH = datetime(1970, 1, 1)
+EPOCH = datetime(1970, 1, 1)  # the columns are UTC `timestamp`s without time zone
 _MILLISECOND = timedelta(milliseconds=1)
 
 
@@ -117,7 +117,7 @@ def to_epoch_ms(value: datetime | None) -> int | None:
         return None
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return (value - _EPOCH) // _MILLISECOND
+    return (value - EPOCH) // _MILLISECOND
 
 
 def usage_params(usage: Usage) -> dict[str, Any]:
