@@ -22,7 +22,7 @@ from poller.pending import PendingRequests
 from poller.session_mirror import SessionMirror
 from poller.ticker import Cadence
 from shared.backoff import Backoff
-from shared.errors import LeaseLost, NotFound, OpenCodeError, Unavailable
+from shared.errors import LeaseLost, NotFound, OpenCodeError, SessionLayerError, Unavailable
 from shared.store.lease import Lease
 
 log = structlog.get_logger(__name__)
@@ -189,12 +189,12 @@ class SessionTracker:
             messages, tail = await mirror.fetch()
             self._opencode_backoff.reset()
         except NotFound as exc:
-            return await self._end(mirror, "error", f"OpenCode no longer has this session: {exc.message}")
+            return await self._end(mirror, *self._lost("OpenCode no longer has this session", exc))
         except (Unavailable, OpenCodeError) as exc:
             self._deps.metrics.poll_failures.labels(self._deps.server).inc()
             if self._opencode_backoff.expired(time.monotonic()):
                 deadline = self._deps.retry_deadline_s
-                return await self._end(mirror, "error", f"OpenCode failed for {deadline:.0f} s: {exc.message}")
+                return await self._end(mirror, *self._lost(f"OpenCode failed for {deadline:.0f} s", exc))
             return self._wait(self._opencode_backoff, exc)
         try:
             await mirror.write_poll(messages, tail)
@@ -268,6 +268,11 @@ class SessionTracker:
         """OpenCode lost the run (restarted mid-run): idle past the grace period, the newest assistant message open."""
         idle_for_s = time.monotonic() - self._idle_since if self._idle_since is not None else 0.0
         return run_orphaned(messages, False, idle_for_s, self._deps.orphaned_run_grace_s)
+
+    def _lost(self, why: str, exc: SessionLayerError) -> tuple[str, str | None]:
+        """How a session ends that OpenCode can no longer run: `cancelled` when a cancel was asked, as a session
+        given up on (was: `error`, the cancel a person asked for forgotten), else `error` saying why."""
+        return ("cancelled", None) if self._job.cancel else ("error", f"{why}: {exc.message}")
 
     async def _end(self, mirror: SessionMirror, status: str, error: str | None) -> bool:
         """Archive and finish; False when new prompts arrived meanwhile (the session goes on)."""

@@ -102,3 +102,25 @@ async def test_a_replica_whose_clock_is_ahead_still_gives_up_on_failures_counted
     await make_worker(session_max_failures=3)
     row = await wait_for(lambda: final_row(db, sid), timeout=20, what="the archive")
     assert (row.status, row.error_message) == ("error", "gave up after 3 failed attempts: KeyError: x")
+
+
+async def test_a_cancelled_session_opencode_lost_ends_cancelled(settings, redis, db, opencode, simulator_url):
+    """A person cancelled the session while no replica held it, and OpenCode lost it meanwhile. Was: `error`
+    ("OpenCode no longer has this session"), the cancel forgotten; a session given up on with a cancel asked
+    already ended `cancelled`."""
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="SLOW answer")
+    sid = state["sessionId"]
+
+    async def answering() -> bool:
+        record = await read_record(redis, sid)
+        return record is not None and any(m["info"]["role"] == "assistant" for m in record.messages())
+
+    async with replica(settings, replica_id="first"):
+        await wait_for(answering, timeout=20, what="the answer mirrored")
+    async with httpx.AsyncClient(base_url=simulator_url) as client:
+        assert (await client.delete(f"/session/{sid}")).status_code == 200
+    assert await commands.cancel(redis, db, sid) == "requested"
+    async with replica(settings, replica_id="second"):
+        row = await wait_for(lambda: final_row(db, sid), timeout=20, what="the archive")
+    assert (row.status, row.error_message) == ("cancelled", None)
+    assert any(m["info"]["role"] == "assistant" for m in row.messages)  # what was mirrored is kept
