@@ -22,7 +22,6 @@ from shared.opencode.client import OpenCodeClient
 from shared.store import archive, keys
 from shared.store.connections import redis_client
 from shared.store.live import read_record
-from shared.store.lua import Scripts
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -55,11 +54,11 @@ async def final_row(db: Any, sid: str) -> archive.ArchiveRow | None:
     return row if row and not row.unfinished else None
 
 
-async def test_a_session_opencode_lost_before_its_new_owner_polled_it_is_archived_with_its_messages(
-    settings, redis, db, opencode, simulator_url
-):
-    """Was: a new owner (a takeover, a restart) whose first poll found the session gone from OpenCode (or OpenCode
-    down past the deadline) archived the list it had polled so far, none: every message mirrored was lost."""
+async def mirrored_then_lost(
+    settings: Settings, redis: Any, db: Any, opencode: Any, simulator_url: str
+) -> tuple[str, list[Any]]:
+    """A SLOW chat whose answer a replica mirrored before it stopped, then deleted from OpenCode while no replica
+    holds it: its id, and the messages Redis holds of it."""
     state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="SLOW answer")
     sid = state["sessionId"]
 
@@ -71,21 +70,22 @@ async def test_a_session_opencode_lost_before_its_new_owner_polled_it_is_archive
         await wait_for(answering, timeout=20, what="the answer mirrored")
     record = await read_record(redis, sid)
     assert record is not None
-    mirrored = record.messages()
     async with httpx.AsyncClient(base_url=simulator_url) as client:
         assert (await client.delete(f"/session/{sid}")).status_code == 200
+    return sid, record.messages()
+
+
+async def test_a_session_opencode_lost_before_its_new_owner_polled_it_is_archived_with_its_messages(
+    settings, redis, db, opencode, simulator_url
+):
+    """Was: a new owner (a takeover, a restart) whose first poll found the session gone from OpenCode (or OpenCode
+    down past the deadline) archived the list it had polled so far, none: every message mirrored was lost."""
+    sid, mirrored = await mirrored_then_lost(settings, redis, db, opencode, simulator_url)
     async with replica(settings, replica_id="second"):
         row = await wait_for(lambda: final_row(db, sid), timeout=20, what="the archive")
     assert row.status == "error" and "OpenCode no longer has this session" in (row.error_message or "")
     assert row.messages == mirrored
     assert not await redis.exists(keys.session(sid), keys.job(sid))
-
-
-async def claimed(redis: Any, sid: str) -> Any:
-    await redis.hset(keys.job(sid), mapping={"promptsRev": 0})
-    await redis.zadd(keys.QUEUE, {sid: 0})
-    (lease,) = await Scripts(redis).claim("replica", 60_000, 1)
-    return lease
 
 
 async def test_a_replica_whose_clock_is_ahead_still_gives_up_on_failures_counted_elsewhere(
@@ -108,17 +108,7 @@ async def test_a_cancelled_session_opencode_lost_ends_cancelled(settings, redis,
     """A person cancelled the session while no replica held it, and OpenCode lost it meanwhile. Was: `error`
     ("OpenCode no longer has this session"), the cancel forgotten; a session given up on with a cancel asked
     already ended `cancelled`."""
-    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="SLOW answer")
-    sid = state["sessionId"]
-
-    async def answering() -> bool:
-        record = await read_record(redis, sid)
-        return record is not None and any(m["info"]["role"] == "assistant" for m in record.messages())
-
-    async with replica(settings, replica_id="first"):
-        await wait_for(answering, timeout=20, what="the answer mirrored")
-    async with httpx.AsyncClient(base_url=simulator_url) as client:
-        assert (await client.delete(f"/session/{sid}")).status_code == 200
+    sid, _ = await mirrored_then_lost(settings, redis, db, opencode, simulator_url)
     assert await commands.cancel(redis, db, sid) == "requested"
     async with replica(settings, replica_id="second"):
         row = await wait_for(lambda: final_row(db, sid), timeout=20, what="the archive")
