@@ -3,6 +3,10 @@
 Where they come from, first match wins: TEST_REDIS_URL / TEST_DATABASE_URL, then testcontainers when a Docker
 engine answers, then shared.dev.embedded (no Docker, nothing preinstalled). Only embedded servers can be stopped
 and restarted, so outage tests ask for `embedded_redis` / `embedded_postgres` and are skipped otherwise.
+
+The suite runs on pytest-xdist workers (`-n auto` in pyproject.toml), a test file to a worker: each worker starts
+servers of its own, so tests that flush Redis or empty the table never meet. Given servers are shared, so then
+one worker runs everything.
 """
 
 from __future__ import annotations
@@ -39,6 +43,18 @@ def _resolve_lazy_imports() -> None:
 
 
 _resolve_lazy_imports()
+
+
+# The suite mostly waits (on processes, streams, deadlines): two workers halve its wall time on CI's two cores,
+# with every timing-sensitive test passing at that load. More is untried, so it is not the default (`-n 4` asks).
+WORKERS = 2
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers `-n auto` starts: one when the servers are given (workers would share them)."""
+    if os.environ.get("TEST_REDIS_URL") or os.environ.get("TEST_DATABASE_URL"):
+        return 1
+    return WORKERS
 
 
 @dataclass(frozen=True)
