@@ -14,7 +14,7 @@ from typing import Any
 
 from poller.completion import completed
 from poller.mirror import Delta, Mirror, tool_calls_after
-from shared.models import object_of, part_key
+from shared.models import message_key_prefix, object_of, part_key, part_key_of
 from shared.opencode.shapes import PART_IDS
 
 STREAMED = ("text", "reasoning")  # a tuple: `in` compares, where a set would hash (a list is unhashable)
@@ -191,7 +191,7 @@ def apply_events(
             else:  # back to what is written (an earlier record of this batch changed it)
                 parts.pop(key, None)
         elif kind == "message.part.delta":
-            key = f"{props['messageID']}/{props['partID']}"
+            key = part_key_of(props["messageID"], props["partID"])
             growth = growing.get(key)
             known = parts[key] if growth is not None else known_part(key)
             field = props.get("field") or "text"
@@ -220,10 +220,10 @@ def apply_events(
             removed_messages.add(message_id)
             infos.pop(message_id, None)
             for key in [*mirror.parts, *parts]:
-                if key.startswith(message_id + "/"):
+                if key.startswith(message_key_prefix(message_id)):
                     _forget(key, removed_parts, parts, growing, frozen, last_ids)
         elif kind == "message.part.removed":
-            _forget(f"{props['messageID']}/{props['partID']}", removed_parts, parts, growing, frozen, last_ids)
+            _forget(part_key_of(props["messageID"], props["partID"]), removed_parts, parts, growing, frozen, last_ids)
     for key in list(growing):
         known_part(key)
     tool_calls = tool_calls_after(mirror.tool_calls, parts, removed_parts)

@@ -74,8 +74,34 @@ def utf16_length(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
+def _key_id(id_: str) -> str:
+    return id_.replace("%", "%25").replace("/", "%2F")
+
+
+def _id_of(escaped: str) -> str:
+    return escaped.replace("%2F", "/").replace("%25", "%")  # every `%` starts an escape: no match spans two
+
+
+def part_key_of(message_id: str, part_id: str) -> str:
+    """A part's field in `opencode:session:{id}:parts`: `messageID/partID`, with `%` and `/` in an id escaped as
+    `%25` and `%2F`. OpenCode's ids hold neither; were one to, its key still splits back into the two ids (was:
+    a `/` put the part under another message, and two parts could share one field)."""
+    return f"{_key_id(message_id)}/{_key_id(part_id)}"
+
+
 def part_key(part: Mapping[str, Any]) -> str:
-    return f"{part['messageID']}/{part['id']}"
+    return part_key_of(part["messageID"], part["id"])
+
+
+def message_key_prefix(message_id: str) -> str:
+    """What the keys of a message's parts begin with."""
+    return _key_id(message_id) + "/"
+
+
+def part_ids(key: str) -> tuple[str, str]:
+    """The message id and part id a part key names (see part_key_of)."""
+    message_id, _, part_id = key.partition("/")
+    return _id_of(message_id), _id_of(part_id)
 
 
 def prompt_entry(message_id: str, text: str) -> str:

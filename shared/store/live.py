@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from shared.config import DEFAULT_SERVER
 from shared.ids import SessionId, TicketId
-from shared.models import as_text, dumps, loads
+from shared.models import as_text, dumps, loads, part_ids
 from shared.store import keys
 from shared.store.connections import store_errors
 from shared.usage import Usage
@@ -231,7 +231,7 @@ class LiveRecord:
         """OpenCode's message list (`{info, parts}` each), rebuilt in its order."""
         by_message: dict[str, list[Any]] = {}
         for key in sorted(self.parts):
-            by_message.setdefault(key.split("/", 1)[0], []).append(self.parts[key])
+            by_message.setdefault(part_ids(key)[0], []).append(self.parts[key])
         return [{"info": self.infos[mid], "parts": by_message.get(mid, [])} for mid in sorted(self.infos)]
 
     def to_session(self) -> dict[str, Any]:

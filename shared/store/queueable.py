@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.errors import InvalidInput
 from shared.ids import parse_text
-from shared.models import prompt_entry
+from shared.models import part_key, prompt_entry
 from shared.opencode.shapes import is_part
 from shared.store.archive import LAYER_KEY, ArchiveRow
 
@@ -130,5 +130,5 @@ def messages_of(messages: object) -> list[Any]:
         for part in parts:
             if not is_part(part):  # what the poller takes from OpenCode (shared.opencode.shapes)
                 raise InvalidInput(f"messages[{n}] has a part without id and messageID strings")
-            parse_text(f"{part['messageID']}/{part['id']}", f"messages[{n}] part key")
+            parse_text(part_key(part), f"messages[{n}] part key")
     return messages

@@ -16,7 +16,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from shared.ids import SessionId, TicketId
-from shared.models import as_text, dumps
+from shared.models import as_text, dumps, part_ids
 from shared.store import keys
 from shared.store.batch import CommandBatch
 from shared.store.lease import FairShare, Lease
@@ -181,7 +181,7 @@ class Scripts:
         """The new seq, or -1 (nothing written) when the lease is no longer this token's."""
         sid = lease.session_id
         script_keys = [keys.lease(sid), *keys.state_keys(sid), keys.updates(sid), keys.LIVE_UPDATES]
-        removed_parts = [dict(zip(("messageID", "id"), k.split("/", 1), strict=True)) for k in change.removed_parts]
+        removed_parts = [dict(zip(("messageID", "id"), part_ids(k), strict=True)) for k in change.removed_parts]
         args: list[Any] = [
             lease.token,
             sid,

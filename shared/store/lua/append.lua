@@ -5,9 +5,9 @@
 -- replace the other fields (a part that ends keeps its text and gets `time.end`): then the new prefix is passed,
 -- and the event's `part` is the part without its text.
 -- KEYS: 1 lease, 2 state, 3 parts, 4 updates channel
--- ARGV: 1 token, 2 session id, 3 updatedAt (ms), 4 number of appends, then per append: part key
---       (messageID/partID), field, stored bytes expected, bytes of the stored prefix (up to the text's first
---       character), the new prefix ("" keeps it), offset, length after, the appended text JSON-escaped
+-- ARGV: 1 token, 2 session id, 3 updatedAt (ms), 4 number of appends, then per append: part key (messageID/partID,
+--       ids escaped), field, stored bytes expected, bytes of the stored prefix (up to the text's first character),
+--       the new prefix ("" keeps it), offset, length after, the appended text JSON-escaped
 -- Returns: the new seq; -1 when the token is not the current lease; -2 when a part is not stored as the caller
 -- expects (length, or where its text starts) — nothing written either way.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
@@ -19,6 +19,11 @@ local function json_text(s)
     if c == '"' then return '\\"' elseif c == '\\' then return '\\\\' end
     return string.format('\\u%04x', string.byte(c))
   end))
+end
+-- an id as the part key escapes it (shared/models.py part_key_of: `%` and `/` as %25 and %2F)
+local function key_id(s)
+  if not string.find(s, '%', 1, true) then return s end
+  return (string.gsub(string.gsub(s, '%%2F', '/'), '%%25', '%%'))
 end
 local WIDTH = 8
 local stored = {}
@@ -41,6 +46,7 @@ for a = 0, n - 1 do
   if prefix == '' then prefix = string.sub(value, 1, prefix_bytes) end
   redis.call('HSET', KEYS[3], ARGV[at], prefix .. text .. ARGV[at + 7] .. '"}')
   local message_id, part_id = string.match(ARGV[at], '^([^/]*)/(.*)$')
+  message_id, part_id = key_id(message_id), key_id(part_id)
   local event = {
     '{"messageID":"', json_text(message_id), '","partID":"', json_text(part_id), '","field":"', json_text(ARGV[at + 1]),
     '","offset":', ARGV[at + 5],
