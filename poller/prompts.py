@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import structlog
 from anyio.abc import TaskGroup
 
-from shared.errors import LeaseLost, OpenCodeError, Unavailable
+from shared.errors import LeaseLost, OpenCodeError, Unavailable, Unreached
 from shared.opencode.client import OpenCodeClient
 from shared.store.connections import store_errors
 from shared.store.lease import Lease
@@ -24,9 +24,11 @@ from shared.store.lua import Scripts
 log = structlog.get_logger(__name__)
 
 # OpenCode appends the user message before answering 204, so a sent prompt shows up on the next poll; only a
-# prompt still invisible after this long is sent again (its messageID makes a late duplicate detectable).
+# prompt still invisible after this long is sent again (its messageID makes a late duplicate detectable). A send
+# that failed after it left (a timeout, a dropped connection, a 5xx a proxy may give for a request it passed on)
+# may still be carried out: it gets as long to show.
 VISIBLE_TIMEOUT_S = 30.0
-# A request that timed out may still be processed by OpenCode: give it this long to show up before a re-send.
+# A send that never reached OpenCode (no connection) is tried again after this long.
 RESEND_AFTER_FAILURE_S = 2.0
 
 
@@ -86,7 +88,9 @@ class PromptDelivery:
                 popped = await scripts.pop_prompt(lease, head.raw)
             if popped < 0:
                 raise LeaseLost(f"lease lost while popping prompt {head.message_id}")
-            self.sent_at = None
+            self.sent_at = self.failed_at = self._failing_since = (
+                None  # it landed: the failures before it count no more
+            )
             log.info("prompt_delivered", message_id=head.message_id)
         if self.pending and self._may_send(fetched_at):
             self.in_flight = True
@@ -108,20 +112,26 @@ class PromptDelivery:
             self.failed_at = self._failing_since = None
             log.debug("prompt_sent", message_id=prompt.message_id)
         except OpenCodeError as exc:
-            self._failed(prompt, exc)
+            self._failed(prompt, exc, may_have_landed=exc.retryable)
             if not exc.retryable:
                 self.fatal = f"OpenCode refused the prompt {prompt.message_id}: {exc.message}"
         except Unavailable as exc:
-            self._failed(prompt, exc)
+            self._failed(prompt, exc, may_have_landed=not isinstance(exc, Unreached))
         finally:
             self.last_attempt_at = time.monotonic()
             self.in_flight = False
 
-    def _failed(self, prompt: Prompt, exc: OpenCodeError | Unavailable) -> None:
+    def _failed(self, prompt: Prompt, exc: OpenCodeError | Unavailable, *, may_have_landed: bool) -> None:
+        """Was: a send that timed out was sent again 2 s later; OpenCode, slow, carried out both (the prompt twice
+        in one message, and a second run)."""
         self.failed_at = time.monotonic()
+        if may_have_landed:
+            self.sent_at = self.failed_at  # sent again only if still invisible after VISIBLE_TIMEOUT_S
         if self._failing_since is None:
             self._failing_since = self.failed_at
-        log.warning("prompt_send_failed", message_id=prompt.message_id, error=exc.message)
+        log.warning(
+            "prompt_send_failed", message_id=prompt.message_id, error=exc.message, may_have_landed=may_have_landed
+        )
         if self.failed_at - self._failing_since >= self._retry_deadline_s:
             deadline = self._retry_deadline_s
             self.fatal = f"OpenCode failed the prompt {prompt.message_id} for {deadline:.0f} s: {exc.message}"

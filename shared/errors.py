@@ -52,6 +52,11 @@ class Unavailable(SessionLayerError):
     """A dependency (Redis, PostgreSQL, OpenCode) could not be reached or timed out; retrying may help."""
 
 
+class Unreached(Unavailable):
+    """A request that never reached its server (the connection could not be made): nothing of it was done, so it
+    may be sent again at once. Any other Unavailable may have been carried out (see poller/prompts.py)."""
+
+
 class OpenCodeError(SessionLayerError):
     """OpenCode answered with an error status or a body we cannot read."""
 

@@ -6,7 +6,8 @@ request, aiohttp 0.07-0.15 ms, and the GETs that make up the poller's ticks go t
 P2 profile. Every failure leaves this module as one of the
 `shared.errors` classes, translated in `_call` alone:
 
-    connection refused, reset, timeout        -> Unavailable
+    no connection made (refused, no route)    -> Unreached (an Unavailable: the request never left)
+    reset, timeout                            -> Unavailable (the request may have been carried out)
     404                                       -> NotFound (OpenCode's data.message)
     any other status >= 400                   -> OpenCodeError(status_code=...)
     body that is not the JSON shape expected  -> OpenCodeError(status_code=None), "malformed response"
@@ -22,7 +23,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import httptools
 
-from shared.errors import NotFound, OpenCodeError, Unavailable
+from shared.errors import NotFound, OpenCodeError, Unavailable, Unreached
 from shared.models import loads
 from shared.opencode import settled, shapes
 from shared.opencode.keepalive import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, KeepAliveGets
@@ -289,6 +290,8 @@ class OpenCodeClient:
                     raw = await self._read(resp)
         except BodyTooLarge as exc:
             raise self._too_large(what) from exc
+        except aiohttp.ClientConnectorError as exc:  # no connection: the request never left
+            raise Unreached(f"OpenCode at {self.base_url} unavailable: {what}: {_describe(exc)}") from exc
         except TimeoutError as exc:  # aiohttp's timeouts subclass it
             raise Unavailable(
                 f"OpenCode at {self.base_url} unavailable: {what} timed out after {self._timeout_s:g} s"

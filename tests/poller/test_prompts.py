@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 
 import anyio
 import pytest
@@ -14,10 +15,12 @@ from starlette.routing import Route
 
 from poller import prompts
 from poller.prompts import RESEND_AFTER_FAILURE_S, VISIBLE_TIMEOUT_S, PromptDelivery
+from shared.dev.processes import free_port
 from shared.dev.simulator.server import serve_in_thread
 from shared.ids import SessionId
 from shared.models import dumps
 from shared.opencode.client import OpenCodeClient
+from shared.store import keys
 from shared.store.lease import Lease
 from shared.store.lua import Scripts
 
@@ -33,9 +36,11 @@ class StubOpenCode:
     def __init__(self) -> None:
         self.answers: list[int] = []
         self.attempts: list[str] = []
+        self.slow_s = 0.0  # answers after this long (the harness's client gives up after CLIENT_TIMEOUT_S)
 
     async def prompt_async(self, request: Request) -> Response:
         self.attempts.append((await request.json())["messageID"])
+        await anyio.sleep(self.slow_s)
         status = self.answers.pop(0) if self.answers else 204
         if status == 204:
             return Response(status_code=204)
@@ -65,7 +70,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(prompts.time, "monotonic", fake.monotonic)
+    monkeypatch.setattr(prompts, "time", SimpleNamespace(monotonic=fake.monotonic))  # not the event loop's clock
     return fake
 
 
@@ -87,9 +92,22 @@ class Harness:
                 await self.delivery.step(tg, self.scripts, LEASE, known_ids=(), fetched_at=fetched_at)
 
 
+CLIENT_TIMEOUT_S = 0.5
+
+
 @pytest.fixture
 async def harness(url: str, redis: Redis) -> AsyncIterator[Harness]:
-    opencode = OpenCodeClient(url, timeout_s=5)
+    opencode = OpenCodeClient(url, timeout_s=CLIENT_TIMEOUT_S)
+    try:
+        yield Harness(opencode, Scripts(redis))
+    finally:
+        await opencode.aclose()
+
+
+@pytest.fixture
+async def unreachable(redis: Redis) -> AsyncIterator[Harness]:
+    """A harness whose OpenCode refuses connections: no send ever leaves."""
+    opencode = OpenCodeClient(f"http://127.0.0.1:{free_port()}", timeout_s=CLIENT_TIMEOUT_S)
     try:
         yield Harness(opencode, Scripts(redis))
     finally:
@@ -122,17 +140,39 @@ async def test_no_resend_on_a_list_fetched_before_the_last_attempt_ended(
     assert stub.attempts == ["msg_1", "msg_1"]
 
 
-async def test_a_failed_send_is_retried_after_resend_after_failure_s(
-    harness: Harness, stub: StubOpenCode, clock: Clock
+async def test_a_send_that_never_left_is_tried_again_after_resend_after_failure_s(
+    unreachable: Harness, clock: Clock
 ) -> None:
-    stub.answers = [503]
-    await harness.step(fetched_at=clock.now)
-    assert harness.delivery.fatal is None  # a 5xx may pass
-    failed_at = clock.now
+    delivery = unreachable.delivery
+    await unreachable.step(fetched_at=clock.now)
+    failed_at = delivery.last_attempt_at
+    assert delivery.fatal is None and failed_at == clock.now and delivery.sent_at is None
     clock.now = failed_at + RESEND_AFTER_FAILURE_S - 0.1
-    await harness.step(fetched_at=clock.now)
-    assert stub.attempts == ["msg_1"]  # a timed-out request may still be processed: give it time to show
+    await unreachable.step(fetched_at=clock.now)
+    assert delivery.last_attempt_at == failed_at  # not yet
     clock.now = failed_at + RESEND_AFTER_FAILURE_S
+    await unreachable.step(fetched_at=clock.now)
+    assert delivery.last_attempt_at == clock.now  # tried again
+
+
+@pytest.mark.parametrize("failure", ["5xx", "timeout"])
+async def test_a_send_that_may_have_been_carried_out_is_sent_again_only_when_still_invisible_after_the_timeout(
+    harness: Harness, stub: StubOpenCode, clock: Clock, failure: str
+) -> None:
+    """Was: sent again 2 s after a timeout; a slow OpenCode carried out both (the prompt twice, two runs)."""
+    if failure == "5xx":
+        stub.answers = [503]  # a proxy's answer for a request it may have passed on
+    else:
+        stub.slow_s = CLIENT_TIMEOUT_S * 2
+    await harness.step(fetched_at=clock.now)
+    assert harness.delivery.fatal is None  # either may pass
+    failed_at = clock.now
+    stub.slow_s = 0.0
+    for later in (RESEND_AFTER_FAILURE_S, VISIBLE_TIMEOUT_S - 0.1):
+        clock.now = failed_at + later
+        await harness.step(fetched_at=clock.now)
+        assert stub.attempts == ["msg_1"]  # it may still show
+    clock.now = failed_at + VISIBLE_TIMEOUT_S
     await harness.step(fetched_at=clock.now)
     assert stub.attempts == ["msg_1", "msg_1"]
     assert harness.delivery.failed_at is None and harness.delivery.sent_at == clock.now
@@ -142,16 +182,35 @@ async def test_a_prompt_that_keeps_failing_past_the_retry_deadline_is_fatal(
     url: str, redis: Redis, stub: StubOpenCode, clock: Clock
 ) -> None:
     async with OpenCodeClient(url, timeout_s=5) as opencode:
-        harness = Harness(opencode, Scripts(redis), retry_deadline_s=10.0)
+        harness = Harness(opencode, Scripts(redis), retry_deadline_s=60.0)
         stub.answers = [500, 500, 500]
         await harness.step(fetched_at=clock.now)
-        clock.now += 5.0
+        clock.now += VISIBLE_TIMEOUT_S
         await harness.step(fetched_at=clock.now)
-        assert harness.delivery.fatal is None  # failing for 5 s: still within the deadline
-        clock.now += 5.0
+        assert harness.delivery.fatal is None  # failing for 30 s: still within the deadline
+        clock.now += VISIBLE_TIMEOUT_S
         await harness.step(fetched_at=clock.now)
         assert harness.delivery.fatal is not None
-        assert harness.delivery.fatal.startswith("OpenCode failed the prompt msg_1 for 10 s: ")
+        assert harness.delivery.fatal.startswith("OpenCode failed the prompt msg_1 for 60 s: ")
+
+
+async def test_a_prompt_that_shows_after_a_failed_send_leaves_no_failure_behind(
+    harness: Harness, stub: StubOpenCode, clock: Clock, redis: Redis
+) -> None:
+    """Was: the failure stayed counted: the next prompt's first failure, an hour later, was past the deadline."""
+    delivery = harness.delivery
+    stub.answers = [503]
+    await harness.step(fetched_at=clock.now)
+    await redis.set(keys.lease(SESSION), LEASE.token)  # the pop is fenced by the lease
+    clock.now += 1
+    async with anyio.create_task_group() as tg:  # it landed after all
+        await delivery.step(tg, harness.scripts, LEASE, known_ids={"msg_1"}, fetched_at=clock.now)
+    assert delivery.idle
+    delivery.load([dumps({"messageID": "msg_2", "text": "later"})])
+    stub.answers = [503]
+    clock.now += 3600
+    await harness.step(fetched_at=clock.now)
+    assert stub.attempts == ["msg_1", "msg_2"] and delivery.fatal is None  # its first failure: within the deadline
 
 
 async def test_a_refused_prompt_is_fatal(harness: Harness, stub: StubOpenCode, clock: Clock) -> None:

@@ -120,6 +120,29 @@ async def test_prompt_is_delivered_exactly_once_when_the_answer_is_lost(
     assert [p["text"] for p in user_parts] == ["ECHO once"]
 
 
+async def test_a_prompt_opencode_carries_out_after_its_send_timed_out_is_delivered_once(
+    make_worker, redis, db, opencode, simulator_url
+):
+    """OpenCode takes the prompt and carries it out 4.5 s later, long after the poller's send timed out (2 s). Was:
+    sent again 2 s after the timeout; OpenCode carried out both (the prompt twice in one message, two runs)."""
+    fault = {"kind": "late", "path": "/session/*/prompt_async", "count": 1, "ms": 4500}
+    await sim(simulator_url, "POST", "/__sim/faults", fault)
+    await make_worker()
+    state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO once")
+    sid = state["sessionId"]
+    _, messages, _, _ = await wait_for(lambda: archived(db, sid), timeout=30)
+
+    async def every_send_carried_out() -> dict | None:
+        stats = await sim(simulator_url, "GET", "/__sim/stats")
+        sent = stats["requests"].get(f"POST /session/{sid}/prompt_async", 0)
+        return stats if stats["prompt_async"]["by_session"].get(sid, 0) == sent else None
+
+    stats = await wait_for(every_send_carried_out, timeout=10)
+    assert stats["prompt_async"]["by_session"][sid] == 1
+    user_parts = [p for m in messages if m["info"]["role"] == "user" for p in m["parts"]]
+    assert [p["text"] for p in user_parts] == ["ECHO once"]
+
+
 async def test_follow_up_revives_an_archived_chat(make_worker, redis, db, opencode):
     await make_worker()
     state = await commands.enqueue(redis, db, opencode, session_type="chat", ticket_id="T-9", prompt="ECHO first")

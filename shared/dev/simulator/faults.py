@@ -13,7 +13,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from shared.dev.simulator.errors import unknown_error
 
-FaultKind = Literal["slow", "error500", "reset", "reset_after", "malformed"]
+FaultKind = Literal["slow", "late", "error500", "reset", "reset_after", "malformed"]
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
@@ -21,9 +21,11 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 class Fault:
     """A misbehaviour for the requests whose path matches `path` (fnmatch, e.g. "/session/*/message").
 
-    slow: wait `ms` before answering normally · error500: answer 500 UnknownError · malformed: answer 200
-    with a body that is not JSON · reset: drop the connection without answering · reset_after: handle the
-    request, then drop the connection instead of answering. `count` requests, or all until cleared (None).
+    slow: wait `ms` before answering normally · late: take the request, then wait `ms` before carrying it out
+    and answering (a client that gave up meanwhile saw a timeout for a request still done) · error500: answer 500
+    UnknownError · malformed: answer 200 with a body that is not JSON · reset: drop the connection without
+    answering · reset_after: handle the request, then drop the connection instead of answering. `count` requests,
+    or all until cleared (None).
     """
 
     kind: FaultKind
@@ -73,11 +75,29 @@ async def _drop_connection(receive: Receive, send: Send) -> None:
             pass
 
 
+async def _taken(receive: Receive, delay_s: float = 0.0) -> Receive:
+    """The request's body read now; handed over again to whoever reads it later, after the client has gone."""
+    messages = [await receive()]
+    while messages[-1].get("more_body"):
+        messages.append(await receive())
+    await anyio.sleep(delay_s)
+    replay = iter(messages)
+
+    async def replayed() -> Message:
+        return next(replay, {"type": "http.disconnect"})
+
+    return replayed
+
+
 async def misbehave(fault: Fault, handle: Handler, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer the request the way `fault` says; `handle` answers it normally."""
     if fault.kind == "slow":
         await anyio.sleep(fault.ms / 1000)
         await handle(scope, receive, send)
+    elif fault.kind == "late":
+        await handle(
+            scope, await _taken(receive, fault.ms / 1000), send
+        )  # (the server drops what is sent to a client gone)
     elif fault.kind == "error500":
         await unknown_error()(scope, receive, send)
     elif fault.kind == "malformed":

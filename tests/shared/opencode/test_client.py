@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from shared.dev.simulator.app import create_simulator
 from shared.dev.simulator.server import serve_in_thread
-from shared.errors import NotFound, OpenCodeError, Unavailable
+from shared.errors import NotFound, OpenCodeError, Unavailable, Unreached
 from shared.ids import new_message_id
 from shared.models import loads
 from shared.opencode.client import UNREADABLE, OpenCodeClient
@@ -202,6 +202,22 @@ async def test_connection_refused_is_unavailable() -> None:
         async with OpenCodeClient(url) as oc:
             with pytest.raises(Unavailable, match=re.escape(f"OpenCode at {url} unavailable: GET /global/health: ")):
                 await oc.health()
+            with pytest.raises(Unreached):  # never left: a prompt may be sent again at once (poller/prompts.py)
+                await oc.prompt_async("ses_x", message_id=new_message_id(), text="never sent")
+
+
+async def test_a_late_fault_carries_out_a_request_whose_client_gave_up(sim_url: str) -> None:
+    async with OpenCodeClient(sim_url, timeout_s=0.2) as oc:
+        session = await oc.create_session()
+        await add_fault(sim_url, kind="late", method="POST", path="/session/*/prompt_async", count=1, ms=500)
+        message_id = new_message_id()
+        with pytest.raises(Unavailable, match=r"timed out after 0\.2 s") as info:
+            await oc.prompt_async(session["id"], message_id=message_id, text="ECHO late")
+        assert not isinstance(info.value, Unreached)  # it left: it may still be carried out
+        assert message_id not in (await sim_stats(sim_url))["prompt_async"]["by_message_id"]
+    async with OpenCodeClient(sim_url, timeout_s=5) as oc:
+        msgs = await wait_finished(oc, session["id"])
+    assert msgs[0]["info"]["id"] == message_id
 
 
 async def test_unexpected_shapes_are_malformed() -> None:
