@@ -52,7 +52,8 @@ class Job:
         if as_text(rev) != self.rev:
             with store_errors("Redis"):
                 entries = await self._deps.redis.lrange(keys.prompts(sid), 0, -1)
-            self.prompts.load(entries)
+            sending = job.get(b"promptSending")
+            self.prompts.load(entries, as_text(sending) if sending is not None else None)
             self.answers.load(job)
             self.rev = as_text(rev)
             self._claim_recorded = False

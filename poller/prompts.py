@@ -75,8 +75,13 @@ class PromptDelivery:
     def idle(self) -> bool:
         return not self.pending and not self.in_flight
 
-    def load(self, entries: Sequence[bytes | str]) -> None:
+    def load(self, entries: Sequence[bytes | str], sending: str | None = None) -> None:
+        """The queued prompts; `sending` is the one an owner noted it was sending (the job's `promptSending`)."""
         self.pending = [Prompt.parse(raw) for raw in entries]
+        if self.last_attempt_at is None and self.pending and self.pending[0].message_id == sending:
+            # an earlier owner's send may still be carried out (it was killed, or lost its lease, mid-send): wait
+            # for it to show as if this replica had sent it now. Was: sent again at once, and OpenCode ran both.
+            self.sent_at = self.last_attempt_at = time.monotonic()
 
     async def step(
         self, tg: TaskGroup, scripts: Scripts, lease: Lease, known_ids: Collection[str], fetched_at: float
@@ -93,8 +98,13 @@ class PromptDelivery:
             )
             log.info("prompt_delivered", message_id=head.message_id)
         if self.pending and self._may_send(fetched_at):
+            head = self.pending[0]
+            with store_errors("Redis"):
+                noted = await scripts.mark_sending(lease, head.message_id)  # before it leaves: see load
+            if noted < 0:
+                raise LeaseLost(f"lease lost before sending prompt {head.message_id}")
             self.in_flight = True
-            tg.start_soon(self._send, self.pending[0])
+            tg.start_soon(self._send, head)
 
     def _may_send(self, fetched_at: float) -> bool:
         if self.in_flight or not self._lease_valid():

@@ -17,6 +17,7 @@ from poller import prompts
 from poller.prompts import RESEND_AFTER_FAILURE_S, VISIBLE_TIMEOUT_S, PromptDelivery
 from shared.dev.processes import free_port
 from shared.dev.simulator.server import serve_in_thread
+from shared.errors import LeaseLost
 from shared.ids import SessionId
 from shared.models import dumps
 from shared.opencode.client import OpenCodeClient
@@ -95,11 +96,18 @@ class Harness:
 CLIENT_TIMEOUT_S = 0.5
 
 
+async def held(redis: Redis) -> Scripts:
+    """LEASE as the session's current lease, over its job: what the fenced scripts check."""
+    await redis.set(keys.lease(SESSION), LEASE.token)
+    await redis.hset(keys.job(SESSION), "promptsRev", 0)
+    return Scripts(redis)
+
+
 @pytest.fixture
 async def harness(url: str, redis: Redis) -> AsyncIterator[Harness]:
     opencode = OpenCodeClient(url, timeout_s=CLIENT_TIMEOUT_S)
     try:
-        yield Harness(opencode, Scripts(redis))
+        yield Harness(opencode, await held(redis))
     finally:
         await opencode.aclose()
 
@@ -109,7 +117,7 @@ async def unreachable(redis: Redis) -> AsyncIterator[Harness]:
     """A harness whose OpenCode refuses connections: no send ever leaves."""
     opencode = OpenCodeClient(f"http://127.0.0.1:{free_port()}", timeout_s=CLIENT_TIMEOUT_S)
     try:
-        yield Harness(opencode, Scripts(redis))
+        yield Harness(opencode, await held(redis))
     finally:
         await opencode.aclose()
 
@@ -182,7 +190,7 @@ async def test_a_prompt_that_keeps_failing_past_the_retry_deadline_is_fatal(
     url: str, redis: Redis, stub: StubOpenCode, clock: Clock
 ) -> None:
     async with OpenCodeClient(url, timeout_s=5) as opencode:
-        harness = Harness(opencode, Scripts(redis), retry_deadline_s=60.0)
+        harness = Harness(opencode, await held(redis), retry_deadline_s=60.0)
         stub.answers = [500, 500, 500]
         await harness.step(fetched_at=clock.now)
         clock.now += VISIBLE_TIMEOUT_S
@@ -195,13 +203,12 @@ async def test_a_prompt_that_keeps_failing_past_the_retry_deadline_is_fatal(
 
 
 async def test_a_prompt_that_shows_after_a_failed_send_leaves_no_failure_behind(
-    harness: Harness, stub: StubOpenCode, clock: Clock, redis: Redis
+    harness: Harness, stub: StubOpenCode, clock: Clock
 ) -> None:
     """Was: the failure stayed counted: the next prompt's first failure, an hour later, was past the deadline."""
     delivery = harness.delivery
     stub.answers = [503]
     await harness.step(fetched_at=clock.now)
-    await redis.set(keys.lease(SESSION), LEASE.token)  # the pop is fenced by the lease
     clock.now += 1
     async with anyio.create_task_group() as tg:  # it landed after all
         await delivery.step(tg, harness.scripts, LEASE, known_ids={"msg_1"}, fetched_at=clock.now)
@@ -228,3 +235,47 @@ async def test_nothing_is_sent_without_a_valid_lease(harness: Harness, stub: Stu
 
 def _refusal(status: int) -> str:
     return f"OpenCode answered POST /session/{SESSION}/prompt_async with {status} BadRequest: answered {status}"
+
+
+async def test_a_prompt_about_to_be_sent_is_noted_in_the_job_first(
+    harness: Harness, stub: StubOpenCode, clock: Clock, redis: Redis
+) -> None:
+    await harness.step(fetched_at=clock.now)
+    assert stub.attempts == ["msg_1"]
+    assert await redis.hget(keys.job(SESSION), "promptSending") == b"msg_1"
+
+
+async def test_no_send_once_the_lease_is_gone_from_redis(
+    harness: Harness, stub: StubOpenCode, clock: Clock, redis: Redis
+) -> None:
+    await redis.delete(keys.lease(SESSION))  # another replica holds it now (the local clock said still valid)
+    with pytest.RaisesGroup(LeaseLost):  # out of the step's task group
+        await harness.step(fetched_at=clock.now)
+    assert stub.attempts == []
+
+
+async def test_a_new_owner_waits_for_a_prompt_an_earlier_owner_was_sending(
+    harness: Harness, stub: StubOpenCode, clock: Clock
+) -> None:
+    """Was: the replica that took over sent it at once; OpenCode carried out the killed owner's send too."""
+    taken_over_at = clock.now
+    harness.delivery.load([dumps({"messageID": "msg_1", "text": "hello"})], sending="msg_1")
+    for later in (0.001, VISIBLE_TIMEOUT_S - 0.1):
+        clock.now = taken_over_at + later
+        await harness.step(fetched_at=clock.now)
+        assert stub.attempts == []  # it may still show
+    clock.now = taken_over_at + VISIBLE_TIMEOUT_S
+    await harness.step(fetched_at=clock.now)
+    assert stub.attempts == ["msg_1"]
+
+
+async def test_a_note_of_another_prompt_or_of_this_replicas_own_send_changes_nothing(
+    harness: Harness, stub: StubOpenCode, clock: Clock
+) -> None:
+    harness.delivery.load([dumps({"messageID": "msg_1", "text": "hello"})], sending="msg_0")  # delivered before
+    await harness.step(fetched_at=clock.now)
+    assert stub.attempts == ["msg_1"]
+    clock.now += VISIBLE_TIMEOUT_S
+    harness.delivery.load([dumps({"messageID": "msg_1", "text": "hello"})], sending="msg_1")  # its own note
+    await harness.step(fetched_at=clock.now)
+    assert stub.attempts == ["msg_1", "msg_1"]  # by its own timing: still unseen after VISIBLE_TIMEOUT_S

@@ -83,6 +83,7 @@ class Scripts:
         self._append = redis.register_script(_load("append"))
         self._finish = redis.register_script(_load("finish"))
         self._pop_prompt = redis.register_script(_load("pop_prompt"))
+        self._mark_sending = redis.register_script(_load("mark_sending"))
         self._count_failure = redis.register_script(_load("count_failure"))
         self._answer = redis.register_script(_load("answer"))
 
@@ -236,6 +237,11 @@ class Scripts:
         """1 popped; 0 the head changed; -1 lease lost."""
         sid = lease.session_id
         return int(await self._pop_prompt(keys=[keys.lease(sid), keys.prompts(sid)], args=[lease.token, head]))
+
+    async def mark_sending(self, lease: Lease, message_id: str) -> int:
+        """1 noted in the job (`promptSending`) as the prompt about to be sent; -1 lease lost."""
+        sid = lease.session_id
+        return int(await self._mark_sending(keys=[keys.lease(sid), keys.job(sid)], args=[lease.token, message_id]))
 
     async def count_failure(self, lease: Lease, cause: str, *, window_ms: int) -> int:
         """The session's failed attempts so far, this one included (a failure more than `window_ms` after the
