@@ -19,6 +19,7 @@ from gateway.auth import Auth, check_secret
 from gateway.cors import JSONCORSMiddleware
 from gateway.fanout import Fanout
 from gateway.handlers import EXCEPTION_HANDLERS
+from gateway.headers import DefaultHeaders
 from gateway.hosts import HostAllowList, allowed_hosts
 from gateway.liveness import Liveness
 from gateway.metrics import Metrics
@@ -102,6 +103,7 @@ def create_app(
     ]
     middleware = [
         Middleware(TimingMiddleware, metrics=metrics),
+        Middleware(DefaultHeaders),
         Middleware(HostAllowList, allowed=allowed_hosts(settings)),
         Middleware(
             JSONCORSMiddleware,

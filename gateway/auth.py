@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from gateway.query import query_param, single_header
 from shared.config import is_placeholder
 from shared.errors import ConfigError, Forbidden, Unauthorized
 from shared.tokens import Grant, Scope, verify_grant
@@ -39,9 +40,10 @@ class Auth:
 
     @staticmethod
     def token(request: Request) -> str | None:
-        """The request's token as sent, from the Authorization header or `?token=`."""
-        header = request.headers.get("authorization", "")
-        return header[7:].strip() if header[:7].lower() == "bearer " else request.query_params.get("token")
+        """The request's token as sent: a Bearer `Authorization` header wins over `?token=`. Was: a second header
+        or a second `?token=` was read in silence (the first header, the last parameter); now a 400 naming it."""
+        header = single_header(request, "authorization") or ""
+        return header[7:].strip() if header[:7].lower() == "bearer " else query_param(request, "token")
 
     def grant(self, request: Request) -> Grant | None:
         """The request's verified scope and expiry; None when auth is off. Raises Unauthorized without a valid token."""
@@ -61,6 +63,12 @@ class Auth:
         scope = self.scope(request)
         if scope is not None and not scope.allows_session(session_id, ticket_id):
             raise Forbidden(f"the token does not cover session {session_id}")
+
+    def refuse_missing_session(self, request: Request, session_id: str) -> None:
+        """For a session that exists nowhere: the 403 a ticket token gets for another ticket's session, so that a
+        404 does not tell it which ids exist (was: 404 here, 403 there). Admin and the session's own token pass on
+        to the 404."""
+        self.require_session(request, session_id, None)
 
     def require_own_session(self, request: Request, session_id: str) -> None:
         """Before any lookup: a session token for another session is a 403 whether that session exists or not (a

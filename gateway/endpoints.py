@@ -5,16 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.query import query_param
 from gateway.session_pages import page_response
 from gateway.state import GatewayState
 from shared.config import SERVER_NAME
 from shared.errors import InvalidInput, NotFound
-from shared.ids import LONE_SURROGATE, parse_session_id, parse_ticket_id
+from shared.ids import parse_session_id, parse_ticket_id
 from shared.json_response import JSONResponse
 from shared.models import SESSION_TYPES
 from shared.opencode.servers import parse_directory
@@ -32,27 +32,6 @@ MAX_LIMIT = 100
 ASCII_NUMBER = re.compile(r"[0-9]{1,3}")
 MAX_CURSOR = 200
 T = TypeVar("T")
-
-
-def query_param(request: Request, name: str) -> str | None:
-    """A query parameter given at most once, in UTF-8. Was: the last of several was read and the others never
-    checked (`limit=abc&limit=5` passed, `limit=5&limit=abc` did not), and bytes that are not UTF-8 were read as
-    U+FFFD (`directory=/%ff` listed the sessions of a directory named `/\ufffd`)."""
-    values = request.query_params.getlist(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise InvalidInput(f"{name} is given {len(values)} times: give it once", {"parameter": name})
-    if "\ufffd" in values[0] and not _utf8(request, name):
-        raise InvalidInput(f"{name} is not UTF-8", {"parameter": name})
-    return values[0]
-
-
-def _utf8(request: Request, name: str) -> bool:
-    """Whether the raw query spells `name`'s value in UTF-8 (a U+FFFD then is one the client sent)."""
-    query = request.scope["query_string"].decode("latin-1")
-    pairs = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
-    return not any(key == name and LONE_SURROGATE.search(value) for key, value in pairs)
 
 
 def named(parse: Callable[[str], T], raw: str, name: str) -> T:
@@ -120,13 +99,22 @@ async def read_session(state: GatewayState, session_id: str) -> dict[str, Any]:
         return await get_session(state.redis, conn, session_id)
 
 
+async def read_covered(request: Request, state: GatewayState, sid: str) -> dict[str, Any]:
+    """The session, when the request's token covers it: 403 otherwise, a missing session included (Auth)."""
+    state.auth.require_own_session(request, sid)
+    try:
+        found = await read_session(state, sid)
+    except NotFound:
+        state.auth.refuse_missing_session(request, sid)
+        raise
+    state.auth.require_session(request, sid, found.get("ticketId"))
+    return found
+
+
 async def session(request: Request) -> JSONResponse:
     state = GatewayState.of(request)
     sid = path_id(request, "session_id", parse_session_id)
-    state.auth.require_own_session(request, sid)
-    found = await read_session(state, sid)
-    state.auth.require_session(request, sid, found.get("ticketId"))
-    return JSONResponse(found)
+    return JSONResponse(await read_covered(request, state, sid))
 
 
 async def ticket_active(request: Request) -> JSONResponse:
@@ -134,10 +122,18 @@ async def ticket_active(request: Request) -> JSONResponse:
     ticket = path_id(request, "ticket_id", parse_ticket_id)
     state.auth.require_ticket(request, ticket)
     try:
-        return JSONResponse(await active_for_ticket(state.redis, ticket))  # the pointer: Redis alone
+        return JSONResponse(_of_ticket(await active_for_ticket(state.redis, ticket), ticket))  # the pointer alone
     except NotFound:
         async with state.pool.connection() as conn:  # gone or stale: the ticket's unfinished rows
-            return JSONResponse(await active_for_ticket(state.redis, ticket, conn))
+            return JSONResponse(_of_ticket(await active_for_ticket(state.redis, ticket, conn), ticket))
+
+
+def _of_ticket(found: dict[str, Any], ticket: str) -> dict[str, Any]:
+    """The session, checked to be the ticket's: the pointer is a Redis key any stale or damaged write could leave
+    naming another ticket's session (was: served to this ticket's token as is)."""
+    if found.get("ticketId") != ticket:
+        raise NotFound(f"ticket {ticket} has no live session")
+    return found
 
 
 async def ticket_sessions(request: Request) -> Response:

@@ -47,9 +47,27 @@ class GatewayServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
+def check_auth(settings: Settings) -> None:
+    """A secret turns tokens on whatever GATEWAY_AUTH says (gateway/app.py): with `off` too, `off` would be
+    ignored. Was: GATEWAY_AUTH=off served with tokens, every request a 401, and the previous secret of a rotation
+    was dropped without a word."""
+    if settings.gateway_auth:
+        return
+    for name, secret in (
+        ("GATEWAY_AUTH_SECRET", settings.gateway_auth_secret),
+        ("GATEWAY_AUTH_SECRET_PREVIOUS", settings.gateway_auth_secret_previous),
+    ):
+        if secret:
+            raise ConfigError(
+                f"GATEWAY_AUTH='off' is invalid: {name} is set too, and a secret turns tokens on;"
+                f" unset {name} to serve without tokens, or set GATEWAY_AUTH=on"
+            )
+
+
 def main() -> None:
     try:
         settings = Settings.from_env()
+        check_auth(settings)
         configure_logging(settings)
         app = create_app(settings)
     except ConfigError as exc:

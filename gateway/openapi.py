@@ -18,7 +18,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "invalid id or query",
         401: "no valid token",
-        403: "token of another scope",
+        403: "token of another scope (to a ticket token, also a session that does not exist)",
         404: "not found",
         429: "the token holds GATEWAY_MAX_STREAMS_PER_TOKEN open streams already",
         503: "Redis or PostgreSQL unreachable",

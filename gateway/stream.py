@@ -24,9 +24,11 @@ from typing import Any, Final, TypeVar
 import structlog
 from psycopg_pool import PoolTimeout
 from starlette.requests import Request
+from starlette.responses import Response
 
-from gateway.endpoints import path_id, read_session, type_filter
+from gateway.endpoints import path_id, read_covered, read_session, type_filter
 from gateway.fanout import CLOSED, DROPPED, LOST, Fanout, Published, Signal, Subscription
+from gateway.query import query_param, single_header
 from gateway.sse import format_event, ping, retry_line, token_expired
 from gateway.state import GatewayState
 from shared.backoff import Backoff
@@ -47,14 +49,23 @@ STORE_DOWN = (Unavailable, PoolTimeout)  # a read that may succeed once Redis or
 PING: Final = Signal("PING")  # nothing was written for a ping interval: send one
 EXPIRED: Final = Signal("EXPIRED")  # the stream's token reached its `exp`
 STREAM_HEADERS = {
-    "Cache-Control": "no-cache, no-transform",
+    "Cache-Control": "no-store, no-transform",  # a session's content: kept by no cache, a browser's included
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
     "Connection": "keep-alive",
 }
 
 
 def _last_event_id(request: Request) -> str | None:
-    return request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    """`Last-Event-ID` (or `?lastEventId=`), each given at most once (a 400 otherwise, before the stream opens)."""
+    return single_header(request, "last-event-id") or query_param(request, "lastEventId")
+
+
+def _head() -> Response:
+    """HEAD of a stream: its status and headers, no body. Was: the stream itself, which never ends, so the
+    connection (kept alive: a HEAD answer has no body to wait for) hung, holding a stream slot and a subscription."""
+    response = Response(headers=STREAM_HEADERS, media_type=EventStreamResponse.media_type)
+    del response.headers["content-length"]
+    return response
 
 
 class Lifetime:
@@ -156,18 +167,21 @@ async def _sent(
         await stack.aclose()
 
 
-async def session_stream(request: Request) -> EventStreamResponse:
+async def session_stream(request: Request) -> Response:
     state = GatewayState.of(request)
     sid = path_id(request, "session_id", parse_session_id)
     state.auth.require_own_session(request, sid)
+    last_event_id = _last_event_id(request)
+    if request.method == "HEAD":
+        await read_covered(request, state, sid)
+        return _head()
     stack, sub, lifetime = await _open(request, state, keys.updates(sid))
     try:
-        snapshot = await read_session(state, sid)
-        state.auth.require_session(request, sid, snapshot.get("ticketId"))
+        snapshot = await read_covered(request, state, sid)
     except BaseException:
         await stack.aclose()
         raise
-    frames = _session_events(state, sid, sub, lifetime, snapshot, _last_event_id(request))
+    frames = _session_events(state, sid, sub, lifetime, snapshot, last_event_id)
     return EventStreamResponse(_sent(state, "session", stack, lifetime, frames), headers=STREAM_HEADERS)
 
 
@@ -220,7 +234,7 @@ async def _follow(
 ) -> AsyncIterator[bytes]:
     resync: Resync | None = None
     while True:
-        if resync is not None and resync.wait_s() == 0:
+        if resync is not None and resync.wait_s() == 0 and not lifetime.expired:  # none past exp
             try:
                 snapshot = await resync.read(lambda: read_session(state, sid))
             except NotFound as exc:
@@ -292,11 +306,13 @@ def _snapshot(snapshot: dict[str, Any]) -> bytes:
     return format_event("snapshot", dumps(snapshot), snapshot["seq"])
 
 
-async def live_stream(request: Request) -> EventStreamResponse:
+async def live_stream(request: Request) -> Response:
     """`snapshot` of the live list, then `appeared` / `status` / `ended` as the live index changes."""
     state = GatewayState.of(request)
     state.auth.require_admin(request)
     kind = type_filter(request)
+    if request.method == "HEAD":
+        return _head()
     stack, sub, lifetime = await _open(request, state, keys.LIVE_UPDATES)
     try:
         sessions = await live_sessions(state.redis, session_type=kind)
@@ -315,7 +331,7 @@ async def _live_events(
     yield format_event("snapshot", dumps({"sessions": sessions}), counter)
     resync: Resync | None = None
     while True:
-        if resync is not None and resync.wait_s() == 0:
+        if resync is not None and resync.wait_s() == 0 and not lifetime.expired:  # none past exp
             fresh = await resync.read(lambda: live_sessions(state.redis, session_type=kind))
             if fresh is not None:
                 resync = None

@@ -11,10 +11,19 @@ import html
 import os
 from pathlib import Path
 
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    MalformedRangeHeader,
+    RangeNotSatisfiable,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Scope
 
 from shared.errors import InvalidInput
@@ -114,13 +123,31 @@ async def ticket_page(request: Request) -> Response:
     return _page("ticket", f"Ticket {ticket}", 1, ticket)
 
 
+class _FileResponse(FileResponse):
+    """A refused `Range` header is a JSON error like every other answer. Was Starlette's text/plain 400
+    ("Range header: start must be less than end") and an empty text/plain 416."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader as exc:
+            message = exc.content.removeprefix("Range header: ")
+            raise InvalidInput(f"invalid Range header: {message}", {"header": "Range"}) from None
+        except RangeNotSatisfiable as exc:
+            content_range = {"Content-Range": f"bytes */{exc.max_size}"}
+            raise HTTPException(416, "the Range header asks for bytes past the file's end", content_range) from None
+
+
 class _StaticFiles(StaticFiles):
     """The modules and styles, revalidated on each load (they are small, and change with the gateway)."""
 
     def file_response(
         self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
     ) -> Response:
-        response = super().file_response(full_path, stat_result, scope, status_code)
+        response: Response = _FileResponse(full_path, status_code=status_code, stat_result=stat_result)
+        if self.is_not_modified(response.headers, Headers(scope=scope)):
+            response = NotModifiedResponse(response.headers)
         if str(full_path).endswith(".ts"):  # TypeScript sources to copy, not MPEG transport streams
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
         response.headers["Cache-Control"] = "no-cache"

@@ -39,9 +39,14 @@ def parse_session_id(value: object) -> SessionId:
 
 
 def parse_ticket_id(value: object) -> TicketId:
-    """Return the id if it is 1-128 characters of [A-Za-z0-9_.-], else raise InvalidInput."""
+    """Return the id if it is 1-128 characters of [A-Za-z0-9_.-], not dots alone, else raise InvalidInput.
+
+    Was: `.` and `..` were taken, and a URL naming them (`/tickets/../sessions`) is rewritten by browsers, proxies
+    and the JS client's URL handling before it reaches the gateway: such a ticket could not be viewed."""
     if not isinstance(value, str) or not _TICKET_RE.fullmatch(value):
         raise InvalidInput(f"invalid ticket id {_shown(value)}: expected 1-128 characters of A-Z a-z 0-9 _ . -")
+    if not value.strip("."):
+        raise InvalidInput(f"invalid ticket id {_shown(value)}: dots alone name no ticket in a URL")
     return TicketId(value)
 
 

@@ -29,6 +29,9 @@ ScopeKind = Literal["session", "ticket", "admin"]
 SCOPE_KINDS: tuple[ScopeKind, ...] = get_args(ScopeKind)
 ALGORITHM = "HS256"
 MAX_TTL_S = 365 * 86_400
+# 9999-12-31T23:59:59Z: the last `exp` a datetime or a float of seconds holds. Was: a signed `exp` of 10**309 passed,
+# and the stream it opened crashed at its first wait (int too large to convert to float).
+MAX_EXP = 253_402_300_799
 MAX_TOKEN_LENGTH = 2048  # far above any real token (~200 chars): bounds the work an unauthenticated caller causes
 
 # RFC 7515's compact form: three base64url segments without padding (PyJWT would also take padded ones).
@@ -129,6 +132,8 @@ def verify_grant(secret: str, token: str, *, now: float | None = None, previous:
     exp = claims.get("exp")
     if not isinstance(exp, int) or isinstance(exp, bool):
         raise Unauthorized("malformed token payload: no expiry (exp must be whole epoch seconds)")
+    if exp > MAX_EXP:
+        raise Unauthorized("malformed token payload: exp is past the year 9999 (whole epoch seconds expected)")
     if (time.time() if now is None else now) >= exp:
         raise Unauthorized("token expired")
     return Grant(_scope(claims.get("sub")), exp)

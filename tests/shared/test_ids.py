@@ -20,6 +20,14 @@ def test_ticket_ids_reject_key_breaking_characters():
             parse_ticket_id(bad)
 
 
+@pytest.mark.parametrize("dots", [".", "..", "..."])
+def test_ticket_ids_of_dots_alone_are_refused(dots: str) -> None:
+    """Was: taken, though a URL naming them (`/tickets/../sessions`) is rewritten before it reaches the gateway."""
+    with pytest.raises(InvalidInput, match="dots alone"):
+        parse_ticket_id(dots)
+    assert parse_ticket_id(f"{dots}a") == f"{dots}a"
+
+
 def test_new_message_ids_ascend_and_parse():
     ids = [new_message_id() for _ in range(200)]
     assert ids == sorted(ids)
