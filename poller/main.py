@@ -31,7 +31,9 @@ NEVER = 2**31 - 1
 GC_THRESHOLDS = (100_000, NEVER, NEVER)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, metrics: Metrics | None = None) -> None:
+    """Run one replica; `metrics` already serving POLLER_METRICS_PORT (main binds it before anything starts)."""
+    metrics = metrics or Metrics()
     redis = redis_client(settings.redis_url, max_connections=max(20, settings.max_sessions_per_poller // 10))
     servers = OpenCodeServers(
         settings.servers,
@@ -45,9 +47,6 @@ async def serve(settings: Settings) -> None:
             pg_pool(settings.database_url, min_size=1, max_size=10) as pool,
             anyio.create_task_group() as tg,
         ):
-            metrics = Metrics()
-            if settings.poller_metrics_port is not None:
-                metrics.serve(settings.poller_metrics_port)
             worker = Worker(settings, redis, pool, servers.client(None, None), metrics, servers=servers)
             tg.start_soon(_stop_on_signal, tg.cancel_scope)
             with metrics.collector_pauses():
@@ -82,8 +81,25 @@ def main() -> None:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings)
+    metrics = _serve_metrics(settings.poller_metrics_port)
     gc.set_threshold(*GC_THRESHOLDS)
-    anyio.run(serve, settings, backend_options={"use_uvloop": _has_uvloop()})
+    anyio.run(serve, settings, metrics, backend_options={"use_uvloop": _has_uvloop()})
+
+
+def _serve_metrics(port: int | None) -> Metrics:
+    """Bind POLLER_METRICS_PORT before anything starts. Was: a port in use (another process, another replica on
+    the host) was a traceback from inside the running replica, naming no variable."""
+    metrics = Metrics()
+    if port is not None:
+        try:
+            metrics.serve(port)
+        except OSError as exc:
+            print(
+                f"error: POLLER_METRICS_PORT={str(port)!r} is invalid: cannot listen on it: {exc.strerror}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+    return metrics
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
+from shared import config_checks as check
 from shared.errors import ConfigError
 from shared.ids import LONE_SURROGATE
 
@@ -25,6 +26,7 @@ CREDENTIAL_VARIABLES = SECRET_VARIABLES | {"REDIS_URL", "DATABASE_URL", "OPENCOD
 # exchangemetrics is none. The same pattern guards deploy/postgres-readonly.sql (POSIX regex, lower case).
 PLACEHOLDER_PATTERN = "(^|[^a-z0-9])change-?me([^a-z0-9]|$)"
 _PLACEHOLDER = re.compile(PLACEHOLDER_PATTERN)
+SHOWN_CHARS = 200  # of a bad value in its error: enough to recognise it, not a screenful
 URL_PASSWORDS = (re.compile(r"(://[^:/@?#,]*:)([^@]*)(?=@)"), re.compile(r"((?:^|[?&\s])password=)([^&\s]*)"))
 
 
@@ -74,6 +76,7 @@ class ServerConfig:
 def _server(name: str, raw_url: str) -> ServerConfig:
     """A server from its URL; credentials in the URL (`http://user:password@host:4096`) become its basic auth."""
     parts = urlsplit(_url("http", "https")(raw_url))
+    check.opencode_url_parts(raw_url, parts)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     if parts.port is not None:
@@ -184,41 +187,41 @@ class Settings:
             opencode_password=Secret(password) if password else (url_server.password if url_server else None),
             opencode_username=env.get("OPENCODE_SERVER_USERNAME", _username, None)
             or (url_server.username if url_server else OPENCODE_USERNAME),
-            opencode_directory=env.get("OPENCODE_DIRECTORY", str, None),
-            opencode_timeout_s=env.get("OPENCODE_TIMEOUT_MS", _millis(100, 600_000), 10.0),
-            opencode_retry_deadline_s=env.get("OPENCODE_RETRY_DEADLINE_MS", _millis(0, 86_400_000), 60.0),
-            opencode_max_response_bytes=env.get("OPENCODE_MAX_RESPONSE_BYTES", _int(1_048_576, 1 << 31), 67_108_864),
-            poll_interval_s=env.get("POLL_INTERVAL_MS", _millis(10, 60_000), 0.5),
-            opencode_events=env.get("OPENCODE_EVENTS", _choice("on", "off"), "on") == "on",
-            poll_interval_events_s=env.get("POLL_INTERVAL_EVENTS_MS", _millis(10, 600_000), 2.0),
-            event_coalesce_s=env.get("EVENT_COALESCE_MS", _millis(0, 5_000), 0.05),
-            orphaned_run_grace_s=env.get("ORPHANED_RUN_GRACE_MS", _millis(1_000, 86_400_000), 30.0),
-            lease_ttl_s=env.get("LEASE_TTL_MS", _millis(300, 600_000), 5.0),
-            max_sessions_per_poller=env.get("MAX_SESSIONS_PER_POLLER", _int(1, 100_000), 500),
-            reconcile_interval_s=env.get("RECONCILE_INTERVAL_MS", _millis(100, 86_400_000), 30.0),
-            session_max_failures=env.get("SESSION_MAX_FAILURES", _int(1, 1_000), 5),
-            replica_id=env.get("POLLER_ID", _replica_id, None) or _default_replica_id(),
-            log_level=env.get("LOG_LEVEL", _choice(*LOG_LEVELS), "info"),
-            log_format=env.get("LOG_FORMAT", _choice("json", "console"), "json"),  # type: ignore[arg-type]  # checked by _choice
-            gateway_host=env.get("GATEWAY_HOST", str, "127.0.0.1"),
-            gateway_port=env.get("GATEWAY_PORT", _int(0, 65535), 8080),
-            gateway_auth_secret=Secret(secret) if secret else None,
-            gateway_auth=env.get("GATEWAY_AUTH", _choice("on", "off"), "on") == "on",
-            poller_metrics_port=env.get("POLLER_METRICS_PORT", _int(1, 65535), None),
-            gateway_header_timeout_s=env.get("GATEWAY_HEADER_TIMEOUT_MS", _millis(100, 600_000), 10.0),
-            gateway_keepalive_timeout_s=env.get("GATEWAY_KEEPALIVE_TIMEOUT_S", _int(1, 3600), 5),
-            gateway_max_connections=env.get("GATEWAY_MAX_CONNECTIONS", _int(1, 1_000_000), 20_000),
-            gateway_max_header_bytes=env.get("GATEWAY_MAX_HEADER_BYTES", _int(1_024, 1_048_576), 16_384),
-            pending_request_timeout_s=env.get("PENDING_REQUEST_TIMEOUT_MS", _millis(100, 2_592_000_000), None),
-            gateway_cors_origins=tuple(
-                o.strip() for o in env.get("GATEWAY_CORS_ORIGINS", str, "").split(",") if o.strip()
+            opencode_directory=env.get("OPENCODE_DIRECTORY", check.directory, None),
+            opencode_timeout_s=env.get("OPENCODE_TIMEOUT_MS", check.millis(100, 600_000), 10.0),
+            opencode_retry_deadline_s=env.get("OPENCODE_RETRY_DEADLINE_MS", check.millis(0, 86_400_000), 60.0),
+            opencode_max_response_bytes=env.get(
+                "OPENCODE_MAX_RESPONSE_BYTES", check.whole(1_048_576, 1 << 31), 67_108_864
             ),
+            poll_interval_s=env.get("POLL_INTERVAL_MS", check.millis(10, 60_000), 0.5),
+            opencode_events=env.get("OPENCODE_EVENTS", check.choice("on", "off"), "on") == "on",
+            poll_interval_events_s=env.get("POLL_INTERVAL_EVENTS_MS", check.millis(10, 600_000), 2.0),
+            event_coalesce_s=env.get("EVENT_COALESCE_MS", check.millis(0, 5_000), 0.05),
+            orphaned_run_grace_s=env.get("ORPHANED_RUN_GRACE_MS", check.millis(1_000, 86_400_000), 30.0),
+            lease_ttl_s=env.get("LEASE_TTL_MS", check.millis(300, 600_000), 5.0),
+            max_sessions_per_poller=env.get("MAX_SESSIONS_PER_POLLER", check.whole(1, 100_000), 500),
+            reconcile_interval_s=env.get("RECONCILE_INTERVAL_MS", check.millis(100, 86_400_000), 30.0),
+            session_max_failures=env.get("SESSION_MAX_FAILURES", check.whole(1, 1_000), 5),
+            replica_id=env.get("POLLER_ID", check.replica_id, None) or _default_replica_id(),
+            log_level=env.get("LOG_LEVEL", check.choice(*LOG_LEVELS), "info"),
+            log_format=env.get("LOG_FORMAT", check.choice("json", "console"), "json"),  # type: ignore[arg-type]  # checked by choice
+            gateway_host=env.get("GATEWAY_HOST", check.host, "127.0.0.1"),
+            gateway_port=env.get("GATEWAY_PORT", check.whole(1, 65535), 8080),
+            gateway_auth_secret=Secret(secret) if secret else None,
+            gateway_auth=env.get("GATEWAY_AUTH", check.choice("on", "off"), "on") == "on",
+            poller_metrics_port=env.get("POLLER_METRICS_PORT", check.whole(1, 65535), None),
+            gateway_header_timeout_s=env.get("GATEWAY_HEADER_TIMEOUT_MS", check.millis(100, 600_000), 10.0),
+            gateway_keepalive_timeout_s=env.get("GATEWAY_KEEPALIVE_TIMEOUT_S", check.whole(1, 3600), 5),
+            gateway_max_connections=env.get("GATEWAY_MAX_CONNECTIONS", check.whole(1, 1_000_000), 20_000),
+            gateway_max_header_bytes=env.get("GATEWAY_MAX_HEADER_BYTES", check.whole(1_024, 1_048_576), 16_384),
+            pending_request_timeout_s=env.get("PENDING_REQUEST_TIMEOUT_MS", check.millis(100, 2_592_000_000), None),
+            gateway_cors_origins=env.get("GATEWAY_CORS_ORIGINS", check.origins, ()),
             gateway_auth_secret_previous=Secret(previous) if previous else None,
-            gateway_allowed_hosts=env.get("GATEWAY_ALLOWED_HOSTS", _hosts, None),
-            gateway_max_streams_per_token=env.get("GATEWAY_MAX_STREAMS_PER_TOKEN", _int(1, 1_000_000), 100),
-            gateway_stream_buffer_bytes=env.get("GATEWAY_STREAM_BUFFER_BYTES", _int(65_536, 1 << 30), 8_388_608),
-            gateway_write_timeout_s=env.get("GATEWAY_WRITE_TIMEOUT_MS", _millis(100, 600_000), 30.0),
-            gateway_max_response_bytes=env.get("GATEWAY_MAX_RESPONSE_BYTES", _int(65_536, 1 << 30), 4_194_304),
+            gateway_allowed_hosts=env.get("GATEWAY_ALLOWED_HOSTS", check.allowed_hosts, None),
+            gateway_max_streams_per_token=env.get("GATEWAY_MAX_STREAMS_PER_TOKEN", check.whole(1, 1_000_000), 100),
+            gateway_stream_buffer_bytes=env.get("GATEWAY_STREAM_BUFFER_BYTES", check.whole(65_536, 1 << 30), 8_388_608),
+            gateway_write_timeout_s=env.get("GATEWAY_WRITE_TIMEOUT_MS", check.millis(100, 600_000), 30.0),
+            gateway_max_response_bytes=env.get("GATEWAY_MAX_RESPONSE_BYTES", check.whole(65_536, 1 << 30), 4_194_304),
         )
 
 
@@ -258,7 +261,8 @@ def _shown(name: str, raw: str) -> str:
         return MASK
     for password in URL_PASSWORDS:  # user:password@, and ?password=
         raw = password.sub(rf"\g<1>{MASK}", raw)
-    return raw
+    # Was: a 5,000-digit number shown whole, with Python's advice to raise its digit limit.
+    return raw if len(raw) <= SHOWN_CHARS else raw[:SHOWN_CHARS] + "…"
 
 
 def _masked(name: str, raw: str, reason: str) -> str:
@@ -292,6 +296,8 @@ def _url(*schemes: str) -> Callable[[str], str]:
             return raw
         if parts.scheme != "unix" and not parts.hostname:
             raise ValueError("the URL has no host")
+        if parts.scheme != "unix":
+            check.url_host(parts)
         _port(parts)
         for userinfo in (parts.username, parts.password):
             try:
@@ -342,50 +348,3 @@ def _database_url(raw: str) -> str:
     from shared.store.urls import check_database_url
 
     return check_database_url(_url("postgresql", "postgres")(raw))
-
-
-def _millis(low: int, high: int) -> Callable[[str], float]:
-    def cast(raw: str) -> float:
-        value = int(raw)
-        if not low <= value <= high:
-            raise ValueError(f"expected milliseconds between {low} and {high}")
-        return value / 1000
-
-    return cast
-
-
-def _int(low: int, high: int) -> Callable[[str], int]:
-    def cast(raw: str) -> int:
-        value = int(raw)
-        if not low <= value <= high:
-            raise ValueError(f"expected a whole number between {low} and {high}")
-        return value
-
-    return cast
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def cast(raw: str) -> str:
-        if raw.lower() not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return raw.lower()
-
-    return cast
-
-
-def _hosts(raw: str) -> tuple[str, ...]:
-    """`*` (any), or host names: `gateway.example.com`, `*.example.com` (its subdomains), `127.0.0.1`, `[::1]`."""
-    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
-    for host in hosts:
-        name = host.removeprefix("*.")
-        if host != "*" and not all(c.isalnum() or c in "-.[]:" for c in name):
-            raise ValueError(f"{host!r} is not a host name: expected names like gateway.example.com or *.example.com")
-        if ":" in name and not name.startswith("["):
-            raise ValueError(f"{host!r}: give host names without a port (an IPv6 address in brackets: [::1])")
-    return hosts
-
-
-def _replica_id(raw: str) -> str:
-    if not all(c.isalnum() or c in "-_." for c in raw) or len(raw) > 100:
-        raise ValueError("expected up to 100 characters of A-Z a-z 0-9 - _ .")
-    return raw
