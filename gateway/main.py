@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import socket
 import sys
@@ -64,10 +65,26 @@ def check_auth(settings: Settings) -> None:
             )
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The gateway's socket, bound before anything starts (uvicorn serves on it). Was: a port in use, or a host
+    that is not this machine's, was uvicorn's exit 3 after start-up, naming no variable."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        name, value = ("GATEWAY_PORT", str(port)) if exc.errno == errno.EADDRINUSE else ("GATEWAY_HOST", host)
+        raise ConfigError(f"{name}={value!r} is invalid: cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 def main() -> None:
     try:
         settings = Settings.from_env()
         check_auth(settings)
+        sock = listen(settings.gateway_host, settings.gateway_port)  # before the app logs that it starts
         configure_logging(settings)
         app = create_app(settings)
     except ConfigError as exc:
@@ -90,7 +107,7 @@ def main() -> None:
     # with the default thresholds, 24 ms with these (tests/perf/fanout_bench.py).
     gc.set_threshold(*GC_THRESHOLDS)
     server = GatewayServer(config, app)
-    server.run()
+    server.run(sockets=[sock])
     if server.failed:
         sys.exit(1)
 

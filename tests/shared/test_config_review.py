@@ -274,3 +274,14 @@ def test_every_number_has_its_range_in_the_readme():
         for value in (low - 1, high + 1):
             with pytest.raises(ConfigError, match=f"^{name}="):
                 Settings.from_env({name: str(value)})
+
+
+def test_the_gateway_refuses_a_port_in_use_at_start():
+    """Was: uvicorn's exit 3 ("address already in use") after start-up, naming no variable."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(["-m", "gateway"], GATEWAY_AUTH=b"off", GATEWAY_PORT=str(port).encode())
+    assert_refused(result, "GATEWAY_PORT")
+    assert "Traceback" not in result.stderr and "in use" in result.stderr
