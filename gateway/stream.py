@@ -48,6 +48,8 @@ RESYNC_RETRY_CAP_S = 5.0
 STORE_DOWN = (Unavailable, PoolTimeout)  # a read that may succeed once Redis or PostgreSQL answers again
 PING: Final = Signal("PING")  # nothing was written for a ping interval: send one
 EXPIRED: Final = Signal("EXPIRED")  # the stream's token reached its `exp`
+# What the live index publishes (README: the live list stream); a backend's enqueue passes its `appeared` itself.
+LIVE_EVENTS = frozenset({"appeared", "status", "ended"})
 STREAM_HEADERS = {
     "Cache-Control": "no-store, no-transform",  # a session's content: kept by no cache, a browser's included
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
@@ -356,5 +358,8 @@ async def _live_events(
         assert isinstance(item, Published)
         if kind is not None and item.body.get("sessionType") != kind:
             continue
+        if item.type not in LIVE_EVENTS:  # the event's name is sent as it is: a line break in it would forge frames
+            log.warning("live_event_unknown", type=str(item.type)[:80])
+            continue
         counter += 1
-        yield format_event(item.type or "status", item.raw.decode(), counter)
+        yield format_event(item.type, item.raw.decode(), counter)

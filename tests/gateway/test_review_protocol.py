@@ -3,12 +3,15 @@ no clock reaches, and what may keep an answer (caches)."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import jwt
 import pytest
 
 from shared import commands
 from shared.config import Secret
+from shared.store import keys
 from shared.tokens import Scope, mint_token
 
 pytestmark = pytest.mark.anyio
@@ -122,3 +125,28 @@ async def test_a_refused_range_of_a_static_file_is_a_json_error(make_gateway):
         assert refused.headers["content-range"] == f"bytes */{size}"
         part = await client.get("/static/ui.css", headers={"Range": "bytes=0-9"})
         assert part.status_code == 206 and len(part.content) == 10
+
+
+async def test_the_live_list_stream_sends_only_the_events_it_documents(make_gateway, redis):
+    """The live index's event name is sent as the SSE event's name. Was: any `type` a publisher (a backend's
+    enqueue passes its own `appeared`) put in the body, a line break included: `status\\nevent: x` forged a frame."""
+    gateway = await make_gateway()
+    sid = "ses_" + "l" * 26
+    odd = [{"type": "status\nevent: forged"}, {"type": "bogus"}, {}, {"type": 7}]
+    async with (
+        httpx.AsyncClient(base_url=gateway, timeout=20) as client,
+        client.stream("GET", "/sessions/live/stream") as response,
+    ):
+        lines = response.aiter_lines()
+        async for line in lines:
+            if line.startswith("event: snapshot"):
+                break
+        for body in [*odd, {"type": "status", "sessionId": sid, "sessionType": "ask", "status": "running"}]:
+            await redis.publish(keys.LIVE_UPDATES, json.dumps({"sessionId": sid, "sessionType": "ask", **body}))
+        names = []
+        async for line in lines:
+            if line.startswith("event: ") and line != "event: ping":
+                names.append(line)
+            if line.startswith("data: ") and '"running"' in line:  # the last one published
+                break
+    assert names == ["event: status"]
