@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from shared.clock import now_ms
 from shared.config import DEFAULT_SERVER
-from shared.errors import Conflict, InvalidInput, NotFound, SessionLayerError, Unavailable
+from shared.errors import Conflict, InvalidInput, NotFound, OpenCodeError, SessionLayerError, Unavailable
 from shared.ids import SessionId, new_message_id, parse_session_id, parse_text, parse_ticket_id
 from shared.models import SESSION_TYPES, dumps, part_key, prompt_entry
 from shared.opencode.client import OpenCodeClient
@@ -151,7 +151,7 @@ async def enqueue(
     model_ref = parse_model(model) if model is not None else None
     rules = parse_permissions(permission) or None
 
-    session = await opencode.create_session(title=title, agent=agent_name, model=model_ref, permission=rules)
+    session = await _create_session(opencode, title=title, agent=agent_name, model=model_ref, permission=rules)
     sid = parse_session_id(session["id"])
     prompts = [{"messageID": new_message_id(), "text": text}] if text is not None else []
     now = now_ms()
@@ -197,6 +197,19 @@ async def enqueue(
         "server": state.server or DEFAULT_SERVER,
         "directory": where,
     }
+
+
+async def _create_session(opencode: OpenCodeClient, **fields: Any) -> dict[str, Any]:
+    """The new OpenCode session. A 404 here is no unknown session but a server without `POST /session`: say so.
+    Was: `error: '{"error":"Not Found","detail":null}'`, the body alone, naming neither OpenCode nor the URL."""
+    try:
+        return dict(await opencode.create_session(**fields))
+    except NotFound as exc:
+        raise OpenCodeError(
+            f"OpenCode at {opencode.base_url} answered POST /session with 404 ({exc.message}): is it an OpenCode"
+            " server (OPENCODE_URL, OPENCODE_SERVERS)?",
+            status_code=404,
+        ) from exc
 
 
 async def _forget(opencode: OpenCodeClient, sid: SessionId) -> None:

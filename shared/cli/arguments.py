@@ -58,6 +58,8 @@ def read_value(value: str, what: str) -> str:
         return read_stdin(what)
     if value.startswith("@"):
         path = value[1:]
+        if not path:  # Was: Path("") is the current directory: "cannot read … from '': Is a directory"
+            raise InvalidInput(f"{what} @ names no file: give @PATH")
         try:
             with Path(path).open("rb") as file:
                 data = _read_all(file)

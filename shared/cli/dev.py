@@ -9,13 +9,13 @@ import click
 
 from shared.cli.terminal import echo
 from shared.config import LOG_LEVELS
-from shared.errors import NotFound
+from shared.errors import InvalidInput, NotFound
 
 
 @click.command()
 @click.option(
     "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False),  # a str: an empty one must not become Path(".")
     metavar="DIR",
     help="Keep Redis and PostgreSQL data here, across restarts (default: temporary, removed on exit).",
 )
@@ -71,7 +71,7 @@ from shared.errors import NotFound
 )
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines (ready, up, exited, demo, stopped).")
 def dev(
-    data_dir: Path | None,
+    data_dir: str | None,
     demo: bool,
     port: int | None,
     replicas: int,
@@ -104,8 +104,9 @@ def dev(
     from shared.dev.supervisor.options import DevOptions
     from shared.dev.supervisor.stack import DevStack
 
+    data = data_dir_path(data_dir)
     if print_env:
-        echo(running_env(data_dir), nl=False)
+        echo(running_env(data), nl=False)
         return
     # Everything a child would refuse is exit 2 now, before a server starts (preflight).
     from_env = (
@@ -116,10 +117,10 @@ def dev(
         url = preflight.check_opencode_url(opencode_url, from_env=from_env)
     preflight.check_children_env(os.environ, opencode_url=url, log_level=log_level)
     secret = preflight.check_secrets(os.environ)
-    if data_dir is not None:
-        preflight.check_data_dir(data_dir)
+    if data is not None:
+        preflight.check_data_dir(data)
     options = DevOptions(
-        data_dir=data_dir,
+        data_dir=data,
         gateway_port=port,
         replicas=replicas,
         opencode_url=url,
@@ -133,6 +134,14 @@ def dev(
         servers=servers,
     )
     DevStack(options).run()
+
+
+def data_dir_path(raw: str | None) -> Path | None:
+    """--data-dir as a path. Was: an empty one (`--data-dir "$UNSET_VAR"`) was the current directory, and dev
+    wrote Redis's and PostgreSQL's data, its lock and its env file with the passwords into it."""
+    if raw is not None and not raw.strip():
+        raise InvalidInput("--data-dir is empty: give the directory to keep dev's data in, or leave the option out")
+    return None if raw is None else Path(raw)
 
 
 def running_env(data_dir: Path | None) -> str:

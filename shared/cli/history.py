@@ -102,9 +102,9 @@ def history(
         return
     rows = [
         (
-            s["sessionId"],
-            s["sessionType"],
-            s["status"],
+            one_line(s["sessionId"]),  # a row another backend wrote may hold any text: one line each, still
+            one_line(s["sessionType"]),
+            one_line(s["status"]),
             _when(s.get("startedAt")),
             _duration(s),
             str(s.get("messageCount", 0)),

@@ -37,7 +37,7 @@ def request_lines(session_id: str, entry: dict[str, Any]) -> list[str]:
 def pending_lines(session: dict[str, Any], skip: set[str] | None = None) -> list[str]:
     """Every request the session waits on, but those in `skip` (which gets the ones returned added)."""
     lines = []
-    for entry in session.get("pending") or []:
+    for entry in list_of(session.get("pending")):
         if not isinstance(entry, dict) or (skip is not None and entry.get("id") in skip):
             continue
         lines.extend(request_lines(str(session.get("sessionId")), entry))
@@ -58,5 +58,6 @@ def answered_lines(requests: list[dict[str, Any]]) -> list[str]:
         by = f" by {one_line(entry['answeredBy'])}" if entry.get("answeredBy") else ""
         outcome = entry.get("outcome") or "unanswered"
         given = one_line(given or "-")
-        lines.append(f"  request   {entry.get('kind')} {entry.get('id')} ({one_line(asked)}): {given}{by} [{outcome}]")
+        request = f"{one_line(entry.get('kind'))} {one_line(entry.get('id'))}"
+        lines.append(f"  request   {request} ({one_line(asked)}): {given}{by} [{one_line(outcome)}]")
     return lines

@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.cli.pending import pending_lines
 from shared.cli.terminal import echo, one_line
-from shared.models import FINAL_STATUSES
+from shared.models import FINAL_STATUSES, list_of, object_of
 
 SKIPPED_PARTS = frozenset({"step-start", "step-finish", "snapshot"})  # OpenCode's bookkeeping: nothing to read
 TEXT_PARTS = frozenset({"text", "reasoning"})
@@ -19,10 +19,10 @@ TEXT_PARTS = frozenset({"text", "reasoning"})
 
 def header(session: dict[str, Any]) -> str:
     """`ses_…  running  (live, ask, ticket T-1)`."""
-    details = ["live" if session.get("live") else "archived", str(session.get("sessionType") or "?")]
+    details = ["live" if session.get("live") else "archived", one_line(session.get("sessionType") or "?")]
     if session.get("ticketId"):
-        details.append(f"ticket {session['ticketId']}")
-    return f"{session.get('sessionId')}  {session.get('status')}  ({', '.join(details)})"
+        details.append(f"ticket {one_line(session['ticketId'])}")
+    return f"{one_line(session.get('sessionId'))}  {one_line(session.get('status'))}  ({', '.join(details)})"
 
 
 def text_lead(role: str, kind: str, *, revised: bool = False) -> str:
@@ -41,7 +41,7 @@ def part_line(role: str, part: dict[str, Any]) -> str | None:
     if kind in SKIPPED_PARTS:
         return None
     if kind != "tool":
-        return f"  {role:9} {kind}"
+        return f"  {role:9} {one_line(kind)}"
     state = part.get("state") if isinstance(part.get("state"), dict) else {}
     assert isinstance(state, dict)
     status = str(state.get("status") or "?")
@@ -93,7 +93,7 @@ class LivePrinter:
 
     def render(self, session: dict[str, Any], *, final: bool = False) -> None:
         """Print what is new in `session`; `final`: nothing more will come (a half character is printed too)."""
-        status = str(session.get("status"))
+        status = one_line(session.get("status"))
         if self._status is None:
             self._line(header(session))
         elif status != self._status and status not in FINAL_STATUSES:
@@ -111,7 +111,7 @@ class LivePrinter:
 
     def finish(self, session: dict[str, Any]) -> None:
         self.render(session, final=True)
-        self._line(f"status: {session.get('status')}")
+        self._line(f"status: {one_line(session.get('status'))}")
         if (line := session_error_line(session)) is not None:
             self._line(line)
 
@@ -159,11 +159,13 @@ class LivePrinter:
 
 
 def _messages(session: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
-    """(role, info, parts) of each message."""
+    """(role, info, parts) of each message; what is not an object where one belongs is passed over, as a part
+    of an unknown kind is (`show` reads what other backends wrote too)."""
     result = []
-    for message in session.get("messages") or []:
-        info = message.get("info") or {}
-        result.append((str(info.get("role") or "?"), info, message.get("parts") or []))
+    for message in list_of(session.get("messages")):
+        info = object_of(object_of(message).get("info"))
+        parts = [part for part in list_of(object_of(message).get("parts")) if isinstance(part, dict)]
+        result.append((one_line(info.get("role") or "?"), info, parts))
     return result
 
 

@@ -17,25 +17,41 @@ def _done(result: dict[str, object], as_json: bool) -> None:
         echo(f"answered {result['requestId']} of {result['sessionId']}")
 
 
+def _one_reply(**given: bool) -> str:
+    """The one reply given. Was: `--reject --once` answered `once` (the flag given last won), silently allowing
+    what the user also said to refuse."""
+    chosen = [name for name, present in given.items() if present]
+    if len(chosen) != 1:
+        got = f" (got --{' and --'.join(chosen)})" if chosen else ""
+        raise click.UsageError(f"give exactly one of --once, --always or --reject{got}")
+    return chosen[0]
+
+
 @click.command()
 @click.argument("session_id")
 @click.argument("request_id")
-@click.option("--once", "choice", flag_value="once", help="Allow this one call.")
-@click.option("--always", "choice", flag_value="always", help="Allow it, and calls like it, from now on.")
-@click.option("--reject", "choice", flag_value="reject", help="Refuse it (the tool call ends in error).")
+@click.option("--once", is_flag=True, help="Allow this one call.")
+@click.option("--always", is_flag=True, help="Allow it, and calls like it, from now on.")
+@click.option("--reject", is_flag=True, help="Refuse it (the tool call ends in error).")
 @click.option("--message", help="With --reject: what to tell the model instead.")
 @click.option("--by", help="Who answers (recorded with the answer).")
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded answer as JSON.")
 def reply(
-    session_id: str, request_id: str, choice: str | None, message: str | None, by: str | None, as_json: bool
+    session_id: str,
+    request_id: str,
+    once: bool,
+    always: bool,
+    reject: bool,
+    message: str | None,
+    by: str | None,
+    as_json: bool,
 ) -> None:
     """Answer a permission request (the live state's `pending`): --once, --always or --reject."""
     parse_session_id(session_id)
     answers.parse_request_id(request_id)
     answers.parse_by(by)
     answers.parse_message(message)  # exit 2 before any server is contacted, as every argument
-    if choice is None:
-        raise click.UsageError("give one of --once, --always or --reject")
+    choice = _one_reply(once=once, always=always, reject=reject)
     if message is not None and choice != "reject":
         raise click.UsageError("--message goes with --reject")
 

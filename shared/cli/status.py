@@ -9,9 +9,9 @@ import click
 from redis.asyncio import Redis
 
 from shared.cli.runtime import clients, run
-from shared.cli.terminal import echo, emit_json
+from shared.cli.terminal import echo, emit_json, one_line
 from shared.config import ServerConfig, Settings
-from shared.errors import SessionLayerError
+from shared.errors import NotFound, SessionLayerError
 from shared.models import STATUSES
 from shared.opencode.client import OpenCodeClient
 from shared.sessions import live_server_counts, live_status_counts, poller_replicas, queue_depth, redis_now_ms
@@ -25,6 +25,8 @@ async def _health(server: ServerConfig) -> dict[str, Any]:
     async with OpenCodeClient(server.url, timeout_s=HEALTH_TIMEOUT_S, max_connections=1, auth=server.auth) as oc:
         try:
             answer = await oc.health()
+        except NotFound as exc:  # no such route: not what OpenCode answers (the message is the body alone)
+            return {"healthy": False, "version": None, "error": f"GET /global/health answered 404: {exc.message}"}
         except SessionLayerError as exc:
             return {"healthy": False, "version": None, "error": exc.message}
     return {"healthy": answer.get("healthy") is True, "version": answer.get("version"), "error": None}
@@ -124,5 +126,6 @@ def status(as_json: bool) -> None:
         return  # one server (OPENCODE_URL alone): the report reads as it always did; --json has it
     echo(f"servers  {len(report['servers'])}")
     for server in report["servers"]:
-        health = f"up {server['version']}" if server["healthy"] else f"down: {server['error']}"
+        # the version and the error are what the server said: one line each, or it could print lines of ours
+        health = f"up {one_line(server['version'])}" if server["healthy"] else f"down: {one_line(server['error'])}"
         echo(f"  {server['name']}  {server['url']}  {health}  {server['sessions']} session(s)")

@@ -8,6 +8,7 @@ holding one could forge an event line. Used by `watch` and the tests; the poller
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
+from shared.cli.event_shapes import check_session, check_update
 from shared.errors import OpenCodeError
 from shared.models import utf16_length
 
@@ -60,6 +62,18 @@ def _decode(sse: ServerSentEvent) -> StreamEvent | None:
     except ValueError:
         raise OpenCodeError(f"the gateway sent a {sse.event} event that is not JSON") from None
     return StreamEvent(sse.event, data, sse.id or None)
+
+
+# What can go back in a Last-Event-ID header: visible ASCII, of a length any server reads (the gateway's ids are
+# its seq numbers).
+RESUMABLE_ID = re.compile(r"[\x21-\x7e]{1,256}")
+
+
+def resumable(event_id: str | None) -> str | None:
+    """The id to resume after, or None (resume by a fresh snapshot) for one no HTTP header can carry. Was: an id
+    with a character outside Latin-1 ended the watch at its first reconnect as `unexpected UnicodeEncodeError`,
+    and one with a control character or of 100 kB was sent as it was."""
+    return event_id if event_id is not None and RESUMABLE_ID.fullmatch(event_id) else None
 
 
 # An append extends a text: it never renames a part, moves it, or changes its kind by way of `field`.
@@ -163,15 +177,15 @@ class SessionView:
     def apply(self, event: StreamEvent) -> bool:
         """Take one event; True when it changed the session (a `ping` or another event name does not)."""
         if event.name in ("snapshot", "complete"):
-            self.state = event.data
+            self.state = check_session(event.name, event.data)
             self.completed = event.name == "complete"
         elif event.name == "update":
-            seq = event.data.get("seq") if isinstance(event.data, dict) else None
-            if self.state is None or seq != self.state["seq"] + 1:
-                held = None if self.state is None else self.state["seq"]
+            seq = check_update(event.data)["seq"]
+            held = None if self.state is None else self.state.get("seq")
+            if self.state is None or held is None or seq != held + 1:
                 raise StreamGap(f"the gateway sent update {seq} after seq {held}")
             apply_update(self.state, event.data)
         else:
             return False
-        self.last_id = event.id
+        self.last_id = resumable(event.id)
         return True

@@ -48,13 +48,18 @@ BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 
 
 def gateway_url(raw: str) -> str:
+    """The gateway's base URL, to which `/sessions/{id}/stream` is appended: a path prefix (a proxy's) is fine, a
+    query or fragment is not. Was: `?x=1` or `#top` made the stream's path part of them (exit 1: `Not Found`, or
+    `the gateway answered 307`), and a space in the host was tried as a name (exit 1: unreachable)."""
     try:
         parts = urlsplit(raw)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
     except ValueError:  # a malformed IPv6 host or a port out of range
         valid = False
-    if not valid:
-        raise InvalidInput(f"invalid gateway URL {raw!r}: expected http(s)://host[:port]")
+    if not valid or any(char.isspace() or not char.isprintable() for char in raw):
+        raise InvalidInput(f"invalid gateway URL {raw!r}: expected http(s)://host[:port][/path]")
+    if "?" in raw or "#" in raw:
+        raise InvalidInput(f"invalid gateway URL {raw!r}: the base URL takes no query (?) or fragment (#)")
     return raw.rstrip("/")
 
 
@@ -81,6 +86,10 @@ def _http_error(response: httpx.Response) -> SessionLayerError:
         return Unauthorized(f"the gateway wants a token (--token or GATEWAY_TOKEN): {message}")
     if status == 403:
         return Forbidden(message)
+    if status == 404 and message.lower() in ("not found", response.reason_phrase.lower()):
+        # no route of the gateway's (another service, a wrong path): not what the gateway says of a session
+        path = response.url.path  # not the whole URL: it may carry a password
+        return NotFound(f"the gateway has no {path} (404 Not Found): is --gateway (GATEWAY_URL) the gateway's URL?")
     if status == 404:
         return NotFound(message)
     if status in (502, 503, 504):
@@ -108,7 +117,16 @@ class Follower:
         self._renewed = False  # the token expired and a fresh one was minted: resume at once
 
     def run(self) -> dict[str, Any]:
-        """The final session (from `complete`); raises a SessionLayerError when the watch cannot go on."""
+        """The final session (from `complete`); raises a SessionLayerError when the watch cannot go on. Its error
+        line, or Ctrl-C's `interrupted`, starts a line of its own. Was: only the reconnect timeout's did; a
+        malformed event or a vanished session while text was being written put `error: …` inside its line."""
+        try:
+            return self._follow()
+        except (SessionLayerError, KeyboardInterrupt):
+            self._interrupt_output()
+            raise
+
+    def _follow(self) -> dict[str, Any]:
         timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
         lost_since: float | None = None
         attempts = 0
