@@ -11,7 +11,9 @@ one worker runs everything.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -36,10 +38,14 @@ ServerT = TypeVar("ServerT", RedisServer, PostgresServer)
 def _resolve_lazy_imports() -> None:
     """anyio imports its parts lazily, on first use, from whichever thread uses them (the simulator's, a
     gateway's); pytest rewrites anyio's modules (a plugin) with ast.parse, which on CPython 3.11.7 fails with
-    "SystemError: AST constructor recursion depth mismatch" when two threads parse at once. Import them now."""
+    "SystemError: AST constructor recursion depth mismatch" when two threads parse at once. Import them now.
+    So too what schemathesis's pytest-xdist hook imports at the session's end, while a server's thread may run."""
     for module in (anyio, anyio.abc):
         for name in dir(module):
             getattr(module, name)
+    for late in ("allure", "html.writer", "junitxml"):
+        with contextlib.suppress(ImportError):  # allure is an extra schemathesis may lack
+            importlib.import_module(f"schemathesis.reporting.{late}")
 
 
 _resolve_lazy_imports()
