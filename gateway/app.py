@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import endpoints, health, stream, ui
-from gateway.auth import Auth, check_secret
+from gateway.auth import Auth
 from gateway.cors import JSONCORSMiddleware
 from gateway.fanout import Fanout
 from gateway.handlers import EXCEPTION_HANDLERS
@@ -29,6 +29,7 @@ from gateway.stream_slots import StreamSlots
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.store.connections import pg_pool, redis_client
+from shared.tokens import check_secret
 
 log = structlog.get_logger(__name__)
 

@@ -5,23 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from gateway.query import query_param, single_header
-from shared.config import is_placeholder
-from shared.errors import ConfigError, Forbidden, Unauthorized
+from shared.errors import Forbidden, Unauthorized
 from shared.tokens import Grant, Scope, verify_grant
-
-MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash; PyJWT warns below it
-
-
-def check_secret(name: str, secret: str) -> str:
-    """The secret, unless it is a placeholder from the deployment files or too short to resist guessing."""
-    if is_placeholder(secret):  # Settings.from_env refuses it too; this covers Settings built in code
-        raise ConfigError(f"{name} is a placeholder (it contains CHANGE-ME): set it to 32+ random bytes")
-    if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(
-            f"{name} is {len(secret.encode())} bytes: it must be at least {MIN_SECRET_BYTES} "
-            "(e.g. `openssl rand -base64 48`)"
-        )
-    return secret
 
 
 class Auth:

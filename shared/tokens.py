@@ -22,6 +22,7 @@ import jwt
 from jwt.types import Options
 from jwt.warnings import InsecureKeyLengthWarning
 
+from shared.config import is_placeholder
 from shared.errors import ConfigError, InvalidInput, Unauthorized
 from shared.ids import parse_session_id, parse_ticket_id
 
@@ -32,6 +33,7 @@ MAX_TTL_S = 365 * 86_400
 # 9999-12-31T23:59:59Z: the last `exp` a datetime or a float of seconds holds. Was: a signed `exp` of 10**309 passed,
 # and the stream it opened crashed at its first wait (int too large to convert to float).
 MAX_EXP = 253_402_300_799
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash; PyJWT warns below it
 MAX_TOKEN_LENGTH = 2048  # far above any real token (~200 chars): bounds the work an unauthenticated caller causes
 
 # RFC 7515's compact form: three base64url segments without padding (PyJWT would also take padded ones).
@@ -93,6 +95,19 @@ class Grant:
 
     scope: Scope
     expires_at: int
+
+
+def check_secret(name: str, secret: str) -> str:
+    """The secret, unless it is a placeholder from the deployment files or too short to resist guessing: the
+    gateway's rule at start-up, and the CLI's before it mints (was: `token` minted with a secret no gateway takes)."""
+    if is_placeholder(secret):  # Settings.from_env refuses it too; this covers Settings built in code
+        raise ConfigError(f"{name} is a placeholder (it contains CHANGE-ME): set it to 32+ random bytes")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{name} is {len(secret.encode())} bytes: it must be at least {MIN_SECRET_BYTES} "
+            "(e.g. `openssl rand -base64 48`)"
+        )
+    return secret
 
 
 def expiry(now: float, ttl_s: float) -> int:

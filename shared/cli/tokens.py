@@ -9,7 +9,7 @@ import click
 from shared.cli.terminal import echo, emit_json
 from shared.config import Settings
 from shared.errors import ConfigError
-from shared.tokens import Scope, expiry, mint_token, parse_ttl
+from shared.tokens import Scope, check_secret, expiry, mint_token, parse_ttl
 
 
 @click.command()
@@ -37,7 +37,7 @@ def token(session_id: str | None, ticket_id: str | None, admin: bool, ttl: str, 
     if secret is None:
         raise ConfigError("GATEWAY_AUTH_SECRET is not set: tokens are signed with it")
     now = time.time()
-    minted = mint_token(str(secret), scope, ttl_s, now=now)
+    minted = mint_token(check_secret("GATEWAY_AUTH_SECRET", str(secret)), scope, ttl_s, now=now)
     if as_json:
         emit_json({"token": minted, "scope": scope.kind, "id": scope.id, "expiresAt": expiry(now, ttl_s) * 1000})
     else:

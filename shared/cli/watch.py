@@ -36,7 +36,7 @@ from shared.errors import (
 )
 from shared.ids import parse_session_id
 from shared.models import escape_lone_surrogates
-from shared.tokens import Scope, mint_token
+from shared.tokens import Scope, check_secret, mint_token
 
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 CONNECT_TIMEOUT_S = 10.0
@@ -211,7 +211,8 @@ class Follower:
                 "the token expired and the gateway ended the stream: watch again with a fresh --token or "
                 "GATEWAY_TOKEN (or set GATEWAY_AUTH_SECRET, and watch mints its own)"
             )
-        self._token = mint_token(str(secret), Scope("session", self._session_id), RENEWED_TOKEN_TTL_S)
+        secret_text = check_secret("GATEWAY_AUTH_SECRET", str(secret))  # one the gateway takes
+        self._token = mint_token(secret_text, Scope("session", self._session_id), RENEWED_TOKEN_TTL_S)
         self._renewed = True
 
     def _handle(self, event: StreamEvent) -> dict[str, Any] | None:

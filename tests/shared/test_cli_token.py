@@ -18,7 +18,7 @@ from shared.errors import Unauthorized
 from shared.tokens import Scope, verify_token
 
 COMMAND = [sys.executable, "-c", "from shared.cli import main; main()", "token"]
-SECRET = "cli-test-secret-0123456789"
+SECRET = "cli-test-secret-0123456789-0123456789"  # 32+ bytes, as the gateway takes
 SESSION = "ses_1a2b3c4d5e6fABCDEFGHIJklmn"
 
 
@@ -72,7 +72,7 @@ def test_ttl() -> None:
 
 
 def test_token_from_another_secret_does_not_verify() -> None:
-    result = token_cli("--admin", secret="some-other-secret")
+    result = token_cli("--admin", secret="some-other-secret-0123456789-0123456789")
     assert result.returncode == 0, result.stderr
     with pytest.raises(Unauthorized, match="signature"):
         verify_token(SECRET, result.stdout.strip())
@@ -131,6 +131,12 @@ def test_invalid_ticket_id(ticket_id: str) -> None:
 @pytest.mark.parametrize("secret", [None, "", "   "])
 def test_no_secret(secret: str | None) -> None:
     assert_usage_error(token_cli("--admin", secret=secret), "GATEWAY_AUTH_SECRET")
+
+
+def test_a_secret_the_gateway_refuses_mints_nothing() -> None:
+    """Was: a 17-byte secret minted a token that no gateway takes (it refuses to start with that secret)."""
+    result = token_cli("--admin", secret="seventeen-bytes-x")
+    assert_usage_error(result, "GATEWAY_AUTH_SECRET is 17 bytes: it must be at least 32")
 
 
 def test_bad_input_is_reported_before_the_missing_secret() -> None:

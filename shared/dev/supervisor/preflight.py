@@ -1,7 +1,7 @@
 """What `dev` checks before it starts anything: a bad option or variable is exit 2 at once, not a child's later.
 
 The children parse their environment with Settings.from_env and the gateway refuses a short or placeholder secret
-(gateway.auth.check_secret); `dev` runs the same parsers on the environment it is about to hand them, with stand-in
+(shared.tokens.check_secret); `dev` runs the same parsers on the environment it is about to hand them, with stand-in
 store URLs (its own, not known yet, are always valid), so what would make a child exit 2 makes `dev` exit 2.
 """
 
@@ -49,7 +49,7 @@ def check_children_env(environ: Mapping[str, str], *, opencode_url: str | None, 
 
 def check_secrets(environ: Mapping[str, str]) -> str | None:
     """GATEWAY_AUTH_SECRET (and a previous one being rotated out) as the gateway checks them; the secret or None."""
-    from gateway.auth import check_secret  # the gateway's own rule: a placeholder or a short secret is refused
+    from shared.tokens import check_secret  # the gateway's own rule: a placeholder or a short secret is refused
 
     secret = (environ.get("GATEWAY_AUTH_SECRET") or "").strip()
     if not secret:
