@@ -93,9 +93,8 @@ class PromptDelivery:
                 popped = await scripts.pop_prompt(lease, head.raw)
             if popped < 0:
                 raise LeaseLost(f"lease lost while popping prompt {head.message_id}")
-            self.sent_at = self.failed_at = self._failing_since = (
-                None  # it landed: the failures before it count no more
-            )
+            # it landed: the failures before it count no more
+            self.sent_at = self.failed_at = self._failing_since = None
             log.info("prompt_delivered", message_id=head.message_id)
         if self.pending and self._may_send(fetched_at):
             head = self.pending[0]
