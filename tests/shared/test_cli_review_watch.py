@@ -104,6 +104,13 @@ async def test_a_gateway_url_with_a_query_fragment_or_space_is_exit_2(url: str) 
     single_error_line(await run_cli(["watch", SID, "--gateway", url], {}), 2, "invalid gateway URL")
 
 
+async def test_a_refused_gateway_url_never_shows_its_password() -> None:
+    """Was: `invalid gateway URL 'http://u:hunter2@h/?x=1'`, the password on the terminal and in CI logs."""
+    result = await run_cli(["watch", SID, "--gateway", "http://u:hunter2@127.0.0.1:9/?x=1"], {})
+    single_error_line(result, 2, "invalid gateway URL")
+    assert "hunter2" not in result.stderr and "u:**********@" in result.stderr
+
+
 async def test_a_gateway_url_with_a_path_prefix_is_taken() -> None:
     seen: list[str | None] = []
     app = Starlette(routes=[])
