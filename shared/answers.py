@@ -12,7 +12,6 @@ labels separated by commas, as the CLI's `--choice 'Red,Blue'` gives them), any 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,10 +22,11 @@ from redis.asyncio import Redis
 from shared.clock import now_ms
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.ids import SessionId, parse_session_id, parse_text
-from shared.models import dumps, list_of, object_of
+from shared.models import as_text, dumps, list_of, object_of
 from shared.store import keys, requests
 from shared.store.archive import PgConnection
 from shared.store.connections import store_errors
+from shared.store.live import json_or
 from shared.store.lua import Scripts
 from shared.store.transactions import committed
 
@@ -188,7 +188,7 @@ async def _waiting(redis: Redis, db: PgConnection, sid: SessionId, rid: str) -> 
     """The live state's entry for the request; NotFound or Conflict (one line saying which) when it waits not."""
     with store_errors("Redis"):
         raw = await redis.hget(keys.session(sid), "pending")
-    pending = json.loads(raw) if raw else []
+    pending = json_or(as_text(raw) if raw else None, list, [])  # was: a field not JSON: unexpected JSONDecodeError
     found = next((e for e in pending if isinstance(e, dict) and e.get("id") == rid), None)
     if found is not None:
         return found

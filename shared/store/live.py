@@ -52,7 +52,7 @@ def _int_or_zero(text: str | None) -> int:
         return 0
 
 
-def _json_or(text: str | None, kind: type, default: Any) -> Any:
+def json_or(text: str | None, kind: type, default: Any) -> Any:
     """A JSON field another backend may have written: one that is not JSON of the right kind reads as `default`."""
     if not text:
         return default
@@ -107,13 +107,13 @@ class LiveState:
             error=text.get("error") or None,
             started_at=_int_or_zero(text.get("startedAt")),
             updated_at=_int_or_zero(text.get("updatedAt")),
-            current_tool_calls=_json_or(text.get("currentToolCalls"), list, []),
-            metadata=_json_or(text.get("metadata"), dict, None),
+            current_tool_calls=json_or(text.get("currentToolCalls"), list, []),
+            metadata=json_or(text.get("metadata"), dict, None),
             seq=_int_or_zero(text.get("seq")),
-            usage=Usage.from_json(_json_or(text.get("usage"), dict, None)),
+            usage=Usage.from_json(json_or(text.get("usage"), dict, None)),
             server=text.get("server") or None,
             directory=text.get("directory") or None,
-            pending=_json_or(text.get("pending"), list, []),
+            pending=json_or(text.get("pending"), list, []),
         )
 
     def encode(self) -> dict[str, str]:

@@ -11,7 +11,7 @@ import pytest
 
 from shared import answers, commands
 from shared.clock import now_ms
-from shared.errors import Conflict, InvalidInput
+from shared.errors import Conflict, InvalidInput, NotFound
 from shared.ids import SessionId
 from shared.store import keys, requests
 from tests.helpers import run_cli, single_error_line
@@ -65,3 +65,13 @@ async def test_an_answer_recorded_without_its_job_is_handed_over_when_answered_a
             await answers.answer(redis, db, sid, rid, choices=[["Red"]], by="dave")
     handed = await redis.hget(keys.job(sid), f"answer:{rid}")
     assert json.loads(handed) == {"kind": "question", "answers": [["Blue"]]}
+
+
+@pytest.mark.parametrize("stored", ["not json", "{", '{"id": "x"}', "7"])
+async def test_a_pending_field_that_is_no_json_list_waits_on_nothing(redis, db, opencode, stored):
+    """Another backend's write (or a damaged one) in the live state's `pending`. Was: `unexpected JSONDecodeError`
+    (exit 1) for text that is not JSON; now, as the gateway reads it, no request waits."""
+    sid = SessionId((await commands.enqueue(redis, db, opencode, session_type="ask"))["sessionId"])
+    await redis.hset(keys.session(sid), "pending", stored)
+    with pytest.raises(NotFound, match="has no pending request per_x"):
+        await answers.reply(redis, db, sid, "per_x", "once")
