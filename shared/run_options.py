@@ -16,10 +16,16 @@ ACTIONS = ("allow", "ask", "deny")
 MAX_NAME_CHARS = 200
 
 
+def _visible(name: str) -> bool:
+    """No space and nothing a terminal acts on: an agent or model name is shown by `show` and the pages. Was: ESC
+    and other control characters were taken (only whitespace was refused)."""
+    return all(c.isprintable() and not c.isspace() for c in name)
+
+
 def parse_agent(value: object) -> str:
     name = parse_text(value, "the agent")
-    if not name.strip() or len(name) > MAX_NAME_CHARS or any(c.isspace() for c in name):
-        raise InvalidInput(f"invalid agent {name!r}: expected a name without spaces")
+    if not name.strip() or len(name) > MAX_NAME_CHARS or not _visible(name):
+        raise InvalidInput(f"invalid agent {name!r}: expected a name without spaces or control characters")
     return name
 
 
@@ -27,7 +33,7 @@ def parse_model(value: object) -> dict[str, str]:
     """`PROVIDER/MODEL` (the model id may itself hold slashes) -> OpenCode's `{providerID, id}`."""
     value = parse_text(value, "the model")
     provider, _, model = value.partition("/")
-    if not provider.strip() or not model.strip() or len(value) > MAX_NAME_CHARS:
+    if not provider.strip() or not model.strip() or len(value) > MAX_NAME_CHARS or not _visible(value):
         raise InvalidInput(f"invalid model {value!r}: expected PROVIDER/MODEL, e.g. anthropic/claude-sonnet-4")
     return {"providerID": provider, "id": model}
 

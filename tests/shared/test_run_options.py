@@ -9,7 +9,7 @@ import pytest
 
 from shared import commands
 from shared.errors import InvalidInput
-from shared.run_options import parse_model, parse_permission_rule
+from shared.run_options import parse_agent, parse_model, parse_permission_rule
 from tests.helpers import run_cli, single_error_line
 
 pytestmark = pytest.mark.anyio
@@ -71,3 +71,13 @@ async def test_cli_bad_option_exits_2_naming_it(redis_url, schema, simulator_url
     assert await redis.keys("*") == []
     async with httpx.AsyncClient(base_url=simulator_url) as client:
         assert (await client.get("/session")).json() == []
+
+
+@pytest.mark.parametrize("name", ["build\x1b[2J", "plan\x00", "a\x7fb", "x\u2028y", "tab\tbed"])
+def test_agent_and_model_names_refuse_control_characters(name: str) -> None:
+    """Was: only whitespace was refused; ESC, NUL or DEL went to OpenCode and back onto terminals that `show` it."""
+    with pytest.raises(InvalidInput, match="invalid agent"):
+        parse_agent(name)
+    with pytest.raises(InvalidInput, match="invalid model"):
+        parse_model(f"provider/{name}")
+    assert parse_agent("build") == "build" and parse_model("p/m-1.5")["id"] == "m-1.5"
