@@ -120,19 +120,6 @@ def to_epoch_ms(value: datetime | None) -> int | None:
     return (value - EPOCH) // _MILLISECOND
 
 
-def usage_params(usage: Usage) -> dict[str, Any]:
-    """The usage columns' values, named as the columns are."""
-    return {
-        "tokens_input": usage.input,
-        "tokens_output": usage.output,
-        "tokens_reasoning": usage.reasoning,
-        "tokens_cache_read": usage.cache_read,
-        "tokens_cache_write": usage.cache_write,
-        "cost": Decimal(repr(usage.cost)),
-        "steps": usage.steps,
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class ArchiveRow:
     """One row; `message_count` is filled by the history read only."""
@@ -159,15 +146,7 @@ class ArchiveRow:
 
     @property
     def usage(self) -> Usage:
-        return Usage(
-            input=self.tokens_input,
-            output=self.tokens_output,
-            reasoning=self.tokens_reasoning,
-            cache_read=self.tokens_cache_read,
-            cache_write=self.tokens_cache_write,
-            cost=float(self.cost),
-            steps=self.steps,
-        )
+        return Usage.of_columns(self)
 
     @property
     def layer(self) -> dict[str, Any]:
@@ -240,7 +219,7 @@ class ArchiveRow:
 
 
 def _jsonb(value: Any) -> Jsonb:
-    """A jsonb parameter; characters PostgreSQL refuses are escaped (shared.store.unstorable)."""
+    """A jsonb parameter; characters PostgreSQL refuses are escaped, NaN and Infinity written null (unstorable)."""
     return Jsonb(value, dumps=dumps_jsonb)
 
 
@@ -382,7 +361,7 @@ async def upsert_fenced(
         "keep_messages": keep_messages,
         "server": state.server,
         "directory": state.directory,
-        **usage_params(Usage() if keep_messages else Usage.of_messages(messages)),
+        **(Usage() if keep_messages else Usage.of_messages(messages)).columns(),
         "layer": _jsonb(layer),
         "epoch": epoch,
     }

@@ -10,6 +10,7 @@ the table that bypasses us sees the escaped form.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -46,9 +47,26 @@ def _walk(value: Any, convert: Any) -> Any:
     return value
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    return value
+
+
 def dumps_jsonb(value: Any) -> str:
-    """JSON for a jsonb parameter, escaped only when it holds something to escape (one scan otherwise)."""
-    text = json.dumps(value, ensure_ascii=False)
+    """JSON for a jsonb parameter, escaped only when it holds something to escape (one scan otherwise). A float
+    that is no JSON number is written null, as the live copy (orjson) holds it: the standard library reads
+    OpenCode's NaN and Infinity (and 1e400) and would write them back, which jsonb refuses. Was: every archive
+    write of such a run (or record of such a request) failed, and the session ended in error unarchived."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        value = _finite(value)
+        text = json.dumps(value, ensure_ascii=False)
     if _NUL_IN_JSON in text or _UNSTORABLE.search(text):
         text = json.dumps(_walk(value, escape_text), ensure_ascii=False)
     return text

@@ -55,15 +55,7 @@ class UsageRow:
 
     @property
     def usage(self) -> Usage:
-        return Usage(
-            input=int(self.tokens_input),
-            output=int(self.tokens_output),
-            reasoning=int(self.tokens_reasoning),
-            cache_read=int(self.tokens_cache_read),
-            cache_write=int(self.tokens_cache_write),
-            cost=float(self.cost),
-            steps=int(self.steps),
-        )
+        return Usage.of_columns(self)
 
     @property
     def unfinished(self) -> bool:

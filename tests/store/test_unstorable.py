@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from shared.ids import SessionId
+from shared.store import requests
 from shared.store.unstorable import ESCAPE, dumps_jsonb, escape_text, loads_jsonb, restore_text
 
 AWKWARD = [
@@ -42,3 +44,23 @@ def test_json_values_round_trip_keys_included():
 def test_the_documented_form():
     assert escape_text("a\x00b") == f"a{ESCAPE}0000b"
     assert escape_text(ESCAPE) == f"{ESCAPE}ffff"
+
+
+def test_a_float_that_is_no_json_number_is_written_null_for_every_jsonb_column():
+    """The standard library reads OpenCode's NaN, Infinity and 1e400 as floats and would write them back: jsonb
+    refuses that text. Was: the archive's messages, and a permission request's entry, failed every write."""
+    value = json.loads('{"cost": NaN, "tokens": [Infinity, -Infinity, 1e400, 1.5], "text": "NaN \\u0000"}')
+    text = dumps_jsonb(value)
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} written")) == {
+        "cost": None,
+        "tokens": [None, None, None, 1.5],
+        "text": f"NaN {ESCAPE}0000",
+    }
+    assert loads_jsonb(text)["text"] == "NaN \x00"
+
+
+@pytest.mark.anyio
+async def test_a_request_entry_holding_nan_is_recorded(db):
+    entry = json.loads('{"id": "per_nan", "kind": "permission", "askedAt": 1, "metadata": {"n": NaN}}')
+    await requests.record_asked(db, SessionId("ses_" + "n" * 26), entry)
+    assert (await requests.fetch(db, "per_nan")) is not None
