@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 from anyio.abc import TaskGroup
+from redis.asyncio import Redis
 
 from poller.deps import TrackerDeps
 from poller.events import EventRouter
 from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
 from shared.errors import SessionLayerError
-from shared.opencode.servers import OpenCodeServers
+from shared.models import as_text, loads
+from shared.opencode.servers import OpenCodeServers, canonical_directory
+from shared.store import keys
+from shared.store.connections import store_errors
 
 log = structlog.get_logger(__name__)
 
@@ -43,13 +47,15 @@ class Places:
 
     def __init__(self, servers: OpenCodeServers, default: TrackerDeps, default_directory: str | None) -> None:
         self._servers = servers
-        self._default_key: PlaceKey = (servers.default, default_directory)
+        home = canonical_directory(default_directory) if default_directory else None
+        self._default_key: PlaceKey = (servers.default, home)
         self._default = default
         self._places: dict[PlaceKey, Place] = {}
         self._home = Place(self._default_key, default)  # the default place: never dropped, its stream comes and goes
 
     def key(self, server: str | None, directory: str | None) -> PlaceKey:
-        return self._servers.config(server).name, directory or self._default_key[1]
+        """The session's place; a directory in its one spelling (another backend's job may spell it otherwise)."""
+        return self._servers.config(server).name, canonical_directory(directory) if directory else self._default_key[1]
 
     def acquire(self, key: PlaceKey, tg: TaskGroup, *, max_age_s: float, events: bool) -> TrackerDeps:
         if key == self._default_key:
@@ -150,3 +156,25 @@ class BoardRefresher:
             await refresh_board(board)
         finally:
             self._refreshing.discard(board)
+
+
+async def served_elsewhere(redis: Redis, replica_id: str, server: str, since_ms: int) -> bool:
+    """Whether another replica, live since `since_ms`, has `server` in its OPENCODE_SERVERS (its heartbeat's
+    `servers`): during a rolling deploy that adds, renames or removes one, its sessions are that replica's to run."""
+    with store_errors("Redis"):
+        live = [as_text(r) for r in await redis.zrangebyscore(keys.POLLERS, since_ms, "+inf")]
+        async with redis.pipeline(transaction=False) as pipe:
+            for other in live:
+                if other != replica_id:
+                    pipe.hget(keys.poller(other), "servers")
+            listed = await pipe.execute()
+    return any(server in _names(raw) for raw in listed)
+
+
+def _names(raw: bytes | str | None) -> list[str]:
+    """A heartbeat's `servers` (a JSON list of names); none when absent (an older replica) or unreadable."""
+    try:
+        names = loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []

@@ -21,7 +21,7 @@ from poller.events import EventRouter
 from poller.failures import run_bounded
 from poller.job_board import JobBoard
 from poller.metrics import Metrics
-from poller.places import BoardRefresher, PlaceKey, Places
+from poller.places import BoardRefresher, Places, served_elsewhere
 from poller.reconcile import lead_pass
 from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
@@ -190,11 +190,11 @@ class Worker:
             tg.start_soon(self._track, held, tg)
         self.metrics.sessions_held.set(len(self._held))
 
-    async def _place_of(self, session_id: SessionId) -> PlaceKey:
-        """Where the session runs, from its live state (`server`, `directory`); the default place if unset."""
+    async def _where(self, session_id: SessionId) -> tuple[str | None, str | None]:
+        """Where the session runs, from its live state (`server`, `directory`); None: the default."""
         with store_errors("Redis"):
             server, directory = await self._redis.hmget(keys.session(session_id), ["server", "directory"])
-        return self.places.key(as_text(server) if server else None, as_text(directory) if directory else None)
+        return as_text(server) if server else None, as_text(directory) if directory else None
 
     async def _track(self, held: Held, tg: TaskGroup) -> None:
         """Start a claimed session's tracker: at most STARTUP_CONCURRENCY load at once, the others wait their turn
@@ -221,19 +221,16 @@ class Worker:
             started()
 
     async def _start_tracking(self, held: Held, tg: TaskGroup, started: Callable[[], None]) -> None:
+        server: str | None = None
         try:
-            place = await self._place_of(held.lease.session_id)
+            server, directory = await self._where(held.lease.session_id)
+            place = self.places.key(server, directory)
         except Unavailable as exc:  # Redis down: try again later
             log.warning("place_unread", session_id=held.lease.session_id, error=exc.message)
-            with anyio.CancelScope(shield=True):
-                await self._release([held])
-            if self._held.get(held.lease.session_id) is held:
-                del self._held[held.lease.session_id]
+            await self._hand_back(held)
             return
-        except SessionLayerError as exc:  # a server no longer configured: this session's own failure, bounded
-            log.warning("place_unknown", session_id=held.lease.session_id, error=exc.message)
-            # ended without an abort: the default server's client would send it to a server without the session
-            await self._bounded(held, self._deps, _raiser(exc), abort=False)
+        except SessionLayerError as exc:  # a server not configured here: this session's own failure, bounded
+            await self._unknown_server(held, server, exc)
             return
         max_age_s = STATUS_MAX_AGE_FACTOR * self._settings.poll_interval_s
         deps = self.places.acquire(place, tg, max_age_s=max_age_s, events=self._settings.opencode_events)
@@ -244,6 +241,32 @@ class Worker:
             self.metrics.server_sessions.labels(place[0]).dec()
             with anyio.CancelScope(shield=True):
                 await self.places.release(place)
+
+    async def _unknown_server(self, held: Held, server: str | None, exc: SessionLayerError) -> None:
+        """Handed back uncounted while another live replica knows the server; else counted, and ended at the bound.
+        Was: counted here whatever the others knew, so a replica not yet (or no longer) given a server in a rolling
+        deploy ended, within a few ticks, sessions that the replicas that had it would have run."""
+        try:
+            since_ms = now_ms() - int(LIVE_WINDOW_S * 1000)
+            replica = self._settings.replica_id
+            elsewhere = server is not None and await served_elsewhere(self._redis, replica, server, since_ms)
+        except Unavailable:
+            elsewhere = True  # unknown for now: try again later rather than count it
+        if elsewhere:
+            log.info("place_elsewhere", session_id=held.lease.session_id, server=server)
+            await self._hand_back(held)
+            return
+        log.warning("place_unknown", session_id=held.lease.session_id, error=exc.message)
+        # ended without an abort: the default server's client would send it to a server without the session
+        await self._bounded(held, self._deps, _raiser(exc), abort=False)
+
+    async def _hand_back(self, held: Held) -> None:
+        """Give the lease back before the tracker started: due at once, for any replica."""
+        with anyio.CancelScope(shield=True):
+            await self._release([held])
+        if self._held.get(held.lease.session_id) is held:
+            del self._held[held.lease.session_id]
+            self.metrics.sessions_held.set(len(self._held))
 
     async def _run_tracker(self, held: Held, deps: TrackerDeps, started: Callable[[], None]) -> None:
         tracker = SessionTracker(deps, held.lease, lambda: time.monotonic() < held.valid_until, started)
@@ -323,6 +346,7 @@ class Worker:
                                 "heartbeatAt": now,
                                 "sessions": dumps(sorted(self._held)),
                                 "maxSessions": self._settings.max_sessions_per_poller,
+                                "servers": dumps(self._servers.names),  # see places.served_elsewhere
                             },
                         )
                         pipe.pexpire(name, int(HEARTBEAT_TTL_FACTOR * HEARTBEAT_INTERVAL_S * 1000))

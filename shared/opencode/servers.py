@@ -4,6 +4,7 @@ client per server and directory in use, so every call for a session goes to its 
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Sequence
 
 from shared.config import ServerConfig
@@ -13,6 +14,9 @@ from shared.opencode.client import OpenCodeClient
 from shared.opencode.keepalive import DEFAULT_MAX_BODY_BYTES
 
 MAX_DIRECTORY_BYTES = 4096  # Linux's PATH_MAX: no longer path names a directory
+# OpenCode percent-decodes `?directory=` once more after its router has (`decodeURIComponent`): such a name is read
+# as another directory there
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 def parse_directory(value: object) -> str | None:
@@ -26,7 +30,25 @@ def parse_directory(value: object) -> str | None:
         raise InvalidInput(f"directory {where!r} is not an absolute path", {"parameter": "directory"})
     if len(where.encode()) > MAX_DIRECTORY_BYTES:
         raise InvalidInput(f"directory is longer than {MAX_DIRECTORY_BYTES} bytes", {"parameter": "directory"})
-    return where
+    if _ESCAPE.search(where):
+        raise InvalidInput(
+            f"directory {where!r} holds a %XX sequence, which OpenCode decodes into another directory",
+            {"parameter": "directory"},
+        )
+    return canonical_directory(where)
+
+
+def canonical_directory(where: str) -> str:
+    """The one spelling of an absolute directory, as OpenCode resolves it (`path.resolve`: no `.` or `..` segment,
+    no repeated or trailing `/`). Was: `/srv/repo/` and `/srv/repo` were two places (two clients, two `/event`
+    streams to one OpenCode instance) and a `directory=` filter found only the sessions spelled as it was."""
+    if not posixpath.isabs(where):
+        return where  # another backend's job: not ours to guess against which directory OpenCode resolves it
+    return "/" + posixpath.normpath(where).lstrip("/")
+
+
+def _canonical(directory: str | None) -> str | None:
+    return canonical_directory(directory) if directory else None
 
 
 class OpenCodeServers:
@@ -47,7 +69,7 @@ class OpenCodeServers:
         self.default = servers[0].name
         self._timeout_s = timeout_s
         self._max_connections = max_connections
-        self._default_directory = default_directory
+        self._default_directory = _canonical(default_directory)
         self._clients: dict[tuple[str, str | None], OpenCodeClient] = {}
 
     @property
@@ -66,7 +88,7 @@ class OpenCodeServers:
 
     def client(self, server: str | None, directory: str | None) -> OpenCodeClient:
         config = self.config(server)
-        where = directory or self._default_directory
+        where = _canonical(directory) or self._default_directory
         key = (config.name, where)
         if key not in self._clients:
             self._clients[key] = OpenCodeClient(
@@ -81,7 +103,7 @@ class OpenCodeServers:
 
     async def close_client(self, server: str, directory: str | None) -> None:
         """Close and forget one client (its server+directory has no session left here)."""
-        client = self._clients.pop((server, directory or self._default_directory), None)
+        client = self._clients.pop((server, _canonical(directory) or self._default_directory), None)
         if client is not None:
             await client.aclose()
 
