@@ -87,7 +87,9 @@ def directory(raw: str) -> str:
         raise ValueError("expected an absolute directory: /srv/repo")
     if len(raw.encode()) > MAX_DIRECTORY_BYTES:
         raise ValueError(f"the directory is longer than {MAX_DIRECTORY_BYTES} bytes")
-    return raw
+    if re.search(r"%[0-9A-Fa-f]{2}", raw):  # OpenCode decodes ?directory= once more: another directory there
+        raise ValueError("the directory holds a %XX sequence, which OpenCode decodes into another directory")
+    return "/" + posixpath.normpath(raw).lstrip("/")  # its one spelling (shared.opencode.servers.canonical_directory)
 
 
 def allowed_hosts(raw: str) -> tuple[str, ...]:

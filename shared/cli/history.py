@@ -76,7 +76,7 @@ def history(
         parse_ticket_id(ticket_id)
     if cursor is not None:
         _cursor(cursor)
-    parse_directory(directory)
+    directory = parse_directory(directory)  # its one spelling, as sessions are recorded (was: as typed)
     if server is not None:
         OpenCodeServers(Settings.from_env().servers).config(server)  # exit 2 naming an unknown one
 

@@ -59,6 +59,7 @@ async def test_enqueue_runs_where_it_is_told_and_history_filters_by_it(simulator
         (["--server", "other"], [sid]),
         (["--server", "main"], []),
         (["--directory", "/srv/repo"], [sid]),
+        (["--directory", "/srv/repo/"], [sid]),  # was: filtered as typed, and found none
         (["--directory", "/elsewhere"], []),
     ):
         code, out, err = await cli("history", *args, "--json", **env)

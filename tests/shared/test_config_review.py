@@ -285,3 +285,12 @@ def test_the_gateway_refuses_a_port_in_use_at_start():
         result = run(["-m", "gateway"], GATEWAY_AUTH=b"off", GATEWAY_PORT=str(port).encode())
     assert_refused(result, "GATEWAY_PORT")
     assert "Traceback" not in result.stderr and "in use" in result.stderr
+
+
+def test_opencode_directory_takes_one_spelling_and_refuses_what_opencode_decodes_again():
+    """As `--directory`: `/srv/repo/` and `/srv/x/../repo` are `/srv/repo` (was: each its own place), and `%20`
+    is refused (OpenCode decodes `?directory=` once more: the session ran in another directory)."""
+    for spelling in ("/srv/repo/", "//srv//repo", "/srv/x/../repo", "/srv/./repo"):
+        assert Settings.from_env({"OPENCODE_DIRECTORY": spelling}).opencode_directory == "/srv/repo"
+    with pytest.raises(ConfigError, match=r"OPENCODE_DIRECTORY.*%XX"):
+        Settings.from_env({"OPENCODE_DIRECTORY": "/srv/a%20b"})
