@@ -90,7 +90,10 @@ def part_key_of(message_id: str, part_id: str) -> str:
 
 
 def part_key(part: Mapping[str, Any]) -> str:
-    return part_key_of(part["messageID"], part["id"])
+    message_id, part_id = part["messageID"], part["id"]
+    if "%" in message_id or "/" in message_id or "%" in part_id or "/" in part_id:
+        return part_key_of(message_id, part_id)
+    return f"{message_id}/{part_id}"  # OpenCode's own ids, as they are: the poller keys every part it diffs
 
 
 def message_key_prefix(message_id: str) -> str:
