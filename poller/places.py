@@ -21,9 +21,10 @@ from poller.deps import TrackerDeps
 from poller.events import EventRouter
 from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
+from shared.directories import canonical_directory
 from shared.errors import SessionLayerError
 from shared.models import as_text, loads
-from shared.opencode.servers import OpenCodeServers, canonical_directory
+from shared.opencode.servers import OpenCodeServers
 from shared.store import keys
 from shared.store.connections import store_errors
 

@@ -12,6 +12,7 @@ from typing import Literal, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from shared import config_checks as check
+from shared.directories import check_directory
 from shared.errors import ConfigError
 from shared.ids import LONE_SURROGATE
 
@@ -187,7 +188,7 @@ class Settings:
             opencode_password=Secret(password) if password else (url_server.password if url_server else None),
             opencode_username=env.get("OPENCODE_SERVER_USERNAME", _username, None)
             or (url_server.username if url_server else OPENCODE_USERNAME),
-            opencode_directory=env.get("OPENCODE_DIRECTORY", check.directory, None),
+            opencode_directory=env.get("OPENCODE_DIRECTORY", check_directory, None),  # as --directory
             opencode_timeout_s=env.get("OPENCODE_TIMEOUT_MS", check.millis(100, 600_000), 10.0),
             opencode_retry_deadline_s=env.get("OPENCODE_RETRY_DEADLINE_MS", check.millis(0, 86_400_000), 60.0),
             opencode_max_response_bytes=env.get(

@@ -4,7 +4,6 @@ saying what was expected (Environ turns that into a ConfigError naming the varia
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 import re
 from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
@@ -16,7 +15,6 @@ WHOLE_NUMBER = re.compile(r"-?[0-9]{1,19}")
 HOST_NAME = re.compile(r"(?!-)[a-z0-9_-]{1,63}(\.(?!-)[a-z0-9_-]{1,63})*\.?", re.IGNORECASE)
 # What a URL path may hold as it is sent (RFC 3986 pchar and `/`): anything else must be percent-encoded.
 URL_PATH = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
-MAX_DIRECTORY_BYTES = 4096  # Linux's PATH_MAX, as shared.opencode.servers.parse_directory takes a --directory
 
 
 def whole(low: int, high: int, what: str = "a whole number") -> Callable[[str], int]:
@@ -78,18 +76,6 @@ def opencode_url_parts(raw: str, parts: SplitResult) -> None:
         raise ValueError("an OpenCode URL takes no query or fragment: http://host:4096[/path]")
     if not URL_PATH.fullmatch(parts.path):
         raise ValueError("the path must be percent-encoded ASCII (a space is %20)")
-
-
-def directory(raw: str) -> str:
-    """OPENCODE_DIRECTORY as `enqueue --directory` is taken: absolute, no NUL, at most PATH_MAX bytes. Was: any,
-    and OpenCode refused each session's calls only once it ran."""
-    if not posixpath.isabs(raw) or "\x00" in raw:
-        raise ValueError("expected an absolute directory: /srv/repo")
-    if len(raw.encode()) > MAX_DIRECTORY_BYTES:
-        raise ValueError(f"the directory is longer than {MAX_DIRECTORY_BYTES} bytes")
-    if re.search(r"%[0-9A-Fa-f]{2}", raw):  # OpenCode decodes ?directory= once more: another directory there
-        raise ValueError("the directory holds a %XX sequence, which OpenCode decodes into another directory")
-    return "/" + posixpath.normpath(raw).lstrip("/")  # its one spelling (shared.opencode.servers.canonical_directory)
 
 
 def allowed_hosts(raw: str) -> tuple[str, ...]:

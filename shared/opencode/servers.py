@@ -3,48 +3,26 @@ client per server and directory in use, so every call for a session goes to its 
 
 from __future__ import annotations
 
-import posixpath
-import re
 from collections.abc import Sequence
 
 from shared.config import ServerConfig
+from shared.directories import canonical_directory, check_directory
 from shared.errors import InvalidInput
 from shared.ids import parse_text
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.keepalive import DEFAULT_MAX_BODY_BYTES
 
-MAX_DIRECTORY_BYTES = 4096  # Linux's PATH_MAX: no longer path names a directory
-# OpenCode percent-decodes `?directory=` once more after its router has (`decodeURIComponent`): such a name is read
-# as another directory there
-_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
-
 
 def parse_directory(value: object) -> str | None:
-    """An absolute directory as OpenCode takes it (`?directory=`); None is the server's own. InvalidInput for an
-    empty or relative one, or one longer than a path can be (PATH_MAX): OpenCode refused it only after the work
-    had begun."""
+    """An absolute directory as OpenCode takes it (`?directory=`), in its one spelling; None is the server's own.
+    InvalidInput naming the parameter otherwise (shared.directories)."""
     if value is None:
         return None
     where = parse_text(value, "directory", {"parameter": "directory"})
-    if not where.strip() or not posixpath.isabs(where) or "\x00" in where:
-        raise InvalidInput(f"directory {where!r} is not an absolute path", {"parameter": "directory"})
-    if len(where.encode()) > MAX_DIRECTORY_BYTES:
-        raise InvalidInput(f"directory is longer than {MAX_DIRECTORY_BYTES} bytes", {"parameter": "directory"})
-    if _ESCAPE.search(where):
-        raise InvalidInput(
-            f"directory {where!r} holds a %XX sequence, which OpenCode decodes into another directory",
-            {"parameter": "directory"},
-        )
-    return canonical_directory(where)
-
-
-def canonical_directory(where: str) -> str:
-    """The one spelling of an absolute directory, as OpenCode resolves it (`path.resolve`: no `.` or `..` segment,
-    no repeated or trailing `/`). Was: `/srv/repo/` and `/srv/repo` were two places (two clients, two `/event`
-    streams to one OpenCode instance) and a `directory=` filter found only the sessions spelled as it was."""
-    if not posixpath.isabs(where):
-        return where  # another backend's job: not ours to guess against which directory OpenCode resolves it
-    return "/" + posixpath.normpath(where).lstrip("/")
+    try:
+        return check_directory(where)
+    except ValueError as exc:
+        raise InvalidInput(f"directory {exc}", {"parameter": "directory"}) from None
 
 
 def _canonical(directory: str | None) -> str | None:
