@@ -258,8 +258,11 @@ class Environ:
 
 def _shown(name: str, raw: str) -> str:
     """The value as an error shows it: a secret, or a URL's password, masked."""
-    if name in SECRET_VARIABLES:
-        return MASK
+    return MASK if name in SECRET_VARIABLES else shown_value(raw)
+
+
+def shown_value(raw: str) -> str:
+    """A value (a URL) as an error may show it: a password in it masked, and cut short."""
     for password in URL_PASSWORDS:  # user:password@, and ?password=
         raw = password.sub(rf"\g<1>{MASK}", raw)
     # Was: a 5,000-digit number shown whole, with Python's advice to raise its digit limit.

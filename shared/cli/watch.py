@@ -24,7 +24,7 @@ from shared.backoff import Backoff
 from shared.cli.render import LivePrinter
 from shared.cli.stream import SessionView, StreamEvent, StreamGap, iter_events
 from shared.cli.terminal import echo, echo_exact, one_line
-from shared.config import MASK, URL_PASSWORDS, Settings
+from shared.config import Settings, shown_value
 from shared.errors import (
     Forbidden,
     InvalidInput,
@@ -56,7 +56,7 @@ def gateway_url(raw: str) -> str:
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
     except ValueError:  # a malformed IPv6 host or a port out of range
         valid = False
-    shown = URL_PASSWORDS[0].sub(rf"\g<1>{MASK}", raw)  # was: a password in it printed as it was
+    shown = shown_value(raw)  # was: a password in it printed as it was
     if not valid or any(char.isspace() or not char.isprintable() for char in raw):
         raise InvalidInput(f"invalid gateway URL {shown!r}: expected http(s)://host[:port][/path]")
     if "?" in raw or "#" in raw:
