@@ -23,10 +23,11 @@ from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
 from shared.directories import canonical_directory
 from shared.errors import SessionLayerError
-from shared.models import as_text, loads
+from shared.models import as_text
 from shared.opencode.servers import OpenCodeServers
 from shared.store import keys
 from shared.store.connections import store_errors
+from shared.store.live import json_or
 
 log = structlog.get_logger(__name__)
 
@@ -174,8 +175,4 @@ async def served_elsewhere(redis: Redis, replica_id: str, server: str, since_ms:
 
 def _names(raw: bytes | str | None) -> list[str]:
     """A heartbeat's `servers` (a JSON list of names); none when absent (an older replica) or unreadable."""
-    try:
-        names = loads(raw) if raw else []
-    except ValueError:
-        return []
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    return [n for n in json_or(as_text(raw) if raw else None, list, []) if isinstance(n, str)]
