@@ -11,11 +11,11 @@ one worker runs everything.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -44,8 +44,11 @@ def _resolve_lazy_imports() -> None:
         for name in dir(module):
             getattr(module, name)
     for late in ("allure", "html.writer", "junitxml"):
-        with contextlib.suppress(ImportError):  # allure is an extra schemathesis may lack
-            importlib.import_module(f"schemathesis.reporting.{late}")
+        name = f"schemathesis.reporting.{late}"
+        try:
+            importlib.import_module(name)
+        except ImportError:  # allure needs an extra schemathesis lacks here: a failed import is parsed again each
+            sys.modules[name] = None  # time, so it is marked absent, and the hook's import fails at once, as it would
 
 
 _resolve_lazy_imports()
