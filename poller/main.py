@@ -77,11 +77,11 @@ def _has_uvloop() -> bool:
 def main() -> None:
     try:
         settings = Settings.from_env()
+        metrics = _serve_metrics(settings.poller_metrics_port)
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings)
-    metrics = _serve_metrics(settings.poller_metrics_port)
     gc.set_threshold(*GC_THRESHOLDS)
     anyio.run(serve, settings, metrics, backend_options={"use_uvloop": _has_uvloop()})
 
@@ -94,11 +94,8 @@ def _serve_metrics(port: int | None) -> Metrics:
         try:
             metrics.serve(port)
         except OSError as exc:
-            print(
-                f"error: POLLER_METRICS_PORT={str(port)!r} is invalid: cannot listen on it: {exc.strerror}",
-                file=sys.stderr,
-            )
-            sys.exit(2)
+            reason = f"cannot listen on it: {exc.strerror}"
+            raise ConfigError(f"POLLER_METRICS_PORT={str(port)!r} is invalid: {reason}") from exc
     return metrics
 
 
