@@ -294,8 +294,9 @@ class SessionTracker:
             final_seq=mirror.writer.seq + 1,
             prompts_rev=self._job.rev or "0",
         )
-        if not archived:
-            self._job.claim_again()
+        if not archived:  # the row says it ended: running again now, or the backstop passes over it (and the
+            self._job.claim_again()  # prompt that came) should Redis lose its data before the next tick
+            await self._job.record_claim(mirror.session)
         return archived
 
     def _wait(self, backoff: Backoff, exc: Exception) -> bool:

@@ -65,8 +65,11 @@ _PROMPTS = f"coalesce(metadata #> '{{{LAYER_KEY},prompts}}', '[]'::jsonb)"
 _LAYER = f"coalesce(metadata -> '{LAYER_KEY}', '{{}}'::jsonb)"
 _RECORD_PROMPT = f"""
 UPDATE opencode_sessions SET
+    status = CASE WHEN status IN ('pending', 'running') THEN status ELSE 'running' END,
+    completed_at = CASE WHEN status IN ('pending', 'running') THEN completed_at END,
+    error_message = CASE WHEN status IN ('pending', 'running') THEN error_message END,
     metadata = jsonb_set(metadata, '{{{LAYER_KEY}}}', {_LAYER} || jsonb_build_object('prompts', {_PROMPTS} || %s))
-WHERE id = %s AND status IN ('pending', 'running')
+WHERE id = %s
     AND jsonb_typeof(metadata) = 'object' AND jsonb_typeof({_LAYER}) = 'object'
     AND NOT {_PROMPTS} @> jsonb_build_array(jsonb_build_object('messageID', %s::text))
 """
@@ -278,7 +281,10 @@ async def reopen(db: PgConnection, row: ArchiveRow, prompt: Mapping[str, str]) -
 
 
 async def record_prompt(db: PgConnection, session_id: SessionId, prompt: Mapping[str, str]) -> None:
-    """Add a prompt to a pending/running row's prompts, once (by messageID); an ended row is left as it is."""
+    """Add a prompt to the row's prompts, once (by messageID). The caller has just queued it on a live job, so an
+    ended row is one its owner is finishing, whose fenced finish the prompt turns into "goes on": the row is
+    running again. Was: left ended, the prompt in Redis alone until the owner's next tick, and lost (the backstop
+    passes over an ended row) when Redis lost its data meanwhile."""
     with store_errors("PostgreSQL"):
         await db.execute(_RECORD_PROMPT, (_jsonb([dict(prompt)]), session_id, prompt["messageID"]))
 

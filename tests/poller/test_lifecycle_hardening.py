@@ -13,6 +13,7 @@ import httpx
 import psycopg_pool
 import pytest
 
+from poller.archive import Archive
 from poller.failures import FAILURE_WINDOW_MS
 from poller.worker import Worker
 from shared import commands
@@ -22,6 +23,7 @@ from shared.opencode.client import OpenCodeClient
 from shared.store import archive, keys
 from shared.store.connections import redis_client
 from shared.store.live import read_record
+from shared.store.lua import Scripts
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -114,3 +116,44 @@ async def test_a_cancelled_session_opencode_lost_ends_cancelled(settings, redis,
         row = await wait_for(lambda: final_row(db, sid), timeout=20, what="the archive")
     assert (row.status, row.error_message) == ("cancelled", None)
     assert any(m["info"]["role"] == "assistant" for m in row.messages)  # what was mirrored is kept
+
+
+@pytest.mark.parametrize("comes", ["before the archive write", "after the archive write"])
+async def test_a_follow_up_that_came_while_archiving_survives_redis_losing_its_data_at_once(
+    make_worker, redis, db, opencode, monkeypatch, comes
+):
+    """A prompt that comes while the owner archives makes the fenced finish answer -2: the session goes on, but the
+    row says it ended. Was: it said so until the owner's next tick, which found the job gone when Redis had lost
+    its data meanwhile; the backstop passes over an ended row, so the follow-up, acknowledged to whoever sent it,
+    never ran (and one sent after the archive write was in Redis alone). Now `send` records the prompt in an ended
+    row as running again, and the owner records its claim again as soon as the finish says -2."""
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="ECHO first")
+    sid = state["sessionId"]
+    record_final, finish = Archive.record_final, Scripts.finish
+    follow_up: list[str] = []
+
+    async def archived_around_a_prompt(self: Archive, session: Any, *args: Any, **kwargs: Any) -> bool:
+        if session.session_id == sid and not follow_up and comes.startswith("before"):
+            follow_up.append(await commands.send(redis, db, sid, "ECHO the follow-up"))
+        recorded = await record_final(self, session, *args, **kwargs)
+        if session.session_id == sid and not follow_up:
+            follow_up.append(await commands.send(redis, db, sid, "ECHO the follow-up"))
+        return recorded
+
+    async def finish_then_redis_loses_its_data(self: Scripts, lease: Any, *args: Any, **kwargs: Any) -> int:
+        seq = await finish(self, lease, *args, **kwargs)
+        if seq == -2:
+            await redis.flushdb()
+        return seq
+
+    monkeypatch.setattr(Archive, "record_final", archived_around_a_prompt)
+    monkeypatch.setattr(Scripts, "finish", finish_then_redis_loses_its_data)
+    await make_worker()
+
+    async def follow_up_answered() -> archive.ArchiveRow | None:
+        row = await final_row(db, sid)
+        ids = [m["info"]["id"] for m in row.messages] if row else []
+        return row if follow_up and follow_up[0] in ids[:-1] else None
+
+    row = await wait_for(follow_up_answered, timeout=30, what="the follow-up run and archived")
+    assert row.status == "completed" and row.messages[-1]["info"]["role"] == "assistant"
