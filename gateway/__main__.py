@@ -1,3 +1,3 @@
-from gateway.main import main
+from shared.entrypoints import gateway
 
-main()
+gateway()

@@ -1,3 +1,3 @@
-from poller.main import main
+from shared.entrypoints import poller
 
-main()
+poller()

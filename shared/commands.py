@@ -100,9 +100,9 @@ def parse_metadata(value: object) -> dict[str, Any]:
             raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels") from None
         except ValueError:  # an integer of more digits than Python converts (4,300)
             raise InvalidInput(TOO_LONG_INT) from None
+    _check_values(value)
     if not isinstance(value, dict):
         raise InvalidInput("metadata must be a JSON object")
-    _check_values(value)
     if LAYER_KEY in value:
         raise InvalidInput(f"metadata key {LAYER_KEY!r} is reserved")
     if len(dumps(value).encode()) > MAX_METADATA_BYTES:

@@ -7,10 +7,13 @@ from __future__ import annotations
 import importlib
 import sys
 
+from shared.nesting import make_room
+
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process Ctrl-C ended
 
 
 def _run(module: str) -> None:
+    make_room()  # for JSON as deep as OpenCode's may be (shared.nesting)
     try:
         main = importlib.import_module(module).main
     except KeyboardInterrupt:

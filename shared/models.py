@@ -12,6 +12,7 @@ from typing import Any, Literal
 import orjson
 
 from shared.ids import LONE_SURROGATE
+from shared.nesting import too_deep
 
 Status = Literal["pending", "running", "completed", "error", "cancelled"]
 STATUSES: tuple[Status, ...] = ("pending", "running", "completed", "error", "cancelled")
@@ -42,6 +43,9 @@ def escape_lone_surrogates(text: str) -> str:
     return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+TOO_DEEP = "JSON nested too deeply to read"
+
+
 def loads(raw: bytes | str) -> Any:
     """JSON in, the counterpart of `dumps`: orjson, and the standard library for what orjson refuses but JSON allows
     and OpenCode writes (a lone surrogate's escape, `\\ud800`, e.g. a tool output cut mid-character). ValueError
@@ -53,9 +57,12 @@ def loads(raw: bytes | str) -> Any:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(raw)
-    except RecursionError:  # nested past orjson's 1,024 levels and the interpreter's stack: not JSON we read
-        raise ValueError("JSON nested too deeply to read") from None
+        value = json.loads(raw)
+    except RecursionError:  # past the interpreter's stack
+        raise ValueError(TOO_DEEP) from None
+    if too_deep(value):  # past orjson's 1,024 levels: no step after this one could take it (shared.nesting)
+        raise ValueError(TOO_DEEP)
+    return value
 
 
 def object_of(value: Any) -> dict[str, Any]:

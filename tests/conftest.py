@@ -27,6 +27,9 @@ import redis.asyncio as aioredis
 
 from shared.dev.embedded.postgres import PostgresServer, start_postgres
 from shared.dev.embedded.redis import RedisServer, start_redis
+from shared.nesting import make_room
+
+make_room()  # as every process of ours does at start (shared.entrypoints): in-process pollers and gateways too
 
 REDIS_IMAGE = "redis:7.2-alpine"
 POSTGRES_IMAGE = "postgres:18-alpine"

@@ -14,6 +14,8 @@ import math
 import re
 from typing import Any
 
+from shared.models import loads
+
 ESCAPE = "\uffff"
 _ESCAPE_UTF8 = ESCAPE.encode()
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff\uffff]")
@@ -73,7 +75,9 @@ def dumps_jsonb(value: Any) -> str:
 
 
 def loads_jsonb(data: str | bytes) -> Any:
-    """A jsonb column's value as it was before `dumps_jsonb` (one scan when nothing was escaped)."""
-    value = json.loads(data)
+    """A jsonb column's value as it was before `dumps_jsonb` (one scan when nothing was escaped). Read as OpenCode's
+    bodies are (orjson), so a value nested past what those take (another backend's metadata) is not JSON here
+    either: the standard library, with the room every process makes for deep JSON, read 8,000 levels."""
+    value = loads(data)
     escaped = _ESCAPE_UTF8 in data if isinstance(data, bytes) else ESCAPE in data
     return _walk(value, restore_text) if escaped else value
