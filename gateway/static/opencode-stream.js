@@ -312,7 +312,6 @@ class Reconnecting {
     es.onopen = () => {
       if (this._es !== es) return;
       opened = true;
-      this._attempt = 0;
       this.connected = true;
       this._heard(es);
       this._opened();
@@ -325,6 +324,9 @@ class Reconnecting {
     for (const [name, handle] of Object.entries(listeners)) {
       es.addEventListener(name, (event) => {
         if (this._es !== es || this.closed) return;
+        // an event from the server (data, unlike a connection error), not the open, resets the backoff: a
+        // connection dropped as soon as it opens still backs off
+        if (typeof event.data === "string") this._attempt = 0;
         this._heard(es);
         handle(event);
       });

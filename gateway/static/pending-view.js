@@ -2,7 +2,7 @@
 // their options, each with the CLI command that answers it. The session page shows a panel of them above the
 // transcript (PendingPanel); the live list shows a one-line summary in the session's row (pendingSummary).
 
-import { h, listOf, objectOf } from "./ui.js";
+import { h, listOf, objectOf, visible } from "./ui.js";
 
 function describe(request) {
   if (request.kind === "permission") {
@@ -17,12 +17,24 @@ function questionsOf(request) {
   return listOf(request.questions).map(objectOf);
 }
 
+// The request ids the CLI takes (shared/answers.py): OpenCode's own. Any other id stays out of the command line a
+// person pastes into a shell, where a `;` or `$(…)` in it would run.
+const REQUEST_ID = /^(per|que)_?[0-9A-Za-z]{1,60}$/;
+
 function answerCommand(sessionId, request) {
+  if (typeof request.id !== "string" || !REQUEST_ID.test(request.id)) return null;
   if (request.kind === "permission") {
     return `opencode-sessions reply ${sessionId} ${request.id} --once|--always|--reject [--message TEXT] [--by WHO]`;
   }
   const choices = (Array.isArray(request.questions) ? request.questions : [null]).map(() => "--choice LABEL").join(" ");
   return `opencode-sessions answer ${sessionId} ${request.id} ${choices} [--by WHO]   (or --reject)`;
+}
+
+function answerLine(sessionId, request) {
+  const command = answerCommand(sessionId, request);
+  return command
+    ? ["Answer with ", h("code", { dataset: { testid: "pending-answer" } }, command)]
+    : "No opencode-sessions command answers it: its id is not of OpenCode's per_… or que_… form.";
 }
 
 /** One request: what is asked, the options of each question, and how to answer it. */
@@ -36,7 +48,7 @@ export function pendingRequest(sessionId, request) {
             h(
               "li",
               { dataset: { testid: "pending-question" } },
-              h("strong", {}, q.question),
+              h("strong", {}, visible(q.question)),
               q.multiple ? h("span", { class: "muted" }, " (several answers allowed)") : null,
               h(
                 "ul",
@@ -45,8 +57,8 @@ export function pendingRequest(sessionId, request) {
                   h(
                     "li",
                     { dataset: { testid: "pending-option" } },
-                    h("code", {}, o.label),
-                    o.description ? ` — ${o.description}` : "",
+                    h("code", {}, visible(o.label)),
+                    o.description ? ` — ${visible(o.description)}` : "",
                   ),
                 ),
               ),
@@ -62,16 +74,11 @@ export function pendingRequest(sessionId, request) {
       { class: "pending-what" },
       request.kind === "permission" ? "Waiting for permission to run " : "Waiting for an answer: ",
       request.kind === "permission"
-        ? h("code", { dataset: { testid: "pending-command" } }, describe(request))
+        ? h("code", { dataset: { testid: "pending-command" } }, visible(describe(request)))
         : `${questionsOf(request).length} question(s)`,
     ),
     questions,
-    h(
-      "p",
-      { class: "pending-how muted" },
-      "Answer with ",
-      h("code", { dataset: { testid: "pending-answer" } }, answerCommand(sessionId, request)),
-    ),
+    h("p", { class: "pending-how muted" }, answerLine(sessionId, request)),
   );
 }
 
@@ -94,9 +101,10 @@ export function pendingSummary(summary) {
   const pending = summary.pending ?? [];
   if (pending.length === 0) return null;
   const more = pending.length > 1 ? ` (+${pending.length - 1} more)` : "";
+  const what = pending[0].kind === "permission" ? "permission" : "an answer";
   return h(
     "span",
     { class: "pending-summary", dataset: { testid: "pending-summary" } },
-    `waits for ${pending[0].kind === "permission" ? "permission" : "an answer"}: ${describe(pending[0])}${more}`,
+    `waits for ${what}: ${visible(describe(pending[0]))}${more}`,
   );
 }

@@ -14,6 +14,7 @@ const usage = sessionUsageLine();
 const pending = new PendingPanel();
 app.replaceChildren(h("nav", { class: "crumbs" }, h("a", { href: UI }, "← All sessions")), usage.el, pending.el, holder);
 
+let signedOut = false;
 const view = new SessionView(holder, {
   token,
   onChange: (stream) => {
@@ -22,6 +23,7 @@ const view = new SessionView(holder, {
   },
   onFatal(stream) {
     if (isAuthError(stream.errorStatus)) {
+      signedOut = true;
       view.close();
       showLogin(app, { status: stream.errorStatus, message: stream.error, needs: "a token for this session" });
     }
@@ -29,3 +31,8 @@ const view = new SessionView(holder, {
 });
 view.open(sessionId);
 window.addEventListener("pagehide", () => view.close());
+// Back to this page from the back/forward cache: the stream pagehide closed opens again (was: the page stayed as
+// it was left, "Live" and never changing).
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted && !signedOut) view.open(sessionId);
+});

@@ -5,7 +5,7 @@
 import { renderMarkdown } from "./markdown.js";
 import { openSessionStream } from "./opencode-stream.js";
 import { durationBetween } from "./time.js";
-import { API, copyButton, durationEl, h, listOf, liveBadge, statusBadge, ticketLink, timeEl } from "./ui.js";
+import { API, copyButton, durationEl, h, listOf, liveBadge, statusBadge, ticketLink, timeEl, visible } from "./ui.js";
 
 const HIDDEN_PARTS = new Set(["step-start", "step-finish", "snapshot"]);
 
@@ -19,7 +19,7 @@ export class SessionView {
     this.options = options;
     this.stream = null;
     this.sessionId = null;
-    this._messages = new Map(); // message id -> {el, sig}
+    this._messages = new Map(); // message id -> {el, message, live}: the element and what it shows
     this._openReasoning = new Set();
     this._completeSeen = false;
   }
@@ -159,14 +159,16 @@ export class SessionView {
     for (const message of stream.messages) {
       const id = message.info.id;
       seen.add(id);
-      const sig = `${live}\n${JSON.stringify(message)}`;
       let entry = this._messages.get(id);
-      if (!entry || entry.sig !== sig) {
+      // An update keeps the messages it leaves alone (the same objects): only the others are compared, so an
+      // event costs what it changed, not the whole transcript.
+      if (!entry || entry.live !== live || (entry.message !== message && !sameJson(entry.message, message))) {
         const el = this._message(message, live);
         if (entry) entry.el.replaceWith(el);
-        entry = { el, sig };
+        entry = { el };
         this._messages.set(id, entry);
       }
+      Object.assign(entry, { message, live });
       const expected = previous ? previous.nextSibling : list.firstChild;
       if (expected !== entry.el) list.insertBefore(entry.el, expected);
       previous = entry.el;
@@ -257,6 +259,15 @@ export class SessionView {
   }
 }
 
+/** Whether two JSON values are equal: a re-sync's snapshot repeats most messages as new objects. */
+function sameJson(a, b) {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && sameJson(a[k], b[k]));
+}
+
 /** A title for a session without one: its first prompt, shortened. */
 function firstPrompt(session) {
   const first = session.messages.find((m) => m.info.role === "user");
@@ -316,12 +327,12 @@ function toolCall(part, base) {
     h(
       "div",
       { class: "tool-head" },
-      h("span", { class: "tool-name" }, part.tool ?? "tool"),
+      h("span", { class: "tool-name" }, visible(part.tool ?? "tool")),
       statusBadge(status, { dataset: { testid: "tool-status" } }),
-      title ? h("span", { class: "tool-title", dataset: { testid: "tool-title" } }, title) : null,
+      title ? h("span", { class: "tool-title", dataset: { testid: "tool-title" } }, visible(title)) : null,
       durationEl(toolTime(state), { class: "duration muted", dataset: { testid: "tool-duration" }, title: "ran for" }),
     ),
-    shownInput && shownInput !== `$ ${title}` ? h("pre", { class: "tool-input" }, shownInput) : null,
+    shownInput && shownInput !== `$ ${title}` ? h("pre", { class: "tool-input" }, visible(shownInput)) : null,
     output ? h("pre", { class: "tool-output", dataset: { testid: "tool-output" } }, output) : null,
     status === "pending" || status === "running"
       ? h("div", { class: "muted tool-wait" }, status === "pending" ? "preparing…" : "running…")

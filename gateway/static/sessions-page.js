@@ -35,6 +35,10 @@ let liveStream = null;
 let archive = { sessions: [], nextCursor: null, loading: false };
 let generation = 0; // bumped by each start(): answers for an older filter are dropped
 let stopped = false;
+// Ended sessions not yet seen in history, each with the refreshes left to look for it. One refresh at a time
+// serves them all: a burst of endings is a request or a few, not a few each.
+const awaited = new Map();
+let refreshTimer = null; // a refresh is due or under way
 
 const typeSelect = h(
   "select",
@@ -211,8 +215,18 @@ async function loadHistory(first) {
   }
 }
 
-/** A session ended: put it (and anything else newly archived) at the top of history, keeping later pages. */
-async function refreshHistory(endedId, tries = 6) {
+/** A session ended: look for it (and anything else newly archived) in history, soon and a few times more. */
+function sessionEnded(sessionId) {
+  awaited.set(sessionId, 6);
+  refreshSoon(0);
+}
+
+function refreshSoon(delay) {
+  if (refreshTimer === null) refreshTimer = setTimeout(refreshHistory, delay);
+}
+
+/** Put newly archived sessions at the top of history, keeping later pages. */
+async function refreshHistory() {
   const mine = generation;
   try {
     const page = await fetchSessions(API, {
@@ -228,17 +242,27 @@ async function refreshHistory(endedId, tries = 6) {
       archive.sessions = [...fresh, ...archive.sessions].sort(byNewest);
       renderHistory();
     }
-    if (endedId && !page.sessions.some((s) => s.sessionId === endedId) && tries > 1) {
-      setTimeout(() => refreshHistory(endedId, tries - 1), 500);
+    const found = new Set(page.sessions.map((s) => s.sessionId));
+    for (const [id, left] of awaited) {
+      if (found.has(id) || left <= 1) awaited.delete(id);
+      else awaited.set(id, left - 1);
     }
   } catch (err) {
     if (mine === generation) fail(err);
+  } finally {
+    if (mine === generation) {
+      refreshTimer = null;
+      if (awaited.size && !stopped) refreshSoon(500);
+    }
   }
 }
 
 function start() {
   if (stopped) return;
   generation += 1;
+  clearTimeout(refreshTimer);
+  refreshTimer = null;
+  awaited.clear();
   if (liveStream) liveStream.close();
   archive = { sessions: [], nextCursor: null, loading: false };
   problems.replaceChildren();
@@ -249,7 +273,7 @@ function start() {
     type: filters.type || null,
     onChange: renderLive,
     onEvent: (name, data) => {
-      if (name === "ended" && matches(data)) refreshHistory(data.sessionId);
+      if (name === "ended" && matches(data)) sessionEnded(data.sessionId);
     },
   });
   renderLive(liveStream);
@@ -257,4 +281,5 @@ function start() {
 }
 
 window.addEventListener("pagehide", () => liveStream && liveStream.close());
+window.addEventListener("pageshow", (event) => event.persisted && start()); // back from the back/forward cache
 start();

@@ -232,6 +232,13 @@ window.addEventListener("pagehide", () => {
   if (active) active.close();
   if (selected) selected.close();
 });
+// Back from the back/forward cache: what pagehide closed opens again (history catches up as the views complete).
+window.addEventListener("pageshow", (event) => {
+  if (!event.persisted || stopped) return;
+  if (active) active.open(activeId);
+  if (selected) selected.open(selected.sessionId);
+  pollActive();
+});
 
 pollActive();
 loadHistory(true);

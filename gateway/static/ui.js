@@ -10,6 +10,17 @@ export const STATUSES = ["pending", "running", "completed", "error", "cancelled"
 export const SESSION_TYPES = ["ask", "chat", "admin"];
 
 const TOKEN_KEY = "opencode-sessions.token";
+let pageToken = null; // the token in this page alone, for a browser that refuses the tab its storage
+
+/** `use(sessionStorage)`, or null where the browser refuses it (the user blocked the site's data: reading
+ * `sessionStorage` throws). */
+function withStorage(use) {
+  try {
+    return use(window.sessionStorage);
+  } catch {
+    return null;
+  }
+}
 
 /**
  * The token for API calls: `#token=…` in the URL (moved to this tab's sessionStorage and out of the address bar,
@@ -19,17 +30,30 @@ export function takeToken() {
   const fragment = new URLSearchParams(location.hash.slice(1));
   const fromUrl = fragment.get("token");
   if (fromUrl) {
-    sessionStorage.setItem(TOKEN_KEY, fromUrl);
+    setToken(fromUrl);
     fragment.delete("token");
     const rest = fragment.toString();
     history.replaceState(history.state, "", `${location.pathname}${location.search}${rest ? `#${rest}` : ""}`);
   }
-  return sessionStorage.getItem(TOKEN_KEY) || null;
+  return heldToken();
+}
+
+function heldToken() {
+  return withStorage((storage) => storage.getItem(TOKEN_KEY)) || pageToken || null;
 }
 
 export function setToken(token) {
-  if (token) sessionStorage.setItem(TOKEN_KEY, token);
-  else sessionStorage.removeItem(TOKEN_KEY);
+  pageToken = token || null;
+  withStorage((storage) => (token ? storage.setItem(TOKEN_KEY, token) : storage.removeItem(TOKEN_KEY)));
+}
+
+/** Load the page again with `token`: kept by the tab, or, where it keeps nothing, carried in the fragment. */
+function reloadWith(token) {
+  setToken(token);
+  if (token && withStorage((storage) => storage.getItem(TOKEN_KEY)) !== token) {
+    location.hash = new URLSearchParams({ token }).toString();
+  }
+  location.reload();
 }
 
 /** h("div", {class: "x", dataset: {id: 1}, onclick}, "text", child, [more]) — children may be null. */
@@ -65,6 +89,19 @@ export function liveBadge(live, attrs = {}) {
   return live
     ? h("span", { class: "mode live", dataset: { mode: "live" }, ...attrs }, h("span", { class: "dot" }), "Live")
     : h("span", { class: "mode archived", dataset: { mode: "archived" }, ...attrs }, "Archived");
+}
+
+// C0 controls but tab and newline, DEL, C1 controls, the bidi embeddings, overrides and isolates, and lone
+// surrogates: what the CLI writes as escapes too (shared/cli/terminal.py), as they hide or reorder text.
+const UNSAFE = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\p{Cs}/gu;
+
+/** `text` with each character that hides or reorders text as its escape (`\x1b`, `\u202e`): for what a person
+ * reads to decide (a command a tool runs or asks to run), so it reads as what it is ("Trojan source"). */
+export function visible(text) {
+  return String(text ?? "").replace(UNSAFE, (c) => {
+    const code = c.charCodeAt(0);
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+  });
 }
 
 /** `value` when it is an array, else none: OpenCode's values are read as its schema says, and may be otherwise. */
@@ -190,7 +227,7 @@ export function showLogin(container, { status, message, needs = "a gateway token
     placeholder: "eyJ…",
     dataset: { testid: "token-input" },
   });
-  const held = sessionStorage.getItem(TOKEN_KEY);
+  const held = heldToken();
   const why =
     status === 403
       ? `This token does not cover this page (${message}). Use ${needs}.`
@@ -204,8 +241,7 @@ export function showLogin(container, { status, message, needs = "a gateway token
       dataset: { testid: "login" },
       onsubmit: (event) => {
         event.preventDefault();
-        setToken(input.value.trim());
-        location.reload();
+        reloadWith(input.value.trim());
       },
     },
     h("h2", {}, "Sign in"),

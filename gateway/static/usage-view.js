@@ -1,10 +1,12 @@
 // What a run used — tokens by kind, cost and model steps: one session's (kept current from its stream, whose
 // `update` events carry `usage` as it grows) and a ticket's total (GET /tickets/{id}/usage, refreshed).
 
-import { fetchTicketUsage } from "./opencode-stream.js";
+import { GatewayError, fetchTicketUsage } from "./opencode-stream.js";
 import { API, h } from "./ui.js";
 
 const TICKET_REFRESH_MS = 5000;
+// a token refused, or a ticket it does not cover: asking again gets the same answer (the page asks for a token)
+const FINAL_STATUSES = new Set([401, 403, 404]);
 
 const number = (n) => (Number(n) || 0).toLocaleString("en-US");
 
@@ -43,12 +45,12 @@ export function ticketUsageLine(ticketId, token) {
   const refresh = async () => {
     try {
       text.textContent = usageText((await fetchTicketUsage(API, ticketId, { token })).total);
-    } catch {
+    } catch (err) {
       // the page shows its own errors (history, active session); the total keeps its last value
+      if (err instanceof GatewayError && FINAL_STATUSES.has(err.status)) clearInterval(timer);
     }
   };
+  const timer = setInterval(refresh, TICKET_REFRESH_MS); // frozen, not cleared, while the page is in the bfcache
   refresh();
-  const timer = setInterval(refresh, TICKET_REFRESH_MS);
-  window.addEventListener("pagehide", () => clearInterval(timer));
   return el;
 }
