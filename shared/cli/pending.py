@@ -5,8 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.answers import parse_request_id
 from shared.cli.terminal import one_line
+from shared.errors import InvalidInput
+from shared.ids import parse_session_id
 from shared.models import list_of, object_of
+
+NO_COMMAND = "            answer: none from opencode-sessions: the id is not OpenCode's per_… or que_… form"
+
+
+def _answerable(session_id: str, request_id: object) -> bool:
+    """Ids the answering commands take. Any other stays out of a command line a person pastes into a shell, where a
+    `;` or `$(…)` in it would run (one_line shows the request's, escaped, in its own line)."""
+    try:
+        parse_session_id(session_id)
+        parse_request_id(request_id)
+    except InvalidInput:
+        return False
+    return True
 
 
 def request_lines(session_id: str, entry: dict[str, Any]) -> list[str]:
@@ -21,6 +37,8 @@ def request_lines(session_id: str, entry: dict[str, Any]) -> list[str]:
         lines.append(
             f"            answer: opencode-sessions reply {session_id} {request_id} --once|--always|--reject"
             " [--message TEXT]"
+            if _answerable(session_id, entry.get("id"))
+            else NO_COMMAND
         )
         return lines
     lines = [f"  waiting   question {request_id}:"]
@@ -30,7 +48,8 @@ def request_lines(session_id: str, entry: dict[str, Any]) -> list[str]:
         several = ", several allowed" if question.get("multiple") else ""
         lines.append(f"            {number}. {one_line(question.get('question'))} [{labels}{several}]")
     choices = " ".join("--choice LABEL" for _ in range(len(questions) or 1))
-    lines.append(f"            answer: opencode-sessions answer {session_id} {request_id} {choices} (or --reject)")
+    answer = f"            answer: opencode-sessions answer {session_id} {request_id} {choices} (or --reject)"
+    lines.append(answer if _answerable(session_id, entry.get("id")) else NO_COMMAND)
     return lines
 
 

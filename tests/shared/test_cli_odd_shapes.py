@@ -27,7 +27,7 @@ def test_a_transcript_prints_whatever_its_values(messages: list[dict[str, Any]],
 
 @pytest.mark.parametrize("request_", [c[1] for c in REQUESTS], ids=[c[0] for c in REQUESTS])
 def test_a_request_prints_with_the_command_that_answers_it(request_: dict[str, Any]) -> None:
-    lines = pending_lines({"sessionId": "ses_x", "pending": [request_]})
+    lines = pending_lines({"sessionId": "ses_1a2b3c4d5e6fABCDEFGHIJklmn", "pending": [request_]})
     assert any(f"{request_['id']}" in line for line in lines)
     assert any("answer: opencode-sessions" in line for line in lines)
 

@@ -45,3 +45,18 @@ def test_watch_prints_each_request_once_as_it_arrives(capsys: pytest.CaptureFixt
         *REQUEST_LINES,
         "status: running",
     ]
+
+
+@pytest.mark.parametrize(
+    ("session_id", "request_id"),
+    [(SID, "per_1; touch /tmp/pwned"), (SID, "que_$(id)"), (SID, None), ("ses_1 $(id)", "per_1")],
+)
+def test_no_answering_command_is_built_from_an_id_the_commands_would_refuse(session_id: str, request_id: Any) -> None:
+    """The command is for pasting into a shell: an id from OpenCode (or a store) that is not of its own form would
+    run there. Was: printed into the command line as it came."""
+    for entry in (PERMISSION, QUESTION):
+        lines = session_lines({**session([{**entry, "id": request_id}]), "sessionId": session_id})
+        answers = [line for line in lines if line.strip().startswith("answer:")]
+        assert answers == [
+            "            answer: none from opencode-sessions: the id is not OpenCode's per_… or que_… form"
+        ]
