@@ -17,9 +17,10 @@ def migrate(as_json: bool) -> None:
     """Apply sql/*.sql to DATABASE_URL in order; safe to run twice and from several replicas at once.
 
     Prints `up to date` when the schema was not behind, else `applied: <files>`. "Applied" means the files the
-    schema was behind on (new ones, or changed since). Files marked every-run (002_ticket_fk.sql) are also run
-    each time but are not "applied" then; --json lists them under `reapplied`:
-    {"applied": [...], "reapplied": [...], "upToDate": <applied is empty>}.
+    schema was behind on (new ones, and every-run files changed since they last ran). Files marked every-run
+    (002_ticket_fk.sql) are also run each time but are not "applied" then; --json lists them under `reapplied`:
+    {"applied": [...], "reapplied": [...], "upToDate": <applied is empty>}. A file that fails, or waits too long
+    for a lock a long transaction holds, is rolled back: exit 1 with one line naming it.
     """
 
     async def go() -> MigrationReport:

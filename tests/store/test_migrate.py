@@ -11,7 +11,14 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from shared.store.migrate import MIGRATE_LOCK_ID, Migration, load_migrations, migrate
+from shared.store.migrate import (
+    MIGRATE_LOCK_ID,
+    Migration,
+    MigrationFailed,
+    load_migrations,
+    migrate,
+    sql_dir_candidates,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -59,6 +66,21 @@ def test_the_shipped_files_are_ordered_and_only_the_fk_file_runs_every_time():
         ]
     )
     assert EVERY_RUN == ["002_ticket_fk.sql"]
+
+
+def test_the_sql_of_a_wheel_installed_outside_sys_prefix_is_found_where_its_installer_recorded_it(tmp_path):
+    """pip install --user or --prefix puts the data-files under that base, not sys.prefix: RECORD says where."""
+    site = tmp_path / "base" / "lib" / "python3.11" / "site-packages"
+    info = site / "opencode_session_layer-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: opencode-session-layer\nVersion: 0.1.0\n")
+    (info / "RECORD").write_text("../../../share/opencode-session-layer/sql/001_a.sql,,\n")
+    installed = tmp_path / "base" / "share" / "opencode-session-layer" / "sql"
+    installed.mkdir(parents=True)
+    (installed / "001_a.sql").write_text("SELECT 1;\n")
+    candidates = sql_dir_candidates(site, tmp_path / "venv")
+    assert [c for c in candidates if c.is_dir()] == [installed]
+    assert tmp_path / "venv" / "share" / "opencode-session-layer" / "sql" in candidates  # a virtualenv, the image
 
 
 async def test_migrating_twice_applies_only_the_every_run_file_the_second_time(fresh_database):
@@ -183,8 +205,10 @@ async def test_rows_written_before_tickets_existed_do_not_break_migrate(fresh_da
 async def test_a_failing_migration_leaves_nothing_behind_and_releases_the_lock(fresh_database):
     broken = Migration("900_broken.sql", "CREATE TABLE half_done (x int); SELECT 1/0;")
     async with await connect(fresh_database) as conn:
-        with pytest.raises(psycopg.errors.DivisionByZero):
+        with pytest.raises(MigrationFailed) as failed:
             await migrate(conn, [broken])
+        assert str(failed.value) == "migration 900_broken.sql failed: division by zero"  # one line, naming the file
+        assert isinstance(failed.value.__cause__, psycopg.errors.DivisionByZero)
         assert (await fetchall(conn, "SELECT to_regclass('half_done')"))[0][0] is None
         assert await fetchall(conn, "SELECT name FROM opencode_schema_migrations") == []
         async with await connect(fresh_database) as other:
