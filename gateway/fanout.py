@@ -3,22 +3,24 @@
 A channel is subscribed when its first client arrives and unsubscribed when its last leaves. Each client
 gets a bounded queue: a client too slow to keep up, or one that was connected while the Redis connection
 dropped, is told it lost events (`LOST`) and must take a fresh snapshot — nothing is silently skipped; it reads it
-once `confirmed()` says the channel is subscribed again, or events published in between would be lost. A client
-whose queued events outgrow its byte budget is told to end its stream (`DROPPED`): it resumes with Last-Event-ID,
-and the memory it held is freed at once rather than when it reads again.
+(`Resync`) once `confirmed()` says the channel is subscribed again, or events published in between would be lost.
+A client whose queued events outgrow its byte budget is told to end its stream (`DROPPED`): it resumes with
+Last-Event-ID, and the memory it held is freed at once rather than when it reads again.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio
 import redis.exceptions
 import structlog
+from psycopg_pool import PoolTimeout
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
@@ -31,6 +33,7 @@ from shared.errors import Unavailable
 from shared.models import loads
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 SUBSCRIBE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 1.0
@@ -38,6 +41,9 @@ KEEPALIVE_S = 10.0
 PONG_TIMEOUT_S = 5.0
 RECONNECT_BASE_S = 0.1
 RECONNECT_CAP_S = 5.0
+RESYNC_RETRY_BASE_S = 0.1
+RESYNC_RETRY_CAP_S = 5.0
+STORE_DOWN = (Unavailable, PoolTimeout)  # a read that may succeed once Redis or PostgreSQL answers again
 
 
 class Signal:
@@ -315,3 +321,37 @@ class Fanout:
     def _gauge(self) -> None:
         if self._metrics is not None:
             self._metrics.subscribed_sessions.set(len(self._subs))
+
+
+class Resync:
+    """A fresh snapshot the client is owed. It is read once the channel is subscribed again (read earlier, it could
+    miss what is published before the subscription is back) and the store answers; until then the stream waits."""
+
+    def __init__(self, fanout: Fanout, channel: str) -> None:
+        self._fanout = fanout
+        self._channel = channel
+        # jittered: after a Redis restart the streams do not all come back at the same instant
+        self._backoff = Backoff(RESYNC_RETRY_BASE_S, RESYNC_RETRY_CAP_S)
+        self._retry_at = time.monotonic()
+
+    def wait_s(self) -> float:
+        """Until the next attempt (0: now)."""
+        return max(0.0, self._retry_at - time.monotonic())
+
+    async def read(self, read: Callable[[], Awaitable[T]]) -> T | None:
+        """`read()`'s result, or None when it is too early: the channel is not subscribed yet, or the store is down."""
+        if not self._fanout.confirmed(self._channel):
+            self._later("the Redis subscription is not back yet")
+            return None
+        try:
+            return await read()
+        except STORE_DOWN as exc:
+            self._later(str(exc))  # a SessionLayerError's str is its message
+            return None
+
+    def _later(self, reason: str) -> None:
+        delay = self._backoff.failed(time.monotonic())
+        self._retry_at = time.monotonic() + delay
+        # once per stream and outage at warning: every stream retries every few seconds while it lasts
+        emit = log.warning if self._backoff.failures == 1 else log.debug
+        emit("resync_retry", error=reason, retry_in_s=round(delay, 2))

@@ -3,7 +3,9 @@
 Per session: subscribe first, then read the snapshot, and drop every event at or below its `seq`, so no
 change falls between the two. A gap, a `reset` (the live state was rebuilt), a client too slow for its
 queue or a Redis reconnect all lead to a fresh `snapshot`; the final `complete` carries the archived row.
-The live list sends a fresh `snapshot` after a Redis reconnect or a client too slow for its queue.
+The live list sends a fresh `snapshot` after a Redis reconnect or a client too slow for its queue. Either, quiet
+for a ping interval, checks that Redis still holds what it shows: a FLUSHALL drops no connection, so nothing
+else would tell it (the live state followed, or a session listed, gone: a fresh `snapshot`).
 
 A stream owed a fresh snapshot while Redis or PostgreSQL is unreachable waits for them (a read inside a started
 response has no status left to fail with): it keeps pinging, and reads once its subscription is back.
@@ -17,23 +19,25 @@ dropped (the stream ends; it resumes the same way).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
+import anyio
 import structlog
 from psycopg_pool import PoolTimeout
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.endpoints import path_id, read_covered, read_session, type_filter
-from gateway.fanout import CLOSED, DROPPED, LOST, Fanout, Published, Signal, Subscription
+from gateway.fanout import CLOSED, DROPPED, LOST, STORE_DOWN, Published, Resync, Signal, Subscription
 from gateway.query import query_param, single_header
 from gateway.sse import format_event, ping, retry_line, token_expired
 from gateway.state import GatewayState
-from shared.backoff import Backoff
 from shared.clock import now_ms
-from shared.errors import NotFound, SessionLayerError, Unavailable
+from shared.errors import NotFound, SessionLayerError
 from shared.event_stream import EventStreamResponse
 from shared.ids import SessionId, parse_session_id
 from shared.models import FINAL_STATUSES, dumps
@@ -41,11 +45,8 @@ from shared.sessions import live_sessions
 from shared.store import keys
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 
-RESYNC_RETRY_BASE_S = 0.1
-RESYNC_RETRY_CAP_S = 5.0
-STORE_DOWN = (Unavailable, PoolTimeout)  # a read that may succeed once Redis or PostgreSQL answers again
+LOSS_CHECK_TIMEOUT_S = 2.0  # a quiet stream's check that Redis still holds what it shows (_redis_lost)
 PING: Final = Signal("PING")  # nothing was written for a ping interval: send one
 EXPIRED: Final = Signal("EXPIRED")  # the stream's token reached its `exp`
 # What the live index publishes (README: the live list stream); a backend's enqueue passes its `appeared` itself.
@@ -98,40 +99,6 @@ class Lifetime:
         if cap_s is not None:
             wait = min(wait, cap_s)
         return max(0.0, wait)
-
-
-class Resync:
-    """A fresh snapshot the client is owed. It is read once the channel is subscribed again (read earlier, it could
-    miss what is published before the subscription is back) and the store answers; until then the stream waits."""
-
-    def __init__(self, fanout: Fanout, channel: str) -> None:
-        self._fanout = fanout
-        self._channel = channel
-        # jittered: after a Redis restart the streams do not all come back at the same instant
-        self._backoff = Backoff(RESYNC_RETRY_BASE_S, RESYNC_RETRY_CAP_S)
-        self._retry_at = time.monotonic()
-
-    def wait_s(self) -> float:
-        """Until the next attempt (0: now)."""
-        return max(0.0, self._retry_at - time.monotonic())
-
-    async def read(self, read: Callable[[], Awaitable[T]]) -> T | None:
-        """`read()`'s result, or None when it is too early: the channel is not subscribed yet, or the store is down."""
-        if not self._fanout.confirmed(self._channel):
-            self._later("the Redis subscription is not back yet")
-            return None
-        try:
-            return await read()
-        except STORE_DOWN as exc:
-            self._later(_reason(exc))
-            return None
-
-    def _later(self, reason: str) -> None:
-        delay = self._backoff.failed(time.monotonic())
-        self._retry_at = time.monotonic() + delay
-        # once per stream and outage at warning: every stream retries every few seconds while it lasts
-        emit = log.warning if self._backoff.failures == 1 else log.debug
-        emit("resync_retry", error=reason, retry_in_s=round(delay, 2))
 
 
 def _reason(exc: Exception) -> str:
@@ -201,7 +168,7 @@ async def _session_events(
         if _ended(snapshot):
             yield format_event("complete", dumps(snapshot), snapshot["seq"])
             return
-        async for frame in _follow(state, sid, sub, lifetime, int(snapshot["seq"])):
+        async for frame in _follow(state, sid, sub, lifetime, int(snapshot["seq"]), live=bool(snapshot["live"])):
             yield frame
 
 
@@ -232,8 +199,10 @@ def _control(item: Signal, lifetime: Lifetime) -> bytes | None:
 
 
 async def _follow(
-    state: GatewayState, sid: SessionId, sub: Subscription, lifetime: Lifetime, seq: int
+    state: GatewayState, sid: SessionId, sub: Subscription, lifetime: Lifetime, seq: int, *, live: bool = True
 ) -> AsyncIterator[bytes]:
+    """Updates after `seq`, of a session whose last snapshot was `live` (else the archive of one not yet queued
+    again: its `reset` comes)."""
     resync: Resync | None = None
     while True:
         if resync is not None and resync.wait_s() == 0 and not lifetime.expired:  # none past exp
@@ -248,7 +217,7 @@ async def _follow(
                 if _ended(snapshot):
                     yield format_event("complete", dumps(snapshot), snapshot["seq"])
                     return
-                seq = int(snapshot["seq"])
+                seq, live = int(snapshot["seq"]), bool(snapshot["live"])
         item = await _next(state, sub, lifetime, resync)
         if item is None:
             continue
@@ -256,9 +225,13 @@ async def _follow(
             assert isinstance(item, Signal)
             if (frame := _control(item, lifetime)) is not None:
                 yield frame
-            if item is PING:
-                continue
-            return
+            if item is not PING:
+                return
+            # a live state followed and gone (an archive followed waits for the backstop's `reset`)
+            if resync is None and live and await _redis_lost(state.redis.exists(keys.session(sid))):
+                state.metrics.resyncs.labels("vanished").inc()
+                resync = Resync(state.fanout, sub.channel)
+            continue
         if resync is not None:
             continue  # the snapshot owed covers it
         reason = _resync_reason(item, seq)
@@ -274,6 +247,25 @@ async def _follow(
             yield await _complete(state, sid, item)
             return
         yield item.frame("update")
+
+
+async def _redis_lost(held: Awaitable[object]) -> bool:
+    """Has Redis lost what a quiet stream shows, while the pub/sub connection stayed up (FLUSHALL, a failover that
+    kept the address: no LOST says so)? `held` is the read that asks. Was: a session archived just before the loss
+    never sent its `complete` or `ended` (finish.lua had nothing left to end), and its followers, and the live list,
+    went on showing it live; as they did a running session the backstop had not queued again yet, or would not.
+    An outage or a slow answer says no: the fanout's reconnect covers those."""
+    with anyio.move_on_after(LOSS_CHECK_TIMEOUT_S):
+        try:
+            return not await held
+        except (*STORE_DOWN, RedisError, OSError):
+            return False
+    return False
+
+
+async def _all_listed(redis: Redis, shown: set[str]) -> bool:
+    """Is every session a live list shows still in the live index?"""
+    return not shown or None not in await redis.zmscore(keys.LIVE_INDEX, list(shown))
 
 
 def _ended(snapshot: dict[str, Any]) -> bool:
@@ -331,12 +323,13 @@ async def _live_events(
     """Event ids count the events sent (the list has no `seq`: a reconnecting client gets a fresh `snapshot`)."""
     counter = 1
     yield format_event("snapshot", dumps({"sessions": sessions}), counter)
+    shown = {str(s["sessionId"]) for s in sessions}
     resync: Resync | None = None
     while True:
         if resync is not None and resync.wait_s() == 0 and not lifetime.expired:  # none past exp
             fresh = await resync.read(lambda: live_sessions(state.redis, session_type=kind))
             if fresh is not None:
-                resync = None
+                resync, shown = None, {str(s["sessionId"]) for s in fresh}
                 counter += 1
                 yield format_event("snapshot", dumps({"sessions": fresh}), counter)
         item = await _next(state, sub, lifetime, resync)
@@ -346,9 +339,12 @@ async def _live_events(
             assert isinstance(item, Signal)
             if (frame := _control(item, lifetime)) is not None:
                 yield frame
-            if item is PING:
-                continue
-            return
+            if item is not PING:
+                return
+            if resync is None and await _redis_lost(_all_listed(state.redis, shown)):
+                state.metrics.resyncs.labels("vanished").inc()
+                resync = Resync(state.fanout, sub.channel)
+            continue
         if resync is not None:
             continue  # the snapshot owed covers it
         if item is LOST:
@@ -363,3 +359,5 @@ async def _live_events(
             continue
         counter += 1
         yield format_event(item.type, item.raw.decode(), counter)
+        if isinstance(listed := item.body.get("sessionId"), str):
+            (shown.discard if item.type == "ended" else shown.add)(listed)

@@ -20,7 +20,7 @@ from shared.commands import requeue_from_archive
 from shared.errors import SessionLayerError, Unavailable
 from shared.ids import SessionId, parse_session_id
 from shared.models import dumps
-from shared.store import keys, requests, unfinished
+from shared.store import keys, queueable, requests, unfinished
 from shared.store.archive import ArchiveRow
 from shared.store.connections import store_errors
 from shared.store.lua import Scripts
@@ -94,8 +94,10 @@ async def _reconcile_batch(redis: Redis, pool: psycopg_pool.AsyncConnectionPool,
     if not gone:
         return 0
     requeued: list[str] = []
-    for row in await _orphans(pool, gone):
-        if await _requeue(redis, row):
+    orphans = await _orphans(pool, gone)
+    now_ms = await _redis_now_ms(redis) if orphans else 0
+    for row in orphans:
+        if await _requeue(redis, row, now_ms):
             requeued.append(row.id)
     if requeued:
         with _passed_over(*requeued, event=ANSWER_NOT_REQUEUED):
@@ -127,11 +129,19 @@ async def _still_unfinished(pool: psycopg_pool.AsyncConnectionPool, session_ids:
             return await unfinished.still_unfinished(conn, session_ids)
 
 
-async def _requeue(redis: Redis, row: ArchiveRow) -> bool:
-    """Queue one orphan; False (and a warning naming the session and why) when the row cannot be queued."""
+async def _redis_now_ms(redis: Redis) -> int:
+    """Redis's clock, which the floors of a lost run's seq and epoch are taken from (queueable.past_lost_run)."""
+    with store_errors("Redis"):
+        seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def _requeue(redis: Redis, row: ArchiveRow, now_ms: int) -> bool:
+    """Queue one orphan, its seq and epoch past the lost run's; False (and a warning naming the session and why)
+    when the row cannot be queued."""
     requeued = False
     with _passed_over(row.id):
-        requeued = await requeue_from_archive(redis, row)
+        requeued = await requeue_from_archive(redis, queueable.past_lost_run(row, now_ms))
     if requeued:
         log.warning("session_requeued_from_archive", session_id=row.id, status=row.status, cancel=row.cancel_requested)
     return requeued

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from shared.errors import InvalidInput
@@ -16,6 +17,14 @@ from shared.models import part_key, prompt_entry
 from shared.opencode.shapes import is_part
 from shared.store.archive import LAYER_KEY, ArchiveRow
 
+# A run whose live state Redis lost may have gone past the seq and the epoch its row records (its owner records them
+# as it claims and as it ends, not between): neither is known, so both are taken from the clock, past any value that
+# run reached. Its seq moved once per fenced write, far under LOST_RUN_SEQ_PER_MS a millisecond; its epoch once per
+# claim, far under one a millisecond; and it started (from its row, or from such a floor, taken earlier) no later
+# than its own queueing, so a floor taken at a later instant is past both. The seq stays under 1e14 (until 2286):
+# Lua, which assembles every event, writes a number past that with an exponent.
+LOST_RUN_SEQ_PER_MS = 10
+
 
 def next_seq(layer: Mapping[str, Any]) -> int:
     """The seq a session queued again starts its live state at: past the last one the row records, so that a
@@ -23,6 +32,25 @@ def next_seq(layer: Mapping[str, Any]) -> int:
     without its snapshot. Was: 1, which the earlier run's first update had had too."""
     value = layer.get("seq")
     return value + 1 if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53 else 1
+
+
+def past_lost_run(row: ArchiveRow, now_ms: int) -> ArchiveRow:
+    """The row to queue again once Redis lost its live state, its seq and epoch raised to floors from `now_ms`
+    (Redis's clock, the one every replica shares): a client resuming with a Last-Event-ID of the lost run never
+    finds it equal to the new run's seq (it would go without its snapshot), and no token of the lost run's owner
+    comes back (the same replica claiming again would get the very token its tracker of the lost run still
+    writes with). Was: both went on from the row, behind the lost run's. A row whose layer is not of our shape is
+    given back as it is, for the queueing to name the field."""
+    try:
+        layer = layer_of(row)
+        epoch = epoch_of(layer)
+    except InvalidInput:
+        return row
+    seq, floor = layer.get("seq"), now_ms * LOST_RUN_SEQ_PER_MS
+    if not (isinstance(seq, int) and not isinstance(seq, bool) and floor <= seq < 2**53):
+        seq = floor
+    user = row.metadata if isinstance(row.metadata, dict) else {}
+    return replace(row, metadata={**user, LAYER_KEY: {**layer, "seq": seq, "epoch": max(epoch, now_ms)}})
 
 
 def json_kind(value: object) -> str:
