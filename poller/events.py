@@ -198,8 +198,10 @@ class EventRouter:
     def attach(self, session_id: str, inbox: Inbox) -> None:
         self._inboxes[session_id] = inbox
 
-    def detach(self, session_id: str) -> None:
-        self._inboxes.pop(session_id, None)
+    def detach(self, session_id: str, inbox: Inbox) -> None:
+        """Drop `inbox`, if it is still the session's (a newer tracker's is left as it is)."""
+        if self._inboxes.get(session_id) is inbox:
+            del self._inboxes[session_id]
 
     async def run(self) -> None:
         try:

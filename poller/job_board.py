@@ -49,8 +49,10 @@ class JobBoard:
         """Call `wake` after every refresh that finds the session's job changed, or cannot tell."""
         self._watchers[session_id] = wake
 
-    def forget(self, session_id: str) -> None:
-        self._watchers.pop(session_id, None)
+    def forget(self, session_id: str, wake: Callable[[], None]) -> None:
+        """Drop `wake`, if it is still the session's (a newer tracker's is left as it is)."""
+        if self._watchers.get(session_id) == wake:  # ==: a bound method is made anew each time it is named
+            del self._watchers[session_id]
 
     def rev(self, session_id: str) -> str | None:
         """The session's promptsRev, or None when unknown (not read yet, the read failed, or the job is gone)."""

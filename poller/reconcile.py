@@ -95,7 +95,7 @@ async def _reconcile_batch(redis: Redis, pool: psycopg_pool.AsyncConnectionPool,
         return 0
     requeued: list[str] = []
     orphans = await _orphans(pool, gone)
-    now_ms = await _redis_now_ms(redis) if orphans else 0
+    now_ms = await queueable.redis_now_ms(redis) if orphans else 0
     for row in orphans:
         if await _requeue(redis, row, now_ms):
             requeued.append(row.id)
@@ -127,13 +127,6 @@ async def _still_unfinished(pool: psycopg_pool.AsyncConnectionPool, session_ids:
     with store_errors("PostgreSQL"):
         async with pool.connection() as conn:
             return await unfinished.still_unfinished(conn, session_ids)
-
-
-async def _redis_now_ms(redis: Redis) -> int:
-    """Redis's clock, which the floors of a lost run's seq and epoch are taken from (queueable.past_lost_run)."""
-    with store_errors("Redis"):
-        seconds, micros = await redis.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 async def _requeue(redis: Redis, row: ArchiveRow, now_ms: int) -> bool:

@@ -37,8 +37,10 @@ class StatusBoard:
         (fetched before it did) still says busy, decides then rather than a whole tick of its own later."""
         self._waiting[session_id] = wake
 
-    def forget(self, session_id: str) -> None:
-        self._waiting.pop(session_id, None)
+    def forget(self, session_id: str, wake: Callable[[], None]) -> None:
+        """Drop `wake`, if it is still the session's (a newer tracker's is left as it is)."""
+        if self._waiting.get(session_id) == wake:  # ==: a bound method is made anew each time it is named
+            del self._waiting[session_id]
 
     def busy(self, session_id: str, since: float) -> bool | None:
         """Whether OpenCode runs the session, from a fetch started after `since`; None when no such fetch."""

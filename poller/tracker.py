@@ -79,10 +79,12 @@ class SessionTracker:
                 self._deps.metrics.lease_lost.labels(self._deps.server).inc()
                 log.info("lease_lost", reason="; ".join(str(exc) for exc in group.exceptions))
             finally:
-                self._deps.board.forget(sid)
-                self._deps.jobs.forget(sid)
+                # this tracker's own entries: a newer tracker of the session (the lease claimed again after
+                # Redis lost it) may have taken the session's place in each
+                self._deps.board.forget(sid, self._inbox.request_poll)
+                self._deps.jobs.forget(sid, self._inbox.request_tick)
                 if router is not None:
-                    router.detach(sid)
+                    router.detach(sid, self._inbox)
         return False
 
     async def _loop(self, tg: TaskGroup, mirror: SessionMirror) -> None:

@@ -186,6 +186,11 @@ class Worker:
             return
         for lease in claimed:
             held = Held(lease, valid_until=started + self._settings.lease_ttl_s)
+            if (older := self._held.get(lease.session_id)) is not None:
+                # claimed again while its tracker still runs: Redis lost the session and the backstop queued it
+                # again. That tracker's lease is gone; stop it here, as the renew loop no longer sees it.
+                log.info("lease_replaced", session_id=lease.session_id, epoch=lease.epoch)
+                older.scope.cancel()
             self._held[lease.session_id] = held
             tg.start_soon(self._track, held, tg)
         self.metrics.sessions_held.set(len(self._held))

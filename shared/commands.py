@@ -233,7 +233,7 @@ async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> st
         await _record_prompt(db, sid, {"messageID": message_id, "text": body})
         return message_id
     async with committed(db):
-        row = await _archived_row(db, sid)
+        row = await _past_a_lost_run(redis, await _archived_row(db, sid))
         revival = _revival(row)  # before the row is reopened
         await archive.reopen(db, row, {"messageID": message_id, "text": body})
     await _revive(redis, revival, [entry], cancel=False)
@@ -272,7 +272,7 @@ async def cancel(redis: Redis, db: PgConnection, session_id: str) -> str:
         if not row.unfinished:
             raise Conflict(f"session {sid} already ended with status {row.status}")
     # Live state was lost (Redis restarted): queue it again, already cancelled, rather than wait for the backstop.
-    await _revive(redis, _revival(row), [], cancel=True)
+    await _revive(redis, _revival(await _past_a_lost_run(redis, row)), [], cancel=True)
     log.info("cancel_requested", session_id=sid, revived=True)
     return "requested"
 
@@ -325,6 +325,13 @@ async def _archived_row(db: PgConnection, sid: SessionId) -> ArchiveRow:
     if row is None:
         raise NotFound(f"session {sid} not found")
     return row
+
+
+async def _past_a_lost_run(redis: Redis, row: ArchiveRow) -> ArchiveRow:
+    """An unfinished row whose live state is gone is a run Redis lost: revived from seq and epoch floors past that
+    run's, as the backstop does (queueable.past_lost_run). Was: from the row's, which a client resuming with an
+    id of the lost run, or the lost run's owner, could still hold."""
+    return queueable.past_lost_run(row, await queueable.redis_now_ms(redis)) if row.unfinished else row
 
 
 @dataclass(frozen=True, slots=True)

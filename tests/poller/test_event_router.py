@@ -47,3 +47,39 @@ async def test_an_unforeseen_error_on_the_stream_reconnects_it() -> None:
         assert (router.healthy, opencode.connections, inbox.gap) == (True, 2, False)
         tg.cancel_scope.cancel()
     assert inbox.take() == [{"type": "session.idle", "properties": {"sessionID": "ses_x"}}]
+
+
+class OneEvent:
+    """An OpenCode client whose `/event` stream sends one session's event once `go` is set."""
+
+    def __init__(self) -> None:
+        self.go = anyio.Event()
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        yield {"type": "server.connected", "properties": {}}
+        await self.go.wait()
+        yield {"type": "session.idle", "properties": {"sessionID": "ses_x"}}
+        await anyio.sleep_forever()
+
+
+async def test_an_older_tracker_that_ends_leaves_the_newer_ones_inbox_attached() -> None:
+    """A replica can claim a session again while the tracker of its lost lease still runs (Redis lost the session and
+    the backstop queued it again). Was: that older tracker, ending, detached the session's inbox, the newer
+    tracker's: it got no event again and waited on its slow polls."""
+    opencode = OneEvent()
+    router = EventRouter(cast(OpenCodeClient, opencode))
+    older, newer = Inbox(limit=10), Inbox(limit=10)
+    router.attach("ses_x", older)
+    router.attach("ses_x", newer)
+    router.detach("ses_x", older)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(router.run)
+        opencode.go.set()
+
+        async def delivered() -> bool:
+            return bool(newer.events)
+
+        await wait_for(delivered, timeout=10, what="the event in the newer tracker's inbox")
+        router.detach("ses_x", newer)
+        tg.cancel_scope.cancel()
+    assert not older.events

@@ -42,7 +42,8 @@ async def test_a_refresh_wakes_the_trackers_whose_job_changed(redis):
     await redis.hset(keys.JOB_REVS, mapping={A: "1", B: "1"})
     board = JobBoard(redis)
     woken: list[str] = []
-    board.watch(A, lambda: woken.append("a"))
+    wake_a = lambda: woken.append("a")  # noqa: E731
+    board.watch(A, wake_a)
     board.watch(B, lambda: woken.append("b"))
     await board.refresh([A, B])
     assert sorted(woken) == ["a", "b"]  # first read: both revs are news
@@ -53,7 +54,8 @@ async def test_a_refresh_wakes_the_trackers_whose_job_changed(redis):
     await board.refresh([A, B])
     assert woken == ["a"]
     woken.clear()
-    board.forget(A)
+    board.forget(B, lambda: woken.append("b"))  # another tracker's wake (of the same session): B's stays
+    board.forget(A, wake_a)
     await redis.hset(keys.JOB_REVS, mapping={A: "3", B: "2"})
     await board.refresh([A, B])
     assert woken == ["b"]

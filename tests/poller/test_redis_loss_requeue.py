@@ -9,9 +9,11 @@ import psycopg_pool
 import pytest
 
 from poller import reconcile
+from poller.worker import Held
 from shared import commands
 from shared.ids import SessionId
 from shared.store import archive, keys
+from shared.store.lease import Lease
 from shared.store.live import read_record
 from shared.store.lua import Scripts, StateChange
 from tests.helpers import wait_for
@@ -84,3 +86,29 @@ async def test_a_pending_session_no_replica_had_claimed_yet_runs_once_redis_lost
     row = await wait_for(archived, timeout=30, what="the session archived")
     users = [m for m in row.messages if m["info"]["role"] == "user"]
     assert len(users) == 1 and row.layer["seq"] > 1
+
+
+async def test_a_replica_that_claims_again_a_session_it_held_stops_the_lost_runs_tracker(
+    make_worker, redis, db, opencode, monkeypatch
+):
+    """Redis lost the session while this replica held it, and the backstop queued it again before the tracker of the
+    lost run noticed (its next tick): the replica claims it anew. Was: the newer lease took the older's place in its
+    table, so nothing stopped the older tracker, which wrote (fenced out) until it failed and, ending, took the
+    session's entries in the event router and job board with it: the newer tracker got no event and waited on slow
+    polls. (The lost run's lease stands in the replica's table as the worker starts: its first claim is the one.)"""
+    sid = SessionId((await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO x"))["sessionId"])
+
+    async def not_yet_renewed(self: Scripts, ttl_ms: int, leases: list[Lease]) -> list[bool]:
+        return [True] * len(leases)  # the renewal that would find the lost lease gone has not come yet
+
+    monkeypatch.setattr(Scripts, "renew", not_yet_renewed)
+    worker = await make_worker(lease_ttl_s=30.0)
+    older = Held(Lease(sid, "0:lost-run", 0), valid_until=float("inf"))
+    worker.held[sid] = older  # before the worker's task first runs: nothing of it has yet
+
+    async def claimed_again():
+        newer = worker.held.get(sid)
+        return newer if newer is not None and newer is not older else None
+
+    newer = await wait_for(claimed_again, timeout=20, what="the session claimed again")
+    assert older.scope.cancel_called and not newer.scope.cancel_called

@@ -17,8 +17,10 @@ async def test_a_tracker_waiting_on_the_next_fetch_is_woken_once_and_a_forgotten
     woken: list[str] = []
     board.wake_after_refresh("ses_a", lambda: woken.append("a"))
     board.wake_after_refresh("ses_a", lambda: woken.append("a again"))  # one wake per session: the latest
-    board.wake_after_refresh("ses_b", lambda: woken.append("b"))
-    board.forget("ses_b")  # its tracker ended
+    wake_b = lambda: woken.append("b")  # noqa: E731
+    board.wake_after_refresh("ses_b", wake_b)
+    board.forget("ses_a", lambda: woken.append("a"))  # an older tracker of ses_a ended: the newer one's stays
+    board.forget("ses_b", wake_b)  # its tracker ended
     assert woken == []
     await board.refresh()
     assert woken == ["a again"]

@@ -13,8 +13,9 @@ from psycopg.types.json import Jsonb
 from shared import commands
 from shared.errors import Conflict, InvalidInput, NotFound, Unavailable
 from shared.ids import SessionId, TicketId, parse_message_id, parse_session_id
-from shared.store import archive, keys
+from shared.store import archive, keys, queueable
 from shared.store.archive import LAYER_KEY, ArchiveRow, to_epoch_ms
+from shared.store.live import read_record
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -291,8 +292,21 @@ async def test_cancel_of_a_pending_row_whose_live_state_was_lost_queues_it_cance
     await insert_archived(db, sid, "pending")
     assert await commands.cancel(redis, db, sid) == "requested"
     job = text(await redis.hgetall(keys.job(sid)))
-    assert (job["cancel"], job["epoch"]) == ("1", "3")
+    assert job["cancel"] == "1" and int(job["epoch"]) > 3  # past any claim of the run Redis lost
     assert await redis.zscore(keys.QUEUE, sid) is not None
+
+
+async def test_send_to_a_running_session_redis_lost_goes_on_past_the_lost_runs_seq_and_epoch(redis, db):
+    """The row says running at seq 5, but its live run wrote on past it before Redis lost it. Was: revived at seq 6
+    and epoch 3, which a client resuming with an id of the lost run, or the lost run's owner, could still hold."""
+    sid = SessionId("ses_333333333333DDDDDDDDDDDDDE")
+    await insert_archived(db, sid, "running", layer={"title": "old", "prompts": [], "epoch": 3, "seq": 5})
+    seconds, micros = await redis.time()
+    await commands.send(redis, db, sid, "ECHO again")
+    floor_ms = int(seconds) * 1000 + int(micros) // 1000
+    record = await read_record(redis, sid)
+    assert record is not None and record.state.seq >= floor_ms * queueable.LOST_RUN_SEQ_PER_MS
+    assert int(text(await redis.hgetall(keys.job(sid)))["epoch"]) >= floor_ms
 
 
 async def test_cancel_is_recorded_in_the_row_for_the_backstop(redis, db, opencode):
