@@ -3,8 +3,6 @@ backstop — and its trackers."""
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from poller.archive import Archive
 from poller.deps import TrackerDeps
 from poller.events import EventRouter
 from poller.failures import run_bounded
+from poller.heartbeat import HEARTBEAT_INTERVAL_S, beat
 from poller.job_board import JobBoard
 from poller.metrics import Metrics
 from poller.places import BoardRefresher, Places, served_elsewhere
@@ -31,7 +30,7 @@ from shared.clock import now_ms
 from shared.config import Settings
 from shared.errors import SessionLayerError, Unavailable
 from shared.ids import SessionId
-from shared.models import as_text, dumps
+from shared.models import as_text
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.servers import OpenCodeServers
 from shared.store import keys
@@ -41,8 +40,6 @@ from shared.store.lua import Scripts
 
 log = structlog.get_logger(__name__)
 
-HEARTBEAT_INTERVAL_S = 1.0
-HEARTBEAT_TTL_FACTOR = 5
 RELEASE_TIMEOUT_S = 1.5
 STATUS_MAX_AGE_FACTOR = 4
 CLAIM_BATCH = 50  # the least a claim takes; more only up to the replica's fair share (FairShare)
@@ -335,28 +332,17 @@ class Worker:
                 entry.scope.cancel()
 
     async def _heartbeat_loop(self) -> None:
-        name = keys.poller(self._settings.replica_id)
         async for _ in every(HEARTBEAT_INTERVAL_S):
-            now = now_ms()
             try:
-                with store_errors("Redis"):
-                    async with self._redis.pipeline(transaction=True) as pipe:
-                        pipe.hset(
-                            name,
-                            mapping={
-                                "replicaId": self._settings.replica_id,
-                                "host": socket.gethostname(),
-                                "pid": os.getpid(),
-                                "startedAt": self._started_ms,
-                                "heartbeatAt": now,
-                                "sessions": dumps(sorted(self._held)),
-                                "maxSessions": self._settings.max_sessions_per_poller,
-                                "servers": dumps(self._servers.names),  # see places.served_elsewhere
-                            },
-                        )
-                        pipe.pexpire(name, int(HEARTBEAT_TTL_FACTOR * HEARTBEAT_INTERVAL_S * 1000))
-                        pipe.zadd(keys.POLLERS, {self._settings.replica_id: now})
-                        await pipe.execute()
+                await beat(
+                    self._redis,
+                    self._settings.replica_id,
+                    started_ms=self._started_ms,
+                    now_ms=now_ms(),
+                    sessions=self._held,
+                    max_sessions=self._settings.max_sessions_per_poller,
+                    servers=self._servers.names,
+                )
             except SessionLayerError as exc:
                 log.warning("heartbeat_failed", error=exc.message)
 

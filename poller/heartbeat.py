@@ -1,0 +1,50 @@
+"""The replica's heartbeat: who it is and what it holds and serves, written every HEARTBEAT_INTERVAL_S. `status`
+lists it, claim.lua counts the replicas whose heartbeat is recent for the fair share, and places.served_elsewhere
+reads which servers the others have."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+
+from redis.asyncio import Redis
+
+from shared.models import dumps
+from shared.store import keys
+from shared.store.connections import store_errors
+
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_TTL_FACTOR = 5  # the record outlives a few missed beats, not a replica gone for good
+
+
+async def beat(
+    redis: Redis,
+    replica_id: str,
+    *,
+    started_ms: int,
+    now_ms: int,
+    sessions: Iterable[str],
+    max_sessions: int,
+    servers: Iterable[str],
+) -> None:
+    """One heartbeat: the replica's record and its place in the list of replicas, in one transaction."""
+    name = keys.poller(replica_id)
+    with store_errors("Redis"):
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                name,
+                mapping={
+                    "replicaId": replica_id,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "startedAt": started_ms,
+                    "heartbeatAt": now_ms,
+                    "sessions": dumps(sorted(sessions)),
+                    "maxSessions": max_sessions,
+                    "servers": dumps(list(servers)),  # see places.served_elsewhere
+                },
+            )
+            pipe.pexpire(name, int(HEARTBEAT_TTL_FACTOR * HEARTBEAT_INTERVAL_S * 1000))
+            pipe.zadd(keys.POLLERS, {replica_id: now_ms})
+            await pipe.execute()
