@@ -91,8 +91,12 @@ async def _reconcile_batch(redis: Redis, pool: psycopg_pool.AsyncConnectionPool,
                 pipe.exists(keys.job(session_id))
             live = await pipe.execute()
     gone = [session_id for session_id, exists in zip(session_ids, live, strict=True) if not exists]
-    if not gone:
-        return 0
+    return await requeue_gone(redis, pool, gone) if gone else 0
+
+
+async def requeue_gone(redis: Redis, pool: psycopg_pool.AsyncConnectionPool, gone: list[SessionId]) -> int:
+    """Queue again, with the answers recorded for them, those of `gone` (sessions without a job in Redis) whose rows
+    are still unfinished when read again; how many were."""
     requeued: list[str] = []
     orphans = await _orphans(pool, gone)
     now_ms = await queueable.redis_now_ms(redis) if orphans else 0

@@ -59,6 +59,13 @@ class SessionTracker:
     def writes(self) -> int:
         return self._mirror.writer.writes if self._mirror else 0
 
+    @property
+    def marks(self) -> tuple[int, int] | None:
+        """The seq this tracker's writes reached and the promptsRev it read (poller/rewound.py); None until both."""
+        if self._mirror is None or self._job.rev is None or not self._job.rev.isdecimal():
+            return None
+        return max(self._mirror.writer.seq, self._mirror.session.seq), int(self._job.rev)
+
     async def run(self) -> bool:
         """True when the session ended and is archived; False when this replica may no longer own it."""
         sid = self._lease.session_id

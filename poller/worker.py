@@ -23,6 +23,7 @@ from poller.metrics import Metrics
 from poller.places import BoardRefresher, Places, served_elsewhere
 from poller.reconcile import lead_pass
 from poller.request_board import RequestBoard
+from poller.rewound import rebuild, went_back
 from poller.status_board import StatusBoard
 from poller.ticker import every
 from poller.tracker import SessionTracker
@@ -312,13 +313,16 @@ class Worker:
             started = time.monotonic()
             try:
                 with store_errors("Redis"):
-                    flags = await self._scripts.renew(self._lease_ttl_ms, [h.lease for h in held])
+                    renewals = await self._scripts.renew(self._lease_ttl_ms, [h.lease for h in held])
             except SessionLayerError as exc:
                 log.warning("renew_failed", error=exc.message, leases=len(held))
                 self._stop_expired()
                 continue
-            for entry, renewed in zip(held, flags, strict=True):
-                if renewed:
+            for entry, renewed in zip(held, renewals, strict=True):
+                if renewed is not None and went_back(renewed, entry.tracker.marks if entry.tracker else None):
+                    entry.scope.cancel()  # its tracker wrote what Redis lost: the next owner starts from the row
+                    await rebuild(self._redis, self._pool, self._scripts, entry.lease)
+                elif renewed is not None:
                     entry.valid_until = started + self._settings.lease_ttl_s
                 else:
                     log.info("lease_lost", session_id=entry.lease.session_id)

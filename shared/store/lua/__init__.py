@@ -23,6 +23,7 @@ from shared.store.lease import FairShare, Lease
 
 LEASE_PREFIX = keys.lease(SessionId(""))
 JOB_PREFIX = keys.job(SessionId(""))
+STATE_PREFIX = keys.session(SessionId(""))
 NO_TICKET = "opencode:ticket:-:active"  # a placeholder key for scripts whose ticket key is optional
 # leases per claim.lua / renew.lua / release.lua call: a script holds every other client of Redis while it
 # runs, ~5 µs a lease (~10 µs claimed)
@@ -45,6 +46,22 @@ class StateChange:
     removed_parts: Sequence[str]
     event_state: str = "{}"
     index_event: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Renewed:
+    """How far Redis holds a session whose lease was renewed: its live state's `seq` and its job's `promptsRev`
+    (None where missing, or not an integer)."""
+
+    seq: int | None
+    prompts_rev: int | None
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(as_text(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +99,7 @@ class Scripts:
         self._apply = redis.register_script(_load("apply"))
         self._append = redis.register_script(_load("append"))
         self._finish = redis.register_script(_load("finish"))
+        self._drop = redis.register_script(_load("drop"))
         self._pop_prompt = redis.register_script(_load("pop_prompt"))
         self._mark_sending = redis.register_script(_load("mark_sending"))
         self._count_failure = redis.register_script(_load("count_failure"))
@@ -158,18 +176,27 @@ class Scripts:
                 break
         return leases
 
-    async def renew(self, lease_ttl_ms: int, leases: Sequence[Lease]) -> list[bool]:
-        """One flag per lease, in order: False means it is lost and its tracker must stop.
+    async def renew(self, lease_ttl_ms: int, leases: Sequence[Lease]) -> list[Renewed | None]:
+        """One entry per lease, in order: None means it is lost and its tracker must stop; else how far Redis holds
+        the session (poller/rewound.py).
 
         In calls of LEASE_CHUNK leases, one after the other. A replica renews every lease it holds at once, and one
         call for 8,000 leases held Redis for 40 ms (and the replica's loop for 17 ms, encoding it): every state
         write of every replica waited behind it, each renewal, and those waits were the P2 benchmark's p99.
         """
-        flags: list[bool] = []
+        renewed: list[Renewed | None] = []
         for chunk in _chunks(leases):
-            result = await self._batched(self._renew, [keys.QUEUE], [lease_ttl_ms, LEASE_PREFIX, *_pairs(chunk)])
-            flags += [bool(flag) for flag in result]
-        return flags
+            args = [lease_ttl_ms, LEASE_PREFIX, STATE_PREFIX, JOB_PREFIX, *_pairs(chunk)]
+            result = await self._batched(self._renew, [keys.QUEUE], args)
+            renewed += [Renewed(_int_or_none(entry[0]), _int_or_none(entry[1])) if entry else None for entry in result]
+        return renewed
+
+    async def drop(self, lease: Lease) -> bool:
+        """Drop a session whose live state went back (drop.lua); False when the lease is no longer this token's."""
+        sid = lease.session_id
+        script_keys = [keys.lease(sid), *keys.state_keys(sid), keys.job(sid), keys.prompts(sid)]
+        script_keys += [keys.QUEUE, keys.LIVE_INDEX, keys.JOB_REVS]
+        return bool(await self._drop(keys=script_keys, args=[lease.token, sid]))
 
     async def release(self, leases: Sequence[Lease]) -> int:
         """How many of `leases` were still this replica's and are now given back (in chunks, as `renew`)."""

@@ -44,7 +44,7 @@ async def test_poller_runs_the_real_scripts(acl: Redis, poller: Redis, gateway: 
         assert created == 1
         claimed = await scripts.claim("replica-1", 5000, 10)
         assert [c.session_id for c in claimed] == [SESSION]
-        assert await scripts.renew(5000, claimed) == [True]
+        assert [r is not None for r in await scripts.renew(5000, claimed)] == [True]
         change = StateChange(
             fields={"status": "running"},
             messages={"msg_1": dumps({"id": "msg_1", "role": "user"})},

@@ -8,6 +8,7 @@ from shared.clock import now_ms
 from shared.ids import SessionId
 from shared.store import keys, lua
 from shared.store.lease import FairShare, Lease
+from shared.store.lua import Renewed
 from tests.store.lua.helpers import SID, SID2, enqueue
 
 pytestmark = pytest.mark.anyio
@@ -77,7 +78,7 @@ async def test_expired_lease_is_taken_over_with_a_newer_epoch(redis):
     await redis.zadd(keys.QUEUE, {SID: 0})
     [taken] = await scripts.claim("r2", 10_000, 10)
     assert taken.token == "2:r2"
-    assert await scripts.renew(10_000, [lease, taken]) == [False, True]
+    assert [r is not None for r in await scripts.renew(10_000, [lease, taken])] == [False, True]
 
 
 async def test_claim_pushes_a_still_leased_job_to_its_expiry(redis):
@@ -98,7 +99,7 @@ async def test_claim_drops_orphaned_queue_entries(redis):
 async def test_renew_extends_and_release_makes_claimable_at_once(redis):
     scripts = await enqueue(redis)
     [lease] = await scripts.claim("r1", 1_000, 10)
-    assert await scripts.renew(60_000, [lease]) == [True]
+    assert await scripts.renew(60_000, [lease]) == [Renewed(seq=1, prompts_rev=0)]  # how far Redis holds it
     assert await redis.pttl(keys.lease(SID)) > 30_000
     assert await scripts.release([Lease.from_token(SID, "9:other")]) == 0  # a stale token releases nothing
     assert await scripts.release([lease]) == 1
@@ -127,10 +128,30 @@ async def test_many_leases_are_renewed_and_released_in_calls_that_keep_their_ord
     assert len(leases) == 5
     lost = leases[2]
     await redis.set(keys.lease(lost.session_id), "2:r2")  # taken over meanwhile
-    assert await scripts.renew(60_000, leases) == [True, True, False, True, True]
+    assert [r is not None for r in await scripts.renew(60_000, leases)] == [True, True, False, True, True]
     for lease in leases:
         ttl = await redis.pttl(keys.lease(lease.session_id))
         assert (ttl > 30_000) is (lease is not lost)
     assert await scripts.release(leases) == 4
     assert await redis.get(keys.lease(lost.session_id)) == b"2:r2"
     assert await scripts.renew(60_000, []) == [] and await scripts.release([]) == 0
+
+
+async def test_renew_says_how_far_redis_holds_each_session_and_drop_is_fenced(redis):
+    """renew.lua reports each renewed session's seq and promptsRev (poller/rewound.py compares them with what its
+    owner wrote and read); drop.lua removes a session only for the lease that holds it."""
+    scripts = await enqueue(redis)
+    [lease] = await scripts.claim("r1", 60_000, 10)
+    await redis.hset(keys.session(SID), "seq", 41)
+    await redis.hset(keys.job(SID), "promptsRev", 7)
+    assert await scripts.renew(60_000, [lease]) == [Renewed(seq=41, prompts_rev=7)]
+    await redis.hdel(keys.job(SID), "promptsRev")
+    assert await scripts.renew(60_000, [lease]) == [Renewed(seq=41, prompts_rev=None)]
+
+    assert not await scripts.drop(Lease.from_token(SID, "9:other"))  # a stale token drops nothing
+    assert await redis.exists(keys.session(SID), keys.job(SID)) == 2
+    assert await scripts.drop(lease)
+    live = [keys.lease(SID), *keys.state_keys(SID), keys.job(SID), keys.prompts(SID)]
+    assert await redis.exists(*live) == 0
+    assert await redis.zscore(keys.QUEUE, SID) is None and await redis.zscore(keys.LIVE_INDEX, SID) is None
+    assert await redis.hget(keys.JOB_REVS, SID) is None

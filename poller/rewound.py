@@ -1,0 +1,53 @@
+"""Redis that went back: restarted from its append-only file or a snapshot, or failed over to a replica that lagged.
+
+Every key is still there but the last writes are not, and nothing else tells: the lease holds, the job is there, so
+no tracker stops and the backstop (which looks for sessions without a job) passes over them. The owner's later
+writes would go on from its own memory: what Redis lost of the live state stayed lost until the session ended, its
+seq ran again over numbers clients had seen (a stream drops an event at or below the seq it holds, so those were
+skipped), and a follow-up queued in the lost second was gone from the job.
+
+Each lease renewal (renew.lua) says how far Redis holds the session; an owner whose writes or job reads went further
+drops the session (drop.lua, fenced by its lease) and queues it again from its row as the backstop does a session
+Redis lost (reconcile.requeue_gone): from seq and epoch floors past the lost run's, with every prompt and answer the
+row records, and a `reset` that sends every client a fresh snapshot. The next owner rewrites from OpenCode what the
+rebuilt state lacks, as after any takeover.
+"""
+
+from __future__ import annotations
+
+import psycopg_pool
+import structlog
+from redis.asyncio import Redis
+
+from poller.reconcile import requeue_gone
+from shared.errors import SessionLayerError
+from shared.store.connections import store_errors
+from shared.store.lease import Lease
+from shared.store.lua import Renewed, Scripts
+
+log = structlog.get_logger(__name__)
+
+
+def went_back(held: Renewed, marks: tuple[int, int] | None) -> bool:
+    """Redis holds the session behind its owner: a lower seq than the owner's last write, or an older promptsRev
+    than the owner read. A field Redis no longer holds at all is another failure (the job gone: the backstop's)."""
+    if marks is None:
+        return False
+    seq, prompts_rev = marks
+    behind_seq = held.seq is not None and held.seq < seq
+    behind_rev = held.prompts_rev is not None and held.prompts_rev < prompts_rev
+    return behind_seq or behind_rev
+
+
+async def rebuild(redis: Redis, pool: psycopg_pool.AsyncConnectionPool, scripts: Scripts, lease: Lease) -> None:
+    """Drop the session and queue it again from its row. Should Redis or PostgreSQL fail meanwhile, the session is
+    left to the next renewal (still held and behind) or to the backstop (dropped)."""
+    sid = lease.session_id
+    log.warning("redis_went_back", session_id=sid)
+    try:
+        with store_errors("Redis"):
+            if not await scripts.drop(lease):
+                return  # no longer ours: its new owner loaded what Redis holds
+        await requeue_gone(redis, pool, [sid])
+    except SessionLayerError as exc:
+        log.warning("rebuild_left_to_backstop", session_id=sid, error=exc.message)

@@ -1,0 +1,71 @@
+"""Redis that went back (restarted from its append-only file or a snapshot, or failed over to a replica that
+lagged): every key is there, the last writes are not. The owner notices at its next lease renewal and the session is
+rebuilt from its row and OpenCode (poller/rewound.py): nothing it lost stays lost."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from shared import commands
+from shared.ids import SessionId
+from shared.store import keys
+from shared.store.live import read_record
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def snapshot(redis: Redis) -> dict[bytes, tuple[bytes, int]]:
+    """Every key as DUMP has it, with its time to live: what Redis would come back with."""
+    return {key: (await redis.dump(key), max(0, await redis.pttl(key))) for key in await redis.keys("*")}
+
+
+async def come_back_with(redis: Redis, dumped: dict[bytes, tuple[bytes, int]]) -> None:
+    await redis.flushall()
+    for key, (value, ttl_ms) in dumped.items():
+        await redis.restore(key, ttl_ms, value)
+
+
+async def test_a_session_redis_went_back_on_is_rebuilt_with_all_it_lost(make_worker, redis, db, opencode):
+    """The run asked a question and waits for its answer, and a follow-up was queued meanwhile; then Redis came back
+    as it was before either. Was: nothing changed in OpenCode, so the owner wrote nothing again: the live state
+    lacked the question for as long as the run waited, and the follow-up, gone from the job, never ran."""
+    worker = await make_worker(lease_ttl_s=1.5)  # renewed every 0.5 s
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="QUESTION which color?")
+    sid = SessionId(state["sessionId"])
+
+    async def held() -> Any:
+        entry = worker.held.get(sid)
+        return entry if entry is not None and entry.tracker is not None and entry.tracker.marks else None
+
+    await wait_for(held, timeout=20, what="the session tracked")
+    before = await snapshot(redis)
+
+    async def asking() -> Any:
+        record = await read_record(redis, sid)
+        return record if record is not None and record.state.pending else None
+
+    await wait_for(asking, timeout=20, what="the question in the live state")
+    follow_up = await commands.send(redis, db, sid, "ECHO and then?")
+    seen = int(await redis.hget(keys.session(sid), "seq"))
+    await come_back_with(redis, before)
+
+    async def rebuilt() -> Any:
+        record = await read_record(redis, sid)
+        if record is None or not record.state.pending or record.state.seq <= seen:
+            return None
+        queued = [json.loads(p)["messageID"] for p in await redis.lrange(keys.prompts(sid), 0, -1)]
+        delivered = [m["info"]["id"] for m in record.messages()]
+        return record if follow_up in queued + delivered else None  # OpenCode queues it behind the question
+
+    await wait_for(rebuilt, timeout=20, what="the live state rebuilt past what clients saw")
+
+    async def whole() -> bool:
+        record = await read_record(redis, sid)
+        return record is not None and record.messages() == await opencode.messages(sid)
+
+    await wait_for(whole, timeout=20, what="the live messages equal to OpenCode's")
