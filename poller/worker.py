@@ -311,6 +311,8 @@ class Worker:
             if not held:
                 continue
             started = time.monotonic()
+            # before the renewal reads Redis: a write landing meanwhile only puts Redis further ahead of them
+            marks = [entry.tracker.marks if entry.tracker else None for entry in held]
             try:
                 with store_errors("Redis"):
                     renewals = await self._scripts.renew(self._lease_ttl_ms, [h.lease for h in held])
@@ -318,8 +320,8 @@ class Worker:
                 log.warning("renew_failed", error=exc.message, leases=len(held))
                 self._stop_expired()
                 continue
-            for entry, renewed in zip(held, renewals, strict=True):
-                if renewed is not None and went_back(renewed, entry.tracker.marks if entry.tracker else None):
+            for entry, renewed, mark in zip(held, renewals, marks, strict=True):
+                if renewed is not None and went_back(renewed, mark):
                     entry.scope.cancel()  # its tracker wrote what Redis lost: the next owner starts from the row
                     await rebuild(self._redis, self._pool, self._scripts, entry.lease)
                 elif renewed is not None:

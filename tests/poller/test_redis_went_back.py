@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio
 import pytest
+import structlog
 from redis.asyncio import Redis
 
 from shared import commands
 from shared.ids import SessionId
-from shared.store import keys
+from shared.store import archive, keys
 from shared.store.live import read_record
+from shared.store.lua import Scripts
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -69,3 +72,32 @@ async def test_a_session_redis_went_back_on_is_rebuilt_with_all_it_lost(make_wor
         return record is not None and record.messages() == await opencode.messages(sid)
 
     await wait_for(whole, timeout=20, what="the live messages equal to OpenCode's")
+
+
+async def test_a_session_writing_while_its_lease_is_renewed_is_never_taken_for_one_redis_lost(
+    make_worker, redis, db, opencode, monkeypatch
+):
+    """What Redis holds is read by the renewal, the owner's marks before it: a write that lands in between only puts
+    Redis further ahead. Read after, they would find Redis behind a write it had just taken, and rebuild a healthy
+    session. (The renewal's answer is held back a moment here, as a busy event loop holds it.)"""
+    renew = Scripts.renew
+
+    async def answered_late(self: Scripts, *args: Any) -> Any:
+        renewed = await renew(self, *args)
+        await anyio.sleep(0.05)  # meanwhile the trackers write on
+        return renewed
+
+    monkeypatch.setattr(Scripts, "renew", answered_late)
+    with structlog.testing.capture_logs() as logs:
+        await make_worker(lease_ttl_s=0.3)  # renewed every 0.1 s, while the answers stream
+        states = [
+            await commands.enqueue(redis, db, opencode, session_type="ask", prompt=f"SLOW THINK answer {n}")
+            for n in range(4)
+        ]
+
+        async def archived() -> bool:
+            rows = [await archive.fetch(db, SessionId(s["sessionId"])) for s in states]
+            return all(row is not None and row.status == "completed" for row in rows)
+
+        await wait_for(archived, timeout=60, what="every session archived")
+    assert not [entry for entry in logs if entry["event"] == "redis_went_back"]
