@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio.to_thread
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,17 +16,21 @@ from gateway.session_pages import page_response
 from gateway.state import GatewayState
 from shared.config import SERVER_NAME
 from shared.errors import InvalidInput, NotFound
-from shared.ids import parse_session_id, parse_ticket_id
+from shared.ids import SessionId, TicketId, parse_session_id, parse_ticket_id
 from shared.json_response import JSONResponse
-from shared.models import SESSION_TYPES
+from shared.models import SESSION_TYPES, as_text, dumps
 from shared.opencode.servers import parse_directory
 from shared.sessions import (
-    active_for_ticket,
+    ACTIVE_CANDIDATES,
     archived_sessions,
     decode_cursor,
-    get_session,
     live_sessions,
+    read_archived,
 )
+from shared.store import keys, unfinished
+from shared.store.connections import store_errors
+from shared.store.live import read_session_json
+from shared.store.transactions import committed
 from shared.usage_report import ticket_usage
 
 DEFAULT_LIMIT = 20
@@ -95,8 +101,23 @@ def _place(request: Request) -> tuple[str | None, str | None]:
 
 
 async def read_session(state: GatewayState, session_id: str) -> dict[str, Any]:
-    async with state.pool.connection() as conn:
-        return await get_session(state.redis, conn, session_id)
+    """The session, live or archived (NotFound when neither has it); a live one's messages as their stored JSON
+    (shared.store.live.read_session_json), in one read shared by the clients that ask for it at once (SessionReads)."""
+    sid = parse_session_id(session_id)
+    return await state.reads.read(sid, lambda: _read_session(state, sid))
+
+
+async def _read_session(state: GatewayState, sid: SessionId) -> dict[str, Any]:
+    """Live state if the session is live, else the archive: a pool connection only for the archive (was: held
+    while Redis was read, for live sessions too)."""
+    live = await read_session_json(state.redis, sid)
+    if live is not None:
+        return live
+    async with state.pool.connection() as conn, committed(conn, reads_only=True):
+        archived = await read_archived(conn, sid)
+    if archived is None:
+        raise NotFound(f"session {sid} not found")
+    return archived
 
 
 async def read_covered(request: Request, state: GatewayState, sid: str) -> dict[str, Any]:
@@ -111,21 +132,55 @@ async def read_covered(request: Request, state: GatewayState, sid: str) -> dict[
     return found
 
 
-async def session(request: Request) -> JSONResponse:
+async def session(request: Request) -> Response:
+    """The session, encoded in a worker thread: a long session's JSON is tens of MB (was: encoded on the event
+    loop, ~1 s per 28 MB archived session and client, while every stream of the process waited)."""
     state = GatewayState.of(request)
     sid = path_id(request, "session_id", parse_session_id)
-    return JSONResponse(await read_covered(request, state, sid))
+    return await _encoded(await read_covered(request, state, sid))
 
 
-async def ticket_active(request: Request) -> JSONResponse:
+async def _encoded(found: dict[str, Any]) -> Response:
+    return Response(await anyio.to_thread.run_sync(_json, found), media_type="application/json")
+
+
+def _json(value: Any) -> bytes:
+    """`dumps` as bytes, without its text in between (a long session's text is a copy as large, or 2-4 times as
+    large where it holds characters past Latin-1)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # what dumps writes with the standard library
+        return dumps(value).encode()
+
+
+async def ticket_active(request: Request) -> Response:
+    """The ticket's live session, read as `GET /sessions/{id}` reads it: shared, its messages never decoded, encoded
+    off the event loop. Was: decoded and encoded on the loop for each client, and the ticket page asks it first, so a
+    reload storm of the page read a long session once per client twice (here, then its stream's snapshot)."""
     state = GatewayState.of(request)
     ticket = path_id(request, "ticket_id", parse_ticket_id)
     state.auth.require_ticket(request, ticket)
-    try:
-        return JSONResponse(_of_ticket(await active_for_ticket(state.redis, ticket), ticket))  # the pointer alone
-    except NotFound:
-        async with state.pool.connection() as conn:  # gone or stale: the ticket's unfinished rows
-            return JSONResponse(_of_ticket(await active_for_ticket(state.redis, ticket, conn), ticket))
+    sid = await _live_of_ticket(state, ticket)
+    found = await read_session(state, sid) if sid is not None else None
+    if found is None or not found["live"]:  # ended between the two reads: archived
+        raise NotFound(f"ticket {ticket} has no live session")
+    return await _encoded(_of_ticket(found, ticket))
+
+
+async def _live_of_ticket(state: GatewayState, ticket: TicketId) -> SessionId | None:
+    """The session the ticket's pointer names while it has live state; else the newest of its unfinished rows that
+    has (shared.sessions.active_for_ticket: a pointer gone or stale once a newer session of the ticket ended)."""
+    with store_errors("Redis"):
+        pointer = await state.redis.get(keys.ticket_active(ticket))
+        if pointer is not None and await state.redis.exists(keys.session(sid := parse_session_id(as_text(pointer)))):
+            return sid
+    async with state.pool.connection() as conn, committed(conn, reads_only=True):
+        candidates = await unfinished.of_ticket(conn, ticket, ACTIVE_CANDIDATES)
+    for candidate in candidates:
+        with store_errors("Redis"):
+            if await state.redis.exists(keys.session(candidate)):
+                return candidate
+    return None
 
 
 def _of_ticket(found: dict[str, Any], ticket: str) -> dict[str, Any]:

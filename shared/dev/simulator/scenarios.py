@@ -4,7 +4,8 @@ A prompt's keywords pick the script, like the scripted model of the real-server 
 (`tests/realopencode/scripted_model.py`; first match wins): FAIL (retries, then APIError 500), REJECT
 (APIError 400 at once), QUESTION (a `question` call that waits for its answer, then a text step), TOOLERR /
 READ / TOOL (a tool step, then a text step: `read` of a missing file, `read` of `hello.txt` in the session's
-directory, or `bash` — which waits for a permission reply when the session's rules say `ask` for it), SLOW
+directory, or `bash` — which waits for a permission reply when the session's rules say `ask` for it; `BIGOUT <n>`:
+a `bash` whose output is n bytes of a build log, as a `cat` of a big file gives, for the large-session tests), SLOW
 (slow text), ECHO or anything else ("ECHO: <prompt>"); THINK adds a reasoning part. Every delay is divided by
 the simulation's `speed`.
 `tests/realopencode/test_fidelity.py` checks all this against recordings of the real server.
@@ -16,6 +17,7 @@ import email.utils
 import itertools
 import json
 import os
+import re
 
 from shared.clock import now_ms
 from shared.dev.simulator.asks import (
@@ -59,6 +61,11 @@ QUESTIONS: list[JSON] = [
 ]
 REJECT_S = 0.08
 ERROR_WINDOW_S = 0.02  # session idle before the failed message is final
+
+BIG_OUTPUT = re.compile(r"BIGOUT (\d{1,10})")
+MAX_BIG_OUTPUT = 512 * 1024 * 1024
+METADATA_OUTPUT = 30_000
+BUILD_LOG_LINE = "[build] src/session/module_042.ts(120,7): warning TS6133: 'unused' is declared but never read.\n"
 
 _call_ids = itertools.count(1)
 
@@ -118,11 +125,13 @@ async def answer(sim: Simulation, sess: SimSession, run: Run, user: SimMessage) 
             sim, sess, run, user, "question", {"questions": QUESTIONS}, slow=False, reasoning=None
         )
         await _text_step(sim, sess, run, user, f"The tool ran. Output: {output.strip()[:200]}", slow=False)
-    elif "TOOL" in prompt or "READ" in prompt:
+    elif "TOOL" in prompt or "READ" in prompt or "BIGOUT" in prompt:
         if "TOOLERR" in prompt:
             tool, args = "read", {"filePath": MISSING_FILE}
         elif "READ" in prompt:
             tool, args = "read", {"filePath": READ_FILE}
+        elif big := BIG_OUTPUT.search(prompt):
+            tool, args = "bash", {"command": f"head -c {big.group(1)} build.log"}
         else:
             tool, args = "bash", {"command": "sleep 4; echo hello" if slow else "echo hello"}
         output = await _tool_step(sim, sess, run, user, tool, args, slow=slow, reasoning=reasoning)
@@ -212,13 +221,22 @@ async def _tool_step(
         await sim.sleep(0.01)
         sim.set_tool(sess, part, running | {"metadata": {"output": ""}})  # bash streams its output
         await sim.sleep(SLOW_BASH_S if slow else BASH_S)
-        output = "hello\n"
-        sim.set_tool(sess, part, running | {"metadata": {"output": output}})
-        metadata = {"output": output, "exit": 0, "truncated": False}
+        output = _output_of(args["command"])
+        shown = output[:METADATA_OUTPUT]  # OpenCode's bash keeps the whole output in `output` alone
+        sim.set_tool(sess, part, running | {"metadata": {"output": shown}})
+        metadata = {"output": shown, "exit": 0, "truncated": False}
         ended = {"status": "completed", "output": output, "title": args["command"], "metadata": metadata}
     sim.set_tool(sess, part, {"input": args} | ended | {"time": {"start": start, "end": now_ms()}})
     await _close_step(sim, sess, user, message, "tool-calls")
     return output
+
+
+def _output_of(command: str) -> str:
+    """What the scripted `bash` prints: `hello`, or a build log's first n bytes (BIGOUT)."""
+    if not command.startswith("head -c "):
+        return "hello\n"
+    size = min(int(command.split()[2]), MAX_BIG_OUTPUT)
+    return (BUILD_LOG_LINE * (size // len(BUILD_LOG_LINE) + 1))[:size]
 
 
 async def _permission(sim: Simulation, sess: SimSession, part: JSON, tool: str, args: JSON) -> str | None:
