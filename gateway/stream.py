@@ -131,6 +131,7 @@ async def _sent(
         async for frame in frames:
             yield frame
             lifetime.sent()
+            del frame  # a snapshot's frame is a whole session: not kept until the next frame comes
     finally:
         clients.dec()
         await stack.aclose()
@@ -163,12 +164,14 @@ async def _session_events(
     last_event_id: str | None,
 ) -> AsyncIterator[bytes]:
     with structlog.contextvars.bound_contextvars(session_id=sid):
-        if last_event_id != str(snapshot["seq"]) or not snapshot["live"]:
-            yield _snapshot(snapshot)
-        if _ended(snapshot):
-            yield format_event("complete", dumps(snapshot), snapshot["seq"])
+        seq, live, ended = int(snapshot["seq"]), bool(snapshot["live"]), _ended(snapshot)
+        frames = _opening(snapshot, owed=last_event_id != str(seq) or not live, ended=ended)
+        del snapshot  # a long session's whole object: not kept for as long as the stream stays open
+        while frames:
+            yield frames.pop(0)
+        if ended:
             return
-        async for frame in _follow(state, sid, sub, lifetime, int(snapshot["seq"]), live=bool(snapshot["live"])):
+        async for frame in _follow(state, sid, sub, lifetime, seq, live=live):
             yield frame
 
 
@@ -213,11 +216,13 @@ async def _follow(
                 return
             if snapshot is not None:
                 resync = None
-                yield _snapshot(snapshot)
-                if _ended(snapshot):
-                    yield format_event("complete", dumps(snapshot), snapshot["seq"])
+                seq, live, ended = int(snapshot["seq"]), bool(snapshot["live"]), _ended(snapshot)
+                frames = _opening(snapshot, owed=True, ended=ended)
+                snapshot = None  # as when the stream opened: not kept while it follows
+                while frames:
+                    yield frames.pop(0)
+                if ended:
                     return
-                seq, live = int(snapshot["seq"]), bool(snapshot["live"])
         item = await _next(state, sub, lifetime, resync)
         if item is None:
             continue
@@ -298,6 +303,14 @@ async def _complete(state: GatewayState, sid: SessionId, item: Published) -> byt
 
 def _snapshot(snapshot: dict[str, Any]) -> bytes:
     return format_event("snapshot", dumps(snapshot), snapshot["seq"])
+
+
+def _opening(snapshot: dict[str, Any], *, owed: bool, ended: bool) -> list[bytes]:
+    """The frames a snapshot sends: itself unless the client holds it (`owed`), then `complete` if it `ended`."""
+    frames = [_snapshot(snapshot)] if owed else []
+    if ended:
+        frames.append(format_event("complete", dumps(snapshot), snapshot["seq"]))
+    return frames
 
 
 async def live_stream(request: Request) -> Response:
