@@ -8,7 +8,8 @@
 --       6 seeded parts (JSON object key -> part JSON), 7 index event body (JSON object, without seq),
 --       8 has ticket ("1"/"0"), 9 when the job exists: "append" its prompts to it, or "skip",
 --       10 the seq the live state starts at: 1, or past every seq an earlier run of the session published
--- Returns: 1 created; 0 the job existed and the prompts were appended; -1 the job existed, nothing done.
+-- Returns: 1 created; 0 the job existed and the prompts were appended (its epoch raised to ARGV[2]'s if that is
+-- higher, its cancel set if ARGV[2]'s is); -1 the job existed, nothing done.
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local prompts = cjson.decode(ARGV[4])
@@ -16,6 +17,15 @@ local prompts = cjson.decode(ARGV[4])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if ARGV[9] ~= 'append' then return -1 end
   for _, p in ipairs(prompts) do redis.call('RPUSH', KEYS[2], p) end
+  -- a revival racing another (the backstop, a send, a cancel) may have read its row later and written a higher
+  -- epoch into it: the job takes it, or every claim would be refused by PostgreSQL until claims counted up to it;
+  -- and a cancel the revival carries is the job's too
+  local job = cjson.decode(ARGV[2])
+  local epoch = tonumber(job.epoch)
+  if epoch and epoch > (tonumber(redis.call('HGET', KEYS[1], 'epoch')) or 0) then
+    redis.call('HSET', KEYS[1], 'epoch', job.epoch)
+  end
+  if job.cancel == '1' then redis.call('HSET', KEYS[1], 'cancel', '1') end
   redis.call('HSET', KEYS[11], ARGV[1], redis.call('HINCRBY', KEYS[1], 'promptsRev', 1))
   return 0
 end

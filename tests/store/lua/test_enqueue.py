@@ -52,3 +52,21 @@ async def test_pop_prompt_is_fenced_and_checks_the_head(redis):
     assert await scripts.pop_prompt(lease, "not the head") == 0
     assert await scripts.pop_prompt(lease, head) == 1
     assert await redis.llen(keys.prompts(SID)) == 1
+
+
+async def test_a_revival_appended_to_a_job_another_revival_made_brings_its_epoch_and_cancel(redis):
+    """Redis lost the session; the backstop queued it from the row it read, and a `send` (or `cancel`) that read the
+    row later, and floored its epoch higher into it, appends to that job. Was: the job kept the backstop's epoch,
+    and every claim was refused by PostgreSQL (the row held a newer one) until claims had counted up to it,
+    hundreds of cycles; a cancel so appended was lost though `cancel` had answered "requested"."""
+    scripts = await enqueue(redis)
+    await redis.hset(keys.job(SID), "epoch", 1_800_000_000_000)
+    later = {"sessionId": SID, "epoch": "1800000000300", "cancel": "1"}
+    kwargs = {"state": {}, "prompts": [prompt_entry("msg_x", "again")], "index_event": "{}"}
+    assert await scripts.enqueue(SID, None, job=later, **kwargs) == 0
+    assert await redis.hmget(keys.job(SID), ["epoch", "cancel"]) == [b"1800000000300", b"1"]
+    earlier = {"sessionId": SID, "epoch": "1800000000100", "cancel": "0"}
+    assert await scripts.enqueue(SID, None, job=earlier, **kwargs) == 0
+    assert await redis.hmget(keys.job(SID), ["epoch", "cancel"]) == [b"1800000000300", b"1"]  # never lowered
+    [lease] = await scripts.claim("r1", 10_000, 10)
+    assert lease.epoch == 1_800_000_000_301
