@@ -144,3 +144,12 @@ async def run_bounded(
         if failures < max_failures and not cancel:
             return False
         return await give_up(deps, lease, abort=abort)
+
+
+def failing_as(exc: Exception) -> Callable[[], Awaitable[bool]]:
+    """A step that fails as `exc` did, for the failure rule (run_bounded) to count."""
+
+    async def run() -> bool:
+        raise exc
+
+    return run

@@ -11,7 +11,7 @@ import structlog
 from poller.answers import AnswerDelivery
 from poller.deps import TrackerDeps
 from poller.prompts import PromptDelivery
-from shared.errors import LeaseLost, Unavailable
+from shared.errors import LeaseLost, RedisWentBack, Unavailable
 from shared.models import as_text
 from shared.store import keys
 from shared.store.connections import store_errors
@@ -49,6 +49,8 @@ class Job:
         rev, cancel = job.get(b"promptsRev"), job.get(b"cancel")
         if rev is None:
             raise LeaseLost("the job is gone")
+        if self.rev is not None and _older(as_text(rev), self.rev):
+            raise RedisWentBack(f"Redis holds promptsRev {as_text(rev)} after {self.rev}")
         if as_text(rev) != self.rev:
             with store_errors("Redis"):
                 entries = await self._deps.redis.lrange(keys.prompts(sid), 0, -1)
@@ -105,3 +107,8 @@ class Job:
             return None
         since = max(self.prompts.last_attempt_at or 0.0, self.aborted_at or 0.0)
         return self._deps.board.busy(self._lease.session_id, since)
+
+
+def _older(rev: str, known: str) -> bool:
+    """A promptsRev below one read before: it only counts up while the job lives (send, cancel, answer)."""
+    return rev.isdecimal() and known.isdecimal() and int(rev) < int(known)

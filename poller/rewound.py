@@ -15,6 +15,7 @@ rebuilt state lacks, as after any takeover.
 
 from __future__ import annotations
 
+import anyio
 import psycopg_pool
 import structlog
 from redis.asyncio import Redis
@@ -44,10 +45,13 @@ async def rebuild(redis: Redis, pool: psycopg_pool.AsyncConnectionPool, scripts:
     left to the next renewal (still held and behind) or to the backstop (dropped)."""
     sid = lease.session_id
     log.warning("redis_went_back", session_id=sid)
-    try:
-        with store_errors("Redis"):
-            if not await scripts.drop(lease):
-                return  # no longer ours: its new owner loaded what Redis holds
-        await requeue_gone(redis, pool, [sid])
-    except SessionLayerError as exc:
-        log.warning("rebuild_left_to_backstop", session_id=sid, error=exc.message)
+    with anyio.CancelScope(shield=True):
+        try:
+            with store_errors("Redis"):
+                if not await scripts.drop(lease):
+                    return  # no longer ours: its new owner loaded what Redis holds
+            await requeue_gone(redis, pool, [sid])
+        except SessionLayerError as exc:
+            log.warning("rebuild_left_to_backstop", session_id=sid, error=exc.message)
+        except Exception:  # a bug here must not end the replica: the backstop queues a dropped session later
+            log.exception("rebuild_crashed", session_id=sid)

@@ -22,7 +22,7 @@ from poller.pending import PendingRequests
 from poller.session_mirror import SessionMirror
 from poller.ticker import Cadence
 from shared.backoff import Backoff
-from shared.errors import LeaseLost, NotFound, OpenCodeError, SessionLayerError, Unavailable
+from shared.errors import LeaseLost, NotFound, OpenCodeError, RedisWentBack, SessionLayerError, Unavailable
 from shared.store.lease import Lease
 
 log = structlog.get_logger(__name__)
@@ -50,6 +50,7 @@ class SessionTracker:
         self._opencode_backoff = Backoff(deps.poll_interval_s, 10 * deps.poll_interval_s, deps.retry_deadline_s)
         self._store_backoff = Backoff(STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S)
         self._retry_at = 0.0
+        self.went_back = False  # it stopped because Redis holds the session behind it (poller/rewound.py)
         self._idle_since: float | None = None  # since when OpenCode has reported the session idle, without a break
         self._pending = PendingRequests(lease.session_id, [])  # what Redis holds is loaded with the mirror
         self._recorded: set[str] = set()  # requests recorded in PostgreSQL by this tracker
@@ -83,6 +84,7 @@ class SessionTracker:
                     tg.cancel_scope.cancel()
                 return True
             except* LeaseLost as group:  # anyio 4 raises what the task group's body raised inside a group
+                self.went_back = any(isinstance(exc, RedisWentBack) for exc in group.exceptions)
                 self._deps.metrics.lease_lost.labels(self._deps.server).inc()
                 log.info("lease_lost", reason="; ".join(str(exc) for exc in group.exceptions))
             finally:

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from poller.archive import Archive
 from poller.deps import TrackerDeps
 from poller.events import EventRouter
-from poller.failures import run_bounded
+from poller.failures import failing_as, run_bounded
 from poller.heartbeat import HEARTBEAT_INTERVAL_S, beat
 from poller.job_board import JobBoard
 from poller.metrics import Metrics
@@ -64,6 +64,7 @@ class Held:
     valid_until: float
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     tracker: SessionTracker | None = None
+    went_back: bool = False  # Redis holds the session behind its tracker: rebuilt when the tracker has stopped
 
 
 class Worker:
@@ -261,7 +262,7 @@ class Worker:
             return
         log.warning("place_unknown", session_id=held.lease.session_id, error=exc.message)
         # ended without an abort: the default server's client would send it to a server without the session
-        await self._bounded(held, self._deps, _raiser(exc), abort=False)
+        await self._bounded(held, self._deps, failing_as(exc), abort=False)
 
     async def _hand_back(self, held: Held) -> None:
         """Give the lease back before the tracker started: due at once, for any replica."""
@@ -288,11 +289,12 @@ class Worker:
         try:
             with held.scope:  # cancelled by the renew loop when the lease is lost
                 if not await run_bounded(deps, held.lease, run, self._settings.session_max_failures, abort=abort):
-                    # Lost by its own account (PostgreSQL holds a newer epoch, the job is gone), or a failed
-                    # attempt to try again: hand the lease back at once rather than let it expire. Fenced, so a
-                    # lease that is really gone stays so.
-                    with anyio.CancelScope(shield=True):
-                        await self._release([held])
+                    held.went_back |= held.tracker is not None and held.tracker.went_back
+                    # Lost by its own account (a newer epoch, the job gone, Redis gone back: rebuilt below), or a
+                    # failed attempt: the lease handed back at once (fenced: one really gone stays so).
+                    if not held.went_back:
+                        with anyio.CancelScope(shield=True):
+                            await self._release([held])
         except Exception:
             # An outage while starting or ending (a failure of the session's own is counted by run_bounded):
             # give the lease back for another try.
@@ -301,6 +303,8 @@ class Worker:
                 await self._release([held])
         # Not in a `finally`: when the replica shuts down, the cancellation skips this, and _release_all
         # still finds the lease to hand back.
+        if held.went_back:
+            await rebuild(self._redis, self._pool, self._scripts, held.lease)
         if self._held.get(held.lease.session_id) is held:
             del self._held[held.lease.session_id]
             self.metrics.sessions_held.set(len(self._held))
@@ -322,8 +326,8 @@ class Worker:
                 continue
             for entry, renewed, mark in zip(held, renewals, marks, strict=True):
                 if renewed is not None and went_back(renewed, mark):
-                    entry.scope.cancel()  # its tracker wrote what Redis lost: the next owner starts from the row
-                    await rebuild(self._redis, self._pool, self._scripts, entry.lease)
+                    entry.went_back = True  # its tracker's task rebuilds it once stopped (_bounded)
+                    entry.scope.cancel()
                 elif renewed is not None:
                     entry.valid_until = started + self._settings.lease_ttl_s
                 else:
@@ -386,12 +390,3 @@ class Worker:
         except SessionLayerError as exc:
             log.warning("release_failed", error=exc.message, leases=len(held))
             return 0
-
-
-def _raiser(exc: Exception) -> Callable[[], Awaitable[bool]]:
-    """A step that fails as `exc` did, for the failure rule to count."""
-
-    async def run() -> bool:
-        raise exc
-
-    return run

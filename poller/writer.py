@@ -14,7 +14,7 @@ import structlog
 
 from poller.mirror import NO_CHANGE, Appended, Delta
 from shared.clock import now_ms
-from shared.errors import LeaseLost
+from shared.errors import LeaseLost, RedisWentBack
 from shared.models import dumps, part_key, utf16_length
 from shared.store.connections import store_errors
 from shared.store.lease import Lease
@@ -77,7 +77,7 @@ class StateWriter:
         self._scripts = scripts
         self._session = session  # what the live-index events say: status and updatedAt follow our writes
         self.writes = 0
-        self.seq = 0
+        self.seq = session.seq  # the highest seq Redis answered this writer, or held as it loaded: it only counts up
         self._stored = _StoredTexts()  # the text parts this writer stored itself: only those are appended to
 
     @property
@@ -193,9 +193,15 @@ class StateWriter:
             seq = await self._scripts.apply(lease, change)
         if seq < 0:
             raise LeaseLost(f"lease {lease.token} of {lease.session_id} is no longer current")
+        self._counted(seq)
+        return seq
+
+    def _counted(self, seq: int) -> None:
+        """A write Redis took: its seq is past every one before, unless Redis went back (RedisWentBack)."""
+        if seq <= self.seq:
+            raise RedisWentBack(f"Redis answered seq {seq} to a write after seq {self.seq}")
         self.writes += 1
         self.seq = seq
-        return seq
 
     def _remember(self, part: Any, stored: str) -> None:
         key = part_key(part)
@@ -234,6 +240,5 @@ class StateWriter:
             total, old_prefix = self._stored.total(a.key), self._stored.prefix(a.key)
             prefix = len(a.prefix.encode()) if a.prefix else old_prefix
             self._stored.set(a.key, total - old_prefix + prefix + len(a.escaped.encode()), prefix)
-        self.writes += 1
-        self.seq = seq
+        self._counted(seq)
         return seq

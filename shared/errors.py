@@ -72,3 +72,8 @@ class OpenCodeError(SessionLayerError):
 
 class LeaseLost(SessionLayerError):
     """A fenced write was refused: another poller owns the session now, so this one must stop touching it."""
+
+
+class RedisWentBack(LeaseLost):
+    """Redis holds the session behind what its owner wrote or read (restarted from its append-only file or a
+    snapshot, failed over to a replica that lagged): the owner stops, and the session is rebuilt (poller/rewound.py)."""

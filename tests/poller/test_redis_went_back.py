@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from shared import commands
 from shared.ids import SessionId
+from shared.opencode.client import OpenCodeClient
 from shared.store import archive, keys
 from shared.store.live import read_record
 from shared.store.lua import Scripts
@@ -101,3 +102,50 @@ async def test_a_session_writing_while_its_lease_is_renewed_is_never_taken_for_o
 
         await wait_for(archived, timeout=60, what="every session archived")
     assert not [entry for entry in logs if entry["event"] == "redis_went_back"]
+
+
+async def test_a_session_writing_on_after_redis_went_back_is_rebuilt_at_its_next_write(
+    make_worker, redis, db, simulator_process
+):
+    """The answer streams on: the owner's next write lands on the older state, and Redis answers it a seq at or
+    below one it had answered before. Was: the writer took that seq as its own, so the marks the renewal compares
+    followed Redis down and nothing was ever noticed; the seqs clients had seen were published again with other
+    content. Now that write stops the owner and the session is rebuilt past every seq published."""
+    url = simulator_process(speed=1.0)  # SLOW streams its answer over a few seconds
+    published: list[int] = []
+    async with OpenCodeClient(url, timeout_s=5) as opencode:
+        with structlog.testing.capture_logs() as logs:
+            await make_worker(lease_ttl_s=60.0, opencode_url=url)  # no renewal but the first: only a write tells
+            state = await commands.enqueue(redis, db, opencode, session_type="ask", prompt="SLOW tell me")
+            sid = SessionId(state["sessionId"])
+            async with redis.pubsub() as pubsub, anyio.create_task_group() as tg:
+                await pubsub.subscribe(keys.updates(sid))
+
+                async def read() -> None:
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            published.append(json.loads(message["data"])["seq"])
+
+                tg.start_soon(read)
+
+                async def seq_past(floor: int) -> int | None:
+                    seq = await redis.hget(keys.session(sid), "seq")
+                    return int(seq) if seq is not None and int(seq) >= floor else None
+
+                await wait_for(lambda: seq_past(3), timeout=20, what="the answer streaming")
+                before, held = await snapshot(redis), int(await redis.hget(keys.session(sid), "seq"))
+                seen = await wait_for(lambda: seq_past(held + 2), timeout=20, what="two writes more")
+                await come_back_with(redis, before)
+                rewound_at = len(published)
+
+                async def archived() -> Any:
+                    row = await archive.fetch(db, sid)
+                    return row if row is not None and row.status == "completed" else None
+
+                row = await wait_for(archived, timeout=30, what="the session archived")
+                tg.cancel_scope.cancel()
+            assert row.messages == await opencode.messages(sid)
+    assert [entry for entry in logs if entry["event"] == "redis_went_back"]
+    after = published[rewound_at:]
+    # the write that found Redis behind went out at a seq seen before (streams drop it); nothing else does
+    assert len([seq for seq in after if seq <= seen]) <= 1 and after[-1] > seen, (seen, after)
