@@ -14,12 +14,15 @@ import math
 import re
 from typing import Any
 
-from shared.models import loads
+from shared.models import TOO_DEEP, loads
+from shared.nesting import too_deep
 
 ESCAPE = "\uffff"
 _ESCAPE_UTF8 = ESCAPE.encode()
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff\uffff]")
 _ESCAPED = re.compile(ESCAPE + "([0-9a-f]{4})")
+_LONG_INTEGER = re.compile("[0-9]{20}")
+_LONG_INTEGER_UTF8 = re.compile(b"[0-9]{20}")
 _NUL_IN_JSON = "\\u0000"  # how json.dumps writes U+0000; the other two stay raw with ensure_ascii=False
 
 
@@ -76,8 +79,19 @@ def dumps_jsonb(value: Any) -> str:
 
 def loads_jsonb(data: str | bytes) -> Any:
     """A jsonb column's value as it was before `dumps_jsonb` (one scan when nothing was escaped). Read as OpenCode's
-    bodies are (orjson), so a value nested past what those take (another backend's metadata) is not JSON here
-    either: the standard library, with the room every process makes for deep JSON, read 8,000 levels."""
-    value = loads(data)
+    bodies are (orjson, up to 1,024 levels), so a value nested deeper (another backend's metadata) is not JSON here
+    either: the standard library, with the room every process makes for deep JSON, read 8,000 levels. But orjson
+    reads an integer past 64 bits as a float, and metadata may hold one exactly (up to 1,000 digits): a value with
+    a run of 20 digits is read by the standard library, held to the same depth."""
+    long_integer = _LONG_INTEGER.search(data) if isinstance(data, str) else _LONG_INTEGER_UTF8.search(data)
+    if long_integer is None:
+        value = loads(data)
+    else:
+        try:
+            value = json.loads(data)
+        except RecursionError:
+            raise ValueError(TOO_DEEP) from None
+        if too_deep(value):
+            raise ValueError(TOO_DEEP)
     escaped = _ESCAPE_UTF8 in data if isinstance(data, bytes) else ESCAPE in data
     return _walk(value, restore_text) if escaped else value

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from shared import commands
 from shared.ids import SessionId
-from shared.store import requests
+from shared.store import archive, requests
 from shared.store.unstorable import ESCAPE, dumps_jsonb, escape_text, loads_jsonb, restore_text
 
 AWKWARD = [
@@ -64,3 +65,13 @@ async def test_a_request_entry_holding_nan_is_recorded(db):
     entry = json.loads('{"id": "per_nan", "kind": "permission", "askedAt": 1, "metadata": {"n": NaN}}')
     await requests.record_asked(db, SessionId("ses_" + "n" * 26), entry)
     assert (await requests.fetch(db, "per_nan")) is not None
+
+
+@pytest.mark.anyio
+async def test_metadata_integers_past_64_bits_are_read_back_exactly(redis, db, opencode):
+    """Metadata may hold an integer of up to 1,000 digits (enqueue takes it exactly). Was (briefly): the archive's
+    reader, orjson, read one past 64 bits as a float, and `show`, history and the gateway answered it rounded."""
+    metadata = {"orderId": 2**70 + 1, "digits": "12345678901234567890123", "small": 5}
+    state = await commands.enqueue(redis, db, opencode, session_type="chat", prompt="ECHO x", metadata=metadata)
+    row = await archive.fetch(db, SessionId(state["sessionId"]))
+    assert row is not None and row.user_metadata == metadata
