@@ -8,7 +8,7 @@ the next interval to try again.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import psycopg_pool
@@ -94,14 +94,19 @@ async def _reconcile_batch(redis: Redis, pool: psycopg_pool.AsyncConnectionPool,
     return await requeue_gone(redis, pool, gone) if gone else 0
 
 
-async def requeue_gone(redis: Redis, pool: psycopg_pool.AsyncConnectionPool, gone: list[SessionId]) -> int:
+async def requeue_gone(
+    redis: Redis,
+    pool: psycopg_pool.AsyncConnectionPool,
+    gone: list[SessionId],
+    carried: Mapping[str, queueable.Carried] | None = None,
+) -> int:
     """Queue again, with the answers recorded for them, those of `gone` (sessions without a job in Redis) whose rows
-    are still unfinished when read again; how many were."""
+    are still unfinished when read again; how many were. `carried`: what their dropped jobs held (rewound.py)."""
     requeued: list[str] = []
     orphans = await _orphans(pool, gone)
     now_ms = await queueable.redis_now_ms(redis) if orphans else 0
     for row in orphans:
-        if await _requeue(redis, row, now_ms):
+        if await _requeue(redis, row, now_ms, (carried or {}).get(row.id)):
             requeued.append(row.id)
     if requeued:
         with _passed_over(*requeued, event=ANSWER_NOT_REQUEUED):
@@ -133,12 +138,12 @@ async def _still_unfinished(pool: psycopg_pool.AsyncConnectionPool, session_ids:
             return await unfinished.still_unfinished(conn, session_ids)
 
 
-async def _requeue(redis: Redis, row: ArchiveRow, now_ms: int) -> bool:
+async def _requeue(redis: Redis, row: ArchiveRow, now_ms: int, carried: queueable.Carried | None = None) -> bool:
     """Queue one orphan, its seq and epoch past the lost run's; False (and a warning naming the session and why)
     when the row cannot be queued."""
     requeued = False
     with _passed_over(row.id):
-        requeued = await requeue_from_archive(redis, queueable.past_lost_run(row, now_ms))
+        requeued = await requeue_from_archive(redis, queueable.past_lost_run(row, now_ms), carried)
     if requeued:
         log.warning("session_requeued_from_archive", session_id=row.id, status=row.status, cancel=row.cancel_requested)
     return requeued

@@ -6,11 +6,14 @@ writes would go on from its own memory: what Redis lost of the live state stayed
 seq ran again over numbers clients had seen (a stream drops an event at or below the seq it holds, so those were
 skipped), and a follow-up queued in the lost second was gone from the job.
 
-Each lease renewal (renew.lua) says how far Redis holds the session; an owner whose writes or job reads went further
-drops the session (drop.lua, fenced by its lease) and queues it again from its row as the backstop does a session
-Redis lost (reconcile.requeue_gone): from seq and epoch floors past the lost run's, with every prompt and answer the
-row records, and a `reset` that sends every client a fresh snapshot. The next owner rewrites from OpenCode what the
-rebuilt state lacks, as after any takeover.
+Each lease renewal (renew.lua) says how far Redis holds the session, as each write and job read of its owner does
+(RedisWentBack); an owner whose writes or job reads went further drops the session (drop.lua, fenced by its lease)
+and queues it again from its row as the backstop does a session Redis lost (reconcile.requeue_gone): from seq and
+epoch floors past the lost run's, with every prompt and answer the row records, and a `reset` that sends every
+client a fresh snapshot. What the dropped job held that the row may not goes with it: a follow-up still queued whose
+record had not committed, and the `promptSending` mark of a prompt its owner was sending, so that the next owner
+waits to see it before sending it again. The next owner rewrites from OpenCode what the rebuilt state lacks, as
+after any takeover.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from shared.errors import SessionLayerError
 from shared.store.connections import store_errors
 from shared.store.lease import Lease
 from shared.store.lua import Renewed, Scripts
+from shared.store.queueable import Carried
 
 log = structlog.get_logger(__name__)
 
@@ -48,9 +52,11 @@ async def rebuild(redis: Redis, pool: psycopg_pool.AsyncConnectionPool, scripts:
     with anyio.CancelScope(shield=True):
         try:
             with store_errors("Redis"):
-                if not await scripts.drop(lease):
-                    return  # no longer ours: its new owner loaded what Redis holds
-            await requeue_gone(redis, pool, [sid])
+                held = await scripts.drop(lease)
+            if held is None:
+                return  # no longer ours: its new owner loaded what Redis holds
+            sending, prompts = held
+            await requeue_gone(redis, pool, [sid], {sid: Carried(prompts, sending)})
         except SessionLayerError as exc:
             log.warning("rebuild_left_to_backstop", session_id=sid, error=exc.message)
         except Exception:  # a bug here must not end the replica: the backstop queues a dropped session later

@@ -233,7 +233,7 @@ async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> st
         await _record_prompt(db, sid, {"messageID": message_id, "text": body})
         return message_id
     async with committed(db):
-        row = await _past_a_lost_run(redis, await _archived_row(db, sid))
+        row = await queueable.past_any_lost_run(redis, await _archived_row(db, sid))
         revival = _revival(row)  # before the row is reopened
         await archive.reopen(db, row, {"messageID": message_id, "text": body})
     await _revive(redis, revival, [entry], cancel=False)
@@ -272,7 +272,7 @@ async def cancel(redis: Redis, db: PgConnection, session_id: str) -> str:
         if not row.unfinished:
             raise Conflict(f"session {sid} already ended with status {row.status}")
     # Live state was lost (Redis restarted): queue it again, already cancelled, rather than wait for the backstop.
-    await _revive(redis, _revival(await _past_a_lost_run(redis, row)), [], cancel=True)
+    await _revive(redis, _revival(await queueable.past_any_lost_run(redis, row)), [], cancel=True)
     log.info("cancel_requested", session_id=sid, revived=True)
     return "requested"
 
@@ -287,6 +287,7 @@ async def _queue(
     cancel: bool = False,
     if_exists: str = "append",
     seq: int = 1,
+    sending: str | None = None,
 ) -> int:
     job = {
         "sessionId": state.session_id,
@@ -299,6 +300,7 @@ async def _queue(
         "epoch": str(epoch),
     }
     job |= {k: v for k, v in (("server", state.server), ("directory", state.directory)) if v}
+    job |= {"promptSending": sending} if sending else {}
     fields = state.encode()
     queueable.check_fields(job)  # InvalidInput naming a field the script cannot read, not its error every time
     queueable.check_fields(fields)
@@ -327,13 +329,6 @@ async def _archived_row(db: PgConnection, sid: SessionId) -> ArchiveRow:
     return row
 
 
-async def _past_a_lost_run(redis: Redis, row: ArchiveRow) -> ArchiveRow:
-    """An unfinished row whose live state is gone is a run Redis lost: revived from seq and epoch floors past that
-    run's, as the backstop does (queueable.past_lost_run). Was: from the row's, which a client resuming with an
-    id of the lost run, or the lost run's owner, could still hold."""
-    return queueable.past_lost_run(row, await queueable.redis_now_ms(redis)) if row.unfinished else row
-
-
 @dataclass(frozen=True, slots=True)
 class _Revival:
     """What queueing an archived row again writes to Redis, read and checked from the row."""
@@ -356,7 +351,13 @@ def _revival(row: ArchiveRow) -> _Revival:
 
 
 async def _revive(
-    redis: Redis, revival: _Revival, prompts: list[str], *, cancel: bool, if_exists: str = "append"
+    redis: Redis,
+    revival: _Revival,
+    prompts: list[str],
+    *,
+    cancel: bool,
+    if_exists: str = "append",
+    sending: str | None = None,
 ) -> int:
     """Recreate live state from an archived row, seeded with its messages, so readers see no gap."""
     return await _queue(
@@ -368,14 +369,16 @@ async def _revive(
         cancel=cancel,
         if_exists=if_exists,
         seq=revival.seq,
+        sending=sending,
     )
 
 
-async def requeue_from_archive(redis: Redis, row: ArchiveRow) -> bool:
+async def requeue_from_archive(redis: Redis, row: ArchiveRow, carried: queueable.Carried | None = None) -> bool:
     """The PostgreSQL backstop: queue a pending/running row whose live state is gone. False if it is live.
 
     Every prompt the row records is queued again (the poller skips those OpenCode already has), and a cancel
-    the row records travels with the job, so the new owner aborts the session.
+    the row records travels with the job, so the new owner aborts the session. `carried`: what a job dropped
+    because Redis went back held that the row may not (poller/rewound.py).
 
     Other backends write these rows too (README: job wire format), so each field is checked before Redis is
     touched: a row that cannot be queued as it is (a ticket id, title, epoch, prompt or message of another shape
@@ -383,4 +386,13 @@ async def requeue_from_archive(redis: Redis, row: ArchiveRow) -> bool:
     """
     revival = _revival(row)
     prompts = queueable.prompts_of(queueable.layer_of(row))
-    return await _revive(redis, revival, prompts, cancel=row.cancel_requested, if_exists="skip") == 1
+    carried = carried or queueable.Carried()
+    queued = await _revive(
+        redis,
+        revival,
+        carried.prompts_after(prompts),
+        cancel=row.cancel_requested,
+        if_exists="skip",
+        sending=carried.sending,
+    )
+    return queued == 1

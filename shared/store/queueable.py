@@ -7,8 +7,8 @@ one of another shape than ours is InvalidInput naming it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -61,6 +61,13 @@ def past_lost_run(row: ArchiveRow, now_ms: int) -> ArchiveRow:
         seq = floor
     user = row.metadata if isinstance(row.metadata, dict) else {}
     return replace(row, metadata={**user, LAYER_KEY: {**layer, "seq": seq, "epoch": max(epoch, now_ms)}})
+
+
+async def past_any_lost_run(redis: Redis, row: ArchiveRow) -> ArchiveRow:
+    """An unfinished row whose live state is gone is a run Redis lost: revived (by `send` or `cancel`) from seq and
+    epoch floors past that run's, as the backstop does. Was: from the row's, which a client resuming with an id of
+    the lost run, or the lost run's owner, could still hold. An ended row is revived from its own."""
+    return past_lost_run(row, await redis_now_ms(redis)) if row.unfinished else row
 
 
 def json_kind(value: object) -> str:
@@ -133,6 +140,21 @@ def _is_decimal(text: str) -> bool:
     """An optionally signed run of ASCII digits: what both int() and PostgreSQL's bigint read alike."""
     digits = text[1:] if text[:1] in ("+", "-") else text
     return digits.isascii() and digits.isdigit()
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What a dropped job held that its row may not (poller/rewound.py): the prompts still queued in it (a follow-up
+    whose record in the row had not committed yet) and the one its owner was sending (`promptSending`), which the
+    next owner must wait to see before it sends it again."""
+
+    prompts: Sequence[str] = ()
+    sending: str | None = None
+
+    def prompts_after(self, recorded: list[str]) -> list[str]:
+        """`recorded` (the row's), then those of ours it lacks, by messageID."""
+        known = {json.loads(entry).get("messageID") for entry in recorded}
+        return [*recorded, *(p for p in self.prompts if json.loads(p).get("messageID") not in known)]
 
 
 def prompts_of(layer: Mapping[str, Any]) -> list[str]:

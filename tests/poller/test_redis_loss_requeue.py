@@ -12,10 +12,12 @@ from poller import reconcile
 from poller.worker import Held
 from shared import commands
 from shared.ids import SessionId
+from shared.models import prompt_entry
 from shared.store import archive, keys
 from shared.store.lease import Lease
 from shared.store.live import read_record
 from shared.store.lua import Scripts, StateChange
+from shared.store.queueable import Carried
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -112,3 +114,23 @@ async def test_a_replica_that_claims_again_a_session_it_held_stops_the_lost_runs
 
     newer = await wait_for(claimed_again, timeout=20, what="the session claimed again")
     assert older.scope.cancel_called and not newer.scope.cancel_called
+
+
+async def test_a_rebuilt_session_carries_the_prompts_and_the_sending_mark_its_dropped_job_held(
+    redis, db, opencode, pool
+):
+    """Redis went back and the session's job is dropped to be queued again from its row (poller/rewound.py). Was:
+    a follow-up queued in the job whose record in the row had not committed yet was gone, and the prompt its owner
+    was sending was sent again at once by the next owner (no `promptSending` to wait on): it could run twice."""
+    sid = SessionId((await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO x"))["sessionId"])
+    [lease] = await Scripts(redis).claim("replica-a", 60_000, 10)
+    unrecorded = prompt_entry("msg_0000000000000unrecorded00", "ECHO the follow-up")
+    await redis.rpush(keys.prompts(sid), unrecorded)
+    await redis.hset(keys.job(sid), "promptSending", "msg_0000000000000unrecorded00")
+    held = await Scripts(redis).drop(lease)
+    assert held is not None
+    sending, prompts = held
+    assert await reconcile.requeue_gone(redis, pool, [sid], {sid: Carried(prompts, sending)}) == 1
+    queued = [json.loads(entry)["messageID"] for entry in await redis.lrange(keys.prompts(sid), 0, -1)]
+    assert queued.count("msg_0000000000000unrecorded00") == 1 and len(queued) == 2  # the row's prompt, then ours
+    assert await redis.hget(keys.job(sid), "promptSending") == b"msg_0000000000000unrecorded00"

@@ -191,12 +191,17 @@ class Scripts:
             renewed += [Renewed(_int_or_none(entry[0]), _int_or_none(entry[1])) if entry else None for entry in result]
         return renewed
 
-    async def drop(self, lease: Lease) -> bool:
-        """Drop a session whose live state went back (drop.lua); False when the lease is no longer this token's."""
+    async def drop(self, lease: Lease) -> tuple[str | None, list[str]] | None:
+        """Drop a session whose live state went back (drop.lua): its job's `promptSending` mark and queued prompts,
+        or None when the lease is no longer this token's (nothing dropped)."""
         sid = lease.session_id
         script_keys = [keys.lease(sid), *keys.state_keys(sid), keys.job(sid), keys.prompts(sid)]
         script_keys += [keys.QUEUE, keys.LIVE_INDEX, keys.JOB_REVS]
-        return bool(await self._drop(keys=script_keys, args=[lease.token, sid]))
+        held = await self._drop(keys=script_keys, args=[lease.token, sid])
+        if not held:
+            return None
+        sending = as_text(held[1]) if held[1] is not None else None
+        return sending, [as_text(entry) for entry in held[2]]
 
     async def release(self, leases: Sequence[Lease]) -> int:
         """How many of `leases` were still this replica's and are now given back (in chunks, as `renew`)."""

@@ -148,9 +148,11 @@ async def test_renew_says_how_far_redis_holds_each_session_and_drop_is_fenced(re
     await redis.hdel(keys.job(SID), "promptsRev")
     assert await scripts.renew(60_000, [lease]) == [Renewed(seq=41, prompts_rev=None)]
 
-    assert not await scripts.drop(Lease.from_token(SID, "9:other"))  # a stale token drops nothing
+    assert await scripts.drop(Lease.from_token(SID, "9:other")) is None  # a stale token drops nothing
     assert await redis.exists(keys.session(SID), keys.job(SID)) == 2
-    assert await scripts.drop(lease)
+    await redis.hset(keys.job(SID), "promptSending", "msg_sending")
+    queued = [entry.decode() for entry in await redis.lrange(keys.prompts(SID), 0, -1)]
+    assert await scripts.drop(lease) == ("msg_sending", queued)  # what the requeue must carry
     live = [keys.lease(SID), *keys.state_keys(SID), keys.job(SID), keys.prompts(SID)]
     assert await redis.exists(*live) == 0
     assert await redis.zscore(keys.QUEUE, SID) is None and await redis.zscore(keys.LIVE_INDEX, SID) is None
