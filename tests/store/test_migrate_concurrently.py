@@ -122,22 +122,8 @@ async def test_an_index_left_invalid_by_a_failed_build_is_built_again(fresh_data
 async def test_a_build_cut_short_fails_in_one_line_and_the_next_migrate_builds_it(fresh_database):
     async with await connect(fresh_database) as conn, await connect(fresh_database) as probe:
         await migrate(conn, BEFORE_006)
-        failures: list[MigrationFailed] = []
-
-        async def cut_short() -> None:
-            with pytest.raises(MigrationFailed) as failed:
-                await migrate(conn)
-            failures.append(failed.value)
-
-        async with await open_write(fresh_database, "old") as old:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cut_short)
-                await wait_for(lambda: build_waiting(probe), what="the build waiting for the open write")
-                await probe.execute("SELECT pg_cancel_backend(%s)", (conn.info.backend_pid,))
-            await old.commit()
-        assert [str(f) for f in failures] == [
-            "migration 006_backstop_index.sql failed: canceling statement due to user request"
-        ]
+        failure = await interrupted_build(fresh_database, conn, probe, "pg_cancel_backend", MigrationFailed)
+        assert str(failure) == "migration 006_backstop_index.sql failed: canceling statement due to user request"
         assert (await index_state(conn) or (True, ""))[0] is False  # what CONCURRENTLY leaves behind
         recorded = await (await conn.execute("SELECT name FROM opencode_schema_migrations ORDER BY name")).fetchall()
         assert [r[0] for r in recorded] == [m.name for m in BEFORE_006]
@@ -183,19 +169,28 @@ async def test_a_connection_lost_mid_build_raises_the_loss_itself_for_an_outage_
     """Not a second error from releasing the lock on the dead connection (the session's end released it)."""
     async with await connect(fresh_database) as conn, await connect(fresh_database) as probe:
         await migrate(conn, BEFORE_006)
-        errors: list[BaseException] = []
-
-        async def lose_it() -> None:
-            with pytest.raises(psycopg.OperationalError) as lost:
-                await migrate(conn)
-            errors.append(lost.value)
-
-        async with await open_write(fresh_database, "old") as old:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lose_it)
-                await wait_for(lambda: build_waiting(probe), what="the build waiting for the open write")
-                await probe.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
-            await old.commit()
-        assert [type(e) for e in errors] == [psycopg.errors.AdminShutdown]
+        lost = await interrupted_build(fresh_database, conn, probe, "pg_terminate_backend", psycopg.OperationalError)
+        assert type(lost) is psycopg.errors.AdminShutdown
         async with await connect(fresh_database) as again:
             assert await migrate(again) == [*EVERY_RUN, "006_backstop_index.sql"]
+
+
+async def interrupted_build(
+    database: str, conn: Any, probe: Any, interrupt: str, raises: type[BaseException]
+) -> BaseException:
+    """What `migrate` on `conn` raised once its concurrent build, waiting for an open write, had its backend hit with
+    `interrupt` (pg_cancel_backend, pg_terminate_backend) by `probe`."""
+    raised: list[BaseException] = []
+
+    async def run() -> None:
+        with pytest.raises(raises) as caught:
+            await migrate(conn)
+        raised.append(caught.value)
+
+    async with await open_write(database, "old") as old:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await wait_for(lambda: build_waiting(probe), what="the build waiting for the open write")
+            await probe.execute(f"SELECT {interrupt}(%s)", (conn.info.backend_pid,))
+        await old.commit()
+    return raised[0]
