@@ -45,8 +45,9 @@ def went_back(held: Renewed, marks: tuple[int, int] | None) -> bool:
 
 
 async def rebuild(redis: Redis, pool: psycopg_pool.AsyncConnectionPool, scripts: Scripts, lease: Lease) -> None:
-    """Drop the session and queue it again from its row. Should Redis or PostgreSQL fail meanwhile, the session is
-    left to the next renewal (still held and behind) or to the backstop (dropped)."""
+    """Drop the session and queue it again from its row. Should Redis fail before the drop, the lease runs out and
+    the next owner takes the session as Redis holds it (rewritten from OpenCode, as after any takeover); should
+    PostgreSQL fail after it, the backstop queues the dropped session."""
     sid = lease.session_id
     log.warning("redis_went_back", session_id=sid)
     with anyio.CancelScope(shield=True):
