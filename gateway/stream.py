@@ -3,9 +3,10 @@
 Per session: subscribe first, then read the snapshot, and drop every event at or below its `seq`, so no
 change falls between the two. A gap, a `reset` (the live state was rebuilt), a client too slow for its
 queue or a Redis reconnect all lead to a fresh `snapshot`; the final `complete` carries the archived row.
-The live list sends a fresh `snapshot` after a Redis reconnect or a client too slow for its queue. Either, quiet
-for a ping interval, checks that Redis still holds what it shows: a FLUSHALL drops no connection, so nothing
-else would tell it (the live state followed, or a session listed, gone: a fresh `snapshot`).
+The live list sends a fresh `snapshot` after a Redis reconnect or a client too slow for its queue. A session stream
+quiet for a ping interval, and the live list each ping interval, check that Redis still holds what they show: a
+FLUSHALL drops no connection, so nothing else would tell them (the live state followed, or a session listed, gone:
+a fresh `snapshot`).
 
 A stream owed a fresh snapshot while Redis or PostgreSQL is unreachable waits for them (a read inside a started
 response has no status left to fail with): it keeps pinging, and reads once its subscription is back.
@@ -338,7 +339,13 @@ async def _live_events(
     yield format_event("snapshot", dumps({"sessions": sessions}), counter)
     shown = {str(s["sessionId"]) for s in sessions}
     resync: Resync | None = None
+    check_at = time.monotonic() + state.ping_interval_s
     while True:
+        if resync is None and time.monotonic() >= check_at:  # each ping interval, however busy the list is
+            check_at = time.monotonic() + state.ping_interval_s
+            if await _redis_lost(_all_listed(state.redis, shown)):
+                state.metrics.resyncs.labels("vanished").inc()
+                resync = Resync(state.fanout, sub.channel)
         if resync is not None and resync.wait_s() == 0 and not lifetime.expired:  # none past exp
             fresh = await resync.read(lambda: live_sessions(state.redis, session_type=kind))
             if fresh is not None:
@@ -354,9 +361,6 @@ async def _live_events(
                 yield frame
             if item is not PING:
                 return
-            if resync is None and await _redis_lost(_all_listed(state.redis, shown)):
-                state.metrics.resyncs.labels("vanished").inc()
-                resync = Resync(state.fanout, sub.channel)
             continue
         if resync is not None:
             continue  # the snapshot owed covers it

@@ -14,12 +14,15 @@ from poller.archive import Archive
 from shared import commands
 from shared.cli.stream import SessionView, aiter_events
 from shared.ids import SessionId
+from shared.models import dumps
+from shared.store import keys
 from shared.store.live import read_record
 from shared.store.lua import Scripts, StateChange
 
 pytestmark = pytest.mark.anyio
 DEADLINE_S = 30.0
 PING_S = 0.3
+OTHER = "ses_0000000000000000000000other"  # a session of another replica, changing all along
 
 
 @pytest.fixture
@@ -123,16 +126,27 @@ async def test_a_running_session_lost_shows_its_followers_the_archive_while_it_w
     assert view.state == now and now["status"] == "pending"  # the row as it is: no claim was recorded
 
 
-async def test_the_live_list_drops_a_session_archived_just_before_the_loss(make_gateway, redis, db, opencode, pool):
+@pytest.mark.parametrize("busy", [False, True], ids=["quiet", "busy"])
+async def test_the_live_list_drops_a_session_archived_just_before_the_loss(
+    make_gateway, redis, db, opencode, pool, busy
+):
     """Was: no `ended` ever came for it (finish.lua had nothing left to end), and the list showed it for as long as
-    the stream lasted."""
+    the stream lasted; and a list kept busy by other sessions' events, never quiet for a ping interval, never
+    checked at all."""
     gateway = await make_gateway(ping_interval_s=PING_S)
     sid, lease = await running(redis, db, opencode)
     lost = ArchivedThenLost(redis, pool, sid, lease)
     shown: list[list[str]] = []
+
+    async def other_sessions_change() -> None:
+        while True:
+            await redis.publish(keys.LIVE_UPDATES, dumps({"type": "status", "sessionId": OTHER, "status": "running"}))
+            await anyio.sleep(PING_S / 5)
+
     async with (
         httpx.AsyncClient(base_url=gateway, timeout=DEADLINE_S) as client,
         client.stream("GET", "/sessions/live/stream") as response,
+        anyio.create_task_group() as tg,
     ):
         with anyio.fail_after(DEADLINE_S):
             async for event in aiter_events(response):
@@ -140,9 +154,12 @@ async def test_the_live_list_drops_a_session_archived_just_before_the_loss(make_
                     shown.append([s["sessionId"] for s in event.data["sessions"]])
                     if len(shown) == 1:
                         await lost.started()
+                        if busy:
+                            tg.start_soon(other_sessions_change)
                     else:
                         break
                 elif event.name == "ended":
                     shown.append([])
                     break
+        tg.cancel_scope.cancel()
     assert shown == [[sid], []]
