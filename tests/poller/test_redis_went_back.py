@@ -24,14 +24,21 @@ pytestmark = pytest.mark.anyio
 
 
 async def snapshot(redis: Redis) -> dict[bytes, tuple[bytes, int]]:
-    """Every key as DUMP has it, with its time to live: what Redis would come back with."""
-    return {key: (await redis.dump(key), max(0, await redis.pttl(key))) for key in await redis.keys("*")}
+    """Every key as DUMP has it, with its time to live: what Redis would come back with (a key gone between the
+    listing and its DUMP, as the poller writes on, is not in it)."""
+    dumped = {}
+    for key in await redis.keys("*"):
+        async with redis.pipeline(transaction=True) as pipe:
+            value, ttl_ms = await pipe.dump(key).pttl(key).execute()
+        if value is not None:
+            dumped[key] = (value, max(0, ttl_ms))
+    return dumped
 
 
 async def come_back_with(redis: Redis, dumped: dict[bytes, tuple[bytes, int]]) -> None:
     await redis.flushall()
     for key, (value, ttl_ms) in dumped.items():
-        await redis.restore(key, ttl_ms, value)
+        await redis.restore(key, ttl_ms, value, replace=True)  # the poller writes on meanwhile
 
 
 async def test_a_session_redis_went_back_on_is_rebuilt_with_all_it_lost(make_worker, redis, db, opencode):
