@@ -31,7 +31,9 @@ class ExpiringSubscription:
 
 
 def state() -> Any:
-    return SimpleNamespace(metrics=Metrics(), fanout=SimpleNamespace(confirmed=lambda channel: True))
+    return SimpleNamespace(
+        metrics=Metrics(), fanout=SimpleNamespace(confirmed=lambda channel: True), ping_interval_s=60.0
+    )
 
 
 async def read_session(state: Any, sid: str) -> dict[str, Any]:
