@@ -63,11 +63,14 @@ RETURNING {ROW_COLUMNS}
 # backend wrote as something other than an object is left as it is: jsonb_set would fail on it.
 _PROMPTS = f"coalesce(metadata #> '{{{LAYER_KEY},prompts}}', '[]'::jsonb)"
 _LAYER = f"coalesce(metadata -> '{LAYER_KEY}', '{{}}'::jsonb)"
+# An ended row is running again for a prompt recorded on a live job (its owner's finish goes on) unless a cancel
+# was asked: its owner drops the prompts of a cancelled session and ends it anyway.
+_KEEPS_STATUS = f"(status IN ('pending', 'running') OR {_LAYER} -> 'cancel' = 'true'::jsonb)"
 _RECORD_PROMPT = f"""
 UPDATE opencode_sessions SET
-    status = CASE WHEN status IN ('pending', 'running') THEN status ELSE 'running' END,
-    completed_at = CASE WHEN status IN ('pending', 'running') THEN completed_at END,
-    error_message = CASE WHEN status IN ('pending', 'running') THEN error_message END,
+    status = CASE WHEN {_KEEPS_STATUS} THEN status ELSE 'running' END,
+    completed_at = CASE WHEN {_KEEPS_STATUS} THEN completed_at END,
+    error_message = CASE WHEN {_KEEPS_STATUS} THEN error_message END,
     metadata = jsonb_set(metadata, '{{{LAYER_KEY}}}', {_LAYER} || jsonb_build_object('prompts', {_PROMPTS} || %s))
 WHERE id = %s
     AND jsonb_typeof(metadata) = 'object' AND jsonb_typeof({_LAYER}) = 'object'

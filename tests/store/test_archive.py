@@ -111,3 +111,22 @@ async def test_characters_postgresql_refuses_are_stored_and_read_back_exactly(db
     assert row.prompts == [{"messageID": "m", "text": nul}, {"messageID": "n", "text": nul}]
     cur = await db.execute("SELECT messages #>> '{0,parts,0,output}' FROM opencode_sessions WHERE id = %s", (row.id,))
     assert (await cur.fetchone())[0] == "out\uffff0000put \uffffd800 \uffffffff"  # the documented stored form
+
+
+async def test_a_prompt_recorded_on_a_live_job_reopens_an_ended_row_unless_a_cancel_was_asked(db):
+    """`send` recorded the prompt after the owner archived: a completed row runs again (its finish goes on), but a
+    cancelled one stays so. Was: reopened too, though its owner drops a cancelled session's prompts and ends it
+    anyway: the backstop revived it to be aborted and ended a second time."""
+    follow_up = {"messageID": "msg_2", "text": "and then?"}
+    await archive.insert_pending(db, STATE, user_metadata={}, prompts=[])
+    assert await archive.upsert_fenced(db, STATE, 1, status="completed", completed_ms=9_000, now_ms=9_000)
+    await archive.record_prompt(db, STATE.session_id, follow_up)
+    row = await archive.fetch(db, STATE.session_id)
+    assert row is not None and (row.status, row.completed_at, row.prompts) == ("running", None, [follow_up])
+
+    await archive.request_cancel(db, STATE.session_id)
+    assert await archive.upsert_fenced(db, STATE, 1, status="cancelled", completed_ms=9_500, now_ms=9_500)
+    await archive.record_prompt(db, STATE.session_id, {"messageID": "msg_3", "text": "stop?"})
+    row = await archive.fetch(db, STATE.session_id)
+    assert row is not None and row.status == "cancelled" and row.cancel_requested
+    assert [p["messageID"] for p in row.prompts] == ["msg_2", "msg_3"]
