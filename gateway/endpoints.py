@@ -104,20 +104,20 @@ async def read_session(state: GatewayState, session_id: str) -> dict[str, Any]:
     """The session, live or archived (NotFound when neither has it); a live one's messages as their stored JSON
     (shared.store.live.read_session_json), in one read shared by the clients that ask for it at once (SessionReads)."""
     sid = parse_session_id(session_id)
-    return await state.reads.read(sid, lambda: _read_session(state, sid))
-
-
-async def _read_session(state: GatewayState, sid: SessionId) -> dict[str, Any]:
-    """Live state if the session is live, else the archive: a pool connection only for the archive (was: held
-    while Redis was read, for live sessions too)."""
-    live = await read_session_json(state.redis, sid)
+    live = await state.reads.read(sid, lambda: read_session_json(state.redis, sid))
     if live is not None:
         return live
-    async with state.pool.connection() as conn, committed(conn, reads_only=True):
-        archived = await read_archived(conn, sid)
+    archived = await state.archive_reads.read(sid, lambda: _read_archived(state, sid))
     if archived is None:
         raise NotFound(f"session {sid} not found")
     return archived
+
+
+async def _read_archived(state: GatewayState, sid: SessionId) -> dict[str, Any] | None:
+    """The archive's session, with a pool connection held for it alone (was: held while Redis was read too), and
+    its read shared and limited apart from live reads: a slow PostgreSQL holds up no live session's read."""
+    async with state.pool.connection() as conn, committed(conn, reads_only=True):
+        return await read_archived(conn, sid)
 
 
 async def read_covered(request: Request, state: GatewayState, sid: str) -> dict[str, Any]:

@@ -23,7 +23,12 @@ SESSION_READS = 8  # whole sessions read at once by one gateway process
 @dataclass(slots=True)
 class _Read:
     done: anyio.Event
+    ok: bool = False  # the read answered (None too: a session not live, for the live reads)
     result: dict[str, Any] | None = None
+
+
+def _copy(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    return dict(result) if result is not None else None
 
 
 class SessionReads:
@@ -43,16 +48,16 @@ class SessionReads:
         self._waiting: dict[str, _Read] = {}  # the next read of a session, not started yet: joined by who comes
         self._running: dict[str, _Read] = {}  # the read of a session under way
 
-    async def read(self, key: str, read: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    async def read(self, key: str, read: Callable[[], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:
         while True:
             waiting = self._waiting.get(key)
             if waiting is None:
                 return await self._lead(key, read)
             await waiting.done.wait()
-            if waiting.result is not None:
-                return dict(waiting.result)
+            if waiting.ok:
+                return _copy(waiting.result)
 
-    async def _lead(self, key: str, read: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    async def _lead(self, key: str, read: Callable[[], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:
         mine = self._waiting[key] = _Read(anyio.Event())
         try:
             while (running := self._running.get(key)) is not None:
@@ -61,12 +66,13 @@ class SessionReads:
                 del self._waiting[key]  # started: who comes now must read what is written from now on
                 self._running[key] = mine
                 result = mine.result = await read()
+                mine.ok = True
         finally:
             for reads in (self._waiting, self._running):
                 if reads.get(key) is mine:
                     del reads[key]
             mine.done.set()
-        return dict(result)
+        return _copy(result)
 
 
 @dataclass(slots=True)
@@ -80,7 +86,8 @@ class GatewayState:
     ping_interval_s: float = PING_INTERVAL_S
     max_response_bytes: int = 4_194_304
     closing: anyio.Event | None = None
-    reads: SessionReads = field(default_factory=SessionReads)
+    reads: SessionReads = field(default_factory=SessionReads)  # live sessions, from Redis
+    archive_reads: SessionReads = field(default_factory=SessionReads)  # apart: a slow PostgreSQL holds only these
 
     @classmethod
     def of(cls, request: Request) -> GatewayState:

@@ -3,15 +3,19 @@ the session once per wave of clients, not once per client, and never decodes its
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
 
-from gateway.state import SessionReads
+from gateway import endpoints
+from gateway.state import SESSION_READS, GatewayState, SessionReads
 from shared import commands
 from shared.cli.stream import aiter_events
 from shared.ids import SessionId
@@ -203,3 +207,28 @@ async def test_a_run_whose_tool_printed_megabytes_is_mirrored_archived_and_serve
     tools = [p for m in session["messages"] for p in m["parts"] if p["type"] == "tool"]
     assert session["status"] == "completed" and len(tools) == 1
     assert len(tools[0]["state"]["output"]) == 3_000_000 and tools[0]["state"]["output"].startswith("[build] ")
+
+
+async def test_reads_of_archived_sessions_held_up_by_postgresql_hold_up_no_live_read(redis, db, opencode, monkeypatch):
+    """Every archive read waits on a slow PostgreSQL. Was: they held all the process's read turns (a turn covered
+    the Redis read and then the archive's), and the snapshot of a live session, which needs Redis alone, waited
+    behind them."""
+    live = SessionId((await commands.enqueue(redis, db, opencode, session_type="ask", prompt="ECHO x"))["sessionId"])
+    postgresql_answers = anyio.Event()
+
+    async def slow_archive(conn: Any, sid: SessionId) -> dict[str, Any] | None:
+        await postgresql_answers.wait()
+        return None
+
+    monkeypatch.setattr(endpoints, "read_archived", slow_archive)
+    pool: Any = SimpleNamespace(connection=lambda: nullcontext(None))
+    monkeypatch.setattr(endpoints, "committed", lambda conn, reads_only: nullcontext())
+    state = GatewayState(redis=redis, pool=pool, fanout=None, auth=None, metrics=None, slots=None)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        for n in range(2 * SESSION_READS):  # archived (or gone) sessions, each waiting on PostgreSQL
+            tg.start_soon(endpoints.read_session, state, f"ses_{n:026d}")
+        await anyio.lowlevel.checkpoint()
+        with anyio.fail_after(10):
+            session = await endpoints.read_session(state, live)
+        assert session["sessionId"] == live and session["live"] is True
+        tg.cancel_scope.cancel()
