@@ -36,8 +36,7 @@ class SessionMirror:
         self._lease = lease
         self.session = session
         self.mirror = mirror
-        self.writer = StateWriter(deps.scripts, session)
-        self.writer.seq = session.seq
+        self.writer = StateWriter(deps.scripts, session)  # its seq starts at the loaded one
         self.messages: list[Any] = []
         self._polls_since_full = 0
         self._full_poll_due = True  # the first poll fetches the whole list
