@@ -24,7 +24,10 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
+from shared import commands
+from shared.config import ServerConfig
 from shared.ids import SessionId
+from shared.opencode.servers import OpenCodeServers
 from shared.store.live import read_record
 
 T = TypeVar("T")
@@ -239,3 +242,13 @@ def collector_garbage(*packages: str) -> list[str]:
         gc.set_debug(0)
         gc.garbage.clear()
         gc.collect()
+
+
+async def enqueue_on_retired_server(redis: Any, db: Any, default_url: str, retired_url: str) -> str:
+    """An `ask` session enqueued on a server named `retired`, which the replicas under test are not given: its id."""
+    placed = OpenCodeServers((ServerConfig("default", default_url), ServerConfig("retired", retired_url)))
+    try:
+        state = await commands.enqueue(redis, db, placed, session_type="ask", prompt="ECHO x", server="retired")
+    finally:
+        await placed.aclose()
+    return str(state["sessionId"])

@@ -17,7 +17,7 @@ from shared.errors import InvalidInput
 from shared.models import dumps
 from shared.opencode.servers import OpenCodeServers, parse_directory
 from shared.store import archive, keys
-from tests.helpers import wait_for
+from tests.helpers import enqueue_on_retired_server, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -41,12 +41,7 @@ async def test_a_server_another_live_replica_has_is_handed_back_not_counted(make
     failure of the session's own, counted at each claim, so it ended in error (`unknown server`) within a few ticks
     although the replicas that have the server would have run it. Now it is handed back uncounted while such a
     replica lives, and counted once none does."""
-    placed = OpenCodeServers((ServerConfig("default", simulator_url), ServerConfig("retired", simulator_url)))
-    try:
-        state = await commands.enqueue(redis, db, placed, session_type="ask", prompt="ECHO x", server="retired")
-    finally:
-        await placed.aclose()
-    sid = state["sessionId"]
+    sid = await enqueue_on_retired_server(redis, db, simulator_url, simulator_url)
     alive = True
 
     async def other_replica() -> None:
@@ -76,16 +71,12 @@ async def test_an_older_replicas_heartbeat_without_servers_counts_as_not_having_
 ):
     """A replica that does not say which servers it has (one from before this, or an unreadable field) is not
     waited for: the session is still bounded, never handed back for ever."""
-    placed = OpenCodeServers((ServerConfig("default", simulator_url), ServerConfig("retired", simulator_url)))
-    try:
-        state = await commands.enqueue(redis, db, placed, session_type="ask", prompt="ECHO x", server="retired")
-    finally:
-        await placed.aclose()
+    sid = await enqueue_on_retired_server(redis, db, simulator_url, simulator_url)
     await redis.hset(keys.poller(OTHER_REPLICA), mapping={"heartbeatAt": now_ms(), "servers": "not json"})
     await redis.zadd(keys.POLLERS, {OTHER_REPLICA: now_ms() + 60_000})
     try:
         await make_worker(session_max_failures=1)
-        row = await wait_for(lambda: final_row(db, state["sessionId"]), timeout=30, what="the session ended")
+        row = await wait_for(lambda: final_row(db, sid), timeout=30, what="the session ended")
         assert row.status == "error"
     finally:
         await redis.zrem(keys.POLLERS, OTHER_REPLICA)

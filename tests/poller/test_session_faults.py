@@ -15,7 +15,7 @@ from shared.opencode.servers import OpenCodeServers
 from shared.sessions import get_session
 from shared.store import archive, keys
 from shared.store.lua import Scripts
-from tests.helpers import wait_for
+from tests.helpers import enqueue_on_retired_server, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -172,12 +172,7 @@ async def test_a_session_on_a_server_no_longer_configured_is_not_aborted_on_anot
     """Was: giving it up sent its abort through the default server's client, with that server's credentials, to a
     server that never had the session."""
     default, retired = simulator_process(speed=4.0), simulator_process(speed=4.0)
-    placed = OpenCodeServers((ServerConfig("default", default), ServerConfig("retired", retired)))
-    try:
-        state = await commands.enqueue(redis, db, placed, session_type="ask", prompt="ECHO x", server="retired")
-    finally:
-        await placed.aclose()
-    sid = state["sessionId"]
+    sid = await enqueue_on_retired_server(redis, db, default, retired)
     await make_worker(opencode_url=default, session_max_failures=2)  # it knows only the default server
     assert (await wait_for(lambda: final_row(db, sid), timeout=30, what="the archive"))[0] == "error"
     async with httpx.AsyncClient(base_url=default) as client:
