@@ -16,19 +16,17 @@ from gateway.session_pages import page_response
 from gateway.state import GatewayState
 from shared.config import SERVER_NAME
 from shared.errors import InvalidInput, NotFound
-from shared.ids import SessionId, TicketId, parse_session_id, parse_ticket_id
+from shared.ids import SessionId, parse_session_id, parse_ticket_id
 from shared.json_response import JSONResponse
-from shared.models import SESSION_TYPES, as_text, dumps
+from shared.models import SESSION_TYPES, dumps
 from shared.opencode.servers import parse_directory
 from shared.sessions import (
-    ACTIVE_CANDIDATES,
+    active_session_id,
     archived_sessions,
     decode_cursor,
     live_sessions,
     read_archived,
 )
-from shared.store import keys, unfinished
-from shared.store.connections import store_errors
 from shared.store.live import read_session_json
 from shared.store.transactions import committed
 from shared.usage_report import ticket_usage
@@ -160,27 +158,11 @@ async def ticket_active(request: Request) -> Response:
     state = GatewayState.of(request)
     ticket = path_id(request, "ticket_id", parse_ticket_id)
     state.auth.require_ticket(request, ticket)
-    sid = await _live_of_ticket(state, ticket)
+    sid = await active_session_id(state.redis, ticket, state.pool)
     found = await read_session(state, sid) if sid is not None else None
     if found is None or not found["live"]:  # ended between the two reads: archived
         raise NotFound(f"ticket {ticket} has no live session")
     return await _encoded(_of_ticket(found, ticket))
-
-
-async def _live_of_ticket(state: GatewayState, ticket: TicketId) -> SessionId | None:
-    """The session the ticket's pointer names while it has live state; else the newest of its unfinished rows that
-    has (shared.sessions.active_for_ticket: a pointer gone or stale once a newer session of the ticket ended)."""
-    with store_errors("Redis"):
-        pointer = await state.redis.get(keys.ticket_active(ticket))
-        if pointer is not None and await state.redis.exists(keys.session(sid := parse_session_id(as_text(pointer)))):
-            return sid
-    async with state.pool.connection() as conn, committed(conn, reads_only=True):
-        candidates = await unfinished.of_ticket(conn, ticket, ACTIVE_CANDIDATES)
-    for candidate in candidates:
-        with store_errors("Redis"):
-            if await state.redis.exists(keys.session(candidate)):
-                return candidate
-    return None
 
 
 def _of_ticket(found: dict[str, Any], ticket: str) -> dict[str, Any]:

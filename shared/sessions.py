@@ -8,11 +8,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from shared.config import DEFAULT_SERVER
 from shared.errors import InvalidInput, NotFound
-from shared.ids import SessionId, parse_session_id, parse_ticket_id
+from shared.ids import SessionId, TicketId, parse_session_id, parse_ticket_id
 from shared.models import as_text
 from shared.store import archive, keys, unfinished
 from shared.store.connections import store_errors
@@ -44,27 +45,22 @@ async def get_session(redis: Redis, db: Any, session_id: str) -> dict[str, Any]:
     return archived
 
 
-async def active_for_ticket(redis: Redis, ticket_id: str, db: Any = None) -> dict[str, Any]:
-    """The ticket's live session; NotFound when it has none (its history is in PostgreSQL).
-
-    The pointer names the session queued last. With `db`, a ticket whose pointer is gone or stale is looked up by
-    its unfinished rows, newest first: was a 404 while an older session of the ticket still ran, once a newer one
-    had ended (its end clears the pointer that named it)."""
-    ticket = parse_ticket_id(ticket_id)
+async def active_session_id(redis: Redis, ticket: TicketId, pool: AsyncConnectionPool) -> SessionId | None:
+    """The ticket's live session: the one its pointer names while it has live state, else the newest of its
+    unfinished rows that has (was a 404 while an older session of the ticket still ran, once a newer one had ended:
+    its end clears the pointer that named it); None when it has none. A pool connection only when the pointer
+    misses."""
     with store_errors("Redis"):
         pointer = await redis.get(keys.ticket_active(ticket))
-    if pointer is not None:
-        live = await read_live(redis, parse_session_id(as_text(pointer)))
-        if live is not None:
-            return live
-    if db is not None:
-        async with committed(db, reads_only=True):
-            candidates = await unfinished.of_ticket(db, ticket, ACTIVE_CANDIDATES)
-        for sid in candidates:
-            live = await read_live(redis, sid)
-            if live is not None:
-                return live
-    raise NotFound(f"ticket {ticket} has no live session")
+        if pointer is not None and await redis.exists(keys.session(sid := parse_session_id(as_text(pointer)))):
+            return sid
+    async with pool.connection() as conn, committed(conn, reads_only=True):
+        candidates = await unfinished.of_ticket(conn, ticket, ACTIVE_CANDIDATES)
+    for candidate in candidates:
+        with store_errors("Redis"):
+            if await redis.exists(keys.session(candidate)):
+                return candidate
+    return None
 
 
 ACTIVE_CANDIDATES = 20  # unfinished rows of a ticket looked at for its live session when its pointer is gone
