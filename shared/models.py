@@ -55,7 +55,12 @@ def loads(raw: bytes | str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        pass
+        return loads_exactly(raw)
+
+
+def loads_exactly(raw: bytes | str) -> Any:
+    """JSON in by the standard library (what orjson refuses, and integers past 64 bits, which orjson reads as
+    floats), held to the depth orjson reads: ValueError when not JSON, or nested too deeply to read."""
     try:
         value = json.loads(raw)
     except RecursionError:  # past the interpreter's stack

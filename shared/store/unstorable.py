@@ -14,8 +14,7 @@ import math
 import re
 from typing import Any
 
-from shared.models import TOO_DEEP, loads
-from shared.nesting import too_deep
+from shared.models import loads, loads_exactly
 
 ESCAPE = "\uffff"
 _ESCAPE_UTF8 = ESCAPE.encode()
@@ -84,14 +83,6 @@ def loads_jsonb(data: str | bytes) -> Any:
     reads an integer past 64 bits as a float, and metadata may hold one exactly (up to 1,000 digits): a value with
     a run of 20 digits is read by the standard library, held to the same depth."""
     long_integer = _LONG_INTEGER.search(data) if isinstance(data, str) else _LONG_INTEGER_UTF8.search(data)
-    if long_integer is None:
-        value = loads(data)
-    else:
-        try:
-            value = json.loads(data)
-        except RecursionError:
-            raise ValueError(TOO_DEEP) from None
-        if too_deep(value):
-            raise ValueError(TOO_DEEP)
+    value = loads(data) if long_integer is None else loads_exactly(data)
     escaped = _ESCAPE_UTF8 in data if isinstance(data, bytes) else ESCAPE in data
     return _walk(value, restore_text) if escaped else value
