@@ -22,7 +22,7 @@ from shared.ids import SessionId, parse_session_id
 from shared.models import dumps
 from shared.store import keys, queueable, requests, unfinished
 from shared.store.archive import ArchiveRow
-from shared.store.connections import store_errors
+from shared.store.connections import redis_now_ms, store_errors
 from shared.store.lua import Scripts
 from shared.store.unfinished import RowKey
 
@@ -104,7 +104,7 @@ async def requeue_gone(
     are still unfinished when read again; how many were. `carried`: what their dropped jobs held (rewound.py)."""
     requeued: list[str] = []
     orphans = await _orphans(pool, gone)
-    now_ms = await queueable.redis_now_ms(redis) if orphans else 0
+    now_ms = await redis_now_ms(redis) if orphans else 0
     for row in orphans:
         if await _requeue(redis, row, now_ms, (carried or {}).get(row.id)):
             requeued.append(row.id)

@@ -192,13 +192,6 @@ async def archived_sessions(
 STATUS_SCAN_CHUNK = 500
 
 
-async def redis_now_ms(redis: Redis) -> int:
-    """Redis's clock, the one queue scores and heartbeats are written with (never this machine's)."""
-    with store_errors("Redis"):
-        seconds, micros = await redis.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 async def queue_depth(redis: Redis, now_ms: int) -> dict[str, int]:
     """Jobs in `opencode:queue`: `due` (score <= now: claimable) and `leased` (score in the future: held)."""
     with store_errors("Redis"):

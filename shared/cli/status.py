@@ -14,7 +14,8 @@ from shared.config import ServerConfig, Settings
 from shared.errors import NotFound, SessionLayerError
 from shared.models import STATUSES
 from shared.opencode.client import OpenCodeClient
-from shared.sessions import live_server_counts, live_status_counts, poller_replicas, queue_depth, redis_now_ms
+from shared.sessions import live_server_counts, live_status_counts, poller_replicas, queue_depth
+from shared.store.connections import redis_now_ms
 
 MAX_GONE_SHOWN = 10  # the ZSET keeps every replica id that ever beat; the table shows the latest few
 HEALTH_TIMEOUT_S = 2.0

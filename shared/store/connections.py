@@ -102,3 +102,11 @@ def store_errors(store: str) -> Iterator[None]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+async def redis_now_ms(redis: Redis) -> int:
+    """Redis's clock, the one every replica and backend shares (never this machine's): queue scores, heartbeats, and
+    the floors of a lost run's seq and epoch (queueable.past_lost_run) are taken from it."""
+    with store_errors("Redis"):
+        seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000

@@ -18,7 +18,7 @@ from shared.ids import parse_text
 from shared.models import part_key, prompt_entry
 from shared.opencode.shapes import is_part
 from shared.store.archive import LAYER_KEY, ArchiveRow
-from shared.store.connections import store_errors
+from shared.store.connections import redis_now_ms
 
 # A run whose live state Redis lost may have gone past the seq and the epoch its row records (its owner records them
 # as it claims and as it ends, not between): neither is known, so both are taken from the clock, past any value that
@@ -35,13 +35,6 @@ def next_seq(layer: Mapping[str, Any]) -> int:
     without its snapshot. Was: 1, which the earlier run's first update had had too."""
     value = layer.get("seq")
     return value + 1 if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53 else 1
-
-
-async def redis_now_ms(redis: Redis) -> int:
-    """Redis's clock, the one every replica and backend shares: what past_lost_run's floors are taken from."""
-    with store_errors("Redis"):
-        seconds, micros = await redis.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def past_lost_run(row: ArchiveRow, now_ms: int) -> ArchiveRow:
