@@ -65,7 +65,7 @@ class SessionTracker:
         """The seq this tracker's writes reached and the promptsRev it read (poller/rewound.py); None until both."""
         if self._mirror is None or self._job.rev is None or not self._job.rev.isdecimal():
             return None
-        return max(self._mirror.writer.seq, self._mirror.session.seq), int(self._job.rev)
+        return self._mirror.writer.seq, int(self._job.rev)  # the writer's seq starts at the loaded one
 
     async def run(self) -> bool:
         """True when the session ended and is archived; False when this replica may no longer own it."""
