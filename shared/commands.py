@@ -233,7 +233,8 @@ async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> st
         await _record_prompt(db, sid, {"messageID": message_id, "text": body})
         return message_id
     async with committed(db):
-        row = await queueable.past_any_lost_run(redis, await _archived_row(db, sid))
+        # Locked: a revival racing this one reads the row with this prompt in it (was: one prompt overwritten).
+        row = await queueable.past_any_lost_run(redis, await _archived_row(db, sid, for_update=True))
         revival = _revival(row)  # before the row is reopened
         await archive.reopen(db, row, {"messageID": message_id, "text": body})
     await _revive(redis, revival, [entry], cancel=False)
@@ -322,8 +323,8 @@ async def _queue(
     return created
 
 
-async def _archived_row(db: PgConnection, sid: SessionId) -> ArchiveRow:
-    row = await archive.fetch(db, sid)
+async def _archived_row(db: PgConnection, sid: SessionId, *, for_update: bool = False) -> ArchiveRow:
+    row = await archive.fetch(db, sid, for_update=for_update)
     if row is None:
         raise NotFound(f"session {sid} not found")
     return row

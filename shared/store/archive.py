@@ -245,8 +245,9 @@ async def fetch_rows(db: PgConnection, sql: str, params: Sequence[Any]) -> list[
             return [_restored(row) for row in await cur.fetchall()]
 
 
-async def fetch(db: PgConnection, session_id: SessionId) -> ArchiveRow | None:
-    rows = await fetch_rows(db, _SELECT_ONE, (session_id,))
+async def fetch(db: PgConnection, session_id: SessionId, *, for_update: bool = False) -> ArchiveRow | None:
+    """The row; for_update locks it to the caller's transaction, for a write computed from what it read."""
+    rows = await fetch_rows(db, _SELECT_ONE + (" FOR UPDATE" if for_update else ""), (session_id,))
     return rows[0] if rows else None
 
 
@@ -276,7 +277,8 @@ async def insert_pending(
 
 
 async def reopen(db: PgConnection, row: ArchiveRow, prompt: Mapping[str, str]) -> None:
-    """An archived session gets a follow-up: `pending` again, the prompt recorded, any old cancel forgotten."""
+    """An archived session gets a follow-up: `pending` again, the prompt recorded, any old cancel forgotten. The
+    caller read `row` FOR UPDATE in this transaction: the prompts written are the row's own plus this one."""
     layer = {k: v for k, v in row.layer.items() if k != "cancel"}
     layer["prompts"] = [*row.prompts, dict(prompt)]
     with store_errors("PostgreSQL"):
