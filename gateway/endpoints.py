@@ -26,6 +26,7 @@ from shared.sessions import (
     decode_cursor,
     live_sessions,
     read_archived,
+    ticket_of,
 )
 from shared.store.live import read_session_json
 from shared.store.transactions import committed
@@ -128,6 +129,17 @@ async def read_covered(request: Request, state: GatewayState, sid: str) -> dict[
         raise
     state.auth.require_session(request, sid, found.get("ticketId"))
     return found
+
+
+async def require_covered(request: Request, state: GatewayState, sid: SessionId) -> None:
+    """read_covered's answer without the session read: for a HEAD, whose body is never sent."""
+    state.auth.require_own_session(request, sid)
+    try:
+        ticket = await ticket_of(state.redis, state.pool, sid)
+    except NotFound:
+        state.auth.refuse_missing_session(request, sid)
+        raise
+    state.auth.require_session(request, sid, ticket)
 
 
 async def session(request: Request) -> Response:

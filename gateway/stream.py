@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.endpoints import path_id, read_covered, read_session, type_filter
+from gateway.endpoints import path_id, read_covered, read_session, require_covered, type_filter
 from gateway.fanout import CLOSED, DROPPED, LOST, STORE_DOWN, Published, Resync, Signal, Subscription
 from gateway.query import query_param, single_header
 from gateway.sse import format_event, ping, retry_line, token_expired
@@ -144,7 +144,7 @@ async def session_stream(request: Request) -> Response:
     state.auth.require_own_session(request, sid)
     last_event_id = _last_event_id(request)
     if request.method == "HEAD":
-        await read_covered(request, state, sid)
+        await require_covered(request, state, sid)
         return _head()
     stack, sub, lifetime = await _open(request, state, keys.updates(sid))
     try:

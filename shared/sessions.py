@@ -45,6 +45,22 @@ async def get_session(redis: Redis, db: Any, session_id: str) -> dict[str, Any]:
     return archived
 
 
+async def ticket_of(redis: Redis, pool: AsyncConnectionPool, session_id: SessionId) -> str | None:
+    """The session's ticket id as stored, read without its messages: what a HEAD needs to be authorised (was: the
+    whole session read, tens of MB for a long one, then dropped). NotFound when neither store has it."""
+    with store_errors("Redis"):
+        live_id, ticket = await redis.hmget(keys.session(session_id), ["sessionId", "ticketId"])
+    if live_id is not None:
+        return (as_text(ticket) or None) if ticket is not None else None
+    async with pool.connection() as conn, committed(conn, reads_only=True):
+        with store_errors("PostgreSQL"):
+            cur = await conn.execute("SELECT ticket_id FROM opencode_sessions WHERE id = %s", (session_id,))
+            row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"session {session_id} not found")
+    return str(row[0]) if row[0] is not None else None
+
+
 async def active_session_id(redis: Redis, ticket: TicketId, pool: AsyncConnectionPool) -> SessionId | None:
     """The ticket's live session: the one its pointer names while it has live state, else the newest of its
     unfinished rows that has (was a 404 while an older session of the ticket still ran, once a newer one had ended:

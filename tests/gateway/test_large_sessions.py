@@ -232,3 +232,25 @@ async def test_reads_of_archived_sessions_held_up_by_postgresql_hold_up_no_live_
             session = await endpoints.read_session(state, live)
         assert session["sessionId"] == live and session["live"] is True
         tg.cancel_scope.cancel()
+
+
+async def test_head_of_a_stream_reads_no_messages(make_gateway, redis, db):
+    """HEAD sends no body, so it reads what authorises it, the ticket, and no messages. Was: the whole session was
+    read (and a live one's parts joined) then dropped: tens of MB per HEAD of a long session."""
+    gateway = await make_gateway()
+    await store_live(redis, transcript(40, 20_000))
+    archived = SessionId("ses_" + "c" * 26)
+    await db.execute(
+        "INSERT INTO opencode_sessions (id, session_type, status, messages, metadata, completed_at)"
+        " VALUES (%s, 'chat', 'completed', %s, '{}', now())",
+        (archived, orjson.dumps(transcript(4, 10)).decode()),
+    )
+    await redis.config_resetstat()
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
+        for sid in (SID, archived):
+            head = await client.head(f"/sessions/{sid}/stream")
+            assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
+        missing = await client.head(f"/sessions/ses_{'d' * 26}/stream")
+        assert missing.status_code == 404
+    stats = await redis.info("commandstats")
+    assert "cmdstat_hgetall" not in stats and "cmdstat_hmget" in stats
