@@ -7,18 +7,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio.to_thread
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.query import query_param
 from gateway.session_pages import page_response
+from gateway.session_reads import SessionRead
 from gateway.state import GatewayState
 from shared.config import SERVER_NAME
 from shared.errors import InvalidInput, NotFound
 from shared.ids import SessionId, parse_session_id, parse_ticket_id
 from shared.json_response import JSONResponse
-from shared.models import SESSION_TYPES, dumps
+from shared.models import SESSION_TYPES
 from shared.opencode.servers import parse_directory
 from shared.sessions import (
     active_session_id,
@@ -99,7 +99,7 @@ def _place(request: Request) -> tuple[str | None, str | None]:
     return server, parse_directory(query_param(request, "directory"))
 
 
-async def read_session(state: GatewayState, session_id: str) -> dict[str, Any]:
+async def read_session(state: GatewayState, session_id: str) -> SessionRead:
     """The session, live or archived (NotFound when neither has it); a live one's messages as their stored JSON
     (shared.store.live.read_session_json), in one read shared by the clients that ask for it at once (SessionReads)."""
     sid = parse_session_id(session_id)
@@ -119,7 +119,7 @@ async def _read_archived(state: GatewayState, sid: SessionId) -> dict[str, Any] 
         return await read_archived(conn, sid)
 
 
-async def read_covered(request: Request, state: GatewayState, sid: str) -> dict[str, Any]:
+async def read_covered(request: Request, state: GatewayState, sid: str) -> SessionRead:
     """The session, when the request's token covers it: 403 otherwise, a missing session included (Auth)."""
     state.auth.require_own_session(request, sid)
     try:
@@ -127,7 +127,7 @@ async def read_covered(request: Request, state: GatewayState, sid: str) -> dict[
     except NotFound:
         state.auth.refuse_missing_session(request, sid)
         raise
-    state.auth.require_session(request, sid, found.get("ticketId"))
+    state.auth.require_session(request, sid, found.session.get("ticketId"))
     return found
 
 
@@ -150,17 +150,8 @@ async def session(request: Request) -> Response:
     return await _encoded(await read_covered(request, state, sid))
 
 
-async def _encoded(found: dict[str, Any]) -> Response:
-    return Response(await anyio.to_thread.run_sync(_json, found), media_type="application/json")
-
-
-def _json(value: Any) -> bytes:
-    """`dumps` as bytes, without its text in between (a long session's text is a copy as large, or 2-4 times as
-    large where it holds characters past Latin-1)."""
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:  # what dumps writes with the standard library
-        return dumps(value).encode()
+async def _encoded(found: SessionRead) -> Response:
+    return Response(await anyio.to_thread.run_sync(found.json), media_type="application/json")
 
 
 async def ticket_active(request: Request) -> Response:
@@ -172,15 +163,15 @@ async def ticket_active(request: Request) -> Response:
     state.auth.require_ticket(request, ticket)
     sid = await active_session_id(state.redis, ticket, state.pool)
     found = await read_session(state, sid) if sid is not None else None
-    if found is None or not found["live"]:  # ended between the two reads: archived
+    if found is None or not found.session["live"]:  # ended between the two reads: archived
         raise NotFound(f"ticket {ticket} has no live session")
     return await _encoded(_of_ticket(found, ticket))
 
 
-def _of_ticket(found: dict[str, Any], ticket: str) -> dict[str, Any]:
+def _of_ticket(found: SessionRead, ticket: str) -> SessionRead:
     """The session, checked to be the ticket's: the pointer is a Redis key any stale or damaged write could leave
     naming another ticket's session (was: served to this ticket's token as is)."""
-    if found.get("ticketId") != ticket:
+    if found.session.get("ticketId") != ticket:
         raise NotFound(f"ticket {ticket} has no live session")
     return found
 

@@ -77,7 +77,7 @@ class Published:
 
     def frame(self, name: str) -> bytes:
         if name not in self._frames:
-            self._frames[name] = format_event(name, self.raw.decode(), self.seq)
+            self._frames[name] = format_event(name, self.raw, self.seq)
         return self._frames[name]
 
 

@@ -35,13 +35,14 @@ from starlette.responses import Response
 from gateway.endpoints import path_id, read_covered, read_session, require_covered, type_filter
 from gateway.fanout import CLOSED, DROPPED, LOST, STORE_DOWN, Published, Resync, Signal, Subscription
 from gateway.query import query_param, single_header
-from gateway.sse import format_event, ping, retry_line, token_expired
+from gateway.session_reads import SessionRead
+from gateway.sse import escape_line_breaks, escaped_event, format_event, ping, retry_line, token_expired
 from gateway.state import GatewayState
 from shared.clock import now_ms
 from shared.errors import NotFound, SessionLayerError
 from shared.event_stream import EventStreamResponse
 from shared.ids import SessionId, parse_session_id
-from shared.models import FINAL_STATUSES, dumps
+from shared.models import FINAL_STATUSES, dumps, dumps_bytes
 from shared.sessions import live_sessions
 from shared.store import keys
 
@@ -161,13 +162,13 @@ async def _session_events(
     sid: SessionId,
     sub: Subscription,
     lifetime: Lifetime,
-    snapshot: dict[str, Any],
+    snapshot: SessionRead,
     last_event_id: str | None,
 ) -> AsyncIterator[bytes]:
     with structlog.contextvars.bound_contextvars(session_id=sid):
-        seq, live, ended = int(snapshot["seq"]), bool(snapshot["live"]), _ended(snapshot)
+        seq, live, ended = int(snapshot.session["seq"]), bool(snapshot.session["live"]), _ended(snapshot)
         frames = _opening(snapshot, owed=last_event_id != str(seq) or not live, ended=ended)
-        del snapshot  # a long session's whole object: not kept for as long as the stream stays open
+        del snapshot  # a long session's whole read: not kept for as long as the stream stays open
         while frames:
             yield frames.pop(0)
         if ended:
@@ -217,7 +218,7 @@ async def _follow(
                 return
             if snapshot is not None:
                 resync = None
-                seq, live, ended = int(snapshot["seq"]), bool(snapshot["live"]), _ended(snapshot)
+                seq, live, ended = int(snapshot.session["seq"]), bool(snapshot.session["live"]), _ended(snapshot)
                 frames = _opening(snapshot, owed=True, ended=ended)
                 snapshot = None  # as when the stream opened: not kept while it follows
                 while frames:
@@ -274,10 +275,10 @@ async def _all_listed(redis: Redis, shown: set[str]) -> bool:
     return not shown or None not in await redis.zmscore(keys.LIVE_INDEX, list(shown))
 
 
-def _ended(snapshot: dict[str, Any]) -> bool:
+def _ended(snapshot: SessionRead) -> bool:
     """Archived with a final status. A `pending`/`running` row without live state is being re-queued by the
     poller's backstop: the stream waits for its `reset` rather than calling it complete."""
-    return not snapshot["live"] and snapshot["status"] in FINAL_STATUSES
+    return not snapshot.session["live"] and snapshot.session["status"] in FINAL_STATUSES
 
 
 def _resync_reason(item: Published | Signal, seq: int) -> str | None:
@@ -294,23 +295,20 @@ def _resync_reason(item: Published | Signal, seq: int) -> str | None:
 async def _complete(state: GatewayState, sid: SessionId, item: Published) -> bytes:
     """The final event carries the archived session: the poller publishes `complete` only after the commit."""
     try:
-        final = await read_session(state, sid)
+        final = (await read_session(state, sid)).event_data(item.seq)
     except (SessionLayerError, PoolTimeout) as exc:
         log.warning("complete_without_archive", error=_reason(exc))
-        final = {**item.body, "live": False}
-    final["seq"] = item.seq
-    return format_event("complete", dumps(final), item.seq)
+        final = escape_line_breaks(dumps_bytes({**item.body, "live": False, "seq": item.seq}))
+    return escaped_event("complete", final, item.seq)
 
 
-def _snapshot(snapshot: dict[str, Any]) -> bytes:
-    return format_event("snapshot", dumps(snapshot), snapshot["seq"])
-
-
-def _opening(snapshot: dict[str, Any], *, owed: bool, ended: bool) -> list[bytes]:
-    """The frames a snapshot sends: itself unless the client holds it (`owed`), then `complete` if it `ended`."""
-    frames = [_snapshot(snapshot)] if owed else []
+def _opening(snapshot: SessionRead, *, owed: bool, ended: bool) -> list[bytes]:
+    """The frames a snapshot sends: itself unless the client holds it (`owed`), then `complete` if it `ended`. Their
+    data is encoded once for every client of the read (SessionRead)."""
+    seq = snapshot.session["seq"]
+    frames = [escaped_event("snapshot", snapshot.event_data(), seq)] if owed else []
     if ended:
-        frames.append(format_event("complete", dumps(snapshot), snapshot["seq"]))
+        frames.append(escaped_event("complete", snapshot.event_data(), seq))
     return frames
 
 
@@ -375,6 +373,6 @@ async def _live_events(
             log.warning("live_event_unknown", type=str(item.type)[:80])
             continue
         counter += 1
-        yield format_event(item.type, item.raw.decode(), counter)
+        yield format_event(item.type, item.raw, counter)
         if isinstance(listed := item.body.get("sessionId"), str):
             (shown.discard if item.type == "ended" else shown.add)(listed)

@@ -14,12 +14,13 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from gateway import endpoints
-from gateway.state import SESSION_READS, GatewayState, SessionReads
+from gateway import endpoints, session_reads
+from gateway.session_reads import SESSION_READS, SessionRead, SessionReads
+from gateway.state import GatewayState
 from shared import commands
 from shared.cli.stream import aiter_events
 from shared.ids import SessionId
-from shared.models import dumps, loads, part_key
+from shared.models import dumps, dumps_bytes, loads, part_key
 from shared.store import keys
 from shared.store.live import read_record, read_session_json
 from tests.helpers import wait_for
@@ -89,10 +90,18 @@ async def hgetall_calls(redis: Redis) -> int:
     return int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
 
 
-async def test_a_reload_storm_on_a_long_session_reads_it_once_per_wave_not_per_client(make_gateway, redis):
+async def test_a_reload_storm_on_a_long_session_reads_it_once_per_wave_not_per_client(make_gateway, redis, monkeypatch):
     """20 clients open the stream of a 6 MB session at once (a page reloaded by everyone watching it): each gets the
-    whole snapshot, from a few shared reads. Was: 20 reads, each decoded and kept by its stream as long as it stayed
-    open (~4 times the session's size each: 50 clients of an 8.6 MB session held 1.8 GB)."""
+    whole snapshot, from a few shared reads, each encoded once. Was: 20 reads, each decoded and kept by its stream as
+    long as it stayed open (~4 times the session's size each: 50 clients of an 8.6 MB session held 1.8 GB), and
+    encoded for each client (~55 ms of the event loop per 9 MB and client)."""
+    encoded: list[int] = []
+
+    def counted(value: Any) -> bytes:
+        encoded.append(len(result := dumps_bytes(value)))
+        return result
+
+    monkeypatch.setattr(session_reads, "dumps_bytes", counted)
     await store_live(redis, transcript(60, 200_000))
     gateway = await make_gateway()
     async with httpx.AsyncClient(base_url=gateway, timeout=60) as client:
@@ -113,6 +122,7 @@ async def test_a_reload_storm_on_a_long_session_reads_it_once_per_wave_not_per_c
     assert snapshots == [expected] * 20
     assert len(expected["messages"]) == 60 and len(expected["messages"][59]["parts"][1]["state"]["output"]) == 200_000
     assert 1 <= reads <= 10, reads
+    assert len(encoded) <= reads + 1 and min(encoded) > 6_000_000  # the storm's reads, and the GET's
 
 
 class SlowReads:
@@ -133,9 +143,9 @@ class SlowReads:
 
 async def test_who_comes_while_a_session_is_read_gets_the_next_read_shared_never_an_older_one():
     """A stream subscribes, then reads: a read that started before it came could miss what was published between
-    the two. So the readers that come during a read share the one after it, each with a top level of its own."""
+    the two. So the readers that come during a read share the one after it: one object, which none can change."""
     reads, slow = SessionReads(limit=8), SlowReads()
-    got: list[dict[str, Any]] = []
+    got: list[SessionRead] = []
 
     async def reader() -> None:
         got.append(await reads.read("ses_x", slow.read))
@@ -148,8 +158,10 @@ async def test_who_comes_while_a_session_is_read_gets_the_next_read_shared_never
         await anyio.sleep(0.05)
         assert slow.started == 1  # the next read waits for the one under way
         slow.release.set()
-    assert sorted(item["read"] for item in got) == [1, 2, 2, 2, 2, 2]
-    assert len({id(item) for item in got}) == 6
+    assert sorted(item.session["read"] for item in got) == [1, 2, 2, 2, 2, 2]
+    assert len({id(item) for item in got}) == 2
+    with pytest.raises(TypeError):
+        got[0].session["seq"] = 3  # type: ignore[index]
 
 
 async def test_a_reader_that_leaves_or_fails_leaves_the_others_reading():
@@ -157,7 +169,7 @@ async def test_a_reader_that_leaves_or_fails_leaves_the_others_reading():
     read again, on their own, rather than sharing its cancellation or its error."""
     reads = SessionReads(limit=1)
     blocker, slow = SlowReads(), SlowReads()
-    got: list[dict[str, Any]] = []
+    got: list[SessionRead | None] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(reads.read, "ses_other", blocker.read)  # holds the only turn
         await wait_until(lambda: blocker.started == 1)
@@ -173,14 +185,15 @@ async def test_a_reader_that_leaves_or_fails_leaves_the_others_reading():
             leaving.cancel_scope.cancel()
         blocker.release.set()
         slow.release.set()
-    assert got == [{"read": 1, "messages": []}]
+    assert [item.session for item in got if item is not None] == [{"read": 1, "messages": []}]
 
     async def failing() -> dict[str, Any]:
         raise RuntimeError("Redis said no")
 
     with pytest.raises(RuntimeError):
         await reads.read("ses_x", failing)
-    assert await reads.read("ses_x", slow.read) == {"read": 2, "messages": []}
+    again = await reads.read("ses_x", slow.read)
+    assert again is not None and again.session == {"read": 2, "messages": []}
 
 
 async def wait_until(check: Any) -> None:
@@ -229,7 +242,7 @@ async def test_reads_of_archived_sessions_held_up_by_postgresql_hold_up_no_live_
             tg.start_soon(endpoints.read_session, state, f"ses_{n:026d}")
         await anyio.lowlevel.checkpoint()
         with anyio.fail_after(10):
-            session = await endpoints.read_session(state, live)
+            session = (await endpoints.read_session(state, live)).session
         assert session["sessionId"] == live and session["live"] is True
         tg.cancel_scope.cancel()
 

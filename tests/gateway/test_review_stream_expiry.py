@@ -11,6 +11,7 @@ import pytest
 from gateway import stream
 from gateway.fanout import LOST, Published, Signal
 from gateway.metrics import Metrics
+from gateway.session_reads import SessionRead
 from shared.ids import SessionId
 
 pytestmark = pytest.mark.anyio
@@ -36,8 +37,8 @@ def state() -> Any:
     )
 
 
-async def read_session(state: Any, sid: str) -> dict[str, Any]:
-    return {"sessionId": sid, "seq": 9, "live": True, "status": "running", "secret": "after exp"}
+async def read_session(state: Any, sid: str) -> SessionRead:
+    return SessionRead({"sessionId": sid, "seq": 9, "live": True, "status": "running", "secret": "after exp"})
 
 
 async def live_sessions(redis: Any, session_type: str | None = None) -> list[dict[str, Any]]:
