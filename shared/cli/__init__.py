@@ -49,6 +49,8 @@ def exit_code_for(exc: SessionLayerError) -> int:
 
 
 def fail(exc: SessionLayerError) -> NoReturn:
+    if _timed_out(exc.__cause__):
+        _error(_timed_out_message(exc.__cause__), exit_code_for(exc))
     _error(exc.message, exit_code_for(exc))
 
 
@@ -102,6 +104,8 @@ class Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise  # main() reports these
         except Exception as exc:
+            if _timed_out(exc):
+                _error(_timed_out_message(exc), EXIT_FAILED)
             if _no_table(exc):
                 _error("PostgreSQL has no opencode_sessions table: run `opencode-sessions migrate` first", EXIT_FAILED)
             text = str(exc).strip().splitlines()
@@ -119,6 +123,18 @@ def _no_table(exc: Exception) -> bool:
     cannot have raised one."""
     psycopg = sys.modules.get("psycopg")
     return psycopg is not None and isinstance(exc, psycopg.errors.UndefinedTable)
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """A statement PostgreSQL cancelled at its statement_timeout (shared.cli.runtime bounds each one): no
+    unreachable PostgreSQL, as store_errors words every OperationalError."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.errors.QueryCanceled)
+
+
+def _timed_out_message(exc: BaseException | None) -> str:
+    reason = (str(exc).strip().splitlines() or ["statement timeout"])[0]  # not its CONTEXT lines
+    return f"PostgreSQL did not finish in time ({reason}): a transaction left open may hold a lock this command needs"
 
 
 def _reader_went_away() -> NoReturn:
