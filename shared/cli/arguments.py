@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
+from click.core import ParameterSource
 
 from shared.errors import InvalidInput
 from shared.ids import LONE_SURROGATE
 
+ENVIRONMENT = ParameterSource.ENVIRONMENT
 MAX_ARGUMENT_CHARS = 1_000_000  # the longest prompt (shared.commands.MAX_PROMPT_CHARS)
 MAX_INPUT_BYTES = 8 * 1024 * 1024  # standard input or a file: a prompt of MAX_ARGUMENT_CHARS in any script fits
 
@@ -75,7 +77,22 @@ def _name(param: click.Parameter) -> str:
     return (param.name or "argument").upper()
 
 
+def _variable(param: click.Parameter) -> str:
+    """` (from GATEWAY_URL)` when the variable gave the option its value: the one to fix. Was: the option alone."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or not param.name or ctx.get_parameter_source(param.name) is not ENVIRONMENT:
+        return ""
+    return f" (from {param.envvar})" if isinstance(param.envvar, str) else ""
+
+
 def _check_param(param: click.Parameter, value: object) -> None:
+    try:
+        _check_values(param, value)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message + _variable(param)) from None
+
+
+def _check_values(param: click.Parameter, value: object) -> None:
     values = value if isinstance(value, (tuple, list)) else (value,)
     for item in values:
         if isinstance(item, str):

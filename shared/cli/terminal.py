@@ -5,12 +5,17 @@ screen, hide text or forge a hyperlink; a carriage return or backspace could ove
 override could reorder a line ("Trojan source"). `visible` writes each such character as its escape (`\\x1b`,
 `\\u202e`) and leaves every other character as it is. Machine output (JSON) is written exactly: JSON already
 escapes U+0000-U+001F, and its consumers need the values byte for byte.
+
+A terminal that is not UTF-8 (a latin-1 or cp1252 locale, `PYTHONIOENCODING`) has no byte for most characters:
+text for people shows such a character as its escape too, and JSON is written with `\\uXXXX` escapes then, so it
+stays JSON holding the same characters.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 import click
@@ -39,9 +44,26 @@ def one_line(value: object) -> str:
     return " ".join(str(value).split())
 
 
+def _encoding(err: bool) -> str:
+    return getattr(sys.stderr if err else sys.stdout, "encoding", None) or "utf-8"
+
+
+def _writable(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
 def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
-    """Write text for people (stdout, or stderr with `err`), made `visible`."""
-    click.echo(visible(text), err=err, nl=nl)
+    """Write text for people (stdout, or stderr with `err`), made `visible`, each character the stream's encoding
+    cannot write as its escape. Was: `unexpected UnicodeEncodeError` (exit 1) halfway through a session."""
+    shown = visible(text)
+    encoding = _encoding(err)
+    if not _writable(shown, encoding):
+        shown = shown.encode(encoding, "backslashreplace").decode(encoding)
+    click.echo(shown, err=err, nl=nl)
 
 
 def echo_exact(text: str) -> None:
@@ -49,10 +71,24 @@ def echo_exact(text: str) -> None:
     click.echo(text)
 
 
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """`value` as JSON for stdout, every character written as itself rather than escaped (but a lone surrogate,
+    which UTF-8 cannot carry: as its escape, as in every JSON answer of ours); all in `\\uXXXX` escapes when
+    stdout's encoding cannot write it (a latin-1 terminal)."""
+    text = escape_lone_surrogates(json.dumps(value, indent=indent, ensure_ascii=False, default=str))
+    if _writable(text, _encoding(err=False)):
+        return text
+    return json.dumps(value, indent=indent, ensure_ascii=True, default=str)
+
+
 def emit_json(value: Any) -> None:
-    """Machine output: `value` as indented JSON, every character written as itself rather than escaped (but a lone
-    surrogate, which UTF-8 cannot carry: as its escape, as in every JSON answer of ours)."""
-    echo_exact(escape_lone_surrogates(json.dumps(value, indent=2, ensure_ascii=False, default=str)))
+    """Machine output: `value` as indented JSON (json_text)."""
+    echo_exact(json_text(value, indent=2))
+
+
+def emit_json_line(value: Any) -> None:
+    """Machine output: `value` as one line of JSON (json_text), as NDJSON takes it."""
+    echo_exact(json_text(value))
 
 
 def visible_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:

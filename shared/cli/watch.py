@@ -9,7 +9,6 @@ with GATEWAY_AUTH_SECRET at hand the watch mints a token for the session and res
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -19,11 +18,12 @@ from urllib.parse import urlsplit
 
 import click
 import httpx
+from click.core import ParameterSource
 
 from shared.backoff import Backoff
 from shared.cli.render import LivePrinter
 from shared.cli.stream import SessionView, StreamEvent, StreamGap, iter_events
-from shared.cli.terminal import echo, echo_exact, one_line
+from shared.cli.terminal import echo, emit_json_line, one_line
 from shared.config import Settings, shown_value
 from shared.errors import (
     Forbidden,
@@ -35,7 +35,6 @@ from shared.errors import (
     Unavailable,
 )
 from shared.ids import parse_session_id
-from shared.models import escape_lone_surrogates
 from shared.tokens import Scope, check_secret, mint_token
 
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
@@ -47,10 +46,11 @@ RENEWED_TOKEN_TTL_S = 3600.0
 BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 
 
-def gateway_url(raw: str) -> str:
+def gateway_url(raw: str, source: str = "--gateway") -> str:
     """The gateway's base URL, to which `/sessions/{id}/stream` is appended: a path prefix (a proxy's) is fine, a
     query or fragment is not. Was: `?x=1` or `#top` made the stream's path part of them (exit 1: `Not Found`, or
-    `the gateway answered 307`), and a space in the host was tried as a name (exit 1: unreachable)."""
+    `the gateway answered 307`), and a space in the host was tried as a name (exit 1: unreachable). An error names
+    `source`, the option or the variable the URL came from."""
     try:
         parts = urlsplit(raw)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
@@ -58,9 +58,9 @@ def gateway_url(raw: str) -> str:
         valid = False
     shown = shown_value(raw)  # was: a password in it printed as it was
     if not valid or any(char.isspace() or not char.isprintable() for char in raw):
-        raise InvalidInput(f"invalid gateway URL {shown!r}: expected http(s)://host[:port][/path]")
+        raise InvalidInput(f"invalid gateway URL {shown!r} ({source}): expected http(s)://host[:port][/path]")
     if "?" in raw or "#" in raw:
-        raise InvalidInput(f"invalid gateway URL {shown!r}: the base URL takes no query (?) or fragment (#)")
+        raise InvalidInput(f"invalid gateway URL {shown!r} ({source}): the base URL takes no query (?) or fragment (#)")
     return raw.rstrip("/")
 
 
@@ -70,6 +70,17 @@ def bearer_token(raw: str | None) -> str | None:
     if raw is not None and not BEARER_TOKEN.fullmatch(raw):
         raise InvalidInput("--token (GATEWAY_TOKEN) is not a bearer token: expected letters, digits and -._~+/ only")
     return raw
+
+
+def configured(name: str, value: str | None) -> tuple[str | None, str]:
+    """An option's value and where it came from: its variable's read as every process reads its variables
+    (surrounding whitespace ignored, empty the default) and named by it. Was: GATEWAY_URL or GATEWAY_TOKEN from
+    a file with CRLF line ends (a trailing `\\r`) was exit 2, and a bad GATEWAY_URL was reported without its name."""
+    ctx = click.get_current_context()
+    option = next(p for p in ctx.command.params if p.name == name)
+    if value is None or ctx.get_parameter_source(name) is not ParameterSource.ENVIRONMENT:
+        return value, max(option.opts, key=len)
+    return value.strip() or None, str(option.envvar)
 
 
 def _http_error(response: httpx.Response) -> SessionLayerError:
@@ -116,6 +127,7 @@ class Follower:
         self._progressed = False  # this connection delivered an event: the retry budget starts again
         self._ever_opened = False  # some connection did: from then on a failure is retried, not fatal
         self._renewed = False  # the token expired and a fresh one was minted: resume at once
+        self._untried = False  # the token was minted here and no connection has taken it yet
 
     def run(self) -> dict[str, Any]:
         """The final session (from `complete`); raises a SessionLayerError when the watch cannot go on. Its error
@@ -193,7 +205,9 @@ class Follower:
             headers["Last-Event-ID"] = self._view.last_id
         with client.stream("GET", self._url, headers=headers) as response:
             if response.status_code != 200:
-                raise _http_error(response)
+                self._refused(_http_error(response))
+                return None
+            self._untried = False
             if self._ever_opened and not self._opened:
                 echo("reconnected", err=True)
             self._opened = self._ever_opened = True
@@ -203,6 +217,15 @@ class Follower:
                 if final is not None:
                     return final
         return None
+
+    def _refused(self, error: SessionLayerError) -> None:
+        """A reconnect refused because the token expired while the stream was down (the gateway restarting): as
+        after `token-expired`, renewed. Was: exit 1, the session still running. A token minted here and refused as
+        expired at once (a gateway whose clock runs ahead) is not renewed again and again: exit 1."""
+        expired = isinstance(error, Unauthorized) and error.message.endswith(": token expired")
+        if not (expired and self._ever_opened and not self._untried):
+            raise error
+        self._renew_token()
 
     def _renew_token(self) -> None:
         """The gateway closes a stream when its token expires: mint another if this machine holds the secret."""
@@ -214,14 +237,13 @@ class Follower:
             )
         secret_text = check_secret("GATEWAY_AUTH_SECRET", str(secret))  # one the gateway takes
         self._token = mint_token(secret_text, Scope("session", self._session_id), RENEWED_TOKEN_TTL_S)
-        self._renewed = True
+        self._renewed = self._untried = True
 
     def _handle(self, event: StreamEvent) -> dict[str, Any] | None:
         if event.name == "ping":
             return None
         if self._as_json:
-            line = json.dumps({"event": event.name, "id": event.id, "data": event.data}, ensure_ascii=False)
-            echo_exact(escape_lone_surrogates(line))
+            emit_json_line({"event": event.name, "id": event.id, "data": event.data})
         if event.name == "error":
             message = event.data.get("error") if isinstance(event.data, dict) else event.data
             raise NotFound(f"the gateway ended the stream: {message}")
@@ -270,8 +292,14 @@ def watch(
     refuses the token; 2 for an invalid id or URL. A dropped connection is resumed with Last-Event-ID.
     """
     sid = parse_session_id(session_id)
+    base, source = configured("gateway", gateway)
+    token, _ = configured("token", token)
     final = Follower(
-        gateway_url(gateway), sid, bearer_token(token), as_json=as_json, reconnect_timeout_s=reconnect_timeout
+        gateway_url(base or DEFAULT_GATEWAY_URL, source),
+        sid,
+        bearer_token(token),
+        as_json=as_json,
+        reconnect_timeout_s=reconnect_timeout,
     ).run()
     if exit_status and final.get("status") != "completed":
         sys.exit(1)
