@@ -24,6 +24,7 @@ from poller.status_board import StatusBoard
 from shared.directories import canonical_directory
 from shared.errors import SessionLayerError
 from shared.models import as_text
+from shared.opencode.replies import TurnedAway
 from shared.opencode.servers import OpenCodeServers
 from shared.store import keys
 from shared.store.connections import store_errors
@@ -123,17 +124,54 @@ class Places:
             await router.run()
 
 
-async def refresh_board(board: StatusBoard | RequestBoard) -> None:
+Board = StatusBoard | RequestBoard
+
+
+async def refresh_board(board: Board, turned_away: TurnedAwayLog | None = None) -> None:
     """One place's `GET /session/status` (or its `GET /permission` and `GET /question`); a failure is logged, the
-    board keeps what it had."""
+    board keeps what it had. A server that turns the replica away (credentials refused, a redirect) is said once,
+    as an error, in `turned_away`, rather than as a warning every tick."""
     try:
         await board.refresh()
+    except TurnedAway as exc:
+        if turned_away is not None:
+            turned_away.failed(board, exc)
+        else:
+            log.warning("board_failed", board=type(board).__name__, error=exc.message)
     except SessionLayerError as exc:
         log.warning("board_failed", board=type(board).__name__, error=exc.message)
     except RuntimeError:
         if not board.closed:
             raise
         # its place closed (its last session ended) since the list was taken, before or during this refresh
+    else:
+        if turned_away is not None:
+            turned_away.succeeded(board)
+
+
+class TurnedAwayLog:
+    """The servers whose boards are turned away now (a wrong or missing password, a redirect: a setting to fix),
+    each logged once as it starts and once as it ends. Was: a `board_failed` warning per board per tick (two a
+    second), saying "OpenCode answered GET /session/status with 401: no body", naming no server and no setting."""
+
+    def __init__(self) -> None:
+        self._servers: dict[Board, str] = {}  # board -> its server's name (its URL when it has none)
+
+    def failed(self, board: Board, exc: TurnedAway) -> None:
+        server = exc.server or exc.url
+        if server not in self._servers.values():
+            log.error("opencode_turned_away", server=exc.server, url=exc.url, status=exc.status_code, error=exc.message)
+        self._servers[board] = server
+
+    def succeeded(self, board: Board) -> None:
+        server = self._servers.pop(board, None)
+        if server is not None and server not in self._servers.values():
+            log.info("opencode_admitted", server=server)
+
+    def keep(self, boards: Iterable[Board]) -> None:
+        """Forget the boards of places closed since (a server turned away again later is said again)."""
+        for gone in set(self._servers).difference(boards):
+            del self._servers[gone]
 
 
 class BoardRefresher:
@@ -145,17 +183,20 @@ class BoardRefresher:
     """
 
     def __init__(self) -> None:
-        self._refreshing: set[StatusBoard | RequestBoard] = set()
+        self._refreshing: set[Board] = set()
+        self._turned_away = TurnedAwayLog()
 
-    def refresh(self, boards: Iterable[StatusBoard | RequestBoard], tg: TaskGroup) -> None:
+    def refresh(self, boards: Iterable[Board], tg: TaskGroup) -> None:
+        boards = list(boards)
+        self._turned_away.keep(boards)
         for board in boards:
             if board not in self._refreshing:
                 self._refreshing.add(board)
                 tg.start_soon(self._refresh, board)
 
-    async def _refresh(self, board: StatusBoard | RequestBoard) -> None:
+    async def _refresh(self, board: Board) -> None:
         try:
-            await refresh_board(board)
+            await refresh_board(board, self._turned_away)
         finally:
             self._refreshing.discard(board)
 

@@ -4,17 +4,16 @@ Not httpx, because the poller sends ~4,000 requests a second: on this machine ht
 request, aiohttp 0.07-0.15 ms, and the GETs that make up the poller's ticks go through `KeepAliveGets` at ~0.03 ms
 (`shared.opencode.keepalive`). orjson decodes the message lists: json.loads was 11 % of the poller's CPU in the
 P2 profile. Every failure leaves this module as one of the
-`shared.errors` classes, translated in `_call` alone:
+`shared.errors` classes, translated in `_send` (and `events`) alone:
 
     no connection made (refused, no route)    -> Unreached (an Unavailable: the request never left)
     reset, timeout                            -> Unavailable (the request may have been carried out)
-    404                                       -> NotFound (OpenCode's data.message)
-    any other status >= 400                   -> OpenCodeError(status_code=...)
-    body that is not the JSON shape expected  -> OpenCodeError(status_code=None), "malformed response"
+    a reply that is not the answer            -> as `shared.opencode.replies` says (NotFound, TurnedAway, …)
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, cast
@@ -23,10 +22,11 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import httptools
 
-from shared.errors import NotFound, OpenCodeError, Unavailable, Unreached
+from shared.errors import OpenCodeError, Unavailable, Unreached
 from shared.models import loads
 from shared.opencode import settled, shapes
 from shared.opencode.keepalive import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, KeepAliveGets
+from shared.opencode.replies import Origin, Redirected, decode, describe, redirect_error, status_error
 from shared.opencode.settled import SettledHead, WholeList
 from shared.opencode.types import Message, Session, SessionStatus
 
@@ -40,8 +40,9 @@ class OpenCodeClient:
     Use it as `async with OpenCodeClient(url) as oc:` or call `aclose()`; a closed client refuses further
     calls. `directory` is sent as `?directory=` on the instance-scoped routes (all but `/global/health`).
     `auth` (user, password) is sent as HTTP basic auth on every call (`opencode serve` with
-    OPENCODE_SERVER_PASSWORD). Each call is bounded by `timeout_s` in total, and each body (an `/event` record
-    too) by `max_body_bytes` (OPENCODE_MAX_RESPONSE_BYTES): past it the call is an OpenCodeError, read no further.
+    OPENCODE_SERVER_PASSWORD); `server` is its OPENCODE_SERVERS name, which its errors give. Each call is bounded
+    by `timeout_s` in total, and each body (an `/event` record too) by `max_body_bytes` (OPENCODE_MAX_RESPONSE_BYTES):
+    past it the call is an OpenCodeError, read no further. A redirect is never followed (`replies.Redirected`).
     """
 
     def __init__(
@@ -53,8 +54,10 @@ class OpenCodeClient:
         directory: str | None = None,
         auth: tuple[str, str] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        server: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._origin = Origin(self.base_url, server, auth is not None)
         self._max_body_bytes = max_body_bytes
         self._headers = {"Authorization": aiohttp.encode_basic_auth(*auth)} if auth is not None else None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -138,7 +141,7 @@ class OpenCodeClient:
         fresh = hash(raw)
         if fresh == digest:
             return None, fresh
-        return cast(list[Message], _decode(raw, shapes.is_messages, what)), fresh
+        return cast(list[Message], decode(raw, shapes.is_messages, what)), fresh
 
     async def messages_beyond(self, session_id: str, head: SettledHead | None, *, unsettled: int) -> WholeList:
         """The whole list, less its first `head.count` messages when the body begins with `head`'s very bytes (they
@@ -149,7 +152,7 @@ class OpenCodeClient:
         raw = await self._send("GET", path, what, query=None, body=None, scoped=True)
         rest = settled.rest_of(raw, head)
         skipped = head.count if rest is not None and head is not None else 0
-        messages = rest if rest is not None else cast(list[Message], _decode(raw, shapes.is_messages, what))
+        messages = rest if rest is not None else cast(list[Message], decode(raw, shapes.is_messages, what))
         return WholeList(messages, skipped, settled.next_head(raw, head, messages, skipped, unsettled))
 
     async def prompt_async(
@@ -206,19 +209,22 @@ class OpenCodeClient:
     async def events(self, *, idle_timeout_s: float = EVENT_IDLE_TIMEOUT_S) -> AsyncIterator[dict[str, Any]]:
         """`GET /event`: one dict per `data:` record, for as long as the stream lasts.
 
-        OpenCode sends `server.connected` first and `server.heartbeat` every 10 s, so a stream silent for
-        `idle_timeout_s` is dead. A record whose data is not JSON comes as `{"type": UNREADABLE}`: it may have
-        carried a delta. The iterator ends by raising Unavailable (or OpenCodeError: a record past
-        `max_body_bytes`), never by returning.
+        OpenCode sends `server.connected` first and `server.heartbeat` every 10 s, so a stream that gives no whole
+        record for `idle_timeout_s` (silent, or trickling bytes) is dead. A record whose data is not JSON comes as
+        `{"type": UNREADABLE}`: it may have carried a delta. The iterator ends by raising Unavailable (or
+        OpenCodeError: a record past `max_body_bytes`), never by returning.
         """
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout_s, sock_read=idle_timeout_s)
         what = "GET /event"
+        url = self.base_url + "/event"
         try:
-            async with self._session().get(self.base_url + "/event", params=self._scope, timeout=timeout) as resp:
+            async with self._session().get(url, params=self._scope, timeout=timeout, allow_redirects=False) as resp:
+                self._no_redirect(resp)
                 if resp.status >= 400:
-                    raise _status_error(resp.status, await self._read(resp), what)
+                    raise status_error(resp.status, await self._read(resp), what, self._origin)
                 buffer = bytearray()
                 searched = 0  # buffer[:searched] holds no record's end: a large record is scanned once, not per chunk
+                recorded_at = time.monotonic()  # when the last whole record ended
                 async for chunk in resp.content.iter_any():
                     buffer += chunk
                     start = 0
@@ -231,12 +237,17 @@ class OpenCodeClient:
                     searched = len(buffer)
                     if len(buffer) > self._max_body_bytes:
                         raise BodyTooLarge(self._max_body_bytes)
+                    recorded_at = _record_due(recorded_at, start > 0, idle_timeout_s)
+        except Redirected as exc:
+            raise redirect_error(exc, what, self._origin) from None
         except BodyTooLarge as exc:
             raise self._too_large(what) from exc
+        except _NoRecord as exc:
+            raise Unavailable(f"OpenCode at {self.base_url}: {what} sent no whole record for {exc}") from None
         except TimeoutError as exc:
             raise Unavailable(f"OpenCode at {self.base_url}: {what} silent for {idle_timeout_s:g} s") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise Unavailable(f"OpenCode at {self.base_url} unavailable: {what}: {_describe(exc)}") from exc
+            raise Unavailable(f"OpenCode at {self.base_url} unavailable: {what}: {describe(exc)}") from exc
         raise Unavailable(f"OpenCode at {self.base_url} closed {what}")
 
     def _keepalive(self) -> KeepAliveGets:
@@ -272,7 +283,7 @@ class OpenCodeClient:
     ) -> Any:
         """Send one request and return its JSON body (None when empty); the one place errors are translated."""
         what = f"{method} {path}"
-        return _decode(await self._send(method, path, what, query=query, body=body, scoped=scoped), shape, what)
+        return decode(await self._send(method, path, what, query=query, body=body, scoped=scoped), shape, what)
 
     async def _send(
         self, method: str, path: str, what: str, *, query: dict[str, str] | None, body: Any, scoped: bool
@@ -285,22 +296,34 @@ class OpenCodeClient:
                 target = f"{path}?{urlencode(params, quote_via=quote)}" if params else path
                 status, raw = await self._keepalive().get(target)
             else:
-                async with self._session().request(method, self.base_url + path, params=params, json=body) as resp:
+                url = self.base_url + path
+                async with self._session().request(
+                    method, url, params=params, json=body, allow_redirects=False
+                ) as resp:
+                    self._no_redirect(resp)
                     status = resp.status
                     raw = await self._read(resp)
+        except Redirected as exc:
+            raise redirect_error(exc, what, self._origin) from None
         except BodyTooLarge as exc:
             raise self._too_large(what) from exc
         except aiohttp.ClientConnectorError as exc:  # no connection: the request never left
-            raise Unreached(f"OpenCode at {self.base_url} unavailable: {what}: {_describe(exc)}") from exc
+            raise Unreached(f"OpenCode at {self.base_url} unavailable: {what}: {describe(exc)}") from exc
         except TimeoutError as exc:  # aiohttp's timeouts subclass it
             raise Unavailable(
                 f"OpenCode at {self.base_url} unavailable: {what} timed out after {self._timeout_s:g} s"
             ) from exc
         except (aiohttp.ClientError, OSError, httptools.HttpParserError) as exc:
-            raise Unavailable(f"OpenCode at {self.base_url} unavailable: {what}: {_describe(exc)}") from exc
+            raise Unavailable(f"OpenCode at {self.base_url} unavailable: {what}: {describe(exc)}") from exc
         if status >= 400:
-            raise _status_error(status, raw, what)
+            raise status_error(status, raw, what, self._origin)
         return raw
+
+    @staticmethod
+    def _no_redirect(resp: aiohttp.ClientResponse) -> None:
+        """A redirect is not followed (see `replies.Redirected`)."""
+        if 300 <= resp.status < 400:
+            raise Redirected(resp.status, resp.headers.get("Location"))
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         """The body, or BodyTooLarge once it passes the bound (said up front or as it arrives)."""
@@ -322,6 +345,21 @@ class OpenCodeClient:
         )
 
 
+class _NoRecord(Exception):
+    """Bytes keep coming, but no whole record: a trickle that keeps the read timeout from ever firing."""
+
+
+def _record_due(recorded_at: float, recorded: bool, idle_timeout_s: float) -> float:
+    """When the last record ended; _NoRecord once it is `idle_timeout_s` ago. OpenCode's heartbeat is a record every
+    10 s: a stream that gives none for that long is dead, however many bytes it trickles."""
+    now = time.monotonic()
+    if recorded:
+        return now
+    if now - recorded_at > idle_timeout_s:
+        raise _NoRecord(f"{idle_timeout_s:g} s")
+    return recorded_at
+
+
 def _event(record: bytes) -> dict[str, Any] | None:
     """One SSE record of OpenCode's: `data: {json}` lines only (no event/id fields)."""
     data = b"".join(line[5:].strip() for line in record.split(b"\n") if line.startswith(b"data:"))
@@ -336,53 +374,3 @@ def _event(record: bytes) -> dict[str, Any] | None:
 
 def _seg(value: str) -> str:
     return quote(value, safe="")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _preview(raw: bytes) -> str:
-    text = raw[:120].decode("utf-8", "replace")
-    return repr(text + "…" if len(raw) > 120 else text)
-
-
-def _status_error(status: int, raw: bytes, what: str) -> NotFound | OpenCodeError:
-    """OpenCode's error bodies are `{"name": …, "data": {"message": …}}` (or Effect's `{"_tag": …}`)."""
-    try:
-        body: Any = loads(raw)
-    except ValueError:
-        body = None
-    name, message = None, None
-    if isinstance(body, dict):
-        name = body.get("name") or body.get("_tag")
-        data = body.get("data")
-        if isinstance(data, dict) and isinstance(data.get("message"), str):
-            message = data["message"]
-    if message is None:
-        message = _preview(raw) if raw else "no body"
-    if status == 404:
-        return NotFound(message, detail=body)
-    label = f"{status} {name}" if isinstance(name, str) else str(status)
-    return OpenCodeError(f"OpenCode answered {what} with {label}: {message}", detail=body, status_code=status)
-
-
-def _decode(raw: bytes, shape: shapes.Shape, what: str) -> Any:
-    """A response body as JSON of the expected shape (None when empty); anything else is OpenCodeError."""
-    if not raw:
-        value = None
-    else:
-        try:
-            value = loads(raw)
-        except ValueError as exc:
-            raise OpenCodeError(
-                f"malformed response from OpenCode: {what}: not JSON ({_preview(raw)})", status_code=None
-            ) from exc
-    if not shape(value):
-        raise OpenCodeError(
-            f"malformed response from OpenCode: {what}: unexpected shape ({_preview(raw)})",
-            detail=value,
-            status_code=None,
-        )
-    return value

@@ -4,11 +4,12 @@ The poller's hot path is one GET per session per tick (the message tail, the sta
 thousands a second from one process. aiohttp's request path costs 72-75 µs of CPU per GET on this machine kind
 (8-64 at once); a protocol that writes one prebuilt request and feeds the reply to httptools (llhttp, the parser
 uvicorn uses) costs 29-33 µs (`python -m tests.perf.http_client_bench`). It does only what those GETs need: no
-request body, no redirects, no cookies, no compression. Everything else stays on aiohttp (`OpenCodeClient`).
+request body, no cookies, no compression, and no redirects: a 3xx is raised as `Redirected`. Everything else stays
+on aiohttp (`OpenCodeClient`).
 
 Failures are raised as `OSError` (refused, reset, closed mid-reply), `TimeoutError` (the whole call past
-`timeout_s`), `httptools.HttpParserError` (a reply that is not HTTP) or `BodyTooLarge` (a body past
-`max_body_bytes`, read no further); the caller translates them.
+`timeout_s`), `httptools.HttpParserError` (a reply that is not HTTP), `BodyTooLarge` (a body past
+`max_body_bytes`, read no further) or `Redirected`; the caller translates them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from shared.opencode.replies import Redirected
+
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024  # OPENCODE_MAX_RESPONSE_BYTES
+# a reply's status line and headers: OpenCode's are a few hundred bytes. httptools keeps a header until it ends, so
+# one that never did grew the process for the call's whole timeout (~110 MB in 5 s over loopback, per call)
+MAX_HEAD_BYTES = 256 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -44,6 +50,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
         self.received = False  # a byte of the current reply arrived: a failure now is not a stale connection
+        self.location: str | None = None  # the current reply's Location header: where a redirect points
+        self._head_bytes = 0  # bytes of the current reply received before its headers ended
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._body: list[bytes] = []
         self._body_bytes = 0
@@ -63,6 +71,16 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(exc)
             self.close()
+            return
+        if not self._headers_done and self.waiter is not None:  # the reply's headers have not ended yet
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(httptools.HttpParserError(f"a reply's headers past {MAX_HEAD_BYTES} bytes"))
+                self.close()
+
+    def begin(self, waiter: asyncio.Future[tuple[int, bytes, bool]]) -> None:
+        """A request is sent: its reply is read from nothing."""
+        self.waiter, self.received, self.location, self._head_bytes = waiter, False, None, 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -81,6 +99,8 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
+        if lowered == b"location":
+            self.location = value.decode("latin-1")
         if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
             self._framed = True
         if lowered == b"content-length" and value.strip().isdigit() and int(value) > self._max_body_bytes:
@@ -188,7 +208,7 @@ class KeepAliveGets:
     async def _exchange(self, connection: _Connection, request: bytes, deadline: float) -> tuple[int, bytes]:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[tuple[int, bytes, bool]] = loop.create_future()
-        connection.waiter, connection.received = waiter, False
+        connection.begin(waiter)
         assert connection.transport is not None
         connection.transport.write(request)
         timer = loop.call_at(deadline, _expire, waiter)
@@ -206,6 +226,8 @@ class KeepAliveGets:
             self._idle.append(connection)
         else:
             connection.close()
+        if 300 <= status < 400:
+            raise Redirected(status, connection.location)
         return status, body
 
 

@@ -76,6 +76,7 @@ class OpenCodeServers:
                 directory=where,
                 auth=config.auth,
                 max_body_bytes=self._max_body_bytes,
+                server=config.name,
             )
         return self._clients[key]
 

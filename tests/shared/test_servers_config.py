@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from shared.config import Secret, ServerConfig, Settings
 from shared.dev.simulator.server import serve_in_thread
-from shared.errors import ConfigError, InvalidInput, OpenCodeError
+from shared.errors import ConfigError, InvalidInput, Unreached
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.servers import OpenCodeServers
 
@@ -69,7 +69,7 @@ def test_the_client_sends_basic_auth_on_every_call():
         async with OpenCodeClient(url, auth=("opencode", "pw")) as oc:
             assert await oc.status() == {}
         async with OpenCodeClient(url) as oc:
-            with pytest.raises(OpenCodeError):
+            with pytest.raises(Unreached, match="refused the credentials"):
                 await oc.status()
 
     with serve_in_thread(app) as url:
