@@ -43,7 +43,7 @@ def test_every_line_break_is_escaped_and_the_json_keeps_it():
 
 # Text the byte-wise escaping could get wrong if it matched inside another character: the breaks beside characters
 # whose UTF-8 holds 0x85, 0xA8, 0xA9 or 0xE2 0x80 (U+2005, U+2026, U+0168, U+2014, U+20A8, U+20A9, U+0145).
-TRICKY = hypothesis.strategies.text(alphabet=BREAKS + "\u2005\u2026\u0168\u2014\u20a8\u20a9\u0145a\"\\\x00\ud7ff")
+TRICKY = hypothesis.strategies.text(alphabet=BREAKS + '\u2005\u2026\u0168\u2014\u20a8\u20a9\u0145a"\\\x00\ud7ff')
 
 
 @hypothesis.given(text=TRICKY)
