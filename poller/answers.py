@@ -21,7 +21,7 @@ from poller.archive import Archive
 from poller.pending import PendingRequests
 from poller.request_board import RequestBoard
 from shared.clock import now_ms
-from shared.errors import Conflict, NotFound, OpenCodeError, Unavailable
+from shared.errors import Conflict, NotFound, OpenCodeError, Unavailable, Unreached
 from shared.models import as_text
 from shared.opencode.client import OpenCodeClient
 
@@ -53,7 +53,12 @@ class AnswerDelivery:
         self._done: set[str] = set()
         self._in_flight: set[str] = set()
         self._attempted_at: dict[str, float] = {}
+        self._seen_at: dict[str, float] = {}  # monotonic: when this delivery first read each answer
         self._taken: set[str] = set()  # OpenCode's reply endpoint accepted these: answered, whatever a list says
+        self._not_found: set[str] = set()  # OpenCode answered an attempt of ours 404: it did not take that one
+        self._maybe_landed: set[str] = set()  # an attempt of ours ended unknown (a timeout, a 5xx): it may have landed
+        self._refused: set[str] = set()  # OpenCode will never take these answers: the run is aborted without them
+        self._settled: set[str] = set()  # outcomes recorded in PostgreSQL
         self._failing_since: dict[str, float] = {}  # monotonic: the first of an answer's failed attempts in a row
         self._retry_deadline_s = retry_deadline_s
         self.fatal: str | None = None  # OpenCode will not take an answer: the session ends in error with this
@@ -67,7 +72,9 @@ class AnswerDelivery:
         for key, value in job.items():
             name = as_text(key)
             if name.startswith(ANSWER_PREFIX):
-                self.answers[name[len(ANSWER_PREFIX) :]] = json.loads(as_text(value))
+                request_id = name[len(ANSWER_PREFIX) :]
+                self.answers[request_id] = json.loads(as_text(value))
+                self._seen_at.setdefault(request_id, time.monotonic())
 
     async def step(self, tg: TaskGroup, board: RequestBoard, pending: PendingRequests, archive: Archive) -> None:
         """Send what OpenCode still waits for; record in PostgreSQL what it took. An answer OpenCode refuses (4xx,
@@ -77,25 +84,44 @@ class AnswerDelivery:
         for request_id, body in self.answers.items():
             if request_id in self._done or request_id in self._in_flight:
                 continue
-            listed = board.requests(self._session_id, self._attempted_at.get(request_id, 0.0))
+            # A list fetched before the answer came may predate the request itself (its `question.asked` event
+            # showed it at once): that the list lacks it says nothing. Was: taken for "answered elsewhere", recorded
+            # `answered` and never sent, the run waiting for ever. A list fetched since our last attempt ended tells
+            # whether it landed.
+            since = self._attempted_at.get(request_id, self._seen_at.get(request_id, 0.0))
+            listed = board.requests(self._session_id, since)
             if listed is None:
-                continue  # no list fetched since our last attempt ended: it may have landed
+                continue
             if all(r["id"] != request_id for r in listed):
-                await archive.record_outcome(self._session_id, request_id, "answered")
-                self._done.add(request_id)
-                pending.forget(request_id)
-                log.info("answer_delivered", request_id=request_id)
+                await self._departed(request_id, pending, archive)
             elif self._lease_valid():
                 self._in_flight.add(request_id)
                 tg.start_soon(self._send, request_id, body, pending)
 
+    async def _departed(self, request_id: str, pending: PendingRequests, archive: Archive) -> None:
+        """OpenCode no longer lists the request: `gone` when it answered 404 to every attempt of ours (answered in
+        its own UI, its run aborted), else `answered` (an attempt of ours, or of the replica that owned the session
+        before, may have landed). Was: `answered` after 404s too: the archive showed our answer as the one taken."""
+        taken = request_id not in self._not_found or request_id in self._maybe_landed
+        await archive.record_outcome(self._session_id, request_id, "answered" if taken else "gone")
+        self._done.add(request_id)
+        pending.forget(request_id)
+        log.info("answer_delivered" if taken else "answer_not_taken", request_id=request_id)
+
     async def record_taken(self, archive: Archive) -> None:
-        """Record as answered what OpenCode's reply endpoint accepted. Also called as the session ends: a run
-        may end right after taking the answer, before any later tick records it."""
+        """Record as answered what OpenCode's reply endpoint accepted, and as `gone` what it refused. Also called
+        as the session ends: a run may end right after taking the answer, before any later tick records it.
+
+        A refused answer left without an outcome read `unanswered` in the archive for good, and counted as recorded
+        but never handed over: the next answer to the request (OpenCode still lists an aborted run's request) handed
+        it over again, and its refusal aborted the run of the follow-up that had brought the session back."""
         for request_id in sorted(self._taken - self._done):
             await archive.record_outcome(self._session_id, request_id, "answered")
             self._done.add(request_id)
             log.info("answer_delivered", request_id=request_id)
+        for request_id in sorted(self._refused - self._settled):
+            await archive.record_outcome(self._session_id, request_id, "gone")
+            self._settled.add(request_id)
 
     async def _send(self, request_id: str, body: dict[str, Any], pending: PendingRequests) -> None:
         try:
@@ -112,7 +138,10 @@ class AnswerDelivery:
             self._failing_since.pop(request_id, None)
         except NotFound:
             self._failing_since.pop(request_id, None)  # OpenCode no longer waits on it: the next list says so
+            self._not_found.add(request_id)
         except (OpenCodeError, Unavailable) as exc:
+            if not isinstance(exc, Unreached):  # it left: OpenCode may have carried it out
+                self._maybe_landed.add(request_id)
             self._failed(request_id, exc)
         finally:
             self._attempted_at[request_id] = time.monotonic()
@@ -125,11 +154,13 @@ class AnswerDelivery:
         if isinstance(exc, OpenCodeError) and not exc.retryable:
             self.fatal = f"OpenCode refused the answer to {request_id}: {exc.message}"
             self._done.add(request_id)
+            self._refused.add(request_id)
             log.warning("answer_refused", request_id=request_id, error=exc.message)
         elif now - since >= self._retry_deadline_s:
             deadline_s = self._retry_deadline_s
             self.fatal = f"OpenCode failed to take the answer to {request_id} for {deadline_s:.0f} s: {exc.message}"
             self._done.add(request_id)
+            self._refused.add(request_id)
             log.warning("answer_send_gave_up", request_id=request_id, error=exc.message)
         else:
             log.warning("answer_send_failed", request_id=request_id, error=exc.message)

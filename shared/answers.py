@@ -222,5 +222,7 @@ def _answered_already(sid: SessionId, rid: str, row: requests.RequestRow | None)
     if row is not None and row.answer is not None:
         who = f" by {row.answered_by}" if row.answered_by else ""
         when = row.answered_at.isoformat(sep=" ", timespec="seconds") + " UTC" if row.answered_at else ""
+        if row.outcome == "gone":  # OpenCode refused it, or the run ended first: not `answered`
+            return f"request {rid} no longer waits: the answer given{who} at {when} was not taken by OpenCode"
         return f"request {rid} was already answered{who} at {when}".strip()
     return f"request {rid} no longer waits for an answer"

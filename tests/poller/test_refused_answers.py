@@ -1,0 +1,144 @@
+"""Interactive runs against a failing OpenCode. An answer OpenCode refused ends the session in `error`; its
+request must then be settled (`gone`: OpenCode stopped waiting without our answer),
+never left `unanswered` in the archive, nor handed to OpenCode again when the session comes back to life, as real
+OpenCode (1.18.33) still lists a request of a run it aborted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import psycopg_pool
+import pytest
+
+from poller.answers import ANSWER_PREFIX, AnswerDelivery
+from poller.archive import Archive
+from poller.pending import PendingRequests
+from poller.request_board import RequestBoard
+from shared import answers, commands
+from shared.errors import Conflict
+from shared.ids import SessionId
+from shared.opencode.client import OpenCodeClient
+from shared.store import archive, requests
+from shared.store.live import read_record
+from tests.helpers import wait_for, waiting_entry
+from tests.poller.hostile_asks import HostileAsks, hostile_simulator
+
+pytestmark = pytest.mark.anyio
+
+BAD_REQUEST = {"name": "BadRequest", "data": {"message": "Expected array of arrays of strings"}}
+
+
+@pytest.fixture
+def hostile() -> Iterator[tuple[str, HostileAsks]]:
+    with hostile_simulator() as served:
+        yield served
+
+
+@pytest.fixture
+async def client(hostile: tuple[str, HostileAsks]) -> AsyncIterator[OpenCodeClient]:
+    async with OpenCodeClient(hostile[0], timeout_s=5) as oc:
+        yield oc
+
+
+async def final(db: Any, sid: str) -> tuple[str, str | None] | None:
+    row = await archive.fetch(db, sid)
+    return (row.status, row.error_message) if row and not row.unfinished else None
+
+
+async def outcome_of(db: Any, request_id: str) -> str | None:
+    row = await requests.fetch(db, request_id)
+    return row.outcome if row is not None else None
+
+
+def as_listed(sid: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """The request as OpenCode's `GET /question` lists it (the live entry without our fields)."""
+    return {"id": entry["id"], "sessionID": sid, "questions": entry["questions"], "tool": entry["tool"]}
+
+
+async def test_a_refused_answer_is_settled_gone_and_never_given_again_to_the_revived_session(
+    hostile, client, make_worker, redis, db
+):
+    """Was: the refused answer's row kept no outcome: the archive showed it `unanswered`, and when the session came
+    back (a follow-up) with OpenCode still listing the aborted run's request, the next answer to it handed the
+    refused answer over again: OpenCode refused it again and the follow-up's run was aborted, ending in `error`."""
+    url, front = hostile
+    await make_worker(opencode_url=url)
+    state = await commands.enqueue(redis, db, client, session_type="ask", prompt="QUESTION pick")
+    sid = str(state["sessionId"])
+    entry = await waiting_entry(redis, sid)
+    front.reply_with = (400, BAD_REQUEST)
+    await answers.answer(redis, db, sid, entry["id"], choices=[["Blue"]], by="alice")
+    status, error = await wait_for(lambda: final(db, sid), timeout=20, what="the session ended")
+    assert status == "error" and "refused" in (error or "")
+    assert await outcome_of(db, entry["id"]) == "gone"  # was: None, shown `unanswered` for good
+
+    front.extra["question"] = [as_listed(sid, entry)]  # OpenCode keeps listing the aborted run's request
+    await commands.send(redis, db, sid, "SLOW and now?")
+    await waiting_entry(redis, sid)
+    assert await final(db, sid) is None  # running again
+    with pytest.raises(Conflict, match="not taken"):
+        await answers.answer(redis, db, sid, entry["id"], choices=[["Red"]], by="bob")
+    assert await wait_for(lambda: final(db, sid), timeout=20, what="the follow-up ended") == ("completed", None)
+    assert len(front.sent) == 1  # the refused answer was given once, not again to the new run
+
+
+NOT_FOUND = {"name": "NotFoundError", "data": {"message": "Permission request not found"}}
+
+
+async def sent(front: HostileAsks) -> bool:
+    return bool(front.sent)
+
+
+def extra_permission(sid: str, request_id: str = "per_gone00000001") -> dict[str, Any]:
+    return {"id": request_id, "sessionID": sid, "permission": "bash", "patterns": ["ls"], "metadata": {}, "always": []}
+
+
+async def test_an_answer_opencode_never_took_is_recorded_gone_not_answered(hostile, client, make_worker, redis, db):
+    """OpenCode answers our reply 404 (it was answered in OpenCode's own UI meanwhile), then stops listing the
+    request. Was: recorded `answered`, with alice's reply, as if OpenCode had taken it."""
+    url, front = hostile
+    await make_worker(opencode_url=url)
+    state = await commands.enqueue(redis, db, client, session_type="ask", prompt="QUESTION pick")
+    sid = str(state["sessionId"])
+    question = await waiting_entry(redis, sid)
+    extra = extra_permission(sid)
+    front.extra["permission"] = [extra]
+    front.reply_with = (404, NOT_FOUND)
+
+    async def listed() -> bool:
+        record = await read_record(redis, SessionId(sid))
+        return record is not None and any(e["id"] == extra["id"] for e in record.state.pending)
+
+    await wait_for(listed, timeout=20, what="the permission request listed")
+    await answers.reply(redis, db, sid, extra["id"], "always", by="alice")
+    await wait_for(lambda: sent(front), timeout=20, what="the reply sent")
+    front.extra["permission"] = []  # OpenCode no longer waits on it: not thanks to our answer
+    assert await wait_for(lambda: outcome_of(db, extra["id"]), timeout=20, what="its outcome") == "gone"
+    front.reply_with = None
+    await answers.answer(redis, db, sid, question["id"], choices=[["Blue"]], by="bob")
+    assert await wait_for(lambda: final(db, sid), timeout=20, what="the session ended") == ("completed", None)
+    row = await requests.fetch(db, extra["id"])
+    assert row is not None and (row.answered_by, row.outcome, row.delivered_at) == ("alice", "gone", None)
+
+
+async def test_a_requests_list_read_before_an_answer_came_does_not_settle_it(schema, simulator_url):
+    """The question reaches the live state by its `question.asked` event, before the next `GET /question`, and is
+    answered at once. Was: the list read before the question was asked lacks it, so the answer was taken for one
+    given elsewhere: recorded `answered`, never sent, and the run waited on it for ever (real OpenCode, a second
+    question in a row: 5 runs of 5; tests/realopencode/test_plain_reject.py). Now it waits for a list read since."""
+    sid = "ses_" + "q" * 26
+    async with OpenCodeClient(simulator_url) as oc, psycopg_pool.AsyncConnectionPool(schema, open=False) as pool:
+        board = RequestBoard(oc)
+        await board.refresh()  # nothing waits yet
+        delivery = AnswerDelivery(oc, sid, lambda: True, retry_deadline_s=60)
+        delivery.load({f"{ANSWER_PREFIX}que_asked_after_the_list": json.dumps({"answers": [["Blue"]]})})
+        async with anyio.create_task_group() as tg:
+            await delivery.step(tg, board, PendingRequests(sid, []), Archive(pool))
+        assert not delivery.idle  # still to be given, once a list read since says whether OpenCode waits on it
+        await board.refresh()
+        async with anyio.create_task_group() as tg:
+            await delivery.step(tg, board, PendingRequests(sid, []), Archive(pool))
+        assert delivery.idle  # that list lacks it too: settled now (answered elsewhere)
