@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from poller.mirror import current_tool_calls
-from shared.models import Status, object_of
+from shared.models import Status, list_of, object_of
 
 ABORTED_ERROR = "MessageAbortedError"
 ORPHANED_RUN_ERROR = (
@@ -34,7 +34,24 @@ def run_finished(messages: Sequence[Any], busy: bool) -> bool:
         return False
     if current_tool_calls(messages):
         return False
-    return bool(info.get("error")) or info.get("finish") != "tool-calls"
+    return bool(info.get("error")) or info.get("finish") != "tool-calls" or _stopped_at_a_tool_error(messages[-1])
+
+
+def _stopped_at_a_tool_error(message: Any) -> bool:
+    """Idle after a tool step whose tool ended in `error`: OpenCode stopped its loop there (a permission rejected
+    without a message, a question dismissed; measured on 1.18.33). Between two steps it stays busy. Was: such a
+    session stayed `running` for ever, never archived."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "tool" and object_of(part.get("state")).get("status") == "error"
+        for part in list_of(message.get("parts"))
+    )
+
+
+def unanswered_prompt(messages: Sequence[Any]) -> str | None:
+    """The newest message's id when it is a prompt (a user message): nothing answers it yet."""
+    info = object_of(messages[-1].get("info")) if messages else {}
+    message_id = info.get("id")
+    return message_id if info.get("role") == "user" and isinstance(message_id, str) else None
 
 
 def run_orphaned(messages: Sequence[Any], busy: bool, idle_for_s: float, grace_s: float) -> bool:

@@ -13,8 +13,9 @@ from anyio.abc import TaskGroup
 
 from poller.answers import TIMEOUT_BY, reject_overdue
 from poller.closeout import STORE_BACKOFF_BASE_S, STORE_BACKOFF_CAP_S, close_out
-from poller.completion import ORPHANED_RUN_ERROR, outcome, run_finished, run_orphaned
+from poller.completion import ORPHANED_RUN_ERROR, outcome, run_finished, run_orphaned, unanswered_prompt
 from poller.deps import TrackerDeps
+from poller.dropped import DroppedPrompts
 from poller.events import Inbox
 from poller.failures import abort_run
 from poller.job import Job
@@ -52,6 +53,7 @@ class SessionTracker:
         self._retry_at = 0.0
         self.went_back = False  # it stopped because Redis holds the session behind it (poller/rewound.py)
         self._idle_since: float | None = None  # since when OpenCode has reported the session idle, without a break
+        self._dropped = DroppedPrompts(deps.orphaned_run_grace_s)
         self._pending = PendingRequests(lease.session_id, [])  # what Redis holds is loaded with the mirror
         self._recorded: set[str] = set()  # requests recorded in PostgreSQL by this tracker
         self._timed_out: set[str] = set()
@@ -176,7 +178,11 @@ class SessionTracker:
         if job.answers.fatal:  # OpenCode will never take the answer the run waits on: it would wait for ever
             fatal, job.answers.fatal = job.answers.fatal, None  # ended once (a prompt that came meanwhile goes on)
             await abort_run(self._deps, self._lease)  # the run is blocked on that request: OpenCode would keep it
-            return await self._end(mirror, "error", fatal)
+            if job.prompts.idle and unanswered_prompt(mirror.messages) is None:
+                return await self._end(mirror, "error", fatal)
+            # a follow-up waits (queued, or stored, which the abort left unanswered): it runs, the session goes on
+            log.warning("answer_refused_follow_up_goes_on", error=fatal)
+            return False
         try:
             await job.sync()
             if self._deps.requests is not None:
@@ -223,6 +229,8 @@ class SessionTracker:
                     log.warning("run_orphaned", grace_s=self._deps.orphaned_run_grace_s)
                     return await self._end(mirror, "error", ORPHANED_RUN_ERROR)
                 return await self._end(mirror, *outcome(mirror.messages, job.cancel))
+            if job.prompts.idle and not job.cancel and self._idle_since is not None:
+                return await self._unanswered(mirror)
         except Unavailable as exc:
             return self._wait(self._store_backoff, exc)
         self._store_backoff.reset()
@@ -274,6 +282,24 @@ class SessionTracker:
         if self._job.cancel or not messages:
             return True  # nothing runs: a cancelled session, or one that was never prompted
         return run_finished(messages, busy) or self._orphaned(messages)
+
+    async def _unanswered(self, mirror: SessionMirror) -> bool:
+        """A prompt OpenCode stored and left unanswered, idle (poller/dropped.py): run once more, then given up."""
+        idle_for_s = time.monotonic() - self._idle_since if self._idle_since is not None else 0.0
+        if (error := self._dropped.given_up(mirror.messages, idle_for_s)) is not None:
+            return await self._end(mirror, "error", error)
+        if (prompt := self._dropped.due(mirror.messages, idle_for_s)) is None:
+            return False
+        try:
+            await self._deps.opencode.run_again(self._lease.session_id, message_id=prompt)
+        except (Unavailable, OpenCodeError) as exc:
+            refused = isinstance(exc, OpenCodeError) and not exc.retryable
+            if refused or not self._dropped.retry(prompt):
+                error = f"OpenCode did not run the prompt {prompt} again: {exc.message}"
+                return await self._end(mirror, "error", error)
+            return self._wait(self._opencode_backoff, exc)
+        self._idle_since = None  # busy now: the grace counts again from the next idle report
+        return False
 
     def _orphaned(self, messages: list[Any]) -> bool:
         """OpenCode lost the run (restarted mid-run): idle past the grace period, the newest assistant message open."""

@@ -172,6 +172,13 @@ class OpenCodeClient:
             body["model"] = model
         await self._call("POST", f"/session/{_seg(session_id)}/prompt_async", body=body, shape=shapes.is_nothing)
 
+    async def run_again(self, session_id: str, *, message_id: str) -> None:
+        """Run a stored prompt OpenCode left unanswered (its run stopped before reaching it: an abort, a permission
+        rejected without a message): the same `messageID` with no parts adds nothing to the message and starts a
+        loop that answers it (measured on 1.18.33: 204, answered once, the message not stored twice)."""
+        body = {"messageID": message_id, "parts": []}
+        await self._call("POST", f"/session/{_seg(session_id)}/prompt_async", body=body, shape=shapes.is_nothing)
+
     async def abort(self, session_id: str) -> bool:
         """Stop the session's run; OpenCode answers true even for an idle or unknown session."""
         return cast(bool, await self._call("POST", f"/session/{_seg(session_id)}/abort", shape=shapes.is_bool))

@@ -1,5 +1,5 @@
-"""Interactive runs against a failing OpenCode. An answer OpenCode refused ends the session in `error`; its
-request must then be settled (`gone`: OpenCode stopped waiting without our answer),
+"""Interactive runs against a failing OpenCode. An answer OpenCode refused ends the session in `error` (unless a
+follow-up waits: it runs); its request must then be settled (`gone`: OpenCode stopped waiting without our answer),
 never left `unanswered` in the archive, nor handed to OpenCode again when the session comes back to life, as real
 OpenCode (1.18.33) still lists a request of a run it aborted."""
 
@@ -83,6 +83,34 @@ async def test_a_refused_answer_is_settled_gone_and_never_given_again_to_the_rev
         await answers.answer(redis, db, sid, entry["id"], choices=[["Red"]], by="bob")
     assert await wait_for(lambda: final(db, sid), timeout=20, what="the follow-up ended") == ("completed", None)
     assert len(front.sent) == 1  # the refused answer was given once, not again to the new run
+
+
+async def answered_follow_up(client: OpenCodeClient, sid: str, message_id: str) -> bool:
+    messages = await client.messages(sid)
+    return any(m["info"].get("parentID") == message_id for m in messages)
+
+
+async def test_a_refused_answer_with_a_follow_up_queued_still_answers_the_follow_up(
+    hostile, client, make_worker, redis, db
+):
+    """The run blocked on the refused answer is aborted, and OpenCode's abort drops the prompt queued behind it.
+    Today the session ends in `error` and the follow-up `send` accepted is never answered (nor said to be lost)."""
+    url, front = hostile
+    await make_worker(opencode_url=url)
+    state = await commands.enqueue(redis, db, client, session_type="ask", prompt="QUESTION pick")
+    sid = str(state["sessionId"])
+    entry = await waiting_entry(redis, sid)
+    follow_up = await commands.send(redis, db, sid, "ECHO and then?")
+
+    async def delivered() -> bool:
+        return any(m["info"]["id"] == follow_up for m in await client.messages(sid))
+
+    await wait_for(delivered, timeout=20, what="the follow-up queued in OpenCode")
+    front.reply_with = (400, BAD_REQUEST)
+    await answers.answer(redis, db, sid, entry["id"], choices=[["Blue"]], by="alice")
+    status, error = await wait_for(lambda: final(db, sid), timeout=20, what="the session ended")
+    assert await answered_follow_up(client, sid, follow_up), (status, error)
+    assert await outcome_of(db, entry["id"]) == "gone"
 
 
 NOT_FOUND = {"name": "NotFoundError", "data": {"message": "Permission request not found"}}

@@ -115,6 +115,9 @@ class Run:
     live: dict[str, str] = field(default_factory=dict)  # part id -> text streamed so far (stored: "")
     retrying: bool = False
     error: JSON | None = None  # a model error about to be stored
+    # a permission rejected without a message, a question dismissed: OpenCode ends its loop after that step, and a
+    # prompt queued behind the run is left unanswered (1.18.33), as after an abort
+    blocked: bool = False
 
 
 @dataclass
@@ -260,7 +263,7 @@ class Simulation:
     async def _loop(self, sess: SimSession, run: Run) -> None:
         with run.scope:
             try:
-                while (user := self._unanswered(sess)) is not None:
+                while not run.blocked and (user := self._unanswered(sess)) is not None:
                     await self._script(self, sess, run, user)
             except Exception:  # a bug in one script must not take the whole server down
                 logger.exception("simulated run of %s failed", sess.id)

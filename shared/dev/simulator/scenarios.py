@@ -124,7 +124,8 @@ async def answer(sim: Simulation, sess: SimSession, run: Run, user: SimMessage) 
         output = await _tool_step(
             sim, sess, run, user, "question", {"questions": QUESTIONS}, slow=False, reasoning=None
         )
-        await _text_step(sim, sess, run, user, f"The tool ran. Output: {output.strip()[:200]}", slow=False)
+        if output is not None:
+            await _text_step(sim, sess, run, user, f"The tool ran. Output: {output.strip()[:200]}", slow=False)
     elif "TOOL" in prompt or "READ" in prompt or "BIGOUT" in prompt:
         if "TOOLERR" in prompt:
             tool, args = "read", {"filePath": MISSING_FILE}
@@ -135,7 +136,8 @@ async def answer(sim: Simulation, sess: SimSession, run: Run, user: SimMessage) 
         else:
             tool, args = "bash", {"command": "sleep 4; echo hello" if slow else "echo hello"}
         output = await _tool_step(sim, sess, run, user, tool, args, slow=slow, reasoning=reasoning)
-        await _text_step(sim, sess, run, user, f"The tool ran. Output: {output.strip()[:200]}", slow=slow)
+        if output is not None:
+            await _text_step(sim, sess, run, user, f"The tool ran. Output: {output.strip()[:200]}", slow=slow)
     elif slow:
         await _text_step(sim, sess, run, user, f"Slow answer to: {prompt[:200]}", slow=True, reasoning=reasoning)
     else:
@@ -193,8 +195,10 @@ async def _tool_step(
     *,
     slow: bool,
     reasoning: str | None,
-) -> str:
-    """One tool call (`bash` or `read`) as OpenCode stores it; returns what the model gets back."""
+) -> str | None:
+    """One tool call (`bash` or `read`) as OpenCode stores it; returns what the model gets back, or None when the
+    run stops there: a permission rejected without a message, a question dismissed (OpenCode 1.18.33 ends its loop
+    after that step, `finish: "tool-calls"`; with a message, the model is told and goes on)."""
     message = await _open_step(sim, sess, user)
     sim.add_part(sess, message, {"type": "step-start", "snapshot": sess.snapshot})
     if reasoning:
@@ -228,7 +232,8 @@ async def _tool_step(
         ended = {"status": "completed", "output": output, "title": args["command"], "metadata": metadata}
     sim.set_tool(sess, part, {"input": args} | ended | {"time": {"start": start, "end": now_ms()}})
     await _close_step(sim, sess, user, message, "tool-calls")
-    return output
+    run.blocked = ended.get("error") in (PERMISSION_REJECTED, QUESTION_DISMISSED)
+    return None if run.blocked else output
 
 
 def _output_of(command: str) -> str:
