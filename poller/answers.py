@@ -54,6 +54,7 @@ class AnswerDelivery:
         self._in_flight: set[str] = set()
         self._attempted_at: dict[str, float] = {}
         self._seen_at: dict[str, float] = {}  # monotonic: when this delivery first read each answer
+        self._inherited: set[str] | None = None  # answers of the first read: an earlier owner may have given them
         self._taken: set[str] = set()  # OpenCode's reply endpoint accepted these: answered, whatever a list says
         self._not_found: set[str] = set()  # OpenCode answered an attempt of ours 404: it did not take that one
         self._maybe_landed: set[str] = set()  # an attempt of ours ended unknown (a timeout, a 5xx): it may have landed
@@ -75,6 +76,8 @@ class AnswerDelivery:
                 request_id = name[len(ANSWER_PREFIX) :]
                 self.answers[request_id] = json.loads(as_text(value))
                 self._seen_at.setdefault(request_id, time.monotonic())
+        if self._inherited is None:
+            self._inherited = set(self.answers)
 
     async def step(self, tg: TaskGroup, board: RequestBoard, pending: PendingRequests, archive: Archive) -> None:
         """Send what OpenCode still waits for; record in PostgreSQL what it took. An answer OpenCode refuses (4xx,
@@ -122,6 +125,16 @@ class AnswerDelivery:
         for request_id in sorted(self._refused - self._settled):
             await archive.record_outcome(self._session_id, request_id, "gone")
             self._settled.add(request_id)
+
+    async def record_untaken(self, archive: Archive) -> None:
+        """As the session ends: `gone` for each recorded answer OpenCode never took and no attempt may have given
+        (never sent, or only 404s): the run ended without it. Was: no outcome, shown `unanswered` for good (e.g. a
+        cancel right after the answer). One this replica found recorded when it took the session over, and never
+        tried, an earlier owner may have given: its outcome stays unknown."""
+        untried = (self._inherited or set()) - self._attempted_at.keys()
+        for request_id in sorted(self.answers.keys() - self._done - self._taken - self._maybe_landed - untried):
+            await archive.record_outcome(self._session_id, request_id, "gone")
+            self._done.add(request_id)
 
     async def _send(self, request_id: str, body: dict[str, Any], pending: PendingRequests) -> None:
         try:

@@ -15,9 +15,11 @@ from typing import Any
 
 from poller.request_board import RequestBoard
 from shared.clock import now_ms
+from shared.models import list_of, object_of
 
 ASKED = {"permission.asked": "permission", "question.asked": "question"}
 ANSWERED = frozenset({"permission.replied", "question.replied", "question.rejected"})
+ENDED_TOOL = ("completed", "error")
 DECISION_FIELDS = {"permission": ("permission", "patterns", "metadata", "always"), "question": ("questions",)}
 
 
@@ -58,14 +60,19 @@ class PendingRequests:
                 self.forget(props["requestID"])
                 self._last_event_at = time.monotonic()
 
-    def reconcile(self, board: RequestBoard) -> None:
-        """Take the board's list as the truth when it was fetched after the last event we applied."""
+    def reconcile(self, board: RequestBoard, messages: Sequence[Any] = ()) -> None:
+        """Take the board's list as the truth when it was fetched after the last event we applied, less the requests
+        whose tool call `messages` show ended: OpenCode (1.18.33) still lists a request of a run it aborted or
+        stopped, and a session brought back by a follow-up showed `waiting` on it (and `watch` printed a command to
+        answer it) while the follow-up ran."""
         listed = board.requests(self._session_id, self._last_event_at)
         if listed is None:
             return
         now = now_ms()
         fresh = {}
         for request in listed:
+            if call_ended(messages, request.get("tool")):
+                continue
             known = self._by_id.get(request["id"])
             fresh[request["id"]] = entry(request["kind"], request, known["askedAt"] if known else now)
         if fresh != self._by_id:
@@ -79,3 +86,20 @@ class PendingRequests:
         if self._by_id.pop(request_id, None) is not None:
             self.departed.add(request_id)
             self.changed = True
+
+
+def call_ended(messages: Sequence[Any], tool: Any) -> bool:
+    """Whether the tool call a request waits on (`tool`: its messageID and callID) is known to have ended: its part
+    `completed` or in `error`. A message not among `messages` (a tail) is not known: the request stands."""
+    if not isinstance(tool, dict):
+        return False
+    for message in reversed(messages):  # a request's message is among the newest
+        if object_of(message.get("info")).get("id") == tool.get("messageID"):
+            return any(
+                isinstance(part, dict)
+                and part.get("type") == "tool"
+                and part.get("callID") == tool.get("callID")
+                and object_of(part.get("state")).get("status") in ENDED_TOOL
+                for part in list_of(message.get("parts"))
+            )
+    return False

@@ -186,7 +186,7 @@ class SessionTracker:
         try:
             await job.sync()
             if self._deps.requests is not None:
-                self._pending.reconcile(self._deps.requests)
+                self._pending.reconcile(self._deps.requests, mirror.messages)
             await job.record_claim(mirror.session)
             self._started()
             fetching = poll_opencode or bool(job.prompts.pending) or job.abort_due()
@@ -317,6 +317,7 @@ class SessionTracker:
         if self._deps.requests is not None:
             try:  # what OpenCode took, then what the run ended without (record_gone leaves answered ones be)
                 await self._job.answers.record_taken(self._deps.archive)
+                await self._job.answers.record_untaken(self._deps.archive)
                 if unsettled:
                     await self._deps.archive.record_gone(self._lease.session_id, sorted(unsettled))
             except Unavailable as exc:  # only the outcome's label is lost (shown as unanswered); the archive goes on

@@ -20,13 +20,15 @@ LISTS = {"/permission": "permission", "/question": "question"}
 
 class HostileAsks:
     """`extra[kind]`: requests listed besides the simulator's own; `reply_with`: (status, JSON body) given to every
-    reply (None: the simulator answers); `sent`: each reply's path and body, as the poller sent it."""
+    reply (None: the simulator answers); `sent`: each reply's path and body, as the poller sent it; `lists`: how
+    many lists were read."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.extra: dict[str, list[Any]] = {"permission": [], "question": []}
         self.reply_with: tuple[int, Any] | None = None
         self.sent: list[tuple[str, Any]] = []
+        self.lists = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,6 +37,7 @@ class HostileAsks:
         path, method = scope["path"], scope["method"]
         if method == "GET" and path in LISTS:
             listed = await self._inner_json(scope, receive)
+            self.lists += 1
             await _answer(send, 200, [*listed, *self.extra[LISTS[path]]])
         elif method == "POST" and path.split("/")[1] in LISTS.values() and self.reply_with is not None:
             body = b""

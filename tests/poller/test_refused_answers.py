@@ -58,12 +58,23 @@ def as_listed(sid: str, entry: dict[str, Any]) -> dict[str, Any]:
     return {"id": entry["id"], "sessionID": sid, "questions": entry["questions"], "tool": entry["tool"]}
 
 
+async def answering(client: OpenCodeClient, sid: str) -> bool:
+    """The newest message is the follow-up's answer, under way."""
+    messages = await client.messages(sid)
+    return bool(messages) and messages[-1]["info"]["role"] == "assistant" and len(messages) > 2
+
+
+async def listed_since(front: HostileAsks, count: int) -> bool:
+    return front.lists >= count
+
+
 async def test_a_refused_answer_is_settled_gone_and_never_given_again_to_the_revived_session(
     hostile, client, make_worker, redis, db
 ):
     """Was: the refused answer's row kept no outcome: the archive showed it `unanswered`, and when the session came
     back (a follow-up) with OpenCode still listing the aborted run's request, the next answer to it handed the
-    refused answer over again: OpenCode refused it again and the follow-up's run was aborted, ending in `error`."""
+    refused answer over again: OpenCode refused it again and the follow-up's run was aborted, ending in `error`. The
+    revived session does not show the dead request as waiting."""
     url, front = hostile
     await make_worker(opencode_url=url)
     state = await commands.enqueue(redis, db, client, session_type="ask", prompt="QUESTION pick")
@@ -77,7 +88,11 @@ async def test_a_refused_answer_is_settled_gone_and_never_given_again_to_the_rev
 
     front.extra["question"] = [as_listed(sid, entry)]  # OpenCode keeps listing the aborted run's request
     await commands.send(redis, db, sid, "SLOW and now?")
-    await waiting_entry(redis, sid)
+    lists = front.lists
+    await wait_for(lambda: answering(client, sid), timeout=20, what="the follow-up's run")
+    await wait_for(lambda: listed_since(front, lists + 4), timeout=20, what="the lists read again")
+    record = await read_record(redis, SessionId(sid))  # was: `waiting` on the dead request, `watch` said answer it
+    assert record is not None and (record.state.status, record.state.pending) == ("running", [])
     assert await final(db, sid) is None  # running again
     with pytest.raises(Conflict, match="not taken"):
         await answers.answer(redis, db, sid, entry["id"], choices=[["Red"]], by="bob")
@@ -170,3 +185,20 @@ async def test_a_requests_list_read_before_an_answer_came_does_not_settle_it(sch
         async with anyio.create_task_group() as tg:
             await delivery.step(tg, board, PendingRequests(sid, []), Archive(pool))
         assert delivery.idle  # that list lacks it too: settled now (answered elsewhere)
+
+
+async def test_an_answer_the_session_ended_without_is_recorded_gone(hostile, client, make_worker, redis, db):
+    """A cancel right after an answer OpenCode did not take (here: 404 to it, while still listing the question).
+    Was: the row kept no outcome, shown `unanswered` for good, though a person had answered."""
+    url, front = hostile
+    await make_worker(opencode_url=url)
+    state = await commands.enqueue(redis, db, client, session_type="ask", prompt="QUESTION pick")
+    sid = str(state["sessionId"])
+    entry = await waiting_entry(redis, sid)
+    front.reply_with = (404, NOT_FOUND)
+    await answers.answer(redis, db, sid, entry["id"], choices=[["Blue"]], by="alice")
+    await wait_for(lambda: sent(front), timeout=20, what="the answer tried")
+    await commands.cancel(redis, db, sid)
+    assert await wait_for(lambda: final(db, sid), timeout=20, what="the session ended") == ("cancelled", None)
+    row = await requests.fetch(db, entry["id"])
+    assert row is not None and (row.answered_by, row.outcome) == ("alice", "gone")
