@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, contextmanager
 import psycopg
 import psycopg_pool
 import redis.exceptions
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
@@ -19,6 +20,17 @@ REDIS_SOCKET_TIMEOUT_S = 5.0
 REDIS_RETRIES = 2
 PG_CONNECT_TIMEOUT_S = 5
 PG_POOL_TIMEOUT_S = 10.0
+# A PostgreSQL that stops answering without closing its connections (a failover's old primary, a network partition)
+# held each query for the kernel's retransmissions, ~15 min: an archive write, a gateway's read, a CLI command. With
+# these, data left unacknowledged for 30 s, or an idle connection whose keepalives go unanswered for ~30 s, ends the
+# connection (an error the caller retries), on a TCP connection (a Unix socket ignores them). A URL's own win.
+PG_TCP_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "15",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
 
 
 def redis_client(url: Secret | str, *, max_connections: int = 50) -> Redis:
@@ -41,7 +53,9 @@ def redis_client(url: Secret | str, *, max_connections: int = 50) -> Redis:
 
 
 def pg_conninfo(url: Secret | str) -> str:
-    return str(url)
+    """The URL with PG_TCP_DEFAULTS for what it does not set itself."""
+    given = conninfo_to_dict(str(url))
+    return make_conninfo(str(url), **{name: value for name, value in PG_TCP_DEFAULTS.items() if name not in given})
 
 
 @asynccontextmanager

@@ -6,11 +6,12 @@ import secrets
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from redis import exceptions as redis_exceptions
 
 from shared.dev.processes import free_port
 from shared.errors import Unavailable
-from shared.store.connections import REDIS_RETRIES, redis_client, store_errors
+from shared.store.connections import PG_TCP_DEFAULTS, REDIS_RETRIES, pg_connect, pg_conninfo, redis_client, store_errors
 
 pytestmark = pytest.mark.anyio
 
@@ -60,3 +61,14 @@ async def test_a_redis_that_refuses_every_write_is_an_outage(redis):
         assert await redis.set("more", "y")  # memory freed: writes go through again
     with pytest.raises(redis_exceptions.ResponseError, match=r"^unknown command"), store_errors("Redis"):
         await redis.execute_command("NOSUCHCOMMAND")  # a command's own error stays its own
+
+
+async def test_postgresql_connections_end_when_the_server_stops_answering_unless_the_url_says_otherwise(schema):
+    """A PostgreSQL that stops answering without closing (a failover's old primary) held each query for ~15 min
+    of TCP retransmissions. Every connection of ours asks the kernel to give up after 30 s unanswered; a URL that
+    sets one of these keeps its own."""
+    async with await pg_connect(schema) as conn:  # libpq takes them: the connection is made with them
+        params = conn.info.get_parameters()
+    assert {name: params.get(name) for name in PG_TCP_DEFAULTS} == PG_TCP_DEFAULTS
+    own = conninfo_to_dict(pg_conninfo(f"{schema}{'&' if '?' in schema else '?'}tcp_user_timeout=5000"))
+    assert own["tcp_user_timeout"] == "5000" and own["keepalives_idle"] == "15"
