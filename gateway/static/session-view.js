@@ -8,6 +8,7 @@ import { durationBetween } from "./time.js";
 import { API, copyButton, durationEl, h, listOf, liveBadge, statusBadge, ticketLink, timeEl, visible } from "./ui.js";
 
 const HIDDEN_PARTS = new Set(["step-start", "step-finish", "snapshot"]);
+const RENDER_EVERY_MS = 100; // at most ten renders a second of a live session, the first at once
 
 export class SessionView {
   /**
@@ -32,7 +33,7 @@ export class SessionView {
     this._build();
     this.stream = openSessionStream(API, sessionId, {
       token: this.options.token,
-      onChange: (stream) => this._render(stream),
+      onChange: (stream) => this._renderSoon(stream),
     });
     this._render(this.stream);
     return this;
@@ -42,6 +43,22 @@ export class SessionView {
     if (this.stream) this.stream.close();
     this.stream = null;
     this._tick(false);
+  }
+
+  /**
+   * Render now, or once RENDER_EVERY_MS has passed since the last render, whatever came meanwhile in one render.
+   * Was: one render per event, so each append to a long streaming answer parsed, sanitised and highlighted its
+   * whole markdown again (a 100 KB answer: ~10 ms a time, tens of appends a second).
+   */
+  _renderSoon(stream) {
+    this._due = stream;
+    if (this._timer) return;
+    const wait = Math.max(0, (this._renderedAt ?? -Infinity) + RENDER_EVERY_MS - performance.now());
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      this._renderedAt = performance.now();
+      this._render(this._due);
+    }, wait);
   }
 
   /** While the session is live, its duration counts up each second. */

@@ -179,6 +179,23 @@ describe("a long session's transcript", () => {
     assert.equal(root.querySelector("[data-message-id=msg_2]").textContent.includes("ab"), true);
   });
 
+  it("renders a burst of events once, with the last of them (was: a whole render, markdown and all, per event)", async () => {
+    const { SessionView } = await load("session-view.js");
+    const view = new SessionView(document.createElement("div"));
+    const rendered = [];
+    let done;
+    const once = new Promise((resolve) => (done = resolve));
+    view._render = (stream) => {
+      rendered.push(stream);
+      done();
+    };
+    const streams = Array.from({ length: 50 }, (_, n) => ({ n }));
+    for (const stream of streams) view._renderSoon(stream);
+    await once;
+    await new Promise((resolve) => setTimeout(resolve, 0)); // a second render would be due by now, were it one per event
+    assert.deepEqual(rendered, [streams[49]]);
+  });
+
   it("keeps the elements of messages a re-sync's snapshot repeats, and rebuilds those it changed", async () => {
     const { SessionView } = await load("session-view.js");
     const root = document.createElement("div");
