@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -15,6 +16,11 @@ from poller.status_board import StatusBoard
 from shared.config import DEFAULT_SERVER
 from shared.opencode.client import OpenCodeClient
 from shared.store.lua import Scripts
+
+
+def never_disputed(server: str) -> bool:
+    """One replica alone (and the tests' deps): no other replica to give a server another URL."""
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +43,6 @@ class TrackerDeps:
     requests: RequestBoard | None = None  # GET /permission and /question, once per replica tick
     pending_timeout_s: float | None = None  # a request nobody answered this long is rejected; None: wait forever
     server: str = DEFAULT_SERVER  # the OpenCode server of this place: the `server` label of its metrics
+    # whether another live replica gives a server another URL (poller/server_urls.py): a 404 there is no proof
+    # that the session is gone, only that this replica's URL lacks it
+    disputed: Callable[[str], bool] = never_disputed

@@ -1,12 +1,12 @@
 """The replica's heartbeat: who it is and what it holds and serves, written every HEARTBEAT_INTERVAL_S. `status`
-lists it, claim.lua counts the replicas whose heartbeat is recent for the fair share, and places.served_elsewhere
-reads which servers the others have."""
+lists it, claim.lua counts the replicas whose heartbeat is recent for the fair share, places.served_elsewhere
+reads which servers the others have, and server_urls which URL each gives them."""
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from redis.asyncio import Redis
 
@@ -27,6 +27,7 @@ async def beat(
     sessions: Iterable[str],
     max_sessions: int,
     servers: Iterable[str],
+    server_urls: Mapping[str, str] | None = None,
 ) -> None:
     """One heartbeat: the replica's record and its place in the list of replicas, in one transaction."""
     name = keys.poller(replica_id)
@@ -43,6 +44,7 @@ async def beat(
                     "sessions": dumps(sorted(sessions)),
                     "maxSessions": max_sessions,
                     "servers": dumps(list(servers)),  # see places.served_elsewhere
+                    "serverUrls": dumps(dict(server_urls or {})),  # name -> URL without credentials: server_urls
                 },
             )
             pipe.pexpire(name, int(HEARTBEAT_TTL_FACTOR * HEARTBEAT_INTERVAL_S * 1000))

@@ -23,6 +23,7 @@ from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
 from shared.directories import canonical_directory
 from shared.errors import SessionLayerError
+from shared.ids import SessionId
 from shared.models import as_text
 from shared.opencode.replies import TurnedAway
 from shared.opencode.servers import OpenCodeServers
@@ -199,6 +200,13 @@ class BoardRefresher:
             await refresh_board(board, self._turned_away)
         finally:
             self._refreshing.discard(board)
+
+
+async def session_place(redis: Redis, session_id: SessionId) -> tuple[str | None, str | None]:
+    """Where the session runs, from its live state (`server`, `directory`); None: the default."""
+    with store_errors("Redis"):
+        server, directory = await redis.hmget(keys.session(session_id), ["server", "directory"])
+    return as_text(server) if server else None, as_text(directory) if directory else None
 
 
 async def served_elsewhere(redis: Redis, replica_id: str, server: str, since_ms: int) -> bool:

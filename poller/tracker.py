@@ -20,6 +20,7 @@ from poller.events import Inbox
 from poller.failures import abort_run
 from poller.job import Job
 from poller.pending import PendingRequests
+from poller.server_urls import ServerDisputed
 from poller.session_mirror import SessionMirror
 from poller.ticker import Cadence
 from shared.backoff import Backoff
@@ -206,6 +207,8 @@ class SessionTracker:
             messages, tail = await mirror.fetch()
             self._opencode_backoff.reset()
         except NotFound as exc:
+            if self._deps.disputed(self._deps.server):  # another live replica has another URL for the server
+                raise ServerDisputed(self._deps.server, exc) from exc
             return await self._end(mirror, *self._lost("OpenCode no longer has this session", exc))
         except (Unavailable, OpenCodeError) as exc:
             self._deps.metrics.poll_failures.labels(self._deps.server).inc()

@@ -20,10 +20,11 @@ from poller.failures import failing_as, run_bounded
 from poller.heartbeat import HEARTBEAT_INTERVAL_S, beat
 from poller.job_board import JobBoard
 from poller.metrics import Metrics
-from poller.places import BoardRefresher, Places, served_elsewhere
+from poller.places import BoardRefresher, Places, served_elsewhere, session_place
 from poller.reconcile import lead_pass
 from poller.request_board import RequestBoard
 from poller.rewound import rebuild, went_back
+from poller.server_urls import ServerUrls
 from poller.status_board import StatusBoard
 from poller.ticker import every
 from poller.tracker import SessionTracker
@@ -31,7 +32,6 @@ from shared.clock import now_ms
 from shared.config import Settings
 from shared.errors import SessionLayerError, Unavailable
 from shared.ids import SessionId
-from shared.models import as_text
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.servers import OpenCodeServers
 from shared.store import keys
@@ -90,6 +90,7 @@ class Worker:
         self._requests = RequestBoard(opencode)
         self.metrics = metrics or Metrics()
         self.router = EventRouter(opencode) if settings.opencode_events else None
+        self.urls = ServerUrls(settings.replica_id, settings.servers)  # checked after each heartbeat
         self._deps = TrackerDeps(
             redis=redis,
             scripts=self._scripts,
@@ -107,6 +108,7 @@ class Worker:
             requests=self._requests,
             pending_timeout_s=settings.pending_request_timeout_s,
             server=settings.servers[0].name,
+            disputed=self.urls.disputed,
         )
         self._owns_servers = servers is None
         self._servers = servers or OpenCodeServers(
@@ -166,7 +168,7 @@ class Worker:
 
     async def _claim(self, tg: TaskGroup) -> None:
         room = self._settings.max_sessions_per_poller - len(self._held)
-        if not self.claiming or room <= 0:
+        if not self.claiming or room <= 0 or not self.urls.checked:
             return
         started = time.monotonic()
         share = None
@@ -193,12 +195,6 @@ class Worker:
             self._held[lease.session_id] = held
             tg.start_soon(self._track, held, tg)
         self.metrics.sessions_held.set(len(self._held))
-
-    async def _where(self, session_id: SessionId) -> tuple[str | None, str | None]:
-        """Where the session runs, from its live state (`server`, `directory`); None: the default."""
-        with store_errors("Redis"):
-            server, directory = await self._redis.hmget(keys.session(session_id), ["server", "directory"])
-        return as_text(server) if server else None, as_text(directory) if directory else None
 
     async def _track(self, held: Held, tg: TaskGroup) -> None:
         """Start a claimed session's tracker: at most STARTUP_CONCURRENCY load at once, the others wait their turn
@@ -227,7 +223,7 @@ class Worker:
     async def _start_tracking(self, held: Held, tg: TaskGroup, started: Callable[[], None]) -> None:
         server: str | None = None
         try:
-            server, directory = await self._where(held.lease.session_id)
+            server, directory = await session_place(self._redis, held.lease.session_id)
             place = self.places.key(server, directory)
         except Unavailable as exc:  # Redis down: try again later
             log.warning("place_unread", session_id=held.lease.session_id, error=exc.message)
@@ -240,6 +236,11 @@ class Worker:
         deps = self.places.acquire(place, tg, max_age_s=max_age_s, events=self._settings.opencode_events)
         self.metrics.server_sessions.labels(place[0]).inc()
         try:
+            if self.urls.disputed(place[0]):  # its server has another URL elsewhere: ask ours has the session
+                started()  # out of the startup bound first: a hung server must not hold up the other startups
+                if await self.urls.lacks(deps, held.lease.session_id):
+                    await self._hand_back(held)
+                    return
             await self._run_tracker(held, deps, started)
         finally:
             self.metrics.server_sessions.labels(place[0]).dec()
@@ -352,7 +353,9 @@ class Worker:
                     sessions=self._held,
                     max_sessions=self._settings.max_sessions_per_poller,
                     servers=self._servers.names,
+                    server_urls=self.urls.mine,
                 )
+                await self.urls.check(self._redis, now_ms() - int(LIVE_WINDOW_S * 1000))
             except SessionLayerError as exc:
                 log.warning("heartbeat_failed", error=exc.message)
 

@@ -17,7 +17,7 @@ from shared.ids import SessionId, TicketId, parse_session_id, parse_ticket_id
 from shared.models import as_text
 from shared.store import archive, keys, unfinished
 from shared.store.connections import store_errors
-from shared.store.live import STATUS_FIELD, SUMMARY_FIELDS, LiveState, read_record
+from shared.store.live import STATUS_FIELD, SUMMARY_FIELDS, LiveState, json_or, read_record
 from shared.store.transactions import committed
 
 
@@ -251,6 +251,13 @@ async def _live_counts(redis: Redis, key_of: Callable[[str, str | None], str]) -
     return counts
 
 
+def parse_server_urls(raw: bytes | str | None) -> dict[str, str]:
+    """A heartbeat's `serverUrls` (a JSON object: server name -> URL); empty when absent (a replica from before
+    it) or unreadable, and without the entries that are not text."""
+    urls = json_or(as_text(raw) if raw else None, dict, {})
+    return {name: url for name, url in urls.items() if isinstance(name, str) and isinstance(url, str)}
+
+
 async def poller_replicas(redis: Redis, now_ms: int) -> list[dict[str, Any]]:
     """Every replica in `opencode:pollers`, most recent heartbeat first, with what its heartbeat hash says.
 
@@ -284,6 +291,7 @@ async def poller_replicas(redis: Redis, now_ms: int) -> list[dict[str, Any]]:
                 "heartbeatAgeMs": max(0, now_ms - heartbeat),
                 "sessions": [str(s) for s in held] if isinstance(held, list) else [],
                 "maxSessions": int(raw["maxSessions"]) if raw.get("maxSessions") else None,
+                "serverUrls": parse_server_urls(raw.get("serverUrls")),
             }
         )
     return out

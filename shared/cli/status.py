@@ -49,6 +49,21 @@ async def read_servers(settings: Settings, redis: Redis) -> list[dict[str, Any]]
     ]
 
 
+def url_mismatches(pollers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each server the live replicas give different URLs (their heartbeats' `serverUrls`), with each URL and the
+    replicas that have it: those replicas ask different OpenCode servers for the same sessions."""
+    by_server: dict[str, dict[str, list[str]]] = {}
+    for replica in pollers:
+        if replica["alive"]:
+            for server, url in replica["serverUrls"].items():
+                by_server.setdefault(server, {}).setdefault(url, []).append(replica["replicaId"])
+    return [
+        {"server": server, "urls": {url: sorted(ids) for url, ids in sorted(urls.items())}}
+        for server, urls in sorted(by_server.items())
+        if len(urls) > 1
+    ]
+
+
 async def read_status() -> dict[str, Any]:
     async with clients(db=False) as c:
         now_ms = await redis_now_ms(c.redis)
@@ -61,6 +76,7 @@ async def read_status() -> dict[str, Any]:
         "queue": queue,
         "live": {"total": sum(by_status.values()), "byStatus": by_status},
         "pollers": replicas,
+        "serverUrlMismatches": url_mismatches(replicas),
         "servers": servers,
     }
 
@@ -81,13 +97,17 @@ def age(ms: int) -> str:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print {now, queue, live, pollers, servers} as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print {now, queue, live, pollers, serverUrlMismatches, servers} as JSON."
+)
 def status(as_json: bool) -> None:
     """Show the queue depth (due vs leased), live sessions by status and poller replicas (REDIS_URL).
 
     A replica is `alive` while its heartbeat hash exists (it beats every second and the hash expires after
     a few missed beats); a stopped or crashed replica is listed as `gone` with the age of its last beat.
-    Last, with OPENCODE_SERVERS, each OpenCode server with its health and its live sessions (--json: always).
+    A server that live replicas give different URLs (OPENCODE_SERVERS) is a MISMATCH line naming each URL and its
+    replicas (--json: each replica's `serverUrls`, and `serverUrlMismatches`). Last, with OPENCODE_SERVERS, each
+    OpenCode server with its health and its live sessions (--json: always).
     """
     report = run(read_status)
     if as_json:
@@ -123,6 +143,9 @@ def status(as_json: bool) -> None:
             echo(f"  {replica['replicaId']}  gone   last heartbeat {age(replica['heartbeatAgeMs'])} ago")
     if gone_shown > MAX_GONE_SHOWN:
         echo(f"  … and {gone_shown - MAX_GONE_SHOWN} more gone (see --json)")
+    for mismatch in report["serverUrlMismatches"]:  # what a heartbeat holds: one line each, as the server's
+        urls = ", ".join(f"{one_line(url)} ({', '.join(map(one_line, ids))})" for url, ids in mismatch["urls"].items())
+        echo(f"  MISMATCH server {one_line(mismatch['server'])} has different URLs on live replicas: {urls}")
     if len(report["servers"]) < 2:
         return  # one server (OPENCODE_URL alone): the report reads as it always did; --json has it
     echo(f"servers  {len(report['servers'])}")

@@ -1,0 +1,126 @@
+"""Server URLs: which OpenCode URL each live replica gives each server name (its heartbeat's `serverUrls`).
+
+Replicas given different URLs under one name ask different OpenCode servers for the same sessions, and the one
+asking the wrong server gets 404s. Was: it ended every session it claimed there at once, in `error` ("OpenCode no
+longer has this session"), and nothing said why. Now a server whose URL another live replica gives otherwise is
+*disputed*: logged once per (server, URL) as `server_url_mismatch`, shown by `status`, and a 404 for a session on
+it hands the session back, uncounted, rather than end it, so that a replica whose URL has the session takes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+from redis.asyncio import Redis
+
+from poller.deps import TrackerDeps
+from shared.config import ServerConfig
+from shared.errors import LeaseLost, NotFound, SessionLayerError
+from shared.ids import SessionId
+from shared.models import as_text
+from shared.sessions import parse_server_urls
+from shared.store import keys
+from shared.store.connections import store_errors
+
+log = structlog.get_logger(__name__)
+
+Disputes = dict[str, dict[str, list[str]]]  # server -> {another replica's URL for it -> those replicas}
+
+
+class ServerDisputed(LeaseLost):
+    """OpenCode, at this replica's URL for the session's server, has no such session, while another live replica
+    has another URL for that server: the lease is handed back, uncounted, for a replica that may find it."""
+
+    def __init__(self, server: str, cause: SessionLayerError) -> None:
+        super().__init__(
+            f"server {server!r} has another URL on another live replica, and OpenCode at this one's answered "
+            f"{cause.message!r}: handed back"
+        )
+
+
+def credential_free(url: str) -> str:
+    """The URL without `user:password@`: what a heartbeat may show (settings' URLs have none already)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def own_urls(servers: Iterable[ServerConfig]) -> dict[str, str]:
+    """This replica's servers, name -> URL, as its heartbeat writes them."""
+    return {server.name: credential_free(server.url) for server in servers}
+
+
+def find_disputes(mine: Mapping[str, str], others: Mapping[str, Mapping[str, str]]) -> Disputes:
+    """Each of our servers another replica gives another URL. A server another replica lacks is no dispute: a
+    rolling deploy that adds one (places.served_elsewhere hands those sessions to the replicas that have it)."""
+    found: Disputes = {}
+    for replica, urls in sorted(others.items()):
+        for server, url in urls.items():
+            if server in mine and url != mine[server]:
+                found.setdefault(server, {}).setdefault(url, []).append(replica)
+    return found
+
+
+async def live_server_urls(redis: Redis, replica_id: str, since_ms: int) -> dict[str, dict[str, str]]:
+    """The `serverUrls` of every other replica whose heartbeat is newer than `since_ms` (an older replica's, which
+    writes none, reads as empty)."""
+    with store_errors("Redis"):
+        live = [as_text(r) for r in await redis.zrangebyscore(keys.POLLERS, since_ms, "+inf")]
+        others = [replica for replica in live if replica != replica_id]
+        async with redis.pipeline(transaction=False) as pipe:
+            for other in others:
+                pipe.hget(keys.poller(other), "serverUrls")
+            listed = await pipe.execute()
+    return {replica: parse_server_urls(raw) for replica, raw in zip(others, listed, strict=True)}
+
+
+class ServerUrls:
+    """The replica's own URLs and the disputes its last check found; `check` after each heartbeat."""
+
+    def __init__(self, replica_id: str, servers: Iterable[ServerConfig]) -> None:
+        self.replica_id = replica_id
+        self.mine = own_urls(servers)
+        self.checked = False  # the replica claims nothing before its first check: it could not tell a dispute
+        self._disputes: Disputes = {}
+
+    def disputed(self, server: str) -> bool:
+        """Whether another live replica gives `server` another URL (TrackerDeps.disputed)."""
+        return server in self._disputes
+
+    async def check(self, redis: Redis, since_ms: int) -> None:
+        """Compare with the live replicas' heartbeats; each (server, URL) disputed is said once as it starts, and
+        once as it ends, not every beat."""
+        found = find_disputes(self.mine, await live_server_urls(redis, self.replica_id, since_ms))
+        for server, urls in found.items():
+            for url, replicas in urls.items():
+                if url not in self._disputes.get(server, {}):
+                    log.error(
+                        "server_url_mismatch",
+                        replica=self.replica_id,
+                        server=server,
+                        url=self.mine[server],
+                        other_url=url,
+                        other_replicas=replicas,
+                        error=f"OPENCODE_SERVERS gives server {server!r} another URL on other live replicas: "
+                        "give every replica the same URL for it (its sessions are handed back, not ended, on a 404)",
+                    )
+        for server, urls in self._disputes.items():
+            for url in set(urls).difference(found.get(server, {})):
+                log.info("server_url_mismatch_ended", replica=self.replica_id, server=server, other_url=url)
+        self._disputes = found
+        self.checked = True
+
+    async def lacks(self, deps: TrackerDeps, session_id: SessionId) -> bool:
+        """Before a claimed session's tracker starts: True when its server is disputed and OpenCode at this
+        replica's URL has no such session, so it is handed back untouched. Asked only of disputed servers."""
+        if not self.disputed(deps.server):
+            return False
+        try:
+            await deps.opencode.get_session(session_id)
+        except NotFound as exc:
+            log.info("session_on_disputed_server", session_id=session_id, server=deps.server, error=exc.message)
+            return True
+        except SessionLayerError:
+            return False  # unreachable or odd: the tracker retries as it always does
+        return False
