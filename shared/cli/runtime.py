@@ -13,13 +13,11 @@ from redis.asyncio import Redis
 from shared.config import Settings
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.servers import OpenCodeServers
-from shared.store.connections import pg_connect, redis_client, store_errors
+from shared.store.connections import STATEMENT_TIMEOUT_MS, bound_statements, pg_connect, redis_client
 
 T = TypeVar("T")
 CLI_OPENCODE_TIMEOUT_S = 15.0
-CLI_STATEMENT_TIMEOUT_MS = 60_000
-# The bound, unless the role, the database or PGOPTIONS gave the session one of their own.
-BOUND_STATEMENTS = "SELECT set_config('statement_timeout', %s, false) WHERE current_setting('statement_timeout') = '0'"
+CLI_STATEMENT_TIMEOUT_MS = STATEMENT_TIMEOUT_MS
 
 
 @dataclass(slots=True)
@@ -72,8 +70,7 @@ async def clients(*, opencode: bool = False, db: bool = True) -> AsyncIterator[C
 async def _bound_statements(conn: Any) -> None:
     """A statement that waits on a lock (another transaction left open on the row or the table, a migration's
     ALTER) ends after CLI_STATEMENT_TIMEOUT_MS, exit 1 saying so. Was: the command waited for ever."""
-    with store_errors("PostgreSQL"):
-        await conn.execute(BOUND_STATEMENTS, (f"{CLI_STATEMENT_TIMEOUT_MS}ms",))
+    await bound_statements(conn, CLI_STATEMENT_TIMEOUT_MS)
 
 
 def run(func: Callable[[], Awaitable[T]]) -> T:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -52,6 +53,19 @@ def redis_client(url: Secret | str, *, max_connections: int = 50) -> Redis:
     return Redis(connection_pool=pool, decode_responses=False)
 
 
+# A statement waiting on a lock another transaction holds (one left open, an ALTER, a VACUUM FULL) waited for as
+# long as the lock was held: an archive write, a gateway read, a CLI command, for ever. Bounded, it is an outage its
+# caller retries (or reports); a bound the session has already (PGOPTIONS, the role, the database) is kept.
+STATEMENT_TIMEOUT_MS = 60_000
+_BOUND_STATEMENTS = "SELECT set_config('statement_timeout', %s, false) WHERE current_setting('statement_timeout') = '0'"
+
+
+async def bound_statements(conn: psycopg.AsyncConnection[Any], timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
+    """Give the connection's session a statement timeout of `timeout_ms` unless it has one."""
+    with store_errors("PostgreSQL"):
+        await conn.execute(_BOUND_STATEMENTS, (f"{timeout_ms}ms",))
+
+
 def pg_conninfo(url: Secret | str) -> str:
     """The URL with PG_TCP_DEFAULTS for what it does not set itself."""
     given = conninfo_to_dict(str(url))
@@ -69,6 +83,7 @@ async def pg_pool(
         max_size=max_size,
         timeout=PG_POOL_TIMEOUT_S,
         kwargs={"connect_timeout": PG_CONNECT_TIMEOUT_S, "autocommit": True},
+        configure=bound_statements,
         open=False,
     )
     await pool.open(wait=False)

@@ -11,7 +11,15 @@ from redis import exceptions as redis_exceptions
 
 from shared.dev.processes import free_port
 from shared.errors import Unavailable
-from shared.store.connections import PG_TCP_DEFAULTS, REDIS_RETRIES, pg_connect, pg_conninfo, redis_client, store_errors
+from shared.store.connections import (
+    PG_TCP_DEFAULTS,
+    REDIS_RETRIES,
+    pg_connect,
+    pg_conninfo,
+    pg_pool,
+    redis_client,
+    store_errors,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +80,13 @@ async def test_postgresql_connections_end_when_the_server_stops_answering_unless
     assert {name: params.get(name) for name in PG_TCP_DEFAULTS} == PG_TCP_DEFAULTS
     own = conninfo_to_dict(pg_conninfo(f"{schema}{'&' if '?' in schema else '?'}tcp_user_timeout=5000"))
     assert own["tcp_user_timeout"] == "5000" and own["keepalives_idle"] == "15"
+
+
+async def test_pool_connections_bound_their_statements_unless_the_url_does(schema):
+    """A statement waiting on a lock another transaction holds waited for as long as it was held (an archive write,
+    a gateway read): every pool connection now gives up after STATEMENT_TIMEOUT_MS; a bound of its own is kept."""
+    options = f"{'&' if '?' in schema else '?'}options=-c%20statement_timeout%3D5s"
+    for url, expected in ((schema, "1min"), (schema + options, "5s")):  # PostgreSQL shows 60000ms so
+        async with pg_pool(url) as pool, pool.connection() as conn:
+            cur = await conn.execute("SHOW statement_timeout")
+            assert (await cur.fetchone()) == (expected,)
