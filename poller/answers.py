@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
 from anyio.abc import TaskGroup
 
 from poller.archive import Archive
-from poller.pending import PendingRequests
+from poller.pending import PendingRequests, call_ended
 from poller.request_board import RequestBoard
 from shared.clock import now_ms
 from shared.errors import Conflict, NotFound, OpenCodeError, Unavailable, Unreached
@@ -79,10 +79,20 @@ class AnswerDelivery:
         if self._inherited is None:
             self._inherited = set(self.answers)
 
-    async def step(self, tg: TaskGroup, board: RequestBoard, pending: PendingRequests, archive: Archive) -> None:
+    async def step(
+        self,
+        tg: TaskGroup,
+        board: RequestBoard,
+        pending: PendingRequests,
+        archive: Archive,
+        messages: Sequence[Any] = (),
+    ) -> None:
         """Send what OpenCode still waits for; record in PostgreSQL what it took. An answer OpenCode refuses (4xx,
         or `false`), or fails to take for the retry deadline, sets `fatal`: the run would wait on it for ever (the
-        answer is recorded: nobody can answer again, nor the timeout), and resending it every tick is a loop."""
+        answer is recorded: nobody can answer again, nor the timeout), and resending it every tick is a loop. A
+        request still listed whose tool call `messages` show ended belongs to a run that is over (OpenCode lists an
+        aborted run's requests): its answer is settled `gone`, never sent (was: a replica that took the session
+        over sent a refused answer again, and its refusal aborted the follow-up then running)."""
         await self.record_taken(archive)
         for request_id, body in self.answers.items():
             if request_id in self._done or request_id in self._in_flight:
@@ -95,8 +105,11 @@ class AnswerDelivery:
             listed = board.requests(self._session_id, since)
             if listed is None:
                 continue
-            if all(r["id"] != request_id for r in listed):
+            request = next((r for r in listed if r["id"] == request_id), None)
+            if request is None:
                 await self._departed(request_id, pending, archive)
+            elif call_ended(messages, request.get("tool")):  # listed still, its run over: never to be taken
+                await self._settle(request_id, "gone", pending, archive)
             elif self._lease_valid():
                 self._in_flight.add(request_id)
                 tg.start_soon(self._send, request_id, body, pending)
@@ -105,11 +118,15 @@ class AnswerDelivery:
         """OpenCode no longer lists the request: `gone` when it answered 404 to every attempt of ours (answered in
         its own UI, its run aborted), else `answered` (an attempt of ours, or of the replica that owned the session
         before, may have landed). Was: `answered` after 404s too: the archive showed our answer as the one taken."""
-        taken = request_id not in self._not_found or request_id in self._maybe_landed
-        await archive.record_outcome(self._session_id, request_id, "answered" if taken else "gone")
+        inherited = request_id in (self._inherited or set())
+        taken = request_id not in self._not_found or request_id in self._maybe_landed or inherited
+        await self._settle(request_id, "answered" if taken else "gone", pending, archive)
+
+    async def _settle(self, request_id: str, outcome: str, pending: PendingRequests, archive: Archive) -> None:
+        await archive.record_outcome(self._session_id, request_id, outcome)
         self._done.add(request_id)
         pending.forget(request_id)
-        log.info("answer_delivered" if taken else "answer_not_taken", request_id=request_id)
+        log.info("answer_delivered" if outcome == "answered" else "answer_not_taken", request_id=request_id)
 
     async def record_taken(self, archive: Archive) -> None:
         """Record as answered what OpenCode's reply endpoint accepted, and as `gone` what it refused. Also called
@@ -122,17 +139,17 @@ class AnswerDelivery:
             await archive.record_outcome(self._session_id, request_id, "answered")
             self._done.add(request_id)
             log.info("answer_delivered", request_id=request_id)
-        for request_id in sorted(self._refused - self._settled):
+        for request_id in sorted(self._refused - self._settled - self._maybe_landed):  # given up on, maybe taken
             await archive.record_outcome(self._session_id, request_id, "gone")
             self._settled.add(request_id)
 
     async def record_untaken(self, archive: Archive) -> None:
         """As the session ends: `gone` for each recorded answer OpenCode never took and no attempt may have given
         (never sent, or only 404s): the run ended without it. Was: no outcome, shown `unanswered` for good (e.g. a
-        cancel right after the answer). One this replica found recorded when it took the session over, and never
-        tried, an earlier owner may have given: its outcome stays unknown."""
-        untried = (self._inherited or set()) - self._attempted_at.keys()
-        for request_id in sorted(self.answers.keys() - self._done - self._taken - self._maybe_landed - untried):
+        cancel right after the answer). One still on its way, or found recorded when this replica took the session
+        over (an earlier owner may have given it), stays unknown."""
+        unknown = self._taken | self._maybe_landed | self._in_flight | (self._inherited or set())
+        for request_id in sorted(self.answers.keys() - self._done - unknown):
             await archive.record_outcome(self._session_id, request_id, "gone")
             self._done.add(request_id)
 
@@ -153,7 +170,8 @@ class AnswerDelivery:
             self._failing_since.pop(request_id, None)  # OpenCode no longer waits on it: the next list says so
             self._not_found.add(request_id)
         except (OpenCodeError, Unavailable) as exc:
-            if not isinstance(exc, Unreached):  # it left: OpenCode may have carried it out
+            refused = isinstance(exc, OpenCodeError) and not exc.retryable  # a 4xx: not carried out
+            if not refused and not isinstance(exc, Unreached):  # it left: OpenCode may have carried it out
                 self._maybe_landed.add(request_id)
             self._failed(request_id, exc)
         finally:

@@ -202,3 +202,30 @@ async def test_an_answer_the_session_ended_without_is_recorded_gone(hostile, cli
     assert await wait_for(lambda: final(db, sid), timeout=20, what="the session ended") == ("cancelled", None)
     row = await requests.fetch(db, entry["id"])
     assert row is not None and (row.answered_by, row.outcome) == ("alice", "gone")
+
+
+async def test_a_refused_answer_is_not_given_again_by_a_replica_that_takes_the_session_over(
+    hostile, client, make_worker, redis, db
+):
+    """The answer was refused, the follow-up runs; a rolling restart hands the session to another replica. Was: it
+    found the refused answer recorded and the request still listed (OpenCode lists an aborted run's requests), sent
+    it again, and the refusal aborted the follow-up's run: `error`. Its tool call ended: settled, never sent."""
+    url, front = hostile
+    first = await make_worker(opencode_url=url, replica_id="first")
+    state = await commands.enqueue(redis, db, client, session_type="ask", prompt="QUESTION pick")
+    sid = str(state["sessionId"])
+    entry = await waiting_entry(redis, sid)
+    follow_up = await commands.send(redis, db, sid, "SLOW and then?")
+
+    async def stored() -> bool:
+        return any(m["info"]["id"] == follow_up for m in await client.messages(sid))
+
+    await wait_for(stored, timeout=20, what="the follow-up stored")
+    front.reply_with = (400, BAD_REQUEST)
+    front.extra["question"] = [as_listed(sid, entry)]
+    await answers.answer(redis, db, sid, entry["id"], choices=[["Blue"]], by="alice")
+    await wait_for(lambda: answering(client, sid), timeout=30, what="the follow-up's run")
+    await make_worker(opencode_url=url, replica_id="second")
+    await first._release_all()  # SIGTERM's hand-over
+    assert await wait_for(lambda: final(db, sid), timeout=40, what="the session ended") == ("completed", None)
+    assert len(front.sent) == 1
