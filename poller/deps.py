@@ -18,7 +18,7 @@ from shared.opencode.client import OpenCodeClient
 from shared.store.lua import Scripts
 
 
-def never_disputed(server: str) -> bool:
+def never_handed_back(server: str, session_id: str) -> bool:
     """One replica alone (and the tests' deps): no other replica to give a server another URL."""
     return False
 
@@ -43,6 +43,6 @@ class TrackerDeps:
     requests: RequestBoard | None = None  # GET /permission and /question, once per replica tick
     pending_timeout_s: float | None = None  # a request nobody answered this long is rejected; None: wait forever
     server: str = DEFAULT_SERVER  # the OpenCode server of this place: the `server` label of its metrics
-    # whether another live replica gives a server another URL (poller/server_urls.py): a 404 there is no proof
-    # that the session is gone, only that this replica's URL lacks it
-    disputed: Callable[[str], bool] = never_disputed
+    # whether a 404 for a session on a server hands it back (poller/server_urls.py): another live replica gives the
+    # server another URL, so the 404 only says this replica's URL lacks it (until OPENCODE_RETRY_DEADLINE_MS)
+    hands_back: Callable[[str, str], bool] = never_handed_back

@@ -6,7 +6,9 @@ message or a dismissed question (measured on 1.18.33); a restart between storing
 same. Nothing would answer it: the session sat `running` for ever (or, after a refused answer, ended in `error` with
 a follow-up a person had sent unanswered). Once OpenCode has reported the session idle for DROPPED_GRACE_S with a
 prompt newest, the prompt is run once more (`OpenCodeClient.run_again`); one that stays unanswered after that for
-the orphaned-run grace ends the session in `error`, never looping.
+the orphaned-run grace ends the session in `error`, never looping. Running it again that fails on the way (OpenCode
+unreachable, a 5xx, a server turning the replica away) is retried with `backoff` until the retry deadline, as every
+OpenCode call of a session is.
 """
 
 from __future__ import annotations
@@ -17,20 +19,20 @@ from typing import Any
 import structlog
 
 from poller.completion import unanswered_prompt
+from shared.backoff import Backoff
 
 log = structlog.get_logger(__name__)
 
 DROPPED_GRACE_S = 5.0  # idle this long with a prompt newest: no run will answer it (a busy status shows in 0.5 s)
-RUN_AGAIN_TRIES = 5  # attempts to run one prompt again that fail on the way
 
 
 class DroppedPrompts:
     """One session's prompts OpenCode left unanswered, and which of them were run once more."""
 
-    def __init__(self, give_up_s: float) -> None:
+    def __init__(self, give_up_s: float, backoff: Backoff) -> None:
         self._give_up_s = give_up_s
         self._run_again: set[str] = set()
-        self._failures: dict[str, int] = {}
+        self.backoff = backoff  # the attempts that failed on the way, in a row; reset once one is sent
 
     def due(self, messages: Sequence[Any], idle_for_s: float) -> str | None:
         """The prompt to run again now: newest, unanswered, OpenCode idle for DROPPED_GRACE_S, not run again yet."""
@@ -41,14 +43,17 @@ class DroppedPrompts:
         log.warning("prompt_left_unanswered", message_id=prompt, idle_for_s=round(idle_for_s, 1))
         return prompt
 
-    def retry(self, prompt: str) -> bool:
-        """Running it again failed on the way (OpenCode unreachable, a 5xx): due again, unless that was the
-        RUN_AGAIN_TRIES-th failure (False: the session ends saying so; the polls around it may well succeed)."""
-        self._failures[prompt] = failures = self._failures.get(prompt, 0) + 1
-        if failures >= RUN_AGAIN_TRIES:
-            return False
+    def sent(self) -> None:
+        self.backoff.reset()
+
+    def retry(self, prompt: str, now: float) -> float | None:
+        """Running it again failed on the way: due again after the delay returned, or None once the failures in a
+        row have lasted the retry deadline (the session ends saying so; the polls around it may well succeed)."""
+        delay = self.backoff.failed(now)
+        if self.backoff.expired(now):
+            return None
         self._run_again.discard(prompt)
-        return True
+        return delay
 
     def given_up(self, messages: Sequence[Any], idle_for_s: float) -> str | None:
         """The error a session ends with whose prompt, run once more, is still unanswered after `give_up_s` idle."""

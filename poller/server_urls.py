@@ -9,6 +9,7 @@ it hands the session back, uncounted, rather than end it, so that a replica whos
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -78,15 +79,29 @@ async def live_server_urls(redis: Redis, replica_id: str, since_ms: int) -> dict
 class ServerUrls:
     """The replica's own URLs and the disputes its last check found; `check` after each heartbeat."""
 
-    def __init__(self, replica_id: str, servers: Iterable[ServerConfig]) -> None:
+    def __init__(self, replica_id: str, servers: Iterable[ServerConfig], give_up_s: float) -> None:
+        """`give_up_s`: how long a session may be missing at this replica's URL, handed back, before a 404 ends
+        it as one ends any session (OPENCODE_RETRY_DEADLINE_MS)."""
         self.replica_id = replica_id
         self.mine = own_urls(servers)
         self.checked = False  # the replica claims nothing before its first check: it could not tell a dispute
         self._disputes: Disputes = {}
+        self._give_up_s = give_up_s
+        self._missing_since: dict[str, float] = {}  # session -> when this replica first found it missing (monotonic)
 
     def disputed(self, server: str) -> bool:
-        """Whether another live replica gives `server` another URL (TrackerDeps.disputed)."""
+        """Whether another live replica gives `server` another URL."""
         return server in self._disputes
+
+    def hands_back(self, server: str, session_id: str) -> bool:
+        """Whether a 404 for the session on `server` hands it back rather than end it (TrackerDeps.hands_back): the
+        server is disputed, and this replica has not found the session missing for `give_up_s` yet. Was: handed
+        back for as long as the dispute lasted, so a session gone from every server went round the replicas every
+        tick, `running`, for ever."""
+        if not self.disputed(server):
+            return False
+        now = time.monotonic()
+        return now - self._missing_since.setdefault(session_id, now) < self._give_up_s
 
     async def check(self, redis: Redis, since_ms: int) -> None:
         """Compare with the live replicas' heartbeats; each (server, URL) disputed is said once as it starts, and
@@ -110,6 +125,8 @@ class ServerUrls:
                 log.info("server_url_mismatch_ended", replica=self.replica_id, server=server, other_url=url)
         self._disputes = found
         self.checked = True
+        horizon = time.monotonic() - 2 * self._give_up_s  # sessions ended or found since: forgotten
+        self._missing_since = {sid: since for sid, since in self._missing_since.items() if since > horizon}
 
     async def lacks(self, deps: TrackerDeps, session_id: SessionId) -> bool:
         """Before a claimed session's tracker starts: True when its server is disputed and OpenCode at this
@@ -120,7 +137,7 @@ class ServerUrls:
             await deps.opencode.get_session(session_id)
         except NotFound as exc:
             log.info("session_on_disputed_server", session_id=session_id, server=deps.server, error=exc.message)
-            return True
+            return self.hands_back(deps.server, session_id)  # past the bound: the tracker's 404 ends it
         except SessionLayerError:
             return False  # unreachable or odd: the tracker retries as it always does
         return False

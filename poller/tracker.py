@@ -54,7 +54,9 @@ class SessionTracker:
         self._retry_at = 0.0
         self.went_back = False  # it stopped because Redis holds the session behind it (poller/rewound.py)
         self._idle_since: float | None = None  # since when OpenCode has reported the session idle, without a break
-        self._dropped = DroppedPrompts(deps.orphaned_run_grace_s)
+        self._dropped = DroppedPrompts(
+            deps.orphaned_run_grace_s, Backoff(deps.poll_interval_s, 10 * deps.poll_interval_s, deps.retry_deadline_s)
+        )
         self._pending = PendingRequests(lease.session_id, [])  # what Redis holds is loaded with the mirror
         self._recorded: set[str] = set()  # requests recorded in PostgreSQL by this tracker
         self._timed_out: set[str] = set()
@@ -207,7 +209,7 @@ class SessionTracker:
             messages, tail = await mirror.fetch()
             self._opencode_backoff.reset()
         except NotFound as exc:
-            if self._deps.disputed(self._deps.server):  # another live replica has another URL for the server
+            if self._deps.hands_back(self._deps.server, self._lease.session_id):  # another URL elsewhere for it
                 raise ServerDisputed(self._deps.server, exc) from exc
             return await self._end(mirror, *self._lost("OpenCode no longer has this session", exc))
         except (Unavailable, OpenCodeError) as exc:
@@ -257,7 +259,7 @@ class SessionTracker:
             if fresh:
                 await deps.archive.record_asked(sid, fresh)
                 self._recorded |= {e["id"] for e in fresh}
-            await self._job.answers.step(tg, deps.requests, self._pending, deps.archive)
+            await self._job.answers.step(tg, deps.requests, self._pending, deps.archive, mirror.messages)
             if self._pending.departed:  # OpenCode stopped waiting: `gone`, unless we hold an answer for it
                 departed = set(self._pending.departed)
                 await deps.archive.record_gone(sid, sorted(departed))
@@ -295,12 +297,19 @@ class SessionTracker:
             return False
         try:
             await self._deps.opencode.run_again(self._lease.session_id, message_id=prompt)
+        except NotFound as exc:
+            if self._deps.hands_back(self._deps.server, self._lease.session_id):  # as a poll's 404 (_tick)
+                raise ServerDisputed(self._deps.server, exc) from exc
+            return await self._end(mirror, *self._lost("OpenCode no longer has this session", exc))
         except (Unavailable, OpenCodeError) as exc:
             refused = isinstance(exc, OpenCodeError) and not exc.retryable
-            if refused or not self._dropped.retry(prompt):
+            if refused or (delay := self._dropped.retry(prompt, time.monotonic())) is None:
                 error = f"OpenCode did not run the prompt {prompt} again: {exc.message}"
                 return await self._end(mirror, "error", error)
-            return self._wait(self._opencode_backoff, exc)
+            self._retry_at = time.monotonic() + delay
+            log.warning("run_again_retry", message_id=prompt, error=exc.message, retry_in_s=round(delay, 2))
+            return False
+        self._dropped.sent()
         self._idle_since = None  # busy now: the grace counts again from the next idle report
         return False
 

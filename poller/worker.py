@@ -90,7 +90,7 @@ class Worker:
         self._requests = RequestBoard(opencode)
         self.metrics = metrics or Metrics()
         self.router = EventRouter(opencode) if settings.opencode_events else None
-        self.urls = ServerUrls(settings.replica_id, settings.servers)  # checked after each heartbeat
+        self.urls = ServerUrls(settings.replica_id, settings.servers, settings.opencode_retry_deadline_s)
         self._deps = TrackerDeps(
             redis=redis,
             scripts=self._scripts,
@@ -108,7 +108,7 @@ class Worker:
             requests=self._requests,
             pending_timeout_s=settings.pending_request_timeout_s,
             server=settings.servers[0].name,
-            disputed=self.urls.disputed,
+            hands_back=self.urls.hands_back,
         )
         self._owns_servers = servers is None
         self._servers = servers or OpenCodeServers(

@@ -1,5 +1,5 @@
 """A 404 in the middle of a run, on a server whose URL the live replicas disagree on: the tracker hands the session
-back instead of ending it (poller/server_urls.py; the tracker's side is `TrackerDeps.disputed`)."""
+back instead of ending it (poller/server_urls.py; the tracker's side is `TrackerDeps.hands_back`)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,11 @@ async def test_a_404_mid_run_on_a_disputed_server_hands_the_session_back(
 ):
     """The replica that runs a session loses it at its URL (404) while another live replica gives the server
     another URL. Was: ended at once in `error` ("OpenCode no longer has this session"). Now it is handed back,
-    uncounted, as long as the replicas disagree: which of them has the right URL is for the operator to say."""
+    uncounted, while the replicas disagree (which of them has the right URL is for the operator to say), for up to
+    OPENCODE_RETRY_DEADLINE_MS: a session gone from every server then ends (was: handed round for ever)."""
     here = (ServerConfig("default", simulator_url), ServerConfig("repo2", slow_simulator))
-    holder = await make_worker(opencode_url=simulator_url, opencode_servers=here, replica_id=HOLDER)
+    deadline = {"opencode_retry_deadline_s": 4.0}
+    holder = await make_worker(opencode_url=simulator_url, opencode_servers=here, replica_id=HOLDER, **deadline)
     placed = OpenCodeServers(here)
     try:
         state = await commands.enqueue(redis, db, placed, session_type="ask", prompt="SLOW TOOL x", server="repo2")
@@ -56,7 +58,7 @@ async def test_a_404_mid_run_on_a_disputed_server_hands_the_session_back(
 
     await wait_for(held, timeout=20, what="the holder runs the session")
     elsewhere = (ServerConfig("default", simulator_url), ServerConfig("repo2", simulator_url))
-    await make_worker(opencode_url=simulator_url, opencode_servers=elsewhere, replica_id=OTHER)
+    await make_worker(opencode_url=simulator_url, opencode_servers=elsewhere, replica_id=OTHER, **deadline)
 
     async def disputed() -> bool:
         return holder.urls.disputed("repo2")
@@ -74,3 +76,5 @@ async def test_a_404_mid_run_on_a_disputed_server_hands_the_session_back(
 
     await wait_for(handed_back_thrice, timeout=30, what="the session handed back, three times, not ended")
     assert await redis.hget(keys.job(sid), "failures") in (None, b"0")
+    row = await wait_for(lambda: final_row(db, sid), timeout=30, what="the session ended, past the deadline")
+    assert row.status == "error" and "OpenCode no longer has this session" in row.error_message
