@@ -200,6 +200,11 @@ async def waiting_entry(redis: Any, sid: str) -> dict[str, Any]:
     return entry
 
 
+async def stored(opencode: Any, sid: str, message_id: str) -> bool:
+    """Whether OpenCode stores the message (a follow-up queued behind a run shows before it is answered)."""
+    return any(m["info"]["id"] == message_id for m in await opencode.messages(sid))
+
+
 def sse_event(name: str, data: Any, event_id: int) -> bytes:
     """One SSE event as the gateway frames it."""
     return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode()

@@ -5,14 +5,17 @@ answers the reply routes as a test says instead of passing them on."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.dev.simulator.app import create_simulator
 from shared.dev.simulator.server import serve_in_thread
+from shared.opencode.client import OpenCodeClient
+from shared.store import archive
 from tests.fixtures import SIM_SPEED
 
 LISTS = {"/permission": "permission", "/question": "question"}
@@ -75,3 +78,24 @@ def hostile_simulator() -> Iterator[tuple[str, HostileAsks]]:
     front = HostileAsks(create_simulator(SIM_SPEED, retry_delays=(0.2, 0.2)))
     with serve_in_thread(front) as url:
         yield url, front
+
+
+BAD_REQUEST = {"name": "BadRequest", "data": {"message": "Expected array of arrays of strings"}}  # a refused answer
+
+
+@pytest.fixture
+def hostile() -> Iterator[tuple[str, HostileAsks]]:
+    with hostile_simulator() as served:
+        yield served
+
+
+@pytest.fixture
+async def client(hostile: tuple[str, HostileAsks]) -> AsyncIterator[OpenCodeClient]:
+    async with OpenCodeClient(hostile[0], timeout_s=5) as oc:
+        yield oc
+
+
+async def final(db: Any, sid: str) -> tuple[str, str | None] | None:
+    """The archived (status, error), once the session ended."""
+    row = await archive.fetch(db, sid)
+    return (row.status, row.error_message) if row and not row.unfinished else None

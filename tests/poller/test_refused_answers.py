@@ -6,7 +6,6 @@ OpenCode (1.18.33) still lists a request of a run it aborted."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -21,31 +20,12 @@ from shared import answers, commands
 from shared.errors import Conflict
 from shared.ids import SessionId
 from shared.opencode.client import OpenCodeClient
-from shared.store import archive, requests
+from shared.store import requests
 from shared.store.live import read_record
-from tests.helpers import wait_for, waiting_entry
-from tests.poller.hostile_asks import HostileAsks, hostile_simulator
+from tests.helpers import stored, wait_for, waiting_entry
+from tests.poller.hostile_asks import BAD_REQUEST, HostileAsks, final
 
 pytestmark = pytest.mark.anyio
-
-BAD_REQUEST = {"name": "BadRequest", "data": {"message": "Expected array of arrays of strings"}}
-
-
-@pytest.fixture
-def hostile() -> Iterator[tuple[str, HostileAsks]]:
-    with hostile_simulator() as served:
-        yield served
-
-
-@pytest.fixture
-async def client(hostile: tuple[str, HostileAsks]) -> AsyncIterator[OpenCodeClient]:
-    async with OpenCodeClient(hostile[0], timeout_s=5) as oc:
-        yield oc
-
-
-async def final(db: Any, sid: str) -> tuple[str, str | None] | None:
-    row = await archive.fetch(db, sid)
-    return (row.status, row.error_message) if row and not row.unfinished else None
 
 
 async def outcome_of(db: Any, request_id: str) -> str | None:
@@ -56,6 +36,14 @@ async def outcome_of(db: Any, request_id: str) -> str | None:
 def as_listed(sid: str, entry: dict[str, Any]) -> dict[str, Any]:
     """The request as OpenCode's `GET /question` lists it (the live entry without our fields)."""
     return {"id": entry["id"], "sessionID": sid, "questions": entry["questions"], "tool": entry["tool"]}
+
+
+async def waiting_question(started: Any, redis: Any, db: Any, client: OpenCodeClient) -> tuple[str, dict[str, Any]]:
+    """A poller started (`started`: make_worker's), a session asking a question: its id and the waiting entry."""
+    await started
+    state = await commands.enqueue(redis, db, client, session_type="ask", prompt="QUESTION pick")
+    sid = str(state["sessionId"])
+    return sid, await waiting_entry(redis, sid)
 
 
 async def answering(client: OpenCodeClient, sid: str) -> bool:
@@ -76,10 +64,7 @@ async def test_a_refused_answer_is_settled_gone_and_never_given_again_to_the_rev
     refused answer over again: OpenCode refused it again and the follow-up's run was aborted, ending in `error`. The
     revived session does not show the dead request as waiting."""
     url, front = hostile
-    await make_worker(opencode_url=url)
-    state = await commands.enqueue(redis, db, client, session_type="ask", prompt="QUESTION pick")
-    sid = str(state["sessionId"])
-    entry = await waiting_entry(redis, sid)
+    sid, entry = await waiting_question(make_worker(opencode_url=url), redis, db, client)
     front.reply_with = (400, BAD_REQUEST)
     await answers.answer(redis, db, sid, entry["id"], choices=[["Blue"]], by="alice")
     status, error = await wait_for(lambda: final(db, sid), timeout=20, what="the session ended")
@@ -108,19 +93,12 @@ async def answered_follow_up(client: OpenCodeClient, sid: str, message_id: str) 
 async def test_a_refused_answer_with_a_follow_up_queued_still_answers_the_follow_up(
     hostile, client, make_worker, redis, db
 ):
-    """The run blocked on the refused answer is aborted, and OpenCode's abort drops the prompt queued behind it.
-    Today the session ends in `error` and the follow-up `send` accepted is never answered (nor said to be lost)."""
+    """The run blocked on the refused answer is aborted, and OpenCode's abort leaves the prompt queued behind it
+    unanswered. Was: the session ended in `error`, the follow-up a person sent never answered (nor said lost)."""
     url, front = hostile
-    await make_worker(opencode_url=url)
-    state = await commands.enqueue(redis, db, client, session_type="ask", prompt="QUESTION pick")
-    sid = str(state["sessionId"])
-    entry = await waiting_entry(redis, sid)
+    sid, entry = await waiting_question(make_worker(opencode_url=url), redis, db, client)
     follow_up = await commands.send(redis, db, sid, "ECHO and then?")
-
-    async def delivered() -> bool:
-        return any(m["info"]["id"] == follow_up for m in await client.messages(sid))
-
-    await wait_for(delivered, timeout=20, what="the follow-up queued in OpenCode")
+    await wait_for(lambda: stored(client, sid, follow_up), timeout=20, what="the follow-up queued in OpenCode")
     front.reply_with = (400, BAD_REQUEST)
     await answers.answer(redis, db, sid, entry["id"], choices=[["Blue"]], by="alice")
     status, error = await wait_for(lambda: final(db, sid), timeout=20, what="the session ended")
@@ -191,10 +169,7 @@ async def test_an_answer_the_session_ended_without_is_recorded_gone(hostile, cli
     """A cancel right after an answer OpenCode did not take (here: 404 to it, while still listing the question).
     Was: the row kept no outcome, shown `unanswered` for good, though a person had answered."""
     url, front = hostile
-    await make_worker(opencode_url=url)
-    state = await commands.enqueue(redis, db, client, session_type="ask", prompt="QUESTION pick")
-    sid = str(state["sessionId"])
-    entry = await waiting_entry(redis, sid)
+    sid, entry = await waiting_question(make_worker(opencode_url=url), redis, db, client)
     front.reply_with = (404, NOT_FOUND)
     await answers.answer(redis, db, sid, entry["id"], choices=[["Blue"]], by="alice")
     await wait_for(lambda: sent(front), timeout=20, what="the answer tried")
@@ -216,11 +191,7 @@ async def test_a_refused_answer_is_not_given_again_by_a_replica_that_takes_the_s
     sid = str(state["sessionId"])
     entry = await waiting_entry(redis, sid)
     follow_up = await commands.send(redis, db, sid, "SLOW and then?")
-
-    async def stored() -> bool:
-        return any(m["info"]["id"] == follow_up for m in await client.messages(sid))
-
-    await wait_for(stored, timeout=20, what="the follow-up stored")
+    await wait_for(lambda: stored(client, sid, follow_up), timeout=20, what="the follow-up stored")
     front.reply_with = (400, BAD_REQUEST)
     front.extra["question"] = [as_listed(sid, entry)]
     await answers.answer(redis, db, sid, entry["id"], choices=[["Blue"]], by="alice")

@@ -3,7 +3,6 @@ failing, an answer recorded but never handed to the owner, one request id listed
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -12,32 +11,14 @@ from shared import answers, commands
 from shared.errors import Conflict
 from shared.ids import SessionId
 from shared.opencode.client import OpenCodeClient
-from shared.store import archive, requests
+from shared.store import requests
 from shared.store.live import read_record
 from tests.helpers import wait_for, waiting_entry
-from tests.poller.hostile_asks import HostileAsks, hostile_simulator
+from tests.poller.hostile_asks import BAD_REQUEST, final
 
 pytestmark = pytest.mark.anyio
 
 DEPARTING = "per_dup0002"
-BAD_REQUEST = {"name": "BadRequest", "data": {"message": "Expected array of arrays of strings"}}
-
-
-@pytest.fixture
-def hostile() -> Iterator[tuple[str, HostileAsks]]:
-    with hostile_simulator() as served:
-        yield served
-
-
-@pytest.fixture
-async def client(hostile: tuple[str, HostileAsks]) -> AsyncIterator[OpenCodeClient]:
-    async with OpenCodeClient(hostile[0], timeout_s=5) as oc:
-        yield oc
-
-
-async def final(db: Any, sid: str) -> tuple[str, str | None] | None:
-    row = await archive.fetch(db, sid)
-    return (row.status, row.error_message) if row and not row.unfinished else None
 
 
 async def start(redis: Any, db: Any, oc: OpenCodeClient, prompt: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 from shared import answers, commands
 from shared.opencode.client import OpenCodeClient
 from shared.store import archive, requests
-from tests.helpers import wait_for, waiting_entry
+from tests.helpers import stored, wait_for, waiting_entry
 from tests.realopencode.harness import RealOpenCode
 
 pytestmark = [pytest.mark.anyio, pytest.mark.realopencode]
@@ -60,11 +60,7 @@ async def test_a_follow_up_left_unanswered_by_a_plain_reject_is_run_again_once(
         sid = str(state["sessionId"])
         entry = await waiting_entry(redis, sid)
         follow_up = await commands.send(redis, db, sid, "ECHO and then?")
-
-        async def stored() -> bool:
-            return any(m["info"]["id"] == follow_up for m in await opencode.messages(sid))
-
-        await wait_for(stored, timeout=20, what="the follow-up stored by OpenCode")
+        await wait_for(lambda: stored(opencode, sid, follow_up), timeout=20, what="the follow-up stored by OpenCode")
         await answers.reply(redis, db, sid, entry["id"], "reject", by="alice")
         status, error = await wait_for(lambda: final(db, sid), timeout=40, what="the session archived")
         messages = await opencode.messages(sid)
