@@ -234,8 +234,8 @@ class SessionTracker:
                     log.warning("run_orphaned", grace_s=self._deps.orphaned_run_grace_s)
                     return await self._end(mirror, "error", ORPHANED_RUN_ERROR)
                 return await self._end(mirror, *outcome(mirror.messages, job.cancel))
-            if job.prompts.idle and not job.cancel and self._idle_since is not None:
-                return await self._unanswered(mirror)
+            if job.prompts.idle and not job.cancel and self._idle_since is not None and await self._unanswered(mirror):
+                return True  # ended (a prompt left unanswered, given up)
         except Unavailable as exc:
             return self._wait(self._store_backoff, exc)
         self._store_backoff.reset()
