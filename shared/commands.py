@@ -233,11 +233,12 @@ async def send(redis: Redis, db: PgConnection, session_id: str, text: str) -> st
         await _record_prompt(db, sid, {"messageID": message_id, "text": body})
         return message_id
     async with committed(db):
-        # Locked: a revival racing this one reads the row with this prompt in it (was: one prompt overwritten).
+        # Locked until queued: a revival racing this one reads the row with this prompt in it (was: one prompt
+        # overwritten), and queues after it, in the row's order; a queueing that fails leaves the row as it was.
         row = await queueable.past_any_lost_run(redis, await _archived_row(db, sid, for_update=True))
         revival = _revival(row)  # before the row is reopened
         await archive.reopen(db, row, {"messageID": message_id, "text": body})
-    await _revive(redis, revival, [entry], cancel=False)
+        await _revive(redis, revival, [entry], cancel=False)
     log.info("session_revived", session_id=sid, message_id=message_id)
     return message_id
 
