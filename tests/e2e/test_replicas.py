@@ -6,6 +6,7 @@ import collections
 import json
 import signal
 
+import anyio
 import httpx
 import psycopg
 import pytest
@@ -68,9 +69,10 @@ async def replicas_up(redis: Redis, count: int) -> None:
     await wait_for(up, timeout=30, what=f"{count} replicas started")
 
 
-async def enqueue_mix(redis, db, opencode, count: int) -> dict[str, str]:
+async def enqueue_mix(redis, db, opencode, count: int, expected: dict[str, str] | None = None) -> dict[str, str]:
+    """`count` sessions of the scenarios in turn, each added to `expected` (session id -> final status) as queued."""
     prompts = list(SCENARIOS)
-    expected = {}
+    expected = {} if expected is None else expected
     for i in range(count):
         prompt = prompts[i % len(prompts)]
         state = await commands.enqueue(redis, db, opencode, session_type="ask", ticket_id=f"T-{i}", prompt=prompt)
@@ -108,17 +110,21 @@ async def test_three_replicas_fifty_sessions_with_a_kill_and_a_pause(redis, db, 
     children = [make_poller(simulator, name=f"replica{i}", MAX_SESSIONS_PER_POLLER="20") for i in range(3)]
     await replicas_up(redis, 3)
     async with OpenCodeClient(simulator) as opencode:
-        expected = await enqueue_mix(redis, db, opencode, 50)
-        held = await wait_for(
-            lambda: _held_by_all(redis, expected, ["replica0-0", "replica1-1", "replica2-2"]),
-            timeout=30,
-            what="every replica holding sessions",
-        )
-        victims = held["replica0-0"]
-        children[0].kill()  # kill -9 mid-run
-        paused = held["replica1-1"]
-        children[1].signal(signal.SIGSTOP)
-        tokens = {sid: await redis.get(keys.lease(sid)) for sid in paused}
+        expected: dict[str, str] = {}
+        async with anyio.create_task_group() as tg:
+            # watched while they are queued: on a loaded machine queueing 50 took longer than the first ones ran, and
+            # a check after it could find no moment when all three replicas held one
+            tg.start_soon(enqueue_mix, redis, db, opencode, 50, expected)
+            held = await wait_for(
+                lambda: _held_by_all(redis, list(expected), ["replica0-0", "replica1-1", "replica2-2"]),
+                timeout=30,
+                what="every replica holding sessions",
+            )
+            victims = held["replica0-0"]
+            children[0].kill()  # kill -9 mid-run
+            paused = held["replica1-1"]
+            children[1].signal(signal.SIGSTOP)
+            tokens = {sid: await redis.get(keys.lease(sid)) for sid in paused}
 
         async def taken_over():
             for sid in paused:
