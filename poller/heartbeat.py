@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 
 from redis.asyncio import Redis
 
-from shared.models import dumps
+from shared.models import as_text, dumps
 from shared.store import keys
 from shared.store.connections import store_errors
 
@@ -50,3 +50,16 @@ async def beat(
             pipe.pexpire(name, int(HEARTBEAT_TTL_FACTOR * HEARTBEAT_INTERVAL_S * 1000))
             pipe.zadd(keys.POLLERS, {replica_id: now_ms})
             await pipe.execute()
+
+
+async def others_say(redis: Redis, replica_id: str, since_ms: int, field: str) -> dict[str, bytes | None]:
+    """One field of the heartbeat of every other replica that beat since `since_ms`, by replica (None where its
+    heartbeat lacks it: a replica from before the field)."""
+    with store_errors("Redis"):
+        live = [as_text(r) for r in await redis.zrangebyscore(keys.POLLERS, since_ms, "+inf")]
+        others = [replica for replica in live if replica != replica_id]
+        async with redis.pipeline(transaction=False) as pipe:
+            for other in others:
+                pipe.hget(keys.poller(other), field)
+            said = await pipe.execute()
+    return dict(zip(others, said, strict=True))

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from poller.deps import TrackerDeps
 from poller.events import EventRouter
+from poller.heartbeat import others_say
 from poller.request_board import RequestBoard
 from poller.status_board import StatusBoard
 from shared.directories import canonical_directory
@@ -212,14 +213,8 @@ async def session_place(redis: Redis, session_id: SessionId) -> tuple[str | None
 async def served_elsewhere(redis: Redis, replica_id: str, server: str, since_ms: int) -> bool:
     """Whether another replica, live since `since_ms`, has `server` in its OPENCODE_SERVERS (its heartbeat's
     `servers`): during a rolling deploy that adds, renames or removes one, its sessions are that replica's to run."""
-    with store_errors("Redis"):
-        live = [as_text(r) for r in await redis.zrangebyscore(keys.POLLERS, since_ms, "+inf")]
-        async with redis.pipeline(transaction=False) as pipe:
-            for other in live:
-                if other != replica_id:
-                    pipe.hget(keys.poller(other), "servers")
-            listed = await pipe.execute()
-    return any(server in _names(raw) for raw in listed)
+    listed = await others_say(redis, replica_id, since_ms, "servers")
+    return any(server in _names(raw) for raw in listed.values())
 
 
 def _names(raw: bytes | str | None) -> list[str]:

@@ -17,13 +17,11 @@ import structlog
 from redis.asyncio import Redis
 
 from poller.deps import TrackerDeps
+from poller.heartbeat import others_say
 from shared.config import ServerConfig
 from shared.errors import LeaseLost, NotFound, SessionLayerError
 from shared.ids import SessionId
-from shared.models import as_text
 from shared.sessions import parse_server_urls
-from shared.store import keys
-from shared.store.connections import store_errors
 
 log = structlog.get_logger(__name__)
 
@@ -66,14 +64,8 @@ def find_disputes(mine: Mapping[str, str], others: Mapping[str, Mapping[str, str
 async def live_server_urls(redis: Redis, replica_id: str, since_ms: int) -> dict[str, dict[str, str]]:
     """The `serverUrls` of every other replica whose heartbeat is newer than `since_ms` (an older replica's, which
     writes none, reads as empty)."""
-    with store_errors("Redis"):
-        live = [as_text(r) for r in await redis.zrangebyscore(keys.POLLERS, since_ms, "+inf")]
-        others = [replica for replica in live if replica != replica_id]
-        async with redis.pipeline(transaction=False) as pipe:
-            for other in others:
-                pipe.hget(keys.poller(other), "serverUrls")
-            listed = await pipe.execute()
-    return {replica: parse_server_urls(raw) for replica, raw in zip(others, listed, strict=True)}
+    said = await others_say(redis, replica_id, since_ms, "serverUrls")
+    return {replica: parse_server_urls(raw) for replica, raw in said.items()}
 
 
 class ServerUrls:
