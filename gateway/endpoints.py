@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -121,25 +121,25 @@ async def _read_archived(state: GatewayState, sid: SessionId) -> dict[str, Any] 
 
 async def read_covered(request: Request, state: GatewayState, sid: str) -> SessionRead:
     """The session, when the request's token covers it: 403 otherwise, a missing session included (Auth)."""
-    state.auth.require_own_session(request, sid)
-    try:
-        found = await read_session(state, sid)
-    except NotFound:
-        state.auth.refuse_missing_session(request, sid)
-        raise
+    found = await _covered(request, state, sid, lambda: read_session(state, sid))
     state.auth.require_session(request, sid, found.session.get("ticketId"))
     return found
 
 
 async def require_covered(request: Request, state: GatewayState, sid: SessionId) -> None:
     """read_covered's answer without the session read: for a HEAD, whose body is never sent."""
+    ticket = await _covered(request, state, sid, lambda: ticket_of(state.redis, state.pool, sid))
+    state.auth.require_session(request, sid, ticket)
+
+
+async def _covered(request: Request, state: GatewayState, sid: str, read: Callable[[], Awaitable[T]]) -> T:
+    """`read()` for a token that may hold the session: a missing one is the 403 Auth gives, or the 404."""
     state.auth.require_own_session(request, sid)
     try:
-        ticket = await ticket_of(state.redis, state.pool, sid)
+        return await read()
     except NotFound:
         state.auth.refuse_missing_session(request, sid)
         raise
-    state.auth.require_session(request, sid, ticket)
 
 
 async def session(request: Request) -> Response:
