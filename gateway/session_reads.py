@@ -38,6 +38,8 @@ class SessionRead:
 
     def event_data(self, seq: int | None = None) -> bytes:
         """The session as an event's data; `seq` replaces its own (a `complete` carries the seq published)."""
+        if seq == self.session.get("seq"):
+            seq = None  # its own: the JSON already encoded
         if seq not in self._data:
             whole = self.json() if seq is None else dumps_bytes({**self.session, "seq": seq})
             self._data[seq] = escape_line_breaks(whole)

@@ -36,7 +36,7 @@ from gateway.endpoints import path_id, read_covered, read_session, require_cover
 from gateway.fanout import CLOSED, DROPPED, LOST, STORE_DOWN, Published, Resync, Signal, Subscription
 from gateway.query import query_param, single_header
 from gateway.session_reads import SessionRead
-from gateway.sse import escape_line_breaks, escaped_event, format_event, ping, retry_line, token_expired
+from gateway.sse import escaped_event, format_event, ping, retry_line, token_expired
 from gateway.state import GatewayState
 from shared.clock import now_ms
 from shared.errors import NotFound, SessionLayerError
@@ -298,7 +298,7 @@ async def _complete(state: GatewayState, sid: SessionId, item: Published) -> byt
         final = (await read_session(state, sid)).event_data(item.seq)
     except (SessionLayerError, PoolTimeout) as exc:
         log.warning("complete_without_archive", error=_reason(exc))
-        final = escape_line_breaks(dumps_bytes({**item.body, "live": False, "seq": item.seq}))
+        return format_event("complete", dumps_bytes({**item.body, "live": False, "seq": item.seq}), item.seq)
     return escaped_event("complete", final, item.seq)
 
 
