@@ -56,7 +56,9 @@ async def clients(*, opencode: bool = False, db: bool = True) -> AsyncIterator[C
             )
         if db:
             conn = await pg_connect(settings.database_url)
-            await _bound_statements(conn)
+            # a statement waiting on a lock (a transaction left open on the row or the table, a migration's ALTER)
+            # ends, exit 1 saying so (was: the command waited for ever)
+            await bound_statements(conn, CLI_STATEMENT_TIMEOUT_MS)
         yield Clients(settings, redis, conn, oc, servers if opencode else None)
     finally:
         await servers.aclose()
@@ -65,12 +67,6 @@ async def clients(*, opencode: bool = False, db: bool = True) -> AsyncIterator[C
         if oc is not None:
             await oc.aclose()
         await redis.aclose()
-
-
-async def _bound_statements(conn: Any) -> None:
-    """A statement that waits on a lock (another transaction left open on the row or the table, a migration's
-    ALTER) ends after CLI_STATEMENT_TIMEOUT_MS, exit 1 saying so. Was: the command waited for ever."""
-    await bound_statements(conn, CLI_STATEMENT_TIMEOUT_MS)
 
 
 def run(func: Callable[[], Awaitable[T]]) -> T:
