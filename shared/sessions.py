@@ -53,12 +53,10 @@ async def ticket_of(redis: Redis, pool: AsyncConnectionPool, session_id: Session
     if live_id is not None:
         return (as_text(ticket) or None) if ticket is not None else None
     async with pool.connection() as conn, committed(conn, reads_only=True):
-        with store_errors("PostgreSQL"):
-            cur = await conn.execute("SELECT ticket_id FROM opencode_sessions WHERE id = %s", (session_id,))
-            row = await cur.fetchone()
-    if row is None:
+        rows = await archive.ticket_of(conn, session_id)
+    if not rows:
         raise NotFound(f"session {session_id} not found")
-    return str(row[0]) if row[0] is not None else None
+    return rows[0]
 
 
 async def active_session_id(redis: Redis, ticket: TicketId, pool: AsyncConnectionPool) -> SessionId | None:

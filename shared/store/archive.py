@@ -251,6 +251,13 @@ async def fetch(db: PgConnection, session_id: SessionId, *, for_update: bool = F
     return rows[0] if rows else None
 
 
+async def ticket_of(db: PgConnection, session_id: SessionId) -> list[str | None]:
+    """The row's ticket id, without its messages: [] when there is no row."""
+    with store_errors("PostgreSQL"):
+        cur = await db.execute("SELECT ticket_id FROM opencode_sessions WHERE id = %s", (session_id,))
+        return [row[0] for row in await cur.fetchall()]
+
+
 async def insert_pending(
     db: PgConnection,
     state: LiveState,
